@@ -1,0 +1,206 @@
+//! `devmapc`, the command line: argument parsing and terminal output over
+//! the `devmapc` library. Nothing here knows the language; every decision
+//! is the library's.
+//!
+//! Exit codes: 0 success, 1 the spec has errors (or a `--check` found work
+//! to do), 2 usage or I/O errors.
+
+mod render;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "devmapc",
+    version,
+    about = "Compile declarative .devmap specs into XDP forwarding through BPF_MAP_TYPE_DEVMAP_HASH",
+    long_about = "devmapc turns a .devmap spec (devices, the key read from each packet, routes from keys to \
+                  devices, per-device egress programs) into an XDP data path.\n\n\
+                  Start with `devmapc check my.devmap`; the language is described in docs/language.md.",
+    after_help = "Exit status: 0 success, 1 the spec has errors (or --check found work to do), 2 usage or I/O error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and check specs, reporting every error and warning.
+    ///
+    /// Exits 0 when no spec has an error (warnings are allowed unless
+    /// --deny-warnings), 1 when one has, 2 when a file cannot be read.
+    #[command(after_help = "Examples:\n  devmapc check examples/*.devmap\n  devmapc check --deny-warnings --message-format json router.devmap")]
+    Check {
+        /// The .devmap files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Treat warnings as errors (exit 1 when there is any).
+        #[arg(long)]
+        deny_warnings: bool,
+        /// `human` renders diagnostics with the source underlined (colour
+        /// only on a terminal, never with NO_COLOR set); `json` prints one
+        /// JSON object per diagnostic on standard output.
+        #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
+        message_format: MessageFormat,
+    },
+    /// Rewrite specs in the one canonical layout, keeping every comment.
+    ///
+    /// Formatting never changes what a spec means, and formatting twice
+    /// changes nothing. A file with syntax errors is reported and left
+    /// untouched. `-` formats standard input to standard output.
+    #[command(after_help = "Examples:\n  devmapc fmt examples/*.devmap\n  devmapc fmt --check specs/   # in CI: exit 1 if a file would change")]
+    Fmt {
+        /// The .devmap files to format (directories: every .devmap below).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Change nothing; list the files that would change and exit 1 if
+        /// there are any.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MessageFormat {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { files, deny_warnings, message_format } => check(&files, deny_warnings, message_format),
+        Command::Fmt { files, check } => fmt(&files, check),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints a line on standard output. A reader that went away (`| head`)
+/// ends the program quietly instead of with a panic.
+pub fn out(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn check(files: &[PathBuf], deny_warnings: bool, format: MessageFormat) -> Result<ExitCode, String> {
+    let mut failed = false;
+    let mut io_error = false;
+    for path in files {
+        let source = match read(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                io_error = true;
+                continue;
+            }
+        };
+        let checked = devmapc::check_source(&source);
+        let name = path.display().to_string();
+        render::diagnostics(&name, &source, &checked.diagnostics, format);
+        let errors = checked.diagnostics.iter().filter(|d| d.is_error()).count();
+        let warnings = checked.diagnostics.len() - errors;
+        if errors > 0 || (deny_warnings && warnings > 0) {
+            failed = true;
+        }
+        if format == MessageFormat::Human {
+            render::summary(&name, errors, warnings, deny_warnings);
+        }
+    }
+    Ok(ExitCode::from(if io_error { 2 } else if failed { 1 } else { 0 }))
+}
+
+fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
+    if files.len() == 1 && files[0] == Path::new("-") {
+        let mut source = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut source).map_err(|e| format!("cannot read standard input: {e}"))?;
+        return Ok(match devmapc::fmt::format_source(&source) {
+            Ok(out_text) => {
+                out(out_text.trim_end_matches('\n'));
+                ExitCode::SUCCESS
+            }
+            Err(diagnostics) => {
+                render::diagnostics("<stdin>", &source, &diagnostics, MessageFormat::Human);
+                ExitCode::from(1)
+            }
+        });
+    }
+    let mut paths = Vec::new();
+    for path in files {
+        collect_specs(path, &mut paths)?;
+    }
+    let (mut changed, mut broken) = (0, 0);
+    for path in &paths {
+        let source = read(path)?;
+        let formatted = match devmapc::fmt::format_source(&source) {
+            Ok(out) => out,
+            Err(diagnostics) => {
+                render::diagnostics(&path.display().to_string(), &source, &diagnostics, MessageFormat::Human);
+                eprintln!("error: {} was not formatted: it does not parse", path.display());
+                broken += 1;
+                continue;
+            }
+        };
+        if formatted == source {
+            continue;
+        }
+        changed += 1;
+        if check_only {
+            out(&format!("would reformat {}", path.display()));
+        } else {
+            write_atomically(path, &formatted)?;
+            out(&format!("formatted {}", path.display()));
+        }
+    }
+    let failed = broken > 0 || (check_only && changed > 0);
+    Ok(ExitCode::from(u8::from(failed)))
+}
+
+/// A file as given, or every `.devmap` file below a directory, sorted.
+fn collect_specs(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    if !path.is_dir() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| format!("cannot list {}: {e}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() || entry.extension().is_some_and(|e| e == "devmap") {
+            collect_specs(&entry, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces a file's contents so that a crash leaves the old or the new
+/// text, never half of one.
+fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
+    let tmp = path.with_extension("devmap.fmt-tmp");
+    std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    }
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+}

@@ -1,0 +1,1492 @@
+//! AST → [`Model`]: resolves names, types values, and reports every error
+//! and warning of a spec, in source order.
+//!
+//! Each rule of the language lives in exactly one function here, and emits
+//! exactly one kind of diagnostic ([`Code`]). A rule that fails does not
+//! stop the others: the checker carries on with what it could make sense of
+//! and skips only the checks that depend on the broken part (a route key is
+//! not type-checked against a table key that is itself broken), so that one
+//! mistake gives one diagnostic, not a cascade.
+
+use crate::ast::{self, Block, CondKind, Ident, Span, StmtKind, TestStmtKind, Value, ValueKind};
+use crate::diagnostic::{self, Code, Diagnostic};
+use crate::fields::{Field, Header, LayerKind, Ty};
+use crate::model::*;
+use std::collections::{HashMap, HashSet};
+
+/// The result of checking: the model when there is no error, and every
+/// diagnostic (warnings included) in source order.
+#[derive(Debug)]
+pub struct Checked {
+    pub model: Option<Model>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn check(spec: &ast::Spec) -> Checked {
+    let mut checker = Checker::default();
+    let model = checker.spec(spec);
+    let mut diagnostics = checker.diagnostics;
+    diagnostic::sort(&mut diagnostics);
+    let model = if diagnostics.iter().any(Diagnostic::is_error) { None } else { model };
+    Checked { model, diagnostics }
+}
+
+/// Longest name a spec may use (LANGUAGE.md, Lexical rules).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Keywords of C (C89 to C23): names reach the generated C.
+const C_KEYWORDS: &[&str] = &[
+    "alignas", "alignof", "asm", "auto", "bool", "break", "case", "char", "const", "constexpr", "continue", "default", "do",
+    "double", "else", "enum", "extern", "false", "float", "for", "goto", "if", "inline", "int", "long", "nullptr",
+    "register", "restrict", "return", "short", "signed", "sizeof", "static", "static_assert", "struct", "switch",
+    "thread_local", "true", "typedef", "typeof", "typeof_unqual", "union", "unsigned", "void", "volatile", "while",
+    "_Alignas", "_Alignof", "_Atomic", "_BitInt", "_Bool", "_Complex", "_Decimal128", "_Decimal32", "_Decimal64",
+    "_Generic", "_Imaginary", "_Noreturn", "_Static_assert", "_Thread_local",
+];
+
+/// Words of the language itself, which would make a spec ambiguous as
+/// names (`expect drop`, a parameter called `vlan`).
+const RESERVED_WORDS: &[&str] = &[
+    "table", "device", "egress", "group", "ingress", "route", "test", "send", "expect", "has", "lpm", "drop", "pass",
+    "abort", "eth", "vlan", "ipv4", "ipv6", "ip", "l4", "udp", "tcp", "payload",
+];
+
+#[derive(Default)]
+struct Checker {
+    diagnostics: Vec<Diagnostic>,
+    /// Devices and groups share one namespace: a route target names either.
+    targets: HashMap<String, (Target, Span)>,
+    programs: HashMap<String, usize>,
+    /// For each program, its parameters that end up in a VLAN id (their
+    /// arguments must be at most 4095).
+    vlan_params: Vec<HashSet<usize>>,
+    /// Where `table.key` was written, to point at it from route errors.
+    key_span: Option<Span>,
+}
+
+/// The items of a spec, sorted by kind, in source order.
+#[derive(Default)]
+struct Items<'a> {
+    tables: Vec<&'a ast::Table>,
+    devices: Vec<&'a ast::Device>,
+    programs: Vec<&'a ast::Egress>,
+    groups: Vec<&'a ast::Group>,
+    ingress: Vec<&'a ast::Ingress>,
+    routes: Vec<&'a ast::Route>,
+    tests: Vec<&'a ast::Test>,
+}
+
+impl Checker {
+    fn error(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    fn spec(&mut self, spec: &ast::Spec) -> Option<Model> {
+        let mut items = Items::default();
+        for item in &spec.items {
+            match item {
+                ast::Item::Table(t) => items.tables.push(t),
+                ast::Item::Device(d) => items.devices.push(d),
+                ast::Item::Egress(e) => items.programs.push(e),
+                ast::Item::Group(g) => items.groups.push(g),
+                ast::Item::Ingress(i) => items.ingress.push(i),
+                ast::Item::Route(r) => items.routes.push(r),
+                ast::Item::Test(t) => items.tests.push(t),
+            }
+        }
+        self.declare(&items);
+
+        let table = self.table(&items.tables);
+        let programs: Vec<ProgramDef> = items.programs.iter().map(|p| self.program(p)).collect();
+        let devices: Vec<Option<DeviceDef>> = items.devices.iter().map(|d| self.device(d, &items.programs, &programs)).collect();
+        self.distinct_interfaces(&devices);
+        let groups: Vec<GroupDef> = items.groups.iter().map(|g| self.group(g)).collect();
+        let ingress = self.ingress(&items.ingress);
+        let (routes, default_route) = self.routes(&items.routes, table.as_ref());
+        let tests = self.tests(&items.tests, ingress.as_ref());
+        self.warnings(&items, &routes, default_route, &groups);
+
+        Some(Model {
+            table: table?,
+            devices: devices.into_iter().collect::<Option<Vec<_>>>()?,
+            programs,
+            groups,
+            ingress: ingress?,
+            routes,
+            default_route,
+            tests,
+        })
+    }
+
+    // ------------------------------------------------------------ names
+
+    /// Registers every declared name, reporting bad and duplicate names.
+    fn declare(&mut self, items: &Items) {
+        let mut first: HashMap<String, Span> = HashMap::new();
+        for (i, d) in items.devices.iter().enumerate() {
+            if self.name_ok(&d.name, "device") && self.unique(&mut first, &d.name) {
+                self.targets.insert(d.name.name.clone(), (Target::Device(i), d.name.span));
+            }
+        }
+        for (i, g) in items.groups.iter().enumerate() {
+            if self.name_ok(&g.name, "group") && self.unique(&mut first, &g.name) {
+                self.targets.insert(g.name.name.clone(), (Target::Group(i), g.name.span));
+            }
+        }
+        let mut first = HashMap::new();
+        for (i, p) in items.programs.iter().enumerate() {
+            if self.name_ok(&p.name, "egress program") && self.unique(&mut first, &p.name) {
+                self.programs.insert(p.name.name.clone(), i);
+            }
+        }
+    }
+
+    /// Reports a name that may not reach generated C. Returns whether it is
+    /// acceptable.
+    fn name_ok(&mut self, ident: &Ident, what: &str) -> bool {
+        let name = ident.name.as_str();
+        let problem = if name.len() > MAX_NAME_LEN {
+            Some((format!("the {what} name `{name}` is {} characters long", name.len()), format!("names are at most {MAX_NAME_LEN} characters")))
+        } else if C_KEYWORDS.contains(&name) {
+            Some((format!("`{name}` is a C keyword and cannot name a {what}"), "names reach the generated C, where a keyword cannot be a name".into()))
+        } else if name.starts_with("devmapc_") || name.starts_with("__") {
+            Some((format!("the {what} name `{name}` uses a reserved prefix"), "names starting with `devmapc_` or `__` are reserved for generated code".into()))
+        } else if RESERVED_WORDS.contains(&name) {
+            Some((format!("`{name}` is a word of the devmap language and cannot name a {what}"), "pick another name, e.g. `{name}0` or `my_{name}`".replace("{name}", name)))
+        } else {
+            None
+        };
+        match problem {
+            Some((message, help)) => {
+                self.error(Diagnostic::new(Code::BadName, ident.span, message).label("not allowed as a name").help(help));
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Reports a second declaration of a name. Returns whether it is new.
+    fn unique(&mut self, first: &mut HashMap<String, Span>, ident: &Ident) -> bool {
+        match first.get(&ident.name) {
+            Some(&span) => {
+                self.error(
+                    Diagnostic::new(Code::DuplicateName, ident.span, format!("`{}` is declared twice", ident.name))
+                        .label("declared again here")
+                        .also(span, "first declared here")
+                        .help("devices, groups and egress programs each need a unique name; rename or remove one"),
+                );
+                false
+            }
+            None => {
+                first.insert(ident.name.clone(), ident.span);
+                true
+            }
+        }
+    }
+
+    /// A declared device or group, or an E005 that suggests the nearest
+    /// name.
+    fn target(&mut self, ident: &Ident, context: &str) -> Option<Target> {
+        if let Some((target, _)) = self.targets.get(&ident.name) {
+            return Some(*target);
+        }
+        let mut d = Diagnostic::new(Code::UnknownDevice, ident.span, format!("unknown device or group `{}` in {context}", ident.name))
+            .label("not declared");
+        d = match suggest(&ident.name, self.targets.keys().map(String::as_str)) {
+            Some(near) => d.help(format!("did you mean `{near}`?")),
+            None => d.help(format!("declare it: `device {} {{ ifname = \"...\" }}`", ident.name)),
+        };
+        self.error(d);
+        None
+    }
+
+    /// Like [`Checker::target`], but only a device will do.
+    fn device_ref(&mut self, ident: &Ident, context: &str, code: Code) -> Option<usize> {
+        match self.target(ident, context)? {
+            Target::Device(i) => Some(i),
+            Target::Group(_) => {
+                self.error(
+                    Diagnostic::new(code, ident.span, format!("`{}` is a group, but {context} takes a device", ident.name))
+                        .label("a group")
+                        .help("name the group's member devices one by one"),
+                );
+                None
+            }
+        }
+    }
+
+    // --------------------------------------------------------- settings
+
+    /// Splits a block of settings by name, reporting unknown and repeated
+    /// ones.
+    fn settings<'a>(&mut self, block: &'a Block<ast::Setting>, allowed: &[&str], what: &str) -> HashMap<&'a str, &'a ast::Setting> {
+        let mut found: HashMap<&str, &ast::Setting> = HashMap::new();
+        for setting in &block.members {
+            let name = setting.name.name.as_str();
+            if !allowed.contains(&name) {
+                let list: Vec<String> = allowed.iter().map(|a| format!("`{a}`")).collect();
+                let mut d = Diagnostic::new(Code::UnknownSetting, setting.name.span, format!("{what} has no setting `{name}`")).label("unknown setting");
+                d = match suggest(name, allowed.iter().copied()) {
+                    Some(near) => d.help(format!("did you mean `{near}`? {what} takes {}", list.join(", "))),
+                    None => d.help(format!("{what} takes {}", list.join(", "))),
+                };
+                self.error(d);
+            } else if let Some(previous) = found.get(name) {
+                self.error(
+                    Diagnostic::new(Code::DuplicateSetting, setting.name.span, format!("`{name}` is set twice"))
+                        .label("set again here")
+                        .also(previous.name.span, "first set here")
+                        .help("keep one of the two"),
+                );
+            } else {
+                found.insert(name, setting);
+            }
+        }
+        found
+    }
+
+    /// An integer setting in `min..=max`.
+    fn int_setting(&mut self, setting: &ast::Setting, min: u64, max: u64) -> Option<u64> {
+        let ValueKind::Int(int) = &setting.value.kind else {
+            self.error(
+                Diagnostic::new(Code::BadSettingValue, setting.value.span, format!("`{}` takes a number, not {}", setting.name.name, setting.value.kind.describe()))
+                    .label("expected a number")
+                    .help(format!("write a number from {min} to {max}")),
+            );
+            return None;
+        };
+        if int.value < min || int.value > max {
+            self.error(
+                Diagnostic::new(Code::OutOfRange, setting.value.span, format!("`{}` is {}, outside {min}..={max}", setting.name.name, int.value))
+                    .label("out of range")
+                    .help(format!("`{}` is a number from {min} to {max}", setting.name.name)),
+            );
+            return None;
+        }
+        Some(int.value)
+    }
+
+    /// A setting that takes one of a few words.
+    fn word_setting<'a>(&mut self, setting: &ast::Setting, words: &[&'a str]) -> Option<&'a str> {
+        let written = match &setting.value.kind {
+            ValueKind::Path(p) => p.as_name().map(|n| n.name.as_str()),
+            _ => None,
+        };
+        if let Some(word) = words.iter().find(|w| Some(**w) == written) {
+            return Some(word);
+        }
+        let list: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+        self.error(
+            Diagnostic::new(Code::BadSettingValue, setting.value.span, format!("`{}` cannot be `{}`", setting.name.name, value_text(&setting.value)))
+                .label("not one of the choices")
+                .help(format!("`{}` is one of {}", setting.name.name, list.join(", "))),
+        );
+        None
+    }
+
+    // ------------------------------------------------------------ table
+
+    fn table(&mut self, tables: &[&ast::Table]) -> Option<TableConfig> {
+        let Some((table, extra)) = tables.split_first() else {
+            self.error(
+                Diagnostic::new(Code::TableCount, Span::new(0, 0), "the spec has no `table`")
+                    .label("expected a table in this file")
+                    .help("add one, e.g. `table { key = vlan.id }`"),
+            );
+            return None;
+        };
+        for other in extra {
+            self.error(
+                Diagnostic::new(Code::TableCount, Span::new(other.span.start, other.span.start + 5), "a spec has exactly one `table`")
+                    .label("second table")
+                    .also(Span::new(table.span.start, table.span.start + 5), "first table")
+                    .help("merge the two tables' settings into one"),
+            );
+        }
+        let s = self.settings(&table.settings, &["key", "max_entries", "on_miss", "numa_node", "access", "counters"], "`table`");
+        let key = match s.get("key") {
+            Some(setting) => {
+                self.key_span = Some(setting.value.span);
+                self.key_expr(&setting.value)
+            }
+            None => {
+                self.error(
+                    Diagnostic::new(Code::MissingSetting, Span::new(table.span.start, table.span.start + 5), "the table has no `key`")
+                        .label("needs `key = ...`")
+                        .help(format!("say what each packet is looked up by, e.g. `key = vlan.id`; keys: {}", Field::list(|f| f.key_bits().is_some()))),
+                );
+                None
+            }
+        };
+        let max_entries = match s.get("max_entries") {
+            Some(setting) => self.int_setting(setting, 1, 1 << 31).map(|n| n as u32),
+            None => Some(256),
+        };
+        let on_miss = match s.get("on_miss") {
+            Some(setting) => self.word_setting(setting, &["pass", "drop", "abort"]).map(|w| match w {
+                "pass" => MissAction::Pass,
+                "drop" => MissAction::Drop,
+                _ => MissAction::Abort,
+            }),
+            None => Some(MissAction::Pass),
+        };
+        let numa_node = match s.get("numa_node") {
+            // MAX_NUMNODES is at most 1 << 10 on every kernel configuration.
+            Some(setting) => self.int_setting(setting, 0, 1023).map(|n| Some(n as u32)),
+            None => Some(None),
+        };
+        let access = match s.get("access") {
+            Some(setting) => self.word_setting(setting, &["read_write", "read_only", "write_only"]).map(|w| match w {
+                "read_only" => Access::ReadOnly,
+                "write_only" => Access::WriteOnly,
+                _ => Access::ReadWrite,
+            }),
+            None => Some(Access::ReadWrite),
+        };
+        let counters = match s.get("counters") {
+            Some(setting) => self.word_setting(setting, &["on", "off"]).map(|w| w == "on"),
+            None => Some(true),
+        };
+        Some(TableConfig {
+            key: key?,
+            max_entries: max_entries?,
+            on_miss: on_miss?,
+            numa_node: numa_node?,
+            access: access?,
+            counters: counters?,
+        })
+    }
+
+    /// `key = ...`
+    fn key_expr(&mut self, value: &Value) -> Option<Key> {
+        match &value.kind {
+            ValueKind::Path(_) => self.key_field(value).map(Key::Field),
+            ValueKind::Tuple(parts) => {
+                if parts.len() < 2 {
+                    self.error(
+                        Diagnostic::new(Code::BadKey, value.span, "a composite key needs at least two fields")
+                            .label("one field in parentheses")
+                            .help("write the field without parentheses, e.g. `key = vlan.id`"),
+                    );
+                    return None;
+                }
+                let mut fields: Vec<Field> = Vec::new();
+                let mut ok = true;
+                for part in parts {
+                    match self.key_field(part) {
+                        Some(f) if fields.contains(&f) => {
+                            self.error(Diagnostic::new(Code::BadKey, part.span, format!("`{f}` appears twice in the key")).label("repeated").help("list each field once"));
+                            ok = false;
+                        }
+                        Some(f) => fields.push(f),
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(Key::Composite(fields))
+            }
+            ValueKind::Call(call) if call.callee.dotted() == "lpm" => {
+                let [arg] = call.args.as_slice() else {
+                    self.error(
+                        Diagnostic::new(Code::BadKey, value.span, format!("`lpm` takes one address field, not {}", call.args.len()))
+                            .label("expected `lpm(field)`")
+                            .help(format!("e.g. `key = lpm(ipv4.dst)`; address fields: {}", Field::list(|f| f.is_address() && f.key_bits().is_some()))),
+                    );
+                    return None;
+                };
+                let field = self.key_field(arg)?;
+                if !field.is_address() {
+                    self.error(
+                        Diagnostic::new(Code::BadKey, arg.span, format!("`lpm` needs an address field; `{field}` is not one"))
+                            .label("not an address")
+                            .help(format!("longest-prefix match works on {}; key on `{field}` directly", Field::list(|f| f.is_address() && f.key_bits().is_some()))),
+                    );
+                    return None;
+                }
+                Some(Key::Lpm(field))
+            }
+            _ => {
+                self.error(
+                    Diagnostic::new(Code::BadKey, value.span, format!("{} cannot be a table key", value.kind.describe()))
+                        .label("not a key expression")
+                        .help(format!("a key is a field ({}), a tuple of fields, or `lpm(field)`", Field::list(|f| f.key_bits().is_some()))),
+                );
+                None
+            }
+        }
+    }
+
+    /// One field of a key.
+    fn key_field(&mut self, value: &Value) -> Option<Field> {
+        let keys = Field::list(|f| f.key_bits().is_some());
+        let ValueKind::Path(path) = &value.kind else {
+            self.error(
+                Diagnostic::new(Code::BadKey, value.span, format!("{} cannot be part of a key", value.kind.describe()))
+                    .label("expected a field")
+                    .help(format!("key fields: {keys}")),
+            );
+            return None;
+        };
+        let dotted = path.dotted();
+        match Field::from_path(&dotted) {
+            Some(field) if field.key_bits().is_some() => Some(field),
+            found => {
+                let message = match found {
+                    Some(_) => format!("`{dotted}` cannot be a key"),
+                    None => format!("unknown field `{dotted}`"),
+                };
+                let mut d = Diagnostic::new(Code::BadKey, value.span, message).label("not a key field");
+                d = match suggest(&dotted, keys.split(", ").map(|k| k.trim_matches('`'))) {
+                    Some(near) if found.is_none() => d.help(format!("did you mean `{near}`? key fields: {keys}")),
+                    _ => d.help(format!("key fields: {keys}")),
+                };
+                self.error(d);
+                None
+            }
+        }
+    }
+
+    // --------------------------------------------------------- programs
+
+    fn program(&mut self, program: &ast::Egress) -> ProgramDef {
+        let mut params = Vec::new();
+        let mut first = HashMap::new();
+        for param in &program.params {
+            self.name_ok(&param.name, "parameter");
+            if let Some(&span) = first.get(param.name.name.as_str()) {
+                self.error(
+                    Diagnostic::new(Code::DuplicateName, param.name.span, format!("parameter `{}` is declared twice", param.name.name))
+                        .label("declared again here")
+                        .also(span, "first declared here")
+                        .help("each parameter of a program needs its own name"),
+                );
+            }
+            first.insert(param.name.name.as_str(), param.name.span);
+            let ty = Ty::from_param_type(&param.ty.name).unwrap_or_else(|| {
+                self.error(
+                    Diagnostic::new(Code::BadParam, param.ty.span, format!("unknown parameter type `{}`", param.ty.name))
+                        .label("not a type")
+                        .help(format!("a parameter is {}", Ty::PARAM_TYPES)),
+                );
+                Ty::U32
+            });
+            params.push(ParamDef { name: param.name.name.clone(), ty });
+        }
+        let mut scope = Scope { params: &params, used: vec![false; params.len()], vlan: HashSet::new() };
+        let body = self.stmts(&program.body, &mut scope);
+        for (i, used) in scope.used.iter().enumerate() {
+            if !used {
+                let p = &program.params[i];
+                self.error(
+                    Diagnostic::new(Code::UnusedParam, p.name.span, format!("parameter `{}` is never used", p.name.name))
+                        .label("unused")
+                        .help("use it in the program's body or remove it (and its argument from every device)"),
+                );
+            }
+        }
+        self.vlan_params.push(scope.vlan);
+        ProgramDef { name: program.name.name.clone(), params, body, span: program.span }
+    }
+
+    fn stmts(&mut self, block: &Block<ast::Stmt>, scope: &mut Scope) -> Vec<Stmt> {
+        block.members.iter().filter_map(|s| self.stmt(s, scope)).collect()
+    }
+
+    fn stmt(&mut self, stmt: &ast::Stmt, scope: &mut Scope) -> Option<Stmt> {
+        match &stmt.kind {
+            StmtKind::Drop => Some(Stmt::Drop),
+            StmtKind::Pass => Some(Stmt::Pass),
+            StmtKind::Assign { field, value } => {
+                let target = self.written_field(field, Field::assignable, "=")?;
+                let value = self.operand(value, scope, Some(target))?;
+                Some(Stmt::Assign { field: target, value })
+            }
+            StmtKind::Decrement { field, amount } => {
+                let target = self.written_field(field, Field::decrementable, "-=")?;
+                let ValueKind::Int(int) = amount.kind else {
+                    self.error(
+                        Diagnostic::new(Code::TypeMismatch, amount.span, format!("`-=` takes a number, not {}", amount.kind.describe()))
+                            .label("expected a number")
+                            .help(format!("e.g. `{target} -= 1`")),
+                    );
+                    return None;
+                };
+                if !(1..=255).contains(&int.value) {
+                    self.error(
+                        Diagnostic::new(Code::OutOfRange, amount.span, format!("cannot subtract {} from `{target}`", int.value))
+                            .label("out of range")
+                            .help("subtract 1 to 255; the field stops at 0"),
+                    );
+                    return None;
+                }
+                Some(Stmt::Decrement { field: target, amount: int.value as u8 })
+            }
+            StmtKind::Call(call) => {
+                let name = call.callee.dotted();
+                let (arity, help) = match name.as_str() {
+                    "vlan.push" => (1, "`vlan.push(id)` adds an outer 802.1Q tag"),
+                    "vlan.pop" => (0, "`vlan.pop()` removes the outer tag"),
+                    _ => {
+                        self.error(
+                            Diagnostic::new(Code::BadStatement, call.callee.span, format!("unknown operation `{name}`"))
+                                .label("not an operation")
+                                .help("the operations are `vlan.push(id)` and `vlan.pop()`"),
+                        );
+                        return None;
+                    }
+                };
+                if call.args.len() != arity {
+                    self.error(
+                        Diagnostic::new(Code::ArgCount, stmt.span, format!("`{name}` takes {arity} argument{}, not {}", if arity == 1 { "" } else { "s" }, call.args.len()))
+                            .label("wrong number of arguments")
+                            .help(help),
+                    );
+                    return None;
+                }
+                match call.args.first() {
+                    Some(arg) => Some(Stmt::VlanPush(self.operand(arg, scope, Some(Field::VlanId))?)),
+                    None => Some(Stmt::VlanPop),
+                }
+            }
+            StmtKind::If(if_) => self.if_stmt(if_, scope),
+        }
+    }
+
+    fn if_stmt(&mut self, if_: &ast::If, scope: &mut Scope) -> Option<Stmt> {
+        let cond = self.cond(&if_.cond, scope);
+        let then = self.stmts(&if_.then, scope);
+        let otherwise = match &if_.otherwise {
+            None => Vec::new(),
+            Some(ast::Else::Block(block)) => self.stmts(block, scope),
+            Some(ast::Else::If(stmt)) => self.stmt(stmt, scope).into_iter().collect(),
+        };
+        Some(Stmt::If { cond: cond?, then, otherwise })
+    }
+
+    /// The field written by `=` or `-=`, if that is allowed.
+    fn written_field(&mut self, path: &ast::Path, allowed: fn(Field) -> bool, op: &str) -> Option<Field> {
+        let dotted = path.dotted();
+        let writable = Field::list(allowed);
+        match Field::from_path(&dotted) {
+            Some(field) if allowed(field) => Some(field),
+            Some(field) => {
+                self.error(
+                    Diagnostic::new(Code::BadStatement, path.span, format!("`{field}` cannot be changed with `{op}`"))
+                        .label("not writable this way")
+                        .help(format!("`{op}` works on {writable}")),
+                );
+                None
+            }
+            None => {
+                let mut d = Diagnostic::new(Code::BadStatement, path.span, format!("unknown field `{dotted}`")).label("no such field");
+                d = match suggest(&dotted, writable.split(", ").map(|k| k.trim_matches('`'))) {
+                    Some(near) => d.help(format!("did you mean `{near}`? `{op}` works on {writable}")),
+                    None => d.help(format!("`{op}` works on {writable}")),
+                };
+                self.error(d);
+                None
+            }
+        }
+    }
+
+    /// A value read by a statement or a condition. With `into`, the value
+    /// is stored into that field and must fit it.
+    fn operand(&mut self, value: &Value, scope: &mut Scope, into: Option<Field>) -> Option<Operand> {
+        let (operand, ty) = match &value.kind {
+            ValueKind::Path(path) => {
+                if let Some(name) = path.as_name() {
+                    match scope.params.iter().position(|p| p.name == name.name) {
+                        Some(i) => {
+                            scope.used[i] = true;
+                            if into == Some(Field::VlanId) {
+                                scope.vlan.insert(i);
+                            }
+                            (Operand::Param(i), scope.params[i].ty)
+                        }
+                        None => {
+                            let names: Vec<&str> = scope.params.iter().map(|p| p.name.as_str()).collect();
+                            let mut d = Diagnostic::new(Code::BadCondition, name.span, format!("unknown parameter `{}`", name.name)).label("not a parameter of this program");
+                            d = match suggest(&name.name, names.iter().copied()) {
+                                Some(near) => d.help(format!("did you mean `{near}`?")),
+                                None => d.help("declare it in the program's parameters: `egress name(param: u16) { ... }`"),
+                            };
+                            self.error(d.with_code(if into.is_some() { Code::BadStatement } else { Code::BadCondition }));
+                            return None;
+                        }
+                    }
+                } else {
+                    let dotted = path.dotted();
+                    match Field::from_path(&dotted) {
+                        Some(field) if field.readable() => (Operand::Field(field), field.ty()),
+                        _ => {
+                            let readable = Field::list(Field::readable);
+                            let mut d = Diagnostic::new(Code::BadCondition, path.span, format!("`{dotted}` cannot be read in an egress program")).label("not a readable field");
+                            d = match suggest(&dotted, readable.split(", ").map(|k| k.trim_matches('`'))) {
+                                Some(near) => d.help(format!("did you mean `{near}`? readable fields: {readable}")),
+                                None => d.help(format!("readable fields: {readable}")),
+                            };
+                            self.error(d.with_code(if into.is_some() { Code::BadStatement } else { Code::BadCondition }));
+                            return None;
+                        }
+                    }
+                }
+            }
+            _ => {
+                let constant = self.constant(value)?;
+                (Operand::Const(constant), constant.ty())
+            }
+        };
+        if let Some(field) = into {
+            self.fits(value, ty, field.ty(), field, || format!("`{field}`"))?;
+        }
+        Some(operand)
+    }
+
+    /// Reports a value of type `ty` that cannot go where `expected` is
+    /// wanted. `field` picks the VLAN-specific code; `place` names the
+    /// destination.
+    fn fits(&mut self, value: &Value, ty: Ty, expected: Ty, field: Field, place: impl Fn() -> String) -> Option<()> {
+        match (ty, expected) {
+            (Ty::Uint { max: n }, Ty::Uint { max }) if matches!(value.kind, ValueKind::Int(_)) && n > max => {
+                let (code, help) = if field == Field::VlanId {
+                    (Code::VlanIdRange, "a VLAN id is 0 to 4095 (12 bits)".to_string())
+                } else {
+                    (Code::OutOfRange, format!("{} is at most {max}", place()))
+                };
+                self.error(Diagnostic::new(code, value.span, format!("{n} does not fit in {}", place())).label(format!("above {max}")).help(help));
+                None
+            }
+            _ if ty.fits_in(expected) => Some(()),
+            _ => {
+                self.error(
+                    Diagnostic::new(Code::TypeMismatch, value.span, format!("{} takes {expected}, not {}", place(), describe_ty(value, ty)))
+                        .label(format!("expected {expected}"))
+                        .help(format!("give {} a value of type {expected}", place())),
+                );
+                None
+            }
+        }
+    }
+
+    /// A literal as a constant.
+    fn constant(&mut self, value: &Value) -> Option<Const> {
+        Some(match &value.kind {
+            ValueKind::Int(int) => Const::Uint(int.value),
+            ValueKind::Mac(mac) => Const::Mac(*mac),
+            ValueKind::Ipv4(a) => Const::Ipv4(*a),
+            ValueKind::Ipv6(a) => Const::Ipv6(*a),
+            other => {
+                self.error(
+                    Diagnostic::new(Code::TypeMismatch, value.span, format!("expected a number or an address, found {}", other.describe()))
+                        .label("not a constant")
+                        .help("write a number, a MAC, an IPv4 or an IPv6 address"),
+                );
+                return None;
+            }
+        })
+    }
+
+    fn cond(&mut self, cond: &ast::Cond, scope: &mut Scope) -> Option<Cond> {
+        match &cond.kind {
+            CondKind::Or(parts) | CondKind::And(parts) => {
+                let parts: Vec<Option<Cond>> = parts.iter().map(|c| self.cond(c, scope)).collect();
+                let parts = parts.into_iter().collect::<Option<Vec<_>>>()?;
+                Some(if matches!(cond.kind, CondKind::Or(_)) { Cond::Or(parts) } else { Cond::And(parts) })
+            }
+            CondKind::Not(inner) => Some(Cond::Not(Box::new(self.cond(inner, scope)?))),
+            CondKind::Has(header) => match Header::from_has(&header.name) {
+                Some(h) => Some(Cond::Has(h)),
+                None => {
+                    self.error(
+                        Diagnostic::new(Code::BadCondition, header.span, format!("`has` does not know the header `{}`", header.name))
+                            .label("not a header")
+                            .help("`has` takes `eth`, `vlan`, `ipv4`, `ipv6`, `ip` or `l4`"),
+                    );
+                    None
+                }
+            },
+            CondKind::Compare { left, op, right } => {
+                let l = self.operand(left, scope, None);
+                let r = self.operand(right, scope, None);
+                let (l, r) = (l?, r?);
+                let field = match (l, r) {
+                    (Operand::Field(f), _) | (_, Operand::Field(f)) => f,
+                    _ => {
+                        self.error(
+                            Diagnostic::new(Code::BadCondition, cond.span, "a comparison needs a header field on one side")
+                                .label("compares two values known in advance")
+                                .help("compare a field with a value, e.g. `ipv4.ttl <= 1`"),
+                        );
+                        return None;
+                    }
+                };
+                let ty_of = |o: Operand| match o {
+                    Operand::Const(c) => c.ty(),
+                    Operand::Param(i) => scope.params[i].ty,
+                    Operand::Field(f) => f.ty(),
+                };
+                let (lt, rt) = (ty_of(l), ty_of(r));
+                let other = if matches!(l, Operand::Field(_)) { (right, rt) } else { (left, lt) };
+                self.fits(other.0, other.1, field.ty(), field, || format!("`{field}`"))?;
+                let ordered = matches!(op, ast::CmpOp::Lt | ast::CmpOp::Le | ast::CmpOp::Gt | ast::CmpOp::Ge);
+                if ordered && !matches!(field.ty(), Ty::Uint { .. }) {
+                    self.error(
+                        Diagnostic::new(Code::BadCondition, cond.span, format!("`{}` cannot order {}es", op.as_str(), field.ty()))
+                            .label("addresses have no order")
+                            .help("compare addresses with `==` or `!=`; for ranges of addresses, route with `lpm(...)`"),
+                    );
+                    return None;
+                }
+                Some(Cond::Compare { left: l, op: *op, right: r })
+            }
+        }
+    }
+
+    // ---------------------------------------------------------- devices
+
+    fn device(&mut self, device: &ast::Device, asts: &[&ast::Egress], programs: &[ProgramDef]) -> Option<DeviceDef> {
+        let s = self.settings(&device.settings, &["ifname", "ifindex", "egress"], &format!("device `{}`", device.name.name));
+        let binding = match (s.get("ifname"), s.get("ifindex")) {
+            (Some(name), Some(index)) => {
+                self.error(
+                    Diagnostic::new(Code::DeviceBinding, index.span, format!("device `{}` has both `ifname` and `ifindex`", device.name.name))
+                        .label("second binding")
+                        .also(name.span, "first binding")
+                        .help("a device is found by exactly one of them; keep one"),
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    Diagnostic::new(Code::DeviceBinding, device.name.span, format!("device `{}` has neither `ifname` nor `ifindex`", device.name.name))
+                        .label("not bound to an interface")
+                        .help("add `ifname = \"eth0\"` or `ifindex = 2`"),
+                );
+                None
+            }
+            (Some(name), None) => self.ifname(name).map(Binding::Ifname),
+            (None, Some(index)) => self.int_setting(index, 1, i32::MAX as u64).map(|n| Binding::Ifindex(n as u32)),
+        };
+        let egress = match s.get("egress") {
+            Some(setting) => Some(self.egress_use(setting, asts, programs)?),
+            None => None,
+        };
+        Some(DeviceDef { name: device.name.name.clone(), binding: binding?, egress, span: device.span })
+    }
+
+    /// An interface name Linux accepts (`dev_valid_name` in net/core/dev.c).
+    fn ifname(&mut self, setting: &ast::Setting) -> Option<String> {
+        let ValueKind::Str(name) = &setting.value.kind else {
+            self.error(
+                Diagnostic::new(Code::BadSettingValue, setting.value.span, format!("`ifname` takes a string, not {}", setting.value.kind.describe()))
+                    .label("expected a quoted name")
+                    .help("write the interface name in quotes: `ifname = \"eth0\"`"),
+            );
+            return None;
+        };
+        let problem = if name.is_empty() {
+            Some("is empty".to_string())
+        } else if name.len() > 15 {
+            Some(format!("is {} bytes long; Linux allows at most 15", name.len()))
+        } else if name == "." || name == ".." {
+            Some("is `.` or `..`".to_string())
+        } else if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0') {
+            Some(format!("contains {c:?}"))
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => {
+                self.error(
+                    Diagnostic::new(Code::BadIfname, setting.value.span, format!("interface name \"{name}\" {problem}"))
+                        .label("not a valid interface name")
+                        .help("Linux interface names are 1 to 15 bytes, without `/`, `:` or white space"),
+                );
+                None
+            }
+            None => Some(name.clone()),
+        }
+    }
+
+    /// `egress = program` or `egress = program(args)` on a device.
+    fn egress_use(&mut self, setting: &ast::Setting, asts: &[&ast::Egress], programs: &[ProgramDef]) -> Option<EgressUse> {
+        let (name, args): (&Ident, &[Value]) = match &setting.value.kind {
+            ValueKind::Path(p) if p.as_name().is_some() => (p.as_name().unwrap(), &[]),
+            ValueKind::Call(c) if c.callee.as_name().is_some() => (c.callee.as_name().unwrap(), &c.args),
+            other => {
+                self.error(
+                    Diagnostic::new(Code::BadSettingValue, setting.value.span, format!("`egress` takes a program, not {}", other.describe()))
+                        .label("expected a program name")
+                        .help("write `egress = name` or `egress = name(args)`"),
+                );
+                return None;
+            }
+        };
+        let Some(&index) = self.programs.get(&name.name) else {
+            let mut d = Diagnostic::new(Code::UnknownProgram, name.span, format!("unknown egress program `{}`", name.name)).label("not declared");
+            d = match suggest(&name.name, self.programs.keys().map(String::as_str)) {
+                Some(near) => d.help(format!("did you mean `{near}`?")),
+                None => d.help(format!("declare it: `egress {} {{ ... }}`", name.name)),
+            };
+            self.error(d);
+            return None;
+        };
+        let program = &programs[index];
+        if args.len() != program.params.len() {
+            let params: Vec<String> = program.params.iter().map(|p| format!("{}: {}", p.name, p.ty)).collect();
+            self.error(
+                Diagnostic::new(Code::ArgCount, setting.value.span, format!("`{}` takes {} argument{}, but {} {} given", program.name, params.len(), if params.len() == 1 { "" } else { "s" }, args.len(), if args.len() == 1 { "is" } else { "are" }))
+                    .label("wrong number of arguments")
+                    .also(Span::new(asts[index].name.span.start, asts[index].name.span.end), "declared here")
+                    .help(format!("`{}({})`", program.name, params.join(", "))),
+            );
+            return None;
+        }
+        let mut values = Vec::new();
+        for (i, (arg, param)) in args.iter().zip(&program.params).enumerate() {
+            let constant = self.constant(arg)?;
+            let into = if self.vlan_params[index].contains(&i) { Ty::VLAN_ID } else { param.ty };
+            let field = if into == Ty::VLAN_ID { Field::VlanId } else { Field::EgressMac };
+            match (constant.ty(), param.ty) {
+                (Ty::Uint { .. }, Ty::Uint { .. }) | (Ty::Mac, Ty::Mac) | (Ty::Ipv4, Ty::Ipv4) | (Ty::Ipv6, Ty::Ipv6) => {}
+                _ => {
+                    self.error(
+                        Diagnostic::new(Code::ArgType, arg.span, format!("argument `{}` of `{}` is {}, not {}", param.name, program.name, param.ty, describe_ty(arg, constant.ty())))
+                            .label(format!("expected {}", param.ty))
+                            .also(asts[index].params[i].span, "parameter declared here")
+                            .help(format!("pass a value of type {}", param.ty)),
+                    );
+                    return None;
+                }
+            }
+            let place = || format!("parameter `{}` of `{}`", param.name, program.name);
+            let ty = constant.ty();
+            self.fits(arg, ty, into.min_uint(param.ty), field, place)?;
+            values.push(constant);
+        }
+        Some(EgressUse { program: index, args: values })
+    }
+
+    /// Two devices on one interface would make one of them a lie.
+    fn distinct_interfaces(&mut self, devices: &[Option<DeviceDef>]) {
+        let mut seen: HashMap<&Binding, Span> = HashMap::new();
+        for device in devices.iter().flatten() {
+            if let Some(&first) = seen.get(&device.binding) {
+                let what = match &device.binding {
+                    Binding::Ifname(n) => format!("interface \"{n}\""),
+                    Binding::Ifindex(i) => format!("ifindex {i}"),
+                };
+                self.error(
+                    Diagnostic::new(Code::DuplicateInterface, device.span, format!("device `{}` is bound to {what}, like another device", device.name))
+                        .label("second device on this interface")
+                        .also(first, "first device on it")
+                        .help("each interface is one device; give both names' routes to one of them"),
+                );
+            } else {
+                seen.insert(&device.binding, device.span);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------- groups
+
+    fn group(&mut self, group: &ast::Group) -> GroupDef {
+        let context = format!("group `{}`", group.name.name);
+        let mut members: Vec<usize> = Vec::new();
+        let mut spans: HashMap<usize, Span> = HashMap::new();
+        for member in &group.members.members {
+            let Some(i) = self.device_ref(member, &context, Code::BadGroup) else { continue };
+            if let Some(&first) = spans.get(&i) {
+                self.error(
+                    Diagnostic::new(Code::BadGroup, member.span, format!("`{}` is listed twice in {context}", member.name))
+                        .label("listed again")
+                        .also(first, "first listed here")
+                        .help("a device gets one copy of each packet; list it once"),
+                );
+            } else {
+                spans.insert(i, member.span);
+                members.push(i);
+            }
+        }
+        if group.members.members.is_empty() {
+            self.error(
+                Diagnostic::new(Code::BadGroup, group.members.span, format!("{context} has no members"))
+                    .label("empty")
+                    .help("list the devices that get a copy: `group flood { a, b }`"),
+            );
+        }
+        GroupDef { name: group.name.name.clone(), members }
+    }
+
+    // ---------------------------------------------------------- ingress
+
+    fn ingress(&mut self, blocks: &[&ast::Ingress]) -> Option<IngressDef> {
+        let Some((ingress, extra)) = blocks.split_first() else {
+            self.error(
+                Diagnostic::new(Code::BadIngress, Span::new(0, 0), "the spec has no `ingress` block")
+                    .label("expected `ingress { on = [...] }` in this file")
+                    .help("say where the ingress program is attached: `ingress { on = [uplink] }`"),
+            );
+            return None;
+        };
+        for other in extra {
+            self.error(
+                Diagnostic::new(Code::BadIngress, Span::new(other.span.start, other.span.start + 7), "a spec has exactly one `ingress` block")
+                    .label("second ingress block")
+                    .also(Span::new(ingress.span.start, ingress.span.start + 7), "first one")
+                    .help("list every device in the `on` of one block"),
+            );
+        }
+        let s = self.settings(&ingress.settings, &["on", "mode"], "`ingress`");
+        let mode = match s.get("mode") {
+            Some(setting) => self.word_setting(setting, &["native", "generic", "auto"]).map(|w| match w {
+                "native" => XdpMode::Native,
+                "generic" => XdpMode::Generic,
+                _ => XdpMode::Auto,
+            }),
+            None => Some(XdpMode::Auto),
+        };
+        let Some(on) = s.get("on") else {
+            self.error(
+                Diagnostic::new(Code::MissingSetting, Span::new(ingress.span.start, ingress.span.start + 7), "`ingress` has no `on`")
+                    .label("needs `on = [...]`")
+                    .help("list the devices the ingress program is attached to: `on = [uplink]`"),
+            );
+            return None;
+        };
+        let names: Vec<&Value> = match &on.value.kind {
+            ValueKind::List(items) => items.iter().collect(),
+            ValueKind::Path(p) if p.as_name().is_some() => vec![&on.value],
+            other => {
+                self.error(
+                    Diagnostic::new(Code::BadSettingValue, on.value.span, format!("`on` takes a list of devices, not {}", other.describe()))
+                        .label("expected `[dev, ...]`")
+                        .help("e.g. `on = [uplink, downlink]`"),
+                );
+                return None;
+            }
+        };
+        if names.is_empty() {
+            self.error(
+                Diagnostic::new(Code::BadIngress, on.value.span, "`on` lists no device")
+                    .label("empty")
+                    .help("name at least one device: the ingress program has to run somewhere"),
+            );
+            return None;
+        }
+        let mut devices: Vec<usize> = Vec::new();
+        let mut ok = true;
+        for value in names {
+            let ValueKind::Path(path) = &value.kind else {
+                self.error(Diagnostic::new(Code::BadSettingValue, value.span, format!("expected a device name, found {}", value.kind.describe())).label("not a device").help("list device names: `on = [uplink]`"));
+                ok = false;
+                continue;
+            };
+            let Some(name) = path.as_name() else {
+                self.error(Diagnostic::new(Code::BadSettingValue, value.span, format!("expected a device name, found `{}`", path.dotted())).label("not a device").help("list device names: `on = [uplink]`"));
+                ok = false;
+                continue;
+            };
+            match self.device_ref(name, "`ingress.on`", Code::BadIngress) {
+                Some(i) if devices.contains(&i) => {
+                    self.error(Diagnostic::new(Code::BadIngress, name.span, format!("`{}` is listed twice in `on`", name.name)).label("listed again").help("list each device once"));
+                }
+                Some(i) => devices.push(i),
+                None => ok = false,
+            }
+        }
+        Some(IngressDef { on: devices, mode: mode? }).filter(|_| ok)
+    }
+
+    // ----------------------------------------------------------- routes
+
+    fn routes(&mut self, routes: &[&ast::Route], table: Option<&TableConfig>) -> (Vec<RouteDef>, Option<Target>) {
+        let mut defs = Vec::with_capacity(routes.len());
+        let mut default: Option<(Target, Span)> = None;
+        let mut default_span: Option<Span> = None;
+        let mut seen: HashMap<KeyValue, Span> = HashMap::with_capacity(routes.len());
+        for route in routes {
+            let target = self.target(&route.target, "this route");
+            match &route.key {
+                ast::RouteKey::Default(span) => {
+                    if let Some(first) = default_span {
+                        self.error(
+                            Diagnostic::new(Code::DuplicateRoute, route.span, "`route default` is given twice")
+                                .label("second default route")
+                                .also(first, "first default route")
+                                .help("misses go to one target; keep one of the two"),
+                        );
+                        continue;
+                    }
+                    default_span = Some(route.span);
+                    let _ = span;
+                    if let Some(t) = target {
+                        default = Some((t, route.span));
+                    }
+                }
+                ast::RouteKey::Value(value) => {
+                    let Some(table) = table else { continue };
+                    let Some(key) = self.key_value(value, &table.key) else { continue };
+                    if let Some(&first) = seen.get(&key) {
+                        self.error(
+                            Diagnostic::new(Code::DuplicateRoute, route.span, format!("the key `{}` is routed twice", value_text(value)))
+                                .label("second route for this key")
+                                .also(first, "first route for it")
+                                .help("each key goes to one target (use a `group` to send copies to several)"),
+                        );
+                        continue;
+                    }
+                    seen.insert(key.clone(), route.span);
+                    if let Some(target) = target {
+                        defs.push(RouteDef { key, target, span: route.span });
+                    }
+                }
+            }
+        }
+        if let Some(table) = table {
+            if seen.len() > table.max_entries as usize {
+                // Point at the first route that does not fit.
+                let mut spans: Vec<Span> = seen.values().copied().collect();
+                spans.sort_by_key(|s| s.start);
+                let over = spans[table.max_entries as usize];
+                let d = Diagnostic::new(Code::TooManyRoutes, over, format!("{} routes do not fit in a table of {} entries", seen.len(), table.max_entries))
+                    .label(format!("route {} of {}", table.max_entries as usize + 1, seen.len()))
+                    .help(format!("raise `max_entries` to at least {} in the table", seen.len()));
+                self.error(d);
+            }
+        }
+        (defs, default.map(|(t, _)| t))
+    }
+
+    /// A route key, typed against the table's key.
+    fn key_value(&mut self, value: &Value, key: &Key) -> Option<KeyValue> {
+        match key {
+            Key::Field(field) => self.key_part(value, *field, key),
+            Key::Lpm(field) => self.prefix(value, *field, key),
+            Key::Composite(fields) => {
+                let ValueKind::Tuple(parts) = &value.kind else {
+                    return self.key_mismatch(value, key, format!("a tuple of {} values", fields.len()));
+                };
+                if parts.len() != fields.len() {
+                    return self.key_mismatch(value, key, format!("a tuple of {} values", fields.len()));
+                }
+                let parts: Vec<Option<KeyValue>> = parts.iter().zip(fields).map(|(p, f)| self.key_part(p, *f, key)).collect();
+                Some(KeyValue::Composite(parts.into_iter().collect::<Option<Vec<_>>>()?))
+            }
+        }
+    }
+
+    fn key_part(&mut self, value: &Value, field: Field, key: &Key) -> Option<KeyValue> {
+        match (field.ty(), &value.kind) {
+            (Ty::Device, ValueKind::Path(p)) if p.as_name().is_some() => {
+                let name = p.as_name().unwrap();
+                self.device_ref(name, "a route key", Code::RouteKeyType).map(KeyValue::Device)
+            }
+            (Ty::Mac, ValueKind::Mac(m)) => Some(KeyValue::Const(Const::Mac(*m))),
+            (Ty::Ipv4, ValueKind::Ipv4(a)) => Some(KeyValue::Const(Const::Ipv4(*a))),
+            (Ty::Ipv6, ValueKind::Ipv6(a)) => Some(KeyValue::Const(Const::Ipv6(*a))),
+            (Ty::Uint { .. }, ValueKind::Int(int)) => {
+                self.fits(value, Ty::Uint { max: int.value }, field.ty(), field, || format!("a `{field}` key"))?;
+                Some(KeyValue::Const(Const::Uint(int.value)))
+            }
+            _ => {
+                let expected = match field.ty() {
+                    Ty::Device => "a device name".to_string(),
+                    Ty::Mac => "a MAC address".to_string(),
+                    Ty::Ipv4 => "an IPv4 address".to_string(),
+                    Ty::Ipv6 => "an IPv6 address".to_string(),
+                    Ty::Uint { max } => format!("a number 0..={max}"),
+                };
+                self.key_mismatch(value, key, expected)
+            }
+        }
+    }
+
+    fn prefix(&mut self, value: &Value, field: Field, key: &Key) -> Option<KeyValue> {
+        let v4 = field.ty() == Ty::Ipv4;
+        let (addr, len, bits): (u128, u8, u8) = match (&value.kind, v4) {
+            (ValueKind::Ipv4(a), true) => (u32::from(*a) as u128, 32, 32),
+            (ValueKind::Ipv4Prefix(a, l), true) => (u32::from(*a) as u128, *l, 32),
+            (ValueKind::Ipv6(a), false) => (u128::from(*a), 128, 128),
+            (ValueKind::Ipv6Prefix(a, l), false) => (u128::from(*a), *l, 128),
+            _ => return self.key_mismatch(value, key, format!("an {} prefix", if v4 { "IPv4" } else { "IPv6" })),
+        };
+        let host_mask: u128 = if len >= bits { 0 } else { (1u128 << (bits - len)) - 1 };
+        if addr & host_mask != 0 {
+            let network = addr & !host_mask;
+            let fixed = if v4 { format!("{}/{len}", std::net::Ipv4Addr::from(network as u32)) } else { format!("{}/{len}", std::net::Ipv6Addr::from(network)) };
+            self.error(
+                Diagnostic::new(Code::BadPrefix, value.span, format!("`{}` has bits set after its prefix length", value_text(value)))
+                    .label("host bits set")
+                    .help(format!("did you mean `{fixed}`?")),
+            );
+            return None;
+        }
+        Some(KeyValue::Prefix(if v4 { PrefixValue::V4((addr as u32).into(), len) } else { PrefixValue::V6(addr.into(), len) }))
+    }
+
+    fn key_mismatch(&mut self, value: &Value, key: &Key, expected: String) -> Option<KeyValue> {
+        let mut d = Diagnostic::new(Code::RouteKeyType, value.span, format!("route key `{}` is {}, but the table is keyed by `{}`", value_text(value), value.kind.describe(), key_text(key)))
+            .label(format!("expected {expected}"))
+            .help(format!("a `{}` route key is {expected}", key_text(key)));
+        if let Some(span) = self.key_span {
+            d = d.also(span, "the table's key");
+        }
+        self.error(d);
+        None
+    }
+
+    // ------------------------------------------------------------ tests
+
+    fn tests(&mut self, tests: &[&ast::Test], ingress: Option<&IngressDef>) -> Vec<TestDef> {
+        let mut names: HashMap<&str, Span> = HashMap::new();
+        let mut defs = Vec::new();
+        for test in tests {
+            if test.name.text.trim().is_empty() {
+                self.error(Diagnostic::new(Code::BadTest, test.name.span, "a test needs a name").label("empty name").help("say what the test proves: `test \"vlan 100 goes to red\" { ... }`"));
+            } else if let Some(&first) = names.get(test.name.text.as_str()) {
+                self.error(
+                    Diagnostic::new(Code::BadTest, test.name.span, format!("two tests are named \"{}\"", test.name.text))
+                        .label("second test with this name")
+                        .also(first, "first one")
+                        .help("test names pick tests with `--filter`; make them unique"),
+                );
+            } else {
+                names.insert(&test.name.text, test.name.span);
+            }
+            let steps: Vec<TestStep> = test.body.members.iter().filter_map(|s| self.test_step(s, ingress)).collect();
+            let sends = test.body.members.iter().filter(|s| matches!(s.kind, TestStmtKind::Send { .. })).count();
+            let head = Span::new(test.span.start, test.name.span.end);
+            if sends == 0 {
+                self.error(Diagnostic::new(Code::BadTest, head, format!("test \"{}\" sends no packet", test.name.text)).label("no `send`").help("add `send DEVICE eth() / ...`"));
+            }
+            if sends == test.body.members.len() {
+                self.error(
+                    Diagnostic::new(Code::BadTest, head, format!("test \"{}\" expects nothing", test.name.text))
+                        .label("no `expect`")
+                        .help("say what must happen: `expect DEVICE`, `expect drop` or `expect pass`"),
+                );
+            }
+            defs.push(TestDef { name: test.name.text.clone(), steps, span: test.span });
+        }
+        defs
+    }
+
+    fn test_step(&mut self, stmt: &ast::TestStmt, ingress: Option<&IngressDef>) -> Option<TestStep> {
+        let span = stmt.span;
+        match &stmt.kind {
+            TestStmtKind::Send { device, packet } => {
+                let d = self.device_ref(device, "`send`", Code::BadTest);
+                let p = self.packet(packet, true);
+                let d = d?;
+                if let Some(ingress) = ingress {
+                    if !ingress.on.contains(&d) {
+                        self.error(
+                            Diagnostic::new(Code::SendWithoutIngress, device.span, format!("`{}` has no ingress program, so this packet meets no XDP program", device.name))
+                                .label("not in `ingress.on`")
+                                .help("send on a device listed in `ingress { on = [...] }`, or add this one there"),
+                        );
+                    }
+                }
+                Some(TestStep::Send { device: d, packet: p?, span })
+            }
+            TestStmtKind::ExpectDrop => Some(TestStep::ExpectDrop { span }),
+            TestStmtKind::ExpectPass => Some(TestStep::ExpectPass { span }),
+            TestStmtKind::ExpectOut { devices, pattern } => {
+                let ds: Vec<Option<usize>> = devices.iter().map(|d| self.device_ref(d, "`expect`", Code::BadTest)).collect();
+                let pattern = match pattern {
+                    Some(p) => self.packet(p, false),
+                    None => Some(Vec::new()),
+                };
+                Some(TestStep::ExpectOut { devices: ds.into_iter().collect::<Option<Vec<_>>>()?, pattern: pattern?, span })
+            }
+        }
+    }
+
+    /// A packet to send (`strict`: its layers must make a frame) or a
+    /// pattern to match (any layers, in order).
+    fn packet(&mut self, packet: &ast::Packet, strict: bool) -> Option<PacketDef> {
+        let mut layers = Vec::new();
+        let mut previous: Option<LayerKind> = None;
+        let mut vlans = 0;
+        let mut ok = true;
+        for (i, layer) in packet.layers.iter().enumerate() {
+            let Some(kind) = LayerKind::from_name(&layer.name.name) else {
+                let names: Vec<&str> = LayerKind::ALL.iter().map(|l| l.name()).collect();
+                let mut d = Diagnostic::new(Code::BadPacket, layer.name.span, format!("unknown layer `{}`", layer.name.name)).label("not a layer");
+                d = match suggest(&layer.name.name, names.iter().copied()) {
+                    Some(near) => d.help(format!("did you mean `{near}`? layers: {}", names.join(", "))),
+                    None => d.help(format!("layers: {}", names.join(", "))),
+                };
+                self.error(d);
+                ok = false;
+                continue;
+            };
+            if kind == LayerKind::Vlan {
+                vlans += 1;
+            }
+            let misplaced = if strict { !kind.may_follow(previous) || vlans > 2 } else { previous == Some(LayerKind::Payload) };
+            if misplaced {
+                let why = match (previous, kind) {
+                    (None, _) => "a packet starts with `eth(...)`".to_string(),
+                    (_, LayerKind::Vlan) if vlans > 2 => "a frame carries at most two VLAN tags".to_string(),
+                    (Some(LayerKind::Payload), _) => "`payload` is the last layer".to_string(),
+                    (Some(p), k) => format!("`{}` cannot follow `{}`", k.name(), p.name()),
+                };
+                self.error(
+                    Diagnostic::new(Code::BadPacket, layer.span, format!("layer `{}` is out of place", kind.name()))
+                        .label(why)
+                        .help("layers go outermost first: eth / vlan (up to two) / ipv4 or ipv6 / udp or tcp / payload"),
+                );
+                ok = false;
+            }
+            previous = Some(kind);
+            let _ = i;
+            match self.layer(layer, kind) {
+                Some(def) => layers.push(def),
+                None => ok = false,
+            }
+        }
+        ok.then_some(layers)
+    }
+
+    fn layer(&mut self, layer: &ast::Layer, kind: LayerKind) -> Option<LayerDef> {
+        let mut def = LayerDef { kind, fields: Vec::new(), payload: None };
+        let mut ok = true;
+        if kind == LayerKind::Payload {
+            match layer.args.as_slice() {
+                [LayerArg { field: None, value: Value { kind: ValueKind::Str(text), .. }, .. }] => def.payload = Some(text.clone()),
+                _ => {
+                    self.error(Diagnostic::new(Code::BadPacket, layer.span, "`payload` takes one string").label("expected `payload(\"text\")`").help("e.g. `payload(\"hello\")`"));
+                    return None;
+                }
+            }
+            return Some(def);
+        }
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for arg in &layer.args {
+            let Some(field) = &arg.field else {
+                self.error(
+                    Diagnostic::new(Code::BadPacket, arg.span, format!("a `{}` field needs a name", kind.name()))
+                        .label("expected `field = value`")
+                        .help(format!("`{}` has {}", kind.name(), field_names(kind))),
+                );
+                ok = false;
+                continue;
+            };
+            let Some(&(name, ty)) = kind.fields().iter().find(|(n, _)| *n == field.name) else {
+                let mut d = Diagnostic::new(Code::BadPacket, field.span, format!("`{}` has no field `{}`", kind.name(), field.name)).label("unknown field");
+                d = match suggest(&field.name, kind.fields().iter().map(|(n, _)| *n)) {
+                    Some(near) => d.help(format!("did you mean `{near}`? `{}` has {}", kind.name(), field_names(kind))),
+                    None => d.help(format!("`{}` has {}", kind.name(), field_names(kind))),
+                };
+                self.error(d);
+                ok = false;
+                continue;
+            };
+            if let Some(&first) = seen.get(name) {
+                self.error(Diagnostic::new(Code::BadPacket, field.span, format!("`{}` is set twice", field.name)).label("set again").also(first, "first set here").help("set each field once"));
+                ok = false;
+                continue;
+            }
+            seen.insert(name, field.span);
+            let Some(value) = self.constant(&arg.value) else {
+                ok = false;
+                continue;
+            };
+            let as_field = if kind == LayerKind::Vlan && name == "id" { Field::VlanId } else { Field::EgressMac };
+            let place = || format!("`{}.{}`", kind.name(), name);
+            match (value.ty(), ty) {
+                (Ty::Uint { .. }, Ty::Uint { .. }) | (Ty::Mac, Ty::Mac) | (Ty::Ipv4, Ty::Ipv4) | (Ty::Ipv6, Ty::Ipv6) => {
+                    if self.fits(&arg.value, value.ty(), ty, as_field, place).is_none() {
+                        ok = false;
+                        continue;
+                    }
+                }
+                _ => {
+                    self.error(
+                        Diagnostic::new(Code::TypeMismatch, arg.value.span, format!("{} takes {ty}, not {}", place(), describe_ty(&arg.value, value.ty())))
+                            .label(format!("expected {ty}"))
+                            .help(format!("give {} a value of type {ty}", place())),
+                    );
+                    ok = false;
+                    continue;
+                }
+            }
+            def.fields.push((name, value));
+        }
+        ok.then_some(def)
+    }
+
+    // --------------------------------------------------------- warnings
+
+    fn warnings(&mut self, items: &Items, routes: &[RouteDef], default: Option<Target>, groups: &[GroupDef]) {
+        let mut reached_devices: HashSet<usize> = HashSet::new();
+        let mut reached_groups: HashSet<usize> = HashSet::new();
+        for target in routes.iter().map(|r| r.target).chain(default) {
+            match target {
+                Target::Device(d) => {
+                    reached_devices.insert(d);
+                }
+                Target::Group(g) => {
+                    reached_groups.insert(g);
+                    reached_devices.extend(groups.get(g).map(|g| g.members.clone()).unwrap_or_default());
+                }
+            }
+        }
+        // Routes whose target failed to resolve still count: no warning on
+        // top of the error.
+        for route in &items.routes {
+            match self.targets.get(&route.target.name) {
+                Some((Target::Device(d), _)) => {
+                    reached_devices.insert(*d);
+                }
+                Some((Target::Group(g), _)) => {
+                    reached_groups.insert(*g);
+                }
+                None => {}
+            }
+        }
+        // Every device named in an `on` list, even one whose block had an
+        // error: a broken ingress block must not also cause warnings.
+        let ingress_on: HashSet<usize> = items
+            .ingress
+            .iter()
+            .flat_map(|i| i.settings.members.iter())
+            .filter(|s| s.name.name == "on")
+            .flat_map(|s| match &s.value.kind {
+                ValueKind::List(items) => items.iter().collect(),
+                _ => vec![&s.value],
+            })
+            .filter_map(|v| match &v.kind {
+                ValueKind::Path(p) => p.as_name().and_then(|n| self.targets.get(&n.name)),
+                _ => None,
+            })
+            .filter_map(|(t, _)| match t {
+                Target::Device(d) => Some(*d),
+                Target::Group(_) => None,
+            })
+            .collect();
+        for (i, device) in items.devices.iter().enumerate() {
+            if !reached_devices.contains(&i) && !ingress_on.contains(&i) {
+                self.error(
+                    Diagnostic::new(Code::UnreachedDevice, device.name.span, format!("no route reaches device `{}`", device.name.name))
+                        .label("never a target, never an ingress")
+                        .help("route some keys to it, add it to a group or to `ingress.on`, or remove it"),
+                );
+            }
+        }
+        for (i, group) in items.groups.iter().enumerate() {
+            if !reached_groups.contains(&i) {
+                self.error(
+                    Diagnostic::new(Code::UnusedGroup, group.name.span, format!("no route targets group `{}`", group.name.name))
+                        .label("unused group")
+                        .help(format!("route some keys to it (`route KEY -> {}`) or remove it", group.name.name)),
+                );
+            }
+        }
+        let used: HashSet<&str> = items
+            .devices
+            .iter()
+            .flat_map(|d| d.settings.members.iter())
+            .filter(|s| s.name.name == "egress")
+            .filter_map(|s| match &s.value.kind {
+                ValueKind::Path(p) => p.as_name().map(|n| n.name.as_str()),
+                ValueKind::Call(c) => c.callee.as_name().map(|n| n.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        for program in &items.programs {
+            if !used.contains(program.name.name.as_str()) {
+                self.error(
+                    Diagnostic::new(Code::UnusedProgram, program.name.span, format!("no device uses egress program `{}`", program.name.name))
+                        .label("unused program")
+                        .help(format!("attach it to a device with `egress = {}` or remove it", program.name.name)),
+                );
+            }
+        }
+        if let (Some(default_route), Some(table)) = (items.routes.iter().find(|r| matches!(r.key, ast::RouteKey::Default(_))), items.tables.first()) {
+            if let Some(on_miss) = table.settings.members.iter().find(|s| s.name.name == "on_miss") {
+                self.error(
+                    Diagnostic::new(Code::OnMissOverridden, on_miss.span, "`on_miss` has no effect: `route default` takes every miss")
+                        .label("ignored")
+                        .also(default_route.span, "the default route")
+                        .help("remove `on_miss`, or remove `route default` to use it"),
+                );
+            }
+        }
+    }
+}
+
+/// Parameters in scope while checking a program body, and what the body
+/// does with them.
+struct Scope<'a> {
+    params: &'a [ParamDef],
+    used: Vec<bool>,
+    vlan: HashSet<usize>,
+}
+
+use crate::ast::LayerArg;
+
+impl Diagnostic {
+    fn with_code(mut self, code: Code) -> Diagnostic {
+        self.code = code;
+        self
+    }
+}
+
+impl Ty {
+    /// For an argument that flows into a VLAN id: the narrower of the two.
+    fn min_uint(self, param: Ty) -> Ty {
+        match (self, param) {
+            (Ty::Uint { max: a }, Ty::Uint { max: b }) => Ty::Uint { max: a.min(b) },
+            _ => param,
+        }
+    }
+}
+
+fn field_names(kind: LayerKind) -> String {
+    let names: Vec<String> = kind.fields().iter().map(|(n, _)| format!("`{n}`")).collect();
+    names.join(", ")
+}
+
+/// A type as met in a diagnostic: literals by their kind, others by type.
+fn describe_ty(value: &Value, ty: Ty) -> String {
+    match (&value.kind, ty) {
+        (ValueKind::Path(p), ty) => format!("`{}` ({ty})", p.dotted()),
+        (kind, _) => kind.describe().to_string(),
+    }
+}
+
+/// A value as the user would write it, for messages.
+pub fn value_text(value: &Value) -> String {
+    crate::fmt::value(value)
+}
+
+fn key_text(key: &Key) -> String {
+    match key {
+        Key::Field(f) => f.path().to_string(),
+        Key::Lpm(f) => format!("lpm({f})"),
+        Key::Composite(fs) => format!("({})", fs.iter().map(|f| f.path()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// The candidate closest to `name`, if it is close enough to be a typo.
+pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(1);
+    candidates.map(|c| (edit_distance(name, c), c)).filter(|(d, _)| *d <= limit).min().map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}

@@ -1,0 +1,576 @@
+//! Text → AST. The only module that sees pest pairs.
+//!
+//! A syntax error cannot be recovered from inside pest, so after the first
+//! one the parser restarts at the next line that begins an item and goes on,
+//! to report every broken item of a file in one run. Literals are validated
+//! here (an octet above 255 is found while reading it), each with its own
+//! diagnostic; meaning is left to `check`.
+
+use crate::ast::*;
+use crate::diagnostic::{Code, Diagnostic};
+use pest::iterators::Pair;
+use pest::Parser as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../../grammar/devmap.pest"]
+struct DevmapParser;
+
+/// Parses a whole spec. On any error the AST is `None` and the diagnostics
+/// say why; a spec that parses may still be meaningless (see `check`).
+pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
+    match DevmapParser::parse(Rule::file, source) {
+        Ok(mut pairs) => {
+            let mut builder = Builder { diagnostics: Vec::new() };
+            let file = pairs.next().expect("the file rule always yields one pair");
+            let spec = builder.file(file);
+            if builder.diagnostics.is_empty() {
+                Ok(spec)
+            } else {
+                Err(builder.diagnostics)
+            }
+        }
+        Err(error) => Err(recover(source, error)),
+    }
+}
+
+/// Collects the syntax errors of every broken item: the first from the
+/// whole-file parse, then one per later item that fails on its own.
+fn recover(source: &str, first: pest::error::Error<Rule>) -> Vec<Diagnostic> {
+    let first = syntax_error(source, 0, &first);
+    let mut diagnostics = vec![first];
+    // Resume at the first item start after the error's line.
+    let mut resume = line_end(source, diagnostics[0].primary.span.start);
+    while let Some(start) = next_item_start(source, resume) {
+        let end = next_item_start(source, line_end(source, start)).unwrap_or(source.len());
+        let chunk = &source[start..end];
+        match DevmapParser::parse(Rule::file, chunk) {
+            Ok(_) => resume = end,
+            Err(error) => {
+                let d = syntax_error(chunk, start, &error);
+                resume = line_end(source, d.primary.span.start).max(line_end(source, start));
+                diagnostics.push(d);
+            }
+        }
+    }
+    diagnostics
+}
+
+fn line_end(source: &str, offset: usize) -> usize {
+    source[offset.min(source.len())..].find('\n').map_or(source.len(), |i| offset + i + 1)
+}
+
+/// The offset of the next line at or after `from` that starts (at column
+/// 0) with an item keyword, skipping lines inside block comments.
+fn next_item_start(source: &str, from: usize) -> Option<usize> {
+    const KEYWORDS: [&str; 7] = ["table", "device", "egress", "group", "ingress", "route", "test"];
+    let mut offset = from;
+    while offset < source.len() {
+        let line = &source[offset..line_end(source, offset)];
+        let word: String = line.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if KEYWORDS.contains(&word.as_str()) {
+            return Some(offset);
+        }
+        offset = line_end(source, offset);
+    }
+    None
+}
+
+/// A pest error as a located E001 diagnostic that names what was expected
+/// in the spec's own terms.
+fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> Diagnostic {
+    use pest::error::{ErrorVariant, InputLocation};
+    let pos = match error.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let found = describe_found(&chunk[pos..]);
+    let mut expected: Vec<String> = match &error.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.iter().filter_map(|r| describe_rule(*r)).map(String::from).collect(),
+        ErrorVariant::CustomError { message } => vec![message.clone()],
+    };
+    if let Some(attempts) = error.parse_attempts() {
+        for token in attempts.expected_tokens() {
+            expected.push(format!("`{}`", token.to_string().trim_matches(|c| c == '"' || c == '\'')));
+        }
+    }
+    expected.retain(|e| !e.contains("\\n") && !e.contains("\\r"));
+    expected.sort();
+    expected.dedup();
+    let message = match expected.len() {
+        0 => format!("unexpected {found}"),
+        1 => format!("expected {}, found {found}", expected[0]),
+        _ => {
+            let (last, rest) = expected.split_last().unwrap();
+            format!("expected {} or {last}, found {found}", rest.join(", "))
+        }
+    };
+    let width = chunk[pos..].chars().next().filter(|c| *c != '\n').map_or(0, |c| {
+        let word = chunk[pos..].find(|c: char| c.is_whitespace()).unwrap_or(chunk.len() - pos);
+        if c.is_ascii_alphanumeric() || c == '_' { word } else { c.len_utf8() }
+    });
+    let span = Span::new(base + pos, base + pos + width);
+    Diagnostic::new(Code::Syntax, span, message)
+        .label("here")
+        .help("see docs/language.md for the syntax of each item")
+}
+
+/// What the parser met where it failed, in words.
+fn describe_found(rest: &str) -> String {
+    match rest.chars().next() {
+        None => "the end of the file".into(),
+        Some('\n') | Some('\r') => "the end of the line".into(),
+        Some(c) if c.is_ascii_alphanumeric() || c == '_' => {
+            let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':' || *c == '.').collect();
+            format!("`{word}`")
+        }
+        Some(c) => format!("`{c}`"),
+    }
+}
+
+/// The name of a grammar rule as a user would say it; `None` for rules too
+/// internal to mention.
+fn describe_rule(rule: Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::kw_table => "`table`",
+        Rule::kw_device => "`device`",
+        Rule::kw_egress => "`egress`",
+        Rule::kw_group => "`group`",
+        Rule::kw_ingress => "`ingress`",
+        Rule::kw_route => "`route`",
+        Rule::kw_test => "`test`",
+        Rule::kw_default => "`default`",
+        Rule::kw_if => "`if`",
+        Rule::kw_else => "`else`",
+        Rule::kw_has => "`has`",
+        Rule::kw_drop => "`drop`",
+        Rule::kw_pass => "`pass`",
+        Rule::kw_send => "`send`",
+        Rule::kw_expect => "`expect`",
+        Rule::setting => "a setting (`name = value`)",
+        Rule::value => "a value",
+        Rule::name => "a name",
+        Rule::path => "a name or field",
+        Rule::int | Rule::prefix_len => "a number",
+        Rule::string => "a string",
+        Rule::param => "a parameter (`name: type`)",
+        Rule::params => "parameters",
+        Rule::block => "a `{` block",
+        Rule::settings | Rule::members => "`{`",
+        Rule::cond | Rule::cond_and | Rule::cond_not | Rule::compare => "a condition",
+        Rule::cmp_op => "a comparison (`==`, `!=`, `<`, `<=`, `>`, `>=`)",
+        Rule::packet | Rule::layer => "a packet layer (`eth(...)`)",
+        Rule::layer_arg => "a layer field (`name = value`)",
+        Rule::if_stmt | Rule::drop_stmt | Rule::pass_stmt | Rule::call_stmt | Rule::decrement | Rule::assign => "a statement",
+        Rule::expect_out => "a device",
+        Rule::args => "`(`",
+        _ => return None,
+    })
+}
+
+/// Builds the AST from pairs, collecting literal errors as it goes.
+struct Builder {
+    diagnostics: Vec<Diagnostic>,
+}
+
+fn span_of(pair: &Pair<Rule>) -> Span {
+    let s = pair.as_span();
+    Span::new(s.start(), s.end())
+}
+
+fn ident(pair: Pair<Rule>) -> Ident {
+    debug_assert_eq!(pair.as_rule(), Rule::name);
+    Ident { name: pair.as_str().to_string(), span: span_of(&pair) }
+}
+
+/// The pairs of a node without its keyword tokens.
+fn children(pair: Pair<Rule>) -> impl Iterator<Item = Pair<Rule>> {
+    pair.into_inner().filter(|p| !matches!(p.as_rule(), Rule::kw_table | Rule::kw_device | Rule::kw_egress | Rule::kw_group | Rule::kw_ingress | Rule::kw_route | Rule::kw_test | Rule::kw_if | Rule::kw_else | Rule::kw_has | Rule::kw_send | Rule::kw_expect))
+}
+
+impl Builder {
+    fn file(&mut self, pair: Pair<Rule>) -> Spec {
+        let items = pair.into_inner().filter(|p| p.as_rule() != Rule::EOI).map(|p| self.item(p)).collect();
+        Spec { items }
+    }
+
+    fn item(&mut self, pair: Pair<Rule>) -> Item {
+        let span = span_of(&pair);
+        match pair.as_rule() {
+            Rule::table => {
+                let settings = self.settings(children(pair).next().unwrap());
+                Item::Table(Table { settings, span })
+            }
+            Rule::ingress => {
+                let settings = self.settings(children(pair).next().unwrap());
+                Item::Ingress(Ingress { settings, span })
+            }
+            Rule::device => {
+                let mut inner = children(pair);
+                let name = ident(inner.next().unwrap());
+                let settings = self.settings(inner.next().unwrap());
+                Item::Device(Device { name, settings, span })
+            }
+            Rule::group => {
+                let mut inner = children(pair);
+                let name = ident(inner.next().unwrap());
+                let block = inner.next().unwrap();
+                let members = Block { span: span_of(&block), members: block.into_inner().map(ident).collect() };
+                Item::Group(Group { name, members, span })
+            }
+            Rule::route => {
+                let mut inner = children(pair);
+                let key = inner.next().unwrap();
+                let key = match key.as_rule() {
+                    Rule::kw_default => RouteKey::Default(span_of(&key)),
+                    _ => RouteKey::Value(self.value(key)),
+                };
+                let target = ident(inner.next().unwrap());
+                Item::Route(Route { key, target, span })
+            }
+            Rule::egress => {
+                let mut name = None;
+                let mut params = Vec::new();
+                let mut body = None;
+                for p in children(pair) {
+                    match p.as_rule() {
+                        Rule::name => name = Some(ident(p)),
+                        Rule::params => params = p.into_inner().map(|p| self.param(p)).collect(),
+                        Rule::block => body = Some(self.block(p)),
+                        r => unreachable!("egress child {r:?}"),
+                    }
+                }
+                Item::Egress(Egress { name: name.unwrap(), params, body: body.unwrap(), span })
+            }
+            Rule::test => {
+                let mut inner = children(pair);
+                let name = self.string(inner.next().unwrap());
+                let body_start = name.span.end;
+                let members: Vec<TestStmt> = inner.map(|p| self.test_stmt(p)).collect();
+                // The grammar has no separate rule for the test's braces: the
+                // block runs from after the name to the end of the item.
+                let body = Block { members, span: Span::new(body_start, span.end) };
+                Item::Test(Test { name, body, span })
+            }
+            r => unreachable!("item {r:?}"),
+        }
+    }
+
+    fn settings(&mut self, pair: Pair<Rule>) -> Block<Setting> {
+        let span = span_of(&pair);
+        let members = pair
+            .into_inner()
+            .map(|p| {
+                let span = span_of(&p);
+                let mut inner = p.into_inner();
+                let name = ident(inner.next().unwrap());
+                let value = self.value(inner.next().unwrap());
+                Setting { name, value, span }
+            })
+            .collect();
+        Block { members, span }
+    }
+
+    fn param(&mut self, pair: Pair<Rule>) -> Param {
+        let span = span_of(&pair);
+        let mut inner = pair.into_inner();
+        Param { name: ident(inner.next().unwrap()), ty: ident(inner.next().unwrap()), span }
+    }
+
+    fn block(&mut self, pair: Pair<Rule>) -> Block<Stmt> {
+        let span = span_of(&pair);
+        let members = pair.into_inner().map(|p| self.stmt(p)).collect();
+        Block { members, span }
+    }
+
+    fn stmt(&mut self, pair: Pair<Rule>) -> Stmt {
+        let span = span_of(&pair);
+        let kind = match pair.as_rule() {
+            Rule::drop_stmt => StmtKind::Drop,
+            Rule::pass_stmt => StmtKind::Pass,
+            Rule::call_stmt => StmtKind::Call(self.call(pair.into_inner().next().unwrap())),
+            Rule::assign | Rule::decrement => {
+                let rule = pair.as_rule();
+                let mut inner = pair.into_inner();
+                let field = self.path(inner.next().unwrap());
+                let value = self.value(inner.next().unwrap());
+                if rule == Rule::assign {
+                    StmtKind::Assign { field, value }
+                } else {
+                    StmtKind::Decrement { field, amount: value }
+                }
+            }
+            Rule::if_stmt => {
+                let mut inner = children(pair);
+                let cond = self.cond(inner.next().unwrap());
+                let then = self.block(inner.next().unwrap());
+                let otherwise = inner.next().map(|p| match p.as_rule() {
+                    Rule::block => Else::Block(self.block(p)),
+                    _ => Else::If(Box::new(self.stmt(p))),
+                });
+                StmtKind::If(If { cond, then, otherwise })
+            }
+            r => unreachable!("statement {r:?}"),
+        };
+        Stmt { kind, span }
+    }
+
+    fn cond(&mut self, pair: Pair<Rule>) -> Cond {
+        let span = span_of(&pair);
+        match pair.as_rule() {
+            Rule::cond | Rule::cond_and => {
+                let rule = pair.as_rule();
+                let mut parts: Vec<Cond> = pair.into_inner().map(|p| self.cond(p)).collect();
+                if parts.len() == 1 {
+                    return parts.pop().unwrap();
+                }
+                let kind = if rule == Rule::cond { CondKind::Or(parts) } else { CondKind::And(parts) };
+                Cond { kind, span }
+            }
+            Rule::cond_not => {
+                let inner: Vec<Pair<Rule>> = pair.into_inner().collect();
+                let (nots, atom) = inner.split_at(inner.len() - 1);
+                let mut cond = self.cond(atom[0].clone());
+                for not in nots.iter().rev() {
+                    let span = Span::new(not.as_span().start(), cond.span.end);
+                    cond = Cond { kind: CondKind::Not(Box::new(cond)), span };
+                }
+                cond
+            }
+            Rule::has => Cond { kind: CondKind::Has(ident(children(pair).next().unwrap())), span },
+            Rule::compare => {
+                let mut inner = pair.into_inner();
+                let left = self.value_of(inner.next().unwrap());
+                let op = match inner.next().unwrap().as_str() {
+                    "==" => CmpOp::Eq,
+                    "!=" => CmpOp::Ne,
+                    "<" => CmpOp::Lt,
+                    "<=" => CmpOp::Le,
+                    ">" => CmpOp::Gt,
+                    ">=" => CmpOp::Ge,
+                    other => unreachable!("comparison {other}"),
+                };
+                let right = self.value_of(inner.next().unwrap());
+                Cond { kind: CondKind::Compare { left, op, right }, span }
+            }
+            r => unreachable!("condition {r:?}"),
+        }
+    }
+
+    fn test_stmt(&mut self, pair: Pair<Rule>) -> TestStmt {
+        let span = span_of(&pair);
+        let kind = match pair.as_rule() {
+            Rule::send => {
+                let mut inner = children(pair);
+                let device = ident(inner.next().unwrap());
+                let packet = self.packet(inner.next().unwrap());
+                TestStmtKind::Send { device, packet }
+            }
+            Rule::expect => {
+                let what = children(pair).next().unwrap();
+                match what.as_rule() {
+                    Rule::kw_drop => TestStmtKind::ExpectDrop,
+                    Rule::kw_pass => TestStmtKind::ExpectPass,
+                    Rule::expect_out => {
+                        let mut devices = Vec::new();
+                        let mut pattern = None;
+                        for p in what.into_inner() {
+                            match p.as_rule() {
+                                Rule::name => devices.push(ident(p)),
+                                Rule::packet => pattern = Some(self.packet(p)),
+                                r => unreachable!("expect child {r:?}"),
+                            }
+                        }
+                        TestStmtKind::ExpectOut { devices, pattern }
+                    }
+                    r => unreachable!("expect {r:?}"),
+                }
+            }
+            r => unreachable!("test statement {r:?}"),
+        };
+        TestStmt { kind, span }
+    }
+
+    fn packet(&mut self, pair: Pair<Rule>) -> Packet {
+        let span = span_of(&pair);
+        let layers = pair
+            .into_inner()
+            .map(|layer| {
+                let span = span_of(&layer);
+                let mut inner = layer.into_inner();
+                let name = ident(inner.next().unwrap());
+                let args = inner
+                    .map(|arg| {
+                        let span = span_of(&arg);
+                        let mut field = None;
+                        let mut value = None;
+                        for p in arg.into_inner() {
+                            match p.as_rule() {
+                                Rule::name => field = Some(ident(p)),
+                                _ => value = Some(self.value(p)),
+                            }
+                        }
+                        LayerArg { field, value: value.unwrap(), span }
+                    })
+                    .collect();
+                Layer { name, args, span }
+            })
+            .collect();
+        Packet { layers, span }
+    }
+
+    fn string(&mut self, pair: Pair<Rule>) -> StrLit {
+        StrLit { span: span_of(&pair), text: pair.into_inner().next().unwrap().as_str().to_string() }
+    }
+
+    fn path(&mut self, pair: Pair<Rule>) -> Path {
+        Path { span: span_of(&pair), segments: pair.into_inner().map(ident).collect() }
+    }
+
+    fn call(&mut self, pair: Pair<Rule>) -> Call {
+        let mut inner = pair.into_inner();
+        let callee = self.path(inner.next().unwrap());
+        let args = inner.next().unwrap().into_inner().map(|p| self.value(p)).collect();
+        Call { callee, args }
+    }
+
+    /// A `value` pair (which wraps exactly one alternative).
+    fn value(&mut self, pair: Pair<Rule>) -> Value {
+        debug_assert_eq!(pair.as_rule(), Rule::value);
+        self.value_of(pair.into_inner().next().unwrap())
+    }
+
+    /// The alternative inside a `value`, or an operand of a comparison.
+    fn value_of(&mut self, pair: Pair<Rule>) -> Value {
+        let span = span_of(&pair);
+        let text = pair.as_str();
+        let kind = match pair.as_rule() {
+            Rule::list => ValueKind::List(pair.into_inner().map(|p| self.value(p)).collect()),
+            Rule::tuple => ValueKind::Tuple(pair.into_inner().map(|p| self.value(p)).collect()),
+            Rule::call => ValueKind::Call(self.call(pair)),
+            Rule::path => ValueKind::Path(self.path(pair)),
+            Rule::string => ValueKind::Str(self.string(pair).text),
+            Rule::int => ValueKind::Int(self.int(text, span)),
+            Rule::mac => {
+                let mut bytes = [0u8; 6];
+                for (byte, part) in bytes.iter_mut().zip(text.split(':')) {
+                    *byte = u8::from_str_radix(part, 16).expect("the grammar admits only hex pairs");
+                }
+                ValueKind::Mac(bytes)
+            }
+            Rule::ipv4 => ValueKind::Ipv4(self.ipv4(text, span)),
+            Rule::ipv6 => ValueKind::Ipv6(self.ipv6(text, span)),
+            Rule::ipv4_prefix | Rule::ipv6_prefix => {
+                let v4 = pair.as_rule() == Rule::ipv4_prefix;
+                let mut inner = pair.into_inner();
+                let addr = inner.next().unwrap();
+                let addr_span = span_of(&addr);
+                let len_pair = inner.next().unwrap();
+                let max = if v4 { 32 } else { 128 };
+                let len = match len_pair.as_str().parse::<u8>() {
+                    Ok(n) if n <= max => n,
+                    _ => {
+                        self.diagnostics.push(
+                            Diagnostic::new(Code::BadPrefix, span_of(&len_pair), format!("prefix length {} is longer than the address", len_pair.as_str()))
+                                .label(format!("at most {max}"))
+                                .help(format!("an {} prefix is 0 to {max} bits long", if v4 { "IPv4" } else { "IPv6" })),
+                        );
+                        0
+                    }
+                };
+                if v4 {
+                    ValueKind::Ipv4Prefix(self.ipv4(addr.as_str(), addr_span), len)
+                } else {
+                    ValueKind::Ipv6Prefix(self.ipv6(addr.as_str(), addr_span), len)
+                }
+            }
+            r => unreachable!("value {r:?}"),
+        };
+        Value { kind, span }
+    }
+
+    fn int(&mut self, text: &str, span: Span) -> Int {
+        let (digits, radix) = match text.strip_prefix("0x") {
+            Some(hex) => (hex, 16),
+            None => (text, 10),
+        };
+        match u64::from_str_radix(digits, radix) {
+            Ok(value) => Int { value, hex: radix == 16 },
+            Err(_) => {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::BadLiteral, span, format!("the number {text} is too large"))
+                        .label("does not fit in 64 bits")
+                        .help("numbers in a spec are at most 18446744073709551615 (0xffffffffffffffff)"),
+                );
+                Int { value: 0, hex: radix == 16 }
+            }
+        }
+    }
+
+    fn ipv4(&mut self, text: &str, span: Span) -> Ipv4Addr {
+        let mut octets = [0u8; 4];
+        for (i, part) in text.split('.').enumerate() {
+            match part.parse::<u8>() {
+                Ok(n) => octets[i] = n,
+                Err(_) => {
+                    let start = span.start + text.split('.').take(i).map(|p| p.len() + 1).sum::<usize>();
+                    self.diagnostics.push(
+                        Diagnostic::new(Code::BadLiteral, Span::new(start, start + part.len()), format!("`{text}` is not an IPv4 address"))
+                            .label(format!("octet {part} is above 255"))
+                            .help("each of the four parts of an IPv4 address is 0 to 255"),
+                    );
+                    return Ipv4Addr::UNSPECIFIED;
+                }
+            }
+        }
+        Ipv4Addr::from(octets)
+    }
+
+    fn ipv6(&mut self, text: &str, span: Span) -> Ipv6Addr {
+        text.parse().unwrap_or_else(|_| {
+            self.diagnostics.push(
+                Diagnostic::new(Code::BadLiteral, span, format!("`{text}` is not an IPv6 address"))
+                    .label("not a valid IPv6 address")
+                    .help("write eight groups of up to four hex digits, `::` at most once for a run of zeros: `fe80::1`, `2001:db8::10`"),
+            );
+            Ipv6Addr::UNSPECIFIED
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_told_apart() {
+        let spec = parse("route (02:00:00:00:00:01, fe80::1, 10.0.0.1, 10.0.0.0/8, 2001:db8::/32, 0x10, 7) -> x\n").unwrap();
+        let Item::Route(route) = &spec.items[0] else { panic!("not a route") };
+        let RouteKey::Value(Value { kind: ValueKind::Tuple(parts), .. }) = &route.key else { panic!("not a tuple") };
+        let kinds: Vec<&str> = parts.iter().map(|v| v.kind.describe()).collect();
+        assert_eq!(kinds, ["a MAC address", "an IPv6 address", "an IPv4 address", "an IPv4 prefix", "an IPv6 prefix", "an integer", "an integer"]);
+    }
+
+    #[test]
+    fn keywords_need_a_boundary() {
+        let errors = parse("deviceuplink { ifname = \"eth0\" }\n").unwrap_err();
+        assert_eq!(errors[0].code, Code::Syntax);
+    }
+
+    #[test]
+    fn every_broken_item_is_reported() {
+        let src = "route 1 -> \nroute 2 -> b\ndevice { }\nroute 3 -> c\n";
+        let errors = parse(src).unwrap_err();
+        let lines: Vec<usize> = errors.iter().map(|d| src[..d.primary.span.start].matches('\n').count() + 1).collect();
+        assert_eq!(lines, [1, 3]);
+    }
+
+    #[test]
+    fn bad_literals_are_located() {
+        let src = "route 10.0.300.1 -> a\nroute 1:2::3::4 -> b\n";
+        let errors = parse(src).unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(&src[errors[0].primary.span.start..errors[0].primary.span.end], "300");
+        assert_eq!(&src[errors[1].primary.span.start..errors[1].primary.span.end], "1:2::3::4");
+    }
+}
