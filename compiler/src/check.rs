@@ -1367,7 +1367,8 @@ impl Checker {
             })
             .collect();
         for (i, device) in items.devices.iter().enumerate() {
-            if !reached_devices.contains(&i) && !ingress_on.contains(&i) {
+            let declared = self.targets.get(&device.name.name).is_some_and(|(t, _)| *t == Target::Device(i));
+            if declared && !reached_devices.contains(&i) && !ingress_on.contains(&i) {
                 self.error(
                     Diagnostic::new(Code::UnreachedDevice, device.name.span, format!("no route reaches device `{}`", device.name.name))
                         .label("never a target, never an ingress")
