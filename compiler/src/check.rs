@@ -60,8 +60,14 @@ struct Checker {
     /// For each program, its parameters that end up in a VLAN id (their
     /// arguments must be at most 4095).
     vlan_params: Vec<HashSet<usize>>,
+    /// For each program, its parameters whose type is unknown (E028): their
+    /// uses are not type-checked, so the one mistake is one error.
+    untyped_params: Vec<HashSet<usize>>,
     /// Where `table.key` was written, to point at it from route errors.
     key_span: Option<Span>,
+    /// Declared names that are already an error (E003): they still resolve,
+    /// so that every use of one is not an error too, but get no warning.
+    misnamed: HashSet<String>,
 }
 
 /// The items of a spec, sorted by kind, in source order.
@@ -121,21 +127,26 @@ impl Checker {
     // ------------------------------------------------------------ names
 
     /// Registers every declared name, reporting bad and duplicate names.
+    /// A name that is not allowed (E003) is still declared: the one error
+    /// is enough, its uses must not each be "unknown device" as well.
     fn declare(&mut self, items: &Items) {
         let mut first: HashMap<String, Span> = HashMap::new();
         for (i, d) in items.devices.iter().enumerate() {
-            if self.name_ok(&d.name, "device") && self.unique(&mut first, &d.name) {
+            self.name_ok(&d.name, "device");
+            if self.unique(&mut first, &d.name) {
                 self.targets.insert(d.name.name.clone(), (Target::Device(i), d.name.span));
             }
         }
         for (i, g) in items.groups.iter().enumerate() {
-            if self.name_ok(&g.name, "group") && self.unique(&mut first, &g.name) {
+            self.name_ok(&g.name, "group");
+            if self.unique(&mut first, &g.name) {
                 self.targets.insert(g.name.name.clone(), (Target::Group(i), g.name.span));
             }
         }
         let mut first = HashMap::new();
         for (i, p) in items.programs.iter().enumerate() {
-            if self.name_ok(&p.name, "egress program") && self.unique(&mut first, &p.name) {
+            self.name_ok(&p.name, "egress program");
+            if self.unique(&mut first, &p.name) {
                 self.programs.insert(p.name.name.clone(), i);
             }
         }
@@ -145,20 +156,22 @@ impl Checker {
     /// acceptable.
     fn name_ok(&mut self, ident: &Ident, what: &str) -> bool {
         let name = ident.name.as_str();
+        let a_what = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { format!("an {what}") } else { format!("a {what}") };
         let problem = if name.len() > MAX_NAME_LEN {
             Some((format!("the {what} name `{name}` is {} characters long", name.len()), format!("names are at most {MAX_NAME_LEN} characters")))
         } else if C_KEYWORDS.contains(&name) {
-            Some((format!("`{name}` is a C keyword and cannot name a {what}"), "names reach the generated C, where a keyword cannot be a name".into()))
+            Some((format!("`{name}` is a C keyword and cannot name {a_what}"), "names reach the generated C, where a keyword cannot be a name".into()))
         } else if name.starts_with("devmapc_") || name.starts_with("__") {
             Some((format!("the {what} name `{name}` uses a reserved prefix"), "names starting with `devmapc_` or `__` are reserved for generated code".into()))
         } else if RESERVED_WORDS.contains(&name) {
-            Some((format!("`{name}` is a word of the devmap language and cannot name a {what}"), "pick another name, e.g. `{name}0` or `my_{name}`".replace("{name}", name)))
+            Some((format!("`{name}` is a word of the devmap language and cannot name {a_what}"), "pick another name, e.g. `{name}0` or `my_{name}`".replace("{name}", name)))
         } else {
             None
         };
         match problem {
             Some((message, help)) => {
                 self.error(Diagnostic::new(Code::BadName, ident.span, message).label("not allowed as a name").help(help));
+                self.misnamed.insert(ident.name.clone());
                 false
             }
             None => true,
@@ -450,9 +463,14 @@ impl Checker {
     fn program(&mut self, program: &ast::Egress) -> ProgramDef {
         let mut params = Vec::new();
         let mut first = HashMap::new();
-        for param in &program.params {
+        // A parameter declared again is already an error; that its second
+        // declaration is never read goes without saying.
+        let mut repeated = vec![false; program.params.len()];
+        let mut untyped = HashSet::new();
+        for (i, param) in program.params.iter().enumerate() {
             self.name_ok(&param.name, "parameter");
             if let Some(&span) = first.get(param.name.name.as_str()) {
+                repeated[i] = true;
                 self.error(
                     Diagnostic::new(Code::DuplicateName, param.name.span, format!("parameter `{}` is declared twice", param.name.name))
                         .label("declared again here")
@@ -462,19 +480,23 @@ impl Checker {
             }
             first.insert(param.name.name.as_str(), param.name.span);
             let ty = Ty::from_param_type(&param.ty.name).unwrap_or_else(|| {
+                untyped.insert(i);
                 self.error(
                     Diagnostic::new(Code::BadParam, param.ty.span, format!("unknown parameter type `{}`", param.ty.name))
                         .label("not a type")
-                        .help(format!("a parameter is {}", Ty::PARAM_TYPES)),
+                        .help(match suggest(&param.ty.name, ["u8", "u16", "u32", "mac", "ipv4", "ipv6"].into_iter()) {
+                            Some(near) => format!("did you mean `{near}`? a parameter is {}", Ty::PARAM_TYPES),
+                            None => format!("a parameter is {}", Ty::PARAM_TYPES),
+                        }),
                 );
                 Ty::U32
             });
             params.push(ParamDef { name: param.name.name.clone(), ty });
         }
-        let mut scope = Scope { params: &params, used: vec![false; params.len()], vlan: HashSet::new() };
+        let mut scope = Scope { params: &params, used: vec![false; params.len()], vlan: HashSet::new(), untyped };
         let body = self.stmts(&program.body, &mut scope);
         for (i, used) in scope.used.iter().enumerate() {
-            if !used {
+            if !used && !repeated[i] {
                 let p = &program.params[i];
                 self.error(
                     Diagnostic::new(Code::UnusedParam, p.name.span, format!("parameter `{}` is never used", p.name.name))
@@ -484,6 +506,7 @@ impl Checker {
             }
         }
         self.vlan_params.push(scope.vlan);
+        self.untyped_params.push(scope.untyped);
         ProgramDef { name: program.name.name.clone(), params, body, span: program.span }
     }
 
@@ -599,6 +622,9 @@ impl Checker {
                             scope.used[i] = true;
                             if into == Some(Field::VlanId) {
                                 scope.vlan.insert(i);
+                            }
+                            if scope.untyped.contains(&i) {
+                                return Some(Operand::Param(i));
                             }
                             (Operand::Param(i), scope.params[i].ty)
                         }
@@ -725,12 +751,19 @@ impl Checker {
                     Operand::Field(f) => f.ty(),
                 };
                 let (lt, rt) = (ty_of(l), ty_of(r));
-                let other = if matches!(l, Operand::Field(_)) { (right, rt) } else { (left, lt) };
-                self.fits(other.0, other.1, field.ty(), field, || format!("`{field}`"))?;
+                let (other, other_value, other_ty) = if matches!(l, Operand::Field(_)) { (r, right, rt) } else { (l, left, lt) };
+                if !matches!(other, Operand::Param(i) if scope.untyped.contains(&i)) {
+                    self.fits(other_value, other_ty, field.ty(), field, || format!("`{field}`"))?;
+                }
                 let ordered = matches!(op, ast::CmpOp::Lt | ast::CmpOp::Le | ast::CmpOp::Gt | ast::CmpOp::Ge);
                 if ordered && !matches!(field.ty(), Ty::Uint { .. }) {
                     self.error(
-                        Diagnostic::new(Code::BadCondition, cond.span, format!("`{}` cannot order {}es", op.as_str(), field.ty()))
+                        Diagnostic::new(Code::BadCondition, cond.span, format!("`{}` cannot order {}", op.as_str(), match field.ty() {
+                            Ty::Mac => "MAC addresses",
+                            Ty::Ipv4 => "IPv4 addresses",
+                            Ty::Ipv6 => "IPv6 addresses",
+                            _ => "these values",
+                        }))
                             .label("addresses have no order")
                             .help("compare addresses with `==` or `!=`; for ranges of addresses, route with `lpm(...)`"),
                     );
@@ -844,16 +877,24 @@ impl Checker {
         let mut values = Vec::new();
         for (i, (arg, param)) in args.iter().zip(&program.params).enumerate() {
             let constant = self.constant(arg)?;
+            if self.untyped_params[index].contains(&i) {
+                values.push(constant);
+                continue;
+            }
             let into = if self.vlan_params[index].contains(&i) { Ty::VLAN_ID } else { param.ty };
             let field = if into == Ty::VLAN_ID { Field::VlanId } else { Field::EgressMac };
             match (constant.ty(), param.ty) {
                 (Ty::Uint { .. }, Ty::Uint { .. }) | (Ty::Mac, Ty::Mac) | (Ty::Ipv4, Ty::Ipv4) | (Ty::Ipv6, Ty::Ipv6) => {}
                 _ => {
                     self.error(
-                        Diagnostic::new(Code::ArgType, arg.span, format!("argument `{}` of `{}` is {}, not {}", param.name, program.name, param.ty, describe_ty(arg, constant.ty())))
-                            .label(format!("expected {}", param.ty))
-                            .also(asts[index].params[i].span, "parameter declared here")
-                            .help(format!("pass a value of type {}", param.ty)),
+                        Diagnostic::new(
+                            Code::ArgType,
+                            arg.span,
+                            format!("parameter `{}` of `{}` has type `{}`, but this argument is {}", param.name, program.name, param.ty, describe_ty(arg, constant.ty())),
+                        )
+                        .label(format!("expected `{}`", param.ty))
+                        .also(asts[index].params[i].span, "parameter declared here")
+                        .help(format!("pass a value of type `{}` for `{}`", param.ty, param.name)),
                     );
                     return None;
                 }
@@ -914,7 +955,7 @@ impl Checker {
                     .help("list the devices that get a copy: `group flood { a, b }`"),
             );
         }
-        GroupDef { name: group.name.name.clone(), members }
+        GroupDef { name: group.name.name.clone(), span: group.span, members }
     }
 
     // ---------------------------------------------------------- ingress
@@ -1048,7 +1089,7 @@ impl Checker {
                 let mut spans: Vec<Span> = seen.values().copied().collect();
                 spans.sort_by_key(|s| s.start);
                 let over = spans[table.max_entries as usize];
-                let d = Diagnostic::new(Code::TooManyRoutes, over, format!("{} routes do not fit in a table of {} entries", seen.len(), table.max_entries))
+                let d = Diagnostic::new(Code::TooManyRoutes, over, format!("{} routes do not fit in a table of {} {}", seen.len(), table.max_entries, if table.max_entries == 1 { "entry" } else { "entries" }))
                     .label(format!("route {} of {}", table.max_entries as usize + 1, seen.len()))
                     .help(format!("raise `max_entries` to at least {} in the table", seen.len()));
                 self.error(d);
@@ -1085,7 +1126,7 @@ impl Checker {
             (Ty::Ipv4, ValueKind::Ipv4(a)) => Some(KeyValue::Const(Const::Ipv4(*a))),
             (Ty::Ipv6, ValueKind::Ipv6(a)) => Some(KeyValue::Const(Const::Ipv6(*a))),
             (Ty::Uint { .. }, ValueKind::Int(int)) => {
-                self.fits(value, Ty::Uint { max: int.value }, field.ty(), field, || format!("a `{field}` key"))?;
+                self.fits(value, Ty::Uint { max: int.value }, field.ty(), field, || format!("`{field}`"))?;
                 Some(KeyValue::Const(Const::Uint(int.value)))
             }
             _ => {
@@ -1110,7 +1151,9 @@ impl Checker {
             (ValueKind::Ipv6Prefix(a, l), false) => (u128::from(*a), *l, 128),
             _ => return self.key_mismatch(value, key, format!("an {} prefix", if v4 { "IPv4" } else { "IPv6" })),
         };
-        let host_mask: u128 = if len >= bits { 0 } else { (1u128 << (bits - len)) - 1 };
+        // `u128::MAX >> (128 - host bits)`, not `(1 << host bits) - 1`, which
+        // overflows for `::/0` (128 host bits).
+        let host_mask: u128 = if len >= bits { 0 } else { u128::MAX >> (128 - u32::from(bits - len)) };
         if addr & host_mask != 0 {
             let network = addr & !host_mask;
             let fixed = if v4 { format!("{}/{len}", std::net::Ipv4Addr::from(network as u32)) } else { format!("{}/{len}", std::net::Ipv6Addr::from(network)) };
@@ -1127,7 +1170,7 @@ impl Checker {
     fn key_mismatch(&mut self, value: &Value, key: &Key, expected: String) -> Option<KeyValue> {
         let mut d = Diagnostic::new(Code::RouteKeyType, value.span, format!("route key `{}` is {}, but the table is keyed by `{}`", value_text(value), value.kind.describe(), key_text(key)))
             .label(format!("expected {expected}"))
-            .help(format!("a `{}` route key is {expected}", key_text(key)));
+            .help(format!("with `key = {}`, each route key is {expected}", key_text(key)));
         if let Some(span) = self.key_span {
             d = d.also(span, "the table's key");
         }
@@ -1209,6 +1252,9 @@ impl Checker {
         let mut previous: Option<LayerKind> = None;
         let mut vlans = 0;
         let mut ok = true;
+        // After one layer out of place the order of the rest says little
+        // (`udp() / ipv4()` is one mistake, not two): report the first.
+        let mut order_reported = false;
         for (i, layer) in packet.layers.iter().enumerate() {
             let Some(kind) = LayerKind::from_name(&layer.name.name) else {
                 let names: Vec<&str> = LayerKind::ALL.iter().map(|l| l.name()).collect();
@@ -1224,8 +1270,9 @@ impl Checker {
             if kind == LayerKind::Vlan {
                 vlans += 1;
             }
-            let misplaced = if strict { !kind.may_follow(previous) || vlans > 2 } else { previous == Some(LayerKind::Payload) };
-            if misplaced {
+            let misplaced = if strict { !kind.may_follow(previous) || (kind == LayerKind::Vlan && vlans > 2) } else { previous == Some(LayerKind::Payload) };
+            if misplaced && !order_reported {
+                order_reported = true;
                 let why = match (previous, kind) {
                     (None, _) => "a packet starts with `eth(...)`".to_string(),
                     (_, LayerKind::Vlan) if vlans > 2 => "a frame carries at most two VLAN tags".to_string(),
@@ -1333,15 +1380,28 @@ impl Checker {
                 }
             }
         }
-        // Routes whose target failed to resolve still count: no warning on
+        // A device in a group is spoken for: if no route targets the group,
+        // the group's own warning (W003) says so, once.
+        for group in groups {
+            reached_devices.extend(group.members.iter().copied());
+        }
+        // A name that failed to resolve but is a near miss of a declared one
+        // (`donwlink`) counts as a use of that one: the typo is the error,
+        // and what it meant is not also unused.
+        let resolve = |name: &str| {
+            let near = || suggest(name, self.targets.keys().map(String::as_str)).and_then(|n| self.targets.get(n));
+            self.targets.get(name).or_else(near).map(|(t, _)| *t)
+        };
+        // Routes whose key or target is an error still count: no warning on
         // top of the error.
         for route in &items.routes {
-            match self.targets.get(&route.target.name) {
-                Some((Target::Device(d), _)) => {
-                    reached_devices.insert(*d);
+            match resolve(&route.target.name) {
+                Some(Target::Device(d)) => {
+                    reached_devices.insert(d);
                 }
-                Some((Target::Group(g), _)) => {
-                    reached_groups.insert(*g);
+                Some(Target::Group(g)) => {
+                    reached_groups.insert(g);
+                    reached_devices.extend(groups.get(g).map(|g| g.members.clone()).unwrap_or_default());
                 }
                 None => {}
             }
@@ -1358,17 +1418,27 @@ impl Checker {
                 _ => vec![&s.value],
             })
             .filter_map(|v| match &v.kind {
-                ValueKind::Path(p) => p.as_name().and_then(|n| self.targets.get(&n.name)),
+                ValueKind::Path(p) => p.as_name().and_then(|n| resolve(&n.name)),
                 _ => None,
             })
-            .filter_map(|(t, _)| match t {
-                Target::Device(d) => Some(*d),
+            .filter_map(|t| match t {
+                Target::Device(d) => Some(d),
                 Target::Group(_) => None,
             })
             .collect();
+        // Without an ingress block, or with one that has no `on`, which
+        // devices receive traffic is unknown (and already an error).
+        let ingress_known = !items.ingress.is_empty()
+            && items.ingress.iter().all(|i| {
+                i.settings.members.iter().any(|s| match &s.value.kind {
+                    ValueKind::List(devices) => s.name.name == "on" && !devices.is_empty(),
+                    ValueKind::Path(_) => s.name.name == "on",
+                    _ => false,
+                })
+            });
         for (i, device) in items.devices.iter().enumerate() {
-            let declared = self.targets.get(&device.name.name).is_some_and(|(t, _)| *t == Target::Device(i));
-            if declared && !reached_devices.contains(&i) && !ingress_on.contains(&i) {
+            let declared = self.targets.get(&device.name.name).is_some_and(|(t, _)| *t == Target::Device(i)) && !self.misnamed.contains(&device.name.name);
+            if declared && ingress_known && !reached_devices.contains(&i) && !ingress_on.contains(&i) {
                 self.error(
                     Diagnostic::new(Code::UnreachedDevice, device.name.span, format!("no route reaches device `{}`", device.name.name))
                         .label("never a target, never an ingress")
@@ -1377,7 +1447,8 @@ impl Checker {
             }
         }
         for (i, group) in items.groups.iter().enumerate() {
-            if !reached_groups.contains(&i) {
+            let declared = self.targets.get(&group.name.name).is_some_and(|(t, _)| *t == Target::Group(i)) && !self.misnamed.contains(&group.name.name);
+            if declared && !reached_groups.contains(&i) {
                 self.error(
                     Diagnostic::new(Code::UnusedGroup, group.name.span, format!("no route targets group `{}`", group.name.name))
                         .label("unused group")
@@ -1385,7 +1456,7 @@ impl Checker {
                 );
             }
         }
-        let used: HashSet<&str> = items
+        let used: HashSet<String> = items
             .devices
             .iter()
             .flat_map(|d| d.settings.members.iter())
@@ -1395,9 +1466,14 @@ impl Checker {
                 ValueKind::Call(c) => c.callee.as_name().map(|n| n.name.as_str()),
                 _ => None,
             })
+            .map(|name| match self.programs.contains_key(name) {
+                true => name.to_string(),
+                false => suggest(name, self.programs.keys().map(String::as_str)).unwrap_or(name).to_string(),
+            })
             .collect();
-        for program in &items.programs {
-            if !used.contains(program.name.name.as_str()) {
+        for (i, program) in items.programs.iter().enumerate() {
+            let declared = self.programs.get(&program.name.name) == Some(&i) && !self.misnamed.contains(&program.name.name);
+            if declared && !used.contains(&program.name.name) {
                 self.error(
                     Diagnostic::new(Code::UnusedProgram, program.name.span, format!("no device uses egress program `{}`", program.name.name))
                         .label("unused program")
@@ -1424,6 +1500,8 @@ struct Scope<'a> {
     params: &'a [ParamDef],
     used: Vec<bool>,
     vlan: HashSet<usize>,
+    /// Parameters of an unknown type.
+    untyped: HashSet<usize>,
 }
 
 use crate::ast::LayerArg;
@@ -1477,17 +1555,26 @@ pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Opt
     candidates.map(|c| (edit_distance(name, c), c)).filter(|(d, _)| *d <= limit).min().map(|(_, c)| c)
 }
 
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to
+/// `b`: a swap is one typo (`bleu` for `blue`), not two.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
-            diagonal = row[j + 1];
-            row[j + 1] = next;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]));
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }

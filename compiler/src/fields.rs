@@ -275,3 +275,17 @@ impl LayerKind {
         }
     }
 }
+
+/// Fields are written as in a spec (`"vlan.id"`) in the manifest.
+impl serde::Serialize for Field {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.path())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+        let path = <String as serde::Deserialize>::deserialize(d)?;
+        Field::from_path(&path).ok_or_else(|| serde::de::Error::custom(format!("unknown field `{path}`")))
+    }
+}

@@ -10,8 +10,11 @@ pub mod check;
 pub mod diagnostic;
 pub mod fields;
 pub mod fmt;
+pub mod ir;
+pub mod lower;
 pub mod model;
 pub mod parse;
+pub mod render;
 
 pub use check::{check, Checked};
 pub use diagnostic::{Code, Diagnostic, Severity};

@@ -8,6 +8,7 @@
 
 use crate::ast::Span;
 use crate::fields::{Field, Header, LayerKind, Ty};
+use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A checked spec.
@@ -60,14 +61,16 @@ impl Key {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MissAction {
     Pass,
     Drop,
     Abort,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Access {
     ReadWrite,
     ReadOnly,
@@ -83,7 +86,8 @@ pub struct DeviceDef {
 }
 
 /// How a device is found at load time.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Binding {
     Ifname(String),
     Ifindex(u32),
@@ -97,7 +101,8 @@ pub struct EgressUse {
 }
 
 /// A constant value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Const {
     Uint(u64),
     Mac([u8; 6]),
@@ -163,6 +168,7 @@ pub enum Cond {
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupDef {
     pub name: String,
+    pub span: Span,
     /// Indices into `Model::devices`.
     pub members: Vec<usize>,
 }
@@ -174,7 +180,8 @@ pub struct IngressDef {
     pub mode: XdpMode,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum XdpMode {
     Native,
     Generic,
@@ -196,7 +203,8 @@ pub struct RouteDef {
 }
 
 /// A route's key, normalised so that equal keys compare equal.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KeyValue {
     Const(Const),
     Device(usize),
@@ -204,7 +212,8 @@ pub enum KeyValue {
     Composite(Vec<KeyValue>),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PrefixValue {
     V4(Ipv4Addr, u8),
     V6(Ipv6Addr, u8),

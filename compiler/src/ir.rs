@@ -1,0 +1,335 @@
+//! The data-path plan: what the generated C does (the *code* part) and what
+//! the runtime writes into maps (the *data* part), with no spans.
+//!
+//! **Invariant:** the code part determines the generated C completely, and
+//! nothing in the data part reaches C. Routes, device bindings and egress
+//! arguments are data: changing them changes map entries, never the C. Each
+//! part has a stable hash, so the runtime can tell a data-only change (apply
+//! a diff of map operations) from a code change (load new programs and swap
+//! them in).
+//!
+//! The IR is serialised as the build manifest; the runtime loads it without
+//! ever seeing the spec.
+
+use crate::fields::{Field, Ty};
+use crate::model::{Access, Binding, Const, KeyValue, MissAction, PrefixValue, Stmt, XdpMode};
+use serde::{Deserialize, Serialize};
+
+/// The whole plan for one spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ir {
+    /// The spec's file name (never a path: output must not depend on where
+    /// the repo is checked out).
+    pub spec: String,
+    pub code: CodePlan,
+    pub data: DataPlan,
+}
+
+/// Everything that shapes the generated C.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodePlan {
+    pub key: KeyPlan,
+    /// Entries of the key stage: the DEVMAP_HASH for a direct key, the hash
+    /// or LPM trie for a lowered one.
+    pub max_entries: u32,
+    pub on_miss: MissAction,
+    pub numa_node: Option<u32>,
+    pub access: Access,
+    pub counters: bool,
+    pub groups: Vec<GroupPlan>,
+    pub programs: Vec<ProgramPlan>,
+}
+
+/// How the ingress program turns a packet into a lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KeyPlan {
+    /// At most 32 bits: the value is the DEVMAP_HASH key itself. Fields are
+    /// packed first field highest: `key = f1 << shift1 | f2 << shift2 ...`,
+    /// each in host byte order, except IPv4 addresses, which keep their
+    /// wire byte order (the four address bytes are the key bytes).
+    Direct { fields: Vec<DirectField> },
+    /// Wider: a `BPF_MAP_TYPE_HASH` from the key bytes to a slot. Every
+    /// field is stored in network byte order at its offset.
+    Hashed { fields: Vec<HashedField>, size: u32 },
+    /// `lpm(field)`: a `BPF_MAP_TYPE_LPM_TRIE` from `{prefixlen, address}`
+    /// to a slot.
+    Lpm { field: Field, address_bytes: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectField {
+    pub field: Field,
+    pub shift: u32,
+    pub bits: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashedField {
+    pub field: Field,
+    pub offset: u32,
+    pub size: u32,
+}
+
+impl KeyPlan {
+    pub fn fields(&self) -> Vec<Field> {
+        match self {
+            KeyPlan::Direct { fields } => fields.iter().map(|f| f.field).collect(),
+            KeyPlan::Hashed { fields, .. } => fields.iter().map(|f| f.field).collect(),
+            KeyPlan::Lpm { field, .. } => vec![*field],
+        }
+    }
+
+    /// Whether lookups go through a slot (a hash or trie in front of the
+    /// DEVMAP_HASH).
+    pub fn uses_slots(&self) -> bool {
+        !matches!(self, KeyPlan::Direct { .. })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPlan {
+    pub name: String,
+    /// The spec line the group is declared on.
+    pub line: u32,
+    /// The name of its DEVMAP_HASH in the object.
+    pub map: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgramPlan {
+    pub name: String,
+    /// The `SEC("xdp/devmap")` program in the object.
+    pub section_program: String,
+    /// Its plain-XDP twin, for PROG_TEST_RUN.
+    pub twin_program: String,
+    /// The per-device argument map (HASH from egress ifindex to the
+    /// argument struct).
+    pub args_map: String,
+    pub params: Vec<ParamPlan>,
+    /// Whether the program reads `egress.mac` (stored with the arguments).
+    pub uses_egress_mac: bool,
+    /// Byte layout of the argument struct, as the runtime must write it.
+    pub args_size: u32,
+    #[serde(skip)]
+    pub body: Vec<Stmt>,
+    /// The spec line the program is declared on.
+    pub line: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamPlan {
+    pub name: String,
+    pub ty: ParamType,
+    /// Offset in the argument struct.
+    pub offset: u32,
+}
+
+/// A parameter type, as stored in the argument struct.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    U8,
+    U16,
+    U32,
+    Mac,
+    Ipv4,
+    Ipv6,
+}
+
+impl ParamType {
+    pub fn from_ty(ty: Ty) -> ParamType {
+        match ty {
+            Ty::Uint { max } if max <= 0xff => ParamType::U8,
+            Ty::Uint { max } if max <= 0xffff => ParamType::U16,
+            Ty::Uint { .. } => ParamType::U32,
+            Ty::Mac => ParamType::Mac,
+            Ty::Ipv4 => ParamType::Ipv4,
+            Ty::Ipv6 | Ty::Device => ParamType::Ipv6,
+        }
+    }
+
+    pub fn size(self) -> u32 {
+        match self {
+            ParamType::U8 => 1,
+            ParamType::U16 => 2,
+            ParamType::U32 | ParamType::Ipv4 => 4,
+            ParamType::Mac => 6,
+            ParamType::Ipv6 => 16,
+        }
+    }
+
+    /// C alignment, so that the runtime's layout matches the struct's.
+    pub fn align(self) -> u32 {
+        match self {
+            ParamType::U8 | ParamType::Mac | ParamType::Ipv6 => 1,
+            ParamType::U16 => 2,
+            ParamType::U32 | ParamType::Ipv4 => 4,
+        }
+    }
+}
+
+/// What the runtime writes into maps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataPlan {
+    /// How the ingress program is attached (not code: no C depends on it).
+    pub xdp_mode: XdpMode,
+    pub devices: Vec<DeviceData>,
+    pub routes: Vec<RouteData>,
+    pub default_route: Option<TargetRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceData {
+    pub name: String,
+    pub binding: Binding,
+    /// Index into `CodePlan::programs`.
+    pub program: Option<usize>,
+    pub args: Vec<Const>,
+    /// Whether the ingress program is attached to it.
+    pub ingress: bool,
+    /// Indices into `CodePlan::groups` of the groups it is a member of.
+    pub groups: Vec<usize>,
+    pub line: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteData {
+    /// The key, typed; [`encode_key`] gives the bytes the map stores.
+    pub key: KeyValue,
+    /// The key as the spec wrote it, for `status` and error messages.
+    pub text: String,
+    pub target: TargetRef,
+    pub line: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "index", rename_all = "snake_case")]
+pub enum TargetRef {
+    /// Index into `DataPlan::devices`.
+    Device(usize),
+    /// Index into `CodePlan::groups`.
+    Group(usize),
+}
+
+/// Slot values, as stored by the key stage and in the default-route map:
+/// `0` means "no target", a device is `1 + its index`, a group has the high
+/// bit set.
+pub const SLOT_NONE: u32 = 0;
+pub const SLOT_GROUP_BIT: u32 = 0x8000_0000;
+
+impl TargetRef {
+    pub fn slot(self) -> u32 {
+        match self {
+            TargetRef::Device(i) => 1 + i as u32,
+            TargetRef::Group(g) => SLOT_GROUP_BIT | g as u32,
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash that does not depend on the platform or
+/// the Rust version (unlike `DefaultHasher`).
+pub fn stable_hash(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+impl Ir {
+    /// The hash of the code part: equal hashes mean identical C.
+    pub fn code_hash(&self) -> String {
+        let mut json = serde_json::to_vec(&self.code).expect("the IR serialises");
+        // Bodies are not serialised in the manifest; hash their structure.
+        for p in &self.code.programs {
+            json.extend(format!("{:?}", p.body).bytes());
+        }
+        stable_hash(&json)
+    }
+
+    /// The hash of the data part.
+    pub fn data_hash(&self) -> String {
+        stable_hash(&serde_json::to_vec(&self.data).expect("the IR serialises"))
+    }
+}
+
+/// Why a route key cannot be encoded at load time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The key names a device whose ifindex is not known.
+    UnresolvedDevice(usize),
+    /// The key does not have the shape of the plan (a bug or a stale
+    /// manifest).
+    Shape,
+}
+
+/// The bytes a route key is stored as in the key stage's map. `ifindex`
+/// resolves a device (for `ingress.port` keys) at load time.
+pub fn encode_key(plan: &KeyPlan, key: &KeyValue, ifindex: &dyn Fn(usize) -> Option<u32>) -> Result<Vec<u8>, EncodeError> {
+    let parts: Vec<&KeyValue> = match key {
+        KeyValue::Composite(parts) => parts.iter().collect(),
+        single => vec![single],
+    };
+    match plan {
+        KeyPlan::Direct { fields } => {
+            if fields.len() != parts.len() {
+                return Err(EncodeError::Shape);
+            }
+            if let ([f], [KeyValue::Const(Const::Ipv4(addr))]) = (fields.as_slice(), parts.as_slice()) {
+                debug_assert!(f.field.key_bits() == Some(32));
+                // Loaded straight from the packet: wire byte order.
+                return Ok(addr.octets().to_vec());
+            }
+            let mut value: u32 = 0;
+            for (f, part) in fields.iter().zip(parts) {
+                let v = scalar(part, ifindex)? as u32;
+                value |= v.checked_shl(f.shift).unwrap_or(0);
+            }
+            Ok(value.to_ne_bytes().to_vec())
+        }
+        KeyPlan::Hashed { fields, size } => {
+            if fields.len() != parts.len() {
+                return Err(EncodeError::Shape);
+            }
+            let mut bytes = vec![0u8; *size as usize];
+            for (f, part) in fields.iter().zip(parts) {
+                let at = f.offset as usize;
+                let field_bytes: Vec<u8> = match part {
+                    KeyValue::Const(Const::Mac(m)) => m.to_vec(),
+                    KeyValue::Const(Const::Ipv4(a)) => a.octets().to_vec(),
+                    KeyValue::Const(Const::Ipv6(a)) => a.octets().to_vec(),
+                    other => {
+                        let v = scalar(other, ifindex)?;
+                        v.to_be_bytes()[8 - f.size as usize..].to_vec()
+                    }
+                };
+                if field_bytes.len() != f.size as usize {
+                    return Err(EncodeError::Shape);
+                }
+                bytes[at..at + field_bytes.len()].copy_from_slice(&field_bytes);
+            }
+            Ok(bytes)
+        }
+        KeyPlan::Lpm { address_bytes, .. } => {
+            let (len, addr): (u8, Vec<u8>) = match parts.as_slice() {
+                [KeyValue::Prefix(PrefixValue::V4(a, l))] if *address_bytes == 4 => (*l, a.octets().to_vec()),
+                [KeyValue::Prefix(PrefixValue::V6(a, l))] if *address_bytes == 16 => (*l, a.octets().to_vec()),
+                _ => return Err(EncodeError::Shape),
+            };
+            let mut bytes = u32::from(len).to_ne_bytes().to_vec();
+            bytes.extend(addr);
+            Ok(bytes)
+        }
+    }
+}
+
+/// An integer key part: a number, or a device's ifindex.
+fn scalar(part: &KeyValue, ifindex: &dyn Fn(usize) -> Option<u32>) -> Result<u64, EncodeError> {
+    match part {
+        KeyValue::Const(Const::Uint(n)) => Ok(*n),
+        KeyValue::Device(d) => ifindex(*d).map(u64::from).ok_or(EncodeError::UnresolvedDevice(*d)),
+        _ => Err(EncodeError::Shape),
+    }
+}

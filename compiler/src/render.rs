@@ -1,0 +1,606 @@
+//! [`Ir`] → C: fills `templates/devmap.bpf.c.hbs` (handlebars, strict mode,
+//! no escaping).
+//!
+//! The template holds the fixed shape of the object (parser, maps, ingress
+//! and egress programs); this module computes what varies with the spec's
+//! *code* part: the key extraction, the maps, and the C statements of egress
+//! bodies. Nothing from the data part is read here (see `ir.rs`).
+//!
+//! **Invariant:** every identifier written into C is either fixed text or a
+//! name the checker validated, behind a `devmapc_`/`p_` prefix; no text of
+//! the spec other than names and numbers reaches C.
+
+use crate::fields::{Field, Header};
+use crate::ir::*;
+use crate::model::{Access, Cond, Const, MissAction, Operand, Stmt};
+use serde::Serialize;
+
+const TEMPLATE: &str = include_str!("../../templates/devmap.bpf.c.hbs");
+
+/// Capacity of the per-device maps (slots, arguments, group members).
+pub const MAX_SLOTS: u32 = 1024;
+
+/// Renders the C source of a spec's object.
+pub fn render(ir: &Ir) -> String {
+    let mut hb = handlebars::Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    hb.register_template_string("devmap", TEMPLATE).expect("the bundled template parses");
+    hb.render("devmap", &context(ir)).expect("the template renders with its own context")
+}
+
+#[derive(Serialize)]
+struct Context {
+    spec: String,
+    code_hash: String,
+    on_miss: OnMiss,
+    max_slots: u32,
+    counters: bool,
+    key: KeyContext,
+    maps: Vec<MapContext>,
+    groups: Vec<GroupContext>,
+    programs: Vec<ProgramContext>,
+    /// Which helper functions the generated code calls: only those are
+    /// written (an unused static function is a compiler warning).
+    helpers: std::collections::BTreeMap<&'static str, bool>,
+}
+
+const HELPERS: [&str; 9] = ["parse", "copy", "put_be", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
+
+#[derive(Serialize)]
+struct OnMiss {
+    spec: &'static str,
+    c: &'static str,
+}
+
+#[derive(Serialize)]
+struct KeyContext {
+    text: String,
+    plan: &'static str,
+    parse: bool,
+    want_ip: u8,
+    want_l4: u8,
+    types: Vec<String>,
+    locals: Vec<String>,
+    lines: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct MapContext {
+    name: String,
+    comment: String,
+    #[serde(rename = "type")]
+    map_type: &'static str,
+    key: String,
+    value: String,
+    max_entries: String,
+    extra: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct GroupContext {
+    name: String,
+    map: String,
+    line: u32,
+}
+
+#[derive(Serialize)]
+struct ProgramContext {
+    name: String,
+    line: u32,
+    fields: Vec<String>,
+    uses_args: bool,
+    want_ip: u8,
+    want_l4: u8,
+    body: Vec<String>,
+}
+
+fn context(ir: &Ir) -> Context {
+    let code = &ir.code;
+    let on_miss = match code.on_miss {
+        MissAction::Pass => OnMiss { spec: "pass", c: "XDP_PASS" },
+        MissAction::Drop => OnMiss { spec: "drop", c: "XDP_DROP" },
+        MissAction::Abort => OnMiss { spec: "abort", c: "XDP_ABORTED" },
+    };
+    let key = key_context(code);
+    let programs: Vec<ProgramContext> = code.programs.iter().map(program_context).collect();
+    let generated: Vec<&String> = key.lines.iter().chain(programs.iter().flat_map(|p| &p.body)).collect();
+    let calls = |name: &str| generated.iter().any(|l| l.contains(&format!("devmapc_{name}(")));
+    let mut helpers: std::collections::BTreeMap<&'static str, bool> = HELPERS.iter().map(|h| (*h, calls(h))).collect();
+    helpers.insert("parse", key.parse || !programs.is_empty());
+    // set_mac is written with copy.
+    let copy = helpers["copy"] || helpers["set_mac"];
+    helpers.insert("copy", copy);
+    Context {
+        spec: ir.spec.clone(),
+        code_hash: ir.code_hash(),
+        on_miss,
+        max_slots: MAX_SLOTS,
+        counters: code.counters,
+        key,
+        maps: maps(code),
+        groups: code.groups.iter().map(|g| GroupContext { name: g.name.clone(), map: g.map.clone(), line: g.line }).collect(),
+        programs,
+        helpers,
+    }
+}
+
+fn table_flags(code: &CodePlan, base: &[&str]) -> Vec<String> {
+    let mut flags: Vec<&str> = base.to_vec();
+    match code.access {
+        Access::ReadWrite => {}
+        Access::ReadOnly => flags.push("BPF_F_RDONLY"),
+        Access::WriteOnly => flags.push("BPF_F_WRONLY"),
+    }
+    if code.numa_node.is_some() {
+        flags.push("BPF_F_NUMA_NODE");
+    }
+    let mut extra = Vec::new();
+    if !flags.is_empty() {
+        extra.push(format!("__uint(map_flags, {});", flags.join(" | ")));
+    }
+    if let Some(node) = code.numa_node {
+        extra.push(format!("__uint(numa_node, {node});"));
+    }
+    extra
+}
+
+fn maps(code: &CodePlan) -> Vec<MapContext> {
+    let map = |name: &str, comment: String, map_type, key: &str, value: &str, max_entries: String, extra: Vec<String>| MapContext {
+        name: name.into(),
+        comment,
+        map_type,
+        key: key.into(),
+        value: value.into(),
+        max_entries,
+        extra,
+    };
+    let devmap_val = "struct bpf_devmap_val";
+    let mut maps = Vec::new();
+    match &code.key {
+        KeyPlan::Direct { .. } => {
+            maps.push(map(
+                "devmapc_routes",
+                "The table: the packet's key → {egress ifindex, egress program}.".into(),
+                "BPF_MAP_TYPE_DEVMAP_HASH",
+                "__u32",
+                devmap_val,
+                code.max_entries.to_string(),
+                table_flags(code, &[]),
+            ));
+            if !code.groups.is_empty() {
+                maps.push(map(
+                    "devmapc_group_keys",
+                    "Keys routed to a group → the group's slot (checked after a miss in devmapc_routes).".into(),
+                    "BPF_MAP_TYPE_HASH",
+                    "__u32",
+                    "__u32",
+                    code.max_entries.to_string(),
+                    vec![],
+                ));
+            }
+            if code.counters {
+                maps.push(map(
+                    "devmapc_key_counters",
+                    "Packets and bytes per routed key; the runtime adds them up per device.".into(),
+                    "BPF_MAP_TYPE_PERCPU_HASH",
+                    "__u32",
+                    "struct devmapc_counter",
+                    code.max_entries.to_string(),
+                    vec![],
+                ));
+            }
+        }
+        KeyPlan::Hashed { .. } => maps.push(map(
+            "devmapc_keys",
+            "The table: the packet's key → the slot of its target.".into(),
+            "BPF_MAP_TYPE_HASH",
+            "struct devmapc_key",
+            "__u32",
+            code.max_entries.to_string(),
+            table_flags(code, &[]),
+        )),
+        KeyPlan::Lpm { .. } => maps.push(map(
+            "devmapc_keys",
+            "The table: longest prefix of the address → the slot of its target.".into(),
+            "BPF_MAP_TYPE_LPM_TRIE",
+            "struct devmapc_lpm_key",
+            "__u32",
+            code.max_entries.to_string(),
+            table_flags(code, &["BPF_F_NO_PREALLOC"]),
+        )),
+    }
+    maps.push(map(
+        "devmapc_slots",
+        "Device slots → {egress ifindex, egress program}: targets of lowered keys and of `route default`.".into(),
+        "BPF_MAP_TYPE_DEVMAP_HASH",
+        "__u32",
+        devmap_val,
+        "DEVMAPC_MAX_SLOTS".into(),
+        vec![],
+    ));
+    maps.push(map(
+        "devmapc_default",
+        "The slot of `route default`, or 0 for none (then table.on_miss applies).".into(),
+        "BPF_MAP_TYPE_ARRAY",
+        "__u32",
+        "__u32",
+        "1".into(),
+        vec![],
+    ));
+    for g in &code.groups {
+        maps.push(map(
+            &g.map,
+            format!("Group `{}` (line {}): its members, each with its egress program.", g.name, g.line),
+            "BPF_MAP_TYPE_DEVMAP_HASH",
+            "__u32",
+            devmap_val,
+            "DEVMAPC_MAX_SLOTS".into(),
+            vec![],
+        ));
+    }
+    if code.counters {
+        maps.push(map(
+            "devmapc_counters",
+            "Packets and bytes per slot; slot 0 counts misses.".into(),
+            "BPF_MAP_TYPE_PERCPU_ARRAY",
+            "__u32",
+            "struct devmapc_counter",
+            "DEVMAPC_MAX_SLOTS".into(),
+            vec![],
+        ));
+        if !code.groups.is_empty() {
+            maps.push(map(
+                "devmapc_group_counters",
+                "Packets and bytes per group.".into(),
+                "BPF_MAP_TYPE_PERCPU_ARRAY",
+                "__u32",
+                "struct devmapc_counter",
+                code.groups.len().to_string(),
+                vec![],
+            ));
+        }
+    }
+    maps
+}
+
+/// The C expression that reads a field, and the condition under which the
+/// header it lives in is present (`None`: always).
+fn read(field: Field) -> (String, Option<&'static str>) {
+    let (expr, guard) = match field {
+        Field::IngressPort => ("ctx->ingress_ifindex", None),
+        Field::EgressMac => ("args->devmapc_egress_mac", None),
+        Field::EthDst => ("p.eth->h_dest", Some("p.eth")),
+        Field::EthSrc => ("p.eth->h_source", Some("p.eth")),
+        Field::VlanId => ("(bpf_ntohs(p.vlan->tci) & 0x0fff)", Some("p.vlan")),
+        Field::VlanPcp => ("(bpf_ntohs(p.vlan->tci) >> 13)", Some("p.vlan")),
+        Field::Ipv4Src => ("p.ip4->saddr", Some("p.ip4")),
+        Field::Ipv4Dst => ("p.ip4->daddr", Some("p.ip4")),
+        Field::Ipv4Ttl => ("p.ip4->ttl", Some("p.ip4")),
+        Field::Ipv4Proto => ("p.ip4->protocol", Some("p.ip4")),
+        Field::Ipv6Src => ("p.ip6->saddr.in6_u.u6_addr8", Some("p.ip6")),
+        Field::Ipv6Dst => ("p.ip6->daddr.in6_u.u6_addr8", Some("p.ip6")),
+        Field::Ipv6HopLimit => ("p.ip6->hop_limit", Some("p.ip6")),
+        Field::IpProto => ("p.l4proto", Some("p.ip")),
+        Field::L4Sport => ("bpf_ntohs(p.l4->src)", Some("p.l4")),
+        Field::L4Dport => ("bpf_ntohs(p.l4->dst)", Some("p.l4")),
+    };
+    (expr.to_string(), guard)
+}
+
+/// How deep the parser must go for these fields: (want_ip, want_l4).
+fn depth(fields: impl IntoIterator<Item = Field>) -> (bool, bool) {
+    let mut want = (false, false);
+    for f in fields {
+        match f.header() {
+            Header::Ipv4 | Header::Ipv6 | Header::Ip => want.0 = true,
+            Header::L4 => want = (true, true),
+            _ => {}
+        }
+    }
+    want
+}
+
+fn key_context(code: &CodePlan) -> KeyContext {
+    let fields = code.key.fields();
+    let parse = fields.iter().any(|f| f.header() != Header::Meta);
+    let (want_ip, want_l4) = depth(fields.iter().copied());
+    let text = match &code.key {
+        KeyPlan::Lpm { field, .. } => format!("lpm({field})"),
+        _ if fields.len() == 1 => fields[0].to_string(),
+        _ => format!("({})", fields.iter().map(|f| f.path()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut guards: Vec<&str> = fields.iter().filter_map(|f| read(*f).1).collect();
+    guards.dedup();
+    let mut lines: Vec<String> = guards.iter().map(|g| format!("if (!{g})\n\t\treturn devmapc_miss(bytes);")).collect();
+    let mut types = Vec::new();
+    let mut locals = Vec::new();
+    let plan = match &code.key {
+        KeyPlan::Direct { fields } => {
+            locals.push("__u32 key;".to_string());
+            locals.push("long action;".to_string());
+            let parts: Vec<String> = fields
+                .iter()
+                .map(|f| match f.shift {
+                    0 => read(f.field).0,
+                    s => format!("((__u32){} << {s})", read(f.field).0),
+                })
+                .collect();
+            lines.push(format!("key = {};", parts.join(" | ")));
+            lines.push("action = bpf_redirect_map(&devmapc_routes, key, DEVMAPC_ON_MISS);".into());
+            if code.counters {
+                lines.push("if (action == XDP_REDIRECT) {\n\t\tdevmapc_count(&devmapc_key_counters, key, bytes);\n\t\treturn action;\n\t}".into());
+            } else {
+                lines.push("if (action == XDP_REDIRECT)\n\t\treturn action;".into());
+            }
+            if !code.groups.is_empty() {
+                locals.push("__u32 *slot;".to_string());
+                lines.push("/* Not a device route: a group route, or a miss. */".into());
+                lines.push("slot = bpf_map_lookup_elem(&devmapc_group_keys, &key);".into());
+                lines.push("if (slot)\n\t\treturn devmapc_to_slot(*slot, bytes);".into());
+            }
+            lines.push("return devmapc_miss(bytes);".into());
+            "direct: the key is the DEVMAP_HASH key"
+        }
+        KeyPlan::Hashed { fields, size } => {
+            types.push(format!("/* {text}, each field in network byte order. */\nstruct devmapc_key {{\n\t__u8 bytes[{size}];\n}};"));
+            locals.push("struct devmapc_key key;".into());
+            locals.push("__u32 *slot;".into());
+            for f in fields {
+                lines.push(put_field(f.field, &format!("key.bytes + {}", f.offset), f.size));
+            }
+            lines.extend(slot_lookup());
+            "hashed: a BPF_MAP_TYPE_HASH gives the slot"
+        }
+        KeyPlan::Lpm { field, address_bytes } => {
+            types.push(format!("struct devmapc_lpm_key {{\n\t__u32 prefixlen;\n\t__u8 addr[{address_bytes}];\n}};"));
+            locals.push("struct devmapc_lpm_key key;".into());
+            locals.push("__u32 *slot;".into());
+            lines.push(format!("key.prefixlen = {};", address_bytes * 8));
+            lines.push(put_field(*field, "key.addr", *address_bytes));
+            lines.extend(slot_lookup());
+            "lpm: a BPF_MAP_TYPE_LPM_TRIE gives the slot"
+        }
+    };
+    KeyContext { text, plan, parse, want_ip: want_ip.into(), want_l4: want_l4.into(), types, locals, lines }
+}
+
+fn slot_lookup() -> Vec<String> {
+    vec![
+        "slot = bpf_map_lookup_elem(&devmapc_keys, &key);".into(),
+        "if (!slot)\n\t\treturn devmapc_miss(bytes);".into(),
+        "return devmapc_to_slot(*slot, bytes);".into(),
+    ]
+}
+
+/// Writes a field into key bytes at `at`, in network byte order.
+fn put_field(field: Field, at: &str, size: u32) -> String {
+    match field {
+        Field::EthDst | Field::EthSrc | Field::Ipv6Src | Field::Ipv6Dst => format!("devmapc_copy({at}, {}, {size});", read(field).0),
+        Field::Ipv4Src | Field::Ipv4Dst => format!("devmapc_copy({at}, (const __u8 *)&{}, 4);", read(field).0),
+        _ => format!("devmapc_put_be({at}, {}, {size});", read(field).0),
+    }
+}
+
+fn program_context(p: &ProgramPlan) -> ProgramContext {
+    let mut fields: Vec<String> = p
+        .params
+        .iter()
+        .map(|param| match param.ty {
+            ParamType::U8 => format!("__u8 p_{}", param.name),
+            ParamType::U16 => format!("__u16 p_{}", param.name),
+            ParamType::U32 => format!("__u32 p_{}", param.name),
+            ParamType::Ipv4 => format!("__be32 p_{}", param.name),
+            ParamType::Mac => format!("__u8 p_{}[6]", param.name),
+            ParamType::Ipv6 => format!("__u8 p_{}[16]", param.name),
+        })
+        .collect();
+    if p.uses_egress_mac {
+        fields.push("__u8 devmapc_egress_mac[6]".into());
+    }
+    let uses_args = !fields.is_empty();
+    if !uses_args {
+        fields.push("__u8 devmapc_unused".into());
+    }
+    let want = body_depth(&p.body);
+    let mut printer = Body { params: &p.params, lines: Vec::new(), depth: 0, want };
+    printer.stmts(&p.body);
+    ProgramContext { name: p.name.clone(), line: p.line, fields, uses_args, want_ip: want.0.into(), want_l4: want.1.into(), body: printer.lines }
+}
+
+/// How deep an egress body needs the parser to go: every field it touches.
+fn body_depth(body: &[Stmt]) -> (bool, bool) {
+    fn operand(o: &Operand, out: &mut Vec<Field>) {
+        if let Operand::Field(f) = o {
+            out.push(*f);
+        }
+    }
+    fn cond(c: &Cond, out: &mut Vec<Field>) {
+        match c {
+            Cond::Or(cs) | Cond::And(cs) => cs.iter().for_each(|c| cond(c, out)),
+            Cond::Not(c) => cond(c, out),
+            Cond::Has(Header::Ipv4 | Header::Ipv6 | Header::Ip) => out.push(Field::IpProto),
+            Cond::Has(Header::L4) => out.push(Field::L4Dport),
+            Cond::Has(_) => {}
+            Cond::Compare { left, right, .. } => {
+                operand(left, out);
+                operand(right, out);
+            }
+        }
+    }
+    fn stmts(body: &[Stmt], out: &mut Vec<Field>) {
+        for s in body {
+            match s {
+                Stmt::Assign { field, value } => {
+                    out.push(*field);
+                    operand(value, out);
+                }
+                Stmt::Decrement { field, .. } => out.push(*field),
+                Stmt::VlanPush(o) => operand(o, out),
+                Stmt::If { cond: c, then, otherwise } => {
+                    cond(c, out);
+                    stmts(then, out);
+                    stmts(otherwise, out);
+                }
+                Stmt::VlanPop | Stmt::Drop | Stmt::Pass => {}
+            }
+        }
+    }
+    let mut fields = Vec::new();
+    stmts(body, &mut fields);
+    depth(fields)
+}
+
+/// Prints egress statements as C lines (indented relative to the body).
+struct Body<'a> {
+    params: &'a [ParamPlan],
+    lines: Vec<String>,
+    depth: usize,
+    want: (bool, bool),
+}
+
+impl Body<'_> {
+    fn line(&mut self, text: String) {
+        for l in text.lines() {
+            self.lines.push(format!("{}{l}", "\t".repeat(self.depth)));
+        }
+    }
+
+    fn stmts(&mut self, body: &[Stmt]) {
+        for s in body {
+            self.stmt(s);
+        }
+    }
+
+    /// Re-reads the headers after the frame moved (VLAN push or pop).
+    fn reparse(&self) -> String {
+        format!(
+            "data = (void *)(long)ctx->data;\ndata_end = (void *)(long)ctx->data_end;\ndevmapc_parse(data, data_end, &p, {}, {});",
+            u8::from(self.want.0),
+            u8::from(self.want.1)
+        )
+    }
+
+    fn stmt(&mut self, stmt: &Stmt) {
+        match stmt {
+            Stmt::Drop => self.line("return XDP_DROP;".into()),
+            Stmt::Pass => self.line("return XDP_PASS;".into()),
+            Stmt::Assign { field: Field::VlanId, value } => {
+                let (v, guard) = self.operand(value);
+                let guard = join_guards(&["p.vlan".to_string()], guard);
+                self.line(format!("if ({guard})\n\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (({v}) & 0x0fff));"));
+            }
+            Stmt::Assign { field, value } => {
+                let (to, _) = read(*field);
+                let (from, guard) = self.operand(value);
+                let guard = join_guards(&["p.eth".to_string()], guard);
+                if matches!(value, Operand::Field(Field::EthSrc | Field::EthDst)) {
+                    self.line(format!("if ({guard}) {{\n\t__u8 mac[ETH_ALEN];\n\n\tdevmapc_set_mac(mac, {from});\n\tdevmapc_set_mac({to}, mac);\n}}"));
+                } else {
+                    self.line(format!("if ({guard})\n\tdevmapc_set_mac({to}, {from});"));
+                }
+            }
+            Stmt::Decrement { field: Field::Ipv4Ttl, amount } => self.line(format!("if (p.ip4)\n\tdevmapc_ttl_sub(p.ip4, {amount});")),
+            Stmt::Decrement { amount, .. } => {
+                self.line(format!("if (p.ip6)\n\tp.ip6->hop_limit = p.ip6->hop_limit > {amount} ? p.ip6->hop_limit - {amount} : 0;"))
+            }
+            Stmt::VlanPush(value) => {
+                let (v, guard) = self.operand(value);
+                let body = format!("if (devmapc_vlan_push(ctx, {v}) < 0)\n\treturn XDP_DROP;\n{}", self.reparse());
+                match guard {
+                    Some(g) => self.line(format!("if ({g}) {{\n{}\n}}", indent(&body))),
+                    None => self.line(body),
+                }
+            }
+            Stmt::VlanPop => {
+                let body = format!("if (devmapc_vlan_pop(ctx) < 0)\n\treturn XDP_DROP;\n{}", self.reparse());
+                self.line(format!("if (p.vlan) {{\n{}\n}}", indent(&body)));
+            }
+            Stmt::If { cond, then, otherwise } => {
+                let c = self.cond(cond);
+                self.line(format!("if ({c}) {{"));
+                self.depth += 1;
+                self.stmts(then);
+                self.depth -= 1;
+                if !otherwise.is_empty() {
+                    self.line("} else {".into());
+                    self.depth += 1;
+                    self.stmts(otherwise);
+                    self.depth -= 1;
+                }
+                self.line("}".into());
+            }
+        }
+    }
+
+    /// A value as C, and the guard under which it can be read.
+    fn operand(&self, o: &Operand) -> (String, Option<&'static str>) {
+        match o {
+            Operand::Const(c) => (constant(*c), None),
+            Operand::Param(i) => (format!("args->p_{}", self.params[*i].name), None),
+            Operand::Field(f) => read(*f),
+        }
+    }
+
+    fn cond(&self, c: &Cond) -> String {
+        match c {
+            Cond::Or(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" || "),
+            Cond::And(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" && "),
+            Cond::Not(c) => format!("!({})", self.cond(c)),
+            Cond::Has(h) => match h {
+                Header::Eth => "p.eth != 0".into(),
+                Header::Vlan => "p.vlan != 0".into(),
+                Header::Ipv4 => "p.ip4 != 0".into(),
+                Header::Ipv6 => "p.ip6 != 0".into(),
+                Header::Ip => "p.ip != 0".into(),
+                Header::L4 | Header::Meta => "p.l4 != 0".into(),
+            },
+            Cond::Compare { left, op, right } => {
+                let (l, lg) = self.operand(left);
+                let (r, rg) = self.operand(right);
+                let field = [left, right].into_iter().find_map(|o| match o {
+                    Operand::Field(f) => Some(*f),
+                    _ => None,
+                });
+                let bytes = matches!(field.map(|f| f.ty()), Some(crate::fields::Ty::Mac | crate::fields::Ty::Ipv6));
+                let test = if bytes {
+                    let eq = if field.map(|f| f.ty()) == Some(crate::fields::Ty::Mac) { "devmapc_mac_eq" } else { "devmapc_bytes16_eq" };
+                    let call = format!("{eq}({l}, {r})");
+                    if *op == crate::ast::CmpOp::Ne { format!("!{call}") } else { call }
+                } else {
+                    format!("{l} {} {r}", op.as_str())
+                };
+                // A comparison on a header the packet lacks is false.
+                let guards: Vec<&str> = [lg, rg].into_iter().flatten().collect();
+                match guards.as_slice() {
+                    [] => test,
+                    gs => format!("{} && {test}", gs.join(" && ")),
+                }
+            }
+        }
+    }
+}
+
+fn join_guards(base: &[String], extra: Option<&str>) -> String {
+    let mut all: Vec<String> = base.to_vec();
+    if let Some(e) = extra {
+        if !all.iter().any(|g| g == e) {
+            all.push(e.to_string());
+        }
+    }
+    all.join(" && ")
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("\t{l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// A constant as a C expression of the type the field reads as.
+fn constant(c: Const) -> String {
+    match c {
+        Const::Uint(n) => n.to_string(),
+        Const::Mac(m) => format!("(const __u8[ETH_ALEN]){{{}}}", m.iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", ")),
+        Const::Ipv4(a) => format!("bpf_htonl(0x{:08x}) /* {a} */", u32::from(a)),
+        Const::Ipv6(a) => format!("(const __u8[16]){{{}}} /* {a} */", a.octets().iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", ")),
+    }
+}
