@@ -61,6 +61,31 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Compile specs to BPF C, objects, Rust skeletons and manifests.
+    ///
+    /// For SPEC `vlan-switch.devmap` it writes into DIR: `vlan_switch.bpf.c`
+    /// (the generated C), `vlan_switch.bpf.o` (the BPF object, with BTF),
+    /// `vlan_switch.skel.rs` (a libbpf-rs skeleton) and
+    /// `vlan_switch.manifest.json` (maps, key layout, programs, devices,
+    /// routes, arguments and the code and data hashes, for the runtime).
+    /// Outputs are byte-identical on every build of the same spec. clang is
+    /// found via DEVMAPC_CLANG, else `clang`, `clang-19` ... on PATH.
+    #[command(after_help = "Examples:\n  devmapc build examples/vlan-switch.devmap -o gen/\n  devmapc build --emit c,manifest specs/*.devmap -o gen/\n  devmapc build --check specs/*.devmap -o gen/   # in CI: exit 1 if gen/ is stale")]
+    Build {
+        /// The .devmap files to build.
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<PathBuf>,
+        /// Where to write the outputs.
+        #[arg(short = 'o', long = "out-dir", value_name = "DIR", default_value = "target/devmapc")]
+        out_dir: PathBuf,
+        /// Which outputs to write, comma-separated: c, obj, skel, manifest.
+        #[arg(long, value_name = "LIST", default_value = "c,obj,skel,manifest")]
+        emit: String,
+        /// Write nothing; exit 1 if the files in DIR are missing or differ
+        /// from what a build would write (for committed generated files).
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,6 +99,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { files, deny_warnings, message_format } => check(&files, deny_warnings, message_format),
         Command::Fmt { files, check } => fmt(&files, check),
+        Command::Build { specs, out_dir, emit, check } => build(&specs, &out_dir, &emit, check),
     };
     match result {
         Ok(code) => code,
@@ -203,4 +229,61 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
         let _ = std::fs::set_permissions(&tmp, meta.permissions());
     }
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+}
+
+fn build(specs: &[PathBuf], out_dir: &Path, emit: &str, check_only: bool) -> Result<ExitCode, String> {
+    let emit = devmapc::Emit::parse(emit)?;
+    let target = if check_only { scratch_dir()? } else { out_dir.to_path_buf() };
+    let mut failed = false;
+    let mut stale = Vec::new();
+    for spec in specs {
+        match devmapc::Builder::new(spec).out_dir(&target).emit(emit).build() {
+            Ok(outputs) => {
+                if let Ok(source) = std::fs::read_to_string(spec) {
+                    render::diagnostics(&spec.display().to_string(), &source, &outputs.spec_warnings, MessageFormat::Human);
+                }
+                for line in &outputs.clang_output {
+                    eprintln!("clang: {line}");
+                }
+                let written = [&outputs.c, &outputs.obj, &outputs.skel, &outputs.manifest];
+                for path in written.into_iter().flatten() {
+                    let name = path.file_name().expect("outputs are files");
+                    if check_only {
+                        let committed = out_dir.join(name);
+                        if std::fs::read(&committed).ok() != std::fs::read(path).ok() {
+                            stale.push(committed);
+                        }
+                    } else {
+                        out(&format!("wrote {}", path.display()));
+                    }
+                }
+            }
+            Err(devmapc::BuildError::Spec { diagnostics, .. }) => {
+                let source = read(spec)?;
+                render::diagnostics(&spec.display().to_string(), &source, &diagnostics, MessageFormat::Human);
+                eprintln!("error: {} was not built: it has errors", spec.display());
+                failed = true;
+            }
+            Err(e) => {
+                eprintln!("error: building {}: {e}", spec.display());
+                failed = true;
+            }
+        }
+    }
+    if check_only {
+        let _ = std::fs::remove_dir_all(&target);
+        for path in &stale {
+            out(&format!("stale: {} (run `devmapc build` to update it)", path.display()));
+        }
+        failed |= !stale.is_empty();
+    }
+    Ok(ExitCode::from(u8::from(failed)))
+}
+
+/// A fresh directory for a build that must not touch the real outputs.
+fn scratch_dir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("devmapc-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
 }

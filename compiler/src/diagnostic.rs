@@ -352,3 +352,30 @@ impl LineIndex {
 pub fn sort(diagnostics: &mut [Diagnostic]) {
     diagnostics.sort_by_key(|d| (d.primary.span.start, d.severity() == Severity::Warning, d.code));
 }
+
+/// Renders diagnostics as plain text in the rustc style, with the source
+/// line and a caret underline: what build.rs users see in a failed build.
+/// (The CLI renders with miette's graphical handler instead.)
+pub fn render_plain(file: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
+    let index = LineIndex::new(source);
+    let mut out = String::new();
+    for d in diagnostics {
+        let (line, column) = index.line_col(source, d.primary.span.start);
+        let text = source.lines().nth(line - 1).unwrap_or("");
+        let width = source[d.primary.span.start..d.primary.span.end.min(source.len())].lines().next().map_or(1, |s| s.chars().count().max(1));
+        let gutter = " ".repeat(line.to_string().len());
+        out.push_str(&format!("{}[{}]: {}\n", d.severity().as_str(), d.code, d.message));
+        out.push_str(&format!("{gutter}--> {file}:{line}:{column}\n"));
+        out.push_str(&format!("{gutter} |\n{line} | {text}\n"));
+        out.push_str(&format!("{gutter} | {}{} {}\n", " ".repeat(column - 1), "^".repeat(width), d.primary.text));
+        for l in &d.secondary {
+            let (sl, sc) = index.line_col(source, l.span.start);
+            out.push_str(&format!("{gutter} = note: {file}:{sl}:{sc}: {}\n", l.text));
+        }
+        if let Some(help) = &d.help {
+            out.push_str(&format!("{gutter} = help: {help}\n"));
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -6,6 +6,7 @@
 #![doc = include_str!("../../ARCHITECTURE.md")]
 
 pub mod ast;
+pub mod builder;
 pub mod check;
 pub mod diagnostic;
 pub mod fields;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod parse;
 pub mod render;
 
+pub use builder::{BuildError, Builder, Emit};
 pub use check::{check, Checked};
 pub use diagnostic::{Code, Diagnostic, Severity};
 pub use parse::parse;

@@ -604,3 +604,19 @@ fn constant(c: Const) -> String {
         Const::Ipv6(a) => format!("(const __u8[16]){{{}}} /* {a} */", a.octets().iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", ")),
     }
 }
+
+/// The maps of the object, for the manifest: name, type, key and value
+/// types, capacity.
+pub fn map_list(code: &CodePlan) -> Vec<serde_json::Value> {
+    let mut list: Vec<serde_json::Value> = maps(code)
+        .into_iter()
+        .map(|m| {
+            let max_entries = if m.max_entries == "DEVMAPC_MAX_SLOTS" { MAX_SLOTS.to_string() } else { m.max_entries };
+            serde_json::json!({ "name": m.name, "type": m.map_type, "key": m.key, "value": m.value, "max_entries": max_entries.parse::<u64>().unwrap_or(0) })
+        })
+        .collect();
+    for p in &code.programs {
+        list.push(serde_json::json!({ "name": p.args_map, "type": "BPF_MAP_TYPE_HASH", "key": "__u32", "value": format!("struct devmapc_args_{}", p.name), "max_entries": MAX_SLOTS }));
+    }
+    list
+}

@@ -1,0 +1,349 @@
+//! Spec file → C, BPF object, Rust skeleton and manifest on disk.
+//!
+//! This is the only module that runs an external program: clang, through
+//! libbpf-cargo's `SkeletonBuilder`. It is what `devmapc build` runs, and what
+//! a build.rs calls:
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() {
+//!     devmapc::Builder::new("specs/router.devmap").build().unwrap_or_else(|e| panic!("{e}"));
+//! }
+//! ```
+//!
+//! Outputs are deterministic: the same spec gives byte-identical files
+//! wherever it is built (paths are relative in debug info, nothing records
+//! a time).
+
+use crate::diagnostic::render_plain;
+use crate::{check_source, ir::Ir, lower, render, Diagnostic};
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Which outputs to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Emit {
+    pub c: bool,
+    pub obj: bool,
+    pub skel: bool,
+    pub manifest: bool,
+}
+
+impl Emit {
+    pub const ALL: Emit = Emit { c: true, obj: true, skel: true, manifest: true };
+
+    /// Parses `c,obj,skel,manifest`.
+    pub fn parse(list: &str) -> Result<Emit, String> {
+        let mut emit = Emit { c: false, obj: false, skel: false, manifest: false };
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item {
+                "c" => emit.c = true,
+                "obj" => emit.obj = true,
+                "skel" => emit.skel = true,
+                "manifest" => emit.manifest = true,
+                other => return Err(format!("unknown output `{other}` (expected c, obj, skel or manifest)")),
+            }
+        }
+        Ok(emit)
+    }
+}
+
+/// Builds one spec. In a build script, [`Builder::new`] is all it takes:
+/// outputs go to `OUT_DIR` and cargo is told to rerun when the spec changes.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    spec: PathBuf,
+    out_dir: Option<PathBuf>,
+    clang: Option<PathBuf>,
+    emit: Emit,
+}
+
+/// The files a build wrote.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    /// The name outputs are derived from (`vlan_switch` for
+    /// `vlan-switch.devmap`); also the skeleton's name.
+    pub name: String,
+    pub c: Option<PathBuf>,
+    pub obj: Option<PathBuf>,
+    pub skel: Option<PathBuf>,
+    pub manifest: Option<PathBuf>,
+    /// Warnings of the spec, rendered.
+    pub spec_warnings: Vec<Diagnostic>,
+    /// What clang printed (warnings), line by line.
+    pub clang_output: Vec<String>,
+}
+
+/// Why a build failed.
+#[derive(Debug)]
+pub enum BuildError {
+    Io { path: PathBuf, error: std::io::Error },
+    /// The spec has errors; the message shows them all, located.
+    Spec { file: String, rendered: String, diagnostics: Vec<Diagnostic> },
+    /// No clang to compile with.
+    NoClang { tried: Vec<String> },
+    /// clang or the skeleton generator failed.
+    Compile { message: String },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            BuildError::Spec { file, rendered, diagnostics } => {
+                let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+                write!(f, "{file} has {errors} error{}:\n\n{rendered}", if errors == 1 { "" } else { "s" })
+            }
+            BuildError::NoClang { tried } => write!(
+                f,
+                "no clang found to compile BPF C (tried {}).\n\
+                 Install one (Debian/Ubuntu: `apt-get install clang`, or clang-19), \
+                 or point DEVMAPC_CLANG at a clang binary.",
+                tried.join(", ")
+            ),
+            BuildError::Compile { message } => write!(f, "{message}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl Builder {
+    pub fn new(spec: impl Into<PathBuf>) -> Builder {
+        Builder { spec: spec.into(), out_dir: None, clang: None, emit: Emit::ALL }
+    }
+
+    /// Where outputs go (default: `OUT_DIR`, as in a build script).
+    pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Builder {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// The clang to use (default: `DEVMAPC_CLANG`, else the first of
+    /// `clang`, `clang-19` ... `clang-14` on PATH).
+    pub fn clang(mut self, clang: impl Into<PathBuf>) -> Builder {
+        self.clang = Some(clang.into());
+        self
+    }
+
+    pub fn emit(mut self, emit: Emit) -> Builder {
+        self.emit = emit;
+        self
+    }
+
+    /// Checks, lowers, renders and compiles the spec.
+    pub fn build(&self) -> Result<Outputs, BuildError> {
+        let in_build_script = std::env::var_os("OUT_DIR").is_some() && std::env::var_os("CARGO_MANIFEST_DIR").is_some();
+        if in_build_script {
+            println!("cargo:rerun-if-changed={}", self.spec.display());
+            println!("cargo:rerun-if-env-changed=DEVMAPC_CLANG");
+        }
+        let out_dir = match &self.out_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::var_os("OUT_DIR").map(PathBuf::from).ok_or_else(|| BuildError::Io {
+                path: self.spec.clone(),
+                error: std::io::Error::other("no output directory: call .out_dir(...) (OUT_DIR is only set in build scripts)"),
+            })?,
+        };
+        let source = std::fs::read_to_string(&self.spec).map_err(|error| BuildError::Io { path: self.spec.clone(), error })?;
+        let file_name = self.spec.file_name().and_then(|n| n.to_str()).unwrap_or("spec.devmap").to_string();
+        let checked = check_source(&source);
+        let Some(model) = checked.model else {
+            let file = self.spec.display().to_string();
+            let rendered = render_plain(&file, &source, &checked.diagnostics);
+            return Err(BuildError::Spec { file, rendered, diagnostics: checked.diagnostics });
+        };
+        if in_build_script {
+            for line in render_plain(&self.spec.display().to_string(), &source, &checked.diagnostics).lines().filter(|l| !l.is_empty()) {
+                println!("cargo:warning={line}");
+            }
+        }
+        let ir = lower::lower(&model, &file_name, &source);
+        let name = output_name(&self.spec);
+        std::fs::create_dir_all(&out_dir).map_err(|error| BuildError::Io { path: out_dir.clone(), error })?;
+        let mut outputs = Outputs { name: name.clone(), spec_warnings: checked.diagnostics, ..Outputs::default() };
+
+        let c_text = render::render(&ir);
+        let c_path = out_dir.join(format!("{name}.bpf.c"));
+        // The C is written even when not emitted: clang compiles the file.
+        write_if_changed(&c_path, c_text.as_bytes())?;
+        if self.emit.c {
+            outputs.c = Some(c_path.clone());
+        }
+        if self.emit.obj || self.emit.skel {
+            let obj_path = out_dir.join(format!("{name}.bpf.o"));
+            let skel_path = out_dir.join(format!("{name}.skel.rs"));
+            let clang = match &self.clang {
+                Some(c) => c.clone(),
+                None => find_clang()?,
+            };
+            outputs.clang_output = compile(&clang, &out_dir, &c_path, &obj_path, self.emit.skel.then_some(skel_path.as_path()))?;
+            if self.emit.obj {
+                outputs.obj = Some(obj_path);
+            } else {
+                let _ = std::fs::remove_file(&obj_path);
+            }
+            if self.emit.skel {
+                outputs.skel = Some(skel_path);
+            }
+            if in_build_script {
+                for line in &outputs.clang_output {
+                    println!("cargo:warning={line}");
+                }
+            }
+        }
+        if !self.emit.c {
+            let _ = std::fs::remove_file(&c_path);
+        }
+        if self.emit.manifest {
+            let path = out_dir.join(format!("{name}.manifest.json"));
+            write_if_changed(&path, manifest(&ir, &name).as_bytes())?;
+            outputs.manifest = Some(path);
+        }
+        Ok(outputs)
+    }
+}
+
+/// The manifest: everything the runtime needs to load and fill the object
+/// without the spec.
+pub fn manifest(ir: &Ir, name: &str) -> String {
+    let value = serde_json::json!({
+        "devmapc_manifest": 1,
+        "name": name,
+        "object": format!("{name}.bpf.o"),
+        "code_hash": ir.code_hash(),
+        "data_hash": ir.data_hash(),
+        "maps": render::map_list(&ir.code),
+        "ir": ir,
+    });
+    let mut text = serde_json::to_string_pretty(&value).expect("the manifest serialises");
+    text.push('\n');
+    text
+}
+
+/// `vlan-switch.devmap` → `vlan_switch`: a C and Rust identifier.
+pub fn output_name(spec: &Path) -> String {
+    let stem = spec.file_name().and_then(|n| n.to_str()).unwrap_or("spec");
+    let stem = stem.split('.').next().unwrap_or(stem);
+    let mut name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert_str(0, "spec_");
+    }
+    name
+}
+
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    std::fs::write(path, bytes).map_err(|error| BuildError::Io { path: path.to_path_buf(), error })
+}
+
+/// The clang to use: `DEVMAPC_CLANG`, else the first that runs of `clang`,
+/// `clang-19` ... `clang-14`.
+pub fn find_clang() -> Result<PathBuf, BuildError> {
+    let mut tried = Vec::new();
+    if let Some(c) = std::env::var_os("DEVMAPC_CLANG") {
+        let path = PathBuf::from(&c);
+        if runs(&path) {
+            return Ok(path);
+        }
+        tried.push(format!("DEVMAPC_CLANG={}", path.display()));
+    }
+    for name in ["clang", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14"] {
+        if runs(Path::new(name)) {
+            return Ok(PathBuf::from(name));
+        }
+        tried.push(name.to_string());
+    }
+    Err(BuildError::NoClang { tried })
+}
+
+fn runs(clang: &Path) -> bool {
+    std::process::Command::new(clang).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Debian's multiarch include directory for the target, for `asm/types.h`
+/// under `-target bpf`. Never `/usr/include` itself: its old `bpf/*.h`
+/// would shadow the ones libbpf-cargo provides.
+fn multiarch_include() -> Option<PathBuf> {
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| std::env::consts::ARCH.to_string());
+    let triple = match arch.as_str() {
+        "x86" => "i386-linux-gnu".to_string(),
+        "arm" => "arm-linux-gnueabihf".to_string(),
+        "powerpc64" => "powerpc64le-linux-gnu".to_string(),
+        other => format!("{other}-linux-gnu"),
+    };
+    let dir = PathBuf::from("/usr/include").join(triple);
+    dir.is_dir().then_some(dir)
+}
+
+/// Compiles C → object (and skeleton) with libbpf-cargo, returning what
+/// clang printed. Runs clang on relative paths from `dir` so that debug info
+/// records no absolute path.
+fn compile(clang: &Path, dir: &Path, c: &Path, obj: &Path, skel: Option<&Path>) -> Result<Vec<String>, BuildError> {
+    let mut args: Vec<OsString> = vec!["-Wall".into(), "-Wno-unused-parameter".into()];
+    if let Some(inc) = multiarch_include() {
+        args.push("-I".into());
+        args.push(inc.into_os_string());
+    }
+    let abs = dir.canonicalize().map_err(|error| BuildError::Io { path: dir.to_path_buf(), error })?;
+    // The linker keeps BTF but no DWARF; BTF line info names the source
+    // file, which must not depend on where the output directory is.
+    args.push(format!("-ffile-prefix-map={}=.", abs.display()).into());
+    let c = abs.join(c.file_name().expect("the C output is a file"));
+    let obj = abs.join(obj.file_name().expect("the object output is a file"));
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let collector = ClangOutput { lines: lines.clone() };
+    let result = tracing::subscriber::with_default(collector, || {
+        let mut builder = libbpf_cargo::SkeletonBuilder::new();
+        builder.source(&c).obj(&obj).clang(clang).clang_args(&args);
+        match skel {
+            Some(skel) => builder.build_and_generate(skel),
+            None => builder.build(),
+        }
+    });
+    let output = std::mem::take(&mut *lines.lock().expect("no panic while collecting"));
+    result.map_err(|e| BuildError::Compile { message: format!("{e:#}") })?;
+    Ok(output)
+}
+
+/// Collects what libbpf-cargo reports of clang's output (tracing events
+/// with a `compiler-*` target) instead of printing it.
+struct ClangOutput {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl tracing::Subscriber for ClangOutput {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target().starts_with("compiler-")
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message<'a>(&'a mut String);
+        impl tracing::field::Visit for Message<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+                if field.name() == "message" {
+                    *self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut text = String::new();
+        event.record(&mut Message(&mut text));
+        self.lines.lock().expect("no panic while collecting").push(text);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
