@@ -45,7 +45,7 @@ struct Context {
     helpers: std::collections::BTreeMap<&'static str, bool>,
 }
 
-const HELPERS: [&str; 9] = ["parse", "copy", "put_be", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
+const HELPERS: [&str; 10] = ["parse", "outer_tag", "copy", "put_be", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
 
 #[derive(Serialize)]
 struct OnMiss {
@@ -288,13 +288,17 @@ fn read(field: Field) -> (String, Option<&'static str>) {
     (expr.to_string(), guard)
 }
 
-/// How deep the parser must go for these fields: (want_ip, want_l4).
-fn depth(fields: impl IntoIterator<Item = Field>) -> (bool, bool) {
-    let mut want = (false, false);
+/// How deep the parser must go for these fields: the IP versions
+/// (`DEVMAPC_WANT_IPV4` = 1 | `DEVMAPC_WANT_IPV6` = 2) and whether the L4
+/// ports are needed.
+fn depth(fields: impl IntoIterator<Item = Field>) -> (u8, bool) {
+    let mut want = (0, false);
     for f in fields {
         match f.header() {
-            Header::Ipv4 | Header::Ipv6 | Header::Ip => want.0 = true,
-            Header::L4 => want = (true, true),
+            Header::Ipv4 => want.0 |= 1,
+            Header::Ipv6 => want.0 |= 2,
+            Header::Ip => want.0 |= 3,
+            Header::L4 => want = (3, true),
             _ => {}
         }
     }
@@ -312,7 +316,9 @@ fn key_context(code: &CodePlan) -> KeyContext {
     };
     let mut guards: Vec<&str> = fields.iter().filter_map(|f| read(*f).1).collect();
     guards.dedup();
-    let mut lines: Vec<String> = guards.iter().map(|g| format!("if (!{g})\n\t\treturn devmapc_miss(bytes);")).collect();
+    // A key on the VLAN id alone needs only the outer tag.
+    let outer_tag_only = fields.iter().all(|f| f.header() == crate::fields::Header::Vlan);
+    let mut lines: Vec<String> = guards.iter().map(|g| format!("if (!{g})\n\t\tgoto miss;")).collect();
     let mut types = Vec::new();
     let mut locals = Vec::new();
     let plan = match &code.key {
@@ -339,7 +345,7 @@ fn key_context(code: &CodePlan) -> KeyContext {
                 lines.push("slot = bpf_map_lookup_elem(&devmapc_group_keys, &key);".into());
                 lines.push("if (slot)\n\t\treturn devmapc_to_slot(*slot, bytes);".into());
             }
-            lines.push("return devmapc_miss(bytes);".into());
+            lines.push("miss:\n\treturn devmapc_miss(bytes);".into());
             "direct: the key is the DEVMAP_HASH key"
         }
         KeyPlan::Hashed { fields, size } => {
@@ -362,14 +368,29 @@ fn key_context(code: &CodePlan) -> KeyContext {
             "lpm: a BPF_MAP_TYPE_LPM_TRIE gives the slot"
         }
     };
-    KeyContext { text, plan, parse, want_ip: want_ip.into(), want_l4: want_l4.into(), types, locals, lines }
+    if outer_tag_only {
+        // `p.vlan` is the only header read: find it without the full parser.
+        locals.insert(0, "struct devmapc_pkt p;".into());
+        lines.insert(0, "p.vlan = devmapc_outer_tag(data, data_end);".into());
+    }
+    let parse = parse && !outer_tag_only;
+    // Without a `goto miss` (a key that every packet has), no label.
+    if !lines.iter().any(|l| l.contains("goto miss")) {
+        for line in &mut lines {
+            if let Some(rest) = line.strip_prefix("miss:\n\t") {
+                *line = rest.to_string();
+            }
+        }
+    }
+    KeyContext { text, plan, parse, want_ip, want_l4: want_l4.into(), types, locals, lines }
 }
 
 fn slot_lookup() -> Vec<String> {
     vec![
         "slot = bpf_map_lookup_elem(&devmapc_keys, &key);".into(),
-        "if (!slot)\n\t\treturn devmapc_miss(bytes);".into(),
+        "if (!slot)\n\t\tgoto miss;".into(),
         "return devmapc_to_slot(*slot, bytes);".into(),
+        "miss:\n\treturn devmapc_miss(bytes);".into(),
     ]
 }
 
@@ -405,11 +426,11 @@ fn program_context(p: &ProgramPlan) -> ProgramContext {
     let want = body_depth(&p.body);
     let mut printer = Body { params: &p.params, lines: Vec::new(), depth: 0, want };
     printer.stmts(&p.body);
-    ProgramContext { name: p.name.clone(), line: p.line, fields, uses_args, want_ip: want.0.into(), want_l4: want.1.into(), body: printer.lines }
+    ProgramContext { name: p.name.clone(), line: p.line, fields, uses_args, want_ip: want.0, want_l4: want.1.into(), body: printer.lines }
 }
 
 /// How deep an egress body needs the parser to go: every field it touches.
-fn body_depth(body: &[Stmt]) -> (bool, bool) {
+fn body_depth(body: &[Stmt]) -> (u8, bool) {
     fn operand(o: &Operand, out: &mut Vec<Field>) {
         if let Operand::Field(f) = o {
             out.push(*f);
@@ -419,7 +440,9 @@ fn body_depth(body: &[Stmt]) -> (bool, bool) {
         match c {
             Cond::Or(cs) | Cond::And(cs) => cs.iter().for_each(|c| cond(c, out)),
             Cond::Not(c) => cond(c, out),
-            Cond::Has(Header::Ipv4 | Header::Ipv6 | Header::Ip) => out.push(Field::IpProto),
+            Cond::Has(Header::Ipv4) => out.push(Field::Ipv4Ttl),
+            Cond::Has(Header::Ipv6) => out.push(Field::Ipv6HopLimit),
+            Cond::Has(Header::Ip) => out.push(Field::IpProto),
             Cond::Has(Header::L4) => out.push(Field::L4Dport),
             Cond::Has(_) => {}
             Cond::Compare { left, right, .. } => {
@@ -456,7 +479,7 @@ struct Body<'a> {
     params: &'a [ParamPlan],
     lines: Vec<String>,
     depth: usize,
-    want: (bool, bool),
+    want: (u8, bool),
 }
 
 impl Body<'_> {
@@ -476,7 +499,7 @@ impl Body<'_> {
     fn reparse(&self) -> String {
         format!(
             "data = (void *)(long)ctx->data;\ndata_end = (void *)(long)ctx->data_end;\ndevmapc_parse(data, data_end, &p, {}, {});",
-            u8::from(self.want.0),
+            self.want.0,
             u8::from(self.want.1)
         )
     }
