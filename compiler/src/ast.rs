@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A byte range in the spec's source text.
-#[derive(Clone, Copy, Default, Eq, Hash)]
+#[derive(Clone, Copy, Default, Eq)]
 pub struct Span {
     pub start: usize,
     pub end: usize,
@@ -42,6 +42,11 @@ impl PartialEq for Span {
     fn eq(&self, _: &Span) -> bool {
         true
     }
+}
+
+/// Consistent with equality: all spans hash alike.
+impl std::hash::Hash for Span {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 impl fmt::Debug for Span {
@@ -210,12 +215,12 @@ impl ValueKind {
     }
 }
 
-/// An integer literal. `hex` remembers how it was written, so that `fmt`
-/// gives `0x8100` back as `0x8100`.
+/// An integer literal. `hex_digits` remembers how it was written (0 for
+/// decimal), so that `fmt` gives `0x0800` back as `0x0800`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Int {
     pub value: u64,
-    pub hex: bool,
+    pub hex_digits: u8,
 }
 
 /// A dotted name.

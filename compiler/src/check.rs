@@ -105,10 +105,11 @@ impl Checker {
         let table = self.table(&items.tables);
         let programs: Vec<ProgramDef> = items.programs.iter().map(|p| self.program(p)).collect();
         let devices: Vec<Option<DeviceDef>> = items.devices.iter().map(|d| self.device(d, &items.programs, &programs)).collect();
-        self.distinct_interfaces(&devices);
+        self.distinct_interfaces(&devices, &items.devices);
         let groups: Vec<GroupDef> = items.groups.iter().map(|g| self.group(g)).collect();
         let ingress = self.ingress(&items.ingress);
         let (routes, default_route) = self.routes(&items.routes, table.as_ref());
+        self.dead_routes(&routes, ingress.as_ref());
         let tests = self.tests(&items.tests, ingress.as_ref());
         self.warnings(&items, &routes, default_route, &groups);
 
@@ -663,6 +664,18 @@ impl Checker {
         };
         if let Some(field) = into {
             self.fits(value, ty, field.ty(), field, || format!("`{field}`"))?;
+            // A field's value is only known per packet: storing it in a
+            // narrower field would silently cut it.
+            if let (Operand::Field(from), Ty::Uint { max: have }, Ty::Uint { max: room }) = (operand, ty, field.ty()) {
+                if have > room {
+                    self.error(
+                        Diagnostic::new(Code::TypeMismatch, value.span, format!("`{from}` can be up to {have}, which does not fit in `{field}` (at most {room})"))
+                            .label("may not fit")
+                            .help(format!("store a value of at most {room}: a number, or a parameter whose arguments are checked")),
+                    );
+                    return None;
+                }
+            }
         }
         Some(operand)
     }
@@ -684,9 +697,9 @@ impl Checker {
             _ if ty.fits_in(expected) => Some(()),
             _ => {
                 self.error(
-                    Diagnostic::new(Code::TypeMismatch, value.span, format!("{} takes {expected}, not {}", place(), describe_ty(value, ty)))
-                        .label(format!("expected {expected}"))
-                        .help(format!("give {} a value of type {expected}", place())),
+                    Diagnostic::new(Code::TypeMismatch, value.span, format!("{} holds {}, not {}", place(), ty_words(expected), describe_ty(value, ty)))
+                        .label(format!("expected {}", ty_words(expected)))
+                        .help(format!("give {} {}", place(), ty_words(expected))),
                 );
                 None
             }
@@ -822,10 +835,13 @@ impl Checker {
             Some(format!("is {} bytes long; Linux allows at most 15", name.len()))
         } else if name == "." || name == ".." {
             Some("is `.` or `..`".to_string())
-        } else if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0') {
-            Some(format!("contains {c:?}"))
         } else {
-            None
+            name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0').map(|c| match c {
+                ' ' => "contains a space".to_string(),
+                '\0' => "contains a NUL byte".to_string(),
+                c if c.is_whitespace() => format!("contains white space ({c:?})"),
+                c => format!("contains `{c}`"),
+            })
         };
         match problem {
             Some(problem) => {
@@ -870,7 +886,7 @@ impl Checker {
                 Diagnostic::new(Code::ArgCount, setting.value.span, format!("`{}` takes {} argument{}, but {} {} given", program.name, params.len(), if params.len() == 1 { "" } else { "s" }, args.len(), if args.len() == 1 { "is" } else { "are" }))
                     .label("wrong number of arguments")
                     .also(Span::new(asts[index].name.span.start, asts[index].name.span.end), "declared here")
-                    .help(format!("`{}({})`", program.name, params.join(", "))),
+                    .help(format!("`{}` is declared as `{}({})`", program.name, program.name, params.join(", "))),
             );
             return None;
         }
@@ -908,22 +924,24 @@ impl Checker {
     }
 
     /// Two devices on one interface would make one of them a lie.
-    fn distinct_interfaces(&mut self, devices: &[Option<DeviceDef>]) {
+    fn distinct_interfaces(&mut self, devices: &[Option<DeviceDef>], asts: &[&ast::Device]) {
         let mut seen: HashMap<&Binding, Span> = HashMap::new();
-        for device in devices.iter().flatten() {
+        for (device, ast) in devices.iter().zip(asts).filter_map(|(d, a)| Some((d.as_ref()?, a))) {
+            // Point at the `ifname = ...` or `ifindex = ...` that clashes.
+            let span = ast.settings.members.iter().find(|s| s.name.name == "ifname" || s.name.name == "ifindex").map_or(device.span, |s| s.span);
             if let Some(&first) = seen.get(&device.binding) {
                 let what = match &device.binding {
                     Binding::Ifname(n) => format!("interface \"{n}\""),
                     Binding::Ifindex(i) => format!("ifindex {i}"),
                 };
                 self.error(
-                    Diagnostic::new(Code::DuplicateInterface, device.span, format!("device `{}` is bound to {what}, like another device", device.name))
+                    Diagnostic::new(Code::DuplicateInterface, span, format!("device `{}` is bound to {what}, like another device", device.name))
                         .label("second device on this interface")
                         .also(first, "first device on it")
                         .help("each interface is one device; give both names' routes to one of them"),
                 );
             } else {
-                seen.insert(&device.binding, device.span);
+                seen.insert(&device.binding, span);
             }
         }
     }
@@ -1098,6 +1116,29 @@ impl Checker {
         (defs, default.map(|(t, _)| t))
     }
 
+    /// Routes keyed on a port that has no ingress program never match.
+    fn dead_routes(&mut self, routes: &[RouteDef], ingress: Option<&IngressDef>) {
+        let Some(ingress) = ingress else { return };
+        for route in routes {
+            let parts: Vec<&KeyValue> = match &route.key {
+                KeyValue::Composite(parts) => parts.iter().collect(),
+                single => vec![single],
+            };
+            for part in parts {
+                let KeyValue::Device(d) = part else { continue };
+                if ingress.on.contains(d) {
+                    continue;
+                }
+                let name = self.targets.iter().find(|(_, (t, _))| *t == Target::Device(*d)).map_or(String::new(), |(n, _)| n.clone());
+                self.error(
+                    Diagnostic::new(Code::DeadRoute, route.span, format!("this route never matches: `{name}` has no ingress program"))
+                        .label(format!("packets arriving on `{name}` are never looked up"))
+                        .help(format!("add `{name}` to `ingress {{ on = [...] }}`, or remove the route")),
+                );
+            }
+        }
+    }
+
     /// A route key, typed against the table's key.
     fn key_value(&mut self, value: &Value, key: &Key) -> Option<KeyValue> {
         match key {
@@ -1170,7 +1211,12 @@ impl Checker {
     fn key_mismatch(&mut self, value: &Value, key: &Key, expected: String) -> Option<KeyValue> {
         let mut d = Diagnostic::new(Code::RouteKeyType, value.span, format!("route key `{}` is {}, but the table is keyed by `{}`", value_text(value), value.kind.describe(), key_text(key)))
             .label(format!("expected {expected}"))
-            .help(format!("with `key = {}`, each route key is {expected}", key_text(key)));
+            .help(match (key, &value.kind) {
+                (Key::Field(field), ValueKind::Ipv4Prefix(..) | ValueKind::Ipv6Prefix(..)) if field.is_address() => {
+                    format!("to route prefixes, key the table by longest-prefix match: `key = lpm({field})`")
+                }
+                _ => format!("with `key = {}`, each route key is {expected}", key_text(key)),
+            });
         if let Some(span) = self.key_span {
             d = d.also(span, "the table's key");
         }
@@ -1255,7 +1301,7 @@ impl Checker {
         // After one layer out of place the order of the rest says little
         // (`udp() / ipv4()` is one mistake, not two): report the first.
         let mut order_reported = false;
-        for (i, layer) in packet.layers.iter().enumerate() {
+        for layer in &packet.layers {
             let Some(kind) = LayerKind::from_name(&layer.name.name) else {
                 let names: Vec<&str> = LayerKind::ALL.iter().map(|l| l.name()).collect();
                 let mut d = Diagnostic::new(Code::BadPacket, layer.name.span, format!("unknown layer `{}`", layer.name.name)).label("not a layer");
@@ -1270,7 +1316,14 @@ impl Checker {
             if kind == LayerKind::Vlan {
                 vlans += 1;
             }
-            let misplaced = if strict { !kind.may_follow(previous) || (kind == LayerKind::Vlan && vlans > 2) } else { previous == Some(LayerKind::Payload) };
+            // A pattern names some of the layers, in order (the others are
+            // free): each must be able to come later in a frame than the one
+            // before, or the pattern could never match.
+            let misplaced = if strict {
+                !kind.may_follow(previous) || (kind == LayerKind::Vlan && vlans > 2)
+            } else {
+                previous.is_some_and(|p| !kind.may_come_after(p)) || (kind == LayerKind::Vlan && vlans > 2)
+            };
             if misplaced && !order_reported {
                 order_reported = true;
                 let why = match (previous, kind) {
@@ -1287,13 +1340,45 @@ impl Checker {
                 ok = false;
             }
             previous = Some(kind);
-            let _ = i;
             match self.layer(layer, kind) {
                 Some(def) => layers.push(def),
                 None => ok = false,
             }
         }
+        if ok && strict {
+            ok = self.consistent(packet, &layers);
+        }
         ok.then_some(layers)
+    }
+
+    /// In a packet to send, a type or protocol the spec sets must name the
+    /// layer that follows (`ipv4(proto = 6) / udp()` cannot be sent).
+    fn consistent(&mut self, packet: &ast::Packet, layers: &[LayerDef]) -> bool {
+        for (i, pair) in layers.windows(2).enumerate() {
+            let (field, wanted): (&str, &[u64]) = match (pair[0].kind, pair[1].kind) {
+                (LayerKind::Eth | LayerKind::Vlan, LayerKind::Vlan) => ("type", &[0x8100, 0x88a8]),
+                (LayerKind::Eth | LayerKind::Vlan, LayerKind::Ipv4) => ("type", &[0x0800]),
+                (LayerKind::Eth | LayerKind::Vlan, LayerKind::Ipv6) => ("type", &[0x86dd]),
+                (LayerKind::Ipv4, LayerKind::Udp) => ("proto", &[17]),
+                (LayerKind::Ipv4, LayerKind::Tcp) => ("proto", &[6]),
+                _ => continue,
+            };
+            let Some(&(_, Const::Uint(set))) = pair[0].fields.iter().find(|(name, _)| *name == field) else { continue };
+            if wanted.contains(&set) {
+                continue;
+            }
+            let arg = packet.layers[i].args.iter().find(|a| a.field.as_ref().is_some_and(|f| f.name == field));
+            let span = arg.map_or(packet.layers[i].span, |a| a.span);
+            let list: Vec<String> = wanted.iter().map(|w| format!("{w:#06x}")).collect();
+            let want = if field == "proto" { wanted.iter().map(u64::to_string).collect::<Vec<_>>().join(" or ") } else { list.join(" or ") };
+            self.error(
+                Diagnostic::new(Code::BadPacket, span, format!("`{field} = {set}` contradicts the `{}` layer that follows", pair[1].kind.name()))
+                    .label(format!("`{}` needs {want}", pair[1].kind.name()))
+                    .help(format!("leave `{field}` out (it follows the next layer) or set it to {want}")),
+            );
+            return false;
+        }
+        true
     }
 
     fn layer(&mut self, layer: &ast::Layer, kind: LayerKind) -> Option<LayerDef> {
@@ -1351,9 +1436,9 @@ impl Checker {
                 }
                 _ => {
                     self.error(
-                        Diagnostic::new(Code::TypeMismatch, arg.value.span, format!("{} takes {ty}, not {}", place(), describe_ty(&arg.value, value.ty())))
-                            .label(format!("expected {ty}"))
-                            .help(format!("give {} a value of type {ty}", place())),
+                        Diagnostic::new(Code::TypeMismatch, arg.value.span, format!("{} holds {}, not {}", place(), ty_words(ty), describe_ty(&arg.value, value.ty())))
+                            .label(format!("expected {}", ty_words(ty)))
+                            .help(format!("give {} {}", place(), ty_words(ty))),
                     );
                     ok = false;
                     continue;
@@ -1529,6 +1614,17 @@ fn field_names(kind: LayerKind) -> String {
 }
 
 /// A type as met in a diagnostic: literals by their kind, others by type.
+/// A type in words, for messages: "an IPv4 address", "a number 0..=4095".
+fn ty_words(ty: Ty) -> String {
+    match ty {
+        Ty::Uint { max } => format!("a number 0..={max}"),
+        Ty::Mac => "a MAC address".into(),
+        Ty::Ipv4 => "an IPv4 address".into(),
+        Ty::Ipv6 => "an IPv6 address".into(),
+        Ty::Device => "a device name".into(),
+    }
+}
+
 fn describe_ty(value: &Value, ty: Ty) -> String {
     match (&value.kind, ty) {
         (ValueKind::Path(p), ty) => format!("`{}` ({ty})", p.dotted()),
@@ -1577,4 +1673,127 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec around `body`: a table keyed by VLAN id, an uplink that
+    /// receives traffic and a device `red` that VLAN 100 reaches.
+    const BASE: &str = "table { key = vlan.id }\ndevice uplink { ifname = \"eth0\" }\ndevice red { ifname = \"veth-red\" }\ningress { on = [uplink] }\nroute 100 -> red\n";
+
+    fn codes(src: &str) -> Vec<&'static str> {
+        let checked = crate::check_source(src);
+        checked.diagnostics.iter().map(|d| d.code.as_str().trim_start_matches("devmap::")).collect()
+    }
+
+    fn messages(src: &str) -> Vec<String> {
+        crate::check_source(src).diagnostics.iter().map(|d| d.message.clone()).collect()
+    }
+
+    #[test]
+    fn a_bad_name_is_one_error_not_one_per_use() {
+        let src = format!("{BASE}device switch {{ ifname = \"sw0\", egress = volatile }}\negress volatile {{ drop }}\nroute 200 -> switch\n");
+        assert_eq!(codes(&src), ["E003", "E003"]);
+        assert!(messages(&src)[1].contains("cannot name an egress program"), "{:?}", messages(&src));
+    }
+
+    #[test]
+    fn a_misnamed_device_gets_no_warning() {
+        let src = format!("{BASE}device __spare {{ ifname = \"eth9\" }}\n");
+        assert_eq!(codes(&src), ["E003"]);
+    }
+
+    #[test]
+    fn a_duplicate_declaration_is_one_error() {
+        // The group named like a device is not also an unused group.
+        let src = format!("{BASE}group red {{ red, uplink }}\n");
+        assert_eq!(codes(&src), ["E004"]);
+        // The second parameter of one name is not also unused.
+        let src = format!("{BASE}device blue {{ ifname = \"b\", egress = p(1, 2) }}\negress p(a: u8, a: u8) {{ if ipv4.ttl < a {{ drop }} }}\nroute 200 -> blue\n");
+        assert_eq!(codes(&src), ["E004"]);
+    }
+
+    #[test]
+    fn a_typo_does_not_make_what_it_meant_unused() {
+        // `retagg` for `retag`: no "no device uses `retag`".
+        let src = format!("{BASE}device blue {{ ifname = \"b\", egress = retagg(10) }}\negress retag(vid: u16) {{ vlan.id = vid }}\nroute 200 -> blue\n");
+        assert_eq!(codes(&src), ["E006"]);
+        // `bleu` for `blue`: no "no route reaches `blue`", and the swap of
+        // two letters is found as a typo.
+        let src = format!("{BASE}device blue {{ ifname = \"b\" }}\nroute 200 -> bleu\n");
+        assert_eq!(codes(&src), ["E005"]);
+        assert_eq!(crate::check_source(&src).diagnostics[0].help.as_deref(), Some("did you mean `blue`?"));
+    }
+
+    #[test]
+    fn no_unreached_warning_when_the_ingress_devices_are_unknown() {
+        let without = |ingress: &str| format!("table {{ key = vlan.id }}\ndevice uplink {{ ifname = \"eth0\" }}\ndevice red {{ ifname = \"r\" }}\n{ingress}route 100 -> red\n");
+        assert_eq!(codes(&without("")), ["E024"]);
+        assert_eq!(codes(&without("ingress { mode = native }\n")), ["E010"]);
+        assert_eq!(codes(&without("ingress { on = [] }\n")), ["E024"]);
+    }
+
+    #[test]
+    fn members_of_an_unrouted_group_are_not_each_unreached() {
+        let src = format!("{BASE}device blue {{ ifname = \"b\" }}\ngroup flood {{ red, blue }}\n");
+        assert_eq!(codes(&src), ["W003"]);
+    }
+
+    #[test]
+    fn a_parameter_of_unknown_type_is_not_type_checked() {
+        let src = format!("{BASE}device blue {{ ifname = \"b\", egress = only(10.0.0.1) }}\negress only(peer: ip) {{ if ipv4.src != peer {{ drop }} }}\nroute 200 -> blue\n");
+        assert_eq!(codes(&src), ["E028"]);
+        let src = format!("{BASE}device blue {{ ifname = \"b\", egress = retag(10) }}\negress retag(vid: u12) {{ vlan.id = vid }}\nroute 200 -> blue\n");
+        let checked = crate::check_source(&src);
+        assert_eq!(codes(&src), ["E028"]);
+        assert!(checked.diagnostics[0].help.as_deref().unwrap().starts_with("did you mean `u16`?"));
+    }
+
+    #[test]
+    fn one_misplaced_layer_is_one_error() {
+        let test = |packet: &str| format!("{BASE}test \"t\" {{\n    send uplink {packet}\n    expect pass\n}}\n");
+        // Three tags: the third is out of place, the `ipv4` after it is not.
+        assert_eq!(codes(&test("eth() / vlan(id = 1) / vlan(id = 2) / vlan(id = 3) / ipv4()")), ["E031"]);
+        // Two layers swapped: one mistake.
+        assert_eq!(codes(&test("eth() / udp() / ipv4()")), ["E031"]);
+        assert_eq!(codes(&test("eth() / vlan(id = 1) / vlan(id = 2) / ipv4() / udp()")), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_duplicate_interface_points_at_the_binding() {
+        let src = format!("{BASE}device blue {{ ifname = \"veth-red\" }}\nroute 200 -> blue\n");
+        let checked = crate::check_source(&src);
+        let d = &checked.diagnostics[0];
+        assert_eq!(d.code, Code::DuplicateInterface);
+        assert_eq!(&src[d.primary.span.start..d.primary.span.end], "ifname = \"veth-red\"");
+        assert_eq!(&src[d.secondary[0].span.start..d.secondary[0].span.end], "ifname = \"veth-red\"");
+    }
+
+    #[test]
+    fn messages_read_well() {
+        let one_entry = "table { key = vlan.id, max_entries = 1 }\ndevice uplink { ifname = \"eth0\" }\ningress { on = [uplink] }\nroute 1 -> uplink\nroute 2 -> uplink\n";
+        assert_eq!(messages(one_entry), ["2 routes do not fit in a table of 1 entry"]);
+        let order = format!("{BASE}device blue {{ ifname = \"b\", egress = f }}\negress f {{ if eth.src < 02:00:00:00:00:10 {{ drop }} }}\nroute 200 -> blue\n");
+        assert_eq!(messages(&order), ["`<` cannot order MAC addresses"]);
+        let ty = format!("{BASE}device blue {{ ifname = \"b\", egress = f }}\negress f {{ eth.src = 10.0.0.1 }}\nroute 200 -> blue\n");
+        assert_eq!(messages(&ty), ["`eth.src` holds a MAC address, not an IPv4 address"]);
+        let arg = format!("{BASE}device blue {{ ifname = \"b\", egress = f(10.0.0.1) }}\negress f(gw: mac) {{ eth.dst = gw }}\nroute 200 -> blue\n");
+        assert_eq!(messages(&arg), ["parameter `gw` of `f` has type `mac`, but this argument is an IPv4 address"]);
+        let space = format!("{BASE}device blue {{ ifname = \"veth blue\" }}\nroute 200 -> blue\n");
+        assert_eq!(messages(&space), ["interface name \"veth blue\" contains a space"]);
+        let prefix = "table { key = ipv4.dst }\ndevice uplink { ifname = \"eth0\" }\ningress { on = [uplink] }\nroute 10.0.0.0/8 -> uplink\n";
+        let checked = crate::check_source(prefix);
+        assert_eq!(checked.diagnostics[0].help.as_deref(), Some("to route prefixes, key the table by longest-prefix match: `key = lpm(ipv4.dst)`"));
+    }
+
+    #[test]
+    fn edit_distance_counts_a_swap_as_one() {
+        assert_eq!(edit_distance("bleu", "blue"), 1);
+        assert_eq!(edit_distance("donwlink", "downlink"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(suggest("retagg", ["retag", "own_mac"].into_iter()), Some("retag"));
+    }
 }

@@ -89,6 +89,9 @@ pub enum Code {
     OnMissOverridden,
     /// A test sends on a device that has no ingress program.
     SendWithoutIngress,
+    /// A route on `ingress.port` for a device the ingress program is not
+    /// attached to: no packet can ever take it.
+    DeadRoute,
 }
 
 impl Code {
@@ -131,6 +134,7 @@ impl Code {
         Code::UnusedParam,
         Code::OnMissOverridden,
         Code::SendWithoutIngress,
+        Code::DeadRoute,
     ];
 
     /// `devmap::E001`, `devmap::W001`, ...
@@ -174,6 +178,7 @@ impl Code {
             UnusedParam => "devmap::W004",
             OnMissOverridden => "devmap::W005",
             SendWithoutIngress => "devmap::W006",
+            DeadRoute => "devmap::W007",
         }
     }
 

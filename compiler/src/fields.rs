@@ -260,6 +260,23 @@ impl LayerKind {
         }
     }
 
+    /// Where the layer sits in a frame, outermost first.
+    fn rank(self) -> u8 {
+        match self {
+            LayerKind::Eth => 0,
+            LayerKind::Vlan => 1,
+            LayerKind::Ipv4 | LayerKind::Ipv6 => 2,
+            LayerKind::Udp | LayerKind::Tcp => 3,
+            LayerKind::Payload => 4,
+        }
+    }
+
+    /// Whether this layer can appear somewhere after `earlier` in one frame
+    /// (VLAN tags may follow each other; other layers appear once).
+    pub fn may_come_after(self, earlier: LayerKind) -> bool {
+        self.rank() > earlier.rank() || (self == LayerKind::Vlan && earlier == LayerKind::Vlan)
+    }
+
     /// The layers that may come right after this one in a packet that is
     /// sent (a frame must make sense on the wire).
     pub fn may_follow(self, previous: Option<LayerKind>) -> bool {

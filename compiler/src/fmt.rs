@@ -95,15 +95,18 @@ impl<'s> Printer<'s> {
     }
 
     /// Attaches to the last line the comments that follow `end` on the same
-    /// source line.
-    fn trailing(&mut self, end: usize) {
+    /// source line, with nothing but white space and commas before them (a
+    /// comment after a `}` on that line belongs to the `}`, not to the
+    /// member before it).
+    fn trailing(&mut self, mut end: usize) {
         while let Some(c) = self.comments.get(self.next) {
             let between = self.src.get(end..c.span.start).unwrap_or("\n");
-            if c.span.start < end || between.contains('\n') {
+            if c.span.start < end || !between.chars().all(|ch| matches!(ch, ' ' | '\t' | '\r' | ',')) {
                 break;
             }
             let text = self.src[c.span.start..c.span.end].to_string();
             self.next += 1;
+            end = c.span.end;
             let line = self.lines.last_mut().expect("a trailing comment follows a line");
             line.trailing = Some(match line.trailing.take() {
                 Some(t) => format!("{t} {text}"),
@@ -118,7 +121,22 @@ impl<'s> Printer<'s> {
         self.leading(span.start);
         let blank = blank_above(self.src, span.start);
         self.push(text, blank);
-        self.trailing(span.end);
+        self.trailing(self.code_end(span));
+    }
+
+    /// Where the code of a construct ends. The span of a rule that ends in
+    /// an optional or repeated part (`expect a` without a pattern, a packet,
+    /// an `if` without `else`) takes in the white space and comments that
+    /// follow it; they are not part of its line.
+    fn code_end(&self, span: Span) -> usize {
+        let mut end = span.end;
+        loop {
+            end = span.start + self.src[span.start..end].trim_end_matches([' ', '\t', '\r']).len();
+            match self.comments.binary_search_by_key(&end, |c| c.span.end) {
+                Ok(i) if self.comments[i].span.start >= span.start => end = self.comments[i].span.start,
+                _ => return end,
+            }
+        }
     }
 
     /// Opens a block whose header starts at `start` and whose `{` ends at
@@ -217,7 +235,7 @@ impl<'s> Printer<'s> {
         };
         self.open(stmt.span.start, if_.then.span.start + 1, format!("if {} {{", cond(&if_.cond, 0)));
         self.if_rest(if_);
-        self.trailing(stmt.span.end);
+        self.trailing(self.code_end(stmt.span));
     }
 
     /// The body of an `if` and its `else` chain, after the opening line.
@@ -390,8 +408,8 @@ fn string(text: &str) -> String {
 /// A value in canonical form: lower-case hex, compressed IPv6.
 pub fn value(v: &Value) -> String {
     match &v.kind {
-        ValueKind::Int(Int { value, hex: true }) => format!("{value:#x}"),
-        ValueKind::Int(Int { value, hex: false }) => value.to_string(),
+        ValueKind::Int(Int { value, hex_digits: 0 }) => value.to_string(),
+        ValueKind::Int(Int { value, hex_digits }) => format!("0x{value:0width$x}", width = *hex_digits as usize),
         ValueKind::Mac(m) => m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
         ValueKind::Ipv4(a) => a.to_string(),
         ValueKind::Ipv6(a) => a.to_string(),
@@ -431,8 +449,9 @@ fn scan_comments(src: &str) -> Vec<Span> {
                 i += 1;
             }
             b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                let end = src[i..].find('\n').map_or(src.len(), |n| i + n);
-                let end = if src[..end].ends_with('\r') { end - 1 } else { end };
+                // The grammar ends a line comment at any NEWLINE, a lone
+                // `\r` included (after which the line goes on as code).
+                let end = src[i..].find(['\n', '\r']).map_or(src.len(), |n| i + n);
                 spans.push(Span::new(i, end));
                 i = end;
             }

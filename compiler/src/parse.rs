@@ -30,7 +30,18 @@ pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
                 Err(builder.diagnostics)
             }
         }
-        Err(error) => Err(recover(source, error)),
+        Err(_) => {
+            // Parse again, tracking the tokens tried at the furthest point:
+            // without them an error names only the rules that failed, often
+            // a token too early (`route 200 => b` would blame `200`, not
+            // `=>`). Tracking slows every parse down by half, so it is off
+            // until the first error; then it stays on (pest's switch is
+            // global: turning it off again could race with another thread's
+            // error and change its message).
+            pest::set_error_detail(true);
+            let error = DevmapParser::parse(Rule::file, source).expect_err("a text that failed to parse fails again");
+            Err(recover(source, error))
+        }
     }
 }
 
@@ -80,21 +91,58 @@ fn next_item_start(source: &str, from: usize) -> Option<usize> {
 /// in the spec's own terms.
 fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> Diagnostic {
     use pest::error::{ErrorVariant, InputLocation};
-    let pos = match error.location {
+    let mut pos = match error.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
     };
-    let found = describe_found(&chunk[pos..]);
-    let mut expected: Vec<String> = match &error.variant {
-        ErrorVariant::ParsingError { positives, .. } => positives.iter().filter_map(|r| describe_rule(*r)).map(String::from).collect(),
-        ErrorVariant::CustomError { message } => vec![message.clone()],
+    let attempts = error.parse_attempts();
+    // The rules that failed are reported where they started; the tokens
+    // tried may have got further (past a literal, into a string). The
+    // furthest point is where the text stopped making sense.
+    let further = attempts.as_ref().filter(|a| a.max_position > pos && a.max_position <= chunk.len()).map(|a| a.max_position);
+    let mut expected: Vec<String> = match (&error.variant, further) {
+        (ErrorVariant::ParsingError { positives, .. }, None) => positives.iter().filter_map(|r| describe_rule(*r)).map(String::from).collect(),
+        (ErrorVariant::CustomError { message }, None) => vec![message.clone()],
+        (_, Some(_)) => Vec::new(),
     };
-    if let Some(attempts) = error.parse_attempts() {
+    pos = further.unwrap_or(pos);
+    let line_start = chunk[..pos].rfind('\n').map_or(0, |i| i + 1);
+    if let Some(open) = open_string(&chunk[line_start..pos]).map(|i| line_start + i) {
+        // Inside a string that never closes: point at its opening quote.
+        return Diagnostic::new(Code::Syntax, Span::new(base + open, base + open + 1), "this string is not closed")
+            .label("the string starts here and runs to the end of the line")
+            .help("close it with `\"` on the same line; strings cannot span lines");
+    }
+    if let Some(c) = chunk[pos..].chars().next().filter(|c| c.is_alphabetic() && !c.is_ascii()) {
+        return Diagnostic::new(Code::Syntax, Span::new(base + pos, base + pos + c.len_utf8()), format!("`{c}` cannot be part of a name"))
+            .label("not an ASCII letter")
+            .help("names are made of ASCII letters, digits and `_` (they reach the generated C)");
+    }
+    // Right after a name, the letters that could continue it are no help.
+    let after_word = chunk[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+    let mut end_of_line = false;
+    if let Some(attempts) = &attempts {
         for token in attempts.expected_tokens() {
-            expected.push(format!("`{}`", token.to_string().trim_matches(|c| c == '"' || c == '\'')));
+            // Literal tokens print as themselves, character ranges as `a..z`.
+            match token.to_string().as_str() {
+                "\n" | "\r\n" => end_of_line = true,
+                "" | " " | "\t" | "\r" | "//" | "/*" => {}
+                "A..Z" | "a..z" | "_" if !after_word => expected.push("a name".into()),
+                "0..9" if !after_word => expected.push("a number".into()),
+                t if t.len() == 4 && &t[1..3] == ".." || t == "_" => {}
+                t => expected.push(format!("`{t}`")),
+            }
         }
     }
-    expected.retain(|e| !e.contains("\\n") && !e.contains("\\r"));
+    // Where a whole value may stand, the characters that start one are
+    // noise next to "a value".
+    if expected.iter().any(|e| e == "a value" || e.starts_with("a layer field")) {
+        expected.retain(|e| !matches!(e.as_str(), "`\"`" | "`(`" | "`0x`" | "`0X`" | "`:`" | "`[`" | "a name" | "a number"));
+    }
+    if expected.is_empty() && end_of_line {
+        expected.push("the end of the line".into());
+    }
+    let found = describe_found(&chunk[pos..]);
     expected.sort();
     expected.dedup();
     let message = match expected.len() {
@@ -113,6 +161,31 @@ fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> D
     Diagnostic::new(Code::Syntax, span, message)
         .label("here")
         .help("see docs/language.md for the syntax of each item")
+}
+
+/// The offset of the quote that opens a string still open at the end of
+/// `line` (quotes inside comments do not count).
+fn open_string(line: &str) -> Option<usize> {
+    let mut open = None;
+    let mut i = 0;
+    while i < line.len() {
+        let rest = &line[i..];
+        if open.is_none() && rest.starts_with("//") {
+            break;
+        }
+        if open.is_none() && rest.starts_with("/*") {
+            match rest.find("*/") {
+                Some(end) => i += end + 2,
+                None => break,
+            }
+            continue;
+        }
+        if rest.starts_with('"') {
+            open = if open.is_none() { Some(i) } else { None };
+        }
+        i += rest.chars().next().map_or(1, char::len_utf8);
+    }
+    open
 }
 
 /// What the parser met where it failed, in words.
@@ -155,10 +228,8 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::string => "a string",
         Rule::param => "a parameter (`name: type`)",
         Rule::params => "parameters",
-        Rule::block => "a `{` block",
         Rule::settings | Rule::members => "`{`",
         Rule::cond | Rule::cond_and | Rule::cond_not | Rule::compare => "a condition",
-        Rule::cmp_op => "a comparison (`==`, `!=`, `<`, `<=`, `>`, `>=`)",
         Rule::packet | Rule::layer => "a packet layer (`eth(...)`)",
         Rule::layer_arg => "a layer field (`name = value`)",
         Rule::if_stmt | Rule::drop_stmt | Rule::pass_stmt | Rule::call_stmt | Rule::decrement | Rule::assign => "a statement",
@@ -490,19 +561,22 @@ impl Builder {
     }
 
     fn int(&mut self, text: &str, span: Span) -> Int {
-        let (digits, radix) = match text.strip_prefix("0x") {
+        let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
             Some(hex) => (hex, 16),
             None => (text, 10),
         };
+        // Leading zeros beyond 16 digits carry no meaning; keep the width
+        // (for `fmt`) within what a u64 can show.
+        let hex_digits = if radix == 16 { digits.len().min(16) as u8 } else { 0 };
         match u64::from_str_radix(digits, radix) {
-            Ok(value) => Int { value, hex: radix == 16 },
+            Ok(value) => Int { value, hex_digits },
             Err(_) => {
                 self.diagnostics.push(
                     Diagnostic::new(Code::BadLiteral, span, format!("the number {text} is too large"))
                         .label("does not fit in 64 bits")
                         .help("numbers in a spec are at most 18446744073709551615 (0xffffffffffffffff)"),
                 );
-                Int { value: 0, hex: radix == 16 }
+                Int { value: 0, hex_digits }
             }
         }
     }
@@ -528,11 +602,19 @@ impl Builder {
 
     fn ipv6(&mut self, text: &str, span: Span) -> Ipv6Addr {
         text.parse().unwrap_or_else(|_| {
-            self.diagnostics.push(
+            // Five to seven short groups without `::` is a MAC with a typo,
+            // not an IPv6 address.
+            let mac_like = !text.contains("::") && (5..=7).contains(&text.split(':').count()) && text.split(':').all(|g| (1..=3).contains(&g.len()));
+            let d = if mac_like {
+                Diagnostic::new(Code::BadLiteral, span, format!("`{text}` is not a MAC address"))
+                    .label("not six pairs of hex digits")
+                    .help("write a MAC address as six pairs of hex digits: `02:00:00:00:00:01`")
+            } else {
                 Diagnostic::new(Code::BadLiteral, span, format!("`{text}` is not an IPv6 address"))
                     .label("not a valid IPv6 address")
-                    .help("write eight groups of up to four hex digits, `::` at most once for a run of zeros: `fe80::1`, `2001:db8::10`"),
-            );
+                    .help("write eight groups of up to four hex digits, `::` at most once for a run of zeros: `fe80::1`, `2001:db8::10`")
+            };
+            self.diagnostics.push(d);
             Ipv6Addr::UNSPECIFIED
         })
     }
@@ -563,6 +645,75 @@ mod tests {
         let errors = parse(src).unwrap_err();
         let lines: Vec<usize> = errors.iter().map(|d| src[..d.primary.span.start].matches('\n').count() + 1).collect();
         assert_eq!(lines, [1, 3]);
+    }
+
+    /// The text under a diagnostic's primary span.
+    fn spanned<'a>(src: &'a str, d: &Diagnostic) -> &'a str {
+        &src[d.primary.span.start..d.primary.span.end]
+    }
+
+    #[test]
+    fn a_syntax_error_points_where_the_text_stops_making_sense() {
+        // Not at `200`, which is a fine key, but at `=>`.
+        let src = "route 200 => blue\n";
+        let errors = parse(src).unwrap_err();
+        assert_eq!(errors[0].message, "expected `->`, found `=`");
+        assert_eq!(errors[0].primary.span.start, 10);
+        // A YAML habit: the `:` is the problem, not `ifname`.
+        let src = "device uplink { ifname: \"eth0\" }\n";
+        let errors = parse(src).unwrap_err();
+        assert_eq!(errors[0].message, "expected `=`, found `:`");
+        assert_eq!(spanned(src, &errors[0]), ":");
+        // Something after a complete item.
+        let errors = parse("route 1 -> a route 2 -> b\n").unwrap_err();
+        assert_eq!(errors[0].message, "expected the end of the line, found `route`");
+        // White space and comments are never "expected".
+        let errors = parse("ingress { on = [a b] }\n").unwrap_err();
+        assert_eq!(errors[0].message, "expected `(`, `,` or `]`, found `b`");
+        let errors = parse("table { max_entries = }\n").unwrap_err();
+        assert_eq!(errors[0].message, "expected a value, found `}`");
+    }
+
+    #[test]
+    fn an_unclosed_string_is_named() {
+        let src = "device uplink { ifname = \"eth0 }\nroute 1 -> a\n";
+        let errors = parse(src).unwrap_err();
+        assert_eq!(errors[0].message, "this string is not closed");
+        assert_eq!(errors[0].primary.span.start, src.find('"').unwrap());
+    }
+
+    #[test]
+    fn a_quote_in_a_comment_is_not_a_string() {
+        for src in ["route 1 -> // the \"red one\n", "route 1 -> /* \"x */\n", "device a { ifname = \"x\" } /* \" */ y\n"] {
+            let errors = parse(src).unwrap_err();
+            assert_ne!(errors[0].message, "this string is not closed", "{src:?}");
+        }
+        assert_eq!(open_string("a = \"x\" /* \" */ b = \"y"), Some(20));
+    }
+
+    #[test]
+    fn a_non_ascii_letter_in_a_name_is_named() {
+        let src = "device grün { ifname = \"g\" }\n";
+        let errors = parse(src).unwrap_err();
+        assert_eq!(errors[0].message, "`ü` cannot be part of a name");
+        assert_eq!(spanned(src, &errors[0]), "ü");
+    }
+
+    #[test]
+    fn malformed_addresses_are_literal_errors() {
+        // A group of five hex digits is a bad IPv6 address, not a syntax error.
+        let src = "route 2001:db8::12345 -> a\n";
+        let errors = parse(src).unwrap_err();
+        assert_eq!((errors[0].code, spanned(src, &errors[0])), (Code::BadLiteral, "2001:db8::12345"));
+        // A MAC with a digit too many or a group too few reads as a MAC typo.
+        for mac in ["02:00:00:00:00:001", "02:00:00:00:01"] {
+            let src = format!("route {mac} -> a\n");
+            let errors = parse(&src).unwrap_err();
+            assert_eq!(errors[0].code, Code::BadLiteral);
+            assert_eq!(errors[0].message, format!("`{mac}` is not a MAC address"));
+        }
+        // Embedded IPv4 and `::` forms still parse.
+        assert!(parse("route (::ffff:10.0.0.1, ::, fe80::1) -> a\n").is_ok());
     }
 
     #[test]
