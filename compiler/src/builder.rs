@@ -179,7 +179,7 @@ impl Builder {
                 Some(c) => c.clone(),
                 None => find_clang()?,
             };
-            outputs.clang_output = compile(&clang, &out_dir, &c_path, &obj_path, self.emit.skel.then_some(skel_path.as_path()))?;
+            outputs.clang_output = compile(&clang, &c_path, &obj_path, self.emit.skel.then_some(skel_path.as_path()))?;
             if self.emit.obj {
                 outputs.obj = Some(obj_path);
             } else {
@@ -280,21 +280,31 @@ fn multiarch_include() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+/// Compiles any BPF C file to an object with the same clang and flags as
+/// generated code (the hand-written references use it). Returns what clang
+/// printed.
+pub fn compile_bpf_c(c: &Path, obj: &Path) -> Result<Vec<String>, BuildError> {
+    compile(&find_clang()?, c, obj, None)
+}
+
 /// Compiles C → object (and skeleton) with libbpf-cargo, returning what
-/// clang printed. Runs clang on relative paths from `dir` so that debug info
-/// records no absolute path.
-fn compile(clang: &Path, dir: &Path, c: &Path, obj: &Path, skel: Option<&Path>) -> Result<Vec<String>, BuildError> {
+/// clang printed. Debug info names the source relative to its directory, so
+/// that it records no absolute path.
+fn compile(clang: &Path, c: &Path, obj: &Path, skel: Option<&Path>) -> Result<Vec<String>, BuildError> {
+    let absolute = |p: &Path| -> Result<PathBuf, BuildError> {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = dir.canonicalize().map_err(|error| BuildError::Io { path: dir.to_path_buf(), error })?;
+        Ok(dir.join(p.file_name().expect("a file")))
+    };
+    let (c, obj) = (absolute(c)?, absolute(obj)?);
     let mut args: Vec<OsString> = vec!["-Wall".into(), "-Wno-unused-parameter".into()];
     if let Some(inc) = multiarch_include() {
         args.push("-I".into());
         args.push(inc.into_os_string());
     }
-    let abs = dir.canonicalize().map_err(|error| BuildError::Io { path: dir.to_path_buf(), error })?;
     // The linker keeps BTF but no DWARF; BTF line info names the source
     // file, which must not depend on where the output directory is.
-    args.push(format!("-ffile-prefix-map={}=.", abs.display()).into());
-    let c = abs.join(c.file_name().expect("the C output is a file"));
-    let obj = abs.join(obj.file_name().expect("the object output is a file"));
+    args.push(format!("-ffile-prefix-map={}=.", c.parent().expect("absolute").display()).into());
     let lines = Arc::new(Mutex::new(Vec::new()));
     let collector = ClangOutput { lines: lines.clone() };
     let result = tracing::subscriber::with_default(collector, || {

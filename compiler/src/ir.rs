@@ -109,6 +109,9 @@ pub struct ProgramPlan {
     pub params: Vec<ParamPlan>,
     /// Whether the program reads `egress.mac` (stored with the arguments).
     pub uses_egress_mac: bool,
+    /// Where the runtime writes the egress device's MAC in the argument
+    /// struct, when the program reads it.
+    pub egress_mac_offset: Option<u32>,
     /// Byte layout of the argument struct, as the runtime must write it.
     pub args_size: u32,
     #[serde(skip)]
@@ -210,6 +213,32 @@ pub enum TargetRef {
     Device(usize),
     /// Index into `CodePlan::groups`.
     Group(usize),
+}
+
+/// Names of the maps and programs in every generated object (per-group and
+/// per-program names are in [`GroupPlan`] and [`ProgramPlan`]).
+pub mod names {
+    /// Direct keys: the DEVMAP_HASH from the packet's key.
+    pub const ROUTES: &str = "devmapc_routes";
+    /// Direct keys with groups: keys routed to a group → the group's slot.
+    pub const GROUP_KEYS: &str = "devmapc_group_keys";
+    /// Direct keys with counters: per-key packet and byte counters.
+    pub const KEY_COUNTERS: &str = "devmapc_key_counters";
+    /// Lowered keys: the hash or LPM trie from the key to a slot.
+    pub const KEYS: &str = "devmapc_keys";
+    /// Device slots → `{ifindex, egress program}`.
+    pub const SLOTS: &str = "devmapc_slots";
+    /// The slot of `route default` (index 0), or 0.
+    pub const DEFAULT: &str = "devmapc_default";
+    /// Per-slot counters; slot 0 counts misses.
+    pub const COUNTERS: &str = "devmapc_counters";
+    /// Per-group counters.
+    pub const GROUP_COUNTERS: &str = "devmapc_group_counters";
+    /// The ingress program.
+    pub const INGRESS: &str = "devmapc_ingress";
+    /// The global that tells plain-XDP twins which egress ifindex they act
+    /// for.
+    pub const TWIN_IFINDEX: &str = "devmapc_twin_ifindex";
 }
 
 /// Slot values, as stored by the key stage and in the default-route map:

@@ -35,6 +35,7 @@ pub fn lower(model: &Model, spec: &str, source: &str) -> Ir {
                     plan
                 })
                 .collect();
+            let egress_mac_offset = uses_egress_mac.then_some(offset);
             if uses_egress_mac {
                 offset += 6;
             }
@@ -45,6 +46,7 @@ pub fn lower(model: &Model, spec: &str, source: &str) -> Ir {
                 args_map: format!("devmapc_args_{}", p.name),
                 params,
                 uses_egress_mac,
+                egress_mac_offset,
                 // An empty struct is not valid C: keep one byte.
                 args_size: offset.max(1).next_multiple_of(align_max),
                 body: p.body.clone(),

@@ -160,7 +160,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
     match &code.key {
         KeyPlan::Direct { .. } => {
             maps.push(map(
-                "devmapc_routes",
+                names::ROUTES,
                 "The table: the packet's key → {egress ifindex, egress program}.".into(),
                 "BPF_MAP_TYPE_DEVMAP_HASH",
                 "__u32",
@@ -170,7 +170,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
             ));
             if !code.groups.is_empty() {
                 maps.push(map(
-                    "devmapc_group_keys",
+                    names::GROUP_KEYS,
                     "Keys routed to a group → the group's slot (checked after a miss in devmapc_routes).".into(),
                     "BPF_MAP_TYPE_HASH",
                     "__u32",
@@ -181,7 +181,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
             }
             if code.counters {
                 maps.push(map(
-                    "devmapc_key_counters",
+                    names::KEY_COUNTERS,
                     "Packets and bytes per routed key; the runtime adds them up per device.".into(),
                     "BPF_MAP_TYPE_PERCPU_HASH",
                     "__u32",
@@ -192,7 +192,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
             }
         }
         KeyPlan::Hashed { .. } => maps.push(map(
-            "devmapc_keys",
+            names::KEYS,
             "The table: the packet's key → the slot of its target.".into(),
             "BPF_MAP_TYPE_HASH",
             "struct devmapc_key",
@@ -201,7 +201,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
             table_flags(code, &[]),
         )),
         KeyPlan::Lpm { .. } => maps.push(map(
-            "devmapc_keys",
+            names::KEYS,
             "The table: longest prefix of the address → the slot of its target.".into(),
             "BPF_MAP_TYPE_LPM_TRIE",
             "struct devmapc_lpm_key",
@@ -211,7 +211,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
         )),
     }
     maps.push(map(
-        "devmapc_slots",
+        names::SLOTS,
         "Device slots → {egress ifindex, egress program}: targets of lowered keys and of `route default`.".into(),
         "BPF_MAP_TYPE_DEVMAP_HASH",
         "__u32",
@@ -220,7 +220,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
         vec![],
     ));
     maps.push(map(
-        "devmapc_default",
+        names::DEFAULT,
         "The slot of `route default`, or 0 for none (then table.on_miss applies).".into(),
         "BPF_MAP_TYPE_ARRAY",
         "__u32",
@@ -241,7 +241,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
     }
     if code.counters {
         maps.push(map(
-            "devmapc_counters",
+            names::COUNTERS,
             "Packets and bytes per slot; slot 0 counts misses.".into(),
             "BPF_MAP_TYPE_PERCPU_ARRAY",
             "__u32",
@@ -251,7 +251,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
         ));
         if !code.groups.is_empty() {
             maps.push(map(
-                "devmapc_group_counters",
+                names::GROUP_COUNTERS,
                 "Packets and bytes per group.".into(),
                 "BPF_MAP_TYPE_PERCPU_ARRAY",
                 "__u32",

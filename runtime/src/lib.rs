@@ -1,0 +1,10 @@
+//! The devmapc runtime: puts a built spec to work in the kernel.
+//!
+//! It reads the build's IR (from the manifest; **it never parses `.devmap`
+//! text**) and a loaded object, and writes the data part of the plan into the
+//! object's maps. Loading, attaching, live updates and `status` build on
+//! this.
+
+pub mod fill;
+
+pub use fill::{fill, ArgsError, Device, FillError};
