@@ -268,9 +268,15 @@ pub fn stable_hash(bytes: &[u8]) -> String {
 }
 
 impl Ir {
-    /// The hash of the code part: equal hashes mean identical C.
+    /// The hash of the code part: equal hashes mean the same programs and
+    /// maps. Spec line numbers are left out: they only appear in comments
+    /// of the C, and adding a route above a program must not make the
+    /// runtime reload code.
     pub fn code_hash(&self) -> String {
-        let mut json = serde_json::to_vec(&self.code).expect("the IR serialises");
+        let mut code = self.code.clone();
+        code.programs.iter_mut().for_each(|p| p.line = 0);
+        code.groups.iter_mut().for_each(|g| g.line = 0);
+        let mut json = serde_json::to_vec(&code).expect("the IR serialises");
         // Bodies are not serialised in the manifest; hash their structure.
         for p in &self.code.programs {
             json.extend(format!("{:?}", p.body).bytes());

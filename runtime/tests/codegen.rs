@@ -28,6 +28,7 @@ fn root() -> PathBuf {
 /// read back from the manifest (as the runtime reads it).
 fn build(spec: &Path, dir: &Path) -> (PathBuf, Ir) {
     let outputs = devmapc::Builder::new(spec).out_dir(dir).build().unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
+    assert!(outputs.clang_output.is_empty(), "{}: generated C compiles without a clang warning: {:?}", spec.display(), outputs.clang_output);
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(outputs.manifest.unwrap()).unwrap()).unwrap();
     let ir: Ir = serde_json::from_value(manifest["ir"].clone()).expect("the manifest's IR reads back");
     (outputs.obj.unwrap(), ir)
