@@ -584,10 +584,21 @@ impl Builder {
     fn ipv4(&mut self, text: &str, span: Span) -> Ipv4Addr {
         let mut octets = [0u8; 4];
         for (i, part) in text.split('.').enumerate() {
+            let start = span.start + text.split('.').take(i).map(|p| p.len() + 1).sum::<usize>();
+            // `010` is 10 to some tools and 8 (octal) to others: say which.
+            if part.len() > 1 && part.starts_with('0') {
+                let decimal = part.trim_start_matches('0');
+                let decimal = if decimal.is_empty() { "0" } else { decimal };
+                self.diagnostics.push(
+                    Diagnostic::new(Code::BadLiteral, Span::new(start, start + part.len()), format!("`{text}` has an octet with a leading zero"))
+                        .label("ambiguous: decimal or octal?")
+                        .help(format!("write the octet without leading zeros (`{decimal}`); tools disagree on whether `{part}` is decimal or octal")),
+                );
+                return Ipv4Addr::UNSPECIFIED;
+            }
             match part.parse::<u8>() {
                 Ok(n) => octets[i] = n,
                 Err(_) => {
-                    let start = span.start + text.split('.').take(i).map(|p| p.len() + 1).sum::<usize>();
                     self.diagnostics.push(
                         Diagnostic::new(Code::BadLiteral, Span::new(start, start + part.len()), format!("`{text}` is not an IPv4 address"))
                             .label(format!("octet {part} is above 255"))
