@@ -472,3 +472,24 @@ fn build_is_deterministic_and_check_finds_stale_outputs() {
     assert_eq!(stale.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&stale.stdout).contains("stale:"), "{stale:?}");
 }
+
+/// Without clang, `build` says which package to install.
+#[test]
+fn build_without_clang_names_the_package() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_devmapc"))
+        .env("PATH", out.path())
+        .env("DEVMAPC_CLANG", "/nonexistent/clang")
+        .arg("build")
+        .arg(root.join("examples/vlan-switch.devmap"))
+        .arg("-o")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no clang found"), "{stderr}");
+    assert!(stderr.contains("apt-get install clang"), "{stderr}");
+    assert!(stderr.contains("DEVMAPC_CLANG"), "{stderr}");
+}

@@ -357,3 +357,32 @@ impl tracing::Subscriber for ClangOutput {
 
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_error_is_a_readable_build_error() {
+        let dir = std::env::temp_dir().join(format!("devmapc-builder-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = dir.join("bad.devmap");
+        std::fs::write(&spec, "table { key = vlan.id }\ndevice a { ifname = \"a\" }\ningress { on = [a] }\nroute 10.0.0.1 -> a\n").unwrap();
+        let err = Builder::new(&spec).out_dir(&dir).build().unwrap_err();
+        let text = err.to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(err, BuildError::Spec { .. }));
+        assert!(text.contains("has 1 error"), "{text}");
+        assert!(text.contains("error[devmap::E014]: route key `10.0.0.1` is an IPv4 address"), "{text}");
+        assert!(text.contains("bad.devmap:4:7"), "{text}");
+        assert!(text.contains("4 | route 10.0.0.1 -> a\n  |       ^^^^^^^^ expected a number 0..=4095"), "{text}");
+        assert!(text.contains("= help: "), "{text}");
+    }
+
+    #[test]
+    fn output_names_are_identifiers() {
+        assert_eq!(output_name(Path::new("x/vlan-switch.devmap")), "vlan_switch");
+        assert_eq!(output_name(Path::new("9lives.devmap")), "spec_9lives");
+        assert_eq!(output_name(Path::new("Edge.Router.devmap")), "edge");
+    }
+}
