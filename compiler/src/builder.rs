@@ -5,10 +5,8 @@
 //! a build.rs calls:
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     devmapc::Builder::new("specs/router.devmap").build().unwrap_or_else(|e| panic!("{e}"));
-//! }
+//! // build.rs: `fn main` calls this.
+//! devmapc::Builder::new("specs/router.devmap").build().unwrap_or_else(|e| panic!("{e}"));
 //! ```
 //!
 //! Outputs are deterministic: the same spec gives byte-identical files

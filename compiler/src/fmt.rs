@@ -168,7 +168,7 @@ impl<'s> Printer<'s> {
             Item::Table(_) | Item::Egress(_) | Item::Test(_) => true,
             Item::Route(_) => false,
             Item::Device(_) | Item::Group(_) | Item::Ingress(_) => {
-                self.has_comment_in(item.span()) || one_line(item).map_or(true, |l| l.len() > MAX_WIDTH)
+                self.has_comment_in(item.span()) || one_line(item).is_none_or(|l| l.len() > MAX_WIDTH)
             }
         }
     }
