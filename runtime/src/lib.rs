@@ -5,6 +5,10 @@
 //! object's maps. Loading, attaching, live updates and `status` build on
 //! this.
 
+pub mod deploy;
 pub mod fill;
+pub mod netdev;
 
+pub use deploy::{attach, detach, load, pin_dir_ready, probe, swap, Attachment, DeployError, Loaded, Support};
 pub use fill::{fill, ArgsError, Device, FillError};
+pub use netdev::{NetdevError, NotReady};
