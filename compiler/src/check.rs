@@ -1085,7 +1085,17 @@ impl Checker {
                 ast::RouteKey::Value(value) => {
                     let Some(table) = table else { continue };
                     let Some(key) = self.key_value(value, &table.key) else { continue };
-                    if let Some(&first) = seen.get(&key) {
+                    // One probe of the map, not two (a lookup, then an
+                    // insert): with a million routes each probe is a cache
+                    // miss.
+                    let first = match seen.entry(key.clone()) {
+                        std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(route.span);
+                            None
+                        }
+                    };
+                    if let Some(first) = first {
                         self.error(
                             Diagnostic::new(Code::DuplicateRoute, route.span, format!("the key `{}` is routed twice", value_text(value)))
                                 .label("second route for this key")
@@ -1094,7 +1104,6 @@ impl Checker {
                         );
                         continue;
                     }
-                    seen.insert(key.clone(), route.span);
                     if let Some(target) = target {
                         defs.push(RouteDef { key, target, span: route.span });
                     }
