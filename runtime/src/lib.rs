@@ -8,7 +8,9 @@
 pub mod deploy;
 pub mod fill;
 pub mod netdev;
+pub mod plan;
 
 pub use deploy::{attach, detach, load, pin_dir_ready, probe, swap, Attachment, DeployError, Loaded, Support};
 pub use fill::{fill, ArgsError, Device, FillError};
 pub use netdev::{NetdevError, NotReady};
+pub use plan::{desired, diff, execute, read_state, ApplyError, Handles, MapOp, Plan, PlanError, State};
