@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 the spec has errors (or a `--check` found work
 //! to do), 2 usage or I/O errors.
 
+mod deploy_cmd;
 mod render;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -86,6 +87,83 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Put a spec to work: load, fill and attach it, or bring a running
+    /// deployment up to date with the spec.
+    ///
+    /// SPEC is a .devmap (built on the spot) or a build's
+    /// NAME.manifest.json (its object beside it). The first apply loads the
+    /// programs, fills the maps and attaches the ingress program to every
+    /// `ingress.on` device; everything is pinned under
+    /// /sys/fs/bpf/devmapc/NAME, so it keeps running after devmapc exits.
+    /// A later apply of the same spec with changed routes, devices or
+    /// arguments rewrites only the map entries that differ (adds and changes
+    /// before removals, never clearing a live map); a changed key, egress
+    /// program or map setting loads new programs into fresh maps and swaps
+    /// them in atomically (bpf_link_update). Either way, when a step fails
+    /// the previous configuration keeps serving. Concurrent applies wait
+    /// for each other.
+    ///
+    /// Before anything changes, every device is looked up in the current
+    /// network namespace (netlink, never /sys) and every redirect target is
+    /// checked to be able to take XDP frames. To apply inside a namespace,
+    /// use `nsenter --net=/run/netns/NAME devmapc apply ...` (not `ip netns
+    /// exec`, whose private /sys hides /sys/fs/bpf).
+    #[command(after_help = "Examples:\n  devmapc apply examples/vlan-switch.devmap\n  devmapc apply --dry-run examples/vlan-switch.devmap   # print the plan, change nothing\n  nsenter --net=/run/netns/lab devmapc apply --make-ready lab.devmap\n  devmapc apply --watch fabric.devmap   # follow device churn and spec edits")]
+    Apply {
+        /// The .devmap spec (or a build's NAME.manifest.json).
+        #[arg(value_name = "SPEC")]
+        spec: PathBuf,
+        /// Where the deployment is pinned [default: /sys/fs/bpf/devmapc/NAME].
+        /// Must be on a bpffs that outlives the command.
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
+        /// Print what would change (map entries added, changed, removed;
+        /// programs replaced; links) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Make veth targets able to receive XDP frames by turning GRO on
+        /// for their peers.
+        #[arg(long)]
+        make_ready: bool,
+        /// Apply even when a redirect target cannot receive XDP frames (its
+        /// frames are dropped); the reasons are printed as warnings.
+        #[arg(long)]
+        allow_not_ready: bool,
+        /// Keep running: re-apply when a network device appears, disappears
+        /// or changes (a re-created device gets its entries back), and when
+        /// the spec file changes.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Show deployments: attached devices and modes, routes (key → device
+    /// (egress program)) with their counters, per-device counters, and drift
+    /// between the kernel's maps and the last apply.
+    ///
+    /// Exits 1 when the kernel's maps differ from the last apply.
+    #[command(after_help = "Examples:\n  devmapc status                 # every deployment\n  devmapc status vlan_switch --json")]
+    Status {
+        /// A deployment's NAME (under --pin-root) or its pin directory;
+        /// without it, every deployment.
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where deployments are pinned.
+        #[arg(long, value_name = "DIR", default_value = devmapc_runtime::deploy::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+    },
+    /// Take a deployment down: detach its links, remove its pins; the
+    /// kernel then frees its programs and maps.
+    #[command(after_help = "Examples:\n  devmapc detach vlan_switch\n  devmapc detach /sys/fs/bpf/lab/fwd")]
+    Detach {
+        /// A deployment's NAME (under --pin-root) or its pin directory.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Where deployments are pinned.
+        #[arg(long, value_name = "DIR", default_value = devmapc_runtime::deploy::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,6 +178,11 @@ fn main() -> ExitCode {
         Command::Check { files, deny_warnings, message_format } => check(&files, deny_warnings, message_format),
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Build { specs, out_dir, emit, check } => build(&specs, &out_dir, &emit, check),
+        Command::Apply { spec, pin_dir, dry_run, make_ready, allow_not_ready, watch } => {
+            deploy_cmd::apply_cmd(&deploy_cmd::ApplyArgs { spec, pin_dir, dry_run, make_ready, allow_not_ready, watch })
+        }
+        Command::Status { name, json, pin_root } => deploy_cmd::status_cmd(name.as_deref(), &pin_root, json),
+        Command::Detach { name, pin_root } => deploy_cmd::detach_cmd(&name, &pin_root),
     };
     match result {
         Ok(code) => code,

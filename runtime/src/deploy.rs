@@ -114,6 +114,14 @@ pub enum DeployError {
     },
     /// Replacing a link's program failed.
     Swap { link: PathBuf, error: String },
+    /// A device of the plan is not in this network namespace.
+    Device(crate::NetdevError),
+    /// Redirect targets that cannot take XDP frames: one line per reason.
+    NotReady(Vec<String>),
+    /// A map operation of an apply failed (and was rolled back).
+    Apply(crate::ApplyError),
+    /// The plan and the devices or maps do not go together.
+    Plan(crate::PlanError),
     /// A file system or BPF call on a path failed.
     Io {
         what: String,
@@ -199,6 +207,20 @@ impl fmt::Display for DeployError {
             DeployError::Io { what, path, error } => {
                 write!(f, "{what} {}: {error}", path.display())
             }
+            DeployError::Device(e) => write!(f, "{e}"),
+            DeployError::NotReady(reasons) => {
+                write!(f, "some redirect targets cannot receive XDP frames:")?;
+                for reason in reasons {
+                    write!(f, "\n  - {reason}")?;
+                }
+                write!(
+                    f,
+                    "\n`--make-ready` turns GRO on for the peer of a veth target; \
+                     `--allow-not-ready` applies anyway (frames to these targets are dropped)"
+                )
+            }
+            DeployError::Apply(e) => write!(f, "{e}"),
+            DeployError::Plan(e) => write!(f, "{e}"),
         }
     }
 }
@@ -207,9 +229,24 @@ impl std::error::Error for DeployError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             DeployError::Fill(e) => Some(e),
+            DeployError::Device(e) => Some(e),
+            DeployError::Apply(e) => Some(e),
+            DeployError::Plan(e) => Some(e),
             DeployError::Io { error, .. } => Some(error),
             _ => None,
         }
+    }
+}
+
+impl From<crate::ApplyError> for DeployError {
+    fn from(e: crate::ApplyError) -> Self {
+        DeployError::Apply(e)
+    }
+}
+
+impl From<crate::PlanError> for DeployError {
+    fn from(e: crate::PlanError) -> Self {
+        DeployError::Plan(e)
     }
 }
 
@@ -227,7 +264,7 @@ fn mode_name(mode: XdpMode) -> &'static str {
     }
 }
 
-fn io_error(what: impl Into<String>, path: &Path, error: io::Error) -> DeployError {
+pub(crate) fn io_error(what: impl Into<String>, path: &Path, error: io::Error) -> DeployError {
     DeployError::Io {
         what: what.into(),
         path: path.to_path_buf(),
@@ -236,7 +273,7 @@ fn io_error(what: impl Into<String>, path: &Path, error: io::Error) -> DeployErr
 }
 
 /// A libbpf return value (negative errno) as a `Result`.
-fn check(rc: i32) -> Result<i32, io::Error> {
+pub(crate) fn check(rc: i32) -> Result<i32, io::Error> {
     if rc < 0 {
         Err(io::Error::from_raw_os_error(-rc))
     } else {
@@ -244,7 +281,7 @@ fn check(rc: i32) -> Result<i32, io::Error> {
     }
 }
 
-fn cstring(path: &Path) -> Result<CString, DeployError> {
+pub(crate) fn cstring(path: &Path) -> Result<CString, DeployError> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| {
         io_error(
             "bad path",
@@ -294,7 +331,7 @@ fn effective_caps() -> Option<u64> {
 
 /// An EPERM from the kernel: name what is missing, or say that something
 /// else (lockdown, an LSM) refused although the capabilities are there.
-fn permission_error(doing: &str, error: &io::Error) -> Option<DeployError> {
+pub(crate) fn permission_error(doing: &str, error: &io::Error) -> Option<DeployError> {
     if error.raw_os_error() != Some(libc::EPERM) {
         return None;
     }
@@ -644,7 +681,18 @@ pub fn read_manifest_file(path: &Path) -> Result<(PathBuf, Ir), DeployError> {
     Ok((path.with_file_name(object), ir))
 }
 
-fn parse_manifest(text: &str) -> Result<(String, Ir), String> {
+/// A manifest's `code_hash` and `data_hash`, as the build wrote them (the
+/// code hash covers egress program bodies, which the manifest's IR leaves
+/// out, so it cannot be recomputed from the IR).
+pub fn manifest_hashes(text: &str) -> Option<(String, String)> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some((
+        value["code_hash"].as_str()?.to_string(),
+        value["data_hash"].as_str()?.to_string(),
+    ))
+}
+
+pub(crate) fn parse_manifest(text: &str) -> Result<(String, Ir), String> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if value["devmapc_manifest"] != 1 {
         return Err("no `devmapc_manifest: 1`".into());
@@ -833,6 +881,14 @@ impl Loaded {
     }
 
     fn pin_all(&self, dir: &Path) -> Result<(), DeployError> {
+        self.pin_objects(dir)?;
+        pin_manifest(&self.manifest, &dir.join(MANIFEST_PIN))
+    }
+
+    /// Pins every map (`dir/maps/<name>`) and program (`dir/progs/<name>`),
+    /// without the manifest: [`crate::apply`] pins that last, as the mark of
+    /// a complete deployment.
+    pub(crate) fn pin_objects(&self, dir: &Path) -> Result<(), DeployError> {
         for sub in ["maps", "progs"] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(|e| io_error("cannot create", &path, e))?;
@@ -845,11 +901,7 @@ impl Loaded {
             let path = dir.join("progs").join(pin_name(prog.name()));
             pin_fd(prog.as_fd(), &path)?;
         }
-        let map = manifest_map(&self.manifest).map_err(|e| {
-            permission_error("cannot store the manifest", &e)
-                .unwrap_or_else(|| io_error("cannot store the manifest for", dir, e))
-        })?;
-        pin_fd(map.as_fd(), &dir.join(MANIFEST_PIN))
+        Ok(())
     }
 
     /// Attaches the ingress program to the device `ifindex` (see [`attach`]).
@@ -907,7 +959,7 @@ pub fn pin_name(name: &std::ffi::OsStr) -> String {
     name.to_string_lossy().replace('.', "_")
 }
 
-fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<(), DeployError> {
+pub(crate) fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<(), DeployError> {
     let c = cstring(path)?;
     // SAFETY: valid fd and C string.
     check(unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) })
@@ -921,7 +973,7 @@ fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<(), DeployError> {
         })
 }
 
-fn open_pin(path: &Path) -> Result<OwnedFd, io::Error> {
+pub(crate) fn open_pin(path: &Path) -> Result<OwnedFd, io::Error> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: valid C string; the returned fd is ours.
@@ -931,7 +983,7 @@ fn open_pin(path: &Path) -> Result<OwnedFd, io::Error> {
 
 /// A frozen one-entry array holding the manifest's bytes (bpffs takes no
 /// regular files).
-fn manifest_map(manifest: &str) -> io::Result<OwnedFd> {
+pub(crate) fn manifest_map(manifest: &str) -> io::Result<OwnedFd> {
     let bytes = manifest.as_bytes();
     let map = create_map(
         libbpf_sys::BPF_MAP_TYPE_ARRAY,
@@ -953,6 +1005,15 @@ fn manifest_map(manifest: &str) -> io::Result<OwnedFd> {
     })?;
     check(unsafe { libbpf_sys::bpf_map_freeze(map.as_raw_fd()) })?;
     Ok(map)
+}
+
+/// Pins `manifest` at `path` as a frozen map (see [`read_manifest`]).
+pub(crate) fn pin_manifest(manifest: &str, path: &Path) -> Result<(), DeployError> {
+    let map = manifest_map(manifest).map_err(|e| {
+        permission_error("cannot store the manifest", &e)
+            .unwrap_or_else(|| io_error("cannot store the manifest at", path, e))
+    })?;
+    pin_fd(map.as_fd(), path)
 }
 
 /// The manifest pinned in `dir` by [`Loaded::pin`].
@@ -1144,7 +1205,7 @@ impl Attachment {
     }
 }
 
-fn link_info(fd: BorrowedFd<'_>) -> io::Result<LinkInfo> {
+pub(crate) fn link_info(fd: BorrowedFd<'_>) -> io::Result<LinkInfo> {
     // SAFETY: zeroed bpf_link_info of `len` bytes; the kernel fills it.
     let mut info: libbpf_sys::bpf_link_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of_val(&info) as u32;
@@ -1257,7 +1318,7 @@ pub fn detach(dir: &Path) -> Result<Detached, DeployError> {
 }
 
 /// `(name, path)` of the entries of `dir`, sorted; none when it is missing.
-fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, DeployError> {
+pub(crate) fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, DeployError> {
     let read = match std::fs::read_dir(dir) {
         Ok(read) => read,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -1277,7 +1338,7 @@ fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, DeployError> {
 
 /// Unlinks devmapc's pins in `dir` and the directories; returns how many
 /// pins went.
-fn remove_pins(dir: &Path) -> Result<usize, DeployError> {
+pub(crate) fn remove_pins(dir: &Path) -> Result<usize, DeployError> {
     let mut removed = 0;
     let unlink =
         |path: &Path| std::fs::remove_file(path).map_err(|e| io_error("cannot unpin", path, e));
@@ -1291,10 +1352,17 @@ fn remove_pins(dir: &Path) -> Result<usize, DeployError> {
             std::fs::remove_dir(&sub).map_err(|e| io_error("cannot remove", &sub, e))?;
         }
     }
-    let manifest = dir.join(MANIFEST_PIN);
-    if manifest.exists() {
-        unlink(&manifest)?;
-        removed += 1;
+    for manifest in [MANIFEST_PIN, crate::apply::MANIFEST_NEXT] {
+        let manifest = dir.join(manifest);
+        if manifest.exists() {
+            unlink(&manifest)?;
+            removed += 1;
+        }
+    }
+    // An upgrade interrupted before it committed (`crate::apply`).
+    let next = dir.join(crate::apply::NEXT);
+    if next.is_dir() {
+        removed += remove_pins(&next)?;
     }
     let left: Vec<String> = entries(dir)?.into_iter().map(|(name, _)| name).collect();
     if !left.is_empty() {

@@ -5,10 +5,13 @@
 //! object's maps. Loading, attaching, live updates and `status` build on
 //! this.
 
+pub mod apply;
 pub mod deploy;
 pub mod fill;
 pub mod netdev;
 pub mod plan;
+pub mod status;
+pub mod watch;
 
 pub use deploy::{attach, detach, load, pin_dir_ready, probe, swap, Attachment, DeployError, Loaded, Support};
 pub use fill::{fill, ArgsError, Device, FillError};

@@ -483,7 +483,7 @@ impl fmt::Display for NotReady {
                 write!(
                     f,
                     ": {DROPPED}; fix{place}: attach an XDP program to {target} in native mode, or turn GRO on with \
-                     `ethtool -K {target} gro on` (devmapc does that when asked to make veth targets ready)"
+                     `ethtool -K {target} gro on` (`devmapc apply --make-ready` does that)"
                 )
             }
             NotReady::VethPeerUninspectable { name, peer } => write!(

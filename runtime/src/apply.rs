@@ -1,0 +1,1057 @@
+//! `devmapc apply`: puts a build into the kernel, then keeps the kernel
+//! matching each new build of the spec, transactionally.
+//!
+//! # The pin directory
+//!
+//! ```text
+//! DIR/maps/<map>  DIR/progs/<prog>    the serving object's maps and programs
+//! DIR/links/<device>                  one XDP link per `ingress.on` device
+//! DIR/manifest                        the applied build's manifest, pinned LAST:
+//!                                     without it, DIR holds no committed deployment
+//! DIR/next/{maps,progs,manifest}      a code upgrade in progress
+//! DIR/manifest_next                   a manifest about to replace DIR/manifest
+//! DIR (flock)                         one apply (or detach) at a time
+//! ```
+//!
+//! # What an apply does
+//!
+//! 1. Takes the lock, then [repairs](repair) what an apply killed midway left.
+//! 2. Resolves every device of the plan in the current network namespace and
+//!    checks that redirect targets can take XDP frames. Nothing has changed
+//!    yet, so a missing device or a target that cannot receive fails here,
+//!    with the old configuration serving untouched.
+//! 3. One of:
+//!    - **first load** — load, pin the maps and programs, fill them through
+//!      the planner (`diff(State::fresh, desired)`), attach, pin the manifest.
+//!      On a failure everything pinned so far is removed.
+//!    - **data change** (same `code_hash`) — read the kernel's entries back,
+//!      [`diff`] them against the new plan and [`execute`] the operations
+//!      (adds and changes before removals; undone on failure), so the work
+//!      is proportional to the change and a live map is never cleared.
+//!    - **code change** (or any change under `access = read_only` or
+//!      `write_only`, whose maps cannot be rewritten or read back) — load the
+//!      new object, fill its fresh maps completely under `DIR/next`, then
+//!      swap each link's program with `bpf_link_update`: every packet sees
+//!      either the old programs and maps or the new ones. Counters are
+//!      carried over, then the new pins replace the old.
+//! 4. Reconciles the links: attaches new `ingress.on` devices, detaches
+//!    those no longer listed, re-attaches on a mode change or a device that
+//!    came back with a new ifindex.
+//! 5. Replaces the manifest (pin `manifest_next`, rename: atomic).
+//!
+//! Because a data change reads the kernel's state rather than trusting the
+//! previous manifest, re-applying after an interruption (or after the kernel
+//! removed the entries of a vanished device) converges on the spec.
+
+use crate::deploy::{
+    self, attach, check, check_privileges, entries, io_error, link_info, manifest_hashes, open_pin, parse_manifest,
+    pin_dir_ready, pin_manifest, read_manifest, remove_pins, Attachment, DeployError,
+    LinkInfo, MANIFEST_PIN,
+};
+use crate::fill::Device;
+use crate::netdev::{self, Link, NotReady, PeerName};
+use crate::plan::{desired, diff, execute, read_state, Handles, Plan, State};
+use devmapc::ir::{names, Ir, TargetRef};
+use devmapc::model::{Access, Binding, XdpMode};
+use libbpf_rs::libbpf_sys;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The staging directory of a code upgrade, inside the pin directory.
+pub const NEXT: &str = "next";
+/// The new manifest's pin before it is renamed over [`MANIFEST_PIN`].
+pub const MANIFEST_NEXT: &str = "manifest_next";
+
+/// How to apply.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where the deployment is pinned (`/sys/fs/bpf/devmapc/<name>`).
+    pub pin_dir: PathBuf,
+    /// Turn GRO on for the peer of a veth target that cannot receive.
+    pub make_ready: bool,
+    /// Apply even when a target cannot receive (its frames are dropped).
+    pub allow_not_ready: bool,
+    /// Compute and report the plan; change nothing.
+    pub dry_run: bool,
+}
+
+impl Options {
+    pub fn new(pin_dir: impl Into<PathBuf>) -> Options {
+        Options {
+            pin_dir: pin_dir.into(),
+            make_ready: false,
+            allow_not_ready: false,
+            dry_run: false,
+        }
+    }
+}
+
+/// What kind of apply it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Nothing was deployed: loaded, filled, attached.
+    First,
+    /// Same code: map entries changed.
+    Data,
+    /// New programs swapped in.
+    Code,
+    /// The kernel already matched the spec.
+    Unchanged,
+}
+
+/// A change to an XDP link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkChange {
+    Attached { device: String, mode: XdpMode, warning: Option<String> },
+    Swapped { device: String },
+    Reattached { device: String, mode: XdpMode, why: String },
+    Detached { device: String },
+}
+
+impl fmt::Display for LinkChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkChange::Attached { device, mode, .. } => {
+                write!(f, "attach {device} ({} mode)", mode_name(*mode))
+            }
+            LinkChange::Swapped { device } => write!(f, "swap the program of {device}"),
+            LinkChange::Reattached { device, mode, why } => {
+                write!(f, "re-attach {device} ({} mode): {why}", mode_name(*mode))
+            }
+            LinkChange::Detached { device } => write!(f, "detach {device}"),
+        }
+    }
+}
+
+/// What an apply did (or, with `dry_run`, would do).
+#[derive(Debug)]
+pub struct Report {
+    pub kind: Kind,
+    pub dry_run: bool,
+    /// The map operations: the diff for a data change, the fill of the new
+    /// maps for a first load or a code change.
+    pub plan: Plan,
+    /// Programs loaded (first load) or replaced (code change).
+    pub programs: Vec<String>,
+    pub links: Vec<LinkChange>,
+    pub warnings: Vec<String>,
+    /// What the apply found left by an interrupted one, and did about it.
+    pub repaired: Vec<String>,
+    /// The pin directory.
+    pub dir: PathBuf,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let would = if self.dry_run { "would " } else { "" };
+        for r in &self.repaired {
+            writeln!(f, "repaired: {r}")?;
+        }
+        match self.kind {
+            Kind::First => writeln!(
+                f,
+                "first apply: {would}load {} programs and pin them in {}",
+                self.programs.len(),
+                self.dir.display()
+            )?,
+            Kind::Code => writeln!(
+                f,
+                "code change: {would}load new programs ({}) into fresh maps and swap them in \
+                 atomically",
+                self.programs.join(", ")
+            )?,
+            Kind::Data => writeln!(f, "data change: {would}update map entries in place")?,
+            Kind::Unchanged => writeln!(f, "unchanged: the kernel already matches the spec")?,
+        }
+        if !self.plan.is_empty() {
+            if self.dry_run || self.kind == Kind::Data {
+                write!(f, "{}", self.plan)?;
+            } else {
+                let t = self.plan.totals();
+                writeln!(f, "map entries: {} written", t.added + t.changed)?;
+            }
+        }
+        for link in &self.links {
+            writeln!(f, "{would}{link}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+fn mode_name(mode: XdpMode) -> &'static str {
+    match mode {
+        XdpMode::Native => "native",
+        XdpMode::Generic => "generic",
+        XdpMode::Auto => "auto",
+    }
+}
+
+// ------------------------------------------------------------------- pinned
+
+/// The maps and programs pinned in a directory, opened read-write (a
+/// `write_only` key map is opened write-only, so it is never read back).
+#[derive(Debug)]
+pub struct Pinned {
+    maps: BTreeMap<String, OwnedFd>,
+    progs: BTreeMap<String, OwnedFd>,
+}
+
+impl Pinned {
+    /// Opens `dir/maps/*` and `dir/progs/*`.
+    pub fn open(dir: &Path) -> Result<Pinned, DeployError> {
+        let open_all = |sub: &str| -> Result<BTreeMap<String, OwnedFd>, DeployError> {
+            let mut out = BTreeMap::new();
+            for (name, path) in entries(&dir.join(sub))? {
+                let fd = open_pin(&path).map_err(|e| {
+                    deploy::permission_error("cannot open the deployment", &e)
+                        .unwrap_or_else(|| io_error("cannot open", &path, e))
+                })?;
+                out.insert(name, fd);
+            }
+            Ok(out)
+        };
+        let pinned = Pinned {
+            maps: open_all("maps")?,
+            progs: open_all("progs")?,
+        };
+        if pinned.progs.is_empty() {
+            return Err(DeployError::NotDeployed {
+                dir: dir.to_path_buf(),
+                why: format!("no programs pinned in {}", dir.join("progs").display()),
+            });
+        }
+        Ok(pinned)
+    }
+
+    /// The kernel id of a pinned program.
+    pub fn prog_id(&self, name: &str) -> Option<u32> {
+        self.progs.get(name).and_then(|fd| prog_id(fd.as_fd()).ok())
+    }
+}
+
+impl Handles for Pinned {
+    fn map_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
+        self.maps.get(name).map(|fd| fd.as_fd())
+    }
+
+    fn prog_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
+        self.progs.get(name).map(|fd| fd.as_fd())
+    }
+}
+
+pub(crate) fn prog_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info is a zeroed bpf_prog_info of `len` bytes.
+    check(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })?;
+    Ok(info.id)
+}
+
+/// The map the spec's `access` applies to: the key stage.
+pub fn key_map(ir: &Ir) -> &'static str {
+    if ir.code.key.uses_slots() {
+        names::KEYS
+    } else {
+        names::ROUTES
+    }
+}
+
+// --------------------------------------------------------------------- lock
+
+/// An exclusive `flock` on the pin directory, released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    _dir: File,
+}
+
+impl Lock {
+    /// Creates `dir` if needed and locks it, waiting for another apply or
+    /// detach to finish.
+    pub fn acquire(dir: &Path) -> Result<Lock, DeployError> {
+        Lock::take(dir, true)
+    }
+
+    /// Locks `dir`, which must exist (for detach).
+    pub fn acquire_existing(dir: &Path) -> Result<Lock, DeployError> {
+        pin_dir_ready(dir)?;
+        if !dir.is_dir() {
+            return Err(DeployError::NotDeployed {
+                dir: dir.to_path_buf(),
+                why: "no such directory".into(),
+            });
+        }
+        Lock::take(dir, false)
+    }
+
+    fn take(dir: &Path, create: bool) -> Result<Lock, DeployError> {
+        loop {
+            if create {
+                std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+            }
+            let file = File::open(dir).map_err(|e| io_error("cannot open", dir, e))?;
+            // SAFETY: a valid fd.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(io_error("cannot lock", dir, io::Error::last_os_error()));
+            }
+            // A detach may have removed the directory while this waited:
+            // then lock the new one.
+            use std::os::unix::fs::MetadataExt;
+            let held = file.metadata().map_err(|e| io_error("cannot stat", dir, e))?;
+            match std::fs::metadata(dir) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    return Ok(Lock { _dir: file })
+                }
+                _ if create => continue,
+                _ => {
+                    return Err(DeployError::NotDeployed {
+                        dir: dir.to_path_buf(),
+                        why: "it was removed while waiting for its lock".into(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------- devices
+
+/// Every device of the plan, resolved in the current network namespace; an
+/// error names the device and its line in the spec.
+pub fn resolve_devices(ir: &Ir) -> Result<Vec<Link>, DeployError> {
+    ir.data
+        .devices
+        .iter()
+        .map(|d| netdev::resolve_device(d).map_err(DeployError::Device))
+        .collect()
+}
+
+/// The devices frames can be redirected to: route, group and default
+/// targets.
+pub fn redirect_targets(ir: &Ir) -> BTreeSet<usize> {
+    let data = &ir.data;
+    let mut out = BTreeSet::new();
+    let mut add = |t: &TargetRef| match *t {
+        TargetRef::Device(d) => {
+            out.insert(d);
+        }
+        TargetRef::Group(g) => {
+            for (d, device) in data.devices.iter().enumerate() {
+                if device.groups.contains(&g) {
+                    out.insert(d);
+                }
+            }
+        }
+    };
+    for route in &data.routes {
+        add(&route.target);
+    }
+    if let Some(t) = &data.default_route {
+        add(t);
+    }
+    out
+}
+
+/// The reasons a redirect target of `ir` cannot take frames, once the
+/// ingress program is attached (a veth whose peer is one of the spec's own
+/// `ingress.on` devices in native mode is ready then). `make_ready` turns
+/// GRO on for veth peers first.
+pub fn check_targets(
+    ir: &Ir,
+    links: &[Link],
+    make_ready: bool,
+) -> Result<Vec<NotReady>, DeployError> {
+    let ingress: Vec<&Link> = ir
+        .data
+        .devices
+        .iter()
+        .zip(links)
+        .filter(|(d, _)| d.ingress)
+        .map(|(_, l)| l)
+        .collect();
+    let min_mtu = ingress.iter().map(|l| l.mtu).max().unwrap_or(netdev::ETH_MIN_MTU);
+    let native = ir.data.xdp_mode != XdpMode::Generic;
+    let covered = |reason: &NotReady| match reason {
+        NotReady::VethPeerNotReady { peer: PeerName::Here(peer), .. } => {
+            native && ingress.iter().any(|l| &l.name == peer)
+        }
+        _ => false,
+    };
+    let mut reasons = Vec::new();
+    for d in redirect_targets(ir) {
+        let link = &links[d];
+        let mut found: Vec<NotReady> = netdev::readiness(link, min_mtu)
+            .into_iter()
+            .filter(|r| !covered(r))
+            .collect();
+        if make_ready && found.iter().any(|r| matches!(r, NotReady::VethPeerNotReady { .. })) {
+            netdev::make_veth_ready(link).map_err(DeployError::Device)?;
+            let again = netdev::by_index(link.ifindex).map_err(DeployError::Device)?;
+            found = netdev::readiness(&again, min_mtu)
+                .into_iter()
+                .filter(|r| !covered(r))
+                .collect();
+        }
+        reasons.extend(found);
+    }
+    Ok(reasons)
+}
+
+/// The label of a device's link pin: its name, or its ifindex when the
+/// spec binds it by ifindex.
+pub fn link_label(binding: &Binding) -> String {
+    match binding {
+        Binding::Ifname(name) => name.clone(),
+        Binding::Ifindex(ifindex) => ifindex.to_string(),
+    }
+}
+
+// --------------------------------------------------------------------- apply
+
+/// Applies the build (`object` with its plan `ir`) to the deployment at
+/// `opts.pin_dir`, in the current network namespace. See the module docs.
+pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployError> {
+    check_privileges("cannot apply")?;
+    let dir = opts.pin_dir.as_path();
+    pin_dir_ready(dir)?;
+    let _lock = if opts.dry_run { None } else { Some(Lock::acquire(dir)?) };
+    let mut report = Report {
+        kind: Kind::Unchanged,
+        dry_run: opts.dry_run,
+        plan: Plan::default(),
+        programs: Vec::new(),
+        links: Vec::new(),
+        warnings: Vec::new(),
+        repaired: Vec::new(),
+        dir: dir.to_path_buf(),
+    };
+    if !opts.dry_run {
+        report.repaired = repair(dir)?;
+    }
+
+    let links = resolve_devices(ir)?;
+    let devices: Vec<Device> = links.iter().map(Device::from).collect();
+    let not_ready = check_targets(ir, &links, opts.make_ready && !opts.dry_run)?;
+    let not_ready: Vec<String> = not_ready.iter().map(|r| r.to_string()).collect();
+    if !not_ready.is_empty() {
+        if opts.allow_not_ready || opts.dry_run {
+            report.warnings.extend(not_ready);
+        } else {
+            return Err(DeployError::NotReady(not_ready));
+        }
+    }
+    let wanted = desired(ir, &devices)?;
+
+    let manifest = manifest_text(object, ir);
+    let unreadable = |e: String| {
+        DeployError::Mismatch(format!(
+            "{} holds a manifest devmapc cannot read ({e}): detach it first",
+            dir.join(MANIFEST_PIN).display()
+        ))
+    };
+    let previous = match read_manifest(dir) {
+        Ok(text) => {
+            let (_, old) = parse_manifest(&text).map_err(unreadable)?;
+            let hashes = manifest_hashes(&text).ok_or_else(|| unreadable("no hashes".into()))?;
+            Some((old, hashes))
+        }
+        Err(DeployError::NotDeployed { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let hashes = manifest_hashes(&manifest).unwrap_or_else(|| (ir.code_hash(), ir.data_hash()));
+    let programs = || {
+        let mut p = vec![names::INGRESS.to_string()];
+        p.extend(ir.code.programs.iter().map(|p| p.section_program.clone()));
+        p
+    };
+    match previous {
+        None => {
+            report.kind = Kind::First;
+            report.programs = programs();
+            report.plan = diff(&State::fresh(ir), &wanted);
+            if opts.dry_run {
+                report.links = planned_links(ir, &links, None);
+                return Ok(report);
+            }
+            first_load(object, ir, &links, dir, &mut report)?;
+        }
+        Some((old, before)) if needs_reload(&before, &hashes, ir.code.access) => {
+            report.kind = Kind::Code;
+            report.programs = programs();
+            report.plan = diff(&State::fresh(ir), &wanted);
+            if opts.dry_run {
+                report.links = planned_links(ir, &links, Some(dir));
+                return Ok(report);
+            }
+            upgrade(object, ir, &old, &manifest, &links, dir, &mut report)?;
+        }
+        Some((old, _)) => {
+            let pinned = Pinned::open(dir)?;
+            let mut current = read_state(&pinned, ir)?;
+            // Name entries by the spec items they came from: the old plan's
+            // for what goes, the new plan's for what stays.
+            if let Some(before) = resolve_devices(&old)
+                .ok()
+                .and_then(|l| desired(&old, &l.iter().map(Device::from).collect::<Vec<_>>()).ok())
+            {
+                current.relabel(&before);
+            }
+            current.relabel(&wanted);
+            report.plan = diff(&current, &wanted);
+            if opts.dry_run {
+                report.kind = if report.plan.is_empty() { Kind::Unchanged } else { Kind::Data };
+                report.links = planned_links(ir, &links, Some(dir));
+                if !report.links.is_empty() && report.kind == Kind::Unchanged {
+                    report.kind = Kind::Data;
+                }
+                return Ok(report);
+            }
+            execute(&pinned, &report.plan)?;
+            match reconcile_links(ir, &links, dir, &pinned) {
+                Ok(changes) => report.links = changes,
+                Err(e) => {
+                    // Put the entries back as they were.
+                    let _ = execute(&pinned, &diff(&wanted, &current));
+                    return Err(e);
+                }
+            }
+            if old != *ir {
+                replace_manifest(dir, &manifest)?;
+            }
+            report.kind = if report.plan.is_empty() && report.links.is_empty() {
+                Kind::Unchanged
+            } else {
+                Kind::Data
+            };
+        }
+    }
+    for change in &report.links {
+        if let LinkChange::Attached { warning: Some(w), .. } = change {
+            report.warnings.push(w.clone());
+        }
+    }
+    Ok(report)
+}
+
+/// A code change needs new programs and maps; so does any data change when
+/// the key map is frozen (`read_only`) or cannot be read back
+/// (`write_only`).
+fn needs_reload(old: &(String, String), new: &(String, String), access: Access) -> bool {
+    old.0 != new.0 || (access != Access::ReadWrite && old.1 != new.1)
+}
+
+/// The manifest to pin: the build's own file next to the object when it
+/// holds this plan, else one made from `ir`.
+fn manifest_text(object: &Path, ir: &Ir) -> String {
+    let file = object.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = file.split('.').next().unwrap_or("devmapc").to_string();
+    std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json")))
+        .ok()
+        .filter(|text| parse_manifest(text).is_ok_and(|(_, theirs)| theirs == *ir))
+        .unwrap_or_else(|| devmapc::builder::manifest(ir, &name))
+}
+
+fn first_load(object: &Path, ir: &Ir, links: &[Link], dir: &Path, report: &mut Report) -> Result<(), DeployError> {
+    let loaded = deploy::load(object, ir)?;
+    if let Some((name, _)) = entries(dir)?.into_iter().next() {
+        return Err(DeployError::AlreadyPinned { path: dir.join(name) });
+    }
+    let result = (|| {
+        loaded.pin_objects(dir)?;
+        let pinned = Pinned::open(dir)?;
+        execute(&pinned, &report.plan)?;
+        freeze_if_read_only(&pinned, ir)?;
+        failpoint("first-before-attach");
+        report.links = reconcile_links(ir, links, dir, &pinned)?;
+        failpoint("first-before-commit");
+        pin_manifest(loaded.manifest(), &dir.join(MANIFEST_PIN))
+    })();
+    if let Err(e) = result {
+        discard(dir);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Removes whatever is pinned in `dir` (links detached first); errors are
+/// ignored: this cleans up after a failure that is reported instead.
+fn discard(dir: &Path) {
+    if let Ok(links) = entries(&dir.join("links")) {
+        for (_, path) in links {
+            if let Ok(fd) = open_pin(&path) {
+                // SAFETY: a valid link fd.
+                unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
+            }
+        }
+    }
+    let _ = remove_pins(dir);
+}
+
+fn freeze_if_read_only(pinned: &Pinned, ir: &Ir) -> Result<(), DeployError> {
+    if ir.code.access != Access::ReadOnly {
+        return Ok(());
+    }
+    let name = key_map(ir);
+    let fd = pinned
+        .map_fd(name)
+        .ok_or_else(|| DeployError::Mismatch(format!("the object has no map {name}")))?;
+    // SAFETY: a valid map fd.
+    check(unsafe { libbpf_sys::bpf_map_freeze(fd.as_raw_fd()) })
+        .map(drop)
+        .map_err(|e| io_error(format!("cannot freeze map {name} (access = read_only)"), Path::new(name), e))
+}
+
+/// Replaces `dir/manifest` atomically: pin the new one beside it, rename.
+fn replace_manifest(dir: &Path, manifest: &str) -> Result<(), DeployError> {
+    let next = dir.join(MANIFEST_NEXT);
+    let _ = std::fs::remove_file(&next);
+    pin_manifest(manifest, &next)?;
+    let target = dir.join(MANIFEST_PIN);
+    std::fs::rename(&next, &target).map_err(|e| io_error("cannot replace", &target, e))
+}
+
+// -------------------------------------------------------------------- links
+
+/// A planned link: device label, ifindex, mode.
+struct WantedLink {
+    label: String,
+    ifindex: u32,
+}
+
+fn wanted_links(ir: &Ir, links: &[Link]) -> Vec<WantedLink> {
+    ir.data
+        .devices
+        .iter()
+        .zip(links)
+        .filter(|(d, _)| d.ingress)
+        .map(|(d, l)| WantedLink {
+            label: link_label(&d.binding),
+            ifindex: l.ifindex,
+        })
+        .collect()
+}
+
+/// The links pinned in `dir`, by label, with what the kernel says of them
+/// (`None`: the pin is there but the link cannot be read).
+fn pinned_links(dir: &Path) -> Result<BTreeMap<String, Option<LinkInfo>>, DeployError> {
+    let mut out = BTreeMap::new();
+    for (label, path) in entries(&dir.join("links"))? {
+        let info = open_pin(&path).ok().and_then(|fd| link_info(fd.as_fd()).ok());
+        out.insert(label, info);
+    }
+    Ok(out)
+}
+
+/// Why an existing link must be re-made, if it must.
+fn stale_link(info: Option<LinkInfo>, wanted: &WantedLink, mode: XdpMode) -> Option<String> {
+    let Some(info) = info else {
+        return Some("its link cannot be read".into());
+    };
+    if info.ifindex == 0 {
+        return Some("the device went away and came back".into());
+    }
+    if info.ifindex != wanted.ifindex {
+        return Some(format!(
+            "the device is now ifindex {} (was {})",
+            wanted.ifindex, info.ifindex
+        ));
+    }
+    let actual = netdev::by_index(info.ifindex).ok().map(|l| {
+        if l.xdp.driver == Some(info.prog_id) {
+            XdpMode::Native
+        } else {
+            XdpMode::Generic
+        }
+    });
+    match (mode, actual) {
+        (XdpMode::Native, Some(XdpMode::Generic)) => Some("the spec now asks for native mode".into()),
+        (XdpMode::Generic, Some(XdpMode::Native)) => Some("the spec now asks for generic mode".into()),
+        _ => None,
+    }
+}
+
+/// What [`reconcile_links`] would do, for `--dry-run`.
+fn planned_links(ir: &Ir, links: &[Link], dir: Option<&Path>) -> Vec<LinkChange> {
+    let mode = ir.data.xdp_mode;
+    let existing = dir.and_then(|d| pinned_links(d).ok()).unwrap_or_default();
+    let wanted = wanted_links(ir, links);
+    let mut out = Vec::new();
+    for w in &wanted {
+        match existing.get(&w.label) {
+            None => out.push(LinkChange::Attached { device: w.label.clone(), mode, warning: None }),
+            Some(info) => {
+                if let Some(why) = stale_link(*info, w, mode) {
+                    out.push(LinkChange::Reattached { device: w.label.clone(), mode, why });
+                }
+            }
+        }
+    }
+    for label in existing.keys() {
+        if !wanted.iter().any(|w| &w.label == label) {
+            out.push(LinkChange::Detached { device: label.clone() });
+        }
+    }
+    out
+}
+
+/// Makes the pinned links match the plan: every `ingress.on` device has a
+/// link running `handles`' ingress program in the plan's mode, and no other
+/// link is pinned. New links are made first; on a failure they are removed
+/// again and the old ones are left as they were.
+fn reconcile_links<H: Handles>(
+    ir: &Ir,
+    links: &[Link],
+    dir: &Path,
+    handles: &H,
+) -> Result<Vec<LinkChange>, DeployError> {
+    let prog = handles
+        .prog_fd(names::INGRESS)
+        .ok_or_else(|| DeployError::Mismatch(format!("no program {}", names::INGRESS)))?;
+    let prog_id = prog_id(prog).map_err(|e| io_error("cannot read program", dir, e))?;
+    let mode = ir.data.xdp_mode;
+    let existing = pinned_links(dir)?;
+    let wanted = wanted_links(ir, links);
+    let links_dir = dir.join("links");
+    let mut changes = Vec::new();
+    let mut made: Vec<PathBuf> = Vec::new();
+    let undo = |made: &[PathBuf]| {
+        for path in made {
+            if let Ok(fd) = open_pin(path) {
+                // SAFETY: a valid link fd.
+                unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
+            }
+            let _ = std::fs::remove_file(path);
+        }
+    };
+    let attach_new = |w: &WantedLink| -> Result<Attachment, DeployError> {
+        let a = attach(prog, w.ifindex, mode)?;
+        a.pin(dir, &w.label)?;
+        Ok(a)
+    };
+    for w in &wanted {
+        match existing.get(&w.label) {
+            None => match attach_new(w) {
+                Ok(a) => {
+                    made.push(links_dir.join(&w.label));
+                    changes.push(LinkChange::Attached {
+                        device: w.label.clone(),
+                        mode: a.mode,
+                        warning: a.warning.clone(),
+                    });
+                }
+                Err(e) => {
+                    undo(&made);
+                    return Err(e);
+                }
+            },
+            Some(info) => {
+                if let Some(why) = stale_link(*info, w, mode) {
+                    // The old link goes first: a device takes one XDP link.
+                    let path = links_dir.join(&w.label);
+                    if let Ok(fd) = open_pin(&path) {
+                        // SAFETY: a valid link fd.
+                        unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
+                    }
+                    std::fs::remove_file(&path).map_err(|e| io_error("cannot unpin", &path, e))?;
+                    match attach_new(w) {
+                        Ok(a) => changes.push(LinkChange::Reattached {
+                            device: w.label.clone(),
+                            mode: a.mode,
+                            why,
+                        }),
+                        Err(e) => {
+                            undo(&made);
+                            return Err(e);
+                        }
+                    }
+                } else if info.is_some_and(|i| i.prog_id != prog_id) {
+                    deploy::swap(&links_dir.join(&w.label), prog)?;
+                    changes.push(LinkChange::Swapped { device: w.label.clone() });
+                }
+            }
+        }
+    }
+    for label in existing.keys() {
+        if wanted.iter().any(|w| &w.label == label) {
+            continue;
+        }
+        let path = links_dir.join(label);
+        if let Ok(fd) = open_pin(&path) {
+            // SAFETY: a valid link fd; a link whose device is gone errs.
+            unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
+        }
+        std::fs::remove_file(&path).map_err(|e| io_error("cannot unpin", &path, e))?;
+        changes.push(LinkChange::Detached { device: label.clone() });
+    }
+    Ok(changes)
+}
+
+// ------------------------------------------------------------------ upgrade
+
+fn upgrade(
+    object: &Path,
+    ir: &Ir,
+    old: &Ir,
+    manifest: &str,
+    links: &[Link],
+    dir: &Path,
+    report: &mut Report,
+) -> Result<(), DeployError> {
+    let loaded = deploy::load(object, ir)?;
+    let next = dir.join(NEXT);
+    let old_pins = Pinned::open(dir)?;
+    let old_ingress = old_pins
+        .prog_fd(names::INGRESS)
+        .ok_or_else(|| DeployError::Mismatch(format!("no program {} pinned", names::INGRESS)))?;
+    // Stage the new object, complete, under DIR/next.
+    let staged = (|| {
+        std::fs::create_dir_all(&next).map_err(|e| io_error("cannot create", &next, e))?;
+        loaded.pin_objects(&next)?;
+        let pinned = Pinned::open(&next)?;
+        execute(&pinned, &report.plan)?;
+        freeze_if_read_only(&pinned, ir)?;
+        pin_manifest(manifest, &next.join(MANIFEST_PIN))?;
+        Ok::<_, DeployError>(pinned)
+    })();
+    let new_pins = match staged {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = remove_pins(&next);
+            return Err(e);
+        }
+    };
+    failpoint("upgrade-before-swap");
+    // Swap every link that stays; undo the swaps on a failure.
+    let new_ingress = new_pins.prog_fd(names::INGRESS).expect("pinned above");
+    let wanted_labels: BTreeSet<String> =
+        wanted_links(ir, links).into_iter().map(|w| w.label).collect();
+    let mut swapped: Vec<PathBuf> = Vec::new();
+    for (label, path) in entries(&dir.join("links"))? {
+        if !wanted_labels.contains(&label) {
+            continue;
+        }
+        if let Err(e) = deploy::swap(&path, new_ingress) {
+            for done in &swapped {
+                let _ = deploy::swap(done, old_ingress);
+            }
+            let _ = remove_pins(&next);
+            return Err(e);
+        }
+        swapped.push(path);
+        report.links.push(LinkChange::Swapped { device: label });
+        failpoint("upgrade-mid-swap");
+    }
+    // From here the new programs serve: finish forward, whatever happens.
+    promote(dir)?;
+    let promoted = Pinned::open(dir)?;
+    report.links.extend(reconcile_links(ir, links, dir, &promoted)?);
+    if let Err(e) = migrate_counters(old, &old_pins, ir, &promoted) {
+        report.warnings.push(format!("counters were not carried over: {e}"));
+    }
+    Ok(())
+}
+
+/// Moves the staged object of `DIR/next` into place. Idempotent: run again
+/// after an interruption, it finishes the move.
+fn promote(dir: &Path) -> Result<(), DeployError> {
+    let next = dir.join(NEXT);
+    for sub in ["maps", "progs"] {
+        let staged = next.join(sub);
+        if !staged.is_dir() {
+            continue;
+        }
+        let live = dir.join(sub);
+        for (_, path) in entries(&live)? {
+            std::fs::remove_file(&path).map_err(|e| io_error("cannot unpin", &path, e))?;
+        }
+        if live.exists() {
+            std::fs::remove_dir(&live).map_err(|e| io_error("cannot remove", &live, e))?;
+        }
+        failpoint("promote");
+        std::fs::rename(&staged, &live).map_err(|e| io_error("cannot move", &staged, e))?;
+    }
+    let manifest = next.join(MANIFEST_PIN);
+    if manifest.exists() {
+        let target = dir.join(MANIFEST_PIN);
+        std::fs::rename(&manifest, &target).map_err(|e| io_error("cannot move", &manifest, e))?;
+    }
+    if next.exists() {
+        std::fs::remove_dir(&next).map_err(|e| io_error("cannot remove", &next, e))?;
+    }
+    Ok(())
+}
+
+/// Adds the old maps' counters into the new ones: per device by name, per
+/// group by name, per direct key by key.
+fn migrate_counters(old: &Ir, from: &Pinned, new: &Ir, to: &Pinned) -> io::Result<()> {
+    if !old.code.counters || !new.code.counters {
+        return Ok(());
+    }
+    let slot_of = |ir: &Ir, name: &str| {
+        ir.data
+            .devices
+            .iter()
+            .position(|d| d.name == name)
+            .map(|d| TargetRef::Device(d).slot())
+    };
+    // Slot 0 (misses) stays slot 0.
+    let mut pairs: Vec<(u32, u32)> = vec![(0, 0)];
+    for d in &old.data.devices {
+        if let (Some(a), Some(b)) = (slot_of(old, &d.name), slot_of(new, &d.name)) {
+            pairs.push((a, b));
+        }
+    }
+    add_counters(from, to, names::COUNTERS, pairs.iter().map(|(a, b)| (a.to_ne_bytes().to_vec(), b.to_ne_bytes().to_vec())))?;
+    let group_pairs = old.code.groups.iter().enumerate().filter_map(|(a, g)| {
+        let b = new.code.groups.iter().position(|h| h.name == g.name)?;
+        Some(((a as u32).to_ne_bytes().to_vec(), (b as u32).to_ne_bytes().to_vec()))
+    });
+    add_counters(from, to, names::GROUP_COUNTERS, group_pairs)?;
+    if old.code.key == new.code.key {
+        if let Some(fd) = from.map_fd(names::KEY_COUNTERS) {
+            let keys = map_keys(fd, 4)?;
+            add_counters(from, to, names::KEY_COUNTERS, keys.into_iter().map(|k| (k.clone(), k)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Per-CPU `{packets, bytes}` of `map` in `from` at each first key, added
+/// into `to` at the second key (when that entry exists there).
+fn add_counters(
+    from: &Pinned,
+    to: &Pinned,
+    map: &str,
+    pairs: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
+) -> io::Result<()> {
+    let (Some(src), Some(dst)) = (from.map_fd(map), to.map_fd(map)) else {
+        return Ok(());
+    };
+    // SAFETY: a plain libbpf query.
+    let cpus = unsafe { libbpf_sys::libbpf_num_possible_cpus() };
+    let cpus = usize::try_from(cpus).map_err(|_| io::Error::from_raw_os_error(-cpus))?;
+    let len = 16 * cpus;
+    for (a, b) in pairs {
+        let mut old = vec![0u8; len];
+        let mut new = vec![0u8; len];
+        if lookup(src, &a, &mut old).is_err() || lookup(dst, &b, &mut new).is_err() {
+            continue;
+        }
+        for (n, o) in new.chunks_exact_mut(8).zip(old.chunks_exact(8)) {
+            let sum = u64::from_ne_bytes(n.try_into().unwrap())
+                .wrapping_add(u64::from_ne_bytes(o.try_into().unwrap()));
+            n.copy_from_slice(&sum.to_ne_bytes());
+        }
+        // SAFETY: key and value buffers of the map's sizes.
+        check(unsafe {
+            libbpf_sys::bpf_map_update_elem(
+                dst.as_raw_fd(),
+                b.as_ptr().cast(),
+                new.as_ptr().cast(),
+                libbpf_sys::BPF_EXIST as u64,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<()> {
+    // SAFETY: buffers of the map's key and (per-CPU) value sizes.
+    check(unsafe {
+        libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_mut_ptr().cast())
+    })
+    .map(drop)
+}
+
+fn map_keys(fd: BorrowedFd<'_>, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    let mut next = vec![0u8; key_size];
+    let mut prev: Option<Vec<u8>> = None;
+    loop {
+        let prev_ptr = prev.as_ref().map_or(std::ptr::null(), |p| p.as_ptr().cast());
+        // SAFETY: key buffers of the map's key size.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev_ptr, next.as_mut_ptr().cast())
+        };
+        if rc < 0 {
+            if -rc == libc::ENOENT {
+                return Ok(keys);
+            }
+            return Err(io::Error::from_raw_os_error(-rc));
+        }
+        keys.push(next.clone());
+        prev = Some(next.clone());
+    }
+}
+
+// ------------------------------------------------------------------- repair
+
+/// Finishes or undoes what an interrupted apply left in `dir`; returns what
+/// it did, in words.
+///
+/// - `DIR/next` without its manifest: staging was not complete, no link
+///   was swapped: removed.
+/// - `DIR/next` complete, no link running its ingress program: removed.
+/// - `DIR/next` complete and some link running it: the swap was under way:
+///   every link is swapped to it and it is promoted (roll forward).
+/// - pins but no `DIR/manifest`: a first load that never committed:
+///   everything is detached and removed.
+/// - `DIR/manifest_next`: a manifest replacement that did not happen: the
+///   next apply writes it again; removed.
+pub fn repair(dir: &Path) -> Result<Vec<String>, DeployError> {
+    let mut done = Vec::new();
+    let next = dir.join(NEXT);
+    if next.is_dir() {
+        let complete = next.join(MANIFEST_PIN).exists();
+        let staged_ingress = next.join("progs").join(names::INGRESS);
+        let forward = complete
+            && if staged_ingress.exists() {
+                let id = open_pin(&staged_ingress).ok().and_then(|fd| prog_id(fd.as_fd()).ok());
+                pinned_links(dir)?.values().any(|i| i.is_some() && i.map(|i| i.prog_id) == id)
+            } else {
+                // The programs were already moved into place.
+                true
+            };
+        if forward {
+            let pinned = if next.join("progs").is_dir() { Pinned::open(&next)? } else { Pinned::open(dir)? };
+            let prog = pinned.prog_fd(names::INGRESS).expect("checked above");
+            for (_, path) in entries(&dir.join("links"))? {
+                let _ = deploy::swap(&path, prog);
+            }
+            promote(dir)?;
+            done.push("finished a code upgrade that was interrupted after its first swap".into());
+        } else {
+            remove_pins(&next)?;
+            done.push("removed the staged programs of a code upgrade that was interrupted before any swap".into());
+        }
+    }
+    let _ = std::fs::remove_file(dir.join(MANIFEST_NEXT));
+    let has_pins = ["maps", "progs", "links"].iter().any(|s| entries(&dir.join(s)).is_ok_and(|e| !e.is_empty()));
+    if has_pins && !dir.join(MANIFEST_PIN).exists() {
+        discard(dir);
+        std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+        done.push("removed a first load that was interrupted before it committed".into());
+    }
+    Ok(done)
+}
+
+// --------------------------------------------------------------- failpoints
+
+/// For the failure-injection tests: when `DEVMAPC_FAILPOINT` names this
+/// point, the process announces it on stderr and stops there until it is
+/// killed (`kill -9`), so a test can interrupt an apply at a known step.
+fn failpoint(name: &str) {
+    if std::env::var("DEVMAPC_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("devmapc: failpoint {name} reached, waiting to be killed");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+

@@ -1,0 +1,374 @@
+//! `devmapc status`: what a deployment is doing, read from the kernel.
+//!
+//! Everything comes from the pin directory: the manifest (the last applied
+//! plan), the links, the maps and their counters. Drift is the plan of map
+//! operations that would take the kernel's entries to the manifest's
+//! ([`crate::plan::diff`] of [`crate::plan::read_state`] against
+//! [`crate::plan::desired`]): empty when the kernel serves exactly what was
+//! applied.
+
+use crate::apply::{key_map, Pinned};
+use crate::deploy::{entries, link_info, open_pin, parse_manifest, read_manifest, DeployError, LinkInfo};
+use crate::fill::Device;
+use crate::netdev;
+use crate::plan::{desired, diff, read_state, Handles, Plan};
+use devmapc::ir::{encode_key, names, KeyPlan, TargetRef};
+use devmapc::model::{Access, XdpMode};
+use libbpf_rs::libbpf_sys;
+use serde_json::json;
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+/// Packets and bytes, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct LinkStatus {
+    /// The pin's label: the device's name (or ifindex).
+    pub device: String,
+    pub link: Option<LinkInfo>,
+    /// `None` when the kernel reports no XDP program of this link on the
+    /// device.
+    pub mode: Option<XdpMode>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DeviceStatus {
+    pub name: String,
+    /// Where the spec's binding resolves now; `None`: not found.
+    pub ifindex: Option<u32>,
+    pub egress: Option<String>,
+    /// Frames redirected to the device (slot counters); `None` without
+    /// counters.
+    pub count: Option<Count>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RouteStatus {
+    /// The key as the spec writes it.
+    pub key: String,
+    /// `device (program)` or `group NAME`.
+    pub target: String,
+    pub line: u32,
+    /// Per-key counters (direct keys with counters).
+    pub count: Option<Count>,
+    /// The kernel's entry differs from the plan (or is missing).
+    pub drift: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub dir: PathBuf,
+    pub spec: String,
+    pub code_hash: String,
+    pub data_hash: String,
+    pub links: Vec<LinkStatus>,
+    pub devices: Vec<DeviceStatus>,
+    pub routes: Vec<RouteStatus>,
+    pub default_route: Option<String>,
+    pub misses: Option<Count>,
+    pub groups: Vec<(String, Option<Count>)>,
+    /// The operations that would repair the kernel's maps; empty: no drift.
+    pub drift: Plan,
+    /// Why drift could not be computed (a device is gone, the key map is
+    /// `write_only`).
+    pub drift_unknown: Option<String>,
+}
+
+/// Reads the deployment pinned in `dir`.
+pub fn status(dir: &Path) -> Result<Status, DeployError> {
+    let text = read_manifest(dir)?;
+    let (_, ir) = parse_manifest(&text).map_err(|e| DeployError::Mismatch(format!("{}: {e}", dir.display())))?;
+    let hashes = crate::deploy::manifest_hashes(&text).unwrap_or_else(|| (ir.code_hash(), ir.data_hash()));
+    let pinned = Pinned::open(dir)?;
+
+    let mut links = Vec::new();
+    for (device, path) in entries(&dir.join("links"))? {
+        let link = open_pin(&path).ok().and_then(|fd| link_info(fd.as_fd()).ok());
+        let mode = link.and_then(|l| netdev::by_index(l.ifindex).ok().map(|d| (l, d))).and_then(|(l, d)| {
+            if d.xdp.driver == Some(l.prog_id) {
+                Some(XdpMode::Native)
+            } else if d.xdp.generic == Some(l.prog_id) {
+                Some(XdpMode::Generic)
+            } else {
+                None
+            }
+        });
+        links.push(LinkStatus { device, link, mode });
+    }
+
+    let resolved: Vec<Option<netdev::Link>> = ir.data.devices.iter().map(|d| netdev::resolve_device(d).ok()).collect();
+    let slot_counts = read_counters(&pinned, names::COUNTERS);
+    let count_at = |slot: u32| slot_counts.as_ref().map(|c| c.get(slot as usize).copied().unwrap_or_default());
+    let devices: Vec<DeviceStatus> = ir
+        .data
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(d, device)| DeviceStatus {
+            name: device.name.clone(),
+            ifindex: resolved[d].as_ref().map(|l| l.ifindex),
+            egress: device.program.map(|p| ir.code.programs[p].name.clone()),
+            count: count_at(TargetRef::Device(d).slot()),
+        })
+        .collect();
+    let group_counts = read_counters(&pinned, names::GROUP_COUNTERS);
+    let groups = ir
+        .code
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(g, group)| (group.name.clone(), group_counts.as_ref().map(|c| c.get(g).copied().unwrap_or_default())))
+        .collect();
+
+    // Drift: the kernel's entries against the plan, with today's ifindexes.
+    let mut drift = Plan::default();
+    let mut drift_unknown = None;
+    if ir.code.access == Access::WriteOnly {
+        drift_unknown = Some(format!("map {} is write_only: it cannot be read back", key_map(&ir)));
+    } else if let Some(missing) = ir.data.devices.iter().zip(&resolved).find(|(_, l)| l.is_none()) {
+        drift_unknown = Some(format!(
+            "device `{}` (line {}) is not in this network namespace: the kernel removed its entries",
+            missing.0.name, missing.0.line
+        ));
+    } else {
+        let devs: Vec<Device> = resolved.iter().flatten().map(Device::from).collect();
+        let wanted = desired(&ir, &devs)?;
+        let mut kernel = read_state(&pinned, &ir)?;
+        kernel.relabel(&wanted);
+        drift = diff(&kernel, &wanted);
+    }
+
+    let key_counts = read_key_counters(&pinned);
+    let ifindex = |d: usize| resolved.get(d).and_then(|l| l.as_ref().map(|l| l.ifindex));
+    let target_text = |t: TargetRef| match t {
+        TargetRef::Device(d) => {
+            let device = &ir.data.devices[d];
+            match device.program {
+                Some(p) => format!("{} ({})", device.name, ir.code.programs[p].name),
+                None => device.name.clone(),
+            }
+        }
+        TargetRef::Group(g) => format!("group {}", ir.code.groups[g].name),
+    };
+    let routes = ir
+        .data
+        .routes
+        .iter()
+        .map(|route| {
+            let key = encode_key(&ir.code.key, &route.key, &ifindex).ok();
+            let count = match (&ir.code.key, route.target, &key, &key_counts) {
+                (KeyPlan::Direct { .. }, TargetRef::Device(_), Some(k), Some(counts)) => {
+                    Some(counts.iter().find(|(key, _)| key == k).map(|(_, c)| *c).unwrap_or_default())
+                }
+                _ => None,
+            };
+            let drift = key.as_ref().is_some_and(|k| {
+                drift.ops.iter().any(|op| {
+                    &op.key == k && [names::ROUTES, names::KEYS, names::GROUP_KEYS].contains(&op.map.as_str())
+                })
+            });
+            RouteStatus {
+                key: route.text.clone(),
+                target: target_text(route.target),
+                line: route.line,
+                count,
+                drift,
+            }
+        })
+        .collect();
+
+    Ok(Status {
+        dir: dir.to_path_buf(),
+        spec: ir.spec.clone(),
+        code_hash: hashes.0,
+        data_hash: hashes.1,
+        links,
+        devices,
+        routes,
+        default_route: ir.data.default_route.map(target_text),
+        misses: count_at(0),
+        groups,
+        drift,
+        drift_unknown,
+    })
+}
+
+fn mode_name(mode: Option<XdpMode>) -> &'static str {
+    match mode {
+        Some(XdpMode::Native) => "native",
+        Some(XdpMode::Generic) => "generic",
+        Some(XdpMode::Auto) => "auto",
+        None => "not attached",
+    }
+}
+
+fn count_text(c: Option<Count>) -> String {
+    c.map_or(String::new(), |c| format!("{} packets, {} bytes", c.packets, c.bytes))
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} ({})", self.spec, self.dir.display())?;
+        writeln!(f, "  code {}  data {}", self.code_hash, self.data_hash)?;
+        writeln!(f, "attached:")?;
+        if self.links.is_empty() {
+            writeln!(f, "  (no links)")?;
+        }
+        for l in &self.links {
+            match l.link {
+                Some(info) if info.ifindex != 0 => writeln!(
+                    f,
+                    "  {:<16} ifindex {:<5} {:<8} link {} program {}",
+                    l.device,
+                    info.ifindex,
+                    mode_name(l.mode),
+                    info.id,
+                    info.prog_id
+                )?,
+                _ => writeln!(f, "  {:<16} DETACHED: the device went away (re-run apply)", l.device)?,
+            }
+        }
+        writeln!(f, "routes:")?;
+        let width = self.routes.iter().map(|r| r.key.len()).max().unwrap_or(0);
+        for r in &self.routes {
+            writeln!(
+                f,
+                "  {:<width$} → {}{}{}",
+                r.key,
+                r.target,
+                r.count.map_or(String::new(), |c| format!("   {}", count_text(Some(c)))),
+                if r.drift { "   DRIFT" } else { "" }
+            )?;
+        }
+        if let Some(d) = &self.default_route {
+            writeln!(f, "  {:<width$} → {d}", "default")?;
+        }
+        if let Some(m) = self.misses {
+            writeln!(f, "  {:<width$}   {}", "(misses)", count_text(Some(m)))?;
+        }
+        writeln!(f, "devices:")?;
+        for d in &self.devices {
+            let at = d.ifindex.map_or("MISSING".to_string(), |i| format!("ifindex {i}"));
+            let egress = d.egress.as_ref().map_or(String::new(), |p| format!(" egress {p}"));
+            writeln!(f, "  {:<16} {at}{egress}   {}", d.name, count_text(d.count))?;
+        }
+        for (g, c) in &self.groups {
+            writeln!(f, "  group {:<10} {}", g, count_text(*c))?;
+        }
+        match &self.drift_unknown {
+            Some(why) => writeln!(f, "drift: unknown: {why}")?,
+            None if self.drift.is_empty() => writeln!(f, "drift: none (the kernel's maps match the last apply)")?,
+            None => write!(f, "drift: the kernel differs from the last apply; `devmapc apply` would run\n{}", self.drift)?,
+        }
+        Ok(())
+    }
+}
+
+impl Status {
+    pub fn to_json(&self) -> serde_json::Value {
+        let count = |c: Option<Count>| c.map(|c| json!({"packets": c.packets, "bytes": c.bytes}));
+        json!({
+            "dir": self.dir,
+            "spec": self.spec,
+            "code_hash": self.code_hash,
+            "data_hash": self.data_hash,
+            "links": self.links.iter().map(|l| json!({
+                "device": l.device,
+                "ifindex": l.link.map(|i| i.ifindex),
+                "link_id": l.link.map(|i| i.id),
+                "prog_id": l.link.map(|i| i.prog_id),
+                "mode": l.mode.map(|m| mode_name(Some(m))),
+            })).collect::<Vec<_>>(),
+            "routes": self.routes.iter().map(|r| json!({
+                "key": r.key, "target": r.target, "line": r.line,
+                "count": count(r.count), "drift": r.drift,
+            })).collect::<Vec<_>>(),
+            "default": self.default_route,
+            "misses": count(self.misses),
+            "devices": self.devices.iter().map(|d| json!({
+                "name": d.name, "ifindex": d.ifindex, "egress": d.egress, "count": count(d.count),
+            })).collect::<Vec<_>>(),
+            "groups": self.groups.iter().map(|(g, c)| json!({"name": g, "count": count(*c)})).collect::<Vec<_>>(),
+            "drift": match &self.drift_unknown {
+                Some(why) => json!({"known": false, "why": why}),
+                None => json!({
+                    "known": true,
+                    "operations": self.drift.ops.iter().map(|op| json!({
+                        "op": op.verb(), "map": op.map, "what": op.why,
+                        "old": op.op.old_value().map(|v| v.to_string()),
+                        "new": op.op.new_value().map(|v| v.to_string()),
+                    })).collect::<Vec<_>>(),
+                }),
+            },
+        })
+    }
+}
+
+/// Every deployment under `root` (a directory of pin directories).
+pub fn list(root: &Path) -> Vec<PathBuf> {
+    entries(root)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, p)| p)
+        .filter(|p| p.join(crate::deploy::MANIFEST_PIN).exists())
+        .collect()
+}
+
+/// Per-CPU `{packets, bytes}` counters of an array, summed; `None` when the
+/// object has no such map.
+fn read_counters(pinned: &Pinned, map: &str) -> Option<Vec<Count>> {
+    let fd = pinned.map_fd(map)?;
+    let info = map_info(fd)?;
+    let mut out = Vec::with_capacity(info.max_entries as usize);
+    for i in 0..info.max_entries {
+        out.push(percpu_count(fd, &i.to_ne_bytes()).unwrap_or_default());
+    }
+    Some(out)
+}
+
+fn read_key_counters(pinned: &Pinned) -> Option<Vec<(Vec<u8>, Count)>> {
+    let fd = pinned.map_fd(names::KEY_COUNTERS)?;
+    let mut out = Vec::new();
+    let mut prev: Option<[u8; 4]> = None;
+    let mut next = [0u8; 4];
+    loop {
+        let prev_ptr = prev.as_ref().map_or(std::ptr::null(), |p| p.as_ptr().cast());
+        // SAFETY: 4-byte key buffers, the map's key size.
+        if unsafe { libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev_ptr, next.as_mut_ptr().cast()) } < 0 {
+            return Some(out);
+        }
+        out.push((next.to_vec(), percpu_count(fd, &next).unwrap_or_default()));
+        prev = Some(next);
+    }
+}
+
+fn percpu_count(fd: BorrowedFd<'_>, key: &[u8]) -> Option<Count> {
+    // SAFETY: a plain libbpf query.
+    let cpus = usize::try_from(unsafe { libbpf_sys::libbpf_num_possible_cpus() }).ok()?;
+    let mut value = vec![0u8; 16 * cpus];
+    // SAFETY: key of the map's key size, value of 16 bytes per possible CPU.
+    let rc = unsafe { libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_mut_ptr().cast()) };
+    if rc < 0 {
+        return None;
+    }
+    let mut c = Count::default();
+    for cpu in value.chunks_exact(16) {
+        c.packets += u64::from_ne_bytes(cpu[..8].try_into().ok()?);
+        c.bytes += u64::from_ne_bytes(cpu[8..].try_into().ok()?);
+    }
+    Some(c)
+}
+
+fn map_info(fd: BorrowedFd<'_>) -> Option<libbpf_sys::bpf_map_info> {
+    let mut info = libbpf_sys::bpf_map_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info is a zeroed bpf_map_info of `len` bytes.
+    let rc = unsafe { libbpf_sys::bpf_obj_get_info_by_fd(fd.as_raw_fd(), (&mut info as *mut libbpf_sys::bpf_map_info).cast(), &mut len) };
+    (rc == 0).then_some(info)
+}
