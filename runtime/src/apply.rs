@@ -547,14 +547,30 @@ fn needs_reload(old: &(String, String), new: &(String, String), access: Access) 
 }
 
 /// The manifest to pin: the build's own file next to the object when it
-/// holds this plan, else one made from `ir`.
-fn manifest_text(object: &Path, ir: &Ir) -> String {
+/// holds this plan. When only the data differs (a program changed routes
+/// through [`crate::embed`]), one is made from `ir` with the build's
+/// `code_hash` kept: the code hash covers egress bodies, which a manifest's
+/// IR leaves out, so it cannot be recomputed.
+pub fn manifest_text(object: &Path, ir: &Ir) -> String {
     let file = object.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let name = file.split('.').next().unwrap_or("devmapc").to_string();
-    std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json")))
-        .ok()
-        .filter(|text| parse_manifest(text).is_ok_and(|(_, theirs)| theirs == *ir))
-        .unwrap_or_else(|| devmapc::builder::manifest(ir, &name))
+    let sibling = std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json"))).ok();
+    let parsed = sibling.as_deref().and_then(|text| {
+        let (_, theirs) = parse_manifest(text).ok()?;
+        Some((theirs, manifest_hashes(text)?))
+    });
+    let made = devmapc::builder::manifest(ir, &name);
+    match (sibling, parsed) {
+        (Some(text), Some((theirs, _))) if theirs == *ir => text,
+        (_, Some((theirs, (code_hash, _)))) if theirs.code == ir.code => {
+            let mut value: serde_json::Value = serde_json::from_str(&made).expect("made above");
+            value["code_hash"] = serde_json::Value::String(code_hash);
+            let mut text = serde_json::to_string_pretty(&value).expect("serialises");
+            text.push('\n');
+            text
+        }
+        _ => made,
+    }
 }
 
 fn first_load(object: &Path, ir: &Ir, links: &[Link], dir: &Path, report: &mut Report) -> Result<(), DeployError> {

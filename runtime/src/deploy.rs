@@ -491,7 +491,29 @@ pub fn check_support(support: &Support, ir: &Ir) -> Result<(), DeployError> {
             groups.join(", ")
         )));
     }
+    if let (Some(node), Some(online)) = (ir.code.numa_node, online_numa_nodes()) {
+        if !online.contains(&node) {
+            let list: Vec<String> = online.iter().map(u32::to_string).collect();
+            return Err(DeployError::Unsupported(format!(
+                "`numa_node = {node}`: this machine has no NUMA node {node} (online: {}); the \
+                 kernel would refuse to create the maps there",
+                list.join(", ")
+            )));
+        }
+    }
     Ok(())
+}
+
+/// The online NUMA nodes (`/sys/devices/system/node/online`, e.g. `0-1,3`);
+/// `None` when the kernel does not say.
+fn online_numa_nodes() -> Option<Vec<u32>> {
+    let text = std::fs::read_to_string("/sys/devices/system/node/online").ok()?;
+    let mut nodes = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        nodes.extend(a.parse::<u32>().ok()?..=b.parse::<u32>().ok()?);
+    }
+    Some(nodes)
 }
 
 fn kernel_release() -> String {

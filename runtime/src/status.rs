@@ -156,7 +156,7 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         }
         TargetRef::Group(g) => format!("group {}", ir.code.groups[g].name),
     };
-    let routes = ir
+    let routes: Vec<RouteStatus> = ir
         .data
         .routes
         .iter()
@@ -182,6 +182,17 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
             }
         })
         .collect();
+
+    // A direct key counts under its key, not its device's slot: a device's
+    // count adds those of the routes that lead to it.
+    let mut devices = devices;
+    for (route, r) in ir.data.routes.iter().zip(&routes) {
+        if let (TargetRef::Device(d), Some(c)) = (route.target, r.count) {
+            let total = devices[d].count.get_or_insert_with(Count::default);
+            total.packets += c.packets;
+            total.bytes += c.bytes;
+        }
+    }
 
     Ok(Status {
         dir: dir.to_path_buf(),

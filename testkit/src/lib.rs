@@ -14,6 +14,7 @@
 pub mod bpf;
 pub mod netns;
 pub mod packet;
+pub mod pins;
 pub mod privileged;
 
 /// Paths of the BPF objects compiled from `testkit/bpf/*.bpf.c`.

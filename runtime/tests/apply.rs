@@ -1,0 +1,453 @@
+//! `apply` against the real kernel: a first apply loads, fills and attaches;
+//! a data change is a small diff; a code change swaps programs under live
+//! links; a failed apply leaves the previous configuration serving; traffic
+//! to unchanged routes loses nothing while routes change and code is
+//! upgraded; entries of a re-created device come back on the next apply;
+//! `access` and `numa_node` do what the language says.
+//!
+//! Each test builds a namespace with veth pairs `dmcX`/`pdmcX` and the test
+//! kit's `count` program on every far end (which also makes the targets
+//! ready: KERNEL.md), and pins under `/sys/fs/bpf/devmapc-test-<pid>-<n>`.
+//! Frames are real: sent from an AF_PACKET socket into `pdmca`, they arrive
+//! on `dmca`, where the deployment's link runs the ingress program.
+
+use devmapc::ir::{names, Ir};
+use devmapc_runtime::apply::{self, Kind, Options, Report};
+use devmapc_runtime::deploy::{self, DeployError};
+use devmapc_runtime::plan::{self, Handles};
+use devmapc_runtime::status;
+use devmapc_testkit::bpf;
+use devmapc_testkit::netns::{Iface, Netns};
+use devmapc_testkit::packet::Frame;
+use devmapc_testkit::pins::PinDir;
+use devmapc_testkit::{objects, require_privileged, wait_until};
+use libbpf_rs::{Link, Object};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A spec over the rig's devices, with `table` settings and routes.
+fn spec(table: &str, routes: &str) -> String {
+    format!(
+        "table {{ key = ipv4.dst, {table} }}
+device a {{ ifname = \"dmca\" }}
+device b {{ ifname = \"dmcb\", egress = stamp() }}
+device c {{ ifname = \"dmcc\" }}
+egress stamp() {{
+    eth.src = egress.mac
+}}
+ingress {{ on = [a], mode = native }}
+{routes}
+"
+    )
+}
+
+const ROUTES: &str = "route 10.0.0.2 -> b\nroute 10.0.0.3 -> c";
+
+fn to(dst: [u8; 4]) -> Vec<u8> {
+    Frame::new()
+        .ipv4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::from(dst))
+        .udp(1000, 53)
+        .build()
+}
+
+struct Build {
+    obj: PathBuf,
+    ir: Ir,
+    _dir: tempfile::TempDir,
+}
+
+fn build(text: &str) -> Build {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fwd.devmap");
+    std::fs::write(&path, text).unwrap();
+    let outputs = devmapc::Builder::new(&path)
+        .out_dir(dir.path())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (obj, ir) = deploy::read_manifest_file(&outputs.manifest.unwrap()).unwrap();
+    Build { obj, ir, _dir: dir }
+}
+
+struct Rig {
+    ns: Netns,
+    peers: Vec<Iface>,
+    counts: Object,
+    _counting: Vec<Link>,
+    pins: PinDir,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let ns = Netns::new().unwrap();
+        let counts = bpf::load(objects::COUNT).unwrap();
+        let (mut peers, mut counting) = (vec![], vec![]);
+        for name in ["dmca", "dmcb", "dmcc"] {
+            let (_, peer) = ns.veth(name, &format!("p{name}")).unwrap();
+            counting.push(Self::count_on(&ns, &counts, peer.ifindex));
+            peers.push(peer);
+        }
+        Rig {
+            ns,
+            peers,
+            counts,
+            _counting: counting,
+            pins: PinDir::new(),
+        }
+    }
+
+    fn count_on(ns: &Netns, counts: &Object, ifindex: u32) -> Link {
+        let counter = bpf::prog(counts, "count").unwrap();
+        ns.enter(|| counter.attach_xdp(ifindex as i32)).unwrap()
+    }
+
+    fn apply(&self, b: &Build) -> Result<Report, DeployError> {
+        self.ns
+            .enter(|| apply::apply(&b.obj, &b.ir, &Options::new(&*self.pins)))
+    }
+
+    fn peer(&self, dev: &str) -> &Iface {
+        self.peers.iter().find(|p| p.name == format!("p{dev}")).unwrap()
+    }
+
+    fn received(&self, dev: &str) -> u64 {
+        let counts = bpf::map(&self.counts, "counts").unwrap();
+        bpf::rx_count(&counts, self.peer(dev).ifindex).unwrap().0
+    }
+
+    fn send(&self, dst: [u8; 4], n: u64) {
+        let ifindex = self.peer("dmca").ifindex;
+        let frame = to(dst);
+        self.ns.enter(|| send_raw(ifindex, &frame, n)).unwrap();
+    }
+
+    /// Sends `n` frames to `dst` and checks how many each device got.
+    fn delivers(&self, dst: [u8; 4], n: u64, expect: &[(&str, u64)]) {
+        let before: Vec<u64> = expect.iter().map(|(d, _)| self.received(d)).collect();
+        self.send(dst, n);
+        for ((dev, want), before) in expect.iter().zip(before) {
+            wait_until(Duration::from_secs(3), || self.received(dev) - before >= *want);
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(self.received(dev) - before, *want, "frames to {dst:?} counted behind {dev}");
+        }
+    }
+
+    /// The kernel's entries against the last applied plan.
+    fn drift(&self) -> plan::Plan {
+        let s = self.ns.enter(|| status::status(&self.pins)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.drift_unknown.is_none(), "{:?}", s.drift_unknown);
+        s.drift
+    }
+
+    fn link_ids(&self) -> Vec<(u32, u32)> {
+        let link = self.pins.join("links").join("dmca");
+        let info = deploy::pinned_link_info(&link).unwrap();
+        vec![(info.id, info.prog_id)]
+    }
+}
+
+fn send_raw(ifindex: u32, frame: &[u8], n: u64) -> std::io::Result<()> {
+    // SAFETY: plain socket calls on a socket this function owns.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    for _ in 0..n {
+        // SAFETY: the frame and address outlive the call.
+        let sent = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn first_apply_loads_and_a_data_change_is_a_diff_of_the_changed_entries() {
+    require_privileged!();
+    let rig = Rig::new();
+    let v1 = build(&spec("on_miss = drop", ROUTES));
+    let report = rig.apply(&v1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.kind, Kind::First, "{report}");
+    assert!(rig.pins.join("manifest").exists());
+    assert!(rig.drift().is_empty());
+    rig.delivers([10, 0, 0, 2], 10, &[("dmcb", 10), ("dmcc", 0)]);
+    rig.delivers([10, 0, 0, 3], 10, &[("dmcb", 0), ("dmcc", 10)]);
+    let links = rig.link_ids();
+
+    // The same build again: nothing to do.
+    let again = rig.apply(&v1).unwrap();
+    assert_eq!(again.kind, Kind::Unchanged, "{again}");
+    assert!(again.plan.is_empty());
+
+    // One route retargeted: one map operation, same programs and links.
+    let v2 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
+    let report = rig.apply(&v2).unwrap();
+    assert_eq!(report.kind, Kind::Data, "{report}");
+    assert_eq!(report.plan.len(), 1, "{}", report.plan);
+    assert_eq!(rig.link_ids(), links, "a data change keeps the link and program");
+    rig.delivers([10, 0, 0, 2], 10, &[("dmcb", 0), ("dmcc", 10)]);
+    assert!(rig.drift().is_empty());
+
+    // A route added and one removed.
+    let v3 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.4 -> b"));
+    let report = rig.apply(&v3).unwrap();
+    assert_eq!(report.kind, Kind::Data);
+    let t = report.plan.totals();
+    assert_eq!((t.added, t.changed, t.removed), (2, 0, 2), "{}", report.plan);
+    rig.delivers([10, 0, 0, 3], 10, &[("dmcb", 0), ("dmcc", 0)]);
+    rig.delivers([10, 0, 0, 4], 10, &[("dmcb", 10), ("dmcc", 0)]);
+
+    let detached = deploy::detach(&rig.pins).unwrap();
+    assert_eq!(detached.links.len(), 1);
+    assert!(!rig.pins.exists());
+    rig.delivers([10, 0, 0, 4], 10, &[("dmcb", 0)]);
+}
+
+#[test]
+fn a_code_change_swaps_the_programs_under_the_same_link_and_keeps_counters() {
+    require_privileged!();
+    let rig = Rig::new();
+    rig.apply(&build(&spec("on_miss = drop", ROUTES))).unwrap();
+    rig.delivers([10, 0, 0, 2], 7, &[("dmcb", 7)]);
+    let before = rig.link_ids()[0];
+
+    let v2 = build(&spec("on_miss = pass", ROUTES));
+    let report = rig.apply(&v2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.kind, Kind::Code, "{report}");
+    let after = rig.link_ids()[0];
+    assert_eq!(after.0, before.0, "the same link");
+    assert_ne!(after.1, before.1, "a new program");
+    assert!(!rig.pins.join(apply::NEXT).exists());
+    assert!(rig.drift().is_empty());
+    rig.delivers([10, 0, 0, 2], 5, &[("dmcb", 5)]);
+
+    // Counters went over to the new maps, and the new program adds to them.
+    let s = rig.ns.enter(|| status::status(&rig.pins)).unwrap();
+    let b = s.devices.iter().find(|d| d.name == "b").unwrap();
+    assert_eq!(b.count.unwrap().packets, 12, "{s}");
+    let code = s.code_hash.clone();
+    assert_ne!(code, v2.ir.code_hash(), "the manifest keeps the build's code hash");
+}
+
+#[test]
+fn a_failed_apply_leaves_the_previous_configuration_serving() {
+    require_privileged!();
+    let rig = Rig::new();
+    rig.apply(&build(&spec("on_miss = drop", ROUTES))).unwrap();
+    let pinned = apply::Pinned::open(&rig.pins).unwrap();
+    let v1 = build(&spec("on_miss = drop", ROUTES));
+    let before = plan::read_state(&pinned, &v1.ir).unwrap();
+    let links = rig.link_ids();
+
+    // A device that does not exist: refused before anything changes, with
+    // the device and its line named.
+    let missing = spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.9 -> d")
+        .replace("device c {", "device d { ifname = \"dmcnope\" }\ndevice c {");
+    let err = rig.apply(&build(&missing)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("device `d` (line 4)") && text.contains("dmcnope"), "{text}");
+
+    // A code change whose load fails (a NUMA node this machine lacks).
+    let bad_code = build(&spec("on_miss = drop, numa_node = 63", ROUTES));
+    let err = rig.apply(&bad_code).unwrap_err();
+    assert!(!err.to_string().is_empty());
+    assert!(!rig.pins.join(apply::NEXT).exists(), "nothing staged is left");
+
+    assert_eq!(plan::read_state(&pinned, &v1.ir).unwrap(), before);
+    assert_eq!(rig.link_ids(), links);
+    assert!(rig.drift().is_empty());
+    rig.delivers([10, 0, 0, 2], 10, &[("dmcb", 10)]);
+}
+
+#[test]
+fn a_re_created_device_gets_its_entries_back_on_the_next_apply() {
+    require_privileged!();
+    let rig = Rig::new();
+    let v1 = build(&spec("on_miss = drop", ROUTES));
+    rig.apply(&v1).unwrap();
+    // The kernel removes every entry of a device that goes away (KERNEL.md).
+    rig.ns.delete_link("dmcc").unwrap();
+    let (c, peer) = rig.ns.veth("dmcc", "pdmcc").unwrap();
+    let _count = Rig::count_on(&rig.ns, &rig.counts, peer.ifindex);
+    let drift = rig.drift();
+    assert!(!drift.is_empty(), "the kernel dropped dmcc's entries");
+    let report = rig.apply(&v1).unwrap();
+    assert_eq!(report.kind, Kind::Data, "{report}");
+    assert!(rig.drift().is_empty());
+    let s = rig.ns.enter(|| status::status(&rig.pins)).unwrap();
+    assert_eq!(s.devices.iter().find(|d| d.name == "c").unwrap().ifindex, Some(c.ifindex));
+    let before = bpf::rx_count(&bpf::map(&rig.counts, "counts").unwrap(), peer.ifindex).unwrap().0;
+    rig.send([10, 0, 0, 3], 10);
+    assert!(wait_until(Duration::from_secs(3), || {
+        bpf::rx_count(&bpf::map(&rig.counts, "counts").unwrap(), peer.ifindex).unwrap().0 == before + 10
+    }));
+}
+
+/// Frames to a route that never changes, in bursts, each waited for so
+/// that no veth ring overflows: every frame not counted is one the apply
+/// lost.
+#[test]
+fn traffic_to_unchanged_routes_loses_nothing_through_route_changes_and_code_upgrades() {
+    require_privileged!();
+    let rig = Arc::new(Rig::new());
+    let drop = build(&spec("on_miss = drop", ROUTES));
+    let pass = build(&spec("on_miss = pass", ROUTES));
+    let moved = build(&spec("on_miss = drop", "route 10.0.0.2 -> b\nroute 10.0.0.3 -> b"));
+    rig.apply(&drop).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let (rig, stop, sent) = (rig.clone(), stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let base = rig.received("dmcb");
+            while !stop.load(Ordering::Relaxed) {
+                rig.send([10, 0, 0, 2], 16);
+                let total = sent.fetch_add(16, Ordering::Relaxed) + 16;
+                wait_until(Duration::from_millis(200), || rig.received("dmcb") - base >= total);
+            }
+            base
+        })
+    };
+    let mut kinds = Vec::new();
+    for i in 0..100 {
+        let b = if i % 2 == 0 { &moved } else { &drop };
+        kinds.push(rig.apply(b).unwrap_or_else(|e| panic!("{e}")).kind);
+    }
+    for i in 0..10 {
+        let b = if i % 2 == 0 { &pass } else { &drop };
+        kinds.push(rig.apply(b).unwrap_or_else(|e| panic!("{e}")).kind);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let base = sender.join().unwrap();
+    let sent = sent.load(Ordering::Relaxed);
+    wait_until(Duration::from_secs(3), || rig.received("dmcb") - base >= sent);
+    let received = rig.received("dmcb") - base;
+    assert_eq!(kinds.iter().filter(|k| **k == Kind::Data).count(), 100);
+    assert_eq!(kinds.iter().filter(|k| **k == Kind::Code).count(), 10);
+    assert!(sent > 1000, "only {sent} frames sent");
+    eprintln!("sent {sent}, received {received} through 100 route changes and 10 code upgrades");
+    assert_eq!(received, sent, "frames lost to an unchanged route");
+}
+
+/// Flags of the map pinned at `path`, and whether a write to it works.
+fn map_flags_and_write(path: &Path, key: &[u8], value: &[u8]) -> (u32, std::io::Result<()>) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid path; the fd is owned at once.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    assert!(fd >= 0, "open {}", path.display());
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut info = libbpf_rs::libbpf_sys::bpf_map_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info is a zeroed bpf_map_info of `len` bytes.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(fd.as_raw_fd(), &mut info as *mut _ as *mut _, &mut len)
+    };
+    assert_eq!(rc, 0);
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_update_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_ptr().cast(), 0)
+    };
+    let write = if rc < 0 { Err(std::io::Error::from_raw_os_error(-rc)) } else { Ok(()) };
+    (info.map_flags, write)
+}
+
+#[test]
+fn read_only_freezes_the_key_map_after_filling_and_changes_reload() {
+    require_privileged!();
+    let rig = Rig::new();
+    let v1 = build(&spec("on_miss = drop, access = read_only", ROUTES));
+    rig.apply(&v1).unwrap_or_else(|e| panic!("{e}"));
+    rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 3)]);
+    let map = rig.pins.join("maps").join(names::ROUTES);
+    let ifindex = rig.ns.ifindex("dmcc").unwrap();
+    let mut value = ifindex.to_ne_bytes().to_vec();
+    value.extend((-1i32).to_ne_bytes());
+    let (_, write) = map_flags_and_write(&map, &u32::from_be_bytes([10, 0, 0, 2]).to_ne_bytes(), &value);
+    let write = rig.ns.enter(|| write);
+    assert_eq!(write.unwrap_err().raw_os_error(), Some(libc::EPERM), "a frozen map refuses writes");
+    // Even through an fd reopened by id (RDONLY itself belongs to the fd).
+    let pinned = apply::Pinned::open(&rig.pins).unwrap();
+    let fd = pinned.map_fd(names::ROUTES).unwrap();
+    let rc = rig.ns.enter(|| unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_delete_elem(fd.as_raw_fd(), [10u8, 0, 0, 2].as_ptr().cast())
+    });
+    assert_eq!(rc, -libc::EPERM);
+
+    // A route change cannot be written in place: new maps, swapped in.
+    let v2 = build(&spec("on_miss = drop, access = read_only", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
+    let report = rig.apply(&v2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.kind, Kind::Code, "{report}");
+    rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 0), ("dmcc", 3)]);
+    assert!(rig.drift().is_empty());
+}
+
+#[test]
+fn write_only_key_map_is_never_read_back_and_changes_reload() {
+    require_privileged!();
+    let rig = Rig::new();
+    let v1 = build(&spec("on_miss = drop, access = write_only", ROUTES));
+    rig.apply(&v1).unwrap_or_else(|e| panic!("{e}"));
+    rig.delivers([10, 0, 0, 3], 3, &[("dmcc", 3)]);
+    let s = rig.ns.enter(|| status::status(&rig.pins)).unwrap();
+    assert!(s.drift_unknown.as_deref().is_some_and(|w| w.contains("write_only")), "{s}");
+    let v2 = build(&spec("on_miss = drop, access = write_only", "route 10.0.0.3 -> b"));
+    let report = rig.apply(&v2).unwrap();
+    assert_eq!(report.kind, Kind::Code, "{report}");
+    rig.delivers([10, 0, 0, 3], 3, &[("dmcb", 3), ("dmcc", 0)]);
+}
+
+#[test]
+fn numa_node_is_set_on_the_key_map_and_a_missing_node_is_refused() {
+    require_privileged!();
+    let rig = Rig::new();
+    rig.apply(&build(&spec("on_miss = drop, numa_node = 0", ROUTES))).unwrap_or_else(|e| panic!("{e}"));
+    let (flags, _) = map_flags_and_write(&rig.pins.join("maps").join(names::ROUTES), &[0; 4], &[0; 8]);
+    assert_ne!(flags & libbpf_rs::libbpf_sys::BPF_F_NUMA_NODE, 0, "flags {flags:#x}");
+    rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 3)]);
+    deploy::detach(&rig.pins).unwrap();
+
+    let err = rig.apply(&build(&spec("on_miss = drop, numa_node = 63", ROUTES))).unwrap_err();
+    assert!(err.to_string().contains("no NUMA node 63"), "{err}");
+    assert!(!rig.pins.join("manifest").exists(), "nothing committed");
+    assert!(!rig.pins.join("maps").exists(), "nothing left pinned");
+}
+
+#[test]
+fn a_dry_run_reports_the_plan_and_changes_nothing() {
+    require_privileged!();
+    let rig = Rig::new();
+    let v1 = build(&spec("on_miss = drop", ROUTES));
+    let opts = Options { dry_run: true, ..Options::new(&*rig.pins) };
+    let report = rig.ns.enter(|| apply::apply(&v1.obj, &v1.ir, &opts)).unwrap();
+    assert_eq!(report.kind, Kind::First);
+    assert!(report.dry_run && !report.plan.is_empty());
+    assert!(!rig.pins.join("manifest").exists());
+    rig.apply(&v1).unwrap();
+    let v2 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
+    let report = rig.ns.enter(|| apply::apply(&v2.obj, &v2.ir, &opts)).unwrap();
+    assert_eq!(report.kind, Kind::Data);
+    assert_eq!(report.plan.len(), 1);
+    assert!(report.to_string().contains("route 10.0.0.2 -> c"), "{report}");
+    assert!(rig.drift().is_empty(), "still the first spec");
+    rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 3)]);
+}
