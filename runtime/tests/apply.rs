@@ -17,7 +17,7 @@ use devmapc_runtime::deploy::{self, DeployError};
 use devmapc_runtime::plan::{self, Handles};
 use devmapc_runtime::status;
 use devmapc_testkit::bpf;
-use devmapc_testkit::netns::{Iface, Netns};
+use devmapc_testkit::netns::{send_frames, Iface, Netns};
 use devmapc_testkit::packet::Frame;
 use devmapc_testkit::pins::PinDir;
 use devmapc_testkit::{objects, require_privileged, wait_until};
@@ -121,7 +121,7 @@ impl Rig {
     fn send(&self, dst: [u8; 4], n: u64) {
         let ifindex = self.peer("dmca").ifindex;
         let frame = to(dst);
-        self.ns.enter(|| send_raw(ifindex, &frame, n)).unwrap();
+        self.ns.enter(|| send_frames(ifindex, &frame, n)).unwrap();
     }
 
     /// Sends `n` frames to `dst` and checks how many each device got.
@@ -147,37 +147,6 @@ impl Rig {
         let info = deploy::pinned_link_info(&link).unwrap();
         vec![(info.id, info.prog_id)]
     }
-}
-
-fn send_raw(ifindex: u32, frame: &[u8], n: u64) -> std::io::Result<()> {
-    // SAFETY: plain socket calls on a socket this function owns.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
-    for _ in 0..n {
-        // SAFETY: the frame and address outlive the call.
-        let sent = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 #[test]
