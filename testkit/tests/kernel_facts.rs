@@ -462,6 +462,43 @@ fn devmap_hash_readonly_fd_update_eperm() {
     assert_eq!(bpf::parse_devmap_val(&out), (1, 0));
 }
 
+/// RDONLY belongs to the creating fd, not the map: an fd reopened by id is
+/// writable, until the map is frozen (through a writable fd), after which
+/// no fd can write it. `access = read_only` is built on this: devmapc fills
+/// through a reopened fd, then freezes.
+#[test]
+fn devmap_hash_created_rdonly_is_writable_by_id_until_frozen() {
+    require_privileged!();
+    let ns = Netns::new().unwrap();
+    let created_ro = create(4, 8, 4, libbpf_sys::BPF_F_RDONLY).unwrap();
+    let id = created_ro.info().unwrap().info.id;
+    // SAFETY: plain syscall wrapper; the fd is closed below.
+    let rw = unsafe { libbpf_sys::bpf_map_get_fd_by_id(id) };
+    assert!(rw >= 0, "bpf_map_get_fd_by_id: {rw}");
+    let (k, v) = (key(1), entry(1));
+    ns.enter(|| unsafe {
+        // SAFETY: key and value buffers match the map's sizes.
+        assert_eq!(
+            libbpf_sys::bpf_map_update_elem(rw, k.as_ptr().cast(), v.as_ptr().cast(), 0),
+            0,
+            "written through the reopened fd"
+        );
+        assert_eq!(
+            raw_errno(libbpf_sys::bpf_map_freeze(created_ro.as_fd().as_raw_fd())),
+            libc::EPERM,
+            "freezing needs a writable fd"
+        );
+        assert_eq!(libbpf_sys::bpf_map_freeze(rw), 0);
+        assert_eq!(
+            raw_errno(libbpf_sys::bpf_map_update_elem(rw, k.as_ptr().cast(), v.as_ptr().cast(), 0)),
+            libc::EPERM,
+            "frozen: not even the writable fd"
+        );
+        libc::close(rw);
+    });
+    assert_eq!(lookup(&created_ro, 1), Some((1, 0)));
+}
+
 #[test]
 fn devmap_hash_writeonly_fd_lookup_eperm() {
     require_privileged!();
