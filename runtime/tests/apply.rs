@@ -420,3 +420,29 @@ fn a_dry_run_reports_the_plan_and_changes_nothing() {
     assert!(rig.drift().is_empty(), "still the first spec");
     rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 3)]);
 }
+
+#[test]
+fn concurrent_applies_are_serialised_by_the_pin_directory_lock() {
+    require_privileged!();
+    let rig = Arc::new(Rig::new());
+    let specs: Vec<Arc<Build>> = [
+        spec("on_miss = drop", ROUTES),
+        spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"),
+        spec("on_miss = pass", ROUTES),
+        spec("on_miss = pass", "route 10.0.0.2 -> c"),
+    ]
+    .iter()
+    .map(|s| Arc::new(build(s)))
+    .collect();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (rig, b) = (rig.clone(), specs[i % specs.len()].clone());
+            std::thread::spawn(move || rig.apply(&b).map(|r| r.kind).map_err(|e| e.to_string()))
+        })
+        .collect();
+    let kinds: Vec<Kind> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == Kind::First).count(), 1, "{kinds:?}");
+    // Whatever the order, the last apply's spec serves, completely.
+    assert!(rig.drift().is_empty());
+    assert!(!rig.pins.join(apply::NEXT).exists());
+}
