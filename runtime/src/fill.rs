@@ -1,15 +1,15 @@
 //! Writes the data part of a plan (devices, routes, groups, egress
 //! arguments, the default route) into a loaded object's maps.
 //!
-//! DEVMAP_HASH has no batch operations (KERNEL.md), so this is one `bpf()`
-//! call per entry, in an order that never points at something not yet
-//! there: slots and group members first, then the keys that lead to them.
+//! What goes where is planned by `plan.rs` ([`desired`], ordered by
+//! [`diff`]); DEVMAP_HASH has no batch operations (KERNEL.md), so filling is
+//! one `bpf()` call per entry, never pointing at something not yet there.
 
-use devmapc::ir::{encode_key, names, DataPlan, Ir, KeyPlan, ParamType, ProgramPlan, TargetRef};
+use crate::plan::{desired, diff, execute, State};
+use devmapc::ir::{Ir, ParamType, ProgramPlan};
 use devmapc::model::Const;
-use libbpf_rs::{MapCore, MapFlags, Object};
+use libbpf_rs::Object;
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd};
 
 /// A device of the plan as found in the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,93 +39,24 @@ impl std::error::Error for FillError {}
 pub struct ArgsError(pub String);
 
 /// Fills every map of a freshly loaded object from `ir`. `devices[i]` is
-/// device `i` of the plan.
+/// device `i` of the plan. This is the planner's fill,
+/// `execute(diff(State::fresh(ir), desired(ir, devices)))`: one source of
+/// truth for what the maps hold, whether an object is filled here or by
+/// `apply`.
 pub fn fill(obj: &Object, ir: &Ir, devices: &[Device]) -> Result<(), FillError> {
-    let data = &ir.data;
-    let code = &ir.code;
-    let prog_fd = |program: Option<usize>| -> i32 {
-        program
-            .and_then(|p| code.programs.get(p))
-            .and_then(|p| obj.progs().find(|prog| prog.name() == p.section_program.as_str()))
-            .map_or(-1, |prog| prog.as_fd().as_raw_fd())
-    };
-    let devmap_val = |d: usize| {
-        let mut v = [0u8; 8];
-        v[..4].copy_from_slice(&devices[d].ifindex.to_ne_bytes());
-        v[4..].copy_from_slice(&prog_fd(data.devices[d].program).to_ne_bytes());
-        v
-    };
-
-    // Egress arguments, before any entry can send a packet to the device.
-    for (d, device) in data.devices.iter().enumerate() {
-        let Some(p) = device.program else { continue };
-        let plan = &code.programs[p];
-        let bytes = encode_args(plan, &device.args, devices[d].mac).map_err(|e| FillError {
-            map: plan.args_map.clone(),
-            what: format!("the arguments of device `{}`", device.name),
-            error: libbpf_rs::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidData, e.0)),
-        })?;
-        update(obj, &plan.args_map, &devices[d].ifindex.to_ne_bytes(), &bytes, || format!("the arguments of device `{}`", device.name))?;
-    }
-    // Device slots and group members.
-    for (d, device) in data.devices.iter().enumerate() {
-        let slot = TargetRef::Device(d).slot();
-        update(obj, names::SLOTS, &slot.to_ne_bytes(), &devmap_val(d), || format!("the slot of device `{}`", device.name))?;
-        for &g in &device.groups {
-            let group = &code.groups[g];
-            update(obj, &group.map, &slot.to_ne_bytes(), &devmap_val(d), || format!("device `{}` in group `{}`", device.name, group.name))?;
-        }
-    }
-    // Routes.
-    let ifindex = |d: usize| devices.get(d).map(|dev| dev.ifindex);
-    for route in &data.routes {
-        let key = encode_key(&code.key, &route.key, &ifindex).map_err(|e| FillError {
-            map: key_map(&code.key).into(),
-            what: format!("route `{}` (line {})", route.text, route.line),
-            error: libbpf_rs::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e:?}"))),
-        })?;
-        let what = || format!("route `{}` (line {})", route.text, route.line);
-        match (&code.key, route.target) {
-            (KeyPlan::Direct { .. }, TargetRef::Device(d)) => {
-                update(obj, names::ROUTES, &key, &devmap_val(d), what)?;
-                if code.counters {
-                    zero_counter(obj, names::KEY_COUNTERS, &key, what)?;
-                }
-            }
-            (KeyPlan::Direct { .. }, target) => update(obj, names::GROUP_KEYS, &key, &target.slot().to_ne_bytes(), what)?,
-            (_, target) => update(obj, names::KEYS, &key, &target.slot().to_ne_bytes(), what)?,
-        }
-    }
-    write_default(obj, data)
-}
-
-/// The map the key stage stores routes in.
-fn key_map(key: &KeyPlan) -> &'static str {
-    match key {
-        KeyPlan::Direct { .. } => names::ROUTES,
-        _ => names::KEYS,
-    }
-}
-
-fn write_default(obj: &Object, data: &DataPlan) -> Result<(), FillError> {
-    let slot = data.default_route.map_or(devmapc::ir::SLOT_NONE, TargetRef::slot);
-    update(obj, names::DEFAULT, &0u32.to_ne_bytes(), &slot.to_ne_bytes(), || "the default route".into())
-}
-
-fn update(obj: &Object, map: &str, key: &[u8], value: &[u8], what: impl Fn() -> String) -> Result<(), FillError> {
-    let fail = |error| FillError { map: map.to_string(), what: what(), error };
-    let handle = obj.maps().find(|m| m.name() == map).ok_or_else(|| fail(libbpf_rs::Error::from(std::io::Error::from(std::io::ErrorKind::NotFound))))?;
-    handle.update(key, value, MapFlags::ANY).map_err(fail)
-}
-
-/// A per-CPU counter entry set to zero on every CPU, so the data path finds
-/// it (it only ever adds to existing entries).
-fn zero_counter(obj: &Object, map: &str, key: &[u8], what: impl Fn() -> String) -> Result<(), FillError> {
-    let fail = |error| FillError { map: map.to_string(), what: what(), error };
-    let handle = obj.maps().find(|m| m.name() == map).ok_or_else(|| fail(libbpf_rs::Error::from(std::io::Error::from(std::io::ErrorKind::NotFound))))?;
-    let cpus = libbpf_rs::num_possible_cpus().map_err(fail)?;
-    let values = vec![vec![0u8; handle.value_size() as usize]; cpus];
-    handle.update_percpu(key, &values, MapFlags::ANY).map_err(fail)
+    let wanted = desired(ir, devices).map_err(|e| FillError {
+        map: String::new(),
+        what: e.to_string(),
+        error: libbpf_rs::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+    })?;
+    execute(obj, &diff(&State::fresh(ir), &wanted)).map_err(|e| FillError {
+        map: e.op.map.clone(),
+        what: e.op.why.clone(),
+        error: libbpf_rs::Error::from(match e.error.raw_os_error() {
+            Some(errno) => std::io::Error::from_raw_os_error(errno),
+            None => std::io::Error::other(e.error.to_string()),
+        }),
+    })
 }
 
 /// The argument struct of an egress program for one device, laid out as

@@ -643,8 +643,8 @@ impl std::error::Error for PlanError {
 }
 
 /// Every entry the data part of `ir` needs, with `devices[i]` the kernel's
-/// device `i` of the plan: what [`crate::fill()`] writes into a fresh object
-/// (the kernel tests check that the two agree).
+/// device `i` of the plan: what [`crate::fill()`] writes into a fresh object,
+/// by executing `diff(State::fresh(ir), desired(..))`.
 pub fn desired(ir: &Ir, devices: &[Device]) -> Result<State, PlanError> {
     let (code, data) = (&ir.code, &ir.data);
     if devices.len() != data.devices.len() {
