@@ -446,3 +446,30 @@ fn concurrent_applies_are_serialised_by_the_pin_directory_lock() {
     assert!(rig.drift().is_empty());
     assert!(!rig.pins.join(apply::NEXT).exists());
 }
+
+/// The kernel's test_xdp_redirect_multi scenario through a deployment: a
+/// route to a group sends one copy to every member but the device the
+/// frame came in on, each through its own egress program.
+#[test]
+fn a_group_route_reaches_every_member_but_the_ingress_device() {
+    require_privileged!();
+    let rig = Rig::new();
+    let text = spec("on_miss = drop", "group all { a, b, c }\nroute 10.0.0.9 -> all")
+        .replace("ingress { on = [a]", "ingress { on = [a, b, c]");
+    let report = rig.apply(&build(&text)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.links.len(), 3, "{report}");
+    rig.delivers([10, 0, 0, 9], 5, &[("dmca", 0), ("dmcb", 5), ("dmcc", 5)]);
+    // b's egress program stamps its own MAC as the source.
+    let counts = bpf::map(&rig.counts, "counts").unwrap();
+    let (_, last_src) = bpf::rx_count(&counts, rig.peer("dmcb").ifindex).unwrap();
+    assert_eq!(last_src, Some(rig.ns.mac("dmcb").unwrap()));
+    // From b: a and c get a copy, b does not.
+    let before: Vec<u64> = ["dmca", "dmcb", "dmcc"].iter().map(|d| rig.received(d)).collect();
+    let frame = to([10, 0, 0, 9]);
+    let from_b = rig.peer("dmcb").ifindex;
+    rig.ns.enter(|| send_frames(from_b, &frame, 5)).unwrap();
+    assert!(wait_until(Duration::from_secs(3), || rig.received("dmca") - before[0] == 5
+        && rig.received("dmcc") - before[2] == 5));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(rig.received("dmcb"), before[1], "no copy back to the ingress device");
+}
