@@ -15,7 +15,8 @@ use devmapc::model::XdpMode;
 use devmapc_runtime::deploy::{self, DeployError, Loaded};
 use devmapc_runtime::Device;
 use devmapc_testkit::bpf;
-use devmapc_testkit::netns::{Iface, Netns};
+use devmapc_testkit::netns::{send_frames, Iface, Netns};
+use devmapc_testkit::pins::PinDir;
 use devmapc_testkit::packet::Frame;
 use devmapc_testkit::{objects, require_privileged, wait_until};
 use libbpf_rs::{Link, MapCore, Object};
@@ -23,8 +24,6 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
 use std::time::Duration;
 
 /// Three devices; `b` rewrites the source MAC to its own on the way out.
@@ -73,55 +72,6 @@ fn build(spec: &str, dir: &Path) -> (PathBuf, Ir) {
     std::fs::write(&path, spec).unwrap();
     let outputs = devmapc::Builder::new(&path).out_dir(dir).build().unwrap();
     deploy::read_manifest_file(&outputs.manifest.unwrap()).unwrap()
-}
-
-// ---------------------------------------------------------------- pin dirs
-
-const PIN_PREFIX: &str = "devmapc-test-";
-static PIN_COUNTER: AtomicU32 = AtomicU32::new(0);
-static PIN_SWEEP: Once = Once::new();
-
-/// A unique pin directory below /sys/fs/bpf (not created), removed with
-/// everything in it on drop. The first one of a process also removes those
-/// of test processes that no longer exist.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new() -> PinDir {
-        PIN_SWEEP.call_once(|| {
-            for entry in std::fs::read_dir("/sys/fs/bpf").unwrap().flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let pid = name
-                    .strip_prefix(PIN_PREFIX)
-                    .and_then(|r| r.split('-').next());
-                if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        });
-        let n = PIN_COUNTER.fetch_add(1, Ordering::Relaxed);
-        PinDir(PathBuf::from(format!(
-            "/sys/fs/bpf/{PIN_PREFIX}{}-{n}",
-            std::process::id()
-        )))
-    }
-}
-
-impl std::ops::Deref for PinDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if self.0.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&self.0) {
-                eprintln!("warning: could not remove {}: {e}", self.0.display());
-            }
-        }
-    }
 }
 
 // --------------------------------------------------------------------- rig
@@ -205,7 +155,7 @@ impl Rig {
     /// socket): they arrive on `dev`, where the ingress program is attached.
     fn send(&self, dev: &str, frame: &[u8], n: u64) {
         let ifindex = self.peers[self.index(dev)].ifindex;
-        self.ns.enter(|| send_raw(ifindex, frame, n)).unwrap();
+        self.ns.enter(|| send_frames(ifindex, frame, n)).unwrap();
     }
 
     /// `(mode, prog id)` of the XDP program on `dev` per `ip -j link`
@@ -215,38 +165,6 @@ impl Rig {
         let json: serde_json::Value = serde_json::from_str(&out).unwrap();
         let xdp = &json[0]["xdp"];
         Some((xdp["mode"].as_u64()?, xdp["prog"]["id"].as_u64()?))
-    }
-}
-
-fn send_raw(ifindex: u32, frame: &[u8], n: u64) -> std::io::Result<()> {
-    // SAFETY: plain socket calls on a socket this function owns.
-    unsafe {
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        let mut result = Ok(());
-        for _ in 0..n {
-            let sent = libc::sendto(
-                fd,
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
-            if sent < 0 {
-                result = Err(std::io::Error::last_os_error());
-                break;
-            }
-        }
-        libc::close(fd);
-        result
     }
 }
 
