@@ -231,6 +231,25 @@ fn kill_9_during_a_code_upgrade_leaves_old_or_new_serving_and_the_next_apply_rep
 }
 
 #[test]
+fn kill_9_between_two_map_operations_is_repaired_by_the_next_apply() {
+    require_privileged!();
+    let rig = Rig::new();
+    let path = rig.write(&spec("on_miss = drop", ROUTES));
+    ok(&rig.apply(&path, &[]));
+    rig.write(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.4 -> b\nroute 10.0.0.5 -> b"));
+    rig.apply_killed_at(&path, "data-mid-plan");
+    let s = rig.status();
+    assert!(!s["drift"]["operations"].as_array().unwrap().is_empty(), "half applied: {s:#}");
+    // Every entry is still one of the two specs': 10.0.0.3 still goes to c.
+    assert!(rig.delivers([10, 0, 0, 3], "dmcc", 5));
+    let out = ok(&rig.apply(&path, &[]));
+    assert!(out.contains("data change"), "{out}");
+    rig.assert_consistent();
+    assert!(rig.delivers([10, 0, 0, 5], "dmcb", 5));
+    assert!(rig.delivers([10, 0, 0, 2], "dmcc", 5));
+}
+
+#[test]
 fn watch_reinstalls_a_re_created_device_and_follows_spec_edits() {
     require_privileged!();
     let mut rig = Rig::new();

@@ -1062,7 +1062,7 @@ pub fn repair(dir: &Path) -> Result<Vec<String>, DeployError> {
 /// For the failure-injection tests: when `DEVMAPC_FAILPOINT` names this
 /// point, the process announces it on stderr and stops there until it is
 /// killed (`kill -9`), so a test can interrupt an apply at a known step.
-fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     if std::env::var("DEVMAPC_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("devmapc: failpoint {name} reached, waiting to be killed");
         loop {

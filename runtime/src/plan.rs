@@ -1637,7 +1637,12 @@ pub fn execute<H: Handles + ?Sized>(handles: &H, plan: &Plan) -> Result<(), Appl
             }
         }
         match run(handles, &targets[op.map.as_str()], op) {
-            Ok(undo) => done.push((i, undo)),
+            Ok(undo) => {
+                done.push((i, undo));
+                if i == 0 && plan.ops.len() > 1 {
+                    crate::apply::failpoint("data-mid-plan");
+                }
+            }
             Err(error) => return Err(rollback(plan, &targets, done, i, error)),
         }
     }
