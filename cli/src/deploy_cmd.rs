@@ -44,21 +44,38 @@ fn build(spec: &Path) -> Result<Built, String> {
     if spec.to_string_lossy().ends_with(".manifest.json") {
         let (object, ir) = read_manifest_file(spec).map_err(|e| e.to_string())?;
         let name = devmapc::builder::output_name(Path::new(&ir.spec));
-        return Ok(Built { object, ir, name, scratch: None });
+        return Ok(Built {
+            object,
+            ir,
+            name,
+            scratch: None,
+        });
     }
     let scratch = std::env::temp_dir().join(format!("devmapc-apply-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
     let emit = devmapc::Emit::parse("obj,manifest")?;
-    let result = devmapc::Builder::new(spec).out_dir(&scratch).emit(emit).build();
+    let result = devmapc::Builder::new(spec)
+        .out_dir(&scratch)
+        .emit(emit)
+        .build();
     let outputs = match result {
         Ok(outputs) => outputs,
         Err(devmapc::BuildError::Spec { diagnostics, .. }) => {
             let _ = std::fs::remove_dir_all(&scratch);
             if let Ok(source) = std::fs::read_to_string(spec) {
-                render::diagnostics(&spec.display().to_string(), &source, &diagnostics, MessageFormat::Human);
+                render::diagnostics(
+                    &spec.display().to_string(),
+                    &source,
+                    &diagnostics,
+                    MessageFormat::Human,
+                );
             }
-            return Err(format!("{} has errors: nothing was applied", spec.display()));
+            return Err(format!(
+                "{} has errors: nothing was applied",
+                spec.display()
+            ));
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&scratch);
@@ -66,17 +83,33 @@ fn build(spec: &Path) -> Result<Built, String> {
         }
     };
     if let Ok(source) = std::fs::read_to_string(spec) {
-        render::diagnostics(&spec.display().to_string(), &source, &outputs.spec_warnings, MessageFormat::Human);
+        render::diagnostics(
+            &spec.display().to_string(),
+            &source,
+            &outputs.spec_warnings,
+            MessageFormat::Human,
+        );
     }
-    let manifest = outputs.manifest.clone().ok_or("the build wrote no manifest")?;
+    let manifest = outputs
+        .manifest
+        .clone()
+        .ok_or("the build wrote no manifest")?;
     let (object, ir) = read_manifest_file(&manifest).map_err(|e| e.to_string())?;
     let name = devmapc::builder::output_name(spec);
-    Ok(Built { object, ir, name, scratch: Some(scratch) })
+    Ok(Built {
+        object,
+        ir,
+        name,
+        scratch: Some(scratch),
+    })
 }
 
 pub fn apply_cmd(args: &ApplyArgs) -> Result<ExitCode, String> {
     let built = build(&args.spec)?;
-    let dir = args.pin_dir.clone().unwrap_or_else(|| deploy::default_pin_dir(&built.name));
+    let dir = args
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| deploy::default_pin_dir(&built.name));
     let opts = Options {
         pin_dir: dir.clone(),
         make_ready: args.make_ready,
@@ -106,11 +139,17 @@ fn modified(path: &Path) -> Option<SystemTime> {
 /// or when the spec file changes. A failed re-apply is reported and leaves
 /// the last good configuration serving; the watch goes on.
 fn watch(args: &ApplyArgs, opts: &Options) -> Result<ExitCode, String> {
-    let events = devmapc_runtime::watch::LinkEvents::open().map_err(|e| format!("cannot listen to link events: {e}"))?;
+    let events = devmapc_runtime::watch::LinkEvents::open()
+        .map_err(|e| format!("cannot listen to link events: {e}"))?;
     let mut stamp = modified(&args.spec);
-    eprintln!("watching {} and the network devices (Ctrl-C stops; the deployment stays)", args.spec.display());
+    eprintln!(
+        "watching {} and the network devices (Ctrl-C stops; the deployment stays)",
+        args.spec.display()
+    );
     loop {
-        let link_change = events.wait(Duration::from_millis(500)).map_err(|e| format!("link events: {e}"))?;
+        let link_change = events
+            .wait(Duration::from_millis(500))
+            .map_err(|e| format!("link events: {e}"))?;
         let now = modified(&args.spec);
         let spec_change = now != stamp;
         if !link_change && !spec_change {
@@ -120,14 +159,22 @@ fn watch(args: &ApplyArgs, opts: &Options) -> Result<ExitCode, String> {
         std::thread::sleep(Duration::from_millis(100));
         while events.wait(Duration::from_millis(50)).unwrap_or(false) {}
         stamp = now;
-        let why = if spec_change { "the spec changed" } else { "network devices changed" };
-        match build(&args.spec).and_then(|b| apply::apply(&b.object, &b.ir, opts).map_err(|e| e.to_string())) {
+        let why = if spec_change {
+            "the spec changed"
+        } else {
+            "network devices changed"
+        };
+        match build(&args.spec)
+            .and_then(|b| apply::apply(&b.object, &b.ir, opts).map_err(|e| e.to_string()))
+        {
             Ok(report) if report.kind == Kind::Unchanged && report.repaired.is_empty() => {}
             Ok(report) => {
                 out(&format!("{why}: re-applied"));
                 print_report(&report);
             }
-            Err(e) => eprintln!("error: {why}, re-apply failed (the previous configuration stays): {e}"),
+            Err(e) => {
+                eprintln!("error: {why}, re-apply failed (the previous configuration stays): {e}")
+            }
         }
     }
 }
@@ -166,7 +213,11 @@ pub fn status_cmd(target: Option<&str>, root: &Path, json: bool) -> Result<ExitC
         }
     }
     if json {
-        let doc = if target.is_some() { docs.pop().unwrap_or_default() } else { serde_json::Value::Array(docs) };
+        let doc = if target.is_some() {
+            docs.pop().unwrap_or_default()
+        } else {
+            serde_json::Value::Array(docs)
+        };
         out(&doc.to_string());
     }
     Ok(ExitCode::from(u8::from(drift)))
@@ -177,8 +228,15 @@ pub fn detach_cmd(target: &str, root: &Path) -> Result<ExitCode, String> {
     let _lock = apply::Lock::acquire_existing(&dir).map_err(|e| e.to_string())?;
     let detached = deploy::detach(&dir).map_err(|e| e.to_string())?;
     for (label, info) in &detached.links {
-        out(&format!("detached {label} (link {}, program {})", info.id, info.prog_id));
+        out(&format!(
+            "detached {label} (link {}, program {})",
+            info.id, info.prog_id
+        ));
     }
-    out(&format!("removed {} pins and {}", detached.pins, dir.display()));
+    out(&format!(
+        "removed {} pins and {}",
+        detached.pins,
+        dir.display()
+    ));
     Ok(ExitCode::SUCCESS)
 }

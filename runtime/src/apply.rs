@@ -44,9 +44,9 @@
 //! removed the entries of a vanished device) converges on the spec.
 
 use crate::deploy::{
-    self, attach, check, check_privileges, entries, io_error, link_info, manifest_hashes, open_pin, parse_manifest,
-    pin_dir_ready, pin_manifest, read_manifest, remove_pins, Attachment, DeployError,
-    LinkInfo, MANIFEST_PIN,
+    self, attach, check, check_privileges, entries, io_error, link_info, manifest_hashes, open_pin,
+    parse_manifest, pin_dir_ready, pin_manifest, read_manifest, remove_pins, Attachment,
+    DeployError, LinkInfo, MANIFEST_PIN,
 };
 use crate::fill::Device;
 use crate::netdev::{self, Link, NotReady, PeerName};
@@ -106,10 +106,22 @@ pub enum Kind {
 /// A change to an XDP link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkChange {
-    Attached { device: String, mode: XdpMode, warning: Option<String> },
-    Swapped { device: String },
-    Reattached { device: String, mode: XdpMode, why: String },
-    Detached { device: String },
+    Attached {
+        device: String,
+        mode: XdpMode,
+        warning: Option<String>,
+    },
+    Swapped {
+        device: String,
+    },
+    Reattached {
+        device: String,
+        mode: XdpMode,
+        why: String,
+    },
+    Detached {
+        device: String,
+    },
 }
 
 impl fmt::Display for LinkChange {
@@ -303,7 +315,9 @@ impl Lock {
             // A detach may have removed the directory while this waited:
             // then lock the new one.
             use std::os::unix::fs::MetadataExt;
-            let held = file.metadata().map_err(|e| io_error("cannot stat", dir, e))?;
+            let held = file
+                .metadata()
+                .map_err(|e| io_error("cannot stat", dir, e))?;
             match std::fs::metadata(dir) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
                     return Ok(Lock { _dir: file })
@@ -375,12 +389,17 @@ pub fn check_targets(
         .filter(|(d, _)| d.ingress)
         .map(|(_, l)| l)
         .collect();
-    let min_mtu = ingress.iter().map(|l| l.mtu).max().unwrap_or(netdev::ETH_MIN_MTU);
+    let min_mtu = ingress
+        .iter()
+        .map(|l| l.mtu)
+        .max()
+        .unwrap_or(netdev::ETH_MIN_MTU);
     let native = ir.data.xdp_mode != XdpMode::Generic;
     let covered = |reason: &NotReady| match reason {
-        NotReady::VethPeerNotReady { peer: PeerName::Here(peer), .. } => {
-            native && ingress.iter().any(|l| &l.name == peer)
-        }
+        NotReady::VethPeerNotReady {
+            peer: PeerName::Here(peer),
+            ..
+        } => native && ingress.iter().any(|l| &l.name == peer),
         _ => false,
     };
     let mut reasons = Vec::new();
@@ -390,7 +409,11 @@ pub fn check_targets(
             .into_iter()
             .filter(|r| !covered(r))
             .collect();
-        if make_ready && found.iter().any(|r| matches!(r, NotReady::VethPeerNotReady { .. })) {
+        if make_ready
+            && found
+                .iter()
+                .any(|r| matches!(r, NotReady::VethPeerNotReady { .. }))
+        {
             netdev::make_veth_ready(link).map_err(DeployError::Device)?;
             let again = netdev::by_index(link.ifindex).map_err(DeployError::Device)?;
             found = netdev::readiness(&again, min_mtu)
@@ -420,7 +443,11 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
     check_privileges("cannot apply")?;
     let dir = opts.pin_dir.as_path();
     pin_dir_ready(dir)?;
-    let _lock = if opts.dry_run { None } else { Some(Lock::acquire(dir)?) };
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(Lock::acquire(dir)?)
+    };
     let mut report = Report {
         kind: Kind::Unchanged,
         dry_run: opts.dry_run,
@@ -505,7 +532,11 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
             current.relabel(&wanted);
             report.plan = diff(&current, &wanted);
             if opts.dry_run {
-                report.kind = if report.plan.is_empty() { Kind::Unchanged } else { Kind::Data };
+                report.kind = if report.plan.is_empty() {
+                    Kind::Unchanged
+                } else {
+                    Kind::Data
+                };
                 report.links = planned_links(ir, &links, Some(dir));
                 if !report.links.is_empty() && report.kind == Kind::Unchanged {
                     report.kind = Kind::Data;
@@ -532,7 +563,10 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
         }
     }
     for change in &report.links {
-        if let LinkChange::Attached { warning: Some(w), .. } = change {
+        if let LinkChange::Attached {
+            warning: Some(w), ..
+        } = change
+        {
             report.warnings.push(w.clone());
         }
     }
@@ -552,9 +586,13 @@ fn needs_reload(old: &(String, String), new: &(String, String), access: Access) 
 /// `code_hash` kept: the code hash covers egress bodies, which a manifest's
 /// IR leaves out, so it cannot be recomputed.
 pub fn manifest_text(object: &Path, ir: &Ir) -> String {
-    let file = object.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = object
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = file.split('.').next().unwrap_or("devmapc").to_string();
-    let sibling = std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json"))).ok();
+    let sibling =
+        std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json"))).ok();
     let parsed = sibling.as_deref().and_then(|text| {
         let (_, theirs) = parse_manifest(text).ok()?;
         Some((theirs, manifest_hashes(text)?))
@@ -573,10 +611,18 @@ pub fn manifest_text(object: &Path, ir: &Ir) -> String {
     }
 }
 
-fn first_load(object: &Path, ir: &Ir, links: &[Link], dir: &Path, report: &mut Report) -> Result<(), DeployError> {
+fn first_load(
+    object: &Path,
+    ir: &Ir,
+    links: &[Link],
+    dir: &Path,
+    report: &mut Report,
+) -> Result<(), DeployError> {
     let loaded = deploy::load(object, ir)?;
     if let Some((name, _)) = entries(dir)?.into_iter().next() {
-        return Err(DeployError::AlreadyPinned { path: dir.join(name) });
+        return Err(DeployError::AlreadyPinned {
+            path: dir.join(name),
+        });
     }
     let result = (|| {
         loaded.pin_objects(dir)?;
@@ -620,7 +666,13 @@ fn freeze_if_read_only(pinned: &Pinned, ir: &Ir) -> Result<(), DeployError> {
     // SAFETY: a valid map fd.
     check(unsafe { libbpf_sys::bpf_map_freeze(fd.as_raw_fd()) })
         .map(drop)
-        .map_err(|e| io_error(format!("cannot freeze map {name} (access = read_only)"), Path::new(name), e))
+        .map_err(|e| {
+            io_error(
+                format!("cannot freeze map {name} (access = read_only)"),
+                Path::new(name),
+                e,
+            )
+        })
 }
 
 /// Replaces `dir/manifest` atomically: pin the new one beside it, rename.
@@ -658,7 +710,9 @@ fn wanted_links(ir: &Ir, links: &[Link]) -> Vec<WantedLink> {
 fn pinned_links(dir: &Path) -> Result<BTreeMap<String, Option<LinkInfo>>, DeployError> {
     let mut out = BTreeMap::new();
     for (label, path) in entries(&dir.join("links"))? {
-        let info = open_pin(&path).ok().and_then(|fd| link_info(fd.as_fd()).ok());
+        let info = open_pin(&path)
+            .ok()
+            .and_then(|fd| link_info(fd.as_fd()).ok());
         out.insert(label, info);
     }
     Ok(out)
@@ -686,8 +740,12 @@ fn stale_link(info: Option<LinkInfo>, wanted: &WantedLink, mode: XdpMode) -> Opt
         }
     });
     match (mode, actual) {
-        (XdpMode::Native, Some(XdpMode::Generic)) => Some("the spec now asks for native mode".into()),
-        (XdpMode::Generic, Some(XdpMode::Native)) => Some("the spec now asks for generic mode".into()),
+        (XdpMode::Native, Some(XdpMode::Generic)) => {
+            Some("the spec now asks for native mode".into())
+        }
+        (XdpMode::Generic, Some(XdpMode::Native)) => {
+            Some("the spec now asks for generic mode".into())
+        }
         _ => None,
     }
 }
@@ -700,17 +758,27 @@ fn planned_links(ir: &Ir, links: &[Link], dir: Option<&Path>) -> Vec<LinkChange>
     let mut out = Vec::new();
     for w in &wanted {
         match existing.get(&w.label) {
-            None => out.push(LinkChange::Attached { device: w.label.clone(), mode, warning: None }),
+            None => out.push(LinkChange::Attached {
+                device: w.label.clone(),
+                mode,
+                warning: None,
+            }),
             Some(info) => {
                 if let Some(why) = stale_link(*info, w, mode) {
-                    out.push(LinkChange::Reattached { device: w.label.clone(), mode, why });
+                    out.push(LinkChange::Reattached {
+                        device: w.label.clone(),
+                        mode,
+                        why,
+                    });
                 }
             }
         }
     }
     for label in existing.keys() {
         if !wanted.iter().any(|w| &w.label == label) {
-            out.push(LinkChange::Detached { device: label.clone() });
+            out.push(LinkChange::Detached {
+                device: label.clone(),
+            });
         }
     }
     out
@@ -788,7 +856,9 @@ fn reconcile_links<H: Handles>(
                     }
                 } else if info.is_some_and(|i| i.prog_id != prog_id) {
                     deploy::swap(&links_dir.join(&w.label), prog)?;
-                    changes.push(LinkChange::Swapped { device: w.label.clone() });
+                    changes.push(LinkChange::Swapped {
+                        device: w.label.clone(),
+                    });
                 }
             }
         }
@@ -803,7 +873,9 @@ fn reconcile_links<H: Handles>(
             unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
         }
         std::fs::remove_file(&path).map_err(|e| io_error("cannot unpin", &path, e))?;
-        changes.push(LinkChange::Detached { device: label.clone() });
+        changes.push(LinkChange::Detached {
+            device: label.clone(),
+        });
     }
     Ok(changes)
 }
@@ -845,8 +917,10 @@ fn upgrade(
     failpoint("upgrade-before-swap");
     // Swap every link that stays; undo the swaps on a failure.
     let new_ingress = new_pins.prog_fd(names::INGRESS).expect("pinned above");
-    let wanted_labels: BTreeSet<String> =
-        wanted_links(ir, links).into_iter().map(|w| w.label).collect();
+    let wanted_labels: BTreeSet<String> = wanted_links(ir, links)
+        .into_iter()
+        .map(|w| w.label)
+        .collect();
     let mut swapped: Vec<PathBuf> = Vec::new();
     for (label, path) in entries(&dir.join("links"))? {
         if !wanted_labels.contains(&label) {
@@ -866,9 +940,13 @@ fn upgrade(
     // From here the new programs serve: finish forward, whatever happens.
     promote(dir)?;
     let promoted = Pinned::open(dir)?;
-    report.links.extend(reconcile_links(ir, links, dir, &promoted)?);
+    report
+        .links
+        .extend(reconcile_links(ir, links, dir, &promoted)?);
     if let Err(e) = migrate_counters(old, &old_pins, ir, &promoted) {
-        report.warnings.push(format!("counters were not carried over: {e}"));
+        report
+            .warnings
+            .push(format!("counters were not carried over: {e}"));
     }
     Ok(())
 }
@@ -923,16 +1001,31 @@ fn migrate_counters(old: &Ir, from: &Pinned, new: &Ir, to: &Pinned) -> io::Resul
             pairs.push((a, b));
         }
     }
-    add_counters(from, to, names::COUNTERS, pairs.iter().map(|(a, b)| (a.to_ne_bytes().to_vec(), b.to_ne_bytes().to_vec())))?;
+    add_counters(
+        from,
+        to,
+        names::COUNTERS,
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_ne_bytes().to_vec(), b.to_ne_bytes().to_vec())),
+    )?;
     let group_pairs = old.code.groups.iter().enumerate().filter_map(|(a, g)| {
         let b = new.code.groups.iter().position(|h| h.name == g.name)?;
-        Some(((a as u32).to_ne_bytes().to_vec(), (b as u32).to_ne_bytes().to_vec()))
+        Some((
+            (a as u32).to_ne_bytes().to_vec(),
+            (b as u32).to_ne_bytes().to_vec(),
+        ))
     });
     add_counters(from, to, names::GROUP_COUNTERS, group_pairs)?;
     if old.code.key == new.code.key {
         if let Some(fd) = from.map_fd(names::KEY_COUNTERS) {
             let keys = map_keys(fd, 4)?;
-            add_counters(from, to, names::KEY_COUNTERS, keys.into_iter().map(|k| (k.clone(), k)))?;
+            add_counters(
+                from,
+                to,
+                names::KEY_COUNTERS,
+                keys.into_iter().map(|k| (k.clone(), k)),
+            )?;
         }
     }
     Ok(())
@@ -980,7 +1073,11 @@ fn add_counters(
 fn lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<()> {
     // SAFETY: buffers of the map's key and (per-CPU) value sizes.
     check(unsafe {
-        libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_mut_ptr().cast())
+        libbpf_sys::bpf_map_lookup_elem(
+            fd.as_raw_fd(),
+            key.as_ptr().cast(),
+            value.as_mut_ptr().cast(),
+        )
     })
     .map(drop)
 }
@@ -990,7 +1087,9 @@ fn map_keys(fd: BorrowedFd<'_>, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
     let mut next = vec![0u8; key_size];
     let mut prev: Option<Vec<u8>> = None;
     loop {
-        let prev_ptr = prev.as_ref().map_or(std::ptr::null(), |p| p.as_ptr().cast());
+        let prev_ptr = prev
+            .as_ref()
+            .map_or(std::ptr::null(), |p| p.as_ptr().cast());
         // SAFETY: key buffers of the map's key size.
         let rc = unsafe {
             libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev_ptr, next.as_mut_ptr().cast())
@@ -1028,14 +1127,22 @@ pub fn repair(dir: &Path) -> Result<Vec<String>, DeployError> {
         let staged_ingress = next.join("progs").join(names::INGRESS);
         let forward = complete
             && if staged_ingress.exists() {
-                let id = open_pin(&staged_ingress).ok().and_then(|fd| prog_id(fd.as_fd()).ok());
-                pinned_links(dir)?.values().any(|i| i.is_some() && i.map(|i| i.prog_id) == id)
+                let id = open_pin(&staged_ingress)
+                    .ok()
+                    .and_then(|fd| prog_id(fd.as_fd()).ok());
+                pinned_links(dir)?
+                    .values()
+                    .any(|i| i.is_some() && i.map(|i| i.prog_id) == id)
             } else {
                 // The programs were already moved into place.
                 true
             };
         if forward {
-            let pinned = if next.join("progs").is_dir() { Pinned::open(&next)? } else { Pinned::open(dir)? };
+            let pinned = if next.join("progs").is_dir() {
+                Pinned::open(&next)?
+            } else {
+                Pinned::open(dir)?
+            };
             let prog = pinned.prog_fd(names::INGRESS).expect("checked above");
             for (_, path) in entries(&dir.join("links"))? {
                 let _ = deploy::swap(&path, prog);
@@ -1048,7 +1155,9 @@ pub fn repair(dir: &Path) -> Result<Vec<String>, DeployError> {
         }
     }
     let _ = std::fs::remove_file(dir.join(MANIFEST_NEXT));
-    let has_pins = ["maps", "progs", "links"].iter().any(|s| entries(&dir.join(s)).is_ok_and(|e| !e.is_empty()));
+    let has_pins = ["maps", "progs", "links"]
+        .iter()
+        .any(|s| entries(&dir.join(s)).is_ok_and(|e| !e.is_empty()));
     if has_pins && !dir.join(MANIFEST_PIN).exists() {
         discard(dir);
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
@@ -1070,4 +1179,3 @@ pub(crate) fn failpoint(name: &str) {
         }
     }
 }
-

@@ -28,7 +28,11 @@ pub struct FillError {
 
 impl fmt::Display for FillError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot write {} into map {}: {}", self.what, self.map, self.error)
+        write!(
+            f,
+            "cannot write {} into map {}: {}",
+            self.what, self.map, self.error
+        )
     }
 }
 
@@ -47,7 +51,10 @@ pub fn fill(obj: &Object, ir: &Ir, devices: &[Device]) -> Result<(), FillError> 
     let wanted = desired(ir, devices).map_err(|e| FillError {
         map: String::new(),
         what: e.to_string(),
-        error: libbpf_rs::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+        error: libbpf_rs::Error::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e.to_string(),
+        )),
     })?;
     execute(obj, &diff(&State::fresh(ir), &wanted)).map_err(|e| FillError {
         map: e.op.map.clone(),
@@ -64,17 +71,29 @@ pub fn fill(obj: &Object, ir: &Ir, devices: &[Device]) -> Result<(), FillError> 
 pub fn encode_args(plan: &ProgramPlan, args: &[Const], mac: [u8; 6]) -> Result<Vec<u8>, ArgsError> {
     let mut bytes = vec![0u8; plan.args_size as usize];
     if args.len() != plan.params.len() {
-        return Err(ArgsError(format!("`{}` takes {} arguments, the plan gives {}", plan.name, plan.params.len(), args.len())));
+        return Err(ArgsError(format!(
+            "`{}` takes {} arguments, the plan gives {}",
+            plan.name,
+            plan.params.len(),
+            args.len()
+        )));
     }
     for (param, value) in plan.params.iter().zip(args) {
         let field: Vec<u8> = match (param.ty, value) {
             (ParamType::U8, Const::Uint(n)) if *n <= 0xff => vec![*n as u8],
             (ParamType::U16, Const::Uint(n)) if *n <= 0xffff => (*n as u16).to_ne_bytes().to_vec(),
-            (ParamType::U32, Const::Uint(n)) if *n <= 0xffff_ffff => (*n as u32).to_ne_bytes().to_vec(),
+            (ParamType::U32, Const::Uint(n)) if *n <= 0xffff_ffff => {
+                (*n as u32).to_ne_bytes().to_vec()
+            }
             (ParamType::Mac, Const::Mac(m)) => m.to_vec(),
             (ParamType::Ipv4, Const::Ipv4(a)) => a.octets().to_vec(),
             (ParamType::Ipv6, Const::Ipv6(a)) => a.octets().to_vec(),
-            (ty, value) => return Err(ArgsError(format!("argument {value:?} does not fit parameter `{}` ({ty:?})", param.name))),
+            (ty, value) => {
+                return Err(ArgsError(format!(
+                    "argument {value:?} does not fit parameter `{}` ({ty:?})",
+                    param.name
+                )))
+            }
         };
         let at = param.offset as usize;
         bytes[at..at + field.len()].copy_from_slice(&field);

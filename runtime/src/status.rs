@@ -8,7 +8,9 @@
 //! applied.
 
 use crate::apply::{key_map, Pinned};
-use crate::deploy::{entries, link_info, open_pin, parse_manifest, read_manifest, DeployError, LinkInfo};
+use crate::deploy::{
+    entries, link_info, open_pin, parse_manifest, read_manifest, DeployError, LinkInfo,
+};
 use crate::fill::Device;
 use crate::netdev;
 use crate::plan::{desired, diff, read_state, Handles, Plan};
@@ -83,28 +85,43 @@ pub struct Status {
 /// Reads the deployment pinned in `dir`.
 pub fn status(dir: &Path) -> Result<Status, DeployError> {
     let text = read_manifest(dir)?;
-    let (_, ir) = parse_manifest(&text).map_err(|e| DeployError::Mismatch(format!("{}: {e}", dir.display())))?;
-    let hashes = crate::deploy::manifest_hashes(&text).unwrap_or_else(|| (ir.code_hash(), ir.data_hash()));
+    let (_, ir) = parse_manifest(&text)
+        .map_err(|e| DeployError::Mismatch(format!("{}: {e}", dir.display())))?;
+    let hashes =
+        crate::deploy::manifest_hashes(&text).unwrap_or_else(|| (ir.code_hash(), ir.data_hash()));
     let pinned = Pinned::open(dir)?;
 
     let mut links = Vec::new();
     for (device, path) in entries(&dir.join("links"))? {
-        let link = open_pin(&path).ok().and_then(|fd| link_info(fd.as_fd()).ok());
-        let mode = link.and_then(|l| netdev::by_index(l.ifindex).ok().map(|d| (l, d))).and_then(|(l, d)| {
-            if d.xdp.driver == Some(l.prog_id) {
-                Some(XdpMode::Native)
-            } else if d.xdp.generic == Some(l.prog_id) {
-                Some(XdpMode::Generic)
-            } else {
-                None
-            }
-        });
+        let link = open_pin(&path)
+            .ok()
+            .and_then(|fd| link_info(fd.as_fd()).ok());
+        let mode = link
+            .and_then(|l| netdev::by_index(l.ifindex).ok().map(|d| (l, d)))
+            .and_then(|(l, d)| {
+                if d.xdp.driver == Some(l.prog_id) {
+                    Some(XdpMode::Native)
+                } else if d.xdp.generic == Some(l.prog_id) {
+                    Some(XdpMode::Generic)
+                } else {
+                    None
+                }
+            });
         links.push(LinkStatus { device, link, mode });
     }
 
-    let resolved: Vec<Option<netdev::Link>> = ir.data.devices.iter().map(|d| netdev::resolve_device(d).ok()).collect();
+    let resolved: Vec<Option<netdev::Link>> = ir
+        .data
+        .devices
+        .iter()
+        .map(|d| netdev::resolve_device(d).ok())
+        .collect();
     let slot_counts = read_counters(&pinned, names::COUNTERS);
-    let count_at = |slot: u32| slot_counts.as_ref().map(|c| c.get(slot as usize).copied().unwrap_or_default());
+    let count_at = |slot: u32| {
+        slot_counts
+            .as_ref()
+            .map(|c| c.get(slot as usize).copied().unwrap_or_default())
+    };
     let devices: Vec<DeviceStatus> = ir
         .data
         .devices
@@ -123,15 +140,31 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         .groups
         .iter()
         .enumerate()
-        .map(|(g, group)| (group.name.clone(), group_counts.as_ref().map(|c| c.get(g).copied().unwrap_or_default())))
+        .map(|(g, group)| {
+            (
+                group.name.clone(),
+                group_counts
+                    .as_ref()
+                    .map(|c| c.get(g).copied().unwrap_or_default()),
+            )
+        })
         .collect();
 
     // Drift: the kernel's entries against the plan, with today's ifindexes.
     let mut drift = Plan::default();
     let mut drift_unknown = None;
     if ir.code.access == Access::WriteOnly {
-        drift_unknown = Some(format!("map {} is write_only: it cannot be read back", key_map(&ir)));
-    } else if let Some(missing) = ir.data.devices.iter().zip(&resolved).find(|(_, l)| l.is_none()) {
+        drift_unknown = Some(format!(
+            "map {} is write_only: it cannot be read back",
+            key_map(&ir)
+        ));
+    } else if let Some(missing) = ir
+        .data
+        .devices
+        .iter()
+        .zip(&resolved)
+        .find(|(_, l)| l.is_none())
+    {
         drift_unknown = Some(format!(
             "device `{}` (line {}) is not in this network namespace: the kernel removed its entries",
             missing.0.name, missing.0.line
@@ -163,14 +196,20 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         .map(|route| {
             let key = encode_key(&ir.code.key, &route.key, &ifindex).ok();
             let count = match (&ir.code.key, route.target, &key, &key_counts) {
-                (KeyPlan::Direct { .. }, TargetRef::Device(_), Some(k), Some(counts)) => {
-                    Some(counts.iter().find(|(key, _)| key == k).map(|(_, c)| *c).unwrap_or_default())
-                }
+                (KeyPlan::Direct { .. }, TargetRef::Device(_), Some(k), Some(counts)) => Some(
+                    counts
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .map(|(_, c)| *c)
+                        .unwrap_or_default(),
+                ),
                 _ => None,
             };
             let drift = key.as_ref().is_some_and(|k| {
                 drift.ops.iter().any(|op| {
-                    &op.key == k && [names::ROUTES, names::KEYS, names::GROUP_KEYS].contains(&op.map.as_str())
+                    &op.key == k
+                        && [names::ROUTES, names::KEYS, names::GROUP_KEYS]
+                            .contains(&op.map.as_str())
                 })
             });
             RouteStatus {
@@ -220,7 +259,9 @@ fn mode_name(mode: Option<XdpMode>) -> &'static str {
 }
 
 fn count_text(c: Option<Count>) -> String {
-    c.map_or(String::new(), |c| format!("{} packets, {} bytes", c.packets, c.bytes))
+    c.map_or(String::new(), |c| {
+        format!("{} packets, {} bytes", c.packets, c.bytes)
+    })
 }
 
 impl fmt::Display for Status {
@@ -242,7 +283,11 @@ impl fmt::Display for Status {
                     info.id,
                     info.prog_id
                 )?,
-                _ => writeln!(f, "  {:<16} DETACHED: the device went away (re-run apply)", l.device)?,
+                _ => writeln!(
+                    f,
+                    "  {:<16} DETACHED: the device went away (re-run apply)",
+                    l.device
+                )?,
             }
         }
         writeln!(f, "routes:")?;
@@ -253,7 +298,8 @@ impl fmt::Display for Status {
                 "  {:<width$} → {}{}{}",
                 r.key,
                 r.target,
-                r.count.map_or(String::new(), |c| format!("   {}", count_text(Some(c)))),
+                r.count
+                    .map_or(String::new(), |c| format!("   {}", count_text(Some(c)))),
                 if r.drift { "   DRIFT" } else { "" }
             )?;
         }
@@ -265,8 +311,13 @@ impl fmt::Display for Status {
         }
         writeln!(f, "devices:")?;
         for d in &self.devices {
-            let at = d.ifindex.map_or("MISSING".to_string(), |i| format!("ifindex {i}"));
-            let egress = d.egress.as_ref().map_or(String::new(), |p| format!(" egress {p}"));
+            let at = d
+                .ifindex
+                .map_or("MISSING".to_string(), |i| format!("ifindex {i}"));
+            let egress = d
+                .egress
+                .as_ref()
+                .map_or(String::new(), |p| format!(" egress {p}"));
             writeln!(f, "  {:<16} {at}{egress}   {}", d.name, count_text(d.count))?;
         }
         for (g, c) in &self.groups {
@@ -274,8 +325,14 @@ impl fmt::Display for Status {
         }
         match &self.drift_unknown {
             Some(why) => writeln!(f, "drift: unknown: {why}")?,
-            None if self.drift.is_empty() => writeln!(f, "drift: none (the kernel's maps match the last apply)")?,
-            None => write!(f, "drift: the kernel differs from the last apply; `devmapc apply` would run\n{}", self.drift)?,
+            None if self.drift.is_empty() => {
+                writeln!(f, "drift: none (the kernel's maps match the last apply)")?
+            }
+            None => write!(
+                f,
+                "drift: the kernel differs from the last apply; `devmapc apply` would run\n{}",
+                self.drift
+            )?,
         }
         Ok(())
     }
@@ -349,9 +406,14 @@ fn read_key_counters(pinned: &Pinned) -> Option<Vec<(Vec<u8>, Count)>> {
     let mut prev: Option<[u8; 4]> = None;
     let mut next = [0u8; 4];
     loop {
-        let prev_ptr = prev.as_ref().map_or(std::ptr::null(), |p| p.as_ptr().cast());
+        let prev_ptr = prev
+            .as_ref()
+            .map_or(std::ptr::null(), |p| p.as_ptr().cast());
         // SAFETY: 4-byte key buffers, the map's key size.
-        if unsafe { libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev_ptr, next.as_mut_ptr().cast()) } < 0 {
+        if unsafe {
+            libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev_ptr, next.as_mut_ptr().cast())
+        } < 0
+        {
             return Some(out);
         }
         out.push((next.to_vec(), percpu_count(fd, &next).unwrap_or_default()));
@@ -364,7 +426,13 @@ fn percpu_count(fd: BorrowedFd<'_>, key: &[u8]) -> Option<Count> {
     let cpus = usize::try_from(unsafe { libbpf_sys::libbpf_num_possible_cpus() }).ok()?;
     let mut value = vec![0u8; 16 * cpus];
     // SAFETY: key of the map's key size, value of 16 bytes per possible CPU.
-    let rc = unsafe { libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_mut_ptr().cast()) };
+    let rc = unsafe {
+        libbpf_sys::bpf_map_lookup_elem(
+            fd.as_raw_fd(),
+            key.as_ptr().cast(),
+            value.as_mut_ptr().cast(),
+        )
+    };
     if rc < 0 {
         return None;
     }
@@ -380,6 +448,12 @@ fn map_info(fd: BorrowedFd<'_>) -> Option<libbpf_sys::bpf_map_info> {
     let mut info = libbpf_sys::bpf_map_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info is a zeroed bpf_map_info of `len` bytes.
-    let rc = unsafe { libbpf_sys::bpf_obj_get_info_by_fd(fd.as_raw_fd(), (&mut info as *mut libbpf_sys::bpf_map_info).cast(), &mut len) };
+    let rc = unsafe {
+        libbpf_sys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            (&mut info as *mut libbpf_sys::bpf_map_info).cast(),
+            &mut len,
+        )
+    };
     (rc == 0).then_some(info)
 }

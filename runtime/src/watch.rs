@@ -65,7 +65,11 @@ impl LinkEvents {
         let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
         if rc < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            };
         }
         if rc == 0 {
             return Ok(false);
@@ -73,7 +77,8 @@ impl LinkEvents {
         let mut buf = [0u8; 16384];
         loop {
             // SAFETY: reading into a buffer of its size.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {

@@ -110,7 +110,10 @@ impl Rig {
     }
 
     fn peer(&self, dev: &str) -> &Iface {
-        self.peers.iter().find(|p| p.name == format!("p{dev}")).unwrap()
+        self.peers
+            .iter()
+            .find(|p| p.name == format!("p{dev}"))
+            .unwrap()
     }
 
     fn received(&self, dev: &str) -> u64 {
@@ -129,15 +132,24 @@ impl Rig {
         let before: Vec<u64> = expect.iter().map(|(d, _)| self.received(d)).collect();
         self.send(dst, n);
         for ((dev, want), before) in expect.iter().zip(before) {
-            wait_until(Duration::from_secs(3), || self.received(dev) - before >= *want);
+            wait_until(Duration::from_secs(3), || {
+                self.received(dev) - before >= *want
+            });
             std::thread::sleep(Duration::from_millis(20));
-            assert_eq!(self.received(dev) - before, *want, "frames to {dst:?} counted behind {dev}");
+            assert_eq!(
+                self.received(dev) - before,
+                *want,
+                "frames to {dst:?} counted behind {dev}"
+            );
         }
     }
 
     /// The kernel's entries against the last applied plan.
     fn drift(&self) -> plan::Plan {
-        let s = self.ns.enter(|| status::status(&self.pins)).unwrap_or_else(|e| panic!("{e}"));
+        let s = self
+            .ns
+            .enter(|| status::status(&self.pins))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(s.drift_unknown.is_none(), "{:?}", s.drift_unknown);
         s.drift
     }
@@ -168,20 +180,35 @@ fn first_apply_loads_and_a_data_change_is_a_diff_of_the_changed_entries() {
     assert!(again.plan.is_empty());
 
     // One route retargeted: one map operation, same programs and links.
-    let v2 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
+    let v2 = build(&spec(
+        "on_miss = drop",
+        "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c",
+    ));
     let report = rig.apply(&v2).unwrap();
     assert_eq!(report.kind, Kind::Data, "{report}");
     assert_eq!(report.plan.len(), 1, "{}", report.plan);
-    assert_eq!(rig.link_ids(), links, "a data change keeps the link and program");
+    assert_eq!(
+        rig.link_ids(),
+        links,
+        "a data change keeps the link and program"
+    );
     rig.delivers([10, 0, 0, 2], 10, &[("dmcb", 0), ("dmcc", 10)]);
     assert!(rig.drift().is_empty());
 
     // A route added and one removed.
-    let v3 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.4 -> b"));
+    let v3 = build(&spec(
+        "on_miss = drop",
+        "route 10.0.0.2 -> c\nroute 10.0.0.4 -> b",
+    ));
     let report = rig.apply(&v3).unwrap();
     assert_eq!(report.kind, Kind::Data);
     let t = report.plan.totals();
-    assert_eq!((t.added, t.changed, t.removed), (2, 0, 2), "{}", report.plan);
+    assert_eq!(
+        (t.added, t.changed, t.removed),
+        (2, 0, 2),
+        "{}",
+        report.plan
+    );
     rig.delivers([10, 0, 0, 3], 10, &[("dmcb", 0), ("dmcc", 0)]);
     rig.delivers([10, 0, 0, 4], 10, &[("dmcb", 10), ("dmcc", 0)]);
 
@@ -214,7 +241,11 @@ fn a_code_change_swaps_the_programs_under_the_same_link_and_keeps_counters() {
     let b = s.devices.iter().find(|d| d.name == "b").unwrap();
     assert_eq!(b.count.unwrap().packets, 12, "{s}");
     let code = s.code_hash.clone();
-    assert_ne!(code, v2.ir.code_hash(), "the manifest keeps the build's code hash");
+    assert_ne!(
+        code,
+        v2.ir.code_hash(),
+        "the manifest keeps the build's code hash"
+    );
 }
 
 #[test]
@@ -229,17 +260,25 @@ fn a_failed_apply_leaves_the_previous_configuration_serving() {
 
     // A device that does not exist: refused before anything changes, with
     // the device and its line named.
-    let missing = spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.9 -> d")
-        .replace("device c {", "device d { ifname = \"dmcnope\" }\ndevice c {");
+    let missing = spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.9 -> d").replace(
+        "device c {",
+        "device d { ifname = \"dmcnope\" }\ndevice c {",
+    );
     let err = rig.apply(&build(&missing)).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("device `d` (line 4)") && text.contains("dmcnope"), "{text}");
+    assert!(
+        text.contains("device `d` (line 4)") && text.contains("dmcnope"),
+        "{text}"
+    );
 
     // A code change whose load fails (a NUMA node this machine lacks).
     let bad_code = build(&spec("on_miss = drop, numa_node = 63", ROUTES));
     let err = rig.apply(&bad_code).unwrap_err();
     assert!(!err.to_string().is_empty());
-    assert!(!rig.pins.join(apply::NEXT).exists(), "nothing staged is left");
+    assert!(
+        !rig.pins.join(apply::NEXT).exists(),
+        "nothing staged is left"
+    );
 
     assert_eq!(plan::read_state(&pinned, &v1.ir).unwrap(), before);
     assert_eq!(rig.link_ids(), links);
@@ -263,11 +302,19 @@ fn a_re_created_device_gets_its_entries_back_on_the_next_apply() {
     assert_eq!(report.kind, Kind::Data, "{report}");
     assert!(rig.drift().is_empty());
     let s = rig.ns.enter(|| status::status(&rig.pins)).unwrap();
-    assert_eq!(s.devices.iter().find(|d| d.name == "c").unwrap().ifindex, Some(c.ifindex));
-    let before = bpf::rx_count(&bpf::map(&rig.counts, "counts").unwrap(), peer.ifindex).unwrap().0;
+    assert_eq!(
+        s.devices.iter().find(|d| d.name == "c").unwrap().ifindex,
+        Some(c.ifindex)
+    );
+    let before = bpf::rx_count(&bpf::map(&rig.counts, "counts").unwrap(), peer.ifindex)
+        .unwrap()
+        .0;
     rig.send([10, 0, 0, 3], 10);
     assert!(wait_until(Duration::from_secs(3), || {
-        bpf::rx_count(&bpf::map(&rig.counts, "counts").unwrap(), peer.ifindex).unwrap().0 == before + 10
+        bpf::rx_count(&bpf::map(&rig.counts, "counts").unwrap(), peer.ifindex)
+            .unwrap()
+            .0
+            == before + 10
     }));
 }
 
@@ -280,7 +327,10 @@ fn traffic_to_unchanged_routes_loses_nothing_through_route_changes_and_code_upgr
     let rig = Arc::new(Rig::new());
     let drop = build(&spec("on_miss = drop", ROUTES));
     let pass = build(&spec("on_miss = pass", ROUTES));
-    let moved = build(&spec("on_miss = drop", "route 10.0.0.2 -> b\nroute 10.0.0.3 -> b"));
+    let moved = build(&spec(
+        "on_miss = drop",
+        "route 10.0.0.2 -> b\nroute 10.0.0.3 -> b",
+    ));
     rig.apply(&drop).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -292,7 +342,9 @@ fn traffic_to_unchanged_routes_loses_nothing_through_route_changes_and_code_upgr
             while !stop.load(Ordering::Relaxed) {
                 rig.send([10, 0, 0, 2], 16);
                 let total = sent.fetch_add(16, Ordering::Relaxed) + 16;
-                wait_until(Duration::from_millis(200), || rig.received("dmcb") - base >= total);
+                wait_until(Duration::from_millis(200), || {
+                    rig.received("dmcb") - base >= total
+                });
             }
             base
         })
@@ -310,7 +362,9 @@ fn traffic_to_unchanged_routes_loses_nothing_through_route_changes_and_code_upgr
     stop.store(true, Ordering::Relaxed);
     let base = sender.join().unwrap();
     let sent = sent.load(Ordering::Relaxed);
-    wait_until(Duration::from_secs(3), || rig.received("dmcb") - base >= sent);
+    wait_until(Duration::from_secs(3), || {
+        rig.received("dmcb") - base >= sent
+    });
     let received = rig.received("dmcb") - base;
     assert_eq!(kinds.iter().filter(|k| **k == Kind::Data).count(), 100);
     assert_eq!(kinds.iter().filter(|k| **k == Kind::Code).count(), 10);
@@ -330,13 +384,26 @@ fn map_flags_and_write(path: &Path, key: &[u8], value: &[u8]) -> (u32, std::io::
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info is a zeroed bpf_map_info of `len` bytes.
     let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(fd.as_raw_fd(), &mut info as *mut _ as *mut _, &mut len)
+        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            &mut info as *mut _ as *mut _,
+            &mut len,
+        )
     };
     assert_eq!(rc, 0);
     let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_map_update_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_ptr().cast(), 0)
+        libbpf_rs::libbpf_sys::bpf_map_update_elem(
+            fd.as_raw_fd(),
+            key.as_ptr().cast(),
+            value.as_ptr().cast(),
+            0,
+        )
     };
-    let write = if rc < 0 { Err(std::io::Error::from_raw_os_error(-rc)) } else { Ok(()) };
+    let write = if rc < 0 {
+        Err(std::io::Error::from_raw_os_error(-rc))
+    } else {
+        Ok(())
+    };
     (info.map_flags, write)
 }
 
@@ -351,9 +418,17 @@ fn read_only_freezes_the_key_map_after_filling_and_changes_reload() {
     let ifindex = rig.ns.ifindex("dmcc").unwrap();
     let mut value = ifindex.to_ne_bytes().to_vec();
     value.extend((-1i32).to_ne_bytes());
-    let (_, write) = map_flags_and_write(&map, &u32::from_be_bytes([10, 0, 0, 2]).to_ne_bytes(), &value);
+    let (_, write) = map_flags_and_write(
+        &map,
+        &u32::from_be_bytes([10, 0, 0, 2]).to_ne_bytes(),
+        &value,
+    );
     let write = rig.ns.enter(|| write);
-    assert_eq!(write.unwrap_err().raw_os_error(), Some(libc::EPERM), "a frozen map refuses writes");
+    assert_eq!(
+        write.unwrap_err().raw_os_error(),
+        Some(libc::EPERM),
+        "a frozen map refuses writes"
+    );
     // Even through an fd reopened by id (RDONLY itself belongs to the fd).
     let pinned = apply::Pinned::open(&rig.pins).unwrap();
     let fd = pinned.map_fd(names::ROUTES).unwrap();
@@ -363,7 +438,10 @@ fn read_only_freezes_the_key_map_after_filling_and_changes_reload() {
     assert_eq!(rc, -libc::EPERM);
 
     // A route change cannot be written in place: new maps, swapped in.
-    let v2 = build(&spec("on_miss = drop, access = read_only", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
+    let v2 = build(&spec(
+        "on_miss = drop, access = read_only",
+        "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c",
+    ));
     let report = rig.apply(&v2).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.kind, Kind::Code, "{report}");
     rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 0), ("dmcc", 3)]);
@@ -378,8 +456,16 @@ fn write_only_key_map_is_never_read_back_and_changes_reload() {
     rig.apply(&v1).unwrap_or_else(|e| panic!("{e}"));
     rig.delivers([10, 0, 0, 3], 3, &[("dmcc", 3)]);
     let s = rig.ns.enter(|| status::status(&rig.pins)).unwrap();
-    assert!(s.drift_unknown.as_deref().is_some_and(|w| w.contains("write_only")), "{s}");
-    let v2 = build(&spec("on_miss = drop, access = write_only", "route 10.0.0.3 -> b"));
+    assert!(
+        s.drift_unknown
+            .as_deref()
+            .is_some_and(|w| w.contains("write_only")),
+        "{s}"
+    );
+    let v2 = build(&spec(
+        "on_miss = drop, access = write_only",
+        "route 10.0.0.3 -> b",
+    ));
     let report = rig.apply(&v2).unwrap();
     assert_eq!(report.kind, Kind::Code, "{report}");
     rig.delivers([10, 0, 0, 3], 3, &[("dmcb", 3), ("dmcc", 0)]);
@@ -389,13 +475,21 @@ fn write_only_key_map_is_never_read_back_and_changes_reload() {
 fn numa_node_is_set_on_the_key_map_and_a_missing_node_is_refused() {
     require_privileged!();
     let rig = Rig::new();
-    rig.apply(&build(&spec("on_miss = drop, numa_node = 0", ROUTES))).unwrap_or_else(|e| panic!("{e}"));
-    let (flags, _) = map_flags_and_write(&rig.pins.join("maps").join(names::ROUTES), &[0; 4], &[0; 8]);
-    assert_ne!(flags & libbpf_rs::libbpf_sys::BPF_F_NUMA_NODE, 0, "flags {flags:#x}");
+    rig.apply(&build(&spec("on_miss = drop, numa_node = 0", ROUTES)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (flags, _) =
+        map_flags_and_write(&rig.pins.join("maps").join(names::ROUTES), &[0; 4], &[0; 8]);
+    assert_ne!(
+        flags & libbpf_rs::libbpf_sys::BPF_F_NUMA_NODE,
+        0,
+        "flags {flags:#x}"
+    );
     rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 3)]);
     deploy::detach(&rig.pins).unwrap();
 
-    let err = rig.apply(&build(&spec("on_miss = drop, numa_node = 63", ROUTES))).unwrap_err();
+    let err = rig
+        .apply(&build(&spec("on_miss = drop, numa_node = 63", ROUTES)))
+        .unwrap_err();
     assert!(err.to_string().contains("no NUMA node 63"), "{err}");
     assert!(!rig.pins.join("manifest").exists(), "nothing committed");
     assert!(!rig.pins.join("maps").exists(), "nothing left pinned");
@@ -406,17 +500,32 @@ fn a_dry_run_reports_the_plan_and_changes_nothing() {
     require_privileged!();
     let rig = Rig::new();
     let v1 = build(&spec("on_miss = drop", ROUTES));
-    let opts = Options { dry_run: true, ..Options::new(&*rig.pins) };
-    let report = rig.ns.enter(|| apply::apply(&v1.obj, &v1.ir, &opts)).unwrap();
+    let opts = Options {
+        dry_run: true,
+        ..Options::new(&*rig.pins)
+    };
+    let report = rig
+        .ns
+        .enter(|| apply::apply(&v1.obj, &v1.ir, &opts))
+        .unwrap();
     assert_eq!(report.kind, Kind::First);
     assert!(report.dry_run && !report.plan.is_empty());
     assert!(!rig.pins.join("manifest").exists());
     rig.apply(&v1).unwrap();
-    let v2 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
-    let report = rig.ns.enter(|| apply::apply(&v2.obj, &v2.ir, &opts)).unwrap();
+    let v2 = build(&spec(
+        "on_miss = drop",
+        "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c",
+    ));
+    let report = rig
+        .ns
+        .enter(|| apply::apply(&v2.obj, &v2.ir, &opts))
+        .unwrap();
     assert_eq!(report.kind, Kind::Data);
     assert_eq!(report.plan.len(), 1);
-    assert!(report.to_string().contains("route 10.0.0.2 -> c"), "{report}");
+    assert!(
+        report.to_string().contains("route 10.0.0.2 -> c"),
+        "{report}"
+    );
     assert!(rig.drift().is_empty(), "still the first spec");
     rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 3)]);
 }
@@ -440,8 +549,15 @@ fn concurrent_applies_are_serialised_by_the_pin_directory_lock() {
             std::thread::spawn(move || rig.apply(&b).map(|r| r.kind).map_err(|e| e.to_string()))
         })
         .collect();
-    let kinds: Vec<Kind> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == Kind::First).count(), 1, "{kinds:?}");
+    let kinds: Vec<Kind> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == Kind::First).count(),
+        1,
+        "{kinds:?}"
+    );
     // Whatever the order, the last apply's spec serves, completely.
     assert!(rig.drift().is_empty());
     assert!(!rig.pins.join(apply::NEXT).exists());
@@ -454,8 +570,11 @@ fn concurrent_applies_are_serialised_by_the_pin_directory_lock() {
 fn a_group_route_reaches_every_member_but_the_ingress_device() {
     require_privileged!();
     let rig = Rig::new();
-    let text = spec("on_miss = drop", "group all { a, b, c }\nroute 10.0.0.9 -> all")
-        .replace("ingress { on = [a]", "ingress { on = [a, b, c]");
+    let text = spec(
+        "on_miss = drop",
+        "group all { a, b, c }\nroute 10.0.0.9 -> all",
+    )
+    .replace("ingress { on = [a]", "ingress { on = [a, b, c]");
     let report = rig.apply(&build(&text)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.links.len(), 3, "{report}");
     rig.delivers([10, 0, 0, 9], 5, &[("dmca", 0), ("dmcb", 5), ("dmcc", 5)]);
@@ -464,12 +583,21 @@ fn a_group_route_reaches_every_member_but_the_ingress_device() {
     let (_, last_src) = bpf::rx_count(&counts, rig.peer("dmcb").ifindex).unwrap();
     assert_eq!(last_src, Some(rig.ns.mac("dmcb").unwrap()));
     // From b: a and c get a copy, b does not.
-    let before: Vec<u64> = ["dmca", "dmcb", "dmcc"].iter().map(|d| rig.received(d)).collect();
+    let before: Vec<u64> = ["dmca", "dmcb", "dmcc"]
+        .iter()
+        .map(|d| rig.received(d))
+        .collect();
     let frame = to([10, 0, 0, 9]);
     let from_b = rig.peer("dmcb").ifindex;
     rig.ns.enter(|| send_frames(from_b, &frame, 5)).unwrap();
-    assert!(wait_until(Duration::from_secs(3), || rig.received("dmca") - before[0] == 5
+    assert!(wait_until(Duration::from_secs(3), || rig.received("dmca")
+        - before[0]
+        == 5
         && rig.received("dmcc") - before[2] == 5));
     std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(rig.received("dmcb"), before[1], "no copy back to the ingress device");
+    assert_eq!(
+        rig.received("dmcb"),
+        before[1],
+        "no copy back to the ingress device"
+    );
 }
