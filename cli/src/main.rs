@@ -7,6 +7,7 @@
 
 mod deploy_cmd;
 mod render;
+mod test;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -164,6 +165,36 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = devmapc_runtime::deploy::DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
     },
+    /// Run the specs' `test` blocks against the real kernel, in throwaway
+    /// network namespaces.
+    ///
+    /// For each spec: builds it, makes a sandbox (one veth pair per device,
+    /// named after its `ifname`, with its `ifindex` when the spec fixes
+    /// one), deploys the spec there, then sends each test's packets in on
+    /// their devices and matches what leaves every device, and what goes up
+    /// the stack, against the expectations. Nothing of the host is touched;
+    /// the sandbox is gone when the run ends, however it ends. Needs root
+    /// (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN). Exits 0 when every test
+    /// passes, 1 when one fails (or a spec has errors), 2 when the tests
+    /// could not run, 130 when interrupted. See docs/testing.md.
+    #[command(after_help = "Examples:\n  sudo devmapc test examples/*.devmap\n  sudo devmapc test --filter vlan --timeout 500 router.devmap\n  sudo devmapc test --message-format json specs/*.devmap   # in CI")]
+    Test {
+        /// The .devmap files whose tests to run.
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<PathBuf>,
+        /// Run only the tests whose name contains NAME.
+        #[arg(long, value_name = "NAME")]
+        filter: Option<String>,
+        /// `human`: one line per test, then the failures located in the
+        /// spec; `json`: one JSON object per line (suite, test, summary).
+        #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
+        message_format: MessageFormat,
+        /// How long to wait for the packets of each `send`, in
+        /// milliseconds (a test that expects `drop` waits this long; others
+        /// stop once every expectation is met and no packet came for 20 ms).
+        #[arg(long, value_name = "MS", default_value_t = 200)]
+        timeout: u64,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,6 +209,7 @@ fn main() -> ExitCode {
         Command::Check { files, deny_warnings, message_format } => check(&files, deny_warnings, message_format),
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Build { specs, out_dir, emit, check } => build(&specs, &out_dir, &emit, check),
+        Command::Test { specs, filter, message_format, timeout } => test::run(&specs, filter.as_deref(), message_format, timeout),
         Command::Apply { spec, pin_dir, dry_run, make_ready, allow_not_ready, watch } => {
             deploy_cmd::apply_cmd(&deploy_cmd::ApplyArgs { spec, pin_dir, dry_run, make_ready, allow_not_ready, watch })
         }

@@ -6,10 +6,15 @@
 //! this.
 
 pub mod apply;
+pub mod capture;
 pub mod deploy;
 pub mod fill;
+pub mod inject;
 pub mod netdev;
+pub mod packet;
 pub mod plan;
+pub mod sandbox;
+pub mod spectest;
 pub mod status;
 pub mod watch;
 

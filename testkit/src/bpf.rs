@@ -105,60 +105,9 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 
-/// The `xdp_md` context the kernel takes for a test run of `len` bytes:
-/// `data_end` must equal the length, the rest is 0 but `ingress_ifindex`.
-fn xdp_md(len: usize, ingress_ifindex: u32) -> Vec<u8> {
-    let md = libbpf_sys::xdp_md {
-        data: 0,
-        data_end: len as u32,
-        data_meta: 0,
-        ingress_ifindex,
-        rx_queue_index: 0,
-        egress_ifindex: 0,
-    };
-    // SAFETY: xdp_md is plain old data of six u32s, without padding.
-    unsafe {
-        std::slice::from_raw_parts(
-            (&md as *const libbpf_sys::xdp_md).cast::<u8>(),
-            size_of_val(&md),
-        )
-    }
-    .to_vec()
-}
-
-/// Blocks SIGCHLD in the calling thread while alive.
-///
-/// The kernel aborts a repeated test run with EINTR when a signal is pending
-/// for the thread. SIGCHLD is normally discarded on arrival, but when the
-/// thread that spawned the child has signals blocked at that moment (glibc's
-/// `posix_spawn` blocks them all around the clone), it is queued for the
-/// whole process and may land on the thread inside `BPF_PROG_TEST_RUN`.
-/// Test binaries spawn `ip` from parallel threads all the time.
-struct SigchldBlocked(libc::sigset_t);
-
-impl SigchldBlocked {
-    fn new() -> SigchldBlocked {
-        // SAFETY: sigset_t is plain data initialised by sigemptyset; the
-        // old mask is saved and restored on drop.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGCHLD);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            SigchldBlocked(old)
-        }
-    }
-}
-
-impl Drop for SigchldBlocked {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved in new().
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
-        }
-    }
-}
+// The `xdp_md` context and the SIGCHLD guard live in the runtime, which
+// `devmapc test` drives the same way.
+use devmapc_runtime::inject::{xdp_md, SigchldBlocked};
 
 /// Run `prog` on `packet` `repeat` times (0 counts as 1). With
 /// `ingress_ifindex`, the program sees that device as `ctx->ingress_ifindex`
@@ -226,29 +175,17 @@ pub fn test_run_live(
     repeat: u32,
     batch_size: u32,
 ) -> libbpf_rs::Result<LiveRun> {
-    let ctx = xdp_md(packet.len(), ingress_ifindex);
-    // SAFETY: zeroed bpf_test_run_opts is its documented default.
-    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
-    opts.sz = size_of_val(&opts) as _;
-    opts.data_in = packet.as_ptr().cast();
-    opts.data_size_in = packet.len() as u32;
-    opts.ctx_in = ctx.as_ptr().cast();
-    opts.ctx_size_in = ctx.len() as u32;
-    opts.repeat = repeat.max(1) as _;
-    opts.flags = libbpf_sys::BPF_F_TEST_XDP_LIVE_FRAMES;
-    opts.batch_size = batch_size;
-    // SAFETY: the fd is a loaded program; input buffers outlive the call and
-    // no output buffers are given (live mode forbids them).
-    let rc = {
-        let _sigchld = SigchldBlocked::new();
-        unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_fd().as_raw_fd(), &mut opts) }
-    };
-    if rc < 0 {
-        return Err(libbpf_rs::Error::from_raw_os_error(-rc));
-    }
+    let duration_ns = devmapc_runtime::inject::test_run_live(
+        prog.as_fd(),
+        packet,
+        ingress_ifindex,
+        repeat,
+        batch_size,
+    )
+    .map_err(libbpf_rs::Error::from)?;
     Ok(LiveRun {
         frames: repeat.max(1),
-        duration_ns: opts.duration as u64,
+        duration_ns,
     })
 }
 

@@ -1,0 +1,354 @@
+//! `devmapc test`: runs the `test` blocks of specs in throwaway network
+//! namespaces (the work is `devmapc_runtime::spectest`'s; this is the
+//! terminal and JSON output, and the exit code).
+
+use crate::{out, MessageFormat};
+use devmapc::diagnostic::LineIndex;
+use devmapc_runtime::sandbox::Sandbox;
+use devmapc_runtime::spectest::{self, Failure, Options, TestOutcome, Watch};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Set by SIGINT / SIGTERM; the run stops at the next step and cleans up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // A second signal: leave now. The namespaces go with the process.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+fn catch_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs a handler that only touches an atomic (or exits).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Everything `devmapc test` needs, checked before anything is done, so that
+/// a run without privileges is one message and never a partial run.
+fn check_privileges() -> Result<(), String> {
+    const DOING: &str = "devmapc test builds network namespaces and loads BPF programs";
+    devmapc_runtime::deploy::check_privileges(DOING).map_err(|e| e.to_string())?;
+    let caps = std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        });
+    if caps.is_some_and(|c| c & (1 << CAP_SYS_ADMIN) == 0) {
+        return Err(format!(
+            "{DOING}: missing capability CAP_SYS_ADMIN, which creating a network namespace needs \
+             (run it as root: `sudo devmapc test ...`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the build directory however the run ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Why a spec's tests could not run at all.
+enum SpecError {
+    /// The spec has errors (rendered already): exit 1.
+    Spec,
+    /// The machine could not run them: exit 2.
+    Environment(String),
+    Interrupted,
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: usize,
+    failed: usize,
+}
+
+pub fn run(
+    specs: &[PathBuf],
+    filter: Option<&str>,
+    format: MessageFormat,
+    timeout_ms: u64,
+) -> Result<ExitCode, String> {
+    check_privileges()?;
+    catch_signals();
+    let options = Options {
+        timeout: Duration::from_millis(timeout_ms.max(1)),
+    };
+    let mut totals = Totals::default();
+    let (mut spec_errors, mut env_errors) = (0, 0);
+    for spec in specs {
+        match run_spec(spec, filter, format, &options, &mut totals) {
+            Ok(()) => {}
+            Err(SpecError::Spec) => spec_errors += 1,
+            Err(SpecError::Environment(message)) => {
+                env_errors += 1;
+                match format {
+                    MessageFormat::Human => eprintln!("error: {}: {message}", spec.display()),
+                    MessageFormat::Json => out(&json!({ "type": "error", "spec": spec.display().to_string(), "message": message }).to_string()),
+                }
+            }
+            Err(SpecError::Interrupted) => {
+                eprintln!("interrupted: the sandbox is gone, nothing is left behind");
+                return Ok(ExitCode::from(130));
+            }
+        }
+    }
+    match format {
+        MessageFormat::Human => out(&format!("{} passed, {} failed", totals.passed, totals.failed)),
+        MessageFormat::Json => out(&json!({ "type": "summary", "passed": totals.passed, "failed": totals.failed, "spec_errors": spec_errors, "errors": env_errors }).to_string()),
+    }
+    Ok(ExitCode::from(if env_errors > 0 {
+        2
+    } else if totals.failed > 0 || spec_errors > 0 {
+        1
+    } else {
+        0
+    }))
+}
+
+fn interrupted() -> Result<(), SpecError> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        Err(SpecError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+fn run_spec(
+    spec: &Path,
+    filter: Option<&str>,
+    format: MessageFormat,
+    options: &Options,
+    totals: &mut Totals,
+) -> Result<(), SpecError> {
+    let name = spec.display().to_string();
+    let source = crate::read(spec).map_err(SpecError::Environment)?;
+    let checked = devmapc::check_source(&source);
+    let Some(model) = checked.model else {
+        crate::render::diagnostics(&name, &source, &checked.diagnostics, format);
+        if format == MessageFormat::Human {
+            eprintln!("error: {name}: not tested: the spec has errors");
+        }
+        return Err(SpecError::Spec);
+    };
+    let selected: Vec<_> = model
+        .tests
+        .iter()
+        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
+        .collect();
+    let filtered_out = model.tests.len() - selected.len();
+    match format {
+        MessageFormat::Human => out(&format!("\nrunning {} test{} from {name}", selected.len(), if selected.len() == 1 { "" } else { "s" })),
+        MessageFormat::Json => out(&json!({ "type": "suite", "event": "started", "spec": name, "test_count": selected.len(), "filtered_out": filtered_out }).to_string()),
+    }
+    if selected.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+
+    // Build into a directory of our own.
+    static BUILDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "devmapc-test-{}-{}",
+        std::process::id(),
+        BUILDS.fetch_add(1, Ordering::Relaxed)
+    )));
+    let emit = devmapc::Emit {
+        c: false,
+        obj: true,
+        skel: false,
+        manifest: false,
+    };
+    let outputs = devmapc::Builder::new(spec)
+        .out_dir(&dir.0)
+        .emit(emit)
+        .build();
+    interrupted()?;
+    let obj = match outputs {
+        Ok(o) => o.obj.expect("emitted"),
+        Err(e) => return Err(SpecError::Environment(format!("cannot build it: {e}"))),
+    };
+    let file_name = spec
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("spec.devmap");
+    let ir = devmapc::lower::lower(&model, file_name, &source);
+
+    // The sandbox, the spec deployed in it, and the sockets watching it.
+    let sandbox = Sandbox::new(&ir.data.devices)
+        .map_err(|e| SpecError::Environment(format!("cannot build the test sandbox: {e}")))?;
+    interrupted()?;
+    let deployed = spectest::deploy(&sandbox, &obj, &ir).map_err(|e| {
+        SpecError::Environment(format!("cannot deploy it in the test sandbox: {e}"))
+    })?;
+    let watch = Watch::new(&sandbox).map_err(|e| {
+        SpecError::Environment(format!(
+            "cannot open packet sockets in the test sandbox: {e}"
+        ))
+    })?;
+
+    let mut failed: Vec<TestOutcome> = Vec::new();
+    let (mut passed, mut failures) = (0, 0);
+    for test in selected {
+        interrupted()?;
+        let outcome = spectest::run_test(
+            &model,
+            test,
+            &sandbox,
+            &deployed,
+            &watch,
+            options,
+            &INTERRUPTED,
+        );
+        if outcome.error.as_deref() == Some("interrupted") {
+            return Err(SpecError::Interrupted);
+        }
+        if outcome.passed() {
+            passed += 1;
+        } else {
+            failures += 1;
+        }
+        match format {
+            MessageFormat::Human => out(&format!(
+                "test {} ... {}",
+                outcome.name,
+                if outcome.passed() { "ok" } else { "FAILED" }
+            )),
+            MessageFormat::Json => out(&outcome_json(&name, &source, &outcome).to_string()),
+        }
+        if !outcome.passed() {
+            failed.push(outcome);
+        }
+    }
+    drop(watch);
+    drop(deployed);
+    drop(sandbox);
+    totals.passed += passed;
+    totals.failed += failures;
+    if format == MessageFormat::Human {
+        if !failed.is_empty() {
+            out("\nfailures:");
+            for outcome in &failed {
+                out(&format!("\n---- {} ----", outcome.name));
+                if let Some(error) = &outcome.error {
+                    out(&format!("error: {error}"));
+                }
+                for f in &outcome.failures {
+                    out(&render_failure(&name, &source, f));
+                }
+            }
+            out("\nfailures:");
+            for outcome in &failed {
+                out(&format!("    {}", outcome.name));
+            }
+        }
+        let verdict = if failures == 0 { "ok" } else { "FAILED" };
+        let filtered = if filtered_out > 0 {
+            format!(", {filtered_out} filtered out")
+        } else {
+            String::new()
+        };
+        out(&format!("\ntest result: {verdict}. {passed} passed, {failures} failed{filtered}; finished in {:.2}s", started.elapsed().as_secs_f64()));
+    }
+    Ok(())
+}
+
+/// The failure located in the spec (miette), then what was seen, field by
+/// field.
+fn render_failure(file: &str, source: &str, f: &Failure) -> String {
+    let theme = if colour() {
+        miette::GraphicalTheme::unicode()
+    } else {
+        miette::GraphicalTheme::unicode_nocolor()
+    };
+    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
+    let diagnostic =
+        miette::MietteDiagnostic::new(f.message.clone()).with_labels([miette::LabeledSpan::at(
+            f.span.start..f.span.end,
+            f.label.clone(),
+        )]);
+    let report = miette::Report::new(diagnostic)
+        .with_source_code(miette::NamedSource::new(file, source.to_string()));
+    let mut text = String::new();
+    if handler.render_report(&mut text, report.as_ref()).is_err() {
+        let (line, column) = LineIndex::new(source).line_col(source, f.span.start);
+        text = format!("{file}:{line}:{column}: {}\n", f.message);
+    }
+    let details: String = spectest::describe(f)
+        .lines()
+        .map(|l| format!("  {l}\n"))
+        .collect();
+    format!(
+        "{}{details}",
+        text.trim_end_matches('\n').to_string() + "\n"
+    )
+}
+
+fn outcome_json(file: &str, source: &str, outcome: &TestOutcome) -> serde_json::Value {
+    let index = LineIndex::new(source);
+    let (line, _) = index.line_col(source, outcome.span.start);
+    let failures: Vec<serde_json::Value> = outcome
+        .failures
+        .iter()
+        .map(|f| {
+            let (line, column) = index.line_col(source, f.span.start);
+            let (end_line, end_column) = index.line_col(source, f.span.end);
+            let seen: Vec<serde_json::Value> = f
+                .seen
+                .iter()
+                .map(|(s, diffs)| {
+                    let (place, device) = match s.place {
+                        spectest::Place::Out(_) => ("out", &s.device),
+                        spectest::Place::Stack(_) => ("stack", &s.device),
+                    };
+                    json!({
+                        "place": place,
+                        "device": device,
+                        "packet": spectest::format_seen(&s.layers),
+                        "bytes": s.frame.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                        "diff": diffs.iter().map(|d| json!({ "field": d.field, "expected": d.expected, "seen": d.seen, "equal": d.equal })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({
+                "line": line, "column": column, "end_line": end_line, "end_column": end_column,
+                "message": f.message, "label": f.label, "expected": f.expected, "seen": seen, "verdicts": f.verdicts,
+            })
+        })
+        .collect();
+    json!({
+        "type": "test",
+        "event": if outcome.passed() { "ok" } else { "failed" },
+        "spec": file,
+        "name": outcome.name,
+        "line": line,
+        "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
+        "failures": failures,
+        "error": outcome.error,
+    })
+}
