@@ -1,4 +1,5 @@
-//! Spec file → C, BPF object, Rust skeleton and manifest on disk.
+//! Spec file → C, BPF object, Rust skeleton, manifest and typed Rust module
+//! on disk.
 //!
 //! This is the only module that runs an external program: clang, through
 //! libbpf-cargo's `SkeletonBuilder`. It is what `devmapc build` runs, and what
@@ -9,18 +10,23 @@
 //! devmapc::Builder::new("specs/router.devmap").build().unwrap_or_else(|e| panic!("{e}"));
 //! ```
 //!
+//! In a build script the builder also writes the typed module
+//! (`<name>.rs`, see [`crate::typed`]): the spec's devices and key as Rust
+//! types and a `Deployment` to apply and change it with.
+//!
 //! Outputs are deterministic: the same spec gives byte-identical files
 //! wherever it is built (paths are relative in debug info, nothing records
 //! a time).
 
 use crate::diagnostic::render_plain;
-use crate::{check_source, ir::Ir, lower, render, Diagnostic};
+use crate::{check_source, ir::Ir, lower, render, typed, Diagnostic};
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Which outputs to write.
+/// Which outputs to write. (The typed Rust module is chosen apart, with
+/// [`Builder::typed`].)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Emit {
     pub c: bool,
@@ -56,6 +62,9 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     clang: Option<PathBuf>,
     emit: Emit,
+    /// The typed module: `None` means "in a build script, when the object
+    /// and the manifest are emitted".
+    typed: Option<bool>,
 }
 
 /// The files a build wrote.
@@ -68,6 +77,8 @@ pub struct Outputs {
     pub obj: Option<PathBuf>,
     pub skel: Option<PathBuf>,
     pub manifest: Option<PathBuf>,
+    /// The typed Rust module (`<name>.rs`).
+    pub typed: Option<PathBuf>,
     /// Warnings of the spec, rendered.
     pub spec_warnings: Vec<Diagnostic>,
     /// What clang printed (warnings), line by line.
@@ -110,7 +121,7 @@ impl std::error::Error for BuildError {}
 
 impl Builder {
     pub fn new(spec: impl Into<PathBuf>) -> Builder {
-        Builder { spec: spec.into(), out_dir: None, clang: None, emit: Emit::ALL }
+        Builder { spec: spec.into(), out_dir: None, clang: None, emit: Emit::ALL, typed: None }
     }
 
     /// Where outputs go (default: `OUT_DIR`, as in a build script).
@@ -128,6 +139,15 @@ impl Builder {
 
     pub fn emit(mut self, emit: Emit) -> Builder {
         self.emit = emit;
+        self
+    }
+
+    /// Whether to write the typed Rust module `<name>.rs` (see
+    /// [`crate::typed`]). By default it is written in a build script when
+    /// the object and the manifest are (it embeds both), and not otherwise
+    /// (`devmapc build`). `true` writes the object and the manifest too.
+    pub fn typed(mut self, typed: bool) -> Builder {
+        self.typed = Some(typed);
         self
     }
 
@@ -162,28 +182,34 @@ impl Builder {
         let name = output_name(&self.spec);
         std::fs::create_dir_all(&out_dir).map_err(|error| BuildError::Io { path: out_dir.clone(), error })?;
         let mut outputs = Outputs { name: name.clone(), spec_warnings: checked.diagnostics, ..Outputs::default() };
+        let mut emit = self.emit;
+        let typed = self.typed.unwrap_or(in_build_script && emit.obj && emit.manifest);
+        if typed {
+            emit.obj = true;
+            emit.manifest = true;
+        }
 
         let c_text = render::render(&ir);
         let c_path = out_dir.join(format!("{name}.bpf.c"));
         // The C is written even when not emitted: clang compiles the file.
         write_if_changed(&c_path, c_text.as_bytes())?;
-        if self.emit.c {
+        if emit.c {
             outputs.c = Some(c_path.clone());
         }
-        if self.emit.obj || self.emit.skel {
+        if emit.obj || emit.skel {
             let obj_path = out_dir.join(format!("{name}.bpf.o"));
             let skel_path = out_dir.join(format!("{name}.skel.rs"));
             let clang = match &self.clang {
                 Some(c) => c.clone(),
                 None => find_clang()?,
             };
-            outputs.clang_output = compile(&clang, &c_path, &obj_path, self.emit.skel.then_some(skel_path.as_path()))?;
-            if self.emit.obj {
+            outputs.clang_output = compile(&clang, &c_path, &obj_path, emit.skel.then_some(skel_path.as_path()))?;
+            if emit.obj {
                 outputs.obj = Some(obj_path);
             } else {
                 let _ = std::fs::remove_file(&obj_path);
             }
-            if self.emit.skel {
+            if emit.skel {
                 outputs.skel = Some(skel_path);
             }
             if in_build_script {
@@ -192,13 +218,18 @@ impl Builder {
                 }
             }
         }
-        if !self.emit.c {
+        if !emit.c {
             let _ = std::fs::remove_file(&c_path);
         }
-        if self.emit.manifest {
+        if emit.manifest {
             let path = out_dir.join(format!("{name}.manifest.json"));
             write_if_changed(&path, manifest(&ir, &name).as_bytes())?;
             outputs.manifest = Some(path);
+        }
+        if typed {
+            let path = out_dir.join(format!("{name}.rs"));
+            write_if_changed(&path, typed::generate(&ir, &name).as_bytes())?;
+            outputs.typed = Some(path);
         }
         Ok(outputs)
     }

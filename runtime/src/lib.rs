@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod capture;
 pub mod deploy;
+pub mod embed;
 pub mod fill;
 pub mod inject;
 pub mod netdev;

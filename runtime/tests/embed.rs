@@ -1,0 +1,191 @@
+//! A build embedded as bytes, driven through `embed::Deployment` against
+//! the real kernel: applied in a namespace of its own, one route changed
+//! (exactly that entry changes in the kernel), one added and removed,
+//! counters read, re-opened by another value, detached with nothing left.
+
+use devmapc::ir::names;
+use devmapc_runtime::apply::{Kind, Pinned};
+use devmapc_runtime::embed::{self, Const, DeployError, KeyValue, Options, TargetRef};
+use devmapc_runtime::plan::{self, Op, State};
+use devmapc_testkit::netns::Netns;
+use devmapc_testkit::require_privileged;
+use std::path::{Path, PathBuf};
+
+const SPEC: &str = "
+table { key = vlan.id, on_miss = drop }
+device a { ifname = \"emba\" }
+device b { ifname = \"embb\" }
+device c { ifname = \"embc\" }
+ingress { on = [a], mode = generic }
+route 10 -> b
+route 20 -> c
+";
+
+/// The build's object and manifest, as a program embeds them.
+fn build(dir: &Path) -> (Vec<u8>, String) {
+    let spec = dir.join("emb.devmap");
+    std::fs::write(&spec, SPEC).unwrap();
+    let out = devmapc::Builder::new(&spec)
+        .out_dir(dir)
+        .emit(devmapc::Emit::parse("obj,manifest").unwrap())
+        .build()
+        .unwrap();
+    let object = std::fs::read(out.obj.unwrap()).unwrap();
+    let manifest = std::fs::read_to_string(out.manifest.unwrap()).unwrap();
+    (object, manifest)
+}
+
+/// A pin directory of its own, removed on drop.
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new() -> PinDir {
+        PinDir(PathBuf::from(format!(
+            "/sys/fs/bpf/devmapc-test-{}-embed",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn kernel_state(dir: &Path, engine: &embed::Deployment) -> State {
+    plan::read_state(&Pinned::open(dir).unwrap(), engine.ir()).unwrap()
+}
+
+fn vlan(n: u64) -> KeyValue {
+    KeyValue::Const(Const::Uint(n))
+}
+
+fn our_temp_dirs() -> Vec<String> {
+    let prefix = format!("devmapc-embed-{}-", std::process::id());
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+#[test]
+fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
+    require_privileged!();
+    let build_dir = std::env::temp_dir().join(format!("devmapc-embed-test-{}", std::process::id()));
+    std::fs::create_dir_all(&build_dir).unwrap();
+    let (object, manifest) = build(&build_dir);
+    std::fs::remove_dir_all(&build_dir).unwrap();
+
+    let ns = Netns::new().unwrap();
+    for dev in ["emba", "embb", "embc"] {
+        ns.veth(dev, &format!("p{dev}")).unwrap();
+    }
+    let pins = PinDir::new();
+    let dir = pins.0.clone();
+    let mut options = Options::new(&dir);
+    options.make_ready = true;
+
+    ns.enter(|| {
+        let mut engine = embed::Deployment::apply(&object, &manifest, options.clone()).unwrap();
+        assert_eq!(engine.report().unwrap().kind, Kind::First);
+        assert!(dir.join("manifest").exists());
+        let before = kernel_state(&dir, &engine);
+
+        // 10 -> c: one entry of devmapc_routes changes, nothing else.
+        let report = engine.set_route(vlan(10), TargetRef::Device(2)).unwrap();
+        assert_eq!(report.kind, Kind::Data, "{report}");
+        assert_eq!(report.plan.ops.len(), 1, "{report}");
+        let after = kernel_state(&dir, &engine);
+        let changed = plan::diff(&before, &after);
+        assert_eq!(changed.ops.len(), 1, "{changed:?}");
+        let op = &changed.ops[0];
+        assert_eq!(op.map, names::ROUTES);
+        assert_eq!(op.key, 10u32.to_ne_bytes());
+        assert!(matches!(op.op, Op::Replace { .. }), "{op:?}");
+        // The pinned manifest holds the change, with the build's code hash.
+        let status = engine.status().unwrap();
+        let route = status.routes.iter().find(|r| r.key == "10").unwrap();
+        assert_eq!(route.target, "c");
+        assert!(status.drift.is_empty(), "{:?}", status.drift);
+        assert_eq!(
+            status.code_hash,
+            devmapc_runtime::deploy::manifest_hashes(&manifest)
+                .unwrap()
+                .0
+        );
+
+        // A new route and its removal: the key and its counter each time.
+        let report = engine.set_route(vlan(30), TargetRef::Device(1)).unwrap();
+        assert_eq!(report.plan.ops.len(), 2, "{report}");
+        assert!(engine
+            .routes()
+            .iter()
+            .any(|r| r.text == "30" && r.line == 0));
+        let report = engine.remove_route(&vlan(30)).unwrap();
+        assert_eq!(report.plan.ops.len(), 2, "{report}");
+        assert_eq!(
+            plan::diff(&after, &kernel_state(&dir, &engine)).ops.len(),
+            0
+        );
+
+        // Keys and targets that do not fit are errors, and change nothing.
+        let err = engine
+            .set_route(vlan(4096), TargetRef::Device(1))
+            .unwrap_err();
+        assert!(matches!(err, DeployError::Mismatch(_)), "{err}");
+        assert!(err.to_string().contains("key `4096`"), "{err}");
+        let err = engine.set_route(vlan(1), TargetRef::Device(3)).unwrap_err();
+        assert!(matches!(err, DeployError::Mismatch(_)), "{err}");
+        let err = engine.set_route(vlan(1), TargetRef::Group(0)).unwrap_err();
+        assert!(matches!(err, DeployError::Mismatch(_)), "{err}");
+        assert_eq!(
+            plan::diff(&after, &kernel_state(&dir, &engine)).ops.len(),
+            0
+        );
+
+        // Counters, read from the pinned maps.
+        assert_eq!(engine.counters(1).unwrap(), embed::Count::default());
+        assert_eq!(engine.misses().unwrap(), embed::Count::default());
+        assert!(engine.counters(3).is_err());
+
+        // Another value opens the deployment with its routes as they are.
+        let other = embed::Deployment::open(&object, &manifest, Options::new(&dir)).unwrap();
+        assert!(other.report().is_none());
+        assert_eq!(other.routes(), engine.routes());
+        drop(other);
+
+        // Applying the build again puts its routes back.
+        let again = embed::Deployment::apply(&object, &manifest, options.clone()).unwrap();
+        assert_eq!(again.report().unwrap().kind, Kind::Data);
+        assert_eq!(
+            plan::diff(&before, &kernel_state(&dir, &again)).ops.len(),
+            0
+        );
+        drop(again);
+
+        let detached = engine.detach().unwrap();
+        assert_eq!(detached.links.len(), 1);
+        assert!(!dir.exists());
+        assert!(matches!(
+            embed::Deployment::open(&object, &manifest, Options::new(&dir)),
+            Err(DeployError::NotDeployed { .. })
+        ));
+        let xdp = ns.ip(&["-j", "-d", "link", "show", "emba"]).unwrap();
+        assert!(!xdp.contains("\"xdp\""), "{xdp}");
+    });
+    assert_eq!(our_temp_dirs(), Vec::<String>::new());
+}
+
+#[test]
+fn a_manifest_that_is_not_one_is_an_error() {
+    let err = embed::Deployment::new(b"", "{}", Options::new("/nonexistent")).unwrap_err();
+    assert!(
+        err.to_string().contains("embedded manifest is unusable"),
+        "{err}"
+    );
+    let err = embed::Deployment::new(b"", "not json", Options::new("/nonexistent")).unwrap_err();
+    assert!(matches!(err, DeployError::Mismatch(_)), "{err}");
+}
