@@ -115,6 +115,8 @@ pub fn apply_cmd(args: &ApplyArgs) -> Result<ExitCode, String> {
         make_ready: args.make_ready,
         allow_not_ready: args.allow_not_ready,
         dry_run: args.dry_run,
+        // The command reads the kernel back: re-applying repairs drift.
+        trust_last_apply: false,
     };
     let report = apply::apply(&built.object, &built.ir, &opts).map_err(|e| e.to_string())?;
     print_report(&report);

@@ -172,7 +172,7 @@ impl Rig {
             .map(|n| n.to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["links", "manifest", "maps", "progs"]);
+        assert_eq!(names, ["devices", "links", "manifest", "maps", "progs"]);
     }
 }
 

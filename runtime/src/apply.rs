@@ -10,6 +10,8 @@
 //!                                     without it, DIR holds no committed deployment
 //! DIR/next/{maps,progs,manifest}      a code upgrade in progress
 //! DIR/manifest_next                   a manifest about to replace DIR/manifest
+//! DIR/devices, DIR/devices_next       the devices (ifindex, MAC) the last apply wrote
+//! DIR/applying/                       present while a data change is being written
 //! DIR (flock)                         one apply (or detach) at a time
 //! ```
 //!
@@ -26,8 +28,11 @@
 //!      On a failure everything pinned so far is removed.
 //!    - **data change** (same `code_hash`) — read the kernel's entries back,
 //!      [`diff`] them against the new plan and [`execute`] the operations
-//!      (adds and changes before removals; undone on failure), so the work
-//!      is proportional to the change and a live map is never cleared.
+//!      (adds and changes before removals; undone on failure), so the map
+//!      operations are proportional to the change and a live map is never
+//!      cleared. With [`Options::trust_last_apply`], after a finished apply
+//!      with the same devices, only the routes that differ are planned
+//!      ([`diff_routes`]) and nothing is read back.
 //!    - **code change** (or any change under `access = read_only` or
 //!      `write_only`, whose maps cannot be rewritten or read back) — load the
 //!      new object, fill its fresh maps completely under `DIR/next`, then
@@ -50,7 +55,7 @@ use crate::deploy::{
 };
 use crate::fill::Device;
 use crate::netdev::{self, Link, NotReady, PeerName};
-use crate::plan::{desired, diff, execute, read_state, Handles, Plan, State};
+use crate::plan::{desired, diff, diff_routes, execute, read_state, Handles, Plan, State};
 use devmapc::ir::{names, Ir, TargetRef};
 use devmapc::model::{Access, Binding, XdpMode};
 use libbpf_rs::libbpf_sys;
@@ -65,6 +70,13 @@ use std::path::{Path, PathBuf};
 pub const NEXT: &str = "next";
 /// The new manifest's pin before it is renamed over [`MANIFEST_PIN`].
 pub const MANIFEST_NEXT: &str = "manifest_next";
+/// The devices (ifindex, MAC) the last finished apply wrote into the maps.
+pub const DEVICES: &str = "devices";
+/// The new device record before it is renamed over [`DEVICES`].
+pub const DEVICES_NEXT: &str = "devices_next";
+/// A directory present while a data change is being written.
+pub const APPLYING: &str = "applying";
+const DEVICES_MAP_NAME: &str = "devmapc_devs";
 
 /// How to apply.
 #[derive(Clone, Debug)]
@@ -77,6 +89,13 @@ pub struct Options {
     pub allow_not_ready: bool,
     /// Compute and report the plan; change nothing.
     pub dry_run: bool,
+    /// For a change of routes only: trust that the kernel holds what the
+    /// last apply wrote and plan only the routes that differ, reading
+    /// nothing back (O(change) instead of O(table); the typed API's
+    /// `set_route` uses it). Ignored after an interrupted apply or when a
+    /// device changed. Without it, every entry is read back and any drift
+    /// is repaired.
+    pub trust_last_apply: bool,
 }
 
 impl Options {
@@ -86,6 +105,7 @@ impl Options {
             make_ready: false,
             allow_not_ready: false,
             dry_run: false,
+            trust_last_apply: false,
         }
     }
 }
@@ -153,6 +173,9 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// What the apply found left by an interrupted one, and did about it.
     pub repaired: Vec<String>,
+    /// Whether the kernel's entries were read back (a data change without
+    /// [`Options::trust_last_apply`], or when it could not be trusted).
+    pub read_back: bool,
     /// The pin directory.
     pub dir: PathBuf,
 }
@@ -456,6 +479,7 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
         links: Vec::new(),
         warnings: Vec::new(),
         repaired: Vec::new(),
+        read_back: false,
         dir: dir.to_path_buf(),
     };
     if !opts.dry_run {
@@ -473,8 +497,6 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
             return Err(DeployError::NotReady(not_ready));
         }
     }
-    let wanted = desired(ir, &devices)?;
-
     let manifest = manifest_text(object, ir);
     let unreadable = |e: String| {
         DeployError::Mismatch(format!(
@@ -501,7 +523,7 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
         None => {
             report.kind = Kind::First;
             report.programs = programs();
-            report.plan = diff(&State::fresh(ir), &wanted);
+            report.plan = diff(&State::fresh(ir), &desired(ir, &devices)?);
             if opts.dry_run {
                 report.links = planned_links(ir, &links, None);
                 return Ok(report);
@@ -511,7 +533,7 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
         Some((old, before)) if needs_reload(&before, &hashes, ir.code.access) => {
             report.kind = Kind::Code;
             report.programs = programs();
-            report.plan = diff(&State::fresh(ir), &wanted);
+            report.plan = diff(&State::fresh(ir), &desired(ir, &devices)?);
             if opts.dry_run {
                 report.links = planned_links(ir, &links, Some(dir));
                 return Ok(report);
@@ -520,17 +542,28 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
         }
         Some((old, _)) => {
             let pinned = Pinned::open(dir)?;
-            let mut current = read_state(&pinned, ir)?;
-            // Name entries by the spec items they came from: the old plan's
-            // for what goes, the new plan's for what stays.
-            if let Some(before) = resolve_devices(&old)
-                .ok()
-                .and_then(|l| desired(&old, &l.iter().map(Device::from).collect::<Vec<_>>()).ok())
-            {
-                current.relabel(&before);
-            }
-            current.relabel(&wanted);
-            report.plan = diff(&current, &wanted);
+            // Asked to trust the last apply, when it finished and the
+            // devices are those it wrote: only the routes that differ are
+            // planned, and nothing is read back. Otherwise the kernel's
+            // entries are read and every difference (drift) is repaired.
+            let trusted = opts.trust_last_apply
+                && !dir.join(APPLYING).exists()
+                && read_devices(dir).as_deref() == Some(&devices[..]);
+            let fast = if trusted {
+                diff_routes(&old, ir, &devices)?
+            } else {
+                None
+            };
+            let mut current = None;
+            report.plan = match fast {
+                Some(plan) => plan,
+                None => {
+                    let (plan, state) = full_diff(&pinned, &old, ir, &devices)?;
+                    current = Some(state);
+                    report.read_back = true;
+                    plan
+                }
+            };
             if opts.dry_run {
                 report.kind = if report.plan.is_empty() {
                     Kind::Unchanged
@@ -543,17 +576,42 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
                 }
                 return Ok(report);
             }
-            execute(&pinned, &report.plan)?;
+            let marked = !report.plan.is_empty();
+            if marked {
+                mark_applying(dir)?;
+            }
+            if let Err(e) = execute(&pinned, &report.plan) {
+                if current.is_some() {
+                    return Err(e.into());
+                }
+                // The kernel did not hold what the last apply wrote (an
+                // entry changed behind devmapc's back): plan from the
+                // kernel's entries instead.
+                let (plan, state) = full_diff(&pinned, &old, ir, &devices)?;
+                report.plan = plan;
+                report.read_back = true;
+                current = Some(state);
+                execute(&pinned, &report.plan)?;
+            }
             match reconcile_links(ir, &links, dir, &pinned) {
                 Ok(changes) => report.links = changes,
                 Err(e) => {
                     // Put the entries back as they were.
-                    let _ = execute(&pinned, &diff(&wanted, &current));
+                    let undo = Plan {
+                        ops: report.plan.ops.iter().rev().map(|op| op.inverse()).collect(),
+                        warnings: Vec::new(),
+                    };
+                    let _ = execute(&pinned, &undo);
                     return Err(e);
                 }
             }
+            let _ = current;
             if old != *ir {
                 replace_manifest(dir, &manifest)?;
+            }
+            record_devices(dir, &devices)?;
+            if marked {
+                let _ = std::fs::remove_dir(dir.join(APPLYING));
             }
             report.kind = if report.plan.is_empty() && report.links.is_empty() {
                 Kind::Unchanged
@@ -571,6 +629,73 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
         }
     }
     Ok(report)
+}
+
+/// The plan from the kernel's entries (read back) to `new`'s, and those
+/// entries: what repairs any drift.
+fn full_diff(
+    pinned: &Pinned,
+    old: &Ir,
+    new: &Ir,
+    devices: &[Device],
+) -> Result<(Plan, State), DeployError> {
+    let wanted = desired(new, devices)?;
+    let mut current = read_state(pinned, new)?;
+    // Name entries by the spec items they came from: the old plan's for
+    // what goes, the new plan's for what stays.
+    if let Some(before) = resolve_devices(old)
+        .ok()
+        .and_then(|l| desired(old, &l.iter().map(Device::from).collect::<Vec<_>>()).ok())
+    {
+        current.relabel(&before);
+    }
+    current.relabel(&wanted);
+    Ok((diff(&current, &wanted), current))
+}
+
+/// Marks a data change in progress (`DIR/applying`): if it is interrupted,
+/// the next apply reads the kernel back instead of trusting the last apply.
+fn mark_applying(dir: &Path) -> Result<(), DeployError> {
+    let path = dir.join(APPLYING);
+    match std::fs::create_dir(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_error("cannot create", &path, e)),
+    }
+}
+
+/// Records the devices an apply wrote into the maps (`DIR/devices`: their
+/// ifindexes and MACs, a frozen map like the manifest), replacing the
+/// record atomically.
+fn record_devices(dir: &Path, devices: &[Device]) -> Result<(), DeployError> {
+    let mut bytes = Vec::with_capacity(devices.len() * 12);
+    for d in devices {
+        bytes.extend(d.ifindex.to_ne_bytes());
+        bytes.extend(d.mac);
+        bytes.extend([0, 0]);
+    }
+    let next = dir.join(DEVICES_NEXT);
+    let _ = std::fs::remove_file(&next);
+    deploy::pin_blob(DEVICES_MAP_NAME, &bytes, &next)?;
+    let target = dir.join(DEVICES);
+    std::fs::rename(&next, &target).map_err(|e| io_error("cannot replace", &target, e))
+}
+
+/// The devices the last finished apply wrote; `None` when unknown.
+pub(crate) fn read_devices(dir: &Path) -> Option<Vec<Device>> {
+    let bytes = deploy::read_blob(DEVICES_MAP_NAME, &dir.join(DEVICES)).ok()?;
+    if bytes.len() % 12 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(12)
+            .map(|c| Device {
+                ifindex: u32::from_ne_bytes(c[..4].try_into().unwrap()),
+                mac: c[4..10].try_into().unwrap(),
+            })
+            .collect(),
+    )
 }
 
 /// A code change needs new programs and maps; so does any data change when
@@ -631,6 +756,7 @@ fn first_load(
         freeze_if_read_only(&pinned, ir)?;
         failpoint("first-before-attach");
         report.links = reconcile_links(ir, links, dir, &pinned)?;
+        record_devices(dir, &links.iter().map(Device::from).collect::<Vec<_>>())?;
         failpoint("first-before-commit");
         pin_manifest(loaded.manifest(), &dir.join(MANIFEST_PIN))
     })();
@@ -939,6 +1065,7 @@ fn upgrade(
     }
     // From here the new programs serve: finish forward, whatever happens.
     promote(dir)?;
+    record_devices(dir, &links.iter().map(Device::from).collect::<Vec<_>>())?;
     let promoted = Pinned::open(dir)?;
     report
         .links
@@ -1155,6 +1282,7 @@ pub fn repair(dir: &Path) -> Result<Vec<String>, DeployError> {
         }
     }
     let _ = std::fs::remove_file(dir.join(MANIFEST_NEXT));
+    let _ = std::fs::remove_file(dir.join(DEVICES_NEXT));
     let has_pins = ["maps", "progs", "links"]
         .iter()
         .any(|s| entries(&dir.join(s)).is_ok_and(|e| !e.is_empty()));

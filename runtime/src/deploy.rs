@@ -1003,25 +1003,26 @@ pub(crate) fn open_pin(path: &Path) -> Result<OwnedFd, io::Error> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A frozen one-entry array holding the manifest's bytes (bpffs takes no
+/// A frozen one-entry array named `name` holding `bytes` (bpffs takes no
 /// regular files).
-pub(crate) fn manifest_map(manifest: &str) -> io::Result<OwnedFd> {
-    let bytes = manifest.as_bytes();
+fn blob_map(name: &str, bytes: &[u8]) -> io::Result<OwnedFd> {
     let map = create_map(
         libbpf_sys::BPF_MAP_TYPE_ARRAY,
-        MANIFEST_MAP_NAME,
+        name,
         4,
         bytes.len().max(1) as u32,
         1,
         libbpf_sys::BPF_F_RDONLY_PROG,
     )?;
+    let mut value = bytes.to_vec();
+    value.resize(bytes.len().max(1), 0);
     let key = 0u32;
     // SAFETY: key and value have the map's sizes.
     check(unsafe {
         libbpf_sys::bpf_map_update_elem(
             map.as_raw_fd(),
             (&key as *const u32).cast(),
-            bytes.as_ptr().cast(),
+            value.as_ptr().cast(),
             0,
         )
     })?;
@@ -1029,27 +1030,20 @@ pub(crate) fn manifest_map(manifest: &str) -> io::Result<OwnedFd> {
     Ok(map)
 }
 
-/// Pins `manifest` at `path` as a frozen map (see [`read_manifest`]).
-pub(crate) fn pin_manifest(manifest: &str, path: &Path) -> Result<(), DeployError> {
-    let map = manifest_map(manifest).map_err(|e| {
-        permission_error("cannot store the manifest", &e)
-            .unwrap_or_else(|| io_error("cannot store the manifest at", path, e))
+/// Pins `bytes` at `path` as a frozen one-entry array named `name`.
+pub(crate) fn pin_blob(name: &str, bytes: &[u8], path: &Path) -> Result<(), DeployError> {
+    let map = blob_map(name, bytes).map_err(|e| {
+        permission_error("cannot store a record of the deployment", &e)
+            .unwrap_or_else(|| io_error("cannot store", path, e))
     })?;
     pin_fd(map.as_fd(), path)
 }
 
-/// The manifest pinned in `dir` by [`Loaded::pin`].
-pub fn read_manifest(dir: &Path) -> Result<String, DeployError> {
-    let path = dir.join(MANIFEST_PIN);
-    let not_deployed = |why: String| DeployError::NotDeployed {
-        dir: dir.to_path_buf(),
-        why,
-    };
-    let map = open_pin(&path).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => not_deployed(format!("no {}", path.display())),
-        _ => permission_error("cannot read the manifest", &e)
-            .unwrap_or_else(|| io_error("cannot open", &path, e)),
-    })?;
+/// The bytes pinned at `path` by [`pin_blob`] with this `name`. An error
+/// of kind `NotFound` when there is no such pin; `InvalidData` when the pin
+/// is something else.
+pub(crate) fn read_blob(name: &str, path: &Path) -> io::Result<Vec<u8>> {
+    let map = open_pin(path)?;
     let mut info = libbpf_sys::bpf_map_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info is a zeroed bpf_map_info of `len` bytes.
@@ -1059,19 +1053,15 @@ pub fn read_manifest(dir: &Path) -> Result<String, DeployError> {
             (&mut info as *mut libbpf_sys::bpf_map_info).cast(),
             &mut len,
         )
-    })
-    .map_err(|e| io_error("cannot read", &path, e))?;
-    let name: Vec<u8> = info
+    })?;
+    let found: Vec<u8> = info
         .name
         .iter()
         .take_while(|c| **c != 0)
         .map(|c| *c as u8)
         .collect();
-    if info.type_ != libbpf_sys::BPF_MAP_TYPE_ARRAY || name != MANIFEST_MAP_NAME.as_bytes() {
-        return Err(not_deployed(format!(
-            "{} is not a devmapc manifest",
-            path.display()
-        )));
+    if info.type_ != libbpf_sys::BPF_MAP_TYPE_ARRAY || found != name.as_bytes() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a devmapc record"));
     }
     let mut value = vec![0u8; info.value_size as usize];
     let key = 0u32;
@@ -1082,9 +1072,31 @@ pub fn read_manifest(dir: &Path) -> Result<String, DeployError> {
             (&key as *const u32).cast(),
             value.as_mut_ptr().cast(),
         )
-    })
-    .map_err(|e| io_error("cannot read", &path, e))?;
-    String::from_utf8(value).map_err(|_| not_deployed(format!("{} is not UTF-8", path.display())))
+    })?;
+    Ok(value)
+}
+
+/// Pins `manifest` at `path` as a frozen map (see [`read_manifest`]).
+pub(crate) fn pin_manifest(manifest: &str, path: &Path) -> Result<(), DeployError> {
+    pin_blob(MANIFEST_MAP_NAME, manifest.as_bytes(), path)
+}
+
+/// The manifest pinned in `dir` by [`Loaded::pin`] or an apply.
+pub fn read_manifest(dir: &Path) -> Result<String, DeployError> {
+    let path = dir.join(MANIFEST_PIN);
+    let not_deployed = |why: String| DeployError::NotDeployed {
+        dir: dir.to_path_buf(),
+        why,
+    };
+    let bytes = read_blob(MANIFEST_MAP_NAME, &path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => not_deployed(format!("no {}", path.display())),
+        io::ErrorKind::InvalidData => {
+            not_deployed(format!("{} is not a devmapc manifest", path.display()))
+        }
+        _ => permission_error("cannot read the manifest", &e)
+            .unwrap_or_else(|| io_error("cannot read", &path, e)),
+    })?;
+    String::from_utf8(bytes).map_err(|_| not_deployed(format!("{} is not UTF-8", path.display())))
 }
 
 // ----------------------------------------------------------------- attaching
@@ -1374,12 +1386,17 @@ pub(crate) fn remove_pins(dir: &Path) -> Result<usize, DeployError> {
             std::fs::remove_dir(&sub).map_err(|e| io_error("cannot remove", &sub, e))?;
         }
     }
-    for manifest in [MANIFEST_PIN, crate::apply::MANIFEST_NEXT] {
-        let manifest = dir.join(manifest);
-        if manifest.exists() {
-            unlink(&manifest)?;
+    use crate::apply::{APPLYING, DEVICES, DEVICES_NEXT, MANIFEST_NEXT};
+    for record in [MANIFEST_PIN, MANIFEST_NEXT, DEVICES, DEVICES_NEXT] {
+        let record = dir.join(record);
+        if record.exists() {
+            unlink(&record)?;
             removed += 1;
         }
+    }
+    let applying = dir.join(APPLYING);
+    if applying.is_dir() {
+        std::fs::remove_dir(&applying).map_err(|e| io_error("cannot remove", &applying, e))?;
     }
     // An upgrade interrupted before it committed (`crate::apply`).
     let next = dir.join(crate::apply::NEXT);

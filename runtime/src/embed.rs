@@ -18,11 +18,10 @@
 use crate::apply;
 use crate::deploy::{self, io_error, manifest_hashes, open_pin, parse_manifest, read_manifest};
 use devmapc::fields::Ty;
-use devmapc::ir::{names, Ir, KeyPlan};
-use libbpf_rs::libbpf_sys;
+use devmapc::ir::{encode_key, names, Ir, KeyPlan};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -134,7 +133,7 @@ impl Deployment {
                 });
             }
         }
-        self.run(ir)
+        self.run_routes(ir)
     }
 
     /// Removes the route of `key`, if there is one, then applies.
@@ -143,7 +142,7 @@ impl Deployment {
         self.refresh()?;
         let mut ir = self.ir.clone();
         ir.data.routes.retain(|r| r.key != *key);
-        self.run(ir)
+        self.run_routes(ir)
     }
 
     /// The routes as last applied or read back.
@@ -183,7 +182,24 @@ impl Deployment {
                 self.built.spec
             )));
         }
-        self.count(names::COUNTERS, TargetRef::Device(device).slot())
+        let mut total = self.count(names::COUNTERS, TargetRef::Device(device).slot())?;
+        // A direct key counts under its key, not its device's slot.
+        if matches!(self.built.code.key, KeyPlan::Direct { .. }) {
+            let devices = crate::apply::read_devices(&self.opts.pin_dir).unwrap_or_default();
+            let ifindex = |d: usize| devices.get(d).map(|dev| dev.ifindex);
+            for route in &self.ir.data.routes {
+                if route.target != TargetRef::Device(device) {
+                    continue;
+                }
+                let Ok(key) = encode_key(&self.ir.code.key, &route.key, &ifindex) else {
+                    continue;
+                };
+                let c = self.count_at(names::KEY_COUNTERS, &key)?;
+                total.packets += c.packets;
+                total.bytes += c.bytes;
+            }
+        }
+        Ok(total)
     }
 
     /// Frames and bytes flooded to group `group` (its index).
@@ -221,6 +237,15 @@ impl Deployment {
             self.ir = ir;
         }
         Ok(report)
+    }
+
+    /// [`Deployment::run`] for a change of routes alone: trusts the last
+    /// apply, so only the changed routes are planned and written.
+    fn run_routes(&mut self, ir: Ir) -> Result<Report, DeployError> {
+        let trust = std::mem::replace(&mut self.opts.trust_last_apply, true);
+        let result = self.run(ir);
+        self.opts.trust_last_apply = trust;
+        result
     }
 
     /// Reads the plan back from the pinned manifest; `false` when nothing
@@ -279,6 +304,12 @@ impl Deployment {
 
     /// The per-CPU `{packets, bytes}` of `map` at `key`, summed.
     fn count(&self, map: &str, key: u32) -> Result<Count, DeployError> {
+        self.count_at(map, &key.to_ne_bytes())
+    }
+
+    /// The per-CPU `{packets, bytes}` at `key` of the pinned counter map
+    /// `map`, summed; zero when the entry is missing.
+    fn count_at(&self, map: &str, key: &[u8]) -> Result<Count, DeployError> {
         if !self.built.code.counters {
             return Err(DeployError::Mismatch(format!(
                 "{} does not count (`counters = off` in its table)",
@@ -293,38 +324,7 @@ impl Deployment {
             },
             _ => io_error("cannot open", &path, e),
         })?;
-        // SAFETY: a plain libbpf query.
-        let cpus = unsafe { libbpf_sys::libbpf_num_possible_cpus() };
-        let cpus = usize::try_from(cpus).map_err(|_| {
-            io_error(
-                "cannot count CPUs for",
-                &path,
-                std::io::Error::from_raw_os_error(-cpus),
-            )
-        })?;
-        let mut value = vec![0u8; 16 * cpus];
-        // SAFETY: a key of the map's key size (`__u32`) and a buffer of its
-        // per-CPU value size (16 bytes per possible CPU).
-        let rc = unsafe {
-            libbpf_sys::bpf_map_lookup_elem(
-                fd.as_raw_fd(),
-                (&key as *const u32).cast(),
-                value.as_mut_ptr().cast(),
-            )
-        };
-        if rc < 0 {
-            return Err(io_error(
-                format!("cannot read entry {key} of"),
-                &path,
-                std::io::Error::from_raw_os_error(-rc),
-            ));
-        }
-        let mut count = Count::default();
-        for cpu in value.chunks_exact(16) {
-            count.packets += u64::from_ne_bytes(cpu[..8].try_into().expect("8 bytes"));
-            count.bytes += u64::from_ne_bytes(cpu[8..].try_into().expect("8 bytes"));
-        }
-        Ok(count)
+        Ok(crate::status::percpu_count(fd.as_fd(), key).unwrap_or_default())
     }
 }
 

@@ -779,6 +779,50 @@ pub fn desired(ir: &Ir, devices: &[Device]) -> Result<State, PlanError> {
     Ok(state)
 }
 
+/// The plan for a change of routes alone, without reading the kernel or
+/// planning the routes that stay: when `old` and `new` have the same code
+/// and the same devices (bindings, egress programs and arguments, groups),
+/// resolved to the same `devices` on both sides, only routes and the default
+/// route can differ, and `diff(desired(old), desired(new))` has operations
+/// for those routes only. This computes exactly that plan from the routes
+/// that differ (a key added, removed, or pointed elsewhere), in time
+/// proportional to the table for the comparison and to the change for the
+/// planning. `None` when anything but routes differs.
+///
+/// It trusts that the kernel holds `old`'s entries: [`crate::apply`] uses it
+/// only after an apply that finished, with devices that did not change.
+pub fn diff_routes(old: &Ir, new: &Ir, devices: &[Device]) -> Result<Option<Plan>, PlanError> {
+    if old.code != new.code || old.data.devices != new.data.devices {
+        return Ok(None);
+    }
+    let before: HashMap<&devmapc::model::KeyValue, TargetRef> =
+        old.data.routes.iter().map(|r| (&r.key, r.target)).collect();
+    let after: HashMap<&devmapc::model::KeyValue, TargetRef> =
+        new.data.routes.iter().map(|r| (&r.key, r.target)).collect();
+    let only = |ir: &Ir, other: &HashMap<&devmapc::model::KeyValue, TargetRef>| Ir {
+        spec: ir.spec.clone(),
+        code: ir.code.clone(),
+        data: devmapc::ir::DataPlan {
+            xdp_mode: ir.data.xdp_mode,
+            devices: ir.data.devices.clone(),
+            routes: ir
+                .data
+                .routes
+                .iter()
+                .filter(|r| other.get(&r.key) != Some(&r.target))
+                .cloned()
+                .collect(),
+            default_route: ir.data.default_route,
+        },
+    };
+    let (old_changed, new_changed) = (only(old, &after), only(new, &before));
+    // (The checker keeps a spec's routes within `max_entries`.)
+    Ok(Some(diff(
+        &desired(&old_changed, devices)?,
+        &desired(&new_changed, devices)?,
+    )))
+}
+
 // --------------------------------------------------------------------- diff
 
 /// What one operation does to its entry.
@@ -2598,5 +2642,51 @@ in order:
         devs[1].ifindex = devs[0].ifindex;
         let e = desired(&ir, &devs).unwrap_err();
         assert_eq!(e.to_string(), "arguments of device a and arguments of device b both write key 64000000 of map devmapc_args_tag, with different values");
+    }
+
+    /// `diff_routes` is `diff(desired(old), desired(new))` whenever only
+    /// routes change, for every kind of key and target, and declines
+    /// anything else.
+    #[test]
+    fn diff_routes_is_the_full_diff_when_only_routes_change() {
+        let specs = [
+            ("vlan.id", "1", "2", "3"),
+            ("ipv4.dst", "10.0.0.1", "10.0.0.2", "10.0.0.3"),
+            ("lpm(ipv4.dst)", "10.0.0.0/8", "10.1.0.0/16", "0.0.0.0/0"),
+            ("(vlan.id, eth.dst)", "(1, 02:00:00:00:00:01)", "(2, 02:00:00:00:00:01)", "(1, 02:00:00:00:00:02)"),
+            ("ingress.port", "a", "b", "c"),
+        ];
+        for (key, k1, k2, k3) in specs {
+            let head = format!(
+                "table {{ key = {key} }}
+                device a {{ ifname = \"a\", egress = tag(1) }}
+                device b {{ ifname = \"b\" }}
+                device c {{ ifname = \"c\" }}
+                egress tag(v: u16) {{ vlan.id = v }}
+                group g {{ a, b, c }}
+                ingress {{ on = [a, b, c] }}
+"
+            );
+            let versions = [
+                format!("{head}route {k1} -> a\nroute {k2} -> b"),
+                format!("{head}route {k1} -> c\nroute {k2} -> b"),
+                format!("{head}route {k1} -> g\nroute {k3} -> b\nroute default -> c"),
+                format!("{head}route {k2} -> g\nroute {k3} -> a\nroute default -> g"),
+                format!("{head}route {k3} -> a"),
+            ];
+            for old in &versions {
+                for new in &versions {
+                    let (old, new) = (ir(old), ir(new));
+                    let devs = devices(&old);
+                    let full = diff(&desired(&old, &devs).unwrap(), &desired(&new, &devs).unwrap());
+                    let fast = diff_routes(&old, &new, &devs).unwrap().expect("only routes differ");
+                    assert_eq!(fast.ops, full.ops, "{key}: {}\n=> {}", old.data.routes.len(), new.data.routes.len());
+                }
+            }
+            // A device's arguments change: not a change of routes alone.
+            let other = ir(&versions[0].replace("tag(1)", "tag(7)"));
+            let first = ir(&versions[0]);
+            assert!(diff_routes(&first, &other, &devices(&first)).unwrap().is_none(), "{key}");
+        }
     }
 }

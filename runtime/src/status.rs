@@ -421,7 +421,9 @@ fn read_key_counters(pinned: &Pinned) -> Option<Vec<(Vec<u8>, Count)>> {
     }
 }
 
-fn percpu_count(fd: BorrowedFd<'_>, key: &[u8]) -> Option<Count> {
+/// The per-CPU `{packets, bytes}` at `key` of a counter map, summed over
+/// CPUs; `None` when the entry cannot be read.
+pub(crate) fn percpu_count(fd: BorrowedFd<'_>, key: &[u8]) -> Option<Count> {
     // SAFETY: a plain libbpf query.
     let cpus = usize::try_from(unsafe { libbpf_sys::libbpf_num_possible_cpus() }).ok()?;
     let mut value = vec![0u8; 16 * cpus];

@@ -653,3 +653,51 @@ fn every_example_applies_reapplies_unchanged_and_detaches() {
         }
     }
 }
+
+/// `trust_last_apply`: after a finished apply with the same devices, a
+/// route change is planned from the routes alone and nothing is read back;
+/// drift elsewhere then stays until an apply that reads back. An apply
+/// left unfinished (the `applying` mark) is never trusted.
+#[test]
+fn trusting_the_last_apply_plans_the_changed_routes_only() {
+    require_privileged!();
+    let rig = Rig::new();
+    let trusted = Options {
+        trust_last_apply: true,
+        ..Options::new(&*rig.pins)
+    };
+    let apply_trusted = |b: &Build| rig.ns.enter(|| apply::apply(&b.obj, &b.ir, &trusted)).unwrap();
+    let v1 = build(&spec("on_miss = drop", ROUTES));
+    rig.apply(&v1).unwrap();
+    let v2 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
+    let report = apply_trusted(&v2);
+    assert!(!report.read_back, "{report}");
+    assert_eq!(report.plan.len(), 1, "{}", report.plan);
+    rig.delivers([10, 0, 0, 2], 4, &[("dmcb", 0), ("dmcc", 4)]);
+    assert!(rig.drift().is_empty());
+
+    // An entry removed behind devmapc's back (10.0.0.3) is not seen by a
+    // trusted apply that changes another route...
+    let pinned = apply::Pinned::open(&rig.pins).unwrap();
+    let routes = pinned.map_fd(names::ROUTES).unwrap();
+    let rc = rig.ns.enter(|| unsafe {
+        libbpf_rs::libbpf_sys::bpf_map_delete_elem(routes.as_raw_fd(), [10u8, 0, 0, 3].as_ptr().cast())
+    });
+    assert_eq!(rc, 0);
+    let v3 = build(&spec("on_miss = drop", "route 10.0.0.2 -> b\nroute 10.0.0.3 -> c"));
+    let report = apply_trusted(&v3);
+    assert!(!report.read_back && report.plan.len() == 1, "{report}");
+    assert_eq!(rig.drift().len(), 1, "the entry is still missing");
+    // ...but by one that reads back.
+    let report = rig.apply(&v3).unwrap();
+    assert!(report.read_back);
+    assert!(rig.drift().is_empty());
+    rig.delivers([10, 0, 0, 3], 4, &[("dmcc", 4)]);
+
+    // An unfinished apply is never trusted.
+    std::fs::create_dir(rig.pins.join(apply::APPLYING)).unwrap();
+    let report = apply_trusted(&v2);
+    assert!(report.read_back, "{report}");
+    assert!(!rig.pins.join(apply::APPLYING).exists());
+    assert!(rig.drift().is_empty());
+}
