@@ -5,7 +5,7 @@
 //! [`diff`]); DEVMAP_HASH has no batch operations (KERNEL.md), so filling is
 //! one `bpf()` call per entry, never pointing at something not yet there.
 
-use crate::plan::{desired, diff, execute, State};
+use crate::plan::{write_fresh, PlanError};
 use devmapc::ir::{Ir, ParamType, ProgramPlan};
 use devmapc::model::Const;
 use libbpf_rs::Object;
@@ -43,26 +43,22 @@ impl std::error::Error for FillError {}
 pub struct ArgsError(pub String);
 
 /// Fills every map of a freshly loaded object from `ir`. `devices[i]` is
-/// device `i` of the plan. This is the planner's fill,
-/// `execute(diff(State::fresh(ir), desired(ir, devices)))`: one source of
-/// truth for what the maps hold, whether an object is filled here or by
-/// `apply`.
+/// device `i` of the plan. The entries are the planner's ([`emit`](crate::plan::emit), what
+/// [`crate::plan::desired`] collects): one source of truth for what the
+/// maps hold, whether an object is filled here or by `apply`; they are
+/// written as they come ([`write_fresh`](crate::plan::write_fresh)), one `bpf()` call each.
 pub fn fill(obj: &Object, ir: &Ir, devices: &[Device]) -> Result<(), FillError> {
-    let wanted = desired(ir, devices).map_err(|e| FillError {
-        map: String::new(),
-        what: e.to_string(),
-        error: libbpf_rs::Error::from(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            e.to_string(),
-        )),
-    })?;
-    execute(obj, &diff(&State::fresh(ir), &wanted)).map_err(|e| FillError {
-        map: e.op.map.clone(),
-        what: e.op.why.clone(),
-        error: libbpf_rs::Error::from(match e.error.raw_os_error() {
-            Some(errno) => std::io::Error::from_raw_os_error(errno),
-            None => std::io::Error::other(e.error.to_string()),
-        }),
+    write_fresh(obj, ir, devices).map_err(|e| match e {
+        PlanError::Write { map, what, error } => FillError {
+            map,
+            what,
+            error: libbpf_rs::Error::from(error),
+        },
+        e => FillError {
+            map: String::new(),
+            what: e.to_string(),
+            error: libbpf_rs::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+        },
     })
 }
 

@@ -598,6 +598,12 @@ pub enum PlanError {
     },
     /// Reading a map back failed.
     Read { map: String, error: io::Error },
+    /// Writing an entry failed ([`write_fresh`]).
+    Write {
+        map: String,
+        what: String,
+        error: io::Error,
+    },
 }
 
 impl fmt::Display for PlanError {
@@ -629,6 +635,9 @@ impl fmt::Display for PlanError {
                 )
             }
             PlanError::Read { map, error } => write!(f, "cannot read map {map} back: {error}"),
+            PlanError::Write { map, what, error } => {
+                write!(f, "cannot write {what} into map {map}: {error}")
+            }
         }
     }
 }
@@ -646,6 +655,46 @@ impl std::error::Error for PlanError {
 /// device `i` of the plan: what [`crate::fill()`] writes into a fresh object,
 /// by executing `diff(State::fresh(ir), desired(..))`.
 pub fn desired(ir: &Ir, devices: &[Device]) -> Result<State, PlanError> {
+    let mut state = State::fresh(ir);
+    emit(ir, devices, &mut |map, key, value, why| {
+        if map == names::DEFAULT {
+            // An array: its one entry always exists; the plan sets it.
+            let default = state
+                .maps
+                .get_mut(names::DEFAULT)
+                .expect("State::fresh has it");
+            default.entries.insert(key, Entry { value, why: why() });
+            return Ok(());
+        }
+        state.put(map, key, value, why())
+    })?;
+    for (name, map) in &state.maps {
+        if map.entries.len() > map.max_entries as usize {
+            return Err(PlanError::Full {
+                map: name.clone(),
+                entries: map.entries.len(),
+                max_entries: map.max_entries,
+            });
+        }
+    }
+    Ok(state)
+}
+
+/// Where [`emit`] hands entries: `(map, key, value, why)`, `why` formatting
+/// the explanation on demand.
+pub type Sink<'a> = dyn FnMut(&str, Vec<u8>, Value, &dyn Fn() -> String) -> Result<(), PlanError> + 'a;
+
+/// Every entry of [`desired`], handed to `put(map, key, value, why)` one at
+/// a time (`why` formats the explanation on demand), in an order that is
+/// safe for filling a fresh object: arguments before the slot or group
+/// member that uses them, every device before any route, a key's counter
+/// before the key, the default route last. [`crate::fill()`] writes them
+/// straight into the kernel; [`desired`] collects them.
+pub fn emit(
+    ir: &Ir,
+    devices: &[Device],
+    put: &mut Sink<'_>,
+) -> Result<(), PlanError> {
     let (code, data) = (&ir.code, &ir.data);
     if devices.len() != data.devices.len() {
         let names: Vec<&str> = data.devices.iter().map(|d| d.name.as_str()).collect();
@@ -656,7 +705,6 @@ pub fn desired(ir: &Ir, devices: &[Device]) -> Result<State, PlanError> {
             devices.len()
         )));
     }
-    let mut state = State::fresh(ir);
     let program = |d: usize| -> Result<Option<&devmapc::ir::ProgramPlan>, PlanError> {
         match data.devices[d].program {
             None => Ok(None),
@@ -689,21 +737,18 @@ pub fn desired(ir: &Ir, devices: &[Device]) -> Result<State, PlanError> {
     for (d, device) in data.devices.iter().enumerate() {
         let ifindex = devices[d].ifindex.to_ne_bytes().to_vec();
         if let Some(plan) = program(d)? {
-            let why = format!("arguments of device {}", device.name);
+            let why = || format!("arguments of device {}", device.name);
             let bytes =
                 encode_args(plan, &device.args, devices[d].mac).map_err(|e| PlanError::Args {
-                    why: why.clone(),
+                    why: why(),
                     error: e.0,
                 })?;
-            state.put(&plan.args_map, ifindex, Value::Bytes(bytes), why)?;
+            put(&plan.args_map, ifindex, Value::Bytes(bytes), &why)?;
         }
         let slot = TargetRef::Device(d).slot().to_ne_bytes().to_vec();
-        state.put(
-            names::SLOTS,
-            slot.clone(),
-            devmap(d)?,
-            format!("device {}: slot", device.name),
-        )?;
+        put(names::SLOTS, slot.clone(), devmap(d)?, &|| {
+            format!("device {}: slot", device.name)
+        })?;
         for &g in &device.groups {
             let group = code.groups.get(g).ok_or_else(|| {
                 PlanError::Mismatch(format!(
@@ -711,72 +756,44 @@ pub fn desired(ir: &Ir, devices: &[Device]) -> Result<State, PlanError> {
                     device.name
                 ))
             })?;
-            state.put(
-                &group.map,
-                slot.clone(),
-                devmap(d)?,
-                format!("group {}: member {}", group.name, device.name),
-            )?;
+            put(&group.map, slot.clone(), devmap(d)?, &|| {
+                format!("group {}: member {}", group.name, device.name)
+            })?;
         }
     }
 
     let ifindex = |d: usize| devices.get(d).map(|dev| dev.ifindex);
     for route in &data.routes {
-        let why = format!(
-            "route {} -> {} (line {})",
-            route.text,
-            target_name(route.target)?,
-            route.line
-        );
+        let target = target_name(route.target)?;
+        let why = || format!("route {} -> {target} (line {})", route.text, route.line);
         let key = encode_key(&code.key, &route.key, &ifindex).map_err(|e| PlanError::Key {
-            why: why.clone(),
+            why: why(),
             error: format!("{e:?}"),
         })?;
         match (&code.key, route.target) {
             (KeyPlan::Direct { .. }, TargetRef::Device(d)) => {
                 if code.counters {
-                    state.put(
-                        names::KEY_COUNTERS,
-                        key.clone(),
-                        Value::Counter,
-                        format!("{why}: counter"),
-                    )?;
+                    put(names::KEY_COUNTERS, key.clone(), Value::Counter, &|| {
+                        format!("{}: counter", why())
+                    })?;
                 }
-                state.put(names::ROUTES, key, devmap(d)?, why)?;
+                put(names::ROUTES, key, devmap(d)?, &why)?;
             }
             (KeyPlan::Direct { .. }, target) => {
-                state.put(names::GROUP_KEYS, key, Value::Slot(target.slot()), why)?
+                put(names::GROUP_KEYS, key, Value::Slot(target.slot()), &why)?
             }
-            (_, target) => state.put(names::KEYS, key, Value::Slot(target.slot()), why)?,
+            (_, target) => put(names::KEYS, key, Value::Slot(target.slot()), &why)?,
         }
     }
 
-    let (slot, why) = match data.default_route {
-        Some(t) => (t.slot(), format!("default route -> {}", target_name(t)?)),
-        None => (SLOT_NONE, "default route: none".to_string()),
+    let (slot, target) = match data.default_route {
+        Some(t) => (t.slot(), Some(target_name(t)?)),
+        None => (SLOT_NONE, None),
     };
-    let default = state
-        .maps
-        .get_mut(names::DEFAULT)
-        .expect("State::fresh has it");
-    default.entries.insert(
-        0u32.to_ne_bytes().to_vec(),
-        Entry {
-            value: Value::Slot(slot),
-            why,
-        },
-    );
-
-    for (name, map) in &state.maps {
-        if map.entries.len() > map.max_entries as usize {
-            return Err(PlanError::Full {
-                map: name.clone(),
-                entries: map.entries.len(),
-                max_entries: map.max_entries,
-            });
-        }
-    }
-    Ok(state)
+    put(names::DEFAULT, 0u32.to_ne_bytes().to_vec(), Value::Slot(slot), &|| match target {
+        Some(t) => format!("default route -> {t}"),
+        None => "default route: none".to_string(),
+    })
 }
 
 /// The plan for a change of routes alone, without reading the kernel or
@@ -1105,6 +1122,37 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
             .or_else(|| old.maps.get(&op.map))
             .map_or(Role::Keys, |m| m.role.clone())
     };
+
+    // Nothing leaves anything (every operation writes, and what it
+    // overwrites leads nowhere: filling a fresh object): rules 2 and 3 have
+    // nothing to hold back, and every rule-1 edge goes from a lower stage to
+    // a higher one, so the topological order is the tie-break order itself.
+    // Sorting directly keeps filling a large table cheap.
+    let leaves_nothing = ops.iter().all(|op| match &op.op {
+        Op::Insert(_) => true,
+        Op::Replace { old: v, .. } => old.closure(&old_index, &op.map, &op.key, v, false).is_empty(),
+        Op::Delete { .. } => false,
+    });
+    if leaves_nothing {
+        let roles: HashMap<&str, &Role> = old
+            .maps
+            .iter()
+            .chain(new.maps.iter())
+            .map(|(name, m)| (name.as_str(), &m.role))
+            .collect();
+        let mut staged: Vec<(u8, MapOp)> = ops
+            .into_iter()
+            .map(|op| {
+                let role = roles.get(op.map.as_str()).copied().unwrap_or(&Role::Keys);
+                (stage(role, &op.op), op)
+            })
+            .collect();
+        staged.sort_by(|(sa, a), (sb, b)| (sa, &a.map, &a.key).cmp(&(sb, &b.map, &b.key)));
+        return Plan {
+            ops: staged.into_iter().map(|(_, op)| op).collect(),
+            warnings: Vec::new(),
+        };
+    }
 
     let mut at: HashMap<(&str, &[u8]), usize> = HashMap::with_capacity(n);
     let mut by_map: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -1474,32 +1522,49 @@ fn target<'h, H: Handles + ?Sized>(handles: &'h H, name: &str) -> io::Result<Tar
 
 /// The bytes of `value` for the map `t` (program fds from `handles`).
 fn render<H: Handles + ?Sized>(handles: &H, t: &Target<'_>, value: &Value) -> io::Result<Vec<u8>> {
+    render_with(&|p| handles.prog_fd(p).map(|fd| fd.as_raw_fd()), t, value)
+}
+
+/// [`render`] with the program fds from `prog_fd`.
+fn render_with(prog_fd: &dyn Fn(&str) -> Option<i32>, t: &Target<'_>, value: &Value) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    render_into(prog_fd, t, value, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`render_with`] into `bytes` (cleared first), so a loop reuses one buffer.
+fn render_into(
+    prog_fd: &dyn Fn(&str) -> Option<i32>,
+    t: &Target<'_>,
+    value: &Value,
+    bytes: &mut Vec<u8>,
+) -> io::Result<()> {
     let bad = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
-    let bytes = match value {
-        Value::Bytes(b) => b.clone(),
-        Value::Slot(s) => s.to_ne_bytes().to_vec(),
+    bytes.clear();
+    match value {
+        Value::Bytes(b) => bytes.extend_from_slice(b),
+        Value::Slot(s) => bytes.extend_from_slice(&s.to_ne_bytes()),
         Value::Devmap(d) => {
             let fd = match &d.program {
                 None => -1,
-                Some(p) => handles
-                    .prog_fd(p)
-                    .ok_or_else(|| bad(format!("the object has no program {p}")))?
-                    .as_raw_fd(),
+                Some(p) => prog_fd(p).ok_or_else(|| bad(format!("the object has no program {p}")))?,
             };
-            let mut v = d.ifindex.to_ne_bytes().to_vec();
+            bytes.extend_from_slice(&d.ifindex.to_ne_bytes());
             if t.value_size == 8 {
-                v.extend(fd.to_ne_bytes());
+                bytes.extend_from_slice(&fd.to_ne_bytes());
             } else if d.program.is_some() {
                 return Err(bad("the map's values have no room for an egress program (4 bytes: a kernel before 5.8)".into()));
             }
-            v
         }
-        Value::Counter => return Ok(vec![0u8; t.buffer_size()?]),
-    };
+        Value::Counter => {
+            bytes.resize(t.buffer_size()?, 0);
+            return Ok(());
+        }
+    }
     if bytes.len() != t.value_size as usize {
         return Err(bad(format!("a value of {} bytes for a map whose values have {}: the plan and the object do not go together", bytes.len(), t.value_size)));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// How to undo one done operation.
@@ -1727,6 +1792,51 @@ fn rollback(
         undone,
         rollback_errors,
     }
+}
+
+/// Writes the entries of a plan straight into a freshly loaded object as
+/// [`emit`] hands them over: what [`crate::fill()`] does. No state is
+/// built, nothing is read back or ordered (emit's order is safe for a fresh
+/// object) and nothing is undone: a fill that fails leaves a fresh object
+/// to throw away. Maps and program fds are looked up once.
+pub fn write_fresh<H: Handles + ?Sized>(handles: &H, ir: &Ir, devices: &[Device]) -> Result<(), PlanError> {
+    // A handful of maps: a short list beats hashing each entry's map name.
+    let mut targets: Vec<(String, Target<'_>)> = Vec::new();
+    let progs: Vec<(&str, Option<i32>)> = ir
+        .code
+        .programs
+        .iter()
+        .map(|p| {
+            let fd = handles.prog_fd(&p.section_program).map(|fd| fd.as_raw_fd());
+            (p.section_program.as_str(), fd)
+        })
+        .collect();
+    let prog_fd = |p: &str| progs.iter().find(|(name, _)| *name == p).and_then(|(_, fd)| *fd);
+    let mut bytes = Vec::with_capacity(64);
+    emit(ir, devices, &mut |map, key, value, why| {
+        let fail = |error: io::Error| PlanError::Write {
+            map: map.to_string(),
+            what: why(),
+            error,
+        };
+        let i = match targets.iter().position(|(name, _)| *name == map) {
+            Some(i) => i,
+            None => {
+                targets.push((map.to_string(), target(handles, map).map_err(fail)?));
+                targets.len() - 1
+            }
+        };
+        let t = &targets[i].1;
+        if key.len() != t.key_size as usize {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a key of {} bytes for a map whose keys have {}", key.len(), t.key_size),
+            )));
+        }
+        render_into(&prog_fd, t, &value, &mut bytes).map_err(fail)?;
+        let flags = if t.array() { libbpf_sys::BPF_ANY } else { libbpf_sys::BPF_NOEXIST };
+        t.update(&key, &bytes, flags).map_err(fail)
+    })
 }
 
 /// What the kernel holds in the maps of `ir`'s object: every entry, read
