@@ -238,11 +238,18 @@ impl Builder {
 /// The manifest: everything the runtime needs to load and fill the object
 /// without the spec.
 pub fn manifest(ir: &Ir, name: &str) -> String {
+    manifest_with_code_hash(ir, name, &ir.code_hash())
+}
+
+/// [`manifest`] with the code hash given: the runtime re-makes the manifest
+/// of a build whose routes changed, from an IR without the egress bodies the
+/// build's code hash covers.
+pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str) -> String {
     let value = serde_json::json!({
         "devmapc_manifest": 1,
         "name": name,
         "object": format!("{name}.bpf.o"),
-        "code_hash": ir.code_hash(),
+        "code_hash": code_hash,
         "data_hash": ir.data_hash(),
         "maps": render::map_list(&ir.code),
         "ir": ir,

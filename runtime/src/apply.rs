@@ -49,8 +49,8 @@
 //! removed the entries of a vanished device) converges on the spec.
 
 use crate::deploy::{
-    self, attach, check, check_privileges, entries, io_error, link_info, manifest_hashes, open_pin,
-    parse_manifest, pin_dir_ready, pin_manifest, read_manifest, remove_pins, Attachment,
+    self, attach, check, check_privileges, entries, io_error, link_info, open_pin,
+    parse_manifest_doc, pin_dir_ready, pin_manifest, read_manifest, remove_pins, Attachment,
     DeployError, LinkInfo, MANIFEST_PIN,
 };
 use crate::fill::Device;
@@ -497,23 +497,20 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
             return Err(DeployError::NotReady(not_ready));
         }
     }
-    let manifest = manifest_text(object, ir);
-    let unreadable = |e: String| {
-        DeployError::Mismatch(format!(
-            "{} holds a manifest devmapc cannot read ({e}): detach it first",
-            dir.join(MANIFEST_PIN).display()
-        ))
-    };
+    let (manifest, hashes) = manifest_and_hashes(object, ir);
     let previous = match read_manifest(dir) {
         Ok(text) => {
-            let (_, old) = parse_manifest(&text).map_err(unreadable)?;
-            let hashes = manifest_hashes(&text).ok_or_else(|| unreadable("no hashes".into()))?;
-            Some((old, hashes))
+            let doc = parse_manifest_doc(&text).map_err(|e| {
+                DeployError::Mismatch(format!(
+                    "{} holds a manifest devmapc cannot read ({e}): detach it first",
+                    dir.join(MANIFEST_PIN).display()
+                ))
+            })?;
+            Some((doc.ir, (doc.code_hash, doc.data_hash)))
         }
         Err(DeployError::NotDeployed { .. }) => None,
         Err(e) => return Err(e),
     };
-    let hashes = manifest_hashes(&manifest).unwrap_or_else(|| (ir.code_hash(), ir.data_hash()));
     let programs = || {
         let mut p = vec![names::INGRESS.to_string()];
         p.extend(ir.code.programs.iter().map(|p| p.section_program.clone()));
@@ -711,6 +708,11 @@ fn needs_reload(old: &(String, String), new: &(String, String), access: Access) 
 /// `code_hash` kept: the code hash covers egress bodies, which a manifest's
 /// IR leaves out, so it cannot be recomputed.
 pub fn manifest_text(object: &Path, ir: &Ir) -> String {
+    manifest_and_hashes(object, ir).0
+}
+
+/// [`manifest_text`] with its `(code_hash, data_hash)`.
+fn manifest_and_hashes(object: &Path, ir: &Ir) -> (String, (String, String)) {
     let file = object
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -718,21 +720,17 @@ pub fn manifest_text(object: &Path, ir: &Ir) -> String {
     let name = file.split('.').next().unwrap_or("devmapc").to_string();
     let sibling =
         std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json"))).ok();
-    let parsed = sibling.as_deref().and_then(|text| {
-        let (_, theirs) = parse_manifest(text).ok()?;
-        Some((theirs, manifest_hashes(text)?))
-    });
-    let made = devmapc::builder::manifest(ir, &name);
-    match (sibling, parsed) {
-        (Some(text), Some((theirs, _))) if theirs == *ir => text,
-        (_, Some((theirs, (code_hash, _)))) if theirs.code == ir.code => {
-            let mut value: serde_json::Value = serde_json::from_str(&made).expect("made above");
-            value["code_hash"] = serde_json::Value::String(code_hash);
-            let mut text = serde_json::to_string_pretty(&value).expect("serialises");
-            text.push('\n');
-            text
+    let doc = sibling.as_deref().and_then(|text| parse_manifest_doc(text).ok());
+    match (sibling, doc) {
+        (Some(text), Some(doc)) if doc.ir == *ir => (text, (doc.code_hash, doc.data_hash)),
+        (_, Some(doc)) if doc.ir.code == ir.code => {
+            let text = devmapc::builder::manifest_with_code_hash(ir, &name, &doc.code_hash);
+            (text, (doc.code_hash, ir.data_hash()))
         }
-        _ => made,
+        _ => (
+            devmapc::builder::manifest(ir, &name),
+            (ir.code_hash(), ir.data_hash()),
+        ),
     }
 }
 

@@ -707,21 +707,41 @@ pub fn read_manifest_file(path: &Path) -> Result<(PathBuf, Ir), DeployError> {
 /// code hash covers egress program bodies, which the manifest's IR leaves
 /// out, so it cannot be recomputed from the IR).
 pub fn manifest_hashes(text: &str) -> Option<(String, String)> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    Some((
-        value["code_hash"].as_str()?.to_string(),
-        value["data_hash"].as_str()?.to_string(),
-    ))
+    #[derive(serde::Deserialize)]
+    struct Hashes {
+        code_hash: String,
+        data_hash: String,
+    }
+    let h: Hashes = serde_json::from_str(text).ok()?;
+    Some((h.code_hash, h.data_hash))
+}
+
+/// A manifest, read in one pass.
+#[derive(serde::Deserialize)]
+pub(crate) struct ManifestDoc {
+    devmapc_manifest: u32,
+    pub object: String,
+    pub code_hash: String,
+    pub data_hash: String,
+    pub ir: Ir,
+}
+
+pub(crate) fn parse_manifest_doc(text: &str) -> Result<ManifestDoc, String> {
+    let doc: ManifestDoc = serde_json::from_str(text).map_err(|e| {
+        if text.contains("\"devmapc_manifest\"") {
+            e.to_string()
+        } else {
+            "no `devmapc_manifest: 1`".to_string()
+        }
+    })?;
+    if doc.devmapc_manifest != 1 {
+        return Err(format!("`devmapc_manifest: {}`, this devmapc reads 1", doc.devmapc_manifest));
+    }
+    Ok(doc)
 }
 
 pub(crate) fn parse_manifest(text: &str) -> Result<(String, Ir), String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    if value["devmapc_manifest"] != 1 {
-        return Err("no `devmapc_manifest: 1`".into());
-    }
-    let object = value["object"].as_str().ok_or("no `object`")?.to_string();
-    let ir = serde_json::from_value(value["ir"].clone()).map_err(|e| format!("`ir`: {e}"))?;
-    Ok((object, ir))
+    parse_manifest_doc(text).map(|d| (d.object, d.ir))
 }
 
 /// `vlan_switch.bpf.o` → `vlan_switch`.

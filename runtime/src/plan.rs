@@ -812,19 +812,32 @@ pub fn diff_routes(old: &Ir, new: &Ir, devices: &[Device]) -> Result<Option<Plan
     if old.code != new.code || old.data.devices != new.data.devices {
         return Ok(None);
     }
+    // Routes equal at the same place at the start and at the end of both
+    // lists are unchanged (a key appears once in a spec): an edit of a large
+    // table then only hashes the few routes around it.
+    let (o, n) = (&old.data.routes[..], &new.data.routes[..]);
+    let same = |a: &devmapc::ir::RouteData, b: &devmapc::ir::RouteData| {
+        a.key == b.key && a.target == b.target
+    };
+    let start = o.iter().zip(n).take_while(|(a, b)| same(a, b)).count();
+    let end = o[start..]
+        .iter()
+        .rev()
+        .zip(n[start..].iter().rev())
+        .take_while(|(a, b)| same(a, b))
+        .count();
+    let (o, n) = (&o[start..o.len() - end], &n[start..n.len() - end]);
     let before: HashMap<&devmapc::model::KeyValue, TargetRef> =
-        old.data.routes.iter().map(|r| (&r.key, r.target)).collect();
+        o.iter().map(|r| (&r.key, r.target)).collect();
     let after: HashMap<&devmapc::model::KeyValue, TargetRef> =
-        new.data.routes.iter().map(|r| (&r.key, r.target)).collect();
-    let only = |ir: &Ir, other: &HashMap<&devmapc::model::KeyValue, TargetRef>| Ir {
+        n.iter().map(|r| (&r.key, r.target)).collect();
+    let only = |ir: &Ir, routes: &[devmapc::ir::RouteData], other: &HashMap<&devmapc::model::KeyValue, TargetRef>| Ir {
         spec: ir.spec.clone(),
         code: ir.code.clone(),
         data: devmapc::ir::DataPlan {
             xdp_mode: ir.data.xdp_mode,
             devices: ir.data.devices.clone(),
-            routes: ir
-                .data
-                .routes
+            routes: routes
                 .iter()
                 .filter(|r| other.get(&r.key) != Some(&r.target))
                 .cloned()
@@ -832,7 +845,7 @@ pub fn diff_routes(old: &Ir, new: &Ir, devices: &[Device]) -> Result<Option<Plan
             default_route: ir.data.default_route,
         },
     };
-    let (old_changed, new_changed) = (only(old, &after), only(new, &before));
+    let (old_changed, new_changed) = (only(old, o, &after), only(new, n, &before));
     // (The checker keeps a spec's routes within `max_entries`.)
     Ok(Some(diff(
         &desired(&old_changed, devices)?,
