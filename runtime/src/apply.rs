@@ -50,8 +50,8 @@
 
 use crate::deploy::{
     self, attach, check, check_privileges, entries, io_error, link_info, open_pin,
-    parse_manifest_doc, pin_dir_ready, pin_manifest, read_manifest, remove_pins, Attachment,
-    DeployError, LinkInfo, MANIFEST_PIN,
+    parse_manifest_doc, pin_dir_ready, pin_dir_would_mount, pin_manifest, prepare_pin_dir,
+    read_manifest, remove_pins, Attachment, DeployError, LinkInfo, MANIFEST_PIN,
 };
 use crate::fill::Device;
 use crate::netdev::{self, Link, NotReady, PeerName};
@@ -178,11 +178,21 @@ pub struct Report {
     pub read_back: bool,
     /// The pin directory.
     pub dir: PathBuf,
+    /// Where a bpffs was mounted (or, in a dry run, would be) because none
+    /// was ([`crate::bpffs::prepare_pin_dir`]).
+    pub mounted_bpffs: Option<PathBuf>,
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let would = if self.dry_run { "would " } else { "" };
+        if let Some(at) = &self.mounted_bpffs {
+            writeln!(
+                f,
+                "{would}mount a bpffs at {} (none was mounted; pins live there)",
+                at.display()
+            )?;
+        }
         for r in &self.repaired {
             writeln!(f, "repaired: {r}")?;
         }
@@ -465,7 +475,11 @@ pub fn link_label(binding: &Binding) -> String {
 pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployError> {
     check_privileges("cannot apply")?;
     let dir = opts.pin_dir.as_path();
-    pin_dir_ready(dir)?;
+    let mounted_bpffs = if opts.dry_run {
+        pin_dir_would_mount(dir)?
+    } else {
+        prepare_pin_dir(dir)?
+    };
     let _lock = if opts.dry_run {
         None
     } else {
@@ -481,6 +495,7 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
         repaired: Vec::new(),
         read_back: false,
         dir: dir.to_path_buf(),
+        mounted_bpffs,
     };
     if !opts.dry_run {
         report.repaired = repair(dir)?;
@@ -595,7 +610,13 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
                 Err(e) => {
                     // Put the entries back as they were.
                     let undo = Plan {
-                        ops: report.plan.ops.iter().rev().map(|op| op.inverse()).collect(),
+                        ops: report
+                            .plan
+                            .ops
+                            .iter()
+                            .rev()
+                            .map(|op| op.inverse())
+                            .collect(),
                         warnings: Vec::new(),
                     };
                     let _ = execute(&pinned, &undo);
@@ -720,7 +741,9 @@ fn manifest_and_hashes(object: &Path, ir: &Ir) -> (String, (String, String)) {
     let name = file.split('.').next().unwrap_or("devmapc").to_string();
     let sibling =
         std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json"))).ok();
-    let doc = sibling.as_deref().and_then(|text| parse_manifest_doc(text).ok());
+    let doc = sibling
+        .as_deref()
+        .and_then(|text| parse_manifest_doc(text).ok());
     match (sibling, doc) {
         (Some(text), Some(doc)) if doc.ir == *ir => (text, (doc.code_hash, doc.data_hash)),
         (_, Some(doc)) if doc.ir.code == ir.code => {

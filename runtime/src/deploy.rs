@@ -30,7 +30,7 @@
 //!   it back), so it lives and dies with the pins and needs no second
 //!   directory.
 //! - `ip netns exec` mounts a fresh sysfs on /sys, where /sys/fs/bpf is an
-//!   empty sysfs directory: see [`pin_dir_ready`].
+//!   empty sysfs directory: see [`crate::bpffs`].
 //!
 //! Calls that take an ifindex (attach, and [`Loaded::fill`]) resolve it in
 //! the calling thread's network namespace.
@@ -49,8 +49,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// `statfs(2)`'s `f_type` for a bpffs.
-pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+pub use crate::bpffs::{pin_dir_ready, pin_dir_would_mount, prepare_pin_dir, BPF_FS_MAGIC};
 /// Where deployments are pinned unless told otherwise: `<root>/<name>/`.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/devmapc";
 /// The pin of the manifest map inside a pin directory.
@@ -336,69 +335,6 @@ pub(crate) fn permission_error(doing: &str, error: &io::Error) -> Option<DeployE
         return None;
     }
     check_privileges(doing).err()
-}
-
-// --------------------------------------------------------------------- bpffs
-
-/// Checks that pins can be made under `dir`: `dir`, or its nearest
-/// existing parent when it does not exist yet, is on a bpffs.
-///
-/// Under `ip netns exec`, /sys is a fresh sysfs and /sys/fs/bpf an empty
-/// directory of it: the error then explains the two ways out
-/// (`nsenter --net=...`, or `--pin-dir` on a lasting bpffs).
-pub fn pin_dir_ready(dir: &Path) -> Result<(), DeployError> {
-    let absolute = if dir.is_absolute() {
-        dir.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| io_error("cannot resolve", dir, e))?
-            .join(dir)
-    };
-    for checked in absolute.ancestors() {
-        match statfs_type(checked) {
-            Ok(BPF_FS_MAGIC) => return Ok(()),
-            Ok(fs) => {
-                return Err(DeployError::NotBpffs {
-                    dir: dir.to_path_buf(),
-                    checked: checked.to_path_buf(),
-                    fs: fs_name(fs),
-                })
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(io_error("cannot check the file system of", checked, e)),
-        }
-    }
-    Err(io_error(
-        "no existing parent of",
-        dir,
-        io::Error::from(io::ErrorKind::NotFound),
-    ))
-}
-
-fn statfs_type(path: &Path) -> io::Result<i64> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: statfs writes into the zeroed struct; the path is a valid C string.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.f_type as i64)
-}
-
-fn fs_name(magic: i64) -> String {
-    let name = match magic {
-        0x6265_6572 => "sysfs",
-        0x0102_1994 => "tmpfs",
-        0xef53 => "ext2/3/4",
-        0x794c_7630 => "overlayfs",
-        0x9fa0 => "procfs",
-        0x5846_5342 => "xfs",
-        0x9123_683e => "btrfs",
-        0x2fc1_2fc1 => "zfs",
-        _ => return format!("a file system of type {magic:#x}"),
-    };
-    format!("{name} ({magic:#x})")
 }
 
 // ------------------------------------------------------------------- probing
@@ -735,7 +671,10 @@ pub(crate) fn parse_manifest_doc(text: &str) -> Result<ManifestDoc, String> {
         }
     })?;
     if doc.devmapc_manifest != 1 {
-        return Err(format!("`devmapc_manifest: {}`, this devmapc reads 1", doc.devmapc_manifest));
+        return Err(format!(
+            "`devmapc_manifest: {}`, this devmapc reads 1",
+            doc.devmapc_manifest
+        ));
     }
     Ok(doc)
 }
@@ -908,7 +847,7 @@ impl Loaded {
     /// [`read_manifest`]). `dir` must be on a bpffs and hold no deployment;
     /// on failure, whatever was pinned is removed again.
     pub fn pin(&self, dir: &Path) -> Result<(), DeployError> {
-        pin_dir_ready(dir)?;
+        prepare_pin_dir(dir)?;
         if let Ok(mut entries) = std::fs::read_dir(dir) {
             if let Some(entry) = entries.next() {
                 let path = entry.map_or_else(|_| dir.to_path_buf(), |e| e.path());
@@ -1081,7 +1020,10 @@ pub(crate) fn read_blob(name: &str, path: &Path) -> io::Result<Vec<u8>> {
         .map(|c| *c as u8)
         .collect();
     if info.type_ != libbpf_sys::BPF_MAP_TYPE_ARRAY || found != name.as_bytes() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a devmapc record"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a devmapc record",
+        ));
     }
     let mut value = vec![0u8; info.value_size as usize];
     let key = 0u32;
@@ -1250,7 +1192,7 @@ impl Attachment {
                 "bad link name {label:?}: give the device's name or ifindex"
             )));
         }
-        pin_dir_ready(dir)?;
+        prepare_pin_dir(dir)?;
         let links = dir.join("links");
         std::fs::create_dir_all(&links).map_err(|e| io_error("cannot create", &links, e))?;
         let path = links.join(label);

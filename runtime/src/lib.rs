@@ -6,6 +6,7 @@
 //! this.
 
 pub mod apply;
+pub mod bpffs;
 pub mod capture;
 pub mod deploy;
 pub mod embed;
@@ -19,7 +20,11 @@ pub mod spectest;
 pub mod status;
 pub mod watch;
 
-pub use deploy::{attach, detach, load, pin_dir_ready, probe, swap, Attachment, DeployError, Loaded, Support};
+pub use deploy::{
+    attach, detach, load, pin_dir_ready, probe, swap, Attachment, DeployError, Loaded, Support,
+};
 pub use fill::{fill, ArgsError, Device, FillError};
 pub use netdev::{NetdevError, NotReady};
-pub use plan::{desired, diff, execute, read_state, ApplyError, Handles, MapOp, Plan, PlanError, State};
+pub use plan::{
+    desired, diff, execute, read_state, ApplyError, Handles, MapOp, Plan, PlanError, State,
+};

@@ -16,8 +16,8 @@ use devmapc_runtime::deploy::{self, DeployError, Loaded};
 use devmapc_runtime::Device;
 use devmapc_testkit::bpf;
 use devmapc_testkit::netns::{send_frames, Iface, Netns};
-use devmapc_testkit::pins::PinDir;
 use devmapc_testkit::packet::Frame;
+use devmapc_testkit::pins::PinDir;
 use devmapc_testkit::{objects, require_privileged, wait_until};
 use libbpf_rs::{Link, MapCore, Object};
 use std::net::Ipv4Addr;
@@ -240,16 +240,17 @@ fn a_pin_dir_not_on_a_bpffs_is_refused_with_what_to_do() {
 }
 
 /// Run by the test below in a child process (`ip netns exec` / `nsenter`):
-/// prints the verdict of `pin_dir_ready` on the directory in the
-/// environment. Does nothing in a normal test run.
+/// prints the verdict of `prepare_pin_dir` (what `apply` calls: it mounts
+/// the host's bpffs when none is, but only in the host's mount namespace)
+/// on the directory in the environment. Does nothing in a normal test run.
 #[test]
 fn child_checks_pin_dir() {
     require_privileged!();
     let Some(dir) = std::env::var_os("DEVMAPC_TEST_CHILD_PIN_DIR") else {
         return;
     };
-    match deploy::pin_dir_ready(Path::new(&dir)) {
-        Ok(()) => println!("PIN-DIR-READY"),
+    match deploy::prepare_pin_dir(Path::new(&dir)) {
+        Ok(_) => println!("PIN-DIR-READY"),
         Err(e) => println!("PIN-DIR-REFUSED: {e}"),
     }
 }
@@ -285,9 +286,99 @@ fn under_ip_netns_exec_pins_are_refused_and_under_nsenter_they_are_not() {
         netns_exec.contains("nsenter --net=/run/netns/NAME"),
         "{netns_exec}"
     );
+    // From a shell started by `ip netns exec` (the shell shares the
+    // command's mount namespace, its own parent does not): refused too, and
+    // no bpffs is mounted in that short-lived namespace.
+    let netns_shell = child(&[
+        "ip",
+        "netns",
+        "exec",
+        ns.name(),
+        "sh",
+        "-c",
+        "\"$0\" \"$@\"; stat -f -c 'FS-%T' /sys/fs/bpf",
+    ]);
+    assert!(netns_shell.contains("PIN-DIR-REFUSED"), "{netns_shell}");
+    assert!(netns_shell.contains("FS-sysfs"), "{netns_shell}");
     let net = format!("--net={}", ns.path().display());
     let nsenter = child(&["nsenter", &net]);
     assert!(nsenter.contains("PIN-DIR-READY"), "{nsenter}");
+}
+
+/// A mount that is taken off again when the test ends, also on failure.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.to_str().unwrap()).unwrap();
+        // Several stacked mounts (the bug the test guards against): all go.
+        while unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {}
+    }
+}
+
+/// How many mounts sit exactly at `path` (/proc/self/mountinfo, field 5).
+fn mounts_at(path: &Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+        .count()
+}
+
+/// Where no bpffs is mounted at all (a host without systemd), a command
+/// that pins mounts one, once, even when several race for it (a second
+/// mount on top would hide the first one's pins); it does so only where
+/// the mount outlives the command, and a dry run only says it would. Run
+/// on a scratch mount point standing in for /sys/fs/bpf, so the host's
+/// bpffs is never touched.
+#[test]
+fn a_missing_host_bpffs_is_mounted_once_and_only_where_it_lasts() {
+    require_privileged!();
+    use devmapc_runtime::bpffs::{prepare_pin_dir_at, BPF_FS_MAGIC};
+    let scratch = tempfile::tempdir().unwrap();
+    let point = scratch.path().join("bpf");
+    std::fs::create_dir(&point).unwrap();
+    let _unmount = Unmount(point.clone());
+    let dir = point.join("devmapc/fwd");
+    let is_bpffs = || {
+        let c = std::ffi::CString::new(point.to_str().unwrap()).unwrap();
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+        st.f_type as i64 == BPF_FS_MAGIC
+    };
+
+    // In a mount namespace that dies with the command: refused, untouched.
+    let err = prepare_pin_dir_at(&dir, &point, false, true).unwrap_err();
+    assert!(matches!(err, DeployError::NotBpffs { .. }), "{err:?}");
+    assert!(err.to_string().contains("nsenter --net="), "{err}");
+    // A dry run says it would mount, and does not.
+    assert_eq!(
+        prepare_pin_dir_at(&dir, &point, true, false).unwrap(),
+        Some(point.clone())
+    );
+    assert!(!is_bpffs());
+    assert_eq!(mounts_at(&point), 0);
+    // A pin directory elsewhere on the same file system is never a reason
+    // to mount anything.
+    let elsewhere = scratch.path().join("pins/fwd");
+    assert!(prepare_pin_dir_at(&elsewhere, &point, true, true).is_err());
+
+    // Eight racing callers: one mount.
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| prepare_pin_dir_at(&dir, &point, true, true)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert!(is_bpffs());
+    assert_eq!(mounts_at(&point), 1, "bpffs mounts must never stack");
+    // Once mounted there is nothing to do, and pins can be made.
+    assert_eq!(prepare_pin_dir_at(&dir, &point, true, true).unwrap(), None);
+    std::fs::create_dir_all(&dir).unwrap();
+    deploy::pin_dir_ready(&dir).unwrap();
 }
 
 // ------------------------------------------------- load, fill, attach, send

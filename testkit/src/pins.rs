@@ -11,7 +11,9 @@ static PIN_SWEEP: Once = Once::new();
 
 /// A unique pin directory `/sys/fs/bpf/devmapc-test-<pid>-<n>` (not
 /// created), removed with everything in it on drop, also while a test
-/// unwinds. The first one of a process also removes those left by test
+/// unwinds. The first one of a process mounts the host's bpffs at
+/// /sys/fs/bpf if none is (as `devmapc apply` would, see
+/// `devmapc_runtime::bpffs`), and removes the pin directories left by test
 /// processes that no longer exist (killed ones).
 #[derive(Debug)]
 pub struct PinDir(PathBuf);
@@ -19,6 +21,10 @@ pub struct PinDir(PathBuf);
 impl PinDir {
     pub fn new() -> PinDir {
         PIN_SWEEP.call_once(|| {
+            let probe = Path::new("/sys/fs/bpf").join(PIN_PREFIX);
+            if let Err(e) = devmapc_runtime::bpffs::prepare_pin_dir(&probe) {
+                eprintln!("warning: pins of this test run cannot be made: {e}");
+            }
             let Ok(read) = std::fs::read_dir("/sys/fs/bpf") else {
                 return;
             };

@@ -146,7 +146,10 @@ fn targets_are_devices_or_groups() {
         Device::ALL.map(Device::name),
         ["uplink", "red", "blue", "mgmt"]
     );
-    assert_eq!([vlan_switch::COUNTERS, ipv6_router::COUNTERS], [true, false]);
+    assert_eq!(
+        [vlan_switch::COUNTERS, ipv6_router::COUNTERS],
+        [true, false]
+    );
 }
 
 #[test]
