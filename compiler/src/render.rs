@@ -369,12 +369,21 @@ fn key_context(code: &CodePlan) -> KeyContext {
                 .join(", ")
         ),
     };
-    let mut guards: Vec<&str> = fields.iter().filter_map(|f| read(*f).1).collect();
-    guards.dedup();
-    // A key on the VLAN id alone needs only the outer tag.
-    let outer_tag_only = fields
+    // A key on Ethernet and the outer tag only (`vlan.id`, `eth.dst`,
+    // `(vlan.id, eth.dst)`) needs no parser: one bounds check finds the
+    // headers, as a hand-written program would.
+    let shallow = fields
         .iter()
-        .all(|f| f.header() == crate::fields::Header::Vlan);
+        .all(|f| matches!(f.header(), Header::Eth | Header::Vlan));
+    let tagged = fields.iter().any(|f| f.header() == Header::Vlan);
+    let mut guards: Vec<&str> = fields.iter().filter_map(|f| read(*f).1).collect();
+    guards.sort_unstable_by_key(|g| *g != "p.vlan");
+    guards.dedup();
+    if shallow {
+        // Found below with a bounds check of its own (for a tag, the tag's
+        // covers the Ethernet header in front of it).
+        guards.retain(|g| *g != "p.eth");
+    }
     let mut lines: Vec<String> = guards
         .iter()
         .map(|g| format!("if (!{g})\n\t\tgoto miss;"))
@@ -409,7 +418,10 @@ fn key_context(code: &CodePlan) -> KeyContext {
             "direct: the key is the DEVMAP_HASH key"
         }
         KeyPlan::Hashed { fields, size } => {
-            types.push(format!("/* {text}, each field in network byte order. */\nstruct devmapc_key {{\n\t__u8 bytes[{size}];\n}};"));
+            // Aligned as far as the size allows (sizeof is unchanged), so
+            // that fields at aligned offsets are stored in one instruction.
+            let align = key_align(*size);
+            types.push(format!("/* {text}, each field in network byte order. */\nstruct devmapc_key {{\n\t__u8 bytes[{size}];\n}} __attribute__((aligned({align})));"));
             locals.push("struct devmapc_key key;".into());
             locals.push("__u32 *slot;".into());
             for f in fields {
@@ -437,12 +449,23 @@ fn key_context(code: &CodePlan) -> KeyContext {
             "lpm: a BPF_MAP_TYPE_LPM_TRIE gives the slot"
         }
     };
-    if outer_tag_only {
-        // `p.vlan` is the only header read: find it without the full parser.
+    if shallow {
         locals.insert(0, "struct devmapc_pkt p;".into());
-        lines.insert(0, "p.vlan = devmapc_outer_tag(data, data_end);".into());
+        let mut found = Vec::new();
+        if tagged {
+            found.push("p.vlan = devmapc_outer_tag(data, data_end);");
+            if fields.iter().any(|f| f.header() == Header::Eth) {
+                found.push("p.eth = data;");
+            }
+        } else {
+            // Not a helper returning NULL: clang would keep a NULL test of
+            // `data` itself after the bounds check.
+            found.push("if (data + sizeof(struct ethhdr) > data_end)\n\t\tgoto miss;");
+            found.push("p.eth = data;");
+        }
+        lines.splice(0..0, found.into_iter().map(String::from));
     }
-    let parse = parse && !outer_tag_only;
+    let parse = parse && !shallow;
     // Without a `goto miss` (a key that every packet has), no label.
     if !lines.iter().any(|l| l.contains("goto miss")) {
         for line in &mut lines {
@@ -472,16 +495,47 @@ fn slot_lookup() -> Vec<String> {
     ]
 }
 
-/// Writes a field into key bytes at `at`, in network byte order.
+/// The alignment of a hashed key of `size` bytes: the largest power of two
+/// that divides it, at most 8 (so that `sizeof` stays `size`).
+fn key_align(size: u32) -> u32 {
+    1 << size.trailing_zeros().min(3)
+}
+
+/// Writes a field into key bytes at `at`, in network byte order. Packet
+/// data is copied with `__builtin_memcpy`, which clang turns into loads and
+/// stores as wide as both sides' alignment allows (the byte-by-byte
+/// `devmapc_copy` is for read-only data only, see the template); the
+/// Ethernet header is packed, so a MAC is copied byte by byte either way.
 fn put_field(field: Field, at: &str, size: u32) -> String {
     match field {
-        Field::EthDst | Field::EthSrc | Field::Ipv6Src | Field::Ipv6Dst => {
+        Field::EthDst | Field::EthSrc => {
             format!("devmapc_copy({at}, {}, {size});", read(field).0)
         }
-        Field::Ipv4Src | Field::Ipv4Dst => {
-            format!("devmapc_copy({at}, (const __u8 *)&{}, 4);", read(field).0)
+        Field::Ipv6Src | Field::Ipv6Dst | Field::Ipv4Src | Field::Ipv4Dst => {
+            format!("__builtin_memcpy({at}, &{}, {size});", wire(field))
         }
-        _ => format!("devmapc_put_be({at}, {}, {size});", read(field).0),
+        _ if size == 1 => format!("*({at}) = {};", read(field).0),
+        _ => format!(
+            "{{\n\t\t__be{bits} v = {};\n\n\t\t__builtin_memcpy({at}, &v, {size});\n\t}}",
+            wire(field),
+            bits = size * 8
+        ),
+    }
+}
+
+/// A field as it is on the wire (network byte order), for key bytes.
+fn wire(field: Field) -> String {
+    match field {
+        Field::VlanId => "(p.vlan->tci & bpf_htons(0x0fff))".into(),
+        Field::VlanPcp => "(__u8)(bpf_ntohs(p.vlan->tci) >> 13)".into(),
+        Field::Ipv4Src => "p.ip4->saddr".into(),
+        Field::Ipv4Dst => "p.ip4->daddr".into(),
+        Field::Ipv6Src => "p.ip6->saddr".into(),
+        Field::Ipv6Dst => "p.ip6->daddr".into(),
+        Field::L4Sport => "p.l4->src".into(),
+        Field::L4Dport => "p.l4->dst".into(),
+        Field::IngressPort => "bpf_htonl(ctx->ingress_ifindex)".into(),
+        other => read(other).0,
     }
 }
 
