@@ -172,7 +172,10 @@ impl Rig {
             .map(|n| n.to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["devices", "links", "manifest", "maps", "progs"]);
+        assert_eq!(
+            names,
+            ["devices", "devmapc", "links", "manifest", "maps", "progs"]
+        );
     }
 }
 

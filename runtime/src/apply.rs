@@ -76,6 +76,11 @@ pub const DEVICES: &str = "devices";
 pub const DEVICES_NEXT: &str = "devices_next";
 /// A directory present while a data change is being written.
 pub const APPLYING: &str = "applying";
+/// A symlink a first load makes before its first pin: pins found without
+/// it and without a manifest are someone else's, and are never removed.
+pub const MARKER: &str = "devmapc";
+/// What the marker points to (bpffs holds symlinks, not files).
+const MARKER_TARGET: &str = "pin-directory-of-a-devmapc-deployment";
 const DEVICES_MAP_NAME: &str = "devmapc_devs";
 
 /// How to apply.
@@ -314,6 +319,8 @@ pub fn key_map(ir: &Ir) -> &'static str {
 #[derive(Debug)]
 pub struct Lock {
     _dir: File,
+    /// Whether taking the lock created the directory.
+    pub created: bool,
 }
 
 impl Lock {
@@ -336,6 +343,7 @@ impl Lock {
     }
 
     fn take(dir: &Path, create: bool) -> Result<Lock, DeployError> {
+        let existed = dir.is_dir();
         loop {
             if create {
                 std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
@@ -353,7 +361,10 @@ impl Lock {
                 .map_err(|e| io_error("cannot stat", dir, e))?;
             match std::fs::metadata(dir) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                    return Ok(Lock { _dir: file })
+                    return Ok(Lock {
+                        _dir: file,
+                        created: !existed,
+                    })
                 }
                 _ if create => continue,
                 _ => {
@@ -480,11 +491,30 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
     } else {
         prepare_pin_dir(dir)?
     };
-    let _lock = if opts.dry_run {
+    let lock = if opts.dry_run {
         None
     } else {
         Some(Lock::acquire(dir)?)
     };
+    let result = apply_locked(object, ir, opts, mounted_bpffs);
+    // A first apply that failed leaves nothing behind, not even the
+    // directory its lock made (a failed load removes its pins itself).
+    if result.is_err()
+        && lock.as_ref().is_some_and(|l| l.created)
+        && entries(dir).is_ok_and(|e| e.is_empty())
+    {
+        let _ = std::fs::remove_dir(dir);
+    }
+    result
+}
+
+fn apply_locked(
+    object: &Path,
+    ir: &Ir,
+    opts: &Options,
+    mounted_bpffs: Option<PathBuf>,
+) -> Result<Report, DeployError> {
+    let dir = opts.pin_dir.as_path();
     let mut report = Report {
         kind: Kind::Unchanged,
         dry_run: opts.dry_run,
@@ -510,6 +540,17 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
             report.warnings.extend(not_ready);
         } else {
             return Err(DeployError::NotReady(not_ready));
+        }
+    }
+    let busy = busy_ingress(ir, &links, dir);
+    if !busy.is_empty() {
+        if opts.dry_run {
+            report.warnings.extend(
+                busy.into_iter()
+                    .map(|b| format!("the apply would fail: {b}")),
+            );
+        } else {
+            return Err(DeployError::Busy(busy));
         }
     }
     let (manifest, hashes) = manifest_and_hashes(object, ir);
@@ -771,6 +812,9 @@ fn first_load(
         });
     }
     let result = (|| {
+        let marker = dir.join(MARKER);
+        std::os::unix::fs::symlink(MARKER_TARGET, &marker)
+            .map_err(|e| io_error("cannot create", &marker, e))?;
         loaded.pin_objects(dir)?;
         let pinned = Pinned::open(dir)?;
         execute(&pinned, &report.plan)?;
@@ -833,10 +877,12 @@ fn replace_manifest(dir: &Path, manifest: &str) -> Result<(), DeployError> {
 
 // -------------------------------------------------------------------- links
 
-/// A planned link: device label, ifindex, mode.
+/// A planned link: device label, ifindex, and the device as the spec
+/// names it (for messages).
 struct WantedLink {
     label: String,
     ifindex: u32,
+    device: String,
 }
 
 fn wanted_links(ir: &Ir, links: &[Link]) -> Vec<WantedLink> {
@@ -848,8 +894,66 @@ fn wanted_links(ir: &Ir, links: &[Link]) -> Vec<WantedLink> {
         .map(|(d, l)| WantedLink {
             label: link_label(&d.binding),
             ifindex: l.ifindex,
+            device: format!("device `{}` (line {}, {})", d.name, d.line, l.name),
         })
         .collect()
+}
+
+/// The `ingress.on` devices that run an XDP program devmapc did not attach
+/// (another tool's, or another deployment's): attaching would fail there,
+/// so an apply refuses before changing anything.
+fn busy_ingress(ir: &Ir, links: &[Link], dir: &Path) -> Vec<String> {
+    let existing = pinned_links(dir).unwrap_or_default();
+    let mut busy = Vec::new();
+    for w in wanted_links(ir, links) {
+        let Some(link) = links.iter().find(|l| l.ifindex == w.ifindex) else {
+            continue;
+        };
+        // Our own link's program, when it still holds this device.
+        let ours = existing
+            .get(&w.label)
+            .copied()
+            .flatten()
+            .filter(|i| i.ifindex == w.ifindex)
+            .map(|i| i.prog_id);
+        for (mode, id) in [
+            ("native", link.xdp.driver),
+            ("generic", link.xdp.generic),
+            ("offloaded", link.xdp.offload),
+        ] {
+            if let Some(id) = id.filter(|id| Some(*id) != ours) {
+                busy.push(format!(
+                    "{} already runs XDP program id {id} in {mode} mode, not attached by \
+                     this deployment",
+                    w.device
+                ));
+            }
+        }
+    }
+    busy
+}
+
+/// Attaches `prog` to a wanted link's device and pins the link.
+fn attach_pinned(
+    prog: BorrowedFd<'_>,
+    w: &WantedLink,
+    mode: XdpMode,
+    dir: &Path,
+) -> Result<Attachment, DeployError> {
+    let a = attach(prog, w.ifindex, mode).map_err(|e| e.on_device(|| w.device.clone()))?;
+    a.pin(dir, &w.label)?;
+    Ok(a)
+}
+
+/// Detaches and unpins links made by a step that is being undone.
+fn undo_links(made: &[PathBuf]) {
+    for path in made {
+        if let Ok(fd) = open_pin(path) {
+            // SAFETY: a valid link fd.
+            unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
+        }
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// The links pinned in `dir`, by label, with what the kernel says of them
@@ -951,20 +1055,8 @@ fn reconcile_links<H: Handles>(
     let links_dir = dir.join("links");
     let mut changes = Vec::new();
     let mut made: Vec<PathBuf> = Vec::new();
-    let undo = |made: &[PathBuf]| {
-        for path in made {
-            if let Ok(fd) = open_pin(path) {
-                // SAFETY: a valid link fd.
-                unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
-            }
-            let _ = std::fs::remove_file(path);
-        }
-    };
-    let attach_new = |w: &WantedLink| -> Result<Attachment, DeployError> {
-        let a = attach(prog, w.ifindex, mode)?;
-        a.pin(dir, &w.label)?;
-        Ok(a)
-    };
+    let undo = undo_links;
+    let attach_new = |w: &WantedLink| attach_pinned(prog, w, mode, dir);
     for w in &wanted {
         match existing.get(&w.label) {
             None => match attach_new(w) {
@@ -1068,15 +1160,41 @@ fn upgrade(
         .into_iter()
         .map(|w| w.label)
         .collect();
+    // Devices new to `ingress.on` get their link first, with the new
+    // program: the step that can fail for reasons outside devmapc (another
+    // program on the device) fails while the old code still serves.
+    let existing = pinned_links(dir)?;
+    let mut made: Vec<PathBuf> = Vec::new();
+    for w in wanted_links(ir, links) {
+        if existing.contains_key(&w.label) {
+            continue;
+        }
+        match attach_pinned(new_ingress, &w, ir.data.xdp_mode, dir) {
+            Ok(a) => {
+                made.push(dir.join("links").join(&w.label));
+                report.links.push(LinkChange::Attached {
+                    device: w.label.clone(),
+                    mode: a.mode,
+                    warning: a.warning.clone(),
+                });
+            }
+            Err(e) => {
+                undo_links(&made);
+                let _ = remove_pins(&next);
+                return Err(e);
+            }
+        }
+    }
     let mut swapped: Vec<PathBuf> = Vec::new();
     for (label, path) in entries(&dir.join("links"))? {
-        if !wanted_labels.contains(&label) {
+        if !wanted_labels.contains(&label) || made.contains(&path) {
             continue;
         }
         if let Err(e) = deploy::swap(&path, new_ingress) {
             for done in &swapped {
                 let _ = deploy::swap(done, old_ingress);
             }
+            undo_links(&made);
             let _ = remove_pins(&next);
             return Err(e);
         }
@@ -1088,9 +1206,15 @@ fn upgrade(
     promote(dir)?;
     record_devices(dir, &links.iter().map(Device::from).collect::<Vec<_>>())?;
     let promoted = Pinned::open(dir)?;
-    report
-        .links
-        .extend(reconcile_links(ir, links, dir, &promoted)?);
+    // Left: links of devices that came back with a new ifindex, and of
+    // devices no longer in `ingress.on`. The new code serves already.
+    let rest = reconcile_links(ir, links, dir, &promoted).map_err(|e| {
+        DeployError::Mismatch(format!(
+            "the new programs serve every attached device, but a link could not be brought \
+             up to date: {e}. Fix that and apply again"
+        ))
+    })?;
+    report.links.extend(rest);
     if let Err(e) = migrate_counters(old, &old_pins, ir, &promoted) {
         report
             .warnings
@@ -1304,15 +1428,20 @@ pub fn repair(dir: &Path) -> Result<Vec<String>, DeployError> {
     }
     let _ = std::fs::remove_file(dir.join(MANIFEST_NEXT));
     let _ = std::fs::remove_file(dir.join(DEVICES_NEXT));
-    let has_pins = ["maps", "progs", "links"]
-        .iter()
-        .any(|s| entries(&dir.join(s)).is_ok_and(|e| !e.is_empty()));
-    if has_pins && !dir.join(MANIFEST_PIN).exists() {
+    // Pins without a manifest: a first load that was interrupted, if it
+    // marked the directory as devmapc's; anything else is someone else's,
+    // left alone (the first load then refuses to pin over it).
+    if !dir.join(MANIFEST_PIN).exists() && is_ours(dir) {
         discard(dir);
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         done.push("removed a first load that was interrupted before it committed".into());
     }
     Ok(done)
+}
+
+/// Whether `dir` holds devmapc's marker ([`MARKER`]).
+pub fn is_ours(dir: &Path) -> bool {
+    std::fs::read_link(dir.join(MARKER)).is_ok_and(|t| t == Path::new(MARKER_TARGET))
 }
 
 // --------------------------------------------------------------- failpoints

@@ -108,6 +108,8 @@ pub enum DeployError {
     /// Attaching to a device failed.
     Attach {
         ifindex: u32,
+        /// The spec's device, with its line, when the caller knows it.
+        device: Option<String>,
         mode: XdpMode,
         error: String,
     },
@@ -117,6 +119,9 @@ pub enum DeployError {
     Device(crate::NetdevError),
     /// Redirect targets that cannot take XDP frames: one line per reason.
     NotReady(Vec<String>),
+    /// `ingress.on` devices that already run an XDP program devmapc did not
+    /// attach: one line per device.
+    Busy(Vec<String>),
     /// A map operation of an apply failed (and was rolled back).
     Apply(crate::ApplyError),
     /// The plan and the devices or maps do not go together.
@@ -189,13 +194,22 @@ impl fmt::Display for DeployError {
             DeployError::Fill(e) => write!(f, "{e}"),
             DeployError::Attach {
                 ifindex,
+                device,
                 mode,
                 error,
-            } => write!(
-                f,
-                "cannot attach in {} mode to the device with ifindex {ifindex}: {error}",
-                mode_name(*mode)
-            ),
+            } => match device {
+                Some(device) => write!(
+                    f,
+                    "cannot attach the ingress program in {} mode to {device} (ifindex \
+                     {ifindex}): {error}",
+                    mode_name(*mode)
+                ),
+                None => write!(
+                    f,
+                    "cannot attach in {} mode to the device with ifindex {ifindex}: {error}",
+                    mode_name(*mode)
+                ),
+            },
             DeployError::Swap { link, error } => {
                 write!(
                     f,
@@ -216,6 +230,20 @@ impl fmt::Display for DeployError {
                     f,
                     "\n`--make-ready` turns GRO on for the peer of a veth target; \
                      `--allow-not-ready` applies anyway (frames to these targets are dropped)"
+                )
+            }
+            DeployError::Busy(devices) => {
+                write!(
+                    f,
+                    "cannot attach the ingress program: a device takes one XDP program, and"
+                )?;
+                for d in devices {
+                    write!(f, "\n  - {d}")?;
+                }
+                write!(
+                    f,
+                    "\nremove it first (`ip link set dev DEV xdp off` or `bpftool net detach`; \
+                     `devmapc detach NAME` for another devmapc deployment). Nothing was changed."
                 )
             }
             DeployError::Apply(e) => write!(f, "{e}"),
@@ -1164,12 +1192,38 @@ fn attach_error(ifindex: u32, mode: XdpMode, e: io::Error) -> DeployError {
              program, not an `xdp/devmap` egress program; in native mode the MTU must fit one \
              XDP buffer)"
         ),
+        Some(libc::ERANGE) => format!(
+            "{e}: the MTU is too large for native XDP (a frame must fit one page; for a veth, \
+             the peer's MTU counts too): lower the MTU, or use `mode = generic`"
+        ),
         _ => e.to_string(),
     };
     DeployError::Attach {
         ifindex,
+        device: None,
         mode,
         error,
+    }
+}
+
+impl DeployError {
+    /// Names the spec's device in an attach error (the kernel only knows
+    /// the ifindex).
+    pub fn on_device(self, device: impl FnOnce() -> String) -> DeployError {
+        match self {
+            DeployError::Attach {
+                ifindex,
+                device: None,
+                mode,
+                error,
+            } => DeployError::Attach {
+                ifindex,
+                device: Some(device()),
+                mode,
+                error,
+            },
+            other => other,
+        }
     }
 }
 
@@ -1277,11 +1331,21 @@ pub struct Detached {
 /// `manifest`); anything else in `dir` is left and reported.
 pub fn detach(dir: &Path) -> Result<Detached, DeployError> {
     pin_dir_ready(dir)?;
-    if !dir.join(MANIFEST_PIN).exists() && !dir.join("links").exists() {
+    // What an apply that failed before pinning anything may leave (an
+    // older devmapc did): an empty directory, removed.
+    if entries(dir).is_ok_and(|e| e.is_empty()) && dir.is_dir() {
+        std::fs::remove_dir(dir).map_err(|e| io_error("cannot remove", dir, e))?;
+        return Ok(Detached::default());
+    }
+    if !dir.join(MANIFEST_PIN).exists() && !crate::apply::is_ours(dir) {
         return Err(DeployError::NotDeployed {
             dir: dir.to_path_buf(),
             why: if dir.exists() {
-                format!("no {MANIFEST_PIN} and no links/ in it")
+                format!(
+                    "no {MANIFEST_PIN} and no `{}` marker in it: what is pinned there was not \
+                     made by devmapc, and is left alone",
+                    crate::apply::MARKER
+                )
             } else {
                 "no such directory".into()
             },
@@ -1348,10 +1412,10 @@ pub(crate) fn remove_pins(dir: &Path) -> Result<usize, DeployError> {
             std::fs::remove_dir(&sub).map_err(|e| io_error("cannot remove", &sub, e))?;
         }
     }
-    use crate::apply::{APPLYING, DEVICES, DEVICES_NEXT, MANIFEST_NEXT};
-    for record in [MANIFEST_PIN, MANIFEST_NEXT, DEVICES, DEVICES_NEXT] {
+    use crate::apply::{APPLYING, DEVICES, DEVICES_NEXT, MANIFEST_NEXT, MARKER};
+    for record in [MANIFEST_PIN, MANIFEST_NEXT, DEVICES, DEVICES_NEXT, MARKER] {
         let record = dir.join(record);
-        if record.exists() {
+        if std::fs::symlink_metadata(&record).is_ok() {
             unlink(&record)?;
             removed += 1;
         }

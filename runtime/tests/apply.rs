@@ -109,6 +109,17 @@ impl Rig {
             .enter(|| apply::apply(&b.obj, &b.ir, &Options::new(&*self.pins)))
     }
 
+    /// The ifindex of a device of the namespace.
+    fn ifindex(&self, dev: &str) -> u32 {
+        let name = std::ffi::CString::new(dev).unwrap();
+        // SAFETY: a valid C string.
+        let i = self
+            .ns
+            .enter(|| unsafe { libc::if_nametoindex(name.as_ptr()) });
+        assert_ne!(i, 0, "{dev} exists");
+        i
+    }
+
     fn peer(&self, dev: &str) -> &Iface {
         self.peers
             .iter()
@@ -257,6 +268,7 @@ fn a_failed_apply_leaves_the_previous_configuration_serving() {
     let v1 = build(&spec("on_miss = drop", ROUTES));
     let before = plan::read_state(&pinned, &v1.ir).unwrap();
     let links = rig.link_ids();
+    let code = rig.ns.enter(|| status::status(&rig.pins)).unwrap().code_hash;
 
     // A device that does not exist: refused before anything changes, with
     // the device and its line named.
@@ -280,10 +292,75 @@ fn a_failed_apply_leaves_the_previous_configuration_serving() {
         "nothing staged is left"
     );
 
+    // A code change that also attaches to a device running another tool's
+    // XDP program: refused before anything is loaded or swapped, naming
+    // the device.
+    let foreign = Rig::count_on(&rig.ns, &rig.counts, rig.ifindex("dmcc"));
+    let busy = build(&spec("on_miss = pass", ROUTES).replace("on = [a]", "on = [a, c]"));
+    let err = rig.apply(&busy).unwrap_err();
+    assert!(matches!(err, DeployError::Busy(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("device `c` (line 4, dmcc)") && text.contains("Nothing was changed"),
+        "{text}"
+    );
+    // A dry run says so too, as a warning.
+    let dry = rig
+        .ns
+        .enter(|| {
+            let mut o = Options::new(&*rig.pins);
+            o.dry_run = true;
+            apply::apply(&busy.obj, &busy.ir, &o)
+        })
+        .unwrap();
+    assert!(
+        dry.warnings
+            .iter()
+            .any(|w| w.contains("the apply would fail")),
+        "{dry}"
+    );
+    drop(foreign);
+
+    assert!(!rig.pins.join(apply::NEXT).exists());
     assert_eq!(plan::read_state(&pinned, &v1.ir).unwrap(), before);
     assert_eq!(rig.link_ids(), links);
     assert!(rig.drift().is_empty());
+    let s = rig.ns.enter(|| status::status(&rig.pins)).unwrap();
+    assert_eq!(s.code_hash, code, "the old code serves");
     rig.delivers([10, 0, 0, 2], 10, &[("dmcb", 10)]);
+}
+
+/// A first apply that fails leaves nothing behind, not even its directory;
+/// pins devmapc did not make are never removed, by apply or by detach.
+#[test]
+fn a_failed_first_apply_leaves_nothing_and_foreign_pins_are_left_alone() {
+    require_privileged!();
+    let rig = Rig::new();
+    let missing = spec("on_miss = drop", ROUTES).replace("\"dmcc\"", "\"dmcnope\"");
+    let err = rig.apply(&build(&missing)).unwrap_err();
+    assert!(err.to_string().contains("dmcnope"), "{err}");
+    assert!(!rig.pins.exists(), "no empty pin directory is left");
+
+    // Another tool's pin where devmapc is told to pin.
+    std::fs::create_dir_all(rig.pins.join("maps")).unwrap();
+    let precious = rig.pins.join("maps").join("precious");
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut map =
+        libbpf_rs::MapHandle::create(libbpf_rs::MapType::Array, Some("precious"), 4, 4, 1, &opts)
+            .unwrap();
+    map.pin(&precious).unwrap();
+    let err = rig
+        .apply(&build(&spec("on_miss = drop", ROUTES)))
+        .unwrap_err();
+    assert!(matches!(err, DeployError::AlreadyPinned { .. }), "{err}");
+    assert!(precious.exists(), "apply removed a pin it did not make");
+    let err = deploy::detach(&rig.pins).unwrap_err();
+    assert!(matches!(err, DeployError::NotDeployed { .. }), "{err}");
+    assert!(err.to_string().contains("left alone"), "{err}");
+    assert!(precious.exists(), "detach removed a pin it did not make");
 }
 
 #[test]
