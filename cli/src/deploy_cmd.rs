@@ -191,6 +191,29 @@ fn pin_dir(target: &str, root: &Path) -> PathBuf {
 }
 
 pub fn status_cmd(target: Option<&str>, root: &Path, json: bool) -> Result<ExitCode, String> {
+    // Under `ip netns exec`, /sys/fs/bpf is an empty sysfs directory: say
+    // why nothing can be seen rather than "nothing deployed". On a host
+    // without a bpffs there is nothing to see.
+    let looked_at = target.map_or_else(|| root.to_path_buf(), |t| pin_dir(t, root));
+    match deploy::pin_dir_would_mount(&looked_at) {
+        Ok(None) => {}
+        Ok(Some(at)) if target.is_some() => {
+            return Err(format!(
+                "nothing deployed at {}: no bpffs is mounted at {}",
+                looked_at.display(),
+                at.display()
+            ))
+        }
+        Ok(Some(at)) => {
+            out(&if json {
+                "[]".to_string()
+            } else {
+                format!("nothing deployed: no bpffs is mounted at {}", at.display())
+            });
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     let dirs = match target {
         Some(t) => vec![pin_dir(t, root)],
         None => {
@@ -205,7 +228,7 @@ pub fn status_cmd(target: Option<&str>, root: &Path, json: bool) -> Result<ExitC
     let mut drift = false;
     for dir in &dirs {
         let s = status::status(dir).map_err(|e| e.to_string())?;
-        drift |= !s.drift.is_empty();
+        drift |= s.needs_attention();
         if json {
             docs.push(s.to_json());
         } else {

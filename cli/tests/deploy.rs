@@ -174,7 +174,7 @@ impl Rig {
         names.sort();
         assert_eq!(
             names,
-            ["devices", "devmapc", "links", "manifest", "maps", "progs"]
+            ["devices", "devmapc", "links", "manifest", "maps", "netns", "progs"]
         );
     }
 }
@@ -425,6 +425,67 @@ fn status_shows_routes_counters_and_drift_and_detach_leaves_nothing() {
     let repaired = ok(&rig.apply(&path, &[]));
     assert!(repaired.contains("1 added"), "{repaired}");
 
+    // A target deleted: the kernel dropped its entries, so status exits 1
+    // although it cannot compute the drift; the next apply (with the
+    // device back) repairs it.
+    rig.ns.delete_link("dmcc").unwrap();
+    let out = rig
+        .devmapc(&["status", rig.pins.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a missing device exits 1");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("drift: unknown: device `c`"));
+    let mut rig = rig;
+    rig.pair("dmcc");
+    ok(&rig.apply(&path, &[]));
+
+    // From another network namespace: status warns and exits 1, apply
+    // refuses (it would look the devices up in the wrong namespace).
+    let other = Netns::new().unwrap();
+    let in_other = |args: &[&str]| {
+        Command::new("nsenter")
+            .arg(format!("--net={}", other.path().display()))
+            .arg(DEVMAPC)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let out = in_other(&["status", rig.pins.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("WARNING: applied in network namespace"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = in_other(&[
+        "apply",
+        path.to_str().unwrap(),
+        "--pin-dir",
+        rig.pins.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("was applied in network namespace net:["),
+        "{err}"
+    );
+    assert!(rig.delivers([10, 0, 0, 2], "dmcb", 1), "still serving");
+
+    // Under `ip netns exec` (a private /sys), status says why it sees
+    // nothing instead of "nothing deployed".
+    let out = Command::new("ip")
+        .args(["netns", "exec", rig.ns.name(), DEVMAPC, "status"])
+        .arg(&*rig.pins)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ip netns exec") && err.contains("nsenter"),
+        "{err}"
+    );
+
     let out = ok(&rig
         .devmapc(&["detach", rig.pins.to_str().unwrap()])
         .output()
@@ -459,5 +520,8 @@ fn a_missing_device_is_named_with_its_line_and_nothing_is_applied() {
         err.contains("device `c` (line 4)") && err.contains("dmcgone"),
         "{err}"
     );
-    assert!(!rig.pins.join("manifest").exists());
+    assert!(
+        !rig.pins.exists(),
+        "not even an empty pin directory is left"
+    );
 }

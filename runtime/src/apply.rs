@@ -81,6 +81,34 @@ pub const APPLYING: &str = "applying";
 pub const MARKER: &str = "devmapc";
 /// What the marker points to (bpffs holds symlinks, not files).
 const MARKER_TARGET: &str = "pin-directory-of-a-devmapc-deployment";
+/// A symlink to the network namespace a deployment was first applied in,
+/// as /proc names it (`net:[4026531840]`). Devices are looked up by name
+/// in the caller's namespace, so an apply from another one would attach to
+/// other devices: it is refused, and `status` warns.
+pub const NETNS: &str = "netns";
+
+/// The calling thread's network namespace, as /proc names it.
+pub fn current_netns() -> Option<String> {
+    std::fs::read_link("/proc/thread-self/ns/net")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The namespace recorded in `dir` ([`NETNS`]), when there is one.
+pub fn recorded_netns(dir: &Path) -> Option<String> {
+    std::fs::read_link(dir.join(NETNS))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// `Some((recorded, current))` when the deployment in `dir` was applied in
+/// another network namespace than the calling thread's.
+pub fn netns_mismatch(dir: &Path) -> Option<(String, String)> {
+    match (recorded_netns(dir), current_netns()) {
+        (Some(recorded), Some(current)) if recorded != current => Some((recorded, current)),
+        _ => None,
+    }
+}
 const DEVICES_MAP_NAME: &str = "devmapc_devs";
 
 /// How to apply.
@@ -453,10 +481,18 @@ pub fn check_targets(
             .into_iter()
             .filter(|r| !covered(r))
             .collect();
+        // Only a peer in this namespace can be made ready from here; one
+        // elsewhere stays a reason, which says where to fix it.
         if make_ready
-            && found
-                .iter()
-                .any(|r| matches!(r, NotReady::VethPeerNotReady { .. }))
+            && found.iter().any(|r| {
+                matches!(
+                    r,
+                    NotReady::VethPeerNotReady {
+                        peer: PeerName::Here(_),
+                        ..
+                    }
+                )
+            })
         {
             netdev::make_veth_ready(link).map_err(DeployError::Device)?;
             let again = netdev::by_index(link.ifindex).map_err(DeployError::Device)?;
@@ -527,6 +563,13 @@ fn apply_locked(
         dir: dir.to_path_buf(),
         mounted_bpffs,
     };
+    if let Some((applied_in, here)) = netns_mismatch(dir) {
+        return Err(DeployError::OtherNetns {
+            dir: dir.to_path_buf(),
+            applied_in,
+            here,
+        });
+    }
     if !opts.dry_run {
         report.repaired = repair(dir)?;
     }
@@ -815,6 +858,11 @@ fn first_load(
         let marker = dir.join(MARKER);
         std::os::unix::fs::symlink(MARKER_TARGET, &marker)
             .map_err(|e| io_error("cannot create", &marker, e))?;
+        if let Some(netns) = current_netns() {
+            let record = dir.join(NETNS);
+            std::os::unix::fs::symlink(netns, &record)
+                .map_err(|e| io_error("cannot create", &record, e))?;
+        }
         loaded.pin_objects(dir)?;
         let pinned = Pinned::open(dir)?;
         execute(&pinned, &report.plan)?;

@@ -122,6 +122,12 @@ pub enum DeployError {
     /// `ingress.on` devices that already run an XDP program devmapc did not
     /// attach: one line per device.
     Busy(Vec<String>),
+    /// The deployment was applied in another network namespace.
+    OtherNetns {
+        dir: PathBuf,
+        applied_in: String,
+        here: String,
+    },
     /// A map operation of an apply failed (and was rolled back).
     Apply(crate::ApplyError),
     /// The plan and the devices or maps do not go together.
@@ -246,6 +252,19 @@ impl fmt::Display for DeployError {
                      `devmapc detach NAME` for another devmapc deployment). Nothing was changed."
                 )
             }
+            DeployError::OtherNetns {
+                dir,
+                applied_in,
+                here,
+            } => write!(
+                f,
+                "the deployment in {} was applied in network namespace {applied_in}, and this \
+                 is {here}: devices are looked up by name in the current namespace, so applying \
+                 from here would attach to other devices. Run devmapc in the deployment's \
+                 namespace (`nsenter --net=/run/netns/NAME devmapc ...`), or detach it to deploy \
+                 here",
+                dir.display()
+            ),
             DeployError::Apply(e) => write!(f, "{e}"),
             DeployError::Plan(e) => write!(f, "{e}"),
         }
@@ -1412,8 +1431,15 @@ pub(crate) fn remove_pins(dir: &Path) -> Result<usize, DeployError> {
             std::fs::remove_dir(&sub).map_err(|e| io_error("cannot remove", &sub, e))?;
         }
     }
-    use crate::apply::{APPLYING, DEVICES, DEVICES_NEXT, MANIFEST_NEXT, MARKER};
-    for record in [MANIFEST_PIN, MANIFEST_NEXT, DEVICES, DEVICES_NEXT, MARKER] {
+    use crate::apply::{APPLYING, DEVICES, DEVICES_NEXT, MANIFEST_NEXT, MARKER, NETNS};
+    for record in [
+        MANIFEST_PIN,
+        MANIFEST_NEXT,
+        DEVICES,
+        DEVICES_NEXT,
+        MARKER,
+        NETNS,
+    ] {
         let record = dir.join(record);
         if std::fs::symlink_metadata(&record).is_ok() {
             unlink(&record)?;

@@ -483,8 +483,14 @@ impl fmt::Display for NotReady {
                 write!(
                     f,
                     ": {DROPPED}; fix{place}: attach an XDP program to {target} in native mode, or turn GRO on with \
-                     `ethtool -K {target} gro on` (`devmapc apply --make-ready` does that)"
-                )
+                     `ethtool -K {target} gro on`"
+                )?;
+                match peer {
+                    PeerName::Here(_) => write!(f, " (`devmapc apply --make-ready` does that)"),
+                    PeerName::Elsewhere { .. } => {
+                        write!(f, " (`--make-ready` cannot reach a peer in another namespace)")
+                    }
+                }
             }
             NotReady::VethPeerUninspectable { name, peer } => write!(
                 f,

@@ -80,6 +80,12 @@ pub struct Status {
     /// Why drift could not be computed (a device is gone, the key map is
     /// `write_only`).
     pub drift_unknown: Option<String>,
+    /// A device of the spec is not in this network namespace: the kernel
+    /// removed its entries, so the maps differ from the last apply.
+    pub device_missing: bool,
+    /// `(applied in, this one)` when the deployment was applied in another
+    /// network namespace: devices are then resolved in the wrong one.
+    pub other_netns: Option<(String, String)>,
 }
 
 /// Reads the deployment pinned in `dir`.
@@ -153,6 +159,7 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
     // Drift: the kernel's entries against the plan, with today's ifindexes.
     let mut drift = Plan::default();
     let mut drift_unknown = None;
+    let mut device_missing = false;
     if ir.code.access == Access::WriteOnly {
         drift_unknown = Some(format!(
             "map {} is write_only: it cannot be read back",
@@ -169,6 +176,7 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
             "device `{}` (line {}) is not in this network namespace: the kernel removed its entries",
             missing.0.name, missing.0.line
         ));
+        device_missing = true;
     } else {
         let devs: Vec<Device> = resolved.iter().flatten().map(Device::from).collect();
         let wanted = desired(&ir, &devs)?;
@@ -246,6 +254,8 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         groups,
         drift,
         drift_unknown,
+        device_missing,
+        other_netns: crate::apply::netns_mismatch(dir),
     })
 }
 
@@ -267,6 +277,14 @@ fn count_text(c: Option<Count>) -> String {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} ({})", self.spec, self.dir.display())?;
+        if let Some((applied_in, here)) = &self.other_netns {
+            writeln!(
+                f,
+                "WARNING: applied in network namespace {applied_in}, this is {here}: devices \
+                 below are looked up here, not where the deployment runs (`nsenter \
+                 --net=/run/netns/NAME devmapc status`)"
+            )?;
+        }
         writeln!(f, "  code {}  data {}", self.code_hash, self.data_hash)?;
         writeln!(f, "attached:")?;
         if self.links.is_empty() {
@@ -339,11 +357,20 @@ impl fmt::Display for Status {
 }
 
 impl Status {
+    /// Whether the kernel differs from the last apply, or cannot be trusted
+    /// to match it (a device gone, another namespace): `status` exits 1.
+    pub fn needs_attention(&self) -> bool {
+        !self.drift.is_empty() || self.device_missing || self.other_netns.is_some()
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let count = |c: Option<Count>| c.map(|c| json!({"packets": c.packets, "bytes": c.bytes}));
         json!({
             "dir": self.dir,
             "spec": self.spec,
+            "other_netns": self.other_netns.as_ref().map(|(applied_in, here)| {
+                json!({"applied_in": applied_in, "here": here})
+            }),
             "code_hash": self.code_hash,
             "data_hash": self.data_hash,
             "links": self.links.iter().map(|l| json!({

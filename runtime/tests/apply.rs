@@ -268,7 +268,11 @@ fn a_failed_apply_leaves_the_previous_configuration_serving() {
     let v1 = build(&spec("on_miss = drop", ROUTES));
     let before = plan::read_state(&pinned, &v1.ir).unwrap();
     let links = rig.link_ids();
-    let code = rig.ns.enter(|| status::status(&rig.pins)).unwrap().code_hash;
+    let code = rig
+        .ns
+        .enter(|| status::status(&rig.pins))
+        .unwrap()
+        .code_hash;
 
     // A device that does not exist: refused before anything changes, with
     // the device and its line named.
@@ -794,4 +798,40 @@ fn trusting_the_last_apply_plans_the_changed_routes_only() {
     assert!(report.read_back, "{report}");
     assert!(!rig.pins.join(apply::APPLYING).exists());
     assert!(rig.drift().is_empty());
+}
+
+/// `--make-ready` turns GRO on for veth peers it can reach; a target whose
+/// peer lives in another namespace stays a reason (saying where to fix
+/// it) instead of failing the apply with an error about the option.
+#[test]
+fn make_ready_leaves_a_peer_in_another_namespace_as_a_reason() {
+    require_privileged!();
+    let ns = Netns::new().unwrap();
+    let far = Netns::new().unwrap();
+    let counts = bpf::load(objects::COUNT).unwrap();
+    let (_, pa) = ns.veth("dmca", "pdmca").unwrap();
+    let _count = Rig::count_on(&ns, &counts, pa.ifindex);
+    ns.veth_to("dmcb", &far, "pdmcb").unwrap();
+    let b = build(
+        "table { key = ipv4.dst }
+device a { ifname = \"dmca\" }
+device b { ifname = \"dmcb\" }
+ingress { on = [a], mode = native }
+route 10.0.0.2 -> b
+",
+    );
+    let pins = PinDir::new();
+    let opts = Options {
+        make_ready: true,
+        ..Options::new(&*pins)
+    };
+    let err = ns.enter(|| apply::apply(&b.obj, &b.ir, &opts)).unwrap_err();
+    assert!(matches!(err, DeployError::NotReady(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("dmcb"), "{text}");
+    assert!(
+        text.contains("another network namespace"),
+        "says where the peer is: {text}"
+    );
+    assert!(!pins.exists(), "nothing applied");
 }
