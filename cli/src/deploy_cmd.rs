@@ -191,6 +191,7 @@ fn pin_dir(target: &str, root: &Path) -> PathBuf {
 }
 
 pub fn status_cmd(target: Option<&str>, root: &Path, json: bool) -> Result<ExitCode, String> {
+    deploy::check_privileges("cannot read deployments").map_err(|e| e.to_string())?;
     // Under `ip netns exec`, /sys/fs/bpf is an empty sysfs directory: say
     // why nothing can be seen rather than "nothing deployed". On a host
     // without a bpffs there is nothing to see.
@@ -249,6 +250,7 @@ pub fn status_cmd(target: Option<&str>, root: &Path, json: bool) -> Result<ExitC
 }
 
 pub fn detach_cmd(target: &str, root: &Path) -> Result<ExitCode, String> {
+    deploy::check_privileges("cannot detach").map_err(|e| e.to_string())?;
     let dir = pin_dir(target, root);
     let _lock = apply::Lock::acquire_existing(&dir).map_err(|e| e.to_string())?;
     let detached = deploy::detach(&dir).map_err(|e| e.to_string())?;

@@ -525,3 +525,42 @@ fn a_missing_device_is_named_with_its_line_and_nothing_is_applied() {
         "not even an empty pin directory is left"
     );
 }
+
+/// `apply`, `status` and `detach` as a user without capabilities: one line
+/// that names what is missing, exit 2, nothing done.
+#[test]
+fn without_privileges_each_command_names_the_missing_capabilities() {
+    require_privileged!();
+    use std::os::unix::process::CommandExt as _;
+    let rig = Rig::new();
+    let path = rig.write(&spec("on_miss = drop", ROUTES));
+    let pins = rig.pins.to_str().unwrap();
+    for args in [
+        vec!["apply", path.to_str().unwrap(), "--pin-dir", pins],
+        vec!["status"],
+        vec!["status", pins],
+        vec!["detach", pins],
+    ] {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        let out = unsafe {
+            Command::new(DEVMAPC)
+                .args(&args)
+                .pre_exec(|| {
+                    if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                })
+                .output()
+                .unwrap()
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("missing capabilities CAP_BPF, CAP_NET_ADMIN"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!rig.pins.exists(), "nothing was pinned");
+}

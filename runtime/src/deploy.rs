@@ -146,9 +146,10 @@ impl fmt::Display for DeployError {
             DeployError::Privileges { missing, doing } => write!(
                 f,
                 "{doing}: missing capabilities {}. devmapc needs CAP_BPF and CAP_NET_ADMIN \
-                 (run it as root, or grant them, e.g. `setcap cap_bpf,cap_net_admin+ep`), \
-                 and CAP_SYS_ADMIN as well to work in another network namespace \
-                 (`nsenter --net=/run/netns/NAME`)",
+                 (run it as root, or grant them, e.g. `setcap \
+                 cap_bpf,cap_net_admin,cap_dac_override+ep`: CAP_DAC_OVERRIDE reaches the pins \
+                 under the root-owned /sys/fs/bpf), and CAP_SYS_ADMIN as well to work in \
+                 another network namespace (`nsenter --net=/run/netns/NAME`)",
                 missing.join(", ")
             ),
             DeployError::NotBpffs { dir, checked, fs } => write!(
@@ -224,7 +225,15 @@ impl fmt::Display for DeployError {
                 )
             }
             DeployError::Io { what, path, error } => {
-                write!(f, "{what} {}: {error}", path.display())
+                write!(f, "{what} {}: {error}", path.display())?;
+                if error.raw_os_error() == Some(libc::EACCES) {
+                    write!(
+                        f,
+                        " (a bpffs is mounted root-only, mode 0700: run devmapc as root, give it \
+                         CAP_DAC_OVERRIDE, or pass --pin-dir a directory on a bpffs you own)"
+                    )?;
+                }
+                Ok(())
             }
             DeployError::Device(e) => write!(f, "{e}"),
             DeployError::NotReady(reasons) => {
