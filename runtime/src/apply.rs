@@ -527,21 +527,36 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
     } else {
         prepare_pin_dir(dir)?
     };
-    let lock = if opts.dry_run {
-        None
-    } else {
-        Some(Lock::acquire(dir)?)
-    };
+    if opts.dry_run {
+        return apply_locked(object, ir, opts, mounted_bpffs);
+    }
+    let lock = Lock::acquire(dir)?;
     let result = apply_locked(object, ir, opts, mounted_bpffs);
-    // A first apply that failed leaves nothing behind, not even the
-    // directory its lock made (a failed load removes its pins itself).
-    if result.is_err()
-        && lock.as_ref().is_some_and(|l| l.created)
-        && entries(dir).is_ok_and(|e| e.is_empty())
-    {
+    tidy_after(&lock, dir, &result);
+    result
+}
+
+/// [`apply`] for a caller that holds the pin directory's lock already, so
+/// that what it read of the deployment cannot change before its apply (the
+/// typed API's `set_route`: read the routes, change one, apply).
+pub fn apply_under_lock(
+    lock: &Lock,
+    object: &Path,
+    ir: &Ir,
+    opts: &Options,
+) -> Result<Report, DeployError> {
+    check_privileges("cannot apply")?;
+    let result = apply_locked(object, ir, opts, None);
+    tidy_after(lock, &opts.pin_dir, &result);
+    result
+}
+
+/// A first apply that failed leaves nothing behind, not even the directory
+/// its lock made (a failed load removes its pins itself).
+fn tidy_after(lock: &Lock, dir: &Path, result: &Result<Report, DeployError>) {
+    if result.is_err() && lock.created && entries(dir).is_ok_and(|e| e.is_empty()) {
         let _ = std::fs::remove_dir(dir);
     }
-    result
 }
 
 fn apply_locked(

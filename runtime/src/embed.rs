@@ -119,6 +119,7 @@ impl Deployment {
                 self.built.spec
             )));
         }
+        let lock = self.lock()?;
         self.refresh()?;
         let mut ir = self.ir.clone();
         match ir.data.routes.iter_mut().find(|r| r.key == key) {
@@ -133,16 +134,29 @@ impl Deployment {
                 });
             }
         }
-        self.run_routes(ir)
+        self.run_routes(lock.as_ref(), ir)
     }
 
     /// Removes the route of `key`, if there is one, then applies.
     pub fn remove_route(&mut self, key: &KeyValue) -> Result<Report, DeployError> {
         check_key(&self.built, key).map_err(|why| self.bad_key(key, why))?;
+        let lock = self.lock()?;
         self.refresh()?;
         let mut ir = self.ir.clone();
         ir.data.routes.retain(|r| r.key != *key);
-        self.run_routes(ir)
+        self.run_routes(lock.as_ref(), ir)
+    }
+
+    /// The pin directory's lock, held from reading the routes back to
+    /// applying the changed ones, so that two processes changing routes at
+    /// once do not undo each other's change. None for a dry run, which
+    /// changes nothing.
+    fn lock(&self) -> Result<Option<apply::Lock>, DeployError> {
+        if self.opts.dry_run {
+            return Ok(None);
+        }
+        deploy::prepare_pin_dir(&self.opts.pin_dir)?;
+        apply::Lock::acquire(&self.opts.pin_dir).map(Some)
     }
 
     /// The routes as last applied or read back.
@@ -229,10 +243,18 @@ impl Deployment {
     /// so that whatever the apply pins, a first load included, names this
     /// build's code.
     fn run(&mut self, ir: Ir) -> Result<Report, DeployError> {
+        self.run_holding(None, ir)
+    }
+
+    /// [`Deployment::run`], under `lock` when the caller holds it.
+    fn run_holding(&mut self, lock: Option<&apply::Lock>, ir: Ir) -> Result<Report, DeployError> {
         let text = apply::manifest_text(&self.files.object, &ir);
         std::fs::write(&self.files.manifest, &text)
             .map_err(|e| io_error("cannot write", &self.files.manifest, e))?;
-        let report = apply::apply(&self.files.object, &ir, &self.opts)?;
+        let report = match lock {
+            Some(lock) => apply::apply_under_lock(lock, &self.files.object, &ir, &self.opts)?,
+            None => apply::apply(&self.files.object, &ir, &self.opts)?,
+        };
         if !self.opts.dry_run {
             self.ir = ir;
         }
@@ -241,9 +263,9 @@ impl Deployment {
 
     /// [`Deployment::run`] for a change of routes alone: trusts the last
     /// apply, so only the changed routes are planned and written.
-    fn run_routes(&mut self, ir: Ir) -> Result<Report, DeployError> {
+    fn run_routes(&mut self, lock: Option<&apply::Lock>, ir: Ir) -> Result<Report, DeployError> {
         let trust = std::mem::replace(&mut self.opts.trust_last_apply, true);
-        let result = self.run(ir);
+        let result = self.run_holding(lock, ir);
         self.opts.trust_last_apply = trust;
         result
     }

@@ -53,6 +53,14 @@ impl Drop for PinDir {
     }
 }
 
+/// The tests of this file run one at a time: one of them checks that
+/// deployments leave no temporary directory of this process behind.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn kernel_state(dir: &Path, engine: &embed::Deployment) -> State {
     plan::read_state(&Pinned::open(dir).unwrap(), engine.ir()).unwrap()
 }
@@ -74,6 +82,7 @@ fn our_temp_dirs() -> Vec<String> {
 #[test]
 fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
     require_privileged!();
+    let _serial = serial();
     let build_dir = std::env::temp_dir().join(format!("devmapc-embed-test-{}", std::process::id()));
     std::fs::create_dir_all(&build_dir).unwrap();
     let (object, manifest) = build(&build_dir);
@@ -188,4 +197,56 @@ fn a_manifest_that_is_not_one_is_an_error() {
     );
     let err = embed::Deployment::new(b"", "not json", Options::new("/nonexistent")).unwrap_err();
     assert!(matches!(err, DeployError::Mismatch(_)), "{err}");
+}
+
+/// Two processes' worth of `Deployment`s changing routes at the same time:
+/// each reads the routes back, changes one and applies under the pin
+/// directory's lock, so neither undoes the other's changes.
+#[test]
+fn concurrent_set_routes_keep_every_change() {
+    require_privileged!();
+    let _serial = serial();
+    let build_dir = std::env::temp_dir().join(format!("devmapc-embed-race-{}", std::process::id()));
+    std::fs::create_dir_all(&build_dir).unwrap();
+    let (object, manifest) = build(&build_dir);
+    std::fs::remove_dir_all(&build_dir).unwrap();
+    let ns = Netns::new().unwrap();
+    for dev in ["emba", "embb", "embc"] {
+        ns.veth(dev, &format!("p{dev}")).unwrap();
+    }
+    let dir = PathBuf::from(format!(
+        "/sys/fs/bpf/devmapc-test-{}-embed-race",
+        std::process::id()
+    ));
+    let _pins = PinDir(dir.clone());
+    let mut options = Options::new(&dir);
+    options.make_ready = true;
+    ns.enter(|| embed::Deployment::apply(&object, &manifest, options.clone()).unwrap());
+    std::thread::scope(|s| {
+        for (first, target) in [(100, 1), (200, 2)] {
+            let (ns, object, manifest, options) = (&ns, &object, &manifest, &options);
+            s.spawn(move || {
+                ns.enter(|| {
+                    let mut engine =
+                        embed::Deployment::open(object, manifest, options.clone()).unwrap();
+                    for vid in first..first + 20 {
+                        engine
+                            .set_route(vlan(vid), TargetRef::Device(target))
+                            .unwrap_or_else(|e| panic!("{e}"));
+                    }
+                })
+            });
+        }
+    });
+    let engine = ns
+        .enter(|| embed::Deployment::open(&object, &manifest, options.clone()))
+        .unwrap();
+    let keys: Vec<&KeyValue> = engine.routes().iter().map(|r| &r.key).collect();
+    for vid in (100..120).chain(200..220) {
+        assert!(keys.contains(&&vlan(vid)), "route {vid} was lost");
+    }
+    assert_eq!(keys.len(), 42, "2 routes of the spec and 40 set");
+    let status = ns.enter(|| engine.status()).unwrap();
+    assert!(status.drift.is_empty(), "{}", status);
+    ns.enter(|| engine.detach()).unwrap();
 }
