@@ -45,6 +45,8 @@ struct Context {
     /// Which helper functions the generated code calls: only those are
     /// written (an unused static function is a compiler warning).
     helpers: std::collections::BTreeMap<&'static str, bool>,
+    /// Map settings for `numa_node`, for the maps the template declares.
+    numa: Vec<String>,
 }
 
 const HELPERS: [&str; 10] = [
@@ -161,6 +163,7 @@ fn context(ir: &Ir) -> Context {
             .collect(),
         programs,
         helpers,
+        numa: numa_extra(code),
     }
 }
 
@@ -184,10 +187,22 @@ fn table_flags(code: &CodePlan, base: &[&str]) -> Vec<String> {
     extra
 }
 
+/// Settings of the maps besides the table: only `numa_node` (the spec's
+/// `access` is about the table alone).
+fn numa_extra(code: &CodePlan) -> Vec<String> {
+    match code.numa_node {
+        Some(node) => vec![
+            "__uint(map_flags, BPF_F_NUMA_NODE);".into(),
+            format!("__uint(numa_node, {node});"),
+        ],
+        None => Vec::new(),
+    }
+}
+
 fn maps(code: &CodePlan) -> Vec<MapContext> {
     let map = |name: &str,
                comment: String,
-               map_type,
+               map_type: &'static str,
                key: &str,
                value: &str,
                max_entries: String,
@@ -198,7 +213,14 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
         key: key.into(),
         value: value.into(),
         max_entries,
-        extra,
+        // `numa_node` places every map of the data path on the node, but
+        // per-CPU maps, which live on every CPU's node (the kernel refuses
+        // BPF_F_NUMA_NODE for them).
+        extra: if extra.is_empty() && !map_type.contains("PERCPU") {
+            numa_extra(code)
+        } else {
+            extra
+        },
     };
     let devmap_val = "struct bpf_devmap_val";
     let mut maps = Vec::new();

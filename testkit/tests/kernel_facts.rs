@@ -167,6 +167,31 @@ fn devmap_hash_flags_only_numa_node_rdonly_wronly() {
     }
 }
 
+/// `numa_node` places a spec's maps on a node, but per-CPU maps (the
+/// counters) are refused the flag: they live on every CPU's node. Their
+/// ordinary counterparts take it.
+#[test]
+fn per_cpu_maps_refuse_numa_node() {
+    require_privileged!();
+    let make = |map_type, flags| {
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags: flags,
+            numa_node: 0,
+            ..Default::default()
+        };
+        MapHandle::create(map_type, Some("dmc_fact"), 4, 16, 4, &opts)
+    };
+    let numa = libbpf_sys::BPF_F_NUMA_NODE;
+    for map_type in [MapType::PercpuArray, MapType::PercpuHash] {
+        assert_eq!(errno(make(map_type, numa)), libc::EINVAL, "{map_type:?}");
+        make(map_type, 0).unwrap_or_else(|e| panic!("{map_type:?} without the flag: {e:#}"));
+    }
+    for map_type in [MapType::Array, MapType::Hash] {
+        make(map_type, numa).unwrap_or_else(|e| panic!("{map_type:?}: {e:#}"));
+    }
+}
+
 #[test]
 fn devmap_hash_max_entries_0_rejected() {
     require_privileged!();
