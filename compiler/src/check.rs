@@ -1958,6 +1958,7 @@ impl Checker {
                     .help("say what must happen: `expect DEVICE`, `expect drop` or `expect pass`"),
                 );
             }
+            self.drop_alone(test);
             defs.push(TestDef {
                 name: test.name.text.clone(),
                 steps,
@@ -1965,6 +1966,64 @@ impl Checker {
             });
         }
         defs
+    }
+
+    /// `expect drop` means that nothing of a round's packets is seen
+    /// anywhere, so another `expect` of the same round (the `expect`s after
+    /// one run of `send`s) contradicts it: the test could never pass.
+    fn drop_alone(&mut self, test: &ast::Test) {
+        let mut round: Vec<&ast::TestStmt> = Vec::new();
+        let mut sending = false;
+        let members: Vec<&ast::TestStmt> = test.body.members.iter().collect();
+        for (i, stmt) in members.iter().enumerate() {
+            let is_send = matches!(stmt.kind, TestStmtKind::Send { .. });
+            // A `send` after the `expect`s of a round starts the next one
+            // (`expect`s before the first `send` belong to the first round).
+            let has_send = round
+                .iter()
+                .any(|s| matches!(s.kind, TestStmtKind::Send { .. }));
+            if is_send && !sending && has_send {
+                self.check_round(&round);
+                round.clear();
+            }
+            sending = is_send;
+            round.push(stmt);
+            if i + 1 == members.len() {
+                self.check_round(&round);
+            }
+        }
+    }
+
+    fn check_round(&mut self, round: &[&ast::TestStmt]) {
+        let expects: Vec<&&ast::TestStmt> = round
+            .iter()
+            .filter(|s| !matches!(s.kind, TestStmtKind::Send { .. }))
+            .collect();
+        let Some(drop) = expects
+            .iter()
+            .find(|s| matches!(s.kind, TestStmtKind::ExpectDrop))
+        else {
+            return;
+        };
+        let Some(other) = expects
+            .iter()
+            .find(|s| !matches!(s.kind, TestStmtKind::ExpectDrop))
+        else {
+            return;
+        };
+        self.error(
+            Diagnostic::new(
+                Code::BadTest,
+                drop.span,
+                "`expect drop` cannot stand with another `expect` of the same packets",
+            )
+            .label("nothing may be seen anywhere")
+            .also(other.span, "but this expects a packet")
+            .help(
+                "remove one of them, or put a `send` between them: each run of `send`s is checked \
+                 against the `expect`s that follow it",
+            ),
+        );
     }
 
     fn test_step(
