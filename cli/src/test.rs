@@ -37,27 +37,75 @@ fn catch_signals() {
     }
 }
 
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
 
 /// Everything `devmapc test` needs, checked before anything is done, so that
-/// a run without privileges is one message and never a partial run.
+/// a run without privileges is one message and never a partial run:
+/// CAP_SYS_ADMIN for the namespaces, CAP_BPF (or CAP_SYS_ADMIN) for the
+/// programs, CAP_NET_ADMIN for the devices and links, CAP_NET_RAW for the
+/// packet sockets that send and watch.
 fn check_privileges() -> Result<(), String> {
-    const DOING: &str = "devmapc test builds network namespaces and loads BPF programs";
-    devmapc_runtime::deploy::check_privileges(DOING).map_err(|e| e.to_string())?;
-    let caps = std::fs::read_to_string("/proc/thread-self/status")
+    let Some(caps) = std::fs::read_to_string("/proc/thread-self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("CapEff:"))
                 .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        });
-    if caps.is_some_and(|c| c & (1 << CAP_SYS_ADMIN) == 0) {
-        return Err(format!(
-            "{DOING}: missing capability CAP_SYS_ADMIN, which creating a network namespace needs \
-             (run it as root: `sudo devmapc test ...`)"
-        ));
+        })
+    else {
+        // Unknown: the kernel decides, and says so if it refuses.
+        return Ok(());
+    };
+    missing_for_test(caps).map_or(Ok(()), Err)
+}
+
+/// The message for capabilities `caps` (a `CapEff` mask) lacks, if any.
+fn missing_for_test(caps: u64) -> Option<String> {
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
     }
-    Ok(())
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_NET_RAW) {
+        missing.push("CAP_NET_RAW");
+    }
+    if !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_SYS_ADMIN");
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "devmapc test builds network namespaces, loads BPF programs and watches packets: \
+             missing capabilities {}; run it as root (`sudo devmapc test ...`)",
+            missing.join(", ")
+        )
+    })
+}
+
+/// Build directories of `devmapc test` runs that no longer exist (killed
+/// with SIGKILL, which no cleanup survives) are removed by the next run.
+fn sweep_stale_builds() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("devmapc-test-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Removes the build directory however the run ends.
@@ -94,8 +142,14 @@ pub fn run(
     format: MessageFormat,
     timeout_ms: u64,
 ) -> Result<ExitCode, String> {
-    check_privileges()?;
+    if let Err(message) = check_privileges() {
+        if format == MessageFormat::Json {
+            out(&json!({ "type": "error", "message": message }).to_string());
+        }
+        return Err(message);
+    }
     catch_signals();
+    sweep_stale_builds();
     let options = Options {
         timeout: Duration::from_millis(timeout_ms.max(1)),
     };
@@ -149,8 +203,10 @@ fn run_spec(
     let name = spec.display().to_string();
     let source = crate::read(spec).map_err(SpecError::Environment)?;
     let checked = devmapc::check_source(&source);
+    // Warnings too: a test may not mean what it says (W006: a packet sent
+    // where no XDP program sees it).
+    diagnostics(&name, &source, &checked.diagnostics, format);
     let Some(model) = checked.model else {
-        crate::render::diagnostics(&name, &source, &checked.diagnostics, format);
         if format == MessageFormat::Human {
             eprintln!("error: {name}: not tested: the spec has errors");
         }
@@ -167,6 +223,11 @@ fn run_spec(
         MessageFormat::Json => out(&json!({ "type": "suite", "event": "started", "spec": name, "test_count": selected.len(), "filtered_out": filtered_out }).to_string()),
     }
     if selected.is_empty() {
+        if format == MessageFormat::Human {
+            out(&format!(
+                "\ntest result: ok. 0 passed, 0 failed, {filtered_out} filtered out; finished in 0.00s"
+            ));
+        }
         return Ok(());
     }
     let started = Instant::now();
@@ -278,6 +339,28 @@ fn run_spec(
     Ok(())
 }
 
+/// A spec's diagnostics: rendered on stderr, or one JSON line each on
+/// stdout with `"type": "diagnostic"`, like the other events of the stream.
+fn diagnostics(
+    file: &str,
+    source: &str,
+    diagnostics: &[devmapc::Diagnostic],
+    format: MessageFormat,
+) {
+    match format {
+        MessageFormat::Human => crate::render::diagnostics(file, source, diagnostics, format),
+        MessageFormat::Json => {
+            for d in diagnostics {
+                let mut line = d.to_json(file, source);
+                if let Some(object) = line.as_object_mut() {
+                    object.insert("type".into(), json!("diagnostic"));
+                }
+                out(&line.to_string());
+            }
+        }
+    }
+}
+
 /// The failure located in the spec (miette), then what was seen, field by
 /// field.
 fn render_failure(file: &str, source: &str, f: &Failure) -> String {
@@ -351,4 +434,25 @@ fn outcome_json(file: &str, source: &str, outcome: &TestOutcome) -> serde_json::
         "failures": failures,
         "error": outcome.error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_every_missing_capability() {
+        assert_eq!(missing_for_test(u64::MAX), None);
+        let root_without_raw = u64::MAX & !(1 << CAP_NET_RAW);
+        let message = missing_for_test(root_without_raw).unwrap();
+        assert!(
+            message.contains("missing capabilities CAP_NET_RAW;"),
+            "{message}"
+        );
+        let message = missing_for_test(0).unwrap();
+        assert!(
+            message.contains("CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN"),
+            "{message}"
+        );
+    }
 }

@@ -209,6 +209,52 @@ fn pass_hairpin_extra_copies_and_several_sends() {
     assert!(out.status.success(), "{}", text(&out.stdout));
 }
 
+/// A packet sent on a device outside `ingress.on` meets no XDP program:
+/// it goes up that device's stack and is not redirected (W006 warns, and
+/// `devmapc test` shows the warning); `egress.mac` in a pattern is the
+/// leaving device's address, and a wrong one fails.
+#[test]
+fn a_send_without_ingress_is_not_forwarded_and_egress_mac_is_checked() {
+    require_privileged!();
+    let base = BASE.replace(
+        "egress retag(vid: u16) { vlan.id = vid }",
+        "egress retag(vid: u16) {\n    vlan.id = vid\n    eth.src = egress.mac\n}",
+    );
+    let (_dir, path) = spec(&format!(
+        "{base}test \"c meets no program\" {{\n    send c eth() / vlan(id = 100) / ipv4()\n    expect b\n}}\n\
+         test \"c passes it up\" {{\n    send c eth() / vlan(id = 100) / ipv4()\n    expect pass\n}}\n\
+         test \"b stamps its address\" {{\n    send a eth(src = 02:00:00:00:00:33) / vlan(id = 100) / ipv4()\n    expect b eth(src = egress.mac) / vlan(id = 7)\n}}\n\
+         test \"not c's address\" {{\n    send a eth() / vlan(id = 200) / ipv4()\n    expect c eth(src = egress.mac)\n}}\n"
+    ));
+    let out = devmapc(&["test", "--timeout", "100", &path]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stderr.contains("W006"), "the warning is shown: {stderr}");
+    assert!(
+        stdout.contains("test c meets no program ... FAILED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("no XDP program on c (not in ingress.on)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("test c passes it up ... ok"), "{stdout}");
+    assert!(
+        stdout.contains("test b stamps its address ... ok"),
+        "{stdout}"
+    );
+    // c has no egress program: the frame keeps the sender's address.
+    assert!(
+        stdout.contains("test not c's address ... FAILED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("expected on c: eth(src = egress.mac (") && stdout.contains("- eth.src"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn json_lines_for_ci() {
     require_privileged!();

@@ -2132,7 +2132,7 @@ impl Checker {
                 ok = false;
             }
             previous = Some(kind);
-            match self.layer(layer, kind) {
+            match self.layer(layer, kind, strict) {
                 Some(def) => layers.push(def),
                 None => ok = false,
             }
@@ -2197,10 +2197,12 @@ impl Checker {
         true
     }
 
-    fn layer(&mut self, layer: &ast::Layer, kind: LayerKind) -> Option<LayerDef> {
+    /// A layer of a packet to send (`strict`) or of a pattern.
+    fn layer(&mut self, layer: &ast::Layer, kind: LayerKind, strict: bool) -> Option<LayerDef> {
         let mut def = LayerDef {
             kind,
             fields: Vec::new(),
+            egress_mac: Vec::new(),
             payload: None,
         };
         let mut ok = true;
@@ -2279,6 +2281,40 @@ impl Checker {
                 continue;
             }
             seen.insert(name, field.span);
+            // `egress.mac` in a pattern: the address of the device the
+            // packet leaves by (what `eth.src = egress.mac` writes).
+            if matches!(&arg.value.kind, ValueKind::Path(p) if p.dotted() == "egress.mac") {
+                let place = format!("`{}.{}`", kind.name(), name);
+                if ty != Ty::Mac {
+                    self.error(
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            arg.value.span,
+                            format!("{place} holds {}, not a MAC address", ty_words(ty)),
+                        )
+                        .label(format!("expected {}", ty_words(ty)))
+                        .help(format!("give {place} {}", ty_words(ty))),
+                    );
+                    ok = false;
+                } else if strict {
+                    self.error(
+                        Diagnostic::new(
+                            Code::BadPacket,
+                            arg.value.span,
+                            "`egress.mac` names the address of the device a packet leaves by",
+                        )
+                        .label("no such device for a packet to send")
+                        .help(format!(
+                            "give {place} a MAC address; `egress.mac` fits in an `expect` pattern: \
+                             `expect red eth(src = egress.mac)`"
+                        )),
+                    );
+                    ok = false;
+                } else {
+                    def.egress_mac.push(name);
+                }
+                continue;
+            }
             let Some(value) = self.constant(&arg.value) else {
                 ok = false;
                 continue;

@@ -271,6 +271,9 @@ pub struct LayerDef {
     pub kind: LayerKind,
     /// `(field name, value)` for named fields, in the order written.
     pub fields: Vec<(&'static str, Const)>,
+    /// Fields of an `expect` pattern given as `egress.mac`: they must equal
+    /// the address of the device the packet leaves by.
+    pub egress_mac: Vec<&'static str>,
     /// The text of `payload("...")`.
     pub payload: Option<String>,
 }

@@ -12,7 +12,7 @@
 
 use libbpf_rs::libbpf_sys;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -158,4 +158,38 @@ pub fn verdict(
     }
     out.truncate(opts.data_size_out as usize);
     Ok((opts.retval, out))
+}
+
+/// Sends `frame` out of device `ifindex` of the calling thread's network
+/// namespace with a packet socket, as a host on that wire would: the frame
+/// reaches the other end of a veth the ordinary way (through its XDP
+/// program if it has one, else its stack). Needs CAP_NET_RAW.
+pub fn send_on_wire(frame: &[u8], ifindex: u32) -> io::Result<()> {
+    // SAFETY: plain syscalls; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    addr.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
+    // SAFETY: a valid socket, buffer and address of the right length.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

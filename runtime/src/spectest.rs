@@ -487,9 +487,29 @@ fn format_fields(
     format!("{}({})", kind.name(), inner.join(", "))
 }
 
-/// A pattern or packet layer as a spec writes it.
+/// A pattern or packet layer as a spec writes it; an `egress.mac` field
+/// shows the address it stands for once the pattern is instantiated
+/// (`src = egress.mac (02:...)`).
 pub fn format_layer_def(l: &LayerDef) -> String {
-    format_fields(l.kind, &l.fields, l.payload.as_deref().map(str::as_bytes))
+    if l.payload.is_some() || l.egress_mac.is_empty() {
+        return format_fields(l.kind, &l.fields, l.payload.as_deref().map(str::as_bytes));
+    }
+    let mut inner: Vec<String> = l
+        .fields
+        .iter()
+        .filter(|(n, _)| !l.egress_mac.contains(n))
+        .map(|(n, v)| format!("{n} = {}", format_value(l.kind, n, v)))
+        .collect();
+    for name in &l.egress_mac {
+        match l.fields.iter().find(|(n, _)| n == name) {
+            Some((_, v)) => inner.push(format!(
+                "{name} = egress.mac ({})",
+                format_value(l.kind, name, v)
+            )),
+            None => inner.push(format!("{name} = egress.mac")),
+        }
+    }
+    format!("{}({})", l.kind.name(), inner.join(", "))
 }
 
 /// A pattern as a spec writes it (`(any packet)` when empty).
@@ -751,6 +771,17 @@ fn run_round(
         let frame = build_frame(packet);
         let ifindex = sandbox.devices[*device].ifindex;
         let name = &model.devices[*device].name;
+        if !model.ingress.on.contains(device) {
+            // No XDP program on this device: the packet arrives from its
+            // wire and goes up its stack, as it would on a host (W006).
+            verdicts.push(format!("no XDP program on {name} (not in ingress.on)"));
+            let peer = sandbox.devices[*device].peer_ifindex;
+            sandbox
+                .wire_ns
+                .enter(|| inject::send_on_wire(&frame, peer))
+                .map_err(io("sending on the wire"))?;
+            continue;
+        }
         sandbox.devices_ns.enter(|| -> Result<(), String> {
             let (action, _) = inject::verdict(prog, &frame, ifindex)
                 .map_err(io("test run of the ingress program"))?;
@@ -833,20 +864,97 @@ fn run_round(
         )
         .map_err(io("waiting for packets"))?;
     }
-    Ok(judge(model, round, seen, verdicts))
+    let macs: Vec<packet::Mac> = sandbox.devices.iter().map(|d| d.mac).collect();
+    Ok(judge(model, round, &macs, seen, verdicts))
+}
+
+/// A pattern for the packets leaving a device whose address is `mac`: its
+/// `egress.mac` fields get that address.
+pub fn instantiate(pattern: &[LayerDef], mac: packet::Mac) -> Vec<LayerDef> {
+    pattern
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            for name in &l.egress_mac {
+                l.fields.push((name, Const::Mac(mac)));
+            }
+            l
+        })
+        .collect()
+}
+
+/// What is wrong with a packet's checksums (IPv4 header, UDP, TCP), as
+/// lines of a failure's report; none when they are right. A forwarded
+/// packet must keep them right whatever its egress program changed.
+pub fn checksum_errors(frame: &[u8]) -> Vec<FieldDiff> {
+    let Ok(p) = packet::parse(frame) else {
+        return Vec::new();
+    };
+    let wrong = |field: &str| FieldDiff {
+        field: field.into(),
+        expected: "a correct checksum".into(),
+        seen: Some("a wrong one".into()),
+        equal: false,
+    };
+    let mut out = Vec::new();
+    if p.ipv4.as_ref().is_some_and(|h| !h.checksum_valid) {
+        out.push(wrong("ipv4 checksum"));
+    }
+    if p.udp.as_ref().is_some_and(|h| !h.checksum_valid) {
+        out.push(wrong("udp checksum"));
+    }
+    if p.tcp.as_ref().is_some_and(|h| !h.checksum_valid) {
+        out.push(wrong("tcp checksum"));
+    }
+    out
 }
 
 /// Matches expectations to packets one to one (augmenting paths), then
-/// reports what is left over on either side.
-fn judge(model: &Model, round: &Round, seen: Vec<Seen>, verdicts: Vec<String>) -> Vec<Failure> {
+/// reports what is left over on either side. `macs` are the sandbox's
+/// device addresses, for `egress.mac` in patterns.
+fn judge(
+    model: &Model,
+    round: &Round,
+    macs: &[packet::Mac],
+    seen: Vec<Seen>,
+    verdicts: Vec<String>,
+) -> Vec<Failure> {
     let send_devices: Vec<usize> = round.sends.iter().map(|s| s.0).collect();
+    let patterns: Vec<Vec<LayerDef>> = round
+        .expects
+        .iter()
+        .map(|e| match e {
+            Expect::Out {
+                device, pattern, ..
+            } => instantiate(pattern, macs[*device]),
+            _ => Vec::new(),
+        })
+        .collect();
+    let expects: Vec<Expect> = round
+        .expects
+        .iter()
+        .zip(&patterns)
+        .map(|(e, p)| match e {
+            Expect::Out { device, span, .. } => Expect::Out {
+                device: *device,
+                pattern: p,
+                span: *span,
+            },
+            Expect::Pass { span } => Expect::Pass { span: *span },
+            Expect::Drop { span } => Expect::Drop { span: *span },
+        })
+        .collect();
+    let round = &Round {
+        sends: round.sends.clone(),
+        expects,
+    };
     let fits = |e: &Expect, s: &Seen| match (e, s.place) {
         (
             Expect::Out {
                 device, pattern, ..
             },
             Place::Out(d),
-        ) => *device == d && matches(pattern, &s.layers),
+        ) => *device == d && matches(pattern, &s.layers) && checksum_errors(&s.frame).is_empty(),
         (Expect::Pass { .. }, Place::Stack(d)) => send_devices.contains(&d),
         _ => false,
     };
@@ -869,10 +977,11 @@ fn judge(model: &Model, round: &Round, seen: Vec<Seen>, verdicts: Vec<String>) -
             .map(|&i| &seen[i])
             .filter(|s| only(s))
             .map(|s| {
-                (
-                    s.clone(),
-                    pattern.map_or_else(Vec::new, |p| diff(p, &s.layers)),
-                )
+                let mut lines = pattern.map_or_else(Vec::new, |p| diff(p, &s.layers));
+                if pattern.is_some() && matches!(s.place, Place::Out(_)) {
+                    lines.extend(checksum_errors(&s.frame));
+                }
+                (s.clone(), lines)
             })
             .collect()
     };
@@ -1064,6 +1173,65 @@ test "t" {
     expect pass
 }
 "#;
+
+    #[test]
+    fn egress_mac_in_a_pattern_is_the_leaving_device_s_address() {
+        let model = checked(
+            r#"
+table { key = vlan.id }
+device a { ifname = "a" }
+device b { ifname = "b", egress = own }
+egress own {
+    eth.src = egress.mac
+}
+ingress { on = [a] }
+route 10 -> b
+test "t" {
+    send a eth() / vlan(id = 10)
+    expect b eth(src = egress.mac, dst = 02:00:00:00:00:02) / vlan(id = 10)
+}
+"#,
+        );
+        let TestStep::ExpectOut { pattern, .. } = &model.tests[0].steps[1] else {
+            panic!()
+        };
+        let mac = [2, 0xdd, 0, 0, 0, 7];
+        let mut frame = Frame::new().src(mac).vlan(10, 0).build();
+        frame.resize(ETH_ZLEN, 0);
+        let pattern = instantiate(pattern, mac);
+        assert!(matches(&pattern, &layers_of(&frame)));
+        assert_eq!(
+            format_pattern(&pattern),
+            "eth(dst = 02:00:00:00:00:02, src = egress.mac (02:dd:00:00:00:07)) / vlan(id = 10)"
+        );
+        // Another device's address does not match.
+        let wrong_device = instantiate(
+            match &model.tests[0].steps[1] {
+                TestStep::ExpectOut { pattern, .. } => pattern,
+                _ => unreachable!(),
+            },
+            [2, 0, 0, 0, 0, 1],
+        );
+        assert!(!matches(&wrong_device, &layers_of(&frame)));
+    }
+
+    #[test]
+    fn wrong_checksums_are_named() {
+        let good = Frame::new()
+            .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
+            .udp(1, 2)
+            .build();
+        assert!(checksum_errors(&good).is_empty());
+        let bad = Frame::new()
+            .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
+            .ipv4_checksum(0x1234)
+            .udp(1, 2)
+            .build();
+        let errors = checksum_errors(&bad);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "ipv4 checksum");
+        assert!(!errors[0].equal);
+    }
 
     #[test]
     fn builds_frames_with_defaults() {
