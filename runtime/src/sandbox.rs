@@ -27,7 +27,7 @@
 use crate::netdev;
 use devmapc::ir::DeviceData;
 use devmapc::model::Binding;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write as _};
@@ -221,17 +221,23 @@ fn valid_ifname(name: &str) -> bool {
             .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
 }
 
-/// The interface name of each device of the plan in the sandbox.
+/// The interface name of each device of the plan in the sandbox: its
+/// `ifname`; for one bound by `ifindex`, its spec name when that is free and
+/// valid, else `devN`, `devN_1`... whichever no other device takes. Two
+/// devices share a veth only when their bindings are the same.
 fn ifnames(devices: &[DeviceData]) -> Result<Vec<String>, SandboxError> {
-    let taken: HashSet<&str> = devices
+    let mut owner: HashMap<String, &Binding> = devices
         .iter()
         .filter_map(|d| match &d.binding {
-            Binding::Ifname(n) => Some(n.as_str()),
+            Binding::Ifname(n) => Some((n.clone(), &d.binding)),
             Binding::Ifindex(_) => None,
         })
         .collect();
     let mut names = Vec::with_capacity(devices.len());
     for d in devices {
+        let free = |name: &str, owner: &HashMap<String, &Binding>| {
+            owner.get(name).is_none_or(|b| **b == d.binding)
+        };
         let name = match &d.binding {
             Binding::Ifname(n) => n.clone(),
             Binding::Ifindex(1) => {
@@ -243,8 +249,17 @@ fn ifnames(devices: &[DeviceData]) -> Result<Vec<String>, SandboxError> {
                         .into(),
                 })
             }
-            Binding::Ifindex(_) if valid_ifname(&d.name) && !taken.contains(d.name.as_str()) && d.name != "lo" => d.name.clone(),
-            Binding::Ifindex(i) => format!("dev{i}"),
+            Binding::Ifindex(_) if valid_ifname(&d.name) && d.name != "lo" && free(&d.name, &owner) => d.name.clone(),
+            Binding::Ifindex(i) => {
+                let base = format!("dev{i}");
+                let mut name = base.clone();
+                let mut n = 0;
+                while !free(&name, &owner) {
+                    n += 1;
+                    name = format!("{base}_{n}");
+                }
+                name
+            }
         };
         if !valid_ifname(&name) || name == "lo" {
             return Err(SandboxError::Binding {
@@ -253,6 +268,7 @@ fn ifnames(devices: &[DeviceData]) -> Result<Vec<String>, SandboxError> {
                 why: format!("{name:?} cannot be an interface name in the test sandbox"),
             });
         }
+        owner.entry(name.clone()).or_insert(&d.binding);
         names.push(name);
     }
     Ok(names)
@@ -368,6 +384,17 @@ mod tests {
         assert_eq!(
             ifnames(&devices).unwrap(),
             ["eth0", "red", "dev13", "dev14"]
+        );
+        // A fallback name another device has taken is not shared.
+        let devices = [
+            device("a", Binding::Ifname("dev13".into())),
+            device("a_very_long_device_name", Binding::Ifindex(13)),
+            device("b", Binding::Ifindex(13)),
+            device("dev13_1", Binding::Ifname("dev13_1".into())),
+        ];
+        assert_eq!(
+            ifnames(&devices).unwrap(),
+            ["dev13", "dev13_2", "b", "dev13_1"]
         );
         assert!(matches!(
             ifnames(&[device("lo", Binding::Ifindex(1))]),
