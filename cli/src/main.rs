@@ -128,7 +128,9 @@ enum Command {
         #[arg(value_name = "SPEC")]
         spec: PathBuf,
         /// Where the deployment is pinned [default: /sys/fs/bpf/devmapc/NAME].
-        /// Must be on a bpffs that outlives the command.
+        /// Must be on a bpffs that outlives the command; on a host where none
+        /// is mounted at /sys/fs/bpf, apply mounts it (not under `ip netns
+        /// exec`, where it would die with the command).
         #[arg(long, value_name = "DIR")]
         pin_dir: Option<PathBuf>,
         /// Print what would change (map entries added, changed, removed;
@@ -153,7 +155,9 @@ enum Command {
     /// (egress program)) with their counters, per-device counters, and drift
     /// between the kernel's maps and the last apply.
     ///
-    /// Exits 1 when the kernel's maps differ from the last apply.
+    /// Exits 1 when the kernel's maps differ from the last apply, when a
+    /// device of the spec is gone, or when run from another network
+    /// namespace than the deployment's (it warns); 2 on errors.
     #[command(
         after_help = "Examples:\n  devmapc status                 # every deployment\n  devmapc status vlan_switch --json"
     )]
