@@ -583,36 +583,51 @@ pub fn run(cfg: &Config) -> Result<Results> {
         }
     }
     // Counters' cost: generated with counters against generated without,
-    // both with and without the egress program.
-    let plain_dir = dir.join("cost");
-    for egress in [false, true] {
-        let (obj, ir) = rig::build(
-            &plain_dir.join(format!("e{egress}")),
-            "bench",
-            &spec(case, false, egress),
-        )?;
-        let without = park(&rig, load_generated(&rig, &obj, &ir)?)?;
-        let with = &variants
+    // for `ipv4.dst` (a direct key: counted per key in a PERCPU_HASH) with
+    // and without the egress program, and for `lpm(ipv4.dst)` (a lowered
+    // key: counted per slot in a PERCPU_ARRAY).
+    let cost_dir = dir.join("cost");
+    for (label, egress) in [
+        ("ipv4.dst", false),
+        ("ipv4.dst", true),
+        ("lpm(ipv4.dst)", false),
+    ] {
+        let case = cases
             .iter()
-            .find(|v| v.0 && v.1 == egress)
-            .expect("variant")
-            .2;
+            .find(|c| c.label == label)
+            .expect("a benchmarked key");
+        let hit = (case.hit)();
+        let load = |counters: bool| -> Result<Parked> {
+            let (obj, ir) = rig::build(
+                &cost_dir.join(format!("{}-{egress}-{counters}", case.reference)),
+                "bench",
+                &spec(case, counters, egress),
+            )?;
+            park(&rig, load_generated(&rig, &obj, &ir)?)
+        };
+        let with = load(true)?;
+        let without = load(false)?;
         let (mut l1, mut l2) = ((0, 0), (0, 0));
         let p = Paired::measure(
             reps,
-            || live_mpps(&rig, with, &hit, frames, &mut l1),
+            || live_mpps(&rig, &with, &hit, frames, &mut l1),
             || live_mpps(&rig, &without, &hit, frames, &mut l2),
         );
         let tns = Paired::measure(
             reps,
-            || ns_per_packet(&rig, with, &hit, a, repeat),
+            || ns_per_packet(&rig, &with, &hit, a, repeat),
             || ns_per_packet(&rig, &without, &hit, a, repeat),
         );
         // Cost: how much slower with counters (1 - Mpps ratio).
         let mpps_cost = 1.0 - p.ratio.median();
+        let egress_text = if egress {
+            "`eth.src = egress.mac`"
+        } else {
+            "none"
+        };
         if mpps_cost >= 0.05 {
             missed.push(format!(
-                "counters cost {:.1} % of Mpps{} (target < 5 %)",
+                "counters cost {:.1} % of Mpps for `{label}`{} (target < 5 %)",
                 mpps_cost * 100.0,
                 if egress {
                     " with an egress program"
@@ -623,26 +638,14 @@ pub fn run(cfg: &Config) -> Result<Results> {
         }
         writeln!(
             cost,
-            "| {} | {:.2} / {:.2} | {} | **{:.1} %** | {} |",
-            if egress {
-                "`eth.src = egress.mac`"
-            } else {
-                "none"
-            },
+            "| `{label}` | {egress_text} | {:.2} / {:.2} | {} | **{:.1} %** | {:.1} / {:.1} ns, {} |",
             p.a.median(),
             p.b.median(),
             p.ratio_text(),
             mpps_cost * 100.0,
-            if egress {
-                "—".to_string()
-            } else {
-                format!(
-                    "{:.1} / {:.1} ns, {}",
-                    tns.a.median(),
-                    tns.b.median(),
-                    tns.ratio_text()
-                )
-            }
+            tns.a.median(),
+            tns.b.median(),
+            tns.ratio_text()
         )
         .unwrap();
     }
@@ -690,7 +693,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
     .unwrap();
     writeln!(
         md,
-        "### What counters cost (generated program, `ipv4.dst`)\n"
+        "### What counters cost (generated programs)\n"
     )
     .unwrap();
     writeln!(
@@ -700,7 +703,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
     .unwrap();
     writeln!(
         md,
-        "| egress program | Mpps with / without | ratio | cost | ns/packet with / without, ratio |\n|---|---:|---:|---:|---|\n{cost}"
+        "| key | egress program | Mpps with / without | ratio | cost | ns/packet with / without, ratio |\n|---|---|---:|---:|---:|---|\n{cost}"
     )
     .unwrap();
     Ok(Results {
