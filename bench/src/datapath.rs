@@ -337,24 +337,36 @@ fn sanity(rig: &Rig, case: &Case, side: &Side) -> Result<()> {
     Ok(())
 }
 
-/// ns per packet: one PROG_TEST_RUN of `repeat` runs, wall clock (the
-/// kernel's own figure is a whole number of ns, too coarse for ratios).
+/// Test runs per ns/packet measurement; the fastest counts. On a shared
+/// VM, noise (preemption, a neighbour's load) only ever adds time, so the
+/// minimum of a few short runs is the program's own cost.
+const NS_SUB_RUNS: u32 = 5;
+
+/// ns per packet: the fastest of [`NS_SUB_RUNS`] PROG_TEST_RUNs sharing
+/// `repeat` runs, wall clock (the kernel's own figure is a whole number of
+/// ns, too coarse for ratios).
+
 fn ns_per_packet(rig: &Rig, side: &Side, frame: &[u8], on: u32, repeat: u32) -> f64 {
     let prog = side.prog();
+    let per_run = (repeat / NS_SUB_RUNS).max(1);
     // Timed inside the namespace: setns itself waits for RCU (ms).
-    let (run, elapsed) = rig.ns.enter(|| {
-        let start = Instant::now();
-        let run = bpf::test_run(&prog, frame, Some(on), repeat).expect("test run");
-        (run, start.elapsed())
-    });
-    assert_eq!(run.retval, XDP_REDIRECT);
-    if std::env::var_os("DEVMAPC_BENCH_DEBUG").is_some() {
-        eprintln!(
-            "kernel {} ns, wall {:?} for {repeat}",
-            run.duration_ns, elapsed
-        );
-    }
-    elapsed.as_secs_f64() * 1e9 / repeat as f64
+    rig.ns.enter(|| {
+        (0..NS_SUB_RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                let run = bpf::test_run(&prog, frame, Some(on), per_run).expect("test run");
+                let elapsed = start.elapsed();
+                assert_eq!(run.retval, XDP_REDIRECT);
+                if std::env::var_os("DEVMAPC_BENCH_DEBUG").is_some() {
+                    eprintln!(
+                        "kernel {} ns, wall {elapsed:?} for {per_run}",
+                        run.duration_ns
+                    );
+                }
+                elapsed.as_secs_f64() * 1e9 / per_run as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    })
 }
 
 /// Mpps of `frames` live frames redirected from `a` to `b` (wall clock of
@@ -391,10 +403,12 @@ pub struct Results {
 pub fn run(cfg: &Config) -> Result<Results> {
     let rig = Rig::new(&["a", "b"])?;
     let dir = rig.dir.path().to_path_buf();
-    let (reps, repeat, frames) = if cfg.quick {
-        (3, 100_000, 200_000)
+    // Pairs for Mpps, pairs for ns/packet (each side the fastest of
+    // NS_SUB_RUNS runs: cheap, so many more pairs), repeat, live frames.
+    let (reps, ns_reps, repeat, frames) = if cfg.quick {
+        (3, 3, 100_000, 200_000)
     } else {
-        (11, 2_000_000, 2_000_000)
+        (11, 31, 2_000_000, 2_000_000)
     };
     let a = rig.iface("a").ifindex;
     let b = rig.iface("b").ifindex;
@@ -449,12 +463,12 @@ pub fn run(cfg: &Config) -> Result<Results> {
         let miss_on = if case.miss_on_b { b } else { a };
         let (hit, miss) = ((case.hit)(), (case.miss)());
         let hit_p = Paired::measure(
-            reps,
+            ns_reps,
             || ns_per_packet(&rig, &generated, &hit, a, repeat),
             || ns_per_packet(&rig, &reference, &hit, a, repeat),
         );
         let miss_p = Paired::measure(
-            reps,
+            ns_reps,
             || ns_per_packet(&rig, &generated, &miss, miss_on, repeat),
             || ns_per_packet(&rig, &reference, &miss, miss_on, repeat),
         );
@@ -563,7 +577,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
         );
         if *counters {
             let tns = Paired::measure(
-                reps,
+                ns_reps,
                 || ns_per_packet(&rig, generated, &hit, a, repeat),
                 || ns_per_packet(&rig, reference, &hit, a, repeat),
             );
@@ -614,7 +628,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
             || live_mpps(&rig, &without, &hit, frames, &mut l2),
         );
         let tns = Paired::measure(
-            reps,
+            ns_reps,
             || ns_per_packet(&rig, &with, &hit, a, repeat),
             || ns_per_packet(&rig, &without, &hit, a, repeat),
         );
@@ -663,12 +677,12 @@ pub fn run(cfg: &Config) -> Result<Results> {
     .unwrap();
     writeln!(
         md,
-        "### ns per packet: `BPF_PROG_TEST_RUN`, repeat {repeat}\n"
+        "### ns per packet: `BPF_PROG_TEST_RUN`\n"
     )
     .unwrap();
     writeln!(
         md,
-        "Generated / hand-written, median of {reps} pairs (wall clock of one test run ÷ repeat); ratio: median [min, max] of the per-pair ratios (target ≤ 1.03×). A miss takes `route default` (one more lookup and redirect).\n"
+        "Generated / hand-written, median of {ns_reps} pairs; each side of a pair is the fastest of {NS_SUB_RUNS} test runs of {} repeats (wall clock of a run ÷ its repeats: noise only adds time); ratio: median [min, max] of the per-pair ratios (target ≤ 1.03×). A miss takes `route default` (one more lookup and redirect).\n", repeat / NS_SUB_RUNS
     )
     .unwrap();
     writeln!(
