@@ -345,7 +345,6 @@ const NS_SUB_RUNS: u32 = 5;
 /// ns per packet: the fastest of [`NS_SUB_RUNS`] PROG_TEST_RUNs sharing
 /// `repeat` runs, wall clock (the kernel's own figure is a whole number of
 /// ns, too coarse for ratios).
-
 fn ns_per_packet(rig: &Rig, side: &Side, frame: &[u8], on: u32, repeat: u32) -> f64 {
     let prog = side.prog();
     let per_run = (repeat / NS_SUB_RUNS).max(1);
@@ -675,11 +674,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
         "| key | reference | verified insns | ratio | xlated bytes | JIT bytes |\n|---|---|---:|---:|---:|---:|\n{counts}"
     )
     .unwrap();
-    writeln!(
-        md,
-        "### ns per packet: `BPF_PROG_TEST_RUN`\n"
-    )
-    .unwrap();
+    writeln!(md, "### ns per packet: `BPF_PROG_TEST_RUN`\n").unwrap();
     writeln!(
         md,
         "Generated / hand-written, median of {ns_reps} pairs; each side of a pair is the fastest of {NS_SUB_RUNS} test runs of {} repeats (wall clock of a run ÷ its repeats: noise only adds time); ratio: median [min, max] of the per-pair ratios (target ≤ 1.03×). A miss takes `route default` (one more lookup and redirect).\n", repeat / NS_SUB_RUNS
@@ -705,11 +700,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
         "| key | egress program | counters | Mpps gen / ref | ratio | lost (veth drops) gen / ref |\n|---|---|---|---:|---:|---:|\n{live}"
     )
     .unwrap();
-    writeln!(
-        md,
-        "### What counters cost (generated programs)\n"
-    )
-    .unwrap();
+    writeln!(md, "### What counters cost (generated programs)\n").unwrap();
     writeln!(
         md,
         "With counters / without, same run, alternating (target: cost < 5 %, i.e. ratio > 0.95).\n"
