@@ -160,11 +160,11 @@ pub fn verdict(
     Ok((opts.retval, out))
 }
 
-/// Sends `frame` out of device `ifindex` of the calling thread's network
-/// namespace with a packet socket, as a host on that wire would: the frame
-/// reaches the other end of a veth the ordinary way (through its XDP
-/// program if it has one, else its stack). Needs CAP_NET_RAW.
-pub fn send_on_wire(frame: &[u8], ifindex: u32) -> io::Result<()> {
+/// Sends `frame` `n` times out of device `ifindex` of the calling thread's
+/// network namespace with a packet socket, as a host on that wire would:
+/// on a veth, each arrives at the other end the ordinary way (through its
+/// XDP program if it has one, else up its stack). Needs CAP_NET_RAW.
+pub fn send_on_wire(frame: &[u8], ifindex: u32, n: u64) -> io::Result<()> {
     // SAFETY: plain syscalls; the fd is owned right away.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -174,22 +174,27 @@ pub fn send_on_wire(frame: &[u8], ifindex: u32) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain data.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
+    // The frame's own EtherType (already in network order).
+    addr.sll_protocol = frame
+        .get(12..14)
+        .map_or(0, |t| u16::from_ne_bytes([t[0], t[1]]));
     addr.sll_ifindex = ifindex as i32;
     addr.sll_halen = 6;
-    addr.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
-    // SAFETY: a valid socket, buffer and address of the right length.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
+    for _ in 0..n {
+        // SAFETY: a valid socket, buffer and address of the right length.
+        let sent = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(())
 }

@@ -778,7 +778,7 @@ fn run_round(
             let peer = sandbox.devices[*device].peer_ifindex;
             sandbox
                 .wire_ns
-                .enter(|| inject::send_on_wire(&frame, peer))
+                .enter(|| inject::send_on_wire(&frame, peer, 1))
                 .map_err(io("sending on the wire"))?;
             continue;
         }

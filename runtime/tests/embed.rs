@@ -38,12 +38,38 @@ fn build(dir: &Path) -> (Vec<u8>, String) {
 /// A pin directory of its own, removed on drop.
 struct PinDir(PathBuf);
 
-impl PinDir {
-    fn new() -> PinDir {
-        PinDir(PathBuf::from(format!(
-            "/sys/fs/bpf/devmapc-test-{}-embed",
-            std::process::id()
-        )))
+/// The build as bytes, a namespace with the spec's three devices, a pin
+/// directory `devmapc-test-PID-LABEL` and options to apply there.
+struct Setup {
+    object: Vec<u8>,
+    manifest: String,
+    ns: Netns,
+    pins: PinDir,
+    options: Options,
+}
+
+fn setup(label: &str) -> Setup {
+    let build_dir =
+        std::env::temp_dir().join(format!("devmapc-{label}-build-{}", std::process::id()));
+    std::fs::create_dir_all(&build_dir).unwrap();
+    let (object, manifest) = build(&build_dir);
+    std::fs::remove_dir_all(&build_dir).unwrap();
+    let ns = Netns::new().unwrap();
+    for dev in ["emba", "embb", "embc"] {
+        ns.veth(dev, &format!("p{dev}")).unwrap();
+    }
+    let pins = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/devmapc-test-{}-{label}",
+        std::process::id()
+    )));
+    let mut options = Options::new(&pins.0);
+    options.make_ready = true;
+    Setup {
+        object,
+        manifest,
+        ns,
+        pins,
+        options,
     }
 }
 
@@ -83,19 +109,14 @@ fn our_temp_dirs() -> Vec<String> {
 fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
     require_privileged!();
     let _serial = serial();
-    let build_dir = std::env::temp_dir().join(format!("devmapc-embed-test-{}", std::process::id()));
-    std::fs::create_dir_all(&build_dir).unwrap();
-    let (object, manifest) = build(&build_dir);
-    std::fs::remove_dir_all(&build_dir).unwrap();
-
-    let ns = Netns::new().unwrap();
-    for dev in ["emba", "embb", "embc"] {
-        ns.veth(dev, &format!("p{dev}")).unwrap();
-    }
-    let pins = PinDir::new();
+    let Setup {
+        object,
+        manifest,
+        ns,
+        pins,
+        options,
+    } = setup("embed");
     let dir = pins.0.clone();
-    let mut options = Options::new(&dir);
-    options.make_ready = true;
 
     ns.enter(|| {
         let mut engine = embed::Deployment::apply(&object, &manifest, options.clone()).unwrap();
@@ -206,21 +227,13 @@ fn a_manifest_that_is_not_one_is_an_error() {
 fn concurrent_set_routes_keep_every_change() {
     require_privileged!();
     let _serial = serial();
-    let build_dir = std::env::temp_dir().join(format!("devmapc-embed-race-{}", std::process::id()));
-    std::fs::create_dir_all(&build_dir).unwrap();
-    let (object, manifest) = build(&build_dir);
-    std::fs::remove_dir_all(&build_dir).unwrap();
-    let ns = Netns::new().unwrap();
-    for dev in ["emba", "embb", "embc"] {
-        ns.veth(dev, &format!("p{dev}")).unwrap();
-    }
-    let dir = PathBuf::from(format!(
-        "/sys/fs/bpf/devmapc-test-{}-embed-race",
-        std::process::id()
-    ));
-    let _pins = PinDir(dir.clone());
-    let mut options = Options::new(&dir);
-    options.make_ready = true;
+    let Setup {
+        object,
+        manifest,
+        ns,
+        pins: _pins,
+        options,
+    } = setup("embed-race");
     ns.enter(|| embed::Deployment::apply(&object, &manifest, options.clone()).unwrap());
     std::thread::scope(|s| {
         for (first, target) in [(100, 1), (200, 2)] {

@@ -450,34 +450,5 @@ fn ethtool_value(dev: &str, cmd: u32, data: u32) -> io::Result<u32> {
 /// thread's namespace from an AF_PACKET socket: on a veth, each arrives on
 /// the peer as a real received frame (through its XDP program, if any).
 pub fn send_frames(ifindex: u32, frame: &[u8], n: u64) -> io::Result<()> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: plain socket calls; the fd is owned at once.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: a zeroed sockaddr_ll with the fields sendto needs set.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
-    for _ in 0..n {
-        // SAFETY: the frame and the address outlive the call.
-        let sent = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    devmapc_runtime::inject::send_on_wire(frame, ifindex, n)
 }
