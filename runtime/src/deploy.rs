@@ -244,7 +244,7 @@ impl fmt::Display for DeployError {
                 write!(
                     f,
                     "\n`--make-ready` turns GRO on for the peer of a veth target; \
-                     `--allow-not-ready` applies anyway (frames to these targets are dropped)"
+                     `--allow-not-ready` applies anyway (the frames a target cannot take, as said above, are dropped)"
                 )
             }
             DeployError::Busy(devices) => {
