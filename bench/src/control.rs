@@ -264,13 +264,11 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
         // so that the next round starts at `next`.
         let back = rig.ns.enter(|| -> Result<f64> {
             let t0 = Instant::now();
-            let p =
-                plan::diff_routes(next, cur, &devices)?.ok_or("not a change of routes alone")?;
+            let p = plan::diff_routes(next, cur, &devices)?.ok_or("not a change of routes alone")?;
             plan::execute(&obj, &p)?;
             let el = t0.elapsed().as_secs_f64();
             trusted_ops.push(p.len());
-            let p =
-                plan::diff_routes(cur, next, &devices)?.ok_or("not a change of routes alone")?;
+            let p = plan::diff_routes(cur, next, &devices)?.ok_or("not a change of routes alone")?;
             plan::execute(&obj, &p)?;
             Ok(el)
         })?;
@@ -333,13 +331,11 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
         let mut times = Sample::default();
         for i in 0..reps * 2 {
             let (path, ir) = builds[i % 2];
-            let report = rig
-                .ns
-                .enter(|| -> Result<(f64, devmapc_runtime::apply::Report)> {
-                    let t0 = Instant::now();
-                    let r = devmapc_runtime::apply::apply(path, ir, &opts)?;
-                    Ok((t0.elapsed().as_secs_f64(), r))
-                })?;
+            let report = rig.ns.enter(|| -> Result<(f64, devmapc_runtime::apply::Report)> {
+                let t0 = Instant::now();
+                let r = devmapc_runtime::apply::apply(path, ir, &opts)?;
+                Ok((t0.elapsed().as_secs_f64(), r))
+            })?;
             if report.1.read_back || report.1.plan.len() != 1 {
                 return Err(format!("end-to-end apply: {}", report.1).into());
             }

@@ -34,9 +34,7 @@ enum Command {
     ///
     /// Exits 0 when no spec has an error (warnings are allowed unless
     /// --deny-warnings), 1 when one has, 2 when a file cannot be read.
-    #[command(
-        after_help = "Examples:\n  devmapc check examples/*.devmap\n  devmapc check --deny-warnings --message-format json router.devmap"
-    )]
+    #[command(after_help = "Examples:\n  devmapc check examples/*.devmap\n  devmapc check --deny-warnings --message-format json router.devmap")]
     Check {
         /// The .devmap files to check.
         #[arg(required = true, value_name = "FILE")]
@@ -55,9 +53,7 @@ enum Command {
     /// Formatting never changes what a spec means, and formatting twice
     /// changes nothing. A file with syntax errors is reported and left
     /// untouched. `-` formats standard input to standard output.
-    #[command(
-        after_help = "Examples:\n  devmapc fmt examples/*.devmap\n  devmapc fmt --check specs/   # in CI: exit 1 if a file would change"
-    )]
+    #[command(after_help = "Examples:\n  devmapc fmt examples/*.devmap\n  devmapc fmt --check specs/   # in CI: exit 1 if a file would change")]
     Fmt {
         /// The .devmap files to format (directories: every .devmap below).
         #[arg(required = true, value_name = "FILE")]
@@ -76,20 +72,13 @@ enum Command {
     /// routes, arguments and the code and data hashes, for the runtime).
     /// Outputs are byte-identical on every build of the same spec. clang is
     /// found via DEVMAPC_CLANG, else `clang`, `clang-19` ... on PATH.
-    #[command(
-        after_help = "Examples:\n  devmapc build examples/vlan-switch.devmap -o gen/\n  devmapc build --emit c,manifest specs/*.devmap -o gen/\n  devmapc build --check specs/*.devmap -o gen/   # in CI: exit 1 if gen/ is stale"
-    )]
+    #[command(after_help = "Examples:\n  devmapc build examples/vlan-switch.devmap -o gen/\n  devmapc build --emit c,manifest specs/*.devmap -o gen/\n  devmapc build --check specs/*.devmap -o gen/   # in CI: exit 1 if gen/ is stale")]
     Build {
         /// The .devmap files to build.
         #[arg(required = true, value_name = "SPEC")]
         specs: Vec<PathBuf>,
         /// Where to write the outputs.
-        #[arg(
-            short = 'o',
-            long = "out-dir",
-            value_name = "DIR",
-            default_value = "target/devmapc"
-        )]
+        #[arg(short = 'o', long = "out-dir", value_name = "DIR", default_value = "target/devmapc")]
         out_dir: PathBuf,
         /// Which outputs to write, comma-separated: c, obj, skel, manifest.
         #[arg(long, value_name = "LIST", default_value = "c,obj,skel,manifest")]
@@ -120,9 +109,7 @@ enum Command {
     /// checked to be able to take XDP frames. To apply inside a namespace,
     /// use `nsenter --net=/run/netns/NAME devmapc apply ...` (not `ip netns
     /// exec`, whose private /sys hides /sys/fs/bpf).
-    #[command(
-        after_help = "Examples:\n  devmapc apply examples/vlan-switch.devmap\n  devmapc apply --dry-run examples/vlan-switch.devmap   # print the plan, change nothing\n  nsenter --net=/run/netns/lab devmapc apply --make-ready lab.devmap\n  devmapc apply --watch fabric.devmap   # follow device churn and spec edits"
-    )]
+    #[command(after_help = "Examples:\n  devmapc apply examples/vlan-switch.devmap\n  devmapc apply --dry-run examples/vlan-switch.devmap   # print the plan, change nothing\n  nsenter --net=/run/netns/lab devmapc apply --make-ready lab.devmap\n  devmapc apply --watch fabric.devmap   # follow device churn and spec edits")]
     Apply {
         /// The .devmap spec (or a build's NAME.manifest.json).
         #[arg(value_name = "SPEC")]
@@ -158,9 +145,7 @@ enum Command {
     /// Exits 1 when the kernel's maps differ from the last apply, when a
     /// device of the spec is gone, or when run from another network
     /// namespace than the deployment's (it warns); 2 on errors.
-    #[command(
-        after_help = "Examples:\n  devmapc status                 # every deployment\n  devmapc status vlan_switch --json"
-    )]
+    #[command(after_help = "Examples:\n  devmapc status                 # every deployment\n  devmapc status vlan_switch --json")]
     Status {
         /// A deployment's NAME (under --pin-root) or its pin directory;
         /// without it, every deployment.
@@ -175,9 +160,7 @@ enum Command {
     },
     /// Take a deployment down: detach its links, remove its pins; the
     /// kernel then frees its programs and maps.
-    #[command(
-        after_help = "Examples:\n  devmapc detach vlan_switch\n  devmapc detach /sys/fs/bpf/lab/fwd"
-    )]
+    #[command(after_help = "Examples:\n  devmapc detach vlan_switch\n  devmapc detach /sys/fs/bpf/lab/fwd")]
     Detach {
         /// A deployment's NAME (under --pin-root) or its pin directory.
         #[arg(value_name = "NAME")]
@@ -198,9 +181,7 @@ enum Command {
     /// (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN). Exits 0 when every test
     /// passes, 1 when one fails (or a spec has errors), 2 when the tests
     /// could not run, 130 when interrupted. See docs/testing.md.
-    #[command(
-        after_help = "Examples:\n  sudo devmapc test examples/*.devmap\n  sudo devmapc test --filter vlan --timeout 500 router.devmap\n  sudo devmapc test --message-format json specs/*.devmap   # in CI"
-    )]
+    #[command(after_help = "Examples:\n  sudo devmapc test examples/*.devmap\n  sudo devmapc test --filter vlan --timeout 500 router.devmap\n  sudo devmapc test --message-format json specs/*.devmap   # in CI")]
     Test {
         /// The .devmap files whose tests to run.
         #[arg(required = true, value_name = "SPEC")]
@@ -229,44 +210,14 @@ pub enum MessageFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check {
-            files,
-            deny_warnings,
-            message_format,
-        } => check(&files, deny_warnings, message_format),
+        Command::Check { files, deny_warnings, message_format } => check(&files, deny_warnings, message_format),
         Command::Fmt { files, check } => fmt(&files, check),
-        Command::Build {
-            specs,
-            out_dir,
-            emit,
-            check,
-        } => build(&specs, &out_dir, &emit, check),
-        Command::Test {
-            specs,
-            filter,
-            message_format,
-            timeout,
-        } => test::run(&specs, filter.as_deref(), message_format, timeout),
-        Command::Apply {
-            spec,
-            pin_dir,
-            dry_run,
-            make_ready,
-            allow_not_ready,
-            watch,
-        } => deploy_cmd::apply_cmd(&deploy_cmd::ApplyArgs {
-            spec,
-            pin_dir,
-            dry_run,
-            make_ready,
-            allow_not_ready,
-            watch,
-        }),
-        Command::Status {
-            name,
-            json,
-            pin_root,
-        } => deploy_cmd::status_cmd(name.as_deref(), &pin_root, json),
+        Command::Build { specs, out_dir, emit, check } => build(&specs, &out_dir, &emit, check),
+        Command::Test { specs, filter, message_format, timeout } => test::run(&specs, filter.as_deref(), message_format, timeout),
+        Command::Apply { spec, pin_dir, dry_run, make_ready, allow_not_ready, watch } => {
+            deploy_cmd::apply_cmd(&deploy_cmd::ApplyArgs { spec, pin_dir, dry_run, make_ready, allow_not_ready, watch })
+        }
+        Command::Status { name, json, pin_root } => deploy_cmd::status_cmd(name.as_deref(), &pin_root, json),
         Command::Detach { name, pin_root } => deploy_cmd::detach_cmd(&name, &pin_root),
     };
     match result {
@@ -296,11 +247,7 @@ fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn check(
-    files: &[PathBuf],
-    deny_warnings: bool,
-    format: MessageFormat,
-) -> Result<ExitCode, String> {
+fn check(files: &[PathBuf], deny_warnings: bool, format: MessageFormat) -> Result<ExitCode, String> {
     let mut failed = false;
     let mut io_error = false;
     for path in files {
@@ -324,20 +271,13 @@ fn check(
             render::summary(&name, errors, warnings, deny_warnings);
         }
     }
-    Ok(ExitCode::from(if io_error {
-        2
-    } else if failed {
-        1
-    } else {
-        0
-    }))
+    Ok(ExitCode::from(if io_error { 2 } else if failed { 1 } else { 0 }))
 }
 
 fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
     if files.len() == 1 && files[0] == Path::new("-") {
         let mut source = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut source)
-            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut source).map_err(|e| format!("cannot read standard input: {e}"))?;
         return Ok(match devmapc::fmt::format_source(&source) {
             Ok(out_text) => {
                 out(out_text.trim_end_matches('\n'));
@@ -359,16 +299,8 @@ fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
         let formatted = match devmapc::fmt::format_source(&source) {
             Ok(out) => out,
             Err(diagnostics) => {
-                render::diagnostics(
-                    &path.display().to_string(),
-                    &source,
-                    &diagnostics,
-                    MessageFormat::Human,
-                );
-                eprintln!(
-                    "error: {} was not formatted: it does not parse",
-                    path.display()
-                );
+                render::diagnostics(&path.display().to_string(), &source, &diagnostics, MessageFormat::Human);
+                eprintln!("error: {} was not formatted: it does not parse", path.display());
                 broken += 1;
                 continue;
             }
@@ -418,34 +350,16 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
 }
 
-fn build(
-    specs: &[PathBuf],
-    out_dir: &Path,
-    emit: &str,
-    check_only: bool,
-) -> Result<ExitCode, String> {
+fn build(specs: &[PathBuf], out_dir: &Path, emit: &str, check_only: bool) -> Result<ExitCode, String> {
     let emit = devmapc::Emit::parse(emit)?;
-    let target = if check_only {
-        scratch_dir()?
-    } else {
-        out_dir.to_path_buf()
-    };
+    let target = if check_only { scratch_dir()? } else { out_dir.to_path_buf() };
     let mut failed = false;
     let mut stale = Vec::new();
     for spec in specs {
-        match devmapc::Builder::new(spec)
-            .out_dir(&target)
-            .emit(emit)
-            .build()
-        {
+        match devmapc::Builder::new(spec).out_dir(&target).emit(emit).build() {
             Ok(outputs) => {
                 if let Ok(source) = std::fs::read_to_string(spec) {
-                    render::diagnostics(
-                        &spec.display().to_string(),
-                        &source,
-                        &outputs.spec_warnings,
-                        MessageFormat::Human,
-                    );
+                    render::diagnostics(&spec.display().to_string(), &source, &outputs.spec_warnings, MessageFormat::Human);
                 }
                 for line in &outputs.clang_output {
                     eprintln!("clang: {line}");
@@ -465,12 +379,7 @@ fn build(
             }
             Err(devmapc::BuildError::Spec { diagnostics, .. }) => {
                 let source = read(spec)?;
-                render::diagnostics(
-                    &spec.display().to_string(),
-                    &source,
-                    &diagnostics,
-                    MessageFormat::Human,
-                );
+                render::diagnostics(&spec.display().to_string(), &source, &diagnostics, MessageFormat::Human);
                 eprintln!("error: {} was not built: it has errors", spec.display());
                 failed = true;
             }
@@ -483,10 +392,7 @@ fn build(
     if check_only {
         let _ = std::fs::remove_dir_all(&target);
         for path in &stale {
-            out(&format!(
-                "stale: {} (run `devmapc build` to update it)",
-                path.display()
-            ));
+            out(&format!("stale: {} (run `devmapc build` to update it)", path.display()));
         }
         failed |= !stale.is_empty();
     }

@@ -19,11 +19,7 @@ pub fn diagnostics(file: &str, source: &str, diagnostics: &[Diagnostic], format:
             }
         }
         MessageFormat::Human => {
-            let theme = if colour() {
-                miette::GraphicalTheme::unicode()
-            } else {
-                miette::GraphicalTheme::unicode_nocolor()
-            };
+            let theme = if colour() { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
             let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
             let source = miette::NamedSource::new(file, source.to_string());
             for d in diagnostics {
@@ -44,10 +40,6 @@ pub fn summary(file: &str, errors: usize, warnings: usize, deny_warnings: bool) 
     match (errors, warnings) {
         (0, 0) => eprintln!("{file}: ok"),
         (0, w) if !deny_warnings => eprintln!("{file}: ok, {}", plural(w, "warning")),
-        (e, w) => eprintln!(
-            "{file}: failed, {}, {}",
-            plural(e, "error"),
-            plural(w, "warning")
-        ),
+        (e, w) => eprintln!("{file}: failed, {}, {}", plural(e, "error"), plural(w, "warning")),
     }
 }

@@ -58,12 +58,7 @@ struct Dir {
 
 impl Dir {
     fn new() -> Dir {
-        Dir {
-            tmp: tempfile::Builder::new()
-                .prefix("devmapc-cli-test")
-                .tempdir()
-                .expect("a temporary directory"),
-        }
+        Dir { tmp: tempfile::Builder::new().prefix("devmapc-cli-test").tempdir().expect("a temporary directory") }
     }
 
     fn path(&self) -> &Path {
@@ -84,12 +79,7 @@ impl Dir {
     /// `devmapc ARGS...` run in the directory, colour off, no terminal.
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_devmapc"));
-        cmd.args(args)
-            .current_dir(self.path())
-            .env("NO_COLOR", "1")
-            .env_remove("CLICOLOR_FORCE")
-            .env_remove("FORCE_COLOR")
-            .stdin(Stdio::null());
+        cmd.args(args).current_dir(self.path()).env("NO_COLOR", "1").env_remove("CLICOLOR_FORCE").env_remove("FORCE_COLOR").stdin(Stdio::null());
         cmd
     }
 
@@ -100,19 +90,8 @@ impl Dir {
     /// Runs with `input` on standard input.
     fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run devmapc");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .expect("write standard input");
+        let mut child = self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run devmapc");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).expect("write standard input");
         child.wait_with_output().expect("wait for devmapc")
     }
 }
@@ -128,54 +107,29 @@ fn stderr(out: &Output) -> String {
 /// Asserts the exit code, showing both outputs when it is wrong.
 #[track_caller]
 fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "wrong exit status\n--- stdout\n{}\n--- stderr\n{}",
-        stdout(out),
-        stderr(out)
-    );
+    assert_eq!(out.status.code(), Some(code), "wrong exit status\n--- stdout\n{}\n--- stderr\n{}", stdout(out), stderr(out));
 }
 
 /// The repository's root (the parent of `cli/`).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// The JSON objects printed by `check --message-format json`, one a line.
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     stdout(out)
         .lines()
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line:?}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line:?}")))
         .collect()
 }
 
 /// The text between 1-based (line, column) and (end_line, end_column),
 /// columns counted in characters, as the JSON fields are documented.
 fn text_at(source: &str, d: &serde_json::Value) -> String {
-    let n = |key: &str| {
-        d[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("`{key}` is not a number in {d}")) as usize
-    };
+    let n = |key: &str| d[key].as_u64().unwrap_or_else(|| panic!("`{key}` is not a number in {d}")) as usize;
     let offset = |line: usize, column: usize| {
-        let start: usize = source
-            .split_inclusive('\n')
-            .take(line - 1)
-            .map(str::len)
-            .sum();
-        start
-            + source[start..]
-                .chars()
-                .take(column - 1)
-                .map(char::len_utf8)
-                .sum::<usize>()
+        let start: usize = source.split_inclusive('\n').take(line - 1).map(str::len).sum();
+        start + source[start..].chars().take(column - 1).map(char::len_utf8).sum::<usize>()
     };
     source[offset(n("line"), n("column"))..offset(n("end_line"), n("end_column"))].to_string()
 }
@@ -188,11 +142,7 @@ fn check_clean_spec_exits_0() {
     dir.create("clean.devmap", CLEAN);
     let out = dir.run(&["check", "clean.devmap"]);
     assert_exit(&out, 0);
-    assert!(
-        stderr(&out).contains("clean.devmap: ok"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("clean.devmap: ok"), "{}", stderr(&out));
 }
 
 #[test]
@@ -203,14 +153,8 @@ fn check_bad_spec_exits_1_and_names_the_error() {
     assert_exit(&out, 1);
     let err = stderr(&out);
     assert!(err.contains("devmap::E014"), "{err}");
-    assert!(
-        err.contains("bad.devmap:9:7"),
-        "the report names the file, line and column: {err}"
-    );
-    assert!(
-        err.contains("bad.devmap: failed, 1 error, 0 warnings"),
-        "{err}"
-    );
+    assert!(err.contains("bad.devmap:9:7"), "the report names the file, line and column: {err}");
+    assert!(err.contains("bad.devmap: failed, 1 error, 0 warnings"), "{err}");
 }
 
 #[test]
@@ -221,10 +165,7 @@ fn check_reports_every_file_and_fails_if_any_fails() {
     let out = dir.run(&["check", "clean.devmap", "bad.devmap"]);
     assert_exit(&out, 1);
     let err = stderr(&out);
-    assert!(
-        err.contains("clean.devmap: ok") && err.contains("bad.devmap: failed"),
-        "{err}"
-    );
+    assert!(err.contains("clean.devmap: ok") && err.contains("bad.devmap: failed"), "{err}");
 }
 
 #[test]
@@ -244,20 +185,12 @@ fn check_missing_file_exits_2() {
     let dir = Dir::new();
     let out = dir.run(&["check", "nope.devmap"]);
     assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("nope.devmap"),
-        "the error names the file: {}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("nope.devmap"), "the error names the file: {}", stderr(&out));
     // Even next to a clean file, and the clean file is still checked.
     dir.create("clean.devmap", CLEAN);
     let out = dir.run(&["check", "nope.devmap", "clean.devmap"]);
     assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("clean.devmap: ok"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("clean.devmap: ok"), "{}", stderr(&out));
 }
 
 #[test]
@@ -273,16 +206,8 @@ fn usage_errors_exit_2() {
         &["check", "--no-such-flag", "clean.devmap"][..],
     ] {
         let out = dir.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "devmapc {args:?} should be a usage error\n{}",
-            stderr(&out)
-        );
-        assert!(
-            !stderr(&out).is_empty(),
-            "devmapc {args:?} says why on standard error"
-        );
+        assert_eq!(out.status.code(), Some(2), "devmapc {args:?} should be a usage error\n{}", stderr(&out));
+        assert!(!stderr(&out).is_empty(), "devmapc {args:?} says why on standard error");
     }
 }
 
@@ -297,37 +222,16 @@ fn check_json_is_one_object_per_diagnostic_pointing_at_the_text() {
     let diagnostics = json_lines(&out);
     assert_eq!(diagnostics.len(), 4, "{}", stdout(&out));
     for d in &diagnostics {
-        for key in [
-            "file",
-            "line",
-            "column",
-            "end_line",
-            "end_column",
-            "code",
-            "severity",
-            "message",
-            "help",
-        ] {
+        for key in ["file", "line", "column", "end_line", "end_column", "code", "severity", "message", "help"] {
             assert!(d.get(key).is_some(), "`{key}` missing from {d}");
         }
         assert_eq!(d["file"], "spec.devmap");
         assert!(d["message"].as_str().is_some_and(|m| !m.is_empty()), "{d}");
-        assert!(
-            d["help"].as_str().is_some_and(|m| !m.is_empty()),
-            "every diagnostic has a help line: {d}"
-        );
+        assert!(d["help"].as_str().is_some_and(|m| !m.is_empty()), "every diagnostic has a help line: {d}");
     }
     let found: Vec<(String, u64, u64, String, String)> = diagnostics
         .iter()
-        .map(|d| {
-            (
-                d["code"].as_str().unwrap().to_string(),
-                d["line"].as_u64().unwrap(),
-                d["column"].as_u64().unwrap(),
-                d["severity"].as_str().unwrap().to_string(),
-                text_at(source, d),
-            )
-        })
+        .map(|d| (d["code"].as_str().unwrap().to_string(), d["line"].as_u64().unwrap(), d["column"].as_u64().unwrap(), d["severity"].as_str().unwrap().to_string(), text_at(source, d)))
         .collect();
     let expected = [
         ("devmap::W001", 5, 8, "warning", "blue"),
@@ -335,10 +239,7 @@ fn check_json_is_one_object_per_diagnostic_pointing_at_the_text() {
         ("devmap::E015", 11, 7, "error", "4096"),
         ("devmap::E005", 11, 15, "error", "rde"),
     ];
-    let expected: Vec<(String, u64, u64, String, String)> = expected
-        .iter()
-        .map(|(c, l, col, s, t)| (c.to_string(), *l, *col, s.to_string(), t.to_string()))
-        .collect();
+    let expected: Vec<(String, u64, u64, String, String)> = expected.iter().map(|(c, l, col, s, t)| (c.to_string(), *l, *col, s.to_string(), t.to_string())).collect();
     assert_eq!(found, expected);
     // Human output goes to standard error; JSON alone is on standard output.
     assert!(!stdout(&out).contains("failed"), "{}", stdout(&out));
@@ -362,11 +263,7 @@ fn check_json_columns_count_characters() {
     let diagnostics = json_lines(&out);
     assert_eq!(diagnostics[0]["code"], "devmap::E001");
     // `route` is the 33rd character of the line (the 35th byte).
-    assert_eq!(
-        diagnostics[0]["column"], 33,
-        "column in characters, not bytes: {}",
-        diagnostics[0]
-    );
+    assert_eq!(diagnostics[0]["column"], 33, "column in characters, not bytes: {}", diagnostics[0]);
 }
 
 #[test]
@@ -384,25 +281,14 @@ fn no_colour_with_no_color_set_and_no_terminal() {
     dir.create("bad.devmap", BAD);
     dir.create("warns.devmap", WARNS);
     dir.create("broken.devmap", BROKEN);
-    for args in [
-        &["check", "bad.devmap", "warns.devmap"][..],
-        &["check", "--message-format", "json", "bad.devmap"][..],
-        &["fmt", "--check", "broken.devmap"][..],
-    ] {
+    for args in [&["check", "bad.devmap", "warns.devmap"][..], &["check", "--message-format", "json", "bad.devmap"][..], &["fmt", "--check", "broken.devmap"][..]] {
         let out = dir.run(args);
         for (what, text) in [("stdout", stdout(&out)), ("stderr", stderr(&out))] {
-            assert!(
-                !text.contains('\x1b'),
-                "devmapc {args:?} wrote an escape sequence on {what}: {text:?}"
-            );
+            assert!(!text.contains('\x1b'), "devmapc {args:?} wrote an escape sequence on {what}: {text:?}");
         }
     }
     // Not a terminal is enough on its own: no NO_COLOR, still no colour.
-    let out = dir
-        .command(&["check", "bad.devmap"])
-        .env_remove("NO_COLOR")
-        .output()
-        .unwrap();
+    let out = dir.command(&["check", "bad.devmap"]).env_remove("NO_COLOR").output().unwrap();
     assert!(!stderr(&out).contains('\x1b'), "{:?}", stderr(&out));
 }
 
@@ -411,21 +297,11 @@ fn no_colour_with_no_color_set_and_no_terminal() {
 #[test]
 fn check_every_bad_corpus_file() {
     let dir = root().join("tests/specs/bad");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("tests/specs/bad")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "devmap"))
-        .collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).expect("tests/specs/bad").map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "devmap")).collect();
     files.sort();
     assert!(!files.is_empty());
     let mut failures = Vec::new();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_devmapc"))
-            .args(args)
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_devmapc")).args(args).env("NO_COLOR", "1").output().unwrap();
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let file = path.to_str().unwrap();
@@ -453,10 +329,7 @@ fn fmt_check_names_the_file_and_changes_nothing() {
     assert_exit(&out, 1);
     let listed = stdout(&out);
     assert!(listed.contains("messy.devmap"), "{listed}");
-    assert!(
-        !listed.contains("clean.devmap"),
-        "only the file that would change is listed: {listed}"
-    );
+    assert!(!listed.contains("clean.devmap"), "only the file that would change is listed: {listed}");
     assert_eq!(dir.read("messy.devmap"), MESSY, "--check must not write");
     assert_eq!(dir.read("clean.devmap"), CLEAN);
 }
@@ -470,15 +343,8 @@ fn fmt_rewrites_to_canonical_form_then_check_passes() {
     assert!(stdout(&out).contains("messy.devmap"), "{}", stdout(&out));
     let formatted = dir.read("messy.devmap");
     assert_eq!(formatted, devmapc::fmt::format_source(MESSY).unwrap());
-    assert!(
-        formatted.contains("// the only route"),
-        "comments survive: {formatted}"
-    );
-    assert_eq!(
-        devmapc::parse(&formatted).unwrap(),
-        devmapc::parse(MESSY).unwrap(),
-        "formatting keeps the meaning"
-    );
+    assert!(formatted.contains("// the only route"), "comments survive: {formatted}");
+    assert_eq!(devmapc::parse(&formatted).unwrap(), devmapc::parse(MESSY).unwrap(), "formatting keeps the meaning");
     let out = dir.run(&["fmt", "--check", "messy.devmap"]);
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "");
@@ -498,10 +364,7 @@ fn fmt_a_directory_formats_every_spec_below_it() {
     let out = dir.run(&["fmt", "--check", "specs"]);
     assert_exit(&out, 1);
     let listed = stdout(&out);
-    assert!(
-        listed.contains("a.devmap") && listed.contains("b.devmap") && !listed.contains("notes.txt"),
-        "{listed}"
-    );
+    assert!(listed.contains("a.devmap") && listed.contains("b.devmap") && !listed.contains("notes.txt"), "{listed}");
     assert_exit(&dir.run(&["fmt", "specs"]), 0);
     assert_exit(&dir.run(&["fmt", "--check", "specs"]), 0);
     assert_eq!(dir.read("specs/notes.txt"), "route   not a spec\n");
@@ -513,21 +376,11 @@ fn fmt_leaves_a_file_with_a_syntax_error_untouched() {
     dir.create("broken.devmap", BROKEN);
     let out = dir.run(&["fmt", "broken.devmap"]);
     assert_exit(&out, 1);
-    assert_eq!(
-        dir.read("broken.devmap").as_bytes(),
-        BROKEN.as_bytes(),
-        "the file must stay byte-identical"
-    );
+    assert_eq!(dir.read("broken.devmap").as_bytes(), BROKEN.as_bytes(), "the file must stay byte-identical");
     let err = stderr(&out);
-    assert!(
-        err.contains("devmap::E001") && err.contains("broken.devmap"),
-        "{err}"
-    );
+    assert!(err.contains("devmap::E001") && err.contains("broken.devmap"), "{err}");
     // No temporary file is left behind.
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["broken.devmap"]);
     // `--check` says the same and exits the same.
     let out = dir.run(&["fmt", "--check", "broken.devmap"]);
@@ -564,32 +417,16 @@ fn fmt_stdin_to_stdout() {
 fn help_of_each_subcommand_mentions_its_options() {
     let dir = Dir::new();
     for (args, options) in [
-        (
-            &["check", "--help"][..],
-            &[
-                "--deny-warnings",
-                "--message-format",
-                "json",
-                "human",
-                "FILE",
-            ][..],
-        ),
+        (&["check", "--help"][..], &["--deny-warnings", "--message-format", "json", "human", "FILE"][..]),
         (&["fmt", "--help"][..], &["--check", "FILE", "-"][..]),
         (&["--help"][..], &["check", "fmt"][..]),
-        (
-            &["help", "check"][..],
-            &["--deny-warnings", "--message-format"][..],
-        ),
+        (&["help", "check"][..], &["--deny-warnings", "--message-format"][..]),
     ] {
         let out = dir.run(args);
         assert_exit(&out, 0);
         let help = stdout(&out);
         for option in options {
-            assert!(
-                help.contains(option),
-                "`devmapc {}` does not mention `{option}`:\n{help}",
-                args.join(" ")
-            );
+            assert!(help.contains(option), "`devmapc {}` does not mention `{option}`:\n{help}", args.join(" "));
         }
     }
 }
@@ -610,10 +447,7 @@ fn build_is_deterministic_and_check_finds_stale_outputs() {
     let spec = root.join("examples/vlan-switch.devmap");
     let first = tempfile::tempdir().unwrap();
     let second = tempfile::tempdir().unwrap();
-    for (cwd, out) in [
-        (root.as_path(), first.path()),
-        (second.path(), &second.path().join("nested")),
-    ] {
+    for (cwd, out) in [(root.as_path(), first.path()), (second.path(), &second.path().join("nested"))] {
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_devmapc"))
             .current_dir(cwd)
             .arg("build")
@@ -624,34 +458,19 @@ fn build_is_deterministic_and_check_finds_stale_outputs() {
             .unwrap();
         assert!(status.success());
     }
-    for file in [
-        "vlan_switch.bpf.c",
-        "vlan_switch.bpf.o",
-        "vlan_switch.skel.rs",
-        "vlan_switch.manifest.json",
-    ] {
+    for file in ["vlan_switch.bpf.c", "vlan_switch.bpf.o", "vlan_switch.skel.rs", "vlan_switch.manifest.json"] {
         let a = std::fs::read(first.path().join(file)).unwrap();
         let b = std::fs::read(second.path().join("nested").join(file)).unwrap();
         assert!(a == b, "{file} differs between two builds");
     }
     let check = |dir: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_devmapc"))
-            .arg("build")
-            .arg("--check")
-            .arg(&spec)
-            .arg("-o")
-            .arg(dir)
-            .output()
-            .unwrap()
+        std::process::Command::new(env!("CARGO_BIN_EXE_devmapc")).arg("build").arg("--check").arg(&spec).arg("-o").arg(dir).output().unwrap()
     };
     assert!(check(first.path()).status.success());
     std::fs::write(first.path().join("vlan_switch.bpf.c"), "/* edited */").unwrap();
     let stale = check(first.path());
     assert_eq!(stale.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&stale.stdout).contains("stale:"),
-        "{stale:?}"
-    );
+    assert!(String::from_utf8_lossy(&stale.stdout).contains("stale:"), "{stale:?}");
 }
 
 /// Without clang, `build` says which package to install.

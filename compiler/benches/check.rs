@@ -30,32 +30,13 @@ fn main() {
             "fmt" => Phase::Fmt,
             other => panic!("unknown phase {other}"),
         };
-        child(
-            phase,
-            &args[2],
-            args[3].parse().expect("a size"),
-            args[4].parse().expect("a repetition count"),
-        );
+        child(phase, &args[2], args[3].parse().expect("a size"), args[4].parse().expect("a repetition count"));
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick")
-        || std::env::var_os("DEVMAPC_BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
-    let option = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let quick = args.iter().any(|a| a == "--quick") || std::env::var_os("DEVMAPC_BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
+    let option = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let sizes: Vec<usize> = match option("--sizes") {
-        Some(list) => list
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .replace('_', "")
-                    .parse()
-                    .expect("--sizes takes numbers")
-            })
-            .collect(),
+        Some(list) => list.split(',').map(|s| s.trim().replace('_', "").parse().expect("--sizes takes numbers")).collect(),
         None if quick => vec![1_000, 10_000],
         None => SIZES.to_vec(),
     };
@@ -66,45 +47,24 @@ fn main() {
 
     let exe = std::env::current_exe().expect("the benchmark's own path");
     let run = |phase: &str, key: &str, size: usize, reps: usize| -> Vec<String> {
-        let out = Command::new(&exe)
-            .args(["--child", phase, key, &size.to_string(), &reps.to_string()])
-            .output()
-            .expect("the child runs");
+        let out = Command::new(&exe).args(["--child", phase, key, &size.to_string(), &reps.to_string()]).output().expect("the child runs");
         if !out.status.success() {
             eprintln!("{}", String::from_utf8_lossy(&out.stderr));
             panic!("the {phase} child for {key} × {size} failed");
         }
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .split('\t')
-            .map(String::from)
-            .collect()
+        String::from_utf8_lossy(&out.stdout).trim().split('\t').map(String::from).collect()
     };
-    println!(
-        "devmapc check/fmt benchmark ({} build, {} CPUs)",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    println!("devmapc check/fmt benchmark ({} build, {} CPUs)", if cfg!(debug_assertions) { "debug" } else { "release" }, std::thread::available_parallelism().map_or(0, |n| n.get()));
     println!("times: median [min, max] over the repetitions; peak: VmHWM of a fresh process that generated the spec, then ran only that phase");
     println!();
-    println!(
-        "{:<14} {:>9} {:>8} {:>4}  {:<26} {:<26} {:<26} {:>10}  {:<26} {:>10}",
-        "key", "routes", "source", "reps", "parse", "check", "parse+check", "peak", "fmt", "peak"
-    );
+    println!("{:<14} {:>9} {:>8} {:>4}  {:<26} {:<26} {:<26} {:>10}  {:<26} {:>10}", "key", "routes", "source", "reps", "parse", "check", "parse+check", "peak", "fmt", "peak");
     for key in &keys {
         for &size in &sizes {
             let reps = if quick { 1 } else { repetitions(size) };
             // [source, parse, check, parse+check, peak] and [fmt, peak]
             let c = run("check", key, size, reps);
             let f = run("fmt", key, size, reps);
-            println!(
-                "{key:<14} {size:>9} {:>8} {reps:>4}  {:<26} {:<26} {:<26} {:>10}  {:<26} {:>10}",
-                c[0], c[1], c[2], c[3], c[4], f[0], f[1]
-            );
+            println!("{key:<14} {size:>9} {:>8} {reps:>4}  {:<26} {:<26} {:<26} {:>10}  {:<26} {:>10}", c[0], c[1], c[2], c[3], c[4], f[0], f[1]);
         }
     }
 }
@@ -156,14 +116,7 @@ fn child(phase: Phase, key: &str, size: usize, reps: usize) {
             drop(ast);
         }
         let peak = peak_kib();
-        println!(
-            "{}\t{}\t{}\t{}\t{}",
-            bytes(src.len()),
-            stats(&mut parse),
-            stats(&mut check),
-            stats(&mut both),
-            kib(peak)
-        );
+        println!("{}\t{}\t{}\t{}\t{}", bytes(src.len()), stats(&mut parse), stats(&mut check), stats(&mut both), kib(peak));
     } else {
         let ast = devmapc::parse(&src).expect("the spec parses");
         // The peak of formatting, not of the parse before it.
@@ -182,23 +135,10 @@ fn child(phase: Phase, key: &str, size: usize, reps: usize) {
 /// A valid spec with `size` distinct routes over a few devices.
 fn spec(key: &str, size: usize) -> String {
     let mut s = String::with_capacity(size * 32 + 1024);
-    writeln!(
-        s,
-        "// {size} routes keyed by {key}, generated by compiler/benches/check.rs"
-    )
-    .unwrap();
-    writeln!(
-        s,
-        "table {{\n    key         = {key}\n    max_entries = {}\n    on_miss     = drop\n}}\n",
-        size.max(1)
-    )
-    .unwrap();
+    writeln!(s, "// {size} routes keyed by {key}, generated by compiler/benches/check.rs").unwrap();
+    writeln!(s, "table {{\n    key         = {key}\n    max_entries = {}\n    on_miss     = drop\n}}\n", size.max(1)).unwrap();
     for d in 0..DEVICES {
-        let egress = if d % 2 == 1 {
-            format!(", egress = retag({})", 100 + d)
-        } else {
-            String::new()
-        };
+        let egress = if d % 2 == 1 { format!(", egress = retag({})", 100 + d) } else { String::new() };
         writeln!(s, "device port{d} {{ ifname = \"eth{d}\"{egress} }}").unwrap();
     }
     writeln!(s, "\negress retag(vid: u16) {{\n    vlan.id = vid\n    if has(ipv4) && ipv4.ttl <= 1 {{ drop }}\n    ipv4.ttl -= 1\n}}\n").unwrap();
@@ -218,14 +158,8 @@ fn spec(key: &str, size: usize) -> String {
                     writeln!(s, "route {}.{y}.{z}.1 -> port{target}", 100 + x).unwrap()
                 }
             }
-            "ipv4.dst" => {
-                writeln!(s, "route {}.{}.{}.{} -> port{target}", 10 + a, b, c, d).unwrap()
-            }
-            "eth.dst" => writeln!(
-                s,
-                "route 02:00:{a:02x}:{b:02x}:{c:02x}:{d:02x} -> port{target}"
-            )
-            .unwrap(),
+            "ipv4.dst" => writeln!(s, "route {}.{}.{}.{} -> port{target}", 10 + a, b, c, d).unwrap(),
+            "eth.dst" => writeln!(s, "route 02:00:{a:02x}:{b:02x}:{c:02x}:{d:02x} -> port{target}").unwrap(),
             other => panic!("no route generator for key `{other}`"),
         }
     }
@@ -241,11 +175,7 @@ fn reset_peak() {
 /// VmHWM of this process, in KiB.
 fn peak_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
 
 fn stats(times: &mut [Duration]) -> String {

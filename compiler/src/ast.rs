@@ -279,15 +279,9 @@ pub struct Stmt {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StmtKind {
     /// `field = value`
-    Assign {
-        field: Path,
-        value: Value,
-    },
+    Assign { field: Path, value: Value },
     /// `field -= amount`
-    Decrement {
-        field: Path,
-        amount: Value,
-    },
+    Decrement { field: Path, amount: Value },
     /// `vlan.push(x)`, `vlan.pop()`
     Call(Call),
     Drop,
@@ -325,11 +319,7 @@ pub enum CondKind {
     Not(Box<Cond>),
     /// `has(vlan)`
     Has(Ident),
-    Compare {
-        left: Value,
-        op: CmpOp,
-        right: Value,
-    },
+    Compare { left: Value, op: CmpOp, right: Value },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,10 +375,7 @@ pub enum TestStmtKind {
     /// `expect pass`
     ExpectPass,
     /// `expect DEV, DEV [PATTERN]`
-    ExpectOut {
-        devices: Vec<Ident>,
-        pattern: Option<Packet>,
-    },
+    ExpectOut { devices: Vec<Ident>, pattern: Option<Packet> },
 }
 
 /// Layers joined by `/`.

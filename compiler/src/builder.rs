@@ -36,32 +36,18 @@ pub struct Emit {
 }
 
 impl Emit {
-    pub const ALL: Emit = Emit {
-        c: true,
-        obj: true,
-        skel: true,
-        manifest: true,
-    };
+    pub const ALL: Emit = Emit { c: true, obj: true, skel: true, manifest: true };
 
     /// Parses `c,obj,skel,manifest`.
     pub fn parse(list: &str) -> Result<Emit, String> {
-        let mut emit = Emit {
-            c: false,
-            obj: false,
-            skel: false,
-            manifest: false,
-        };
+        let mut emit = Emit { c: false, obj: false, skel: false, manifest: false };
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match item {
                 "c" => emit.c = true,
                 "obj" => emit.obj = true,
                 "skel" => emit.skel = true,
                 "manifest" => emit.manifest = true,
-                other => {
-                    return Err(format!(
-                        "unknown output `{other}` (expected c, obj, skel or manifest)"
-                    ))
-                }
+                other => return Err(format!("unknown output `{other}` (expected c, obj, skel or manifest)")),
             }
         }
         Ok(emit)
@@ -102,16 +88,9 @@ pub struct Outputs {
 /// Why a build failed.
 #[derive(Debug)]
 pub enum BuildError {
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
     /// The spec has errors; the message shows them all, located.
-    Spec {
-        file: String,
-        rendered: String,
-        diagnostics: Vec<Diagnostic>,
-    },
+    Spec { file: String, rendered: String, diagnostics: Vec<Diagnostic> },
     /// No clang to compile with.
     NoClang { tried: Vec<String> },
     /// clang or the skeleton generator failed.
@@ -122,17 +101,9 @@ impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BuildError::Io { path, error } => write!(f, "{}: {error}", path.display()),
-            BuildError::Spec {
-                file,
-                rendered,
-                diagnostics,
-            } => {
+            BuildError::Spec { file, rendered, diagnostics } => {
                 let errors = diagnostics.iter().filter(|d| d.is_error()).count();
-                write!(
-                    f,
-                    "{file} has {errors} error{}:\n\n{rendered}",
-                    if errors == 1 { "" } else { "s" }
-                )
+                write!(f, "{file} has {errors} error{}:\n\n{rendered}", if errors == 1 { "" } else { "s" })
             }
             BuildError::NoClang { tried } => write!(
                 f,
@@ -150,13 +121,7 @@ impl std::error::Error for BuildError {}
 
 impl Builder {
     pub fn new(spec: impl Into<PathBuf>) -> Builder {
-        Builder {
-            spec: spec.into(),
-            out_dir: None,
-            clang: None,
-            emit: Emit::ALL,
-            typed: None,
-        }
+        Builder { spec: spec.into(), out_dir: None, clang: None, emit: Emit::ALL, typed: None }
     }
 
     /// Where outputs go (default: `OUT_DIR`, as in a build script).
@@ -188,8 +153,7 @@ impl Builder {
 
     /// Checks, lowers, renders and compiles the spec.
     pub fn build(&self) -> Result<Outputs, BuildError> {
-        let in_build_script = std::env::var_os("OUT_DIR").is_some()
-            && std::env::var_os("CARGO_MANIFEST_DIR").is_some();
+        let in_build_script = std::env::var_os("OUT_DIR").is_some() && std::env::var_os("CARGO_MANIFEST_DIR").is_some();
         if in_build_script {
             println!("cargo:rerun-if-changed={}", self.spec.display());
             println!("cargo:rerun-if-env-changed=DEVMAPC_CLANG");
@@ -201,53 +165,25 @@ impl Builder {
                 error: std::io::Error::other("no output directory: call .out_dir(...) (OUT_DIR is only set in build scripts)"),
             })?,
         };
-        let source = std::fs::read_to_string(&self.spec).map_err(|error| BuildError::Io {
-            path: self.spec.clone(),
-            error,
-        })?;
-        let file_name = self
-            .spec
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("spec.devmap")
-            .to_string();
+        let source = std::fs::read_to_string(&self.spec).map_err(|error| BuildError::Io { path: self.spec.clone(), error })?;
+        let file_name = self.spec.file_name().and_then(|n| n.to_str()).unwrap_or("spec.devmap").to_string();
         let checked = check_source(&source);
         let Some(model) = checked.model else {
             let file = self.spec.display().to_string();
             let rendered = render_plain(&file, &source, &checked.diagnostics);
-            return Err(BuildError::Spec {
-                file,
-                rendered,
-                diagnostics: checked.diagnostics,
-            });
+            return Err(BuildError::Spec { file, rendered, diagnostics: checked.diagnostics });
         };
         if in_build_script {
-            for line in render_plain(
-                &self.spec.display().to_string(),
-                &source,
-                &checked.diagnostics,
-            )
-            .lines()
-            .filter(|l| !l.is_empty())
-            {
+            for line in render_plain(&self.spec.display().to_string(), &source, &checked.diagnostics).lines().filter(|l| !l.is_empty()) {
                 println!("cargo:warning={line}");
             }
         }
         let ir = lower::lower(&model, &file_name, &source);
         let name = output_name(&self.spec);
-        std::fs::create_dir_all(&out_dir).map_err(|error| BuildError::Io {
-            path: out_dir.clone(),
-            error,
-        })?;
-        let mut outputs = Outputs {
-            name: name.clone(),
-            spec_warnings: checked.diagnostics,
-            ..Outputs::default()
-        };
+        std::fs::create_dir_all(&out_dir).map_err(|error| BuildError::Io { path: out_dir.clone(), error })?;
+        let mut outputs = Outputs { name: name.clone(), spec_warnings: checked.diagnostics, ..Outputs::default() };
         let mut emit = self.emit;
-        let typed = self
-            .typed
-            .unwrap_or(in_build_script && emit.obj && emit.manifest);
+        let typed = self.typed.unwrap_or(in_build_script && emit.obj && emit.manifest);
         if typed {
             emit.obj = true;
             emit.manifest = true;
@@ -267,12 +203,7 @@ impl Builder {
                 Some(c) => c.clone(),
                 None => find_clang()?,
             };
-            outputs.clang_output = compile(
-                &clang,
-                &c_path,
-                &obj_path,
-                emit.skel.then_some(skel_path.as_path()),
-            )?;
+            outputs.clang_output = compile(&clang, &c_path, &obj_path, emit.skel.then_some(skel_path.as_path()))?;
             if emit.obj {
                 outputs.obj = Some(obj_path);
             } else {
@@ -332,16 +263,7 @@ pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str) -> String {
 pub fn output_name(spec: &Path) -> String {
     let stem = spec.file_name().and_then(|n| n.to_str()).unwrap_or("spec");
     let stem = stem.split('.').next().unwrap_or(stem);
-    let mut name: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
         name.insert_str(0, "spec_");
     }
@@ -352,10 +274,7 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
-    std::fs::write(path, bytes).map_err(|error| BuildError::Io {
-        path: path.to_path_buf(),
-        error,
-    })
+    std::fs::write(path, bytes).map_err(|error| BuildError::Io { path: path.to_path_buf(), error })
 }
 
 /// The clang to use: `DEVMAPC_CLANG`, else the first that runs of `clang`,
@@ -369,9 +288,7 @@ pub fn find_clang() -> Result<PathBuf, BuildError> {
         }
         tried.push(format!("DEVMAPC_CLANG={}", path.display()));
     }
-    for name in [
-        "clang", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14",
-    ] {
+    for name in ["clang", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14"] {
         if runs(Path::new(name)) {
             return Ok(PathBuf::from(name));
         }
@@ -381,18 +298,14 @@ pub fn find_clang() -> Result<PathBuf, BuildError> {
 }
 
 fn runs(clang: &Path) -> bool {
-    std::process::Command::new(clang)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    std::process::Command::new(clang).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// Debian's multiarch include directory for the target, for `asm/types.h`
 /// under `-target bpf`. Never `/usr/include` itself: its old `bpf/*.h`
 /// would shadow the ones libbpf-cargo provides.
 fn multiarch_include() -> Option<PathBuf> {
-    let arch = std::env::var("CARGO_CFG_TARGET_ARCH")
-        .unwrap_or_else(|_| std::env::consts::ARCH.to_string());
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| std::env::consts::ARCH.to_string());
     let triple = match arch.as_str() {
         "x86" => "i386-linux-gnu".to_string(),
         "arm" => "arm-linux-gnueabihf".to_string(),
@@ -413,21 +326,10 @@ pub fn compile_bpf_c(c: &Path, obj: &Path) -> Result<Vec<String>, BuildError> {
 /// Compiles C → object (and skeleton) with libbpf-cargo, returning what
 /// clang printed. Debug info names the source relative to its directory, so
 /// that it records no absolute path.
-fn compile(
-    clang: &Path,
-    c: &Path,
-    obj: &Path,
-    skel: Option<&Path>,
-) -> Result<Vec<String>, BuildError> {
+fn compile(clang: &Path, c: &Path, obj: &Path, skel: Option<&Path>) -> Result<Vec<String>, BuildError> {
     let absolute = |p: &Path| -> Result<PathBuf, BuildError> {
-        let dir = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let dir = dir.canonicalize().map_err(|error| BuildError::Io {
-            path: dir.to_path_buf(),
-            error,
-        })?;
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = dir.canonicalize().map_err(|error| BuildError::Io { path: dir.to_path_buf(), error })?;
         Ok(dir.join(p.file_name().expect("a file")))
     };
     let (c, obj) = (absolute(c)?, absolute(obj)?);
@@ -438,17 +340,9 @@ fn compile(
     }
     // The linker keeps BTF but no DWARF; BTF line info names the source
     // file, which must not depend on where the output directory is.
-    args.push(
-        format!(
-            "-ffile-prefix-map={}=.",
-            c.parent().expect("absolute").display()
-        )
-        .into(),
-    );
+    args.push(format!("-ffile-prefix-map={}=.", c.parent().expect("absolute").display()).into());
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let collector = ClangOutput {
-        lines: lines.clone(),
-    };
+    let collector = ClangOutput { lines: lines.clone() };
     let result = tracing::subscriber::with_default(collector, || {
         let mut builder = libbpf_cargo::SkeletonBuilder::new();
         builder.source(&c).obj(&obj).clang(clang).clang_args(&args);
@@ -458,9 +352,7 @@ fn compile(
         }
     });
     let output = std::mem::take(&mut *lines.lock().expect("no panic while collecting"));
-    result.map_err(|e| BuildError::Compile {
-        message: format!("{e:#}"),
-    })?;
+    result.map_err(|e| BuildError::Compile { message: format!("{e:#}") })?;
     Ok(output)
 }
 
@@ -494,10 +386,7 @@ impl tracing::Subscriber for ClangOutput {
         }
         let mut text = String::new();
         event.record(&mut Message(&mut text));
-        self.lines
-            .lock()
-            .expect("no panic while collecting")
-            .push(text);
+        self.lines.lock().expect("no panic while collecting").push(text);
     }
 
     fn enter(&self, _: &tracing::span::Id) {}
@@ -520,24 +409,15 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(err, BuildError::Spec { .. }));
         assert!(text.contains("has 1 error"), "{text}");
-        assert!(
-            text.contains("error[devmap::E014]: route key `10.0.0.1` is an IPv4 address"),
-            "{text}"
-        );
+        assert!(text.contains("error[devmap::E014]: route key `10.0.0.1` is an IPv4 address"), "{text}");
         assert!(text.contains("bad.devmap:4:7"), "{text}");
-        assert!(
-            text.contains("4 | route 10.0.0.1 -> a\n  |       ^^^^^^^^ expected a number 0..=4095"),
-            "{text}"
-        );
+        assert!(text.contains("4 | route 10.0.0.1 -> a\n  |       ^^^^^^^^ expected a number 0..=4095"), "{text}");
         assert!(text.contains("= help: "), "{text}");
     }
 
     #[test]
     fn output_names_are_identifiers() {
-        assert_eq!(
-            output_name(Path::new("x/vlan-switch.devmap")),
-            "vlan_switch"
-        );
+        assert_eq!(output_name(Path::new("x/vlan-switch.devmap")), "vlan_switch");
         assert_eq!(output_name(Path::new("9lives.devmap")), "spec_9lives");
         assert_eq!(output_name(Path::new("Edge.Router.devmap")), "edge");
     }

@@ -27,11 +27,7 @@ pub fn check(spec: &ast::Spec) -> Checked {
     let model = checker.spec(spec);
     let mut diagnostics = checker.diagnostics;
     diagnostic::sort(&mut diagnostics);
-    let model = if diagnostics.iter().any(Diagnostic::is_error) {
-        None
-    } else {
-        model
-    };
+    let model = if diagnostics.iter().any(Diagnostic::is_error) { None } else { model };
     Checked { model, diagnostics }
 }
 
@@ -40,74 +36,19 @@ pub const MAX_NAME_LEN: usize = 64;
 
 /// Keywords of C (C89 to C23): names reach the generated C.
 const C_KEYWORDS: &[&str] = &[
-    "alignas",
-    "alignof",
-    "asm",
-    "auto",
-    "bool",
-    "break",
-    "case",
-    "char",
-    "const",
-    "constexpr",
-    "continue",
-    "default",
-    "do",
-    "double",
-    "else",
-    "enum",
-    "extern",
-    "false",
-    "float",
-    "for",
-    "goto",
-    "if",
-    "inline",
-    "int",
-    "long",
-    "nullptr",
-    "register",
-    "restrict",
-    "return",
-    "short",
-    "signed",
-    "sizeof",
-    "static",
-    "static_assert",
-    "struct",
-    "switch",
-    "thread_local",
-    "true",
-    "typedef",
-    "typeof",
-    "typeof_unqual",
-    "union",
-    "unsigned",
-    "void",
-    "volatile",
-    "while",
-    "_Alignas",
-    "_Alignof",
-    "_Atomic",
-    "_BitInt",
-    "_Bool",
-    "_Complex",
-    "_Decimal128",
-    "_Decimal32",
-    "_Decimal64",
-    "_Generic",
-    "_Imaginary",
-    "_Noreturn",
-    "_Static_assert",
-    "_Thread_local",
+    "alignas", "alignof", "asm", "auto", "bool", "break", "case", "char", "const", "constexpr", "continue", "default", "do",
+    "double", "else", "enum", "extern", "false", "float", "for", "goto", "if", "inline", "int", "long", "nullptr",
+    "register", "restrict", "return", "short", "signed", "sizeof", "static", "static_assert", "struct", "switch",
+    "thread_local", "true", "typedef", "typeof", "typeof_unqual", "union", "unsigned", "void", "volatile", "while",
+    "_Alignas", "_Alignof", "_Atomic", "_BitInt", "_Bool", "_Complex", "_Decimal128", "_Decimal32", "_Decimal64",
+    "_Generic", "_Imaginary", "_Noreturn", "_Static_assert", "_Thread_local",
 ];
 
 /// Words of the language itself, which would make a spec ambiguous as
 /// names (`expect drop`, a parameter called `vlan`).
 const RESERVED_WORDS: &[&str] = &[
-    "table", "device", "egress", "group", "ingress", "route", "test", "send", "expect", "has",
-    "lpm", "drop", "pass", "abort", "eth", "vlan", "ipv4", "ipv6", "ip", "l4", "udp", "tcp",
-    "payload",
+    "table", "device", "egress", "group", "ingress", "route", "test", "send", "expect", "has", "lpm", "drop", "pass",
+    "abort", "eth", "vlan", "ipv4", "ipv6", "ip", "l4", "udp", "tcp", "payload",
 ];
 
 #[derive(Default)]
@@ -163,11 +104,7 @@ impl Checker {
 
         let table = self.table(&items.tables);
         let programs: Vec<ProgramDef> = items.programs.iter().map(|p| self.program(p)).collect();
-        let devices: Vec<Option<DeviceDef>> = items
-            .devices
-            .iter()
-            .map(|d| self.device(d, &items.programs, &programs))
-            .collect();
+        let devices: Vec<Option<DeviceDef>> = items.devices.iter().map(|d| self.device(d, &items.programs, &programs)).collect();
         self.distinct_interfaces(&devices, &items.devices);
         let groups: Vec<GroupDef> = items.groups.iter().map(|g| self.group(g)).collect();
         let ingress = self.ingress(&items.ingress);
@@ -198,15 +135,13 @@ impl Checker {
         for (i, d) in items.devices.iter().enumerate() {
             self.name_ok(&d.name, "device");
             if self.unique(&mut first, &d.name) {
-                self.targets
-                    .insert(d.name.name.clone(), (Target::Device(i), d.name.span));
+                self.targets.insert(d.name.name.clone(), (Target::Device(i), d.name.span));
             }
         }
         for (i, g) in items.groups.iter().enumerate() {
             self.name_ok(&g.name, "group");
             if self.unique(&mut first, &g.name) {
-                self.targets
-                    .insert(g.name.name.clone(), (Target::Group(i), g.name.span));
+                self.targets.insert(g.name.name.clone(), (Target::Group(i), g.name.span));
             }
         }
         let mut first = HashMap::new();
@@ -222,41 +157,21 @@ impl Checker {
     /// acceptable.
     fn name_ok(&mut self, ident: &Ident, what: &str) -> bool {
         let name = ident.name.as_str();
-        let a_what = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
-            format!("an {what}")
-        } else {
-            format!("a {what}")
-        };
+        let a_what = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { format!("an {what}") } else { format!("a {what}") };
         let problem = if name.len() > MAX_NAME_LEN {
-            Some((
-                format!("the {what} name `{name}` is {} characters long", name.len()),
-                format!("names are at most {MAX_NAME_LEN} characters"),
-            ))
+            Some((format!("the {what} name `{name}` is {} characters long", name.len()), format!("names are at most {MAX_NAME_LEN} characters")))
         } else if C_KEYWORDS.contains(&name) {
-            Some((
-                format!("`{name}` is a C keyword and cannot name {a_what}"),
-                "names reach the generated C, where a keyword cannot be a name".into(),
-            ))
+            Some((format!("`{name}` is a C keyword and cannot name {a_what}"), "names reach the generated C, where a keyword cannot be a name".into()))
         } else if name.starts_with("devmapc_") || name.starts_with("__") {
-            Some((
-                format!("the {what} name `{name}` uses a reserved prefix"),
-                "names starting with `devmapc_` or `__` are reserved for generated code".into(),
-            ))
+            Some((format!("the {what} name `{name}` uses a reserved prefix"), "names starting with `devmapc_` or `__` are reserved for generated code".into()))
         } else if RESERVED_WORDS.contains(&name) {
-            Some((
-                format!("`{name}` is a word of the devmap language and cannot name {a_what}"),
-                "pick another name, e.g. `{name}0` or `my_{name}`".replace("{name}", name),
-            ))
+            Some((format!("`{name}` is a word of the devmap language and cannot name {a_what}"), "pick another name, e.g. `{name}0` or `my_{name}`".replace("{name}", name)))
         } else {
             None
         };
         match problem {
             Some((message, help)) => {
-                self.error(
-                    Diagnostic::new(Code::BadName, ident.span, message)
-                        .label("not allowed as a name")
-                        .help(help),
-                );
+                self.error(Diagnostic::new(Code::BadName, ident.span, message).label("not allowed as a name").help(help));
                 self.misnamed.insert(ident.name.clone());
                 false
             }
@@ -289,18 +204,11 @@ impl Checker {
         if let Some((target, _)) = self.targets.get(&ident.name) {
             return Some(*target);
         }
-        let mut d = Diagnostic::new(
-            Code::UnknownDevice,
-            ident.span,
-            format!("unknown device or group `{}` in {context}", ident.name),
-        )
-        .label("not declared");
+        let mut d = Diagnostic::new(Code::UnknownDevice, ident.span, format!("unknown device or group `{}` in {context}", ident.name))
+            .label("not declared");
         d = match suggest(&ident.name, self.targets.keys().map(String::as_str)) {
             Some(near) => d.help(format!("did you mean `{near}`?")),
-            None => d.help(format!(
-                "declare it: `device {} {{ ifname = \"...\" }}`",
-                ident.name
-            )),
+            None => d.help(format!("declare it: `device {} {{ ifname = \"...\" }}`", ident.name)),
         };
         self.error(d);
         None
@@ -312,13 +220,9 @@ impl Checker {
             Target::Device(i) => Some(i),
             Target::Group(_) => {
                 self.error(
-                    Diagnostic::new(
-                        code,
-                        ident.span,
-                        format!("`{}` is a group, but {context} takes a device", ident.name),
-                    )
-                    .label("a group")
-                    .help("name the group's member devices one by one"),
+                    Diagnostic::new(code, ident.span, format!("`{}` is a group, but {context} takes a device", ident.name))
+                        .label("a group")
+                        .help("name the group's member devices one by one"),
                 );
                 None
             }
@@ -329,41 +233,24 @@ impl Checker {
 
     /// Splits a block of settings by name, reporting unknown and repeated
     /// ones.
-    fn settings<'a>(
-        &mut self,
-        block: &'a Block<ast::Setting>,
-        allowed: &[&str],
-        what: &str,
-    ) -> HashMap<&'a str, &'a ast::Setting> {
+    fn settings<'a>(&mut self, block: &'a Block<ast::Setting>, allowed: &[&str], what: &str) -> HashMap<&'a str, &'a ast::Setting> {
         let mut found: HashMap<&str, &ast::Setting> = HashMap::new();
         for setting in &block.members {
             let name = setting.name.name.as_str();
             if !allowed.contains(&name) {
                 let list: Vec<String> = allowed.iter().map(|a| format!("`{a}`")).collect();
-                let mut d = Diagnostic::new(
-                    Code::UnknownSetting,
-                    setting.name.span,
-                    format!("{what} has no setting `{name}`"),
-                )
-                .label("unknown setting");
+                let mut d = Diagnostic::new(Code::UnknownSetting, setting.name.span, format!("{what} has no setting `{name}`")).label("unknown setting");
                 d = match suggest(name, allowed.iter().copied()) {
-                    Some(near) => d.help(format!(
-                        "did you mean `{near}`? {what} takes {}",
-                        list.join(", ")
-                    )),
+                    Some(near) => d.help(format!("did you mean `{near}`? {what} takes {}", list.join(", "))),
                     None => d.help(format!("{what} takes {}", list.join(", "))),
                 };
                 self.error(d);
             } else if let Some(previous) = found.get(name) {
                 self.error(
-                    Diagnostic::new(
-                        Code::DuplicateSetting,
-                        setting.name.span,
-                        format!("`{name}` is set twice"),
-                    )
-                    .label("set again here")
-                    .also(previous.name.span, "first set here")
-                    .help("keep one of the two"),
+                    Diagnostic::new(Code::DuplicateSetting, setting.name.span, format!("`{name}` is set twice"))
+                        .label("set again here")
+                        .also(previous.name.span, "first set here")
+                        .help("keep one of the two"),
                 );
             } else {
                 found.insert(name, setting);
@@ -376,35 +263,17 @@ impl Checker {
     fn int_setting(&mut self, setting: &ast::Setting, min: u64, max: u64) -> Option<u64> {
         let ValueKind::Int(int) = &setting.value.kind else {
             self.error(
-                Diagnostic::new(
-                    Code::BadSettingValue,
-                    setting.value.span,
-                    format!(
-                        "`{}` takes a number, not {}",
-                        setting.name.name,
-                        setting.value.kind.describe()
-                    ),
-                )
-                .label("expected a number")
-                .help(format!("write a number from {min} to {max}")),
+                Diagnostic::new(Code::BadSettingValue, setting.value.span, format!("`{}` takes a number, not {}", setting.name.name, setting.value.kind.describe()))
+                    .label("expected a number")
+                    .help(format!("write a number from {min} to {max}")),
             );
             return None;
         };
         if int.value < min || int.value > max {
             self.error(
-                Diagnostic::new(
-                    Code::OutOfRange,
-                    setting.value.span,
-                    format!(
-                        "`{}` is {}, outside {min}..={max}",
-                        setting.name.name, int.value
-                    ),
-                )
-                .label("out of range")
-                .help(format!(
-                    "`{}` is a number from {min} to {max}",
-                    setting.name.name
-                )),
+                Diagnostic::new(Code::OutOfRange, setting.value.span, format!("`{}` is {}, outside {min}..={max}", setting.name.name, int.value))
+                    .label("out of range")
+                    .help(format!("`{}` is a number from {min} to {max}", setting.name.name)),
             );
             return None;
         }
@@ -422,21 +291,9 @@ impl Checker {
         }
         let list: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
         self.error(
-            Diagnostic::new(
-                Code::BadSettingValue,
-                setting.value.span,
-                format!(
-                    "`{}` cannot be `{}`",
-                    setting.name.name,
-                    value_text(&setting.value)
-                ),
-            )
-            .label("not one of the choices")
-            .help(format!(
-                "`{}` is one of {}",
-                setting.name.name,
-                list.join(", ")
-            )),
+            Diagnostic::new(Code::BadSettingValue, setting.value.span, format!("`{}` cannot be `{}`", setting.name.name, value_text(&setting.value)))
+                .label("not one of the choices")
+                .help(format!("`{}` is one of {}", setting.name.name, list.join(", "))),
         );
         None
     }
@@ -454,31 +311,13 @@ impl Checker {
         };
         for other in extra {
             self.error(
-                Diagnostic::new(
-                    Code::TableCount,
-                    Span::new(other.span.start, other.span.start + 5),
-                    "a spec has exactly one `table`",
-                )
-                .label("second table")
-                .also(
-                    Span::new(table.span.start, table.span.start + 5),
-                    "first table",
-                )
-                .help("merge the two tables' settings into one"),
+                Diagnostic::new(Code::TableCount, Span::new(other.span.start, other.span.start + 5), "a spec has exactly one `table`")
+                    .label("second table")
+                    .also(Span::new(table.span.start, table.span.start + 5), "first table")
+                    .help("merge the two tables' settings into one"),
             );
         }
-        let s = self.settings(
-            &table.settings,
-            &[
-                "key",
-                "max_entries",
-                "on_miss",
-                "numa_node",
-                "access",
-                "counters",
-            ],
-            "`table`",
-        );
+        let s = self.settings(&table.settings, &["key", "max_entries", "on_miss", "numa_node", "access", "counters"], "`table`");
         let key = match s.get("key") {
             Some(setting) => {
                 self.key_span = Some(setting.value.span);
@@ -486,16 +325,9 @@ impl Checker {
             }
             None => {
                 self.error(
-                    Diagnostic::new(
-                        Code::MissingSetting,
-                        Span::new(table.span.start, table.span.start + 5),
-                        "the table has no `key`",
-                    )
-                    .label("needs `key = ...`")
-                    .help(format!(
-                        "say what each packet is looked up by, e.g. `key = vlan.id`; keys: {}",
-                        Field::list(|f| f.key_bits().is_some())
-                    )),
+                    Diagnostic::new(Code::MissingSetting, Span::new(table.span.start, table.span.start + 5), "the table has no `key`")
+                        .label("needs `key = ...`")
+                        .help(format!("say what each packet is looked up by, e.g. `key = vlan.id`; keys: {}", Field::list(|f| f.key_bits().is_some()))),
                 );
                 None
             }
@@ -505,14 +337,11 @@ impl Checker {
             None => Some(256),
         };
         let on_miss = match s.get("on_miss") {
-            Some(setting) => {
-                self.word_setting(setting, &["pass", "drop", "abort"])
-                    .map(|w| match w {
-                        "pass" => MissAction::Pass,
-                        "drop" => MissAction::Drop,
-                        _ => MissAction::Abort,
-                    })
-            }
+            Some(setting) => self.word_setting(setting, &["pass", "drop", "abort"]).map(|w| match w {
+                "pass" => MissAction::Pass,
+                "drop" => MissAction::Drop,
+                _ => MissAction::Abort,
+            }),
             None => Some(MissAction::Pass),
         };
         let numa_node = match s.get("numa_node") {
@@ -521,19 +350,15 @@ impl Checker {
             None => Some(None),
         };
         let access = match s.get("access") {
-            Some(setting) => self
-                .word_setting(setting, &["read_write", "read_only", "write_only"])
-                .map(|w| match w {
-                    "read_only" => Access::ReadOnly,
-                    "write_only" => Access::WriteOnly,
-                    _ => Access::ReadWrite,
-                }),
+            Some(setting) => self.word_setting(setting, &["read_write", "read_only", "write_only"]).map(|w| match w {
+                "read_only" => Access::ReadOnly,
+                "write_only" => Access::WriteOnly,
+                _ => Access::ReadWrite,
+            }),
             None => Some(Access::ReadWrite),
         };
         let counters = match s.get("counters") {
-            Some(setting) => self
-                .word_setting(setting, &["on", "off"])
-                .map(|w| w == "on"),
+            Some(setting) => self.word_setting(setting, &["on", "off"]).map(|w| w == "on"),
             None => Some(true),
         };
         Some(TableConfig {
@@ -553,13 +378,9 @@ impl Checker {
             ValueKind::Tuple(parts) => {
                 if parts.len() < 2 {
                     self.error(
-                        Diagnostic::new(
-                            Code::BadKey,
-                            value.span,
-                            "a composite key needs at least two fields",
-                        )
-                        .label("one field in parentheses")
-                        .help("write the field without parentheses, e.g. `key = vlan.id`"),
+                        Diagnostic::new(Code::BadKey, value.span, "a composite key needs at least two fields")
+                            .label("one field in parentheses")
+                            .help("write the field without parentheses, e.g. `key = vlan.id`"),
                     );
                     return None;
                 }
@@ -568,15 +389,7 @@ impl Checker {
                 for part in parts {
                     match self.key_field(part) {
                         Some(f) if fields.contains(&f) => {
-                            self.error(
-                                Diagnostic::new(
-                                    Code::BadKey,
-                                    part.span,
-                                    format!("`{f}` appears twice in the key"),
-                                )
-                                .label("repeated")
-                                .help("list each field once"),
-                            );
+                            self.error(Diagnostic::new(Code::BadKey, part.span, format!("`{f}` appears twice in the key")).label("repeated").help("list each field once"));
                             ok = false;
                         }
                         Some(f) => fields.push(f),
@@ -588,32 +401,18 @@ impl Checker {
             ValueKind::Call(call) if call.callee.dotted() == "lpm" => {
                 let [arg] = call.args.as_slice() else {
                     self.error(
-                        Diagnostic::new(
-                            Code::BadKey,
-                            value.span,
-                            format!("`lpm` takes one address field, not {}", call.args.len()),
-                        )
-                        .label("expected `lpm(field)`")
-                        .help(format!(
-                            "e.g. `key = lpm(ipv4.dst)`; address fields: {}",
-                            Field::list(|f| f.is_address() && f.key_bits().is_some())
-                        )),
+                        Diagnostic::new(Code::BadKey, value.span, format!("`lpm` takes one address field, not {}", call.args.len()))
+                            .label("expected `lpm(field)`")
+                            .help(format!("e.g. `key = lpm(ipv4.dst)`; address fields: {}", Field::list(|f| f.is_address() && f.key_bits().is_some()))),
                     );
                     return None;
                 };
                 let field = self.key_field(arg)?;
                 if !field.is_address() {
                     self.error(
-                        Diagnostic::new(
-                            Code::BadKey,
-                            arg.span,
-                            format!("`lpm` needs an address field; `{field}` is not one"),
-                        )
-                        .label("not an address")
-                        .help(format!(
-                            "longest-prefix match works on {}; key on `{field}` directly",
-                            Field::list(|f| f.is_address() && f.key_bits().is_some())
-                        )),
+                        Diagnostic::new(Code::BadKey, arg.span, format!("`lpm` needs an address field; `{field}` is not one"))
+                            .label("not an address")
+                            .help(format!("longest-prefix match works on {}; key on `{field}` directly", Field::list(|f| f.is_address() && f.key_bits().is_some()))),
                     );
                     return None;
                 }
@@ -621,16 +420,9 @@ impl Checker {
             }
             _ => {
                 self.error(
-                    Diagnostic::new(
-                        Code::BadKey,
-                        value.span,
-                        format!("{} cannot be a table key", value.kind.describe()),
-                    )
-                    .label("not a key expression")
-                    .help(format!(
-                        "a key is a field ({}), a tuple of fields, or `lpm(field)`",
-                        Field::list(|f| f.key_bits().is_some())
-                    )),
+                    Diagnostic::new(Code::BadKey, value.span, format!("{} cannot be a table key", value.kind.describe()))
+                        .label("not a key expression")
+                        .help(format!("a key is a field ({}), a tuple of fields, or `lpm(field)`", Field::list(|f| f.key_bits().is_some()))),
                 );
                 None
             }
@@ -642,13 +434,9 @@ impl Checker {
         let keys = Field::list(|f| f.key_bits().is_some());
         let ValueKind::Path(path) = &value.kind else {
             self.error(
-                Diagnostic::new(
-                    Code::BadKey,
-                    value.span,
-                    format!("{} cannot be part of a key", value.kind.describe()),
-                )
-                .label("expected a field")
-                .help(format!("key fields: {keys}")),
+                Diagnostic::new(Code::BadKey, value.span, format!("{} cannot be part of a key", value.kind.describe()))
+                    .label("expected a field")
+                    .help(format!("key fields: {keys}")),
             );
             return None;
         };
@@ -660,12 +448,9 @@ impl Checker {
                     Some(_) => format!("`{dotted}` cannot be a key"),
                     None => format!("unknown field `{dotted}`"),
                 };
-                let mut d =
-                    Diagnostic::new(Code::BadKey, value.span, message).label("not a key field");
+                let mut d = Diagnostic::new(Code::BadKey, value.span, message).label("not a key field");
                 d = match suggest(&dotted, keys.split(", ").map(|k| k.trim_matches('`'))) {
-                    Some(near) if found.is_none() => {
-                        d.help(format!("did you mean `{near}`? key fields: {keys}"))
-                    }
+                    Some(near) if found.is_none() => d.help(format!("did you mean `{near}`? key fields: {keys}")),
                     _ => d.help(format!("key fields: {keys}")),
                 };
                 self.error(d);
@@ -688,51 +473,28 @@ impl Checker {
             if let Some(&span) = first.get(param.name.name.as_str()) {
                 repeated[i] = true;
                 self.error(
-                    Diagnostic::new(
-                        Code::DuplicateName,
-                        param.name.span,
-                        format!("parameter `{}` is declared twice", param.name.name),
-                    )
-                    .label("declared again here")
-                    .also(span, "first declared here")
-                    .help("each parameter of a program needs its own name"),
+                    Diagnostic::new(Code::DuplicateName, param.name.span, format!("parameter `{}` is declared twice", param.name.name))
+                        .label("declared again here")
+                        .also(span, "first declared here")
+                        .help("each parameter of a program needs its own name"),
                 );
             }
             first.insert(param.name.name.as_str(), param.name.span);
             let ty = Ty::from_param_type(&param.ty.name).unwrap_or_else(|| {
                 untyped.insert(i);
                 self.error(
-                    Diagnostic::new(
-                        Code::BadParam,
-                        param.ty.span,
-                        format!("unknown parameter type `{}`", param.ty.name),
-                    )
-                    .label("not a type")
-                    .help(
-                        match suggest(
-                            &param.ty.name,
-                            ["u8", "u16", "u32", "mac", "ipv4", "ipv6"].into_iter(),
-                        ) {
-                            Some(near) => {
-                                format!("did you mean `{near}`? a parameter is {}", Ty::PARAM_TYPES)
-                            }
+                    Diagnostic::new(Code::BadParam, param.ty.span, format!("unknown parameter type `{}`", param.ty.name))
+                        .label("not a type")
+                        .help(match suggest(&param.ty.name, ["u8", "u16", "u32", "mac", "ipv4", "ipv6"].into_iter()) {
+                            Some(near) => format!("did you mean `{near}`? a parameter is {}", Ty::PARAM_TYPES),
                             None => format!("a parameter is {}", Ty::PARAM_TYPES),
-                        },
-                    ),
+                        }),
                 );
                 Ty::U32
             });
-            params.push(ParamDef {
-                name: param.name.name.clone(),
-                ty,
-            });
+            params.push(ParamDef { name: param.name.name.clone(), ty });
         }
-        let mut scope = Scope {
-            params: &params,
-            used: vec![false; params.len()],
-            vlan: HashSet::new(),
-            untyped,
-        };
+        let mut scope = Scope { params: &params, used: vec![false; params.len()], vlan: HashSet::new(), untyped };
         let body = self.stmts(&program.body, &mut scope);
         for (i, used) in scope.used.iter().enumerate() {
             if !used && !repeated[i] {
@@ -746,20 +508,11 @@ impl Checker {
         }
         self.vlan_params.push(scope.vlan);
         self.untyped_params.push(scope.untyped);
-        ProgramDef {
-            name: program.name.name.clone(),
-            params,
-            body,
-            span: program.span,
-        }
+        ProgramDef { name: program.name.name.clone(), params, body, span: program.span }
     }
 
     fn stmts(&mut self, block: &Block<ast::Stmt>, scope: &mut Scope) -> Vec<Stmt> {
-        block
-            .members
-            .iter()
-            .filter_map(|s| self.stmt(s, scope))
-            .collect()
+        block.members.iter().filter_map(|s| self.stmt(s, scope)).collect()
     }
 
     fn stmt(&mut self, stmt: &ast::Stmt, scope: &mut Scope) -> Option<Stmt> {
@@ -769,41 +522,27 @@ impl Checker {
             StmtKind::Assign { field, value } => {
                 let target = self.written_field(field, Field::assignable, "=")?;
                 let value = self.operand(value, scope, Some(target))?;
-                Some(Stmt::Assign {
-                    field: target,
-                    value,
-                })
+                Some(Stmt::Assign { field: target, value })
             }
             StmtKind::Decrement { field, amount } => {
                 let target = self.written_field(field, Field::decrementable, "-=")?;
                 let ValueKind::Int(int) = amount.kind else {
                     self.error(
-                        Diagnostic::new(
-                            Code::TypeMismatch,
-                            amount.span,
-                            format!("`-=` takes a number, not {}", amount.kind.describe()),
-                        )
-                        .label("expected a number")
-                        .help(format!("e.g. `{target} -= 1`")),
+                        Diagnostic::new(Code::TypeMismatch, amount.span, format!("`-=` takes a number, not {}", amount.kind.describe()))
+                            .label("expected a number")
+                            .help(format!("e.g. `{target} -= 1`")),
                     );
                     return None;
                 };
                 if !(1..=255).contains(&int.value) {
                     self.error(
-                        Diagnostic::new(
-                            Code::OutOfRange,
-                            amount.span,
-                            format!("cannot subtract {} from `{target}`", int.value),
-                        )
-                        .label("out of range")
-                        .help("subtract 1 to 255; the field stops at 0"),
+                        Diagnostic::new(Code::OutOfRange, amount.span, format!("cannot subtract {} from `{target}`", int.value))
+                            .label("out of range")
+                            .help("subtract 1 to 255; the field stops at 0"),
                     );
                     return None;
                 }
-                Some(Stmt::Decrement {
-                    field: target,
-                    amount: int.value as u8,
-                })
+                Some(Stmt::Decrement { field: target, amount: int.value as u8 })
             }
             StmtKind::Call(call) => {
                 let name = call.callee.dotted();
@@ -812,39 +551,23 @@ impl Checker {
                     "vlan.pop" => (0, "`vlan.pop()` removes the outer tag"),
                     _ => {
                         self.error(
-                            Diagnostic::new(
-                                Code::BadStatement,
-                                call.callee.span,
-                                format!("unknown operation `{name}`"),
-                            )
-                            .label("not an operation")
-                            .help("the operations are `vlan.push(id)` and `vlan.pop()`"),
+                            Diagnostic::new(Code::BadStatement, call.callee.span, format!("unknown operation `{name}`"))
+                                .label("not an operation")
+                                .help("the operations are `vlan.push(id)` and `vlan.pop()`"),
                         );
                         return None;
                     }
                 };
                 if call.args.len() != arity {
                     self.error(
-                        Diagnostic::new(
-                            Code::ArgCount,
-                            stmt.span,
-                            format!(
-                                "`{name}` takes {arity} argument{}, not {}",
-                                if arity == 1 { "" } else { "s" },
-                                call.args.len()
-                            ),
-                        )
-                        .label("wrong number of arguments")
-                        .help(help),
+                        Diagnostic::new(Code::ArgCount, stmt.span, format!("`{name}` takes {arity} argument{}, not {}", if arity == 1 { "" } else { "s" }, call.args.len()))
+                            .label("wrong number of arguments")
+                            .help(help),
                     );
                     return None;
                 }
                 match call.args.first() {
-                    Some(arg) => Some(Stmt::VlanPush(self.operand(
-                        arg,
-                        scope,
-                        Some(Field::VlanId),
-                    )?)),
+                    Some(arg) => Some(Stmt::VlanPush(self.operand(arg, scope, Some(Field::VlanId))?)),
                     None => Some(Stmt::VlanPop),
                 }
             }
@@ -860,47 +583,27 @@ impl Checker {
             Some(ast::Else::Block(block)) => self.stmts(block, scope),
             Some(ast::Else::If(stmt)) => self.stmt(stmt, scope).into_iter().collect(),
         };
-        Some(Stmt::If {
-            cond: cond?,
-            then,
-            otherwise,
-        })
+        Some(Stmt::If { cond: cond?, then, otherwise })
     }
 
     /// The field written by `=` or `-=`, if that is allowed.
-    fn written_field(
-        &mut self,
-        path: &ast::Path,
-        allowed: fn(Field) -> bool,
-        op: &str,
-    ) -> Option<Field> {
+    fn written_field(&mut self, path: &ast::Path, allowed: fn(Field) -> bool, op: &str) -> Option<Field> {
         let dotted = path.dotted();
         let writable = Field::list(allowed);
         match Field::from_path(&dotted) {
             Some(field) if allowed(field) => Some(field),
             Some(field) => {
                 self.error(
-                    Diagnostic::new(
-                        Code::BadStatement,
-                        path.span,
-                        format!("`{field}` cannot be changed with `{op}`"),
-                    )
-                    .label("not writable this way")
-                    .help(format!("`{op}` works on {writable}")),
+                    Diagnostic::new(Code::BadStatement, path.span, format!("`{field}` cannot be changed with `{op}`"))
+                        .label("not writable this way")
+                        .help(format!("`{op}` works on {writable}")),
                 );
                 None
             }
             None => {
-                let mut d = Diagnostic::new(
-                    Code::BadStatement,
-                    path.span,
-                    format!("unknown field `{dotted}`"),
-                )
-                .label("no such field");
+                let mut d = Diagnostic::new(Code::BadStatement, path.span, format!("unknown field `{dotted}`")).label("no such field");
                 d = match suggest(&dotted, writable.split(", ").map(|k| k.trim_matches('`'))) {
-                    Some(near) => {
-                        d.help(format!("did you mean `{near}`? `{op}` works on {writable}"))
-                    }
+                    Some(near) => d.help(format!("did you mean `{near}`? `{op}` works on {writable}")),
                     None => d.help(format!("`{op}` works on {writable}")),
                 };
                 self.error(d);
@@ -911,12 +614,7 @@ impl Checker {
 
     /// A value read by a statement or a condition. With `into`, the value
     /// is stored into that field and must fit it.
-    fn operand(
-        &mut self,
-        value: &Value,
-        scope: &mut Scope,
-        into: Option<Field>,
-    ) -> Option<Operand> {
+    fn operand(&mut self, value: &Value, scope: &mut Scope, into: Option<Field>) -> Option<Operand> {
         let (operand, ty) = match &value.kind {
             ValueKind::Path(path) => {
                 if let Some(name) = path.as_name() {
@@ -932,23 +630,13 @@ impl Checker {
                             (Operand::Param(i), scope.params[i].ty)
                         }
                         None => {
-                            let names: Vec<&str> =
-                                scope.params.iter().map(|p| p.name.as_str()).collect();
-                            let mut d = Diagnostic::new(
-                                Code::BadCondition,
-                                name.span,
-                                format!("unknown parameter `{}`", name.name),
-                            )
-                            .label("not a parameter of this program");
+                            let names: Vec<&str> = scope.params.iter().map(|p| p.name.as_str()).collect();
+                            let mut d = Diagnostic::new(Code::BadCondition, name.span, format!("unknown parameter `{}`", name.name)).label("not a parameter of this program");
                             d = match suggest(&name.name, names.iter().copied()) {
                                 Some(near) => d.help(format!("did you mean `{near}`?")),
                                 None => d.help("declare it in the program's parameters: `egress name(param: u16) { ... }`"),
                             };
-                            self.error(d.with_code(if into.is_some() {
-                                Code::BadStatement
-                            } else {
-                                Code::BadCondition
-                            }));
+                            self.error(d.with_code(if into.is_some() { Code::BadStatement } else { Code::BadCondition }));
                             return None;
                         }
                     }
@@ -958,26 +646,12 @@ impl Checker {
                         Some(field) if field.readable() => (Operand::Field(field), field.ty()),
                         _ => {
                             let readable = Field::list(Field::readable);
-                            let mut d = Diagnostic::new(
-                                Code::BadCondition,
-                                path.span,
-                                format!("`{dotted}` cannot be read in an egress program"),
-                            )
-                            .label("not a readable field");
-                            d = match suggest(
-                                &dotted,
-                                readable.split(", ").map(|k| k.trim_matches('`')),
-                            ) {
-                                Some(near) => d.help(format!(
-                                    "did you mean `{near}`? readable fields: {readable}"
-                                )),
+                            let mut d = Diagnostic::new(Code::BadCondition, path.span, format!("`{dotted}` cannot be read in an egress program")).label("not a readable field");
+                            d = match suggest(&dotted, readable.split(", ").map(|k| k.trim_matches('`'))) {
+                                Some(near) => d.help(format!("did you mean `{near}`? readable fields: {readable}")),
                                 None => d.help(format!("readable fields: {readable}")),
                             };
-                            self.error(d.with_code(if into.is_some() {
-                                Code::BadStatement
-                            } else {
-                                Code::BadCondition
-                            }));
+                            self.error(d.with_code(if into.is_some() { Code::BadStatement } else { Code::BadCondition }));
                             return None;
                         }
                     }
@@ -992,9 +666,7 @@ impl Checker {
             self.fits(value, ty, field.ty(), field, || format!("`{field}`"))?;
             // A field's value is only known per packet: storing it in a
             // narrower field would silently cut it.
-            if let (Operand::Field(from), Ty::Uint { max: have }, Ty::Uint { max: room }) =
-                (operand, ty, field.ty())
-            {
+            if let (Operand::Field(from), Ty::Uint { max: have }, Ty::Uint { max: room }) = (operand, ty, field.ty()) {
                 if have > room {
                     self.error(
                         Diagnostic::new(Code::TypeMismatch, value.span, format!("`{from}` can be up to {have}, which does not fit in `{field}` (at most {room})"))
@@ -1011,48 +683,23 @@ impl Checker {
     /// Reports a value of type `ty` that cannot go where `expected` is
     /// wanted. `field` picks the VLAN-specific code; `place` names the
     /// destination.
-    fn fits(
-        &mut self,
-        value: &Value,
-        ty: Ty,
-        expected: Ty,
-        field: Field,
-        place: impl Fn() -> String,
-    ) -> Option<()> {
+    fn fits(&mut self, value: &Value, ty: Ty, expected: Ty, field: Field, place: impl Fn() -> String) -> Option<()> {
         match (ty, expected) {
-            (Ty::Uint { max: n }, Ty::Uint { max })
-                if matches!(value.kind, ValueKind::Int(_)) && n > max =>
-            {
+            (Ty::Uint { max: n }, Ty::Uint { max }) if matches!(value.kind, ValueKind::Int(_)) && n > max => {
                 let (code, help) = if field == Field::VlanId {
-                    (
-                        Code::VlanIdRange,
-                        "a VLAN id is 0 to 4095 (12 bits)".to_string(),
-                    )
+                    (Code::VlanIdRange, "a VLAN id is 0 to 4095 (12 bits)".to_string())
                 } else {
                     (Code::OutOfRange, format!("{} is at most {max}", place()))
                 };
-                self.error(
-                    Diagnostic::new(code, value.span, format!("{n} does not fit in {}", place()))
-                        .label(format!("above {max}"))
-                        .help(help),
-                );
+                self.error(Diagnostic::new(code, value.span, format!("{n} does not fit in {}", place())).label(format!("above {max}")).help(help));
                 None
             }
             _ if ty.fits_in(expected) => Some(()),
             _ => {
                 self.error(
-                    Diagnostic::new(
-                        Code::TypeMismatch,
-                        value.span,
-                        format!(
-                            "{} holds {}, not {}",
-                            place(),
-                            ty_words(expected),
-                            describe_ty(value, ty)
-                        ),
-                    )
-                    .label(format!("expected {}", ty_words(expected)))
-                    .help(format!("give {} {}", place(), ty_words(expected))),
+                    Diagnostic::new(Code::TypeMismatch, value.span, format!("{} holds {}, not {}", place(), ty_words(expected), describe_ty(value, ty)))
+                        .label(format!("expected {}", ty_words(expected)))
+                        .help(format!("give {} {}", place(), ty_words(expected))),
                 );
                 None
             }
@@ -1068,16 +715,9 @@ impl Checker {
             ValueKind::Ipv6(a) => Const::Ipv6(*a),
             other => {
                 self.error(
-                    Diagnostic::new(
-                        Code::TypeMismatch,
-                        value.span,
-                        format!(
-                            "expected a number or an address, found {}",
-                            other.describe()
-                        ),
-                    )
-                    .label("not a constant")
-                    .help("write a number, a MAC, an IPv4 or an IPv6 address"),
+                    Diagnostic::new(Code::TypeMismatch, value.span, format!("expected a number or an address, found {}", other.describe()))
+                        .label("not a constant")
+                        .help("write a number, a MAC, an IPv4 or an IPv6 address"),
                 );
                 return None;
             }
@@ -1089,24 +729,16 @@ impl Checker {
             CondKind::Or(parts) | CondKind::And(parts) => {
                 let parts: Vec<Option<Cond>> = parts.iter().map(|c| self.cond(c, scope)).collect();
                 let parts = parts.into_iter().collect::<Option<Vec<_>>>()?;
-                Some(if matches!(cond.kind, CondKind::Or(_)) {
-                    Cond::Or(parts)
-                } else {
-                    Cond::And(parts)
-                })
+                Some(if matches!(cond.kind, CondKind::Or(_)) { Cond::Or(parts) } else { Cond::And(parts) })
             }
             CondKind::Not(inner) => Some(Cond::Not(Box::new(self.cond(inner, scope)?))),
             CondKind::Has(header) => match Header::from_has(&header.name) {
                 Some(h) => Some(Cond::Has(h)),
                 None => {
                     self.error(
-                        Diagnostic::new(
-                            Code::BadCondition,
-                            header.span,
-                            format!("`has` does not know the header `{}`", header.name),
-                        )
-                        .label("not a header")
-                        .help("`has` takes `eth`, `vlan`, `ipv4`, `ipv6`, `ip` or `l4`"),
+                        Diagnostic::new(Code::BadCondition, header.span, format!("`has` does not know the header `{}`", header.name))
+                            .label("not a header")
+                            .help("`has` takes `eth`, `vlan`, `ipv4`, `ipv6`, `ip` or `l4`"),
                     );
                     None
                 }
@@ -1119,13 +751,9 @@ impl Checker {
                     (Operand::Field(f), _) | (_, Operand::Field(f)) => f,
                     _ => {
                         self.error(
-                            Diagnostic::new(
-                                Code::BadCondition,
-                                cond.span,
-                                "a comparison needs a header field on one side",
-                            )
-                            .label("compares two values known in advance")
-                            .help("compare a field with a value, e.g. `ipv4.ttl <= 1`"),
+                            Diagnostic::new(Code::BadCondition, cond.span, "a comparison needs a header field on one side")
+                                .label("compares two values known in advance")
+                                .help("compare a field with a value, e.g. `ipv4.ttl <= 1`"),
                         );
                         return None;
                     }
@@ -1136,20 +764,11 @@ impl Checker {
                     Operand::Field(f) => f.ty(),
                 };
                 let (lt, rt) = (ty_of(l), ty_of(r));
-                let (other, other_value, other_ty) = if matches!(l, Operand::Field(_)) {
-                    (r, right, rt)
-                } else {
-                    (l, left, lt)
-                };
+                let (other, other_value, other_ty) = if matches!(l, Operand::Field(_)) { (r, right, rt) } else { (l, left, lt) };
                 if !matches!(other, Operand::Param(i) if scope.untyped.contains(&i)) {
-                    self.fits(other_value, other_ty, field.ty(), field, || {
-                        format!("`{field}`")
-                    })?;
+                    self.fits(other_value, other_ty, field.ty(), field, || format!("`{field}`"))?;
                 }
-                let ordered = matches!(
-                    op,
-                    ast::CmpOp::Lt | ast::CmpOp::Le | ast::CmpOp::Gt | ast::CmpOp::Ge
-                );
+                let ordered = matches!(op, ast::CmpOp::Lt | ast::CmpOp::Le | ast::CmpOp::Gt | ast::CmpOp::Ge);
                 if ordered && !matches!(field.ty(), Ty::Uint { .. }) {
                     self.error(
                         Diagnostic::new(Code::BadCondition, cond.span, format!("`{}` cannot order {}", op.as_str(), match field.ty() {
@@ -1163,125 +782,73 @@ impl Checker {
                     );
                     return None;
                 }
-                Some(Cond::Compare {
-                    left: l,
-                    op: *op,
-                    right: r,
-                })
+                Some(Cond::Compare { left: l, op: *op, right: r })
             }
         }
     }
 
     // ---------------------------------------------------------- devices
 
-    fn device(
-        &mut self,
-        device: &ast::Device,
-        asts: &[&ast::Egress],
-        programs: &[ProgramDef],
-    ) -> Option<DeviceDef> {
-        let s = self.settings(
-            &device.settings,
-            &["ifname", "ifindex", "egress"],
-            &format!("device `{}`", device.name.name),
-        );
+    fn device(&mut self, device: &ast::Device, asts: &[&ast::Egress], programs: &[ProgramDef]) -> Option<DeviceDef> {
+        let s = self.settings(&device.settings, &["ifname", "ifindex", "egress"], &format!("device `{}`", device.name.name));
         let binding = match (s.get("ifname"), s.get("ifindex")) {
             (Some(name), Some(index)) => {
                 self.error(
-                    Diagnostic::new(
-                        Code::DeviceBinding,
-                        index.span,
-                        format!(
-                            "device `{}` has both `ifname` and `ifindex`",
-                            device.name.name
-                        ),
-                    )
-                    .label("second binding")
-                    .also(name.span, "first binding")
-                    .help("a device is found by exactly one of them; keep one"),
+                    Diagnostic::new(Code::DeviceBinding, index.span, format!("device `{}` has both `ifname` and `ifindex`", device.name.name))
+                        .label("second binding")
+                        .also(name.span, "first binding")
+                        .help("a device is found by exactly one of them; keep one"),
                 );
                 None
             }
             (None, None) => {
                 self.error(
-                    Diagnostic::new(
-                        Code::DeviceBinding,
-                        device.name.span,
-                        format!(
-                            "device `{}` has neither `ifname` nor `ifindex`",
-                            device.name.name
-                        ),
-                    )
-                    .label("not bound to an interface")
-                    .help("add `ifname = \"eth0\"` or `ifindex = 2`"),
+                    Diagnostic::new(Code::DeviceBinding, device.name.span, format!("device `{}` has neither `ifname` nor `ifindex`", device.name.name))
+                        .label("not bound to an interface")
+                        .help("add `ifname = \"eth0\"` or `ifindex = 2`"),
                 );
                 None
             }
             (Some(name), None) => self.ifname(name).map(Binding::Ifname),
-            (None, Some(index)) => self
-                .int_setting(index, 1, i32::MAX as u64)
-                .map(|n| Binding::Ifindex(n as u32)),
+            (None, Some(index)) => self.int_setting(index, 1, i32::MAX as u64).map(|n| Binding::Ifindex(n as u32)),
         };
         let egress = match s.get("egress") {
             Some(setting) => Some(self.egress_use(setting, asts, programs)?),
             None => None,
         };
-        Some(DeviceDef {
-            name: device.name.name.clone(),
-            binding: binding?,
-            egress,
-            span: device.span,
-        })
+        Some(DeviceDef { name: device.name.name.clone(), binding: binding?, egress, span: device.span })
     }
 
     /// An interface name Linux accepts (`dev_valid_name` in net/core/dev.c).
     fn ifname(&mut self, setting: &ast::Setting) -> Option<String> {
         let ValueKind::Str(name) = &setting.value.kind else {
             self.error(
-                Diagnostic::new(
-                    Code::BadSettingValue,
-                    setting.value.span,
-                    format!(
-                        "`ifname` takes a string, not {}",
-                        setting.value.kind.describe()
-                    ),
-                )
-                .label("expected a quoted name")
-                .help("write the interface name in quotes: `ifname = \"eth0\"`"),
+                Diagnostic::new(Code::BadSettingValue, setting.value.span, format!("`ifname` takes a string, not {}", setting.value.kind.describe()))
+                    .label("expected a quoted name")
+                    .help("write the interface name in quotes: `ifname = \"eth0\"`"),
             );
             return None;
         };
         let problem = if name.is_empty() {
             Some("is empty".to_string())
         } else if name.len() > 15 {
-            Some(format!(
-                "is {} bytes long; Linux allows at most 15",
-                name.len()
-            ))
+            Some(format!("is {} bytes long; Linux allows at most 15", name.len()))
         } else if name == "." || name == ".." {
             Some("is `.` or `..`".to_string())
         } else {
-            name.chars()
-                .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0')
-                .map(|c| match c {
-                    ' ' => "contains a space".to_string(),
-                    '\0' => "contains a NUL byte".to_string(),
-                    c if c.is_whitespace() => format!("contains white space ({c:?})"),
-                    c => format!("contains `{c}`"),
-                })
+            name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || *c == '\0').map(|c| match c {
+                ' ' => "contains a space".to_string(),
+                '\0' => "contains a NUL byte".to_string(),
+                c if c.is_whitespace() => format!("contains white space ({c:?})"),
+                c => format!("contains `{c}`"),
+            })
         };
         match problem {
             Some(problem) => {
                 self.error(
-                    Diagnostic::new(
-                        Code::BadIfname,
-                        setting.value.span,
-                        format!("interface name \"{name}\" {problem}"),
-                    )
-                    .label("not a valid interface name")
-                    .help(
-                        "Linux interface names are 1 to 15 bytes, without `/`, `:` or white space",
-                    ),
+                    Diagnostic::new(Code::BadIfname, setting.value.span, format!("interface name \"{name}\" {problem}"))
+                        .label("not a valid interface name")
+                        .help("Linux interface names are 1 to 15 bytes, without `/`, `:` or white space"),
                 );
                 None
             }
@@ -1290,37 +857,21 @@ impl Checker {
     }
 
     /// `egress = program` or `egress = program(args)` on a device.
-    fn egress_use(
-        &mut self,
-        setting: &ast::Setting,
-        asts: &[&ast::Egress],
-        programs: &[ProgramDef],
-    ) -> Option<EgressUse> {
+    fn egress_use(&mut self, setting: &ast::Setting, asts: &[&ast::Egress], programs: &[ProgramDef]) -> Option<EgressUse> {
         let (name, args): (&Ident, &[Value]) = match &setting.value.kind {
             ValueKind::Path(p) if p.as_name().is_some() => (p.as_name().unwrap(), &[]),
-            ValueKind::Call(c) if c.callee.as_name().is_some() => {
-                (c.callee.as_name().unwrap(), &c.args)
-            }
+            ValueKind::Call(c) if c.callee.as_name().is_some() => (c.callee.as_name().unwrap(), &c.args),
             other => {
                 self.error(
-                    Diagnostic::new(
-                        Code::BadSettingValue,
-                        setting.value.span,
-                        format!("`egress` takes a program, not {}", other.describe()),
-                    )
-                    .label("expected a program name")
-                    .help("write `egress = name` or `egress = name(args)`"),
+                    Diagnostic::new(Code::BadSettingValue, setting.value.span, format!("`egress` takes a program, not {}", other.describe()))
+                        .label("expected a program name")
+                        .help("write `egress = name` or `egress = name(args)`"),
                 );
                 return None;
             }
         };
         let Some(&index) = self.programs.get(&name.name) else {
-            let mut d = Diagnostic::new(
-                Code::UnknownProgram,
-                name.span,
-                format!("unknown egress program `{}`", name.name),
-            )
-            .label("not declared");
+            let mut d = Diagnostic::new(Code::UnknownProgram, name.span, format!("unknown egress program `{}`", name.name)).label("not declared");
             d = match suggest(&name.name, self.programs.keys().map(String::as_str)) {
                 Some(near) => d.help(format!("did you mean `{near}`?")),
                 None => d.help(format!("declare it: `egress {} {{ ... }}`", name.name)),
@@ -1330,35 +881,12 @@ impl Checker {
         };
         let program = &programs[index];
         if args.len() != program.params.len() {
-            let params: Vec<String> = program
-                .params
-                .iter()
-                .map(|p| format!("{}: {}", p.name, p.ty))
-                .collect();
+            let params: Vec<String> = program.params.iter().map(|p| format!("{}: {}", p.name, p.ty)).collect();
             self.error(
-                Diagnostic::new(
-                    Code::ArgCount,
-                    setting.value.span,
-                    format!(
-                        "`{}` takes {} argument{}, but {} {} given",
-                        program.name,
-                        params.len(),
-                        if params.len() == 1 { "" } else { "s" },
-                        args.len(),
-                        if args.len() == 1 { "is" } else { "are" }
-                    ),
-                )
-                .label("wrong number of arguments")
-                .also(
-                    Span::new(asts[index].name.span.start, asts[index].name.span.end),
-                    "declared here",
-                )
-                .help(format!(
-                    "`{}` is declared as `{}({})`",
-                    program.name,
-                    program.name,
-                    params.join(", ")
-                )),
+                Diagnostic::new(Code::ArgCount, setting.value.span, format!("`{}` takes {} argument{}, but {} {} given", program.name, params.len(), if params.len() == 1 { "" } else { "s" }, args.len(), if args.len() == 1 { "is" } else { "are" }))
+                    .label("wrong number of arguments")
+                    .also(Span::new(asts[index].name.span.start, asts[index].name.span.end), "declared here")
+                    .help(format!("`{}` is declared as `{}({})`", program.name, program.name, params.join(", "))),
             );
             return None;
         }
@@ -1369,40 +897,20 @@ impl Checker {
                 values.push(constant);
                 continue;
             }
-            let into = if self.vlan_params[index].contains(&i) {
-                Ty::VLAN_ID
-            } else {
-                param.ty
-            };
-            let field = if into == Ty::VLAN_ID {
-                Field::VlanId
-            } else {
-                Field::EgressMac
-            };
+            let into = if self.vlan_params[index].contains(&i) { Ty::VLAN_ID } else { param.ty };
+            let field = if into == Ty::VLAN_ID { Field::VlanId } else { Field::EgressMac };
             match (constant.ty(), param.ty) {
-                (Ty::Uint { .. }, Ty::Uint { .. })
-                | (Ty::Mac, Ty::Mac)
-                | (Ty::Ipv4, Ty::Ipv4)
-                | (Ty::Ipv6, Ty::Ipv6) => {}
+                (Ty::Uint { .. }, Ty::Uint { .. }) | (Ty::Mac, Ty::Mac) | (Ty::Ipv4, Ty::Ipv4) | (Ty::Ipv6, Ty::Ipv6) => {}
                 _ => {
                     self.error(
                         Diagnostic::new(
                             Code::ArgType,
                             arg.span,
-                            format!(
-                                "parameter `{}` of `{}` has type `{}`, but this argument is {}",
-                                param.name,
-                                program.name,
-                                param.ty,
-                                describe_ty(arg, constant.ty())
-                            ),
+                            format!("parameter `{}` of `{}` has type `{}`, but this argument is {}", param.name, program.name, param.ty, describe_ty(arg, constant.ty())),
                         )
                         .label(format!("expected `{}`", param.ty))
                         .also(asts[index].params[i].span, "parameter declared here")
-                        .help(format!(
-                            "pass a value of type `{}` for `{}`",
-                            param.ty, param.name
-                        )),
+                        .help(format!("pass a value of type `{}` for `{}`", param.ty, param.name)),
                     );
                     return None;
                 }
@@ -1412,44 +920,25 @@ impl Checker {
             self.fits(arg, ty, into.min_uint(param.ty), field, place)?;
             values.push(constant);
         }
-        Some(EgressUse {
-            program: index,
-            args: values,
-        })
+        Some(EgressUse { program: index, args: values })
     }
 
     /// Two devices on one interface would make one of them a lie.
     fn distinct_interfaces(&mut self, devices: &[Option<DeviceDef>], asts: &[&ast::Device]) {
         let mut seen: HashMap<&Binding, Span> = HashMap::new();
-        for (device, ast) in devices
-            .iter()
-            .zip(asts)
-            .filter_map(|(d, a)| Some((d.as_ref()?, a)))
-        {
+        for (device, ast) in devices.iter().zip(asts).filter_map(|(d, a)| Some((d.as_ref()?, a))) {
             // Point at the `ifname = ...` or `ifindex = ...` that clashes.
-            let span = ast
-                .settings
-                .members
-                .iter()
-                .find(|s| s.name.name == "ifname" || s.name.name == "ifindex")
-                .map_or(device.span, |s| s.span);
+            let span = ast.settings.members.iter().find(|s| s.name.name == "ifname" || s.name.name == "ifindex").map_or(device.span, |s| s.span);
             if let Some(&first) = seen.get(&device.binding) {
                 let what = match &device.binding {
                     Binding::Ifname(n) => format!("interface \"{n}\""),
                     Binding::Ifindex(i) => format!("ifindex {i}"),
                 };
                 self.error(
-                    Diagnostic::new(
-                        Code::DuplicateInterface,
-                        span,
-                        format!(
-                            "device `{}` is bound to {what}, like another device",
-                            device.name
-                        ),
-                    )
-                    .label("second device on this interface")
-                    .also(first, "first device on it")
-                    .help("each interface is one device; give both names' routes to one of them"),
+                    Diagnostic::new(Code::DuplicateInterface, span, format!("device `{}` is bound to {what}, like another device", device.name))
+                        .label("second device on this interface")
+                        .also(first, "first device on it")
+                        .help("each interface is one device; give both names' routes to one of them"),
                 );
             } else {
                 seen.insert(&device.binding, span);
@@ -1464,19 +953,13 @@ impl Checker {
         let mut members: Vec<usize> = Vec::new();
         let mut spans: HashMap<usize, Span> = HashMap::new();
         for member in &group.members.members {
-            let Some(i) = self.device_ref(member, &context, Code::BadGroup) else {
-                continue;
-            };
+            let Some(i) = self.device_ref(member, &context, Code::BadGroup) else { continue };
             if let Some(&first) = spans.get(&i) {
                 self.error(
-                    Diagnostic::new(
-                        Code::BadGroup,
-                        member.span,
-                        format!("`{}` is listed twice in {context}", member.name),
-                    )
-                    .label("listed again")
-                    .also(first, "first listed here")
-                    .help("a device gets one copy of each packet; list it once"),
+                    Diagnostic::new(Code::BadGroup, member.span, format!("`{}` is listed twice in {context}", member.name))
+                        .label("listed again")
+                        .also(first, "first listed here")
+                        .help("a device gets one copy of each packet; list it once"),
                 );
             } else {
                 spans.insert(i, member.span);
@@ -1485,20 +968,12 @@ impl Checker {
         }
         if group.members.members.is_empty() {
             self.error(
-                Diagnostic::new(
-                    Code::BadGroup,
-                    group.members.span,
-                    format!("{context} has no members"),
-                )
-                .label("empty")
-                .help("list the devices that get a copy: `group flood { a, b }`"),
+                Diagnostic::new(Code::BadGroup, group.members.span, format!("{context} has no members"))
+                    .label("empty")
+                    .help("list the devices that get a copy: `group flood { a, b }`"),
             );
         }
-        GroupDef {
-            name: group.name.name.clone(),
-            span: group.span,
-            members,
-        }
+        GroupDef { name: group.name.name.clone(), span: group.span, members }
     }
 
     // ---------------------------------------------------------- ingress
@@ -1506,51 +981,34 @@ impl Checker {
     fn ingress(&mut self, blocks: &[&ast::Ingress]) -> Option<IngressDef> {
         let Some((ingress, extra)) = blocks.split_first() else {
             self.error(
-                Diagnostic::new(
-                    Code::BadIngress,
-                    Span::new(0, 0),
-                    "the spec has no `ingress` block",
-                )
-                .label("expected `ingress { on = [...] }` in this file")
-                .help("say where the ingress program is attached: `ingress { on = [uplink] }`"),
+                Diagnostic::new(Code::BadIngress, Span::new(0, 0), "the spec has no `ingress` block")
+                    .label("expected `ingress { on = [...] }` in this file")
+                    .help("say where the ingress program is attached: `ingress { on = [uplink] }`"),
             );
             return None;
         };
         for other in extra {
             self.error(
-                Diagnostic::new(
-                    Code::BadIngress,
-                    Span::new(other.span.start, other.span.start + 7),
-                    "a spec has exactly one `ingress` block",
-                )
-                .label("second ingress block")
-                .also(
-                    Span::new(ingress.span.start, ingress.span.start + 7),
-                    "first one",
-                )
-                .help("list every device in the `on` of one block"),
+                Diagnostic::new(Code::BadIngress, Span::new(other.span.start, other.span.start + 7), "a spec has exactly one `ingress` block")
+                    .label("second ingress block")
+                    .also(Span::new(ingress.span.start, ingress.span.start + 7), "first one")
+                    .help("list every device in the `on` of one block"),
             );
         }
         let s = self.settings(&ingress.settings, &["on", "mode"], "`ingress`");
         let mode = match s.get("mode") {
-            Some(setting) => self
-                .word_setting(setting, &["native", "generic", "auto"])
-                .map(|w| match w {
-                    "native" => XdpMode::Native,
-                    "generic" => XdpMode::Generic,
-                    _ => XdpMode::Auto,
-                }),
+            Some(setting) => self.word_setting(setting, &["native", "generic", "auto"]).map(|w| match w {
+                "native" => XdpMode::Native,
+                "generic" => XdpMode::Generic,
+                _ => XdpMode::Auto,
+            }),
             None => Some(XdpMode::Auto),
         };
         let Some(on) = s.get("on") else {
             self.error(
-                Diagnostic::new(
-                    Code::MissingSetting,
-                    Span::new(ingress.span.start, ingress.span.start + 7),
-                    "`ingress` has no `on`",
-                )
-                .label("needs `on = [...]`")
-                .help("list the devices the ingress program is attached to: `on = [uplink]`"),
+                Diagnostic::new(Code::MissingSetting, Span::new(ingress.span.start, ingress.span.start + 7), "`ingress` has no `on`")
+                    .label("needs `on = [...]`")
+                    .help("list the devices the ingress program is attached to: `on = [uplink]`"),
             );
             return None;
         };
@@ -1559,13 +1017,9 @@ impl Checker {
             ValueKind::Path(p) if p.as_name().is_some() => vec![&on.value],
             other => {
                 self.error(
-                    Diagnostic::new(
-                        Code::BadSettingValue,
-                        on.value.span,
-                        format!("`on` takes a list of devices, not {}", other.describe()),
-                    )
-                    .label("expected `[dev, ...]`")
-                    .help("e.g. `on = [uplink, downlink]`"),
+                    Diagnostic::new(Code::BadSettingValue, on.value.span, format!("`on` takes a list of devices, not {}", other.describe()))
+                        .label("expected `[dev, ...]`")
+                        .help("e.g. `on = [uplink, downlink]`"),
                 );
                 return None;
             }
@@ -1582,61 +1036,29 @@ impl Checker {
         let mut ok = true;
         for value in names {
             let ValueKind::Path(path) = &value.kind else {
-                self.error(
-                    Diagnostic::new(
-                        Code::BadSettingValue,
-                        value.span,
-                        format!("expected a device name, found {}", value.kind.describe()),
-                    )
-                    .label("not a device")
-                    .help("list device names: `on = [uplink]`"),
-                );
+                self.error(Diagnostic::new(Code::BadSettingValue, value.span, format!("expected a device name, found {}", value.kind.describe())).label("not a device").help("list device names: `on = [uplink]`"));
                 ok = false;
                 continue;
             };
             let Some(name) = path.as_name() else {
-                self.error(
-                    Diagnostic::new(
-                        Code::BadSettingValue,
-                        value.span,
-                        format!("expected a device name, found `{}`", path.dotted()),
-                    )
-                    .label("not a device")
-                    .help("list device names: `on = [uplink]`"),
-                );
+                self.error(Diagnostic::new(Code::BadSettingValue, value.span, format!("expected a device name, found `{}`", path.dotted())).label("not a device").help("list device names: `on = [uplink]`"));
                 ok = false;
                 continue;
             };
             match self.device_ref(name, "`ingress.on`", Code::BadIngress) {
                 Some(i) if devices.contains(&i) => {
-                    self.error(
-                        Diagnostic::new(
-                            Code::BadIngress,
-                            name.span,
-                            format!("`{}` is listed twice in `on`", name.name),
-                        )
-                        .label("listed again")
-                        .help("list each device once"),
-                    );
+                    self.error(Diagnostic::new(Code::BadIngress, name.span, format!("`{}` is listed twice in `on`", name.name)).label("listed again").help("list each device once"));
                 }
                 Some(i) => devices.push(i),
                 None => ok = false,
             }
         }
-        Some(IngressDef {
-            on: devices,
-            mode: mode?,
-        })
-        .filter(|_| ok)
+        Some(IngressDef { on: devices, mode: mode? }).filter(|_| ok)
     }
 
     // ----------------------------------------------------------- routes
 
-    fn routes(
-        &mut self,
-        routes: &[&ast::Route],
-        table: Option<&TableConfig>,
-    ) -> (Vec<RouteDef>, Option<Target>) {
+    fn routes(&mut self, routes: &[&ast::Route], table: Option<&TableConfig>) -> (Vec<RouteDef>, Option<Target>) {
         let mut defs = Vec::with_capacity(routes.len());
         let mut default: Option<(Target, Span)> = None;
         let mut default_span: Option<Span> = None;
@@ -1647,14 +1069,10 @@ impl Checker {
                 ast::RouteKey::Default(span) => {
                     if let Some(first) = default_span {
                         self.error(
-                            Diagnostic::new(
-                                Code::DuplicateRoute,
-                                route.span,
-                                "`route default` is given twice",
-                            )
-                            .label("second default route")
-                            .also(first, "first default route")
-                            .help("misses go to one target; keep one of the two"),
+                            Diagnostic::new(Code::DuplicateRoute, route.span, "`route default` is given twice")
+                                .label("second default route")
+                                .also(first, "first default route")
+                                .help("misses go to one target; keep one of the two"),
                         );
                         continue;
                     }
@@ -1666,9 +1084,7 @@ impl Checker {
                 }
                 ast::RouteKey::Value(value) => {
                     let Some(table) = table else { continue };
-                    let Some(key) = self.key_value(value, &table.key) else {
-                        continue;
-                    };
+                    let Some(key) = self.key_value(value, &table.key) else { continue };
                     // One probe of the map, not two (a lookup, then an
                     // insert): with a million routes each probe is a cache
                     // miss.
@@ -1689,11 +1105,7 @@ impl Checker {
                         continue;
                     }
                     if let Some(target) = target {
-                        defs.push(RouteDef {
-                            key,
-                            target,
-                            span: route.span,
-                        });
+                        defs.push(RouteDef { key, target, span: route.span });
                     }
                 }
             }
@@ -1704,29 +1116,9 @@ impl Checker {
                 let mut spans: Vec<Span> = seen.values().copied().collect();
                 spans.sort_by_key(|s| s.start);
                 let over = spans[table.max_entries as usize];
-                let d = Diagnostic::new(
-                    Code::TooManyRoutes,
-                    over,
-                    format!(
-                        "{} routes do not fit in a table of {} {}",
-                        seen.len(),
-                        table.max_entries,
-                        if table.max_entries == 1 {
-                            "entry"
-                        } else {
-                            "entries"
-                        }
-                    ),
-                )
-                .label(format!(
-                    "route {} of {}",
-                    table.max_entries as usize + 1,
-                    seen.len()
-                ))
-                .help(format!(
-                    "raise `max_entries` to at least {} in the table",
-                    seen.len()
-                ));
+                let d = Diagnostic::new(Code::TooManyRoutes, over, format!("{} routes do not fit in a table of {} {}", seen.len(), table.max_entries, if table.max_entries == 1 { "entry" } else { "entries" }))
+                    .label(format!("route {} of {}", table.max_entries as usize + 1, seen.len()))
+                    .help(format!("raise `max_entries` to at least {} in the table", seen.len()));
                 self.error(d);
             }
         }
@@ -1746,21 +1138,11 @@ impl Checker {
                 if ingress.on.contains(d) {
                     continue;
                 }
-                let name = self
-                    .targets
-                    .iter()
-                    .find(|(_, (t, _))| *t == Target::Device(*d))
-                    .map_or(String::new(), |(n, _)| n.clone());
+                let name = self.targets.iter().find(|(_, (t, _))| *t == Target::Device(*d)).map_or(String::new(), |(n, _)| n.clone());
                 self.error(
-                    Diagnostic::new(
-                        Code::DeadRoute,
-                        route.span,
-                        format!("this route never matches: `{name}` has no ingress program"),
-                    )
-                    .label(format!("packets arriving on `{name}` are never looked up"))
-                    .help(format!(
-                        "add `{name}` to `ingress {{ on = [...] }}`, or remove the route"
-                    )),
+                    Diagnostic::new(Code::DeadRoute, route.span, format!("this route never matches: `{name}` has no ingress program"))
+                        .label(format!("packets arriving on `{name}` are never looked up"))
+                        .help(format!("add `{name}` to `ingress {{ on = [...] }}`, or remove the route")),
                 );
             }
         }
@@ -1773,27 +1155,13 @@ impl Checker {
             Key::Lpm(field) => self.prefix(value, *field, key),
             Key::Composite(fields) => {
                 let ValueKind::Tuple(parts) = &value.kind else {
-                    return self.key_mismatch(
-                        value,
-                        key,
-                        format!("a tuple of {} values", fields.len()),
-                    );
+                    return self.key_mismatch(value, key, format!("a tuple of {} values", fields.len()));
                 };
                 if parts.len() != fields.len() {
-                    return self.key_mismatch(
-                        value,
-                        key,
-                        format!("a tuple of {} values", fields.len()),
-                    );
+                    return self.key_mismatch(value, key, format!("a tuple of {} values", fields.len()));
                 }
-                let parts: Vec<Option<KeyValue>> = parts
-                    .iter()
-                    .zip(fields)
-                    .map(|(p, f)| self.key_part(p, *f, key))
-                    .collect();
-                Some(KeyValue::Composite(
-                    parts.into_iter().collect::<Option<Vec<_>>>()?,
-                ))
+                let parts: Vec<Option<KeyValue>> = parts.iter().zip(fields).map(|(p, f)| self.key_part(p, *f, key)).collect();
+                Some(KeyValue::Composite(parts.into_iter().collect::<Option<Vec<_>>>()?))
             }
         }
     }
@@ -1802,20 +1170,13 @@ impl Checker {
         match (field.ty(), &value.kind) {
             (Ty::Device, ValueKind::Path(p)) if p.as_name().is_some() => {
                 let name = p.as_name().unwrap();
-                self.device_ref(name, "a route key", Code::RouteKeyType)
-                    .map(KeyValue::Device)
+                self.device_ref(name, "a route key", Code::RouteKeyType).map(KeyValue::Device)
             }
             (Ty::Mac, ValueKind::Mac(m)) => Some(KeyValue::Const(Const::Mac(*m))),
             (Ty::Ipv4, ValueKind::Ipv4(a)) => Some(KeyValue::Const(Const::Ipv4(*a))),
             (Ty::Ipv6, ValueKind::Ipv6(a)) => Some(KeyValue::Const(Const::Ipv6(*a))),
             (Ty::Uint { .. }, ValueKind::Int(int)) => {
-                self.fits(
-                    value,
-                    Ty::Uint { max: int.value },
-                    field.ty(),
-                    field,
-                    || format!("`{field}`"),
-                )?;
+                self.fits(value, Ty::Uint { max: int.value }, field.ty(), field, || format!("`{field}`"))?;
                 Some(KeyValue::Const(Const::Uint(int.value)))
             }
             _ => {
@@ -1838,47 +1199,22 @@ impl Checker {
             (ValueKind::Ipv4Prefix(a, l), true) => (u32::from(*a) as u128, *l, 32),
             (ValueKind::Ipv6(a), false) => (u128::from(*a), 128, 128),
             (ValueKind::Ipv6Prefix(a, l), false) => (u128::from(*a), *l, 128),
-            _ => {
-                return self.key_mismatch(
-                    value,
-                    key,
-                    format!("an {} prefix", if v4 { "IPv4" } else { "IPv6" }),
-                )
-            }
+            _ => return self.key_mismatch(value, key, format!("an {} prefix", if v4 { "IPv4" } else { "IPv6" })),
         };
         // `u128::MAX >> (128 - host bits)`, not `(1 << host bits) - 1`, which
         // overflows for `::/0` (128 host bits).
-        let host_mask: u128 = if len >= bits {
-            0
-        } else {
-            u128::MAX >> (128 - u32::from(bits - len))
-        };
+        let host_mask: u128 = if len >= bits { 0 } else { u128::MAX >> (128 - u32::from(bits - len)) };
         if addr & host_mask != 0 {
             let network = addr & !host_mask;
-            let fixed = if v4 {
-                format!("{}/{len}", std::net::Ipv4Addr::from(network as u32))
-            } else {
-                format!("{}/{len}", std::net::Ipv6Addr::from(network))
-            };
+            let fixed = if v4 { format!("{}/{len}", std::net::Ipv4Addr::from(network as u32)) } else { format!("{}/{len}", std::net::Ipv6Addr::from(network)) };
             self.error(
-                Diagnostic::new(
-                    Code::BadPrefix,
-                    value.span,
-                    format!(
-                        "`{}` has bits set after its prefix length",
-                        value_text(value)
-                    ),
-                )
-                .label("host bits set")
-                .help(format!("did you mean `{fixed}`?")),
+                Diagnostic::new(Code::BadPrefix, value.span, format!("`{}` has bits set after its prefix length", value_text(value)))
+                    .label("host bits set")
+                    .help(format!("did you mean `{fixed}`?")),
             );
             return None;
         }
-        Some(KeyValue::Prefix(if v4 {
-            PrefixValue::V4((addr as u32).into(), len)
-        } else {
-            PrefixValue::V6(addr.into(), len)
-        }))
+        Some(KeyValue::Prefix(if v4 { PrefixValue::V4((addr as u32).into(), len) } else { PrefixValue::V6(addr.into(), len) }))
     }
 
     fn key_mismatch(&mut self, value: &Value, key: &Key, expected: String) -> Option<KeyValue> {
@@ -1904,66 +1240,32 @@ impl Checker {
         let mut defs = Vec::new();
         for test in tests {
             if test.name.text.trim().is_empty() {
-                self.error(
-                    Diagnostic::new(Code::BadTest, test.name.span, "a test needs a name")
-                        .label("empty name")
-                        .help("say what the test proves: `test \"vlan 100 goes to red\" { ... }`"),
-                );
+                self.error(Diagnostic::new(Code::BadTest, test.name.span, "a test needs a name").label("empty name").help("say what the test proves: `test \"vlan 100 goes to red\" { ... }`"));
             } else if let Some(&first) = names.get(test.name.text.as_str()) {
                 self.error(
-                    Diagnostic::new(
-                        Code::BadTest,
-                        test.name.span,
-                        format!("two tests are named \"{}\"", test.name.text),
-                    )
-                    .label("second test with this name")
-                    .also(first, "first one")
-                    .help("test names pick tests with `--filter`; make them unique"),
+                    Diagnostic::new(Code::BadTest, test.name.span, format!("two tests are named \"{}\"", test.name.text))
+                        .label("second test with this name")
+                        .also(first, "first one")
+                        .help("test names pick tests with `--filter`; make them unique"),
                 );
             } else {
                 names.insert(&test.name.text, test.name.span);
             }
-            let steps: Vec<TestStep> = test
-                .body
-                .members
-                .iter()
-                .filter_map(|s| self.test_step(s, ingress))
-                .collect();
-            let sends = test
-                .body
-                .members
-                .iter()
-                .filter(|s| matches!(s.kind, TestStmtKind::Send { .. }))
-                .count();
+            let steps: Vec<TestStep> = test.body.members.iter().filter_map(|s| self.test_step(s, ingress)).collect();
+            let sends = test.body.members.iter().filter(|s| matches!(s.kind, TestStmtKind::Send { .. })).count();
             let head = Span::new(test.span.start, test.name.span.end);
             if sends == 0 {
-                self.error(
-                    Diagnostic::new(
-                        Code::BadTest,
-                        head,
-                        format!("test \"{}\" sends no packet", test.name.text),
-                    )
-                    .label("no `send`")
-                    .help("add `send DEVICE eth() / ...`"),
-                );
+                self.error(Diagnostic::new(Code::BadTest, head, format!("test \"{}\" sends no packet", test.name.text)).label("no `send`").help("add `send DEVICE eth() / ...`"));
             }
             if sends == test.body.members.len() {
                 self.error(
-                    Diagnostic::new(
-                        Code::BadTest,
-                        head,
-                        format!("test \"{}\" expects nothing", test.name.text),
-                    )
-                    .label("no `expect`")
-                    .help("say what must happen: `expect DEVICE`, `expect drop` or `expect pass`"),
+                    Diagnostic::new(Code::BadTest, head, format!("test \"{}\" expects nothing", test.name.text))
+                        .label("no `expect`")
+                        .help("say what must happen: `expect DEVICE`, `expect drop` or `expect pass`"),
                 );
             }
             self.drop_alone(test);
-            defs.push(TestDef {
-                name: test.name.text.clone(),
-                steps,
-                span: test.span,
-            });
+            defs.push(TestDef { name: test.name.text.clone(), steps, span: test.span });
         }
         defs
     }
@@ -2026,11 +1328,8 @@ impl Checker {
         );
     }
 
-    fn test_step(
-        &mut self,
-        stmt: &ast::TestStmt,
-        ingress: Option<&IngressDef>,
-    ) -> Option<TestStep> {
+
+    fn test_step(&mut self, stmt: &ast::TestStmt, ingress: Option<&IngressDef>) -> Option<TestStep> {
         let span = stmt.span;
         match &stmt.kind {
             TestStmtKind::Send { device, packet } => {
@@ -2046,28 +1345,17 @@ impl Checker {
                         );
                     }
                 }
-                Some(TestStep::Send {
-                    device: d,
-                    packet: p?,
-                    span,
-                })
+                Some(TestStep::Send { device: d, packet: p?, span })
             }
             TestStmtKind::ExpectDrop => Some(TestStep::ExpectDrop { span }),
             TestStmtKind::ExpectPass => Some(TestStep::ExpectPass { span }),
             TestStmtKind::ExpectOut { devices, pattern } => {
-                let ds: Vec<Option<usize>> = devices
-                    .iter()
-                    .map(|d| self.device_ref(d, "`expect`", Code::BadTest))
-                    .collect();
+                let ds: Vec<Option<usize>> = devices.iter().map(|d| self.device_ref(d, "`expect`", Code::BadTest)).collect();
                 let pattern = match pattern {
                     Some(p) => self.packet(p, false),
                     None => Some(Vec::new()),
                 };
-                Some(TestStep::ExpectOut {
-                    devices: ds.into_iter().collect::<Option<Vec<_>>>()?,
-                    pattern: pattern?,
-                    span,
-                })
+                Some(TestStep::ExpectOut { devices: ds.into_iter().collect::<Option<Vec<_>>>()?, pattern: pattern?, span })
             }
         }
     }
@@ -2085,17 +1373,9 @@ impl Checker {
         for layer in &packet.layers {
             let Some(kind) = LayerKind::from_name(&layer.name.name) else {
                 let names: Vec<&str> = LayerKind::ALL.iter().map(|l| l.name()).collect();
-                let mut d = Diagnostic::new(
-                    Code::BadPacket,
-                    layer.name.span,
-                    format!("unknown layer `{}`", layer.name.name),
-                )
-                .label("not a layer");
+                let mut d = Diagnostic::new(Code::BadPacket, layer.name.span, format!("unknown layer `{}`", layer.name.name)).label("not a layer");
                 d = match suggest(&layer.name.name, names.iter().copied()) {
-                    Some(near) => d.help(format!(
-                        "did you mean `{near}`? layers: {}",
-                        names.join(", ")
-                    )),
+                    Some(near) => d.help(format!("did you mean `{near}`? layers: {}", names.join(", "))),
                     None => d.help(format!("layers: {}", names.join(", "))),
                 };
                 self.error(d);
@@ -2111,16 +1391,13 @@ impl Checker {
             let misplaced = if strict {
                 !kind.may_follow(previous) || (kind == LayerKind::Vlan && vlans > 2)
             } else {
-                previous.is_some_and(|p| !kind.may_come_after(p))
-                    || (kind == LayerKind::Vlan && vlans > 2)
+                previous.is_some_and(|p| !kind.may_come_after(p)) || (kind == LayerKind::Vlan && vlans > 2)
             };
             if misplaced && !order_reported {
                 order_reported = true;
                 let why = match (previous, kind) {
                     (None, _) => "a packet starts with `eth(...)`".to_string(),
-                    (_, LayerKind::Vlan) if vlans > 2 => {
-                        "a frame carries at most two VLAN tags".to_string()
-                    }
+                    (_, LayerKind::Vlan) if vlans > 2 => "a frame carries at most two VLAN tags".to_string(),
                     (Some(LayerKind::Payload), _) => "`payload` is the last layer".to_string(),
                     (Some(p), k) => format!("`{}` cannot follow `{}`", k.name(), p.name()),
                 };
@@ -2155,42 +1432,18 @@ impl Checker {
                 (LayerKind::Ipv4, LayerKind::Tcp) => ("proto", &[6]),
                 _ => continue,
             };
-            let Some(&(_, Const::Uint(set))) =
-                pair[0].fields.iter().find(|(name, _)| *name == field)
-            else {
-                continue;
-            };
+            let Some(&(_, Const::Uint(set))) = pair[0].fields.iter().find(|(name, _)| *name == field) else { continue };
             if wanted.contains(&set) {
                 continue;
             }
-            let arg = packet.layers[i]
-                .args
-                .iter()
-                .find(|a| a.field.as_ref().is_some_and(|f| f.name == field));
+            let arg = packet.layers[i].args.iter().find(|a| a.field.as_ref().is_some_and(|f| f.name == field));
             let span = arg.map_or(packet.layers[i].span, |a| a.span);
             let list: Vec<String> = wanted.iter().map(|w| format!("{w:#06x}")).collect();
-            let want = if field == "proto" {
-                wanted
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            } else {
-                list.join(" or ")
-            };
+            let want = if field == "proto" { wanted.iter().map(u64::to_string).collect::<Vec<_>>().join(" or ") } else { list.join(" or ") };
             self.error(
-                Diagnostic::new(
-                    Code::BadPacket,
-                    span,
-                    format!(
-                        "`{field} = {set}` contradicts the `{}` layer that follows",
-                        pair[1].kind.name()
-                    ),
-                )
-                .label(format!("`{}` needs {want}", pair[1].kind.name()))
-                .help(format!(
-                    "leave `{field}` out (it follows the next layer) or set it to {want}"
-                )),
+                Diagnostic::new(Code::BadPacket, span, format!("`{field} = {set}` contradicts the `{}` layer that follows", pair[1].kind.name()))
+                    .label(format!("`{}` needs {want}", pair[1].kind.name()))
+                    .help(format!("leave `{field}` out (it follows the next layer) or set it to {want}")),
             );
             return false;
         }
@@ -2199,30 +1452,13 @@ impl Checker {
 
     /// A layer of a packet to send (`strict`) or of a pattern.
     fn layer(&mut self, layer: &ast::Layer, kind: LayerKind, strict: bool) -> Option<LayerDef> {
-        let mut def = LayerDef {
-            kind,
-            fields: Vec::new(),
-            egress_mac: Vec::new(),
-            payload: None,
-        };
+        let mut def = LayerDef { kind, fields: Vec::new(), egress_mac: Vec::new(), payload: None };
         let mut ok = true;
         if kind == LayerKind::Payload {
             match layer.args.as_slice() {
-                [LayerArg {
-                    field: None,
-                    value:
-                        Value {
-                            kind: ValueKind::Str(text),
-                            ..
-                        },
-                    ..
-                }] => def.payload = Some(text.clone()),
+                [LayerArg { field: None, value: Value { kind: ValueKind::Str(text), .. }, .. }] => def.payload = Some(text.clone()),
                 _ => {
-                    self.error(
-                        Diagnostic::new(Code::BadPacket, layer.span, "`payload` takes one string")
-                            .label("expected `payload(\"text\")`")
-                            .help("e.g. `payload(\"hello\")`"),
-                    );
+                    self.error(Diagnostic::new(Code::BadPacket, layer.span, "`payload` takes one string").label("expected `payload(\"text\")`").help("e.g. `payload(\"hello\")`"));
                     return None;
                 }
             }
@@ -2232,34 +1468,17 @@ impl Checker {
         for arg in &layer.args {
             let Some(field) = &arg.field else {
                 self.error(
-                    Diagnostic::new(
-                        Code::BadPacket,
-                        arg.span,
-                        format!("a `{}` field needs a name", kind.name()),
-                    )
-                    .label("expected `field = value`")
-                    .help(format!(
-                        "`{}` has {}",
-                        kind.name(),
-                        field_names(kind)
-                    )),
+                    Diagnostic::new(Code::BadPacket, arg.span, format!("a `{}` field needs a name", kind.name()))
+                        .label("expected `field = value`")
+                        .help(format!("`{}` has {}", kind.name(), field_names(kind))),
                 );
                 ok = false;
                 continue;
             };
             let Some(&(name, ty)) = kind.fields().iter().find(|(n, _)| *n == field.name) else {
-                let mut d = Diagnostic::new(
-                    Code::BadPacket,
-                    field.span,
-                    format!("`{}` has no field `{}`", kind.name(), field.name),
-                )
-                .label("unknown field");
+                let mut d = Diagnostic::new(Code::BadPacket, field.span, format!("`{}` has no field `{}`", kind.name(), field.name)).label("unknown field");
                 d = match suggest(&field.name, kind.fields().iter().map(|(n, _)| *n)) {
-                    Some(near) => d.help(format!(
-                        "did you mean `{near}`? `{}` has {}",
-                        kind.name(),
-                        field_names(kind)
-                    )),
+                    Some(near) => d.help(format!("did you mean `{near}`? `{}` has {}", kind.name(), field_names(kind))),
                     None => d.help(format!("`{}` has {}", kind.name(), field_names(kind))),
                 };
                 self.error(d);
@@ -2267,16 +1486,7 @@ impl Checker {
                 continue;
             };
             if let Some(&first) = seen.get(name) {
-                self.error(
-                    Diagnostic::new(
-                        Code::BadPacket,
-                        field.span,
-                        format!("`{}` is set twice", field.name),
-                    )
-                    .label("set again")
-                    .also(first, "first set here")
-                    .help("set each field once"),
-                );
+                self.error(Diagnostic::new(Code::BadPacket, field.span, format!("`{}` is set twice", field.name)).label("set again").also(first, "first set here").help("set each field once"));
                 ok = false;
                 continue;
             }
@@ -2319,39 +1529,20 @@ impl Checker {
                 ok = false;
                 continue;
             };
-            let as_field = if kind == LayerKind::Vlan && name == "id" {
-                Field::VlanId
-            } else {
-                Field::EgressMac
-            };
+            let as_field = if kind == LayerKind::Vlan && name == "id" { Field::VlanId } else { Field::EgressMac };
             let place = || format!("`{}.{}`", kind.name(), name);
             match (value.ty(), ty) {
-                (Ty::Uint { .. }, Ty::Uint { .. })
-                | (Ty::Mac, Ty::Mac)
-                | (Ty::Ipv4, Ty::Ipv4)
-                | (Ty::Ipv6, Ty::Ipv6) => {
-                    if self
-                        .fits(&arg.value, value.ty(), ty, as_field, place)
-                        .is_none()
-                    {
+                (Ty::Uint { .. }, Ty::Uint { .. }) | (Ty::Mac, Ty::Mac) | (Ty::Ipv4, Ty::Ipv4) | (Ty::Ipv6, Ty::Ipv6) => {
+                    if self.fits(&arg.value, value.ty(), ty, as_field, place).is_none() {
                         ok = false;
                         continue;
                     }
                 }
                 _ => {
                     self.error(
-                        Diagnostic::new(
-                            Code::TypeMismatch,
-                            arg.value.span,
-                            format!(
-                                "{} holds {}, not {}",
-                                place(),
-                                ty_words(ty),
-                                describe_ty(&arg.value, value.ty())
-                            ),
-                        )
-                        .label(format!("expected {}", ty_words(ty)))
-                        .help(format!("give {} {}", place(), ty_words(ty))),
+                        Diagnostic::new(Code::TypeMismatch, arg.value.span, format!("{} holds {}, not {}", place(), ty_words(ty), describe_ty(&arg.value, value.ty())))
+                            .label(format!("expected {}", ty_words(ty)))
+                            .help(format!("give {} {}", place(), ty_words(ty))),
                     );
                     ok = false;
                     continue;
@@ -2364,13 +1555,7 @@ impl Checker {
 
     // --------------------------------------------------------- warnings
 
-    fn warnings(
-        &mut self,
-        items: &Items,
-        routes: &[RouteDef],
-        default: Option<Target>,
-        groups: &[GroupDef],
-    ) {
+    fn warnings(&mut self, items: &Items, routes: &[RouteDef], default: Option<Target>, groups: &[GroupDef]) {
         let mut reached_devices: HashSet<usize> = HashSet::new();
         let mut reached_groups: HashSet<usize> = HashSet::new();
         for target in routes.iter().map(|r| r.target).chain(default) {
@@ -2380,8 +1565,7 @@ impl Checker {
                 }
                 Target::Group(g) => {
                     reached_groups.insert(g);
-                    reached_devices
-                        .extend(groups.get(g).map(|g| g.members.clone()).unwrap_or_default());
+                    reached_devices.extend(groups.get(g).map(|g| g.members.clone()).unwrap_or_default());
                 }
             }
         }
@@ -2394,10 +1578,7 @@ impl Checker {
         // (`donwlink`) counts as a use of that one: the typo is the error,
         // and what it meant is not also unused.
         let resolve = |name: &str| {
-            let near = || {
-                suggest(name, self.targets.keys().map(String::as_str))
-                    .and_then(|n| self.targets.get(n))
-            };
+            let near = || suggest(name, self.targets.keys().map(String::as_str)).and_then(|n| self.targets.get(n));
             self.targets.get(name).or_else(near).map(|(t, _)| *t)
         };
         // Routes whose key or target is an error still count: no warning on
@@ -2409,8 +1590,7 @@ impl Checker {
                 }
                 Some(Target::Group(g)) => {
                     reached_groups.insert(g);
-                    reached_devices
-                        .extend(groups.get(g).map(|g| g.members.clone()).unwrap_or_default());
+                    reached_devices.extend(groups.get(g).map(|g| g.members.clone()).unwrap_or_default());
                 }
                 None => {}
             }
@@ -2446,47 +1626,22 @@ impl Checker {
                 })
             });
         for (i, device) in items.devices.iter().enumerate() {
-            let declared = self
-                .targets
-                .get(&device.name.name)
-                .is_some_and(|(t, _)| *t == Target::Device(i))
-                && !self.misnamed.contains(&device.name.name);
-            if declared
-                && ingress_known
-                && !reached_devices.contains(&i)
-                && !ingress_on.contains(&i)
-            {
+            let declared = self.targets.get(&device.name.name).is_some_and(|(t, _)| *t == Target::Device(i)) && !self.misnamed.contains(&device.name.name);
+            if declared && ingress_known && !reached_devices.contains(&i) && !ingress_on.contains(&i) {
                 self.error(
-                    Diagnostic::new(
-                        Code::UnreachedDevice,
-                        device.name.span,
-                        format!("no route reaches device `{}`", device.name.name),
-                    )
-                    .label("never a target, never an ingress")
-                    .help(
-                        "route some keys to it, add it to a group or to `ingress.on`, or remove it",
-                    ),
+                    Diagnostic::new(Code::UnreachedDevice, device.name.span, format!("no route reaches device `{}`", device.name.name))
+                        .label("never a target, never an ingress")
+                        .help("route some keys to it, add it to a group or to `ingress.on`, or remove it"),
                 );
             }
         }
         for (i, group) in items.groups.iter().enumerate() {
-            let declared = self
-                .targets
-                .get(&group.name.name)
-                .is_some_and(|(t, _)| *t == Target::Group(i))
-                && !self.misnamed.contains(&group.name.name);
+            let declared = self.targets.get(&group.name.name).is_some_and(|(t, _)| *t == Target::Group(i)) && !self.misnamed.contains(&group.name.name);
             if declared && !reached_groups.contains(&i) {
                 self.error(
-                    Diagnostic::new(
-                        Code::UnusedGroup,
-                        group.name.span,
-                        format!("no route targets group `{}`", group.name.name),
-                    )
-                    .label("unused group")
-                    .help(format!(
-                        "route some keys to it (`route KEY -> {}`) or remove it",
-                        group.name.name
-                    )),
+                    Diagnostic::new(Code::UnusedGroup, group.name.span, format!("no route targets group `{}`", group.name.name))
+                        .label("unused group")
+                        .help(format!("route some keys to it (`route KEY -> {}`) or remove it", group.name.name)),
                 );
             }
         }
@@ -2502,51 +1657,26 @@ impl Checker {
             })
             .map(|name| match self.programs.contains_key(name) {
                 true => name.to_string(),
-                false => suggest(name, self.programs.keys().map(String::as_str))
-                    .unwrap_or(name)
-                    .to_string(),
+                false => suggest(name, self.programs.keys().map(String::as_str)).unwrap_or(name).to_string(),
             })
             .collect();
         for (i, program) in items.programs.iter().enumerate() {
-            let declared = self.programs.get(&program.name.name) == Some(&i)
-                && !self.misnamed.contains(&program.name.name);
+            let declared = self.programs.get(&program.name.name) == Some(&i) && !self.misnamed.contains(&program.name.name);
             if declared && !used.contains(&program.name.name) {
                 self.error(
-                    Diagnostic::new(
-                        Code::UnusedProgram,
-                        program.name.span,
-                        format!("no device uses egress program `{}`", program.name.name),
-                    )
-                    .label("unused program")
-                    .help(format!(
-                        "attach it to a device with `egress = {}` or remove it",
-                        program.name.name
-                    )),
+                    Diagnostic::new(Code::UnusedProgram, program.name.span, format!("no device uses egress program `{}`", program.name.name))
+                        .label("unused program")
+                        .help(format!("attach it to a device with `egress = {}` or remove it", program.name.name)),
                 );
             }
         }
-        if let (Some(default_route), Some(table)) = (
-            items
-                .routes
-                .iter()
-                .find(|r| matches!(r.key, ast::RouteKey::Default(_))),
-            items.tables.first(),
-        ) {
-            if let Some(on_miss) = table
-                .settings
-                .members
-                .iter()
-                .find(|s| s.name.name == "on_miss")
-            {
+        if let (Some(default_route), Some(table)) = (items.routes.iter().find(|r| matches!(r.key, ast::RouteKey::Default(_))), items.tables.first()) {
+            if let Some(on_miss) = table.settings.members.iter().find(|s| s.name.name == "on_miss") {
                 self.error(
-                    Diagnostic::new(
-                        Code::OnMissOverridden,
-                        on_miss.span,
-                        "`on_miss` has no effect: `route default` takes every miss",
-                    )
-                    .label("ignored")
-                    .also(default_route.span, "the default route")
-                    .help("remove `on_miss`, or remove `route default` to use it"),
+                    Diagnostic::new(Code::OnMissOverridden, on_miss.span, "`on_miss` has no effect: `route default` takes every miss")
+                        .label("ignored")
+                        .also(default_route.span, "the default route")
+                        .help("remove `on_miss`, or remove `route default` to use it"),
                 );
             }
         }
@@ -2583,11 +1713,7 @@ impl Ty {
 }
 
 fn field_names(kind: LayerKind) -> String {
-    let names: Vec<String> = kind
-        .fields()
-        .iter()
-        .map(|(n, _)| format!("`{n}`"))
-        .collect();
+    let names: Vec<String> = kind.fields().iter().map(|(n, _)| format!("`{n}`")).collect();
     names.join(", ")
 }
 
@@ -2619,21 +1745,14 @@ fn key_text(key: &Key) -> String {
     match key {
         Key::Field(f) => f.path().to_string(),
         Key::Lpm(f) => format!("lpm({f})"),
-        Key::Composite(fs) => format!(
-            "({})",
-            fs.iter().map(|f| f.path()).collect::<Vec<_>>().join(", ")
-        ),
+        Key::Composite(fs) => format!("({})", fs.iter().map(|f| f.path()).collect::<Vec<_>>().join(", ")),
     }
 }
 
 /// The candidate closest to `name`, if it is close enough to be a typo.
 pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(1);
-    candidates
-        .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min()
-        .map(|(_, c)| c)
+    candidates.map(|c| (edit_distance(name, c), c)).filter(|(d, _)| *d <= limit).min().map(|(_, c)| c)
 }
 
 /// Edits (insert, delete, substitute, swap two neighbours) from `a` to
@@ -2650,9 +1769,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]));
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]));
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -2672,30 +1789,18 @@ mod tests {
 
     fn codes(src: &str) -> Vec<&'static str> {
         let checked = crate::check_source(src);
-        checked
-            .diagnostics
-            .iter()
-            .map(|d| d.code.as_str().trim_start_matches("devmap::"))
-            .collect()
+        checked.diagnostics.iter().map(|d| d.code.as_str().trim_start_matches("devmap::")).collect()
     }
 
     fn messages(src: &str) -> Vec<String> {
-        crate::check_source(src)
-            .diagnostics
-            .iter()
-            .map(|d| d.message.clone())
-            .collect()
+        crate::check_source(src).diagnostics.iter().map(|d| d.message.clone()).collect()
     }
 
     #[test]
     fn a_bad_name_is_one_error_not_one_per_use() {
         let src = format!("{BASE}device switch {{ ifname = \"sw0\", egress = volatile }}\negress volatile {{ drop }}\nroute 200 -> switch\n");
         assert_eq!(codes(&src), ["E003", "E003"]);
-        assert!(
-            messages(&src)[1].contains("cannot name an egress program"),
-            "{:?}",
-            messages(&src)
-        );
+        assert!(messages(&src)[1].contains("cannot name an egress program"), "{:?}", messages(&src));
     }
 
     #[test]
@@ -2723,17 +1828,12 @@ mod tests {
         // two letters is found as a typo.
         let src = format!("{BASE}device blue {{ ifname = \"b\" }}\nroute 200 -> bleu\n");
         assert_eq!(codes(&src), ["E005"]);
-        assert_eq!(
-            crate::check_source(&src).diagnostics[0].help.as_deref(),
-            Some("did you mean `blue`?")
-        );
+        assert_eq!(crate::check_source(&src).diagnostics[0].help.as_deref(), Some("did you mean `blue`?"));
     }
 
     #[test]
     fn no_unreached_warning_when_the_ingress_devices_are_unknown() {
-        let without = |ingress: &str| {
-            format!("table {{ key = vlan.id }}\ndevice uplink {{ ifname = \"eth0\" }}\ndevice red {{ ifname = \"r\" }}\n{ingress}route 100 -> red\n")
-        };
+        let without = |ingress: &str| format!("table {{ key = vlan.id }}\ndevice uplink {{ ifname = \"eth0\" }}\ndevice red {{ ifname = \"r\" }}\n{ingress}route 100 -> red\n");
         assert_eq!(codes(&without("")), ["E024"]);
         assert_eq!(codes(&without("ingress { mode = native }\n")), ["E010"]);
         assert_eq!(codes(&without("ingress { on = [] }\n")), ["E024"]);
@@ -2752,33 +1852,17 @@ mod tests {
         let src = format!("{BASE}device blue {{ ifname = \"b\", egress = retag(10) }}\negress retag(vid: u12) {{ vlan.id = vid }}\nroute 200 -> blue\n");
         let checked = crate::check_source(&src);
         assert_eq!(codes(&src), ["E028"]);
-        assert!(checked.diagnostics[0]
-            .help
-            .as_deref()
-            .unwrap()
-            .starts_with("did you mean `u16`?"));
+        assert!(checked.diagnostics[0].help.as_deref().unwrap().starts_with("did you mean `u16`?"));
     }
 
     #[test]
     fn one_misplaced_layer_is_one_error() {
-        let test = |packet: &str| {
-            format!("{BASE}test \"t\" {{\n    send uplink {packet}\n    expect pass\n}}\n")
-        };
+        let test = |packet: &str| format!("{BASE}test \"t\" {{\n    send uplink {packet}\n    expect pass\n}}\n");
         // Three tags: the third is out of place, the `ipv4` after it is not.
-        assert_eq!(
-            codes(&test(
-                "eth() / vlan(id = 1) / vlan(id = 2) / vlan(id = 3) / ipv4()"
-            )),
-            ["E031"]
-        );
+        assert_eq!(codes(&test("eth() / vlan(id = 1) / vlan(id = 2) / vlan(id = 3) / ipv4()")), ["E031"]);
         // Two layers swapped: one mistake.
         assert_eq!(codes(&test("eth() / udp() / ipv4()")), ["E031"]);
-        assert_eq!(
-            codes(&test(
-                "eth() / vlan(id = 1) / vlan(id = 2) / ipv4() / udp()"
-            )),
-            Vec::<&str>::new()
-        );
+        assert_eq!(codes(&test("eth() / vlan(id = 1) / vlan(id = 2) / ipv4() / udp()")), Vec::<&str>::new());
     }
 
     #[test]
@@ -2787,46 +1871,25 @@ mod tests {
         let checked = crate::check_source(&src);
         let d = &checked.diagnostics[0];
         assert_eq!(d.code, Code::DuplicateInterface);
-        assert_eq!(
-            &src[d.primary.span.start..d.primary.span.end],
-            "ifname = \"veth-red\""
-        );
-        assert_eq!(
-            &src[d.secondary[0].span.start..d.secondary[0].span.end],
-            "ifname = \"veth-red\""
-        );
+        assert_eq!(&src[d.primary.span.start..d.primary.span.end], "ifname = \"veth-red\"");
+        assert_eq!(&src[d.secondary[0].span.start..d.secondary[0].span.end], "ifname = \"veth-red\"");
     }
 
     #[test]
     fn messages_read_well() {
         let one_entry = "table { key = vlan.id, max_entries = 1 }\ndevice uplink { ifname = \"eth0\" }\ningress { on = [uplink] }\nroute 1 -> uplink\nroute 2 -> uplink\n";
-        assert_eq!(
-            messages(one_entry),
-            ["2 routes do not fit in a table of 1 entry"]
-        );
+        assert_eq!(messages(one_entry), ["2 routes do not fit in a table of 1 entry"]);
         let order = format!("{BASE}device blue {{ ifname = \"b\", egress = f }}\negress f {{ if eth.src < 02:00:00:00:00:10 {{ drop }} }}\nroute 200 -> blue\n");
         assert_eq!(messages(&order), ["`<` cannot order MAC addresses"]);
         let ty = format!("{BASE}device blue {{ ifname = \"b\", egress = f }}\negress f {{ eth.src = 10.0.0.1 }}\nroute 200 -> blue\n");
-        assert_eq!(
-            messages(&ty),
-            ["`eth.src` holds a MAC address, not an IPv4 address"]
-        );
+        assert_eq!(messages(&ty), ["`eth.src` holds a MAC address, not an IPv4 address"]);
         let arg = format!("{BASE}device blue {{ ifname = \"b\", egress = f(10.0.0.1) }}\negress f(gw: mac) {{ eth.dst = gw }}\nroute 200 -> blue\n");
-        assert_eq!(
-            messages(&arg),
-            ["parameter `gw` of `f` has type `mac`, but this argument is an IPv4 address"]
-        );
+        assert_eq!(messages(&arg), ["parameter `gw` of `f` has type `mac`, but this argument is an IPv4 address"]);
         let space = format!("{BASE}device blue {{ ifname = \"veth blue\" }}\nroute 200 -> blue\n");
-        assert_eq!(
-            messages(&space),
-            ["interface name \"veth blue\" contains a space"]
-        );
+        assert_eq!(messages(&space), ["interface name \"veth blue\" contains a space"]);
         let prefix = "table { key = ipv4.dst }\ndevice uplink { ifname = \"eth0\" }\ningress { on = [uplink] }\nroute 10.0.0.0/8 -> uplink\n";
         let checked = crate::check_source(prefix);
-        assert_eq!(
-            checked.diagnostics[0].help.as_deref(),
-            Some("to route prefixes, key the table by longest-prefix match: `key = lpm(ipv4.dst)`")
-        );
+        assert_eq!(checked.diagnostics[0].help.as_deref(), Some("to route prefixes, key the table by longest-prefix match: `key = lpm(ipv4.dst)`"));
     }
 
     #[test]
@@ -2835,9 +1898,6 @@ mod tests {
         assert_eq!(edit_distance("donwlink", "downlink"), 1);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(
-            suggest("retagg", ["retag", "own_mac"].into_iter()),
-            Some("retag")
-        );
+        assert_eq!(suggest("retagg", ["retag", "own_mac"].into_iter()), Some("retag"));
     }
 }

@@ -236,10 +236,7 @@ impl Diagnostic {
         Diagnostic {
             code,
             message: message.into(),
-            primary: Label {
-                span,
-                text: String::new(),
-            },
+            primary: Label { span, text: String::new() },
             secondary: Vec::new(),
             help: None,
         }
@@ -253,10 +250,7 @@ impl Diagnostic {
 
     /// Points at another place that explains this one.
     pub fn also(mut self, span: Span, text: impl Into<String>) -> Diagnostic {
-        self.secondary.push(Label {
-            span,
-            text: text.into(),
-        });
+        self.secondary.push(Label { span, text: text.into() });
         self
     }
 
@@ -321,9 +315,7 @@ impl miette::Diagnostic for Diagnostic {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
@@ -336,9 +328,7 @@ impl miette::Diagnostic for Diagnostic {
             }
         };
         let primary = std::iter::once(label(&self.primary, true));
-        Some(Box::new(
-            primary.chain(self.secondary.iter().map(move |l| label(l, false))),
-        ))
+        Some(Box::new(primary.chain(self.secondary.iter().map(move |l| label(l, false)))))
     }
 }
 
@@ -350,18 +340,14 @@ pub struct LineIndex {
 impl LineIndex {
     pub fn new(source: &str) -> LineIndex {
         let newlines = source.match_indices('\n').map(|(i, _)| i + 1);
-        LineIndex {
-            line_starts: std::iter::once(0).chain(newlines).collect(),
-        }
+        LineIndex { line_starts: std::iter::once(0).chain(newlines).collect() }
     }
 
     pub fn line_col(&self, source: &str, offset: usize) -> (usize, usize) {
         let offset = offset.min(source.len());
         let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
         let start = self.line_starts[line];
-        let column = source
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
+        let column = source.get(start..offset).map_or(offset - start, |s| s.chars().count());
         (line + 1, column + 1)
     }
 }
@@ -369,13 +355,7 @@ impl LineIndex {
 /// Sorts diagnostics by position, errors before warnings at one place, so
 /// that a file's diagnostics always come out in reading order.
 pub fn sort(diagnostics: &mut [Diagnostic]) {
-    diagnostics.sort_by_key(|d| {
-        (
-            d.primary.span.start,
-            d.severity() == Severity::Warning,
-            d.code,
-        )
-    });
+    diagnostics.sort_by_key(|d| (d.primary.span.start, d.severity() == Severity::Warning, d.code));
 }
 
 /// Renders diagnostics as plain text in the rustc style, with the source
@@ -387,25 +367,12 @@ pub fn render_plain(file: &str, source: &str, diagnostics: &[Diagnostic]) -> Str
     for d in diagnostics {
         let (line, column) = index.line_col(source, d.primary.span.start);
         let text = source.lines().nth(line - 1).unwrap_or("");
-        let width = source[d.primary.span.start..d.primary.span.end.min(source.len())]
-            .lines()
-            .next()
-            .map_or(1, |s| s.chars().count().max(1));
+        let width = source[d.primary.span.start..d.primary.span.end.min(source.len())].lines().next().map_or(1, |s| s.chars().count().max(1));
         let gutter = " ".repeat(line.to_string().len());
-        out.push_str(&format!(
-            "{}[{}]: {}\n",
-            d.severity().as_str(),
-            d.code,
-            d.message
-        ));
+        out.push_str(&format!("{}[{}]: {}\n", d.severity().as_str(), d.code, d.message));
         out.push_str(&format!("{gutter}--> {file}:{line}:{column}\n"));
         out.push_str(&format!("{gutter} |\n{line} | {text}\n"));
-        out.push_str(&format!(
-            "{gutter} | {}{} {}\n",
-            " ".repeat(column - 1),
-            "^".repeat(width),
-            d.primary.text
-        ));
+        out.push_str(&format!("{gutter} | {}{} {}\n", " ".repeat(column - 1), "^".repeat(width), d.primary.text));
         for l in &d.secondary {
             let (sl, sc) = index.line_col(source, l.span.start);
             out.push_str(&format!("{gutter} = note: {file}:{sl}:{sc}: {}\n", l.text));

@@ -9,9 +9,7 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ty {
     /// An unsigned integer from 0 to `max`.
-    Uint {
-        max: u64,
-    },
+    Uint { max: u64 },
     Mac,
     Ipv4,
     Ipv6,
@@ -20,15 +18,9 @@ pub enum Ty {
 }
 
 impl Ty {
-    pub const U8: Ty = Ty::Uint {
-        max: u8::MAX as u64,
-    };
-    pub const U16: Ty = Ty::Uint {
-        max: u16::MAX as u64,
-    };
-    pub const U32: Ty = Ty::Uint {
-        max: u32::MAX as u64,
-    };
+    pub const U8: Ty = Ty::Uint { max: u8::MAX as u64 };
+    pub const U16: Ty = Ty::Uint { max: u16::MAX as u64 };
+    pub const U32: Ty = Ty::Uint { max: u32::MAX as u64 };
     pub const VLAN_ID: Ty = Ty::Uint { max: 4095 };
     pub const PCP: Ty = Ty::Uint { max: 7 };
 
@@ -170,10 +162,7 @@ fields! {
 
 impl Field {
     fn info(self) -> &'static FieldInfo {
-        FIELDS
-            .iter()
-            .find(|f| f.field == self)
-            .expect("every field has a row")
+        FIELDS.iter().find(|f| f.field == self).expect("every field has a row")
     }
 
     pub fn from_path(path: &str) -> Option<Field> {
@@ -216,11 +205,7 @@ impl Field {
     /// The fields that can be used in a given way, as "`a`, `b`", for help
     /// lines.
     pub fn list(filter: impl Fn(Field) -> bool) -> String {
-        let names: Vec<String> = FIELDS
-            .iter()
-            .filter(|f| filter(f.field))
-            .map(|f| format!("`{}`", f.path))
-            .collect();
+        let names: Vec<String> = FIELDS.iter().filter(|f| filter(f.field)).map(|f| format!("`{}`", f.path)).collect();
         names.join(", ")
     }
 }
@@ -244,15 +229,7 @@ pub enum LayerKind {
 }
 
 impl LayerKind {
-    pub const ALL: [LayerKind; 7] = [
-        LayerKind::Eth,
-        LayerKind::Vlan,
-        LayerKind::Ipv4,
-        LayerKind::Ipv6,
-        LayerKind::Udp,
-        LayerKind::Tcp,
-        LayerKind::Payload,
-    ];
+    pub const ALL: [LayerKind; 7] = [LayerKind::Eth, LayerKind::Vlan, LayerKind::Ipv4, LayerKind::Ipv6, LayerKind::Udp, LayerKind::Tcp, LayerKind::Payload];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -276,12 +253,7 @@ impl LayerKind {
         match self {
             LayerKind::Eth => &[("dst", Ty::Mac), ("src", Ty::Mac), ("type", Ty::U16)],
             LayerKind::Vlan => &[("id", Ty::VLAN_ID), ("pcp", Ty::PCP)],
-            LayerKind::Ipv4 => &[
-                ("src", Ty::Ipv4),
-                ("dst", Ty::Ipv4),
-                ("ttl", Ty::U8),
-                ("proto", Ty::U8),
-            ],
+            LayerKind::Ipv4 => &[("src", Ty::Ipv4), ("dst", Ty::Ipv4), ("ttl", Ty::U8), ("proto", Ty::U8)],
             LayerKind::Ipv6 => &[("src", Ty::Ipv6), ("dst", Ty::Ipv6), ("hop_limit", Ty::U8)],
             LayerKind::Udp | LayerKind::Tcp => &[("sport", Ty::U16), ("dport", Ty::U16)],
             LayerKind::Payload => &[],
@@ -331,7 +303,6 @@ impl serde::Serialize for Field {
 impl<'de> serde::Deserialize<'de> for Field {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
         let path = <String as serde::Deserialize>::deserialize(d)?;
-        Field::from_path(&path)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown field `{path}`")))
+        Field::from_path(&path).ok_or_else(|| serde::de::Error::custom(format!("unknown field `{path}`")))
     }
 }

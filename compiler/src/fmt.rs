@@ -74,32 +74,13 @@ struct Printer<'s> {
 
 impl<'s> Printer<'s> {
     fn new(src: &'s str) -> Printer<'s> {
-        let comments = scan_comments(src)
-            .into_iter()
-            .map(|span| Comment {
-                span,
-                blank_before: blank_above(src, span.start),
-            })
-            .collect();
-        Printer {
-            src,
-            comments,
-            next: 0,
-            lines: Vec::new(),
-            indent: 0,
-            pending_blank: false,
-            block_start: true,
-        }
+        let comments = scan_comments(src).into_iter().map(|span| Comment { span, blank_before: blank_above(src, span.start) }).collect();
+        Printer { src, comments, next: 0, lines: Vec::new(), indent: 0, pending_blank: false, block_start: true }
     }
 
     fn push(&mut self, text: String, blank_before: bool) {
         let blank = (blank_before || self.pending_blank) && !self.block_start;
-        self.lines.push(Line {
-            indent: self.indent,
-            text,
-            trailing: None,
-            blank_before: blank,
-        });
+        self.lines.push(Line { indent: self.indent, text, trailing: None, blank_before: blank });
         self.pending_blank = false;
         self.block_start = false;
     }
@@ -107,10 +88,7 @@ impl<'s> Printer<'s> {
     /// Prints, each on its own line, the comments that start before `pos`.
     fn leading(&mut self, pos: usize) {
         while let Some(c) = self.comments.get(self.next).filter(|c| c.span.start < pos) {
-            let (text, blank) = (
-                self.src[c.span.start..c.span.end].to_string(),
-                c.blank_before,
-            );
+            let (text, blank) = (self.src[c.span.start..c.span.end].to_string(), c.blank_before);
             self.next += 1;
             self.push(text, blank);
         }
@@ -123,20 +101,13 @@ impl<'s> Printer<'s> {
     fn trailing(&mut self, mut end: usize) {
         while let Some(c) = self.comments.get(self.next) {
             let between = self.src.get(end..c.span.start).unwrap_or("\n");
-            if c.span.start < end
-                || !between
-                    .chars()
-                    .all(|ch| matches!(ch, ' ' | '\t' | '\r' | ','))
-            {
+            if c.span.start < end || !between.chars().all(|ch| matches!(ch, ' ' | '\t' | '\r' | ',')) {
                 break;
             }
             let text = self.src[c.span.start..c.span.end].to_string();
             self.next += 1;
             end = c.span.end;
-            let line = self
-                .lines
-                .last_mut()
-                .expect("a trailing comment follows a line");
+            let line = self.lines.last_mut().expect("a trailing comment follows a line");
             line.trailing = Some(match line.trailing.take() {
                 Some(t) => format!("{t} {text}"),
                 None => text,
@@ -160,14 +131,9 @@ impl<'s> Printer<'s> {
     fn code_end(&self, span: Span) -> usize {
         let mut end = span.end;
         loop {
-            end = span.start
-                + self.src[span.start..end]
-                    .trim_end_matches([' ', '\t', '\r'])
-                    .len();
+            end = span.start + self.src[span.start..end].trim_end_matches([' ', '\t', '\r']).len();
             match self.comments.binary_search_by_key(&end, |c| c.span.end) {
-                Ok(i) if self.comments[i].span.start >= span.start => {
-                    end = self.comments[i].span.start
-                }
+                Ok(i) if self.comments[i].span.start >= span.start => end = self.comments[i].span.start,
                 _ => return end,
             }
         }
@@ -194,9 +160,7 @@ impl<'s> Printer<'s> {
     }
 
     fn has_comment_in(&self, span: Span) -> bool {
-        self.comments[self.next..]
-            .iter()
-            .any(|c| c.span.start >= span.start && c.span.start < span.end)
+        self.comments[self.next..].iter().any(|c| c.span.start >= span.start && c.span.start < span.end)
     }
 
     fn is_multiline(&self, item: &Item) -> bool {
@@ -204,8 +168,7 @@ impl<'s> Printer<'s> {
             Item::Table(_) | Item::Egress(_) | Item::Test(_) => true,
             Item::Route(_) => false,
             Item::Device(_) | Item::Group(_) | Item::Ingress(_) => {
-                self.has_comment_in(item.span())
-                    || one_line(item).is_none_or(|l| l.len() > MAX_WIDTH)
+                self.has_comment_in(item.span()) || one_line(item).is_none_or(|l| l.len() > MAX_WIDTH)
             }
         }
     }
@@ -218,16 +181,10 @@ impl<'s> Printer<'s> {
         }
         match item {
             Item::Table(t) => self.settings_block(t.span.start, "table".into(), &t.settings),
-            Item::Device(d) => {
-                self.settings_block(d.span.start, format!("device {}", d.name.name), &d.settings)
-            }
+            Item::Device(d) => self.settings_block(d.span.start, format!("device {}", d.name.name), &d.settings),
             Item::Ingress(i) => self.settings_block(i.span.start, "ingress".into(), &i.settings),
             Item::Group(g) => {
-                self.open(
-                    g.span.start,
-                    g.members.span.start + 1,
-                    format!("group {} {{", g.name.name),
-                );
+                self.open(g.span.start, g.members.span.start + 1, format!("group {} {{", g.name.name));
                 for m in &g.members.members {
                     self.line(m.span, m.name.clone());
                 }
@@ -235,34 +192,16 @@ impl<'s> Printer<'s> {
                 self.trailing(g.span.end);
             }
             Item::Egress(e) => {
-                let params: Vec<String> = e
-                    .params
-                    .iter()
-                    .map(|p| format!("{}: {}", p.name.name, p.ty.name))
-                    .collect();
-                let params = if params.is_empty() {
-                    String::new()
-                } else {
-                    format!("({})", params.join(", "))
-                };
-                self.open(
-                    e.span.start,
-                    e.body.span.start + 1,
-                    format!("egress {}{params} {{", e.name.name),
-                );
+                let params: Vec<String> = e.params.iter().map(|p| format!("{}: {}", p.name.name, p.ty.name)).collect();
+                let params = if params.is_empty() { String::new() } else { format!("({})", params.join(", ")) };
+                self.open(e.span.start, e.body.span.start + 1, format!("egress {}{params} {{", e.name.name));
                 self.stmts(&e.body);
                 self.close(e.body.span.end, "");
                 self.trailing(e.span.end);
             }
             Item::Test(t) => {
-                let open = self.src[t.body.span.start..]
-                    .find('{')
-                    .map_or(t.body.span.start, |i| t.body.span.start + i + 1);
-                self.open(
-                    t.span.start,
-                    open,
-                    format!("test {} {{", string(&t.name.text)),
-                );
+                let open = self.src[t.body.span.start..].find('{').map_or(t.body.span.start, |i| t.body.span.start + i + 1);
+                self.open(t.span.start, open, format!("test {} {{", string(&t.name.text)));
                 for s in &t.body.members {
                     self.line(s.span, test_stmt(s));
                 }
@@ -275,17 +214,9 @@ impl<'s> Printer<'s> {
 
     fn settings_block(&mut self, start: usize, header: String, block: &Block<Setting>) {
         self.open(start, block.span.start + 1, format!("{header} {{"));
-        let width = block
-            .members
-            .iter()
-            .map(|s| s.name.name.len())
-            .max()
-            .unwrap_or(0);
+        let width = block.members.iter().map(|s| s.name.name.len()).max().unwrap_or(0);
         for s in &block.members {
-            self.line(
-                s.span,
-                format!("{:width$} = {}", s.name.name, value(&s.value)),
-            );
+            self.line(s.span, format!("{:width$} = {}", s.name.name, value(&s.value)));
         }
         self.close(block.span.end, "");
         self.trailing(block.span.end);
@@ -302,11 +233,7 @@ impl<'s> Printer<'s> {
             self.line(stmt.span, simple_stmt(&stmt.kind));
             return;
         };
-        self.open(
-            stmt.span.start,
-            if_.then.span.start + 1,
-            format!("if {} {{", cond(&if_.cond, 0)),
-        );
+        self.open(stmt.span.start, if_.then.span.start + 1, format!("if {} {{", cond(&if_.cond, 0)));
         self.if_rest(if_);
         self.trailing(self.code_end(stmt.span));
     }
@@ -325,13 +252,8 @@ impl<'s> Printer<'s> {
                 self.close(block.span.end, "");
             }
             Some(Else::If(nested)) => {
-                let StmtKind::If(inner) = &nested.kind else {
-                    unreachable!("else-if holds an if")
-                };
-                self.close(
-                    if_.then.span.end,
-                    &format!(" else if {} {{", cond(&inner.cond, 0)),
-                );
+                let StmtKind::If(inner) = &nested.kind else { unreachable!("else-if holds an if") };
+                self.close(if_.then.span.end, &format!(" else if {} {{", cond(&inner.cond, 0)));
                 self.trailing(inner.then.span.start + 1);
                 self.indent += 1;
                 self.block_start = true;
@@ -370,18 +292,10 @@ fn align_trailing(lines: &mut [Line]) {
             continue;
         }
         let mut j = i + 1;
-        while j < lines.len()
-            && lines[j].trailing.is_some()
-            && !lines[j].blank_before
-            && !lines[j - 1].text.contains('\n')
-        {
+        while j < lines.len() && lines[j].trailing.is_some() && !lines[j].blank_before && !lines[j - 1].text.contains('\n') {
             j += 1;
         }
-        let width = lines[i..j]
-            .iter()
-            .map(|l| l.indent * INDENT.len() + l.text.chars().count())
-            .max()
-            .unwrap_or(0);
+        let width = lines[i..j].iter().map(|l| l.indent * INDENT.len() + l.text.chars().count()).max().unwrap_or(0);
         for line in &mut lines[i..j] {
             let pad = width - line.indent * INDENT.len() - line.text.chars().count() + 2;
             let comment = line.trailing.take().unwrap();
@@ -397,11 +311,7 @@ fn one_line(item: &Item) -> Option<String> {
         if b.members.is_empty() {
             return "{}".to_string();
         }
-        let s: Vec<String> = b
-            .members
-            .iter()
-            .map(|s| format!("{} = {}", s.name.name, value(&s.value)))
-            .collect();
+        let s: Vec<String> = b.members.iter().map(|s| format!("{} = {}", s.name.name, value(&s.value))).collect();
         format!("{{ {} }}", s.join(", "))
     };
     Some(match item {
@@ -438,29 +348,12 @@ fn simple_stmt(kind: &StmtKind) -> String {
 /// top, 1 inside `||`, 2 inside `&&`, 3 under `!`.
 fn cond(c: &Cond, parent: u8) -> String {
     let (text, strength) = match &c.kind {
-        CondKind::Or(parts) => (
-            parts
-                .iter()
-                .map(|p| cond(p, 2))
-                .collect::<Vec<_>>()
-                .join(" || "),
-            1,
-        ),
-        CondKind::And(parts) => (
-            parts
-                .iter()
-                .map(|p| cond(p, 3))
-                .collect::<Vec<_>>()
-                .join(" && "),
-            2,
-        ),
+        CondKind::Or(parts) => (parts.iter().map(|p| cond(p, 2)).collect::<Vec<_>>().join(" || "), 1),
+        CondKind::And(parts) => (parts.iter().map(|p| cond(p, 3)).collect::<Vec<_>>().join(" && "), 2),
         // `!(ipv4.ttl == 1)`, not `!ipv4.ttl == 1`, which reads wrongly.
         CondKind::Not(inner) => (format!("!{}", cond(inner, 4)), 4),
         CondKind::Has(h) => (format!("has({})", h.name), 5),
-        CondKind::Compare { left, op, right } => (
-            format!("{} {} {}", value(left), op.as_str(), value(right)),
-            3,
-        ),
+        CondKind::Compare { left, op, right } => (format!("{} {} {}", value(left), op.as_str(), value(right)), 3),
     };
     if strength < parent {
         format!("({text})")
@@ -515,18 +408,9 @@ fn string(text: &str) -> String {
 /// A value in canonical form: lower-case hex, compressed IPv6.
 pub fn value(v: &Value) -> String {
     match &v.kind {
-        ValueKind::Int(Int {
-            value,
-            hex_digits: 0,
-        }) => value.to_string(),
-        ValueKind::Int(Int { value, hex_digits }) => {
-            format!("0x{value:0width$x}", width = *hex_digits as usize)
-        }
-        ValueKind::Mac(m) => m
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
+        ValueKind::Int(Int { value, hex_digits: 0 }) => value.to_string(),
+        ValueKind::Int(Int { value, hex_digits }) => format!("0x{value:0width$x}", width = *hex_digits as usize),
+        ValueKind::Mac(m) => m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
         ValueKind::Ipv4(a) => a.to_string(),
         ValueKind::Ipv6(a) => a.to_string(),
         ValueKind::Ipv4Prefix(a, l) => format!("{a}/{l}"),
@@ -534,14 +418,8 @@ pub fn value(v: &Value) -> String {
         ValueKind::Str(s) => string(s),
         ValueKind::Path(p) => p.dotted(),
         ValueKind::Call(c) => call(c),
-        ValueKind::Tuple(parts) => format!(
-            "({})",
-            parts.iter().map(value).collect::<Vec<_>>().join(", ")
-        ),
-        ValueKind::List(parts) => format!(
-            "[{}]",
-            parts.iter().map(value).collect::<Vec<_>>().join(", ")
-        ),
+        ValueKind::Tuple(parts) => format!("({})", parts.iter().map(value).collect::<Vec<_>>().join(", ")),
+        ValueKind::List(parts) => format!("[{}]", parts.iter().map(value).collect::<Vec<_>>().join(", ")),
     }
 }
 
@@ -605,10 +483,7 @@ mod tests {
     #[test]
     fn short_blocks_stay_on_one_line() {
         let src = "device red {\n ifname = \"r\"\n egress = retag(10)\n}\n";
-        assert_eq!(
-            fmt(src),
-            "device red { ifname = \"r\", egress = retag(10) }\n"
-        );
+        assert_eq!(fmt(src), "device red { ifname = \"r\", egress = retag(10) }\n");
     }
 
     #[test]
@@ -619,10 +494,7 @@ mod tests {
             out,
             "egress e {\n    if !(ipv4.ttl == 1) || has(vlan) && vlan.id == 1 {\n        drop\n    } else if has(ipv6) {\n        pass\n    } else {\n        drop\n    }\n}\n"
         );
-        assert_eq!(
-            crate::parse::parse(&out).unwrap(),
-            crate::parse::parse(src).unwrap()
-        );
+        assert_eq!(crate::parse::parse(&out).unwrap(), crate::parse::parse(src).unwrap());
     }
 
     #[test]

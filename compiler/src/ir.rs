@@ -302,11 +302,7 @@ pub enum EncodeError {
 
 /// The bytes a route key is stored as in the key stage's map. `ifindex`
 /// resolves a device (for `ingress.port` keys) at load time.
-pub fn encode_key(
-    plan: &KeyPlan,
-    key: &KeyValue,
-    ifindex: &dyn Fn(usize) -> Option<u32>,
-) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_key(plan: &KeyPlan, key: &KeyValue, ifindex: &dyn Fn(usize) -> Option<u32>) -> Result<Vec<u8>, EncodeError> {
     let parts: Vec<&KeyValue> = match key {
         KeyValue::Composite(parts) => parts.iter().collect(),
         single => vec![single],
@@ -316,9 +312,7 @@ pub fn encode_key(
             if fields.len() != parts.len() {
                 return Err(EncodeError::Shape);
             }
-            if let ([f], [KeyValue::Const(Const::Ipv4(addr))]) =
-                (fields.as_slice(), parts.as_slice())
-            {
+            if let ([f], [KeyValue::Const(Const::Ipv4(addr))]) = (fields.as_slice(), parts.as_slice()) {
                 debug_assert!(f.field.key_bits() == Some(32));
                 // Loaded straight from the packet: wire byte order.
                 return Ok(addr.octets().to_vec());
@@ -355,12 +349,8 @@ pub fn encode_key(
         }
         KeyPlan::Lpm { address_bytes, .. } => {
             let (len, addr): (u8, Vec<u8>) = match parts.as_slice() {
-                [KeyValue::Prefix(PrefixValue::V4(a, l))] if *address_bytes == 4 => {
-                    (*l, a.octets().to_vec())
-                }
-                [KeyValue::Prefix(PrefixValue::V6(a, l))] if *address_bytes == 16 => {
-                    (*l, a.octets().to_vec())
-                }
+                [KeyValue::Prefix(PrefixValue::V4(a, l))] if *address_bytes == 4 => (*l, a.octets().to_vec()),
+                [KeyValue::Prefix(PrefixValue::V6(a, l))] if *address_bytes == 16 => (*l, a.octets().to_vec()),
                 _ => return Err(EncodeError::Shape),
             };
             let mut bytes = u32::from(len).to_ne_bytes().to_vec();
@@ -374,9 +364,7 @@ pub fn encode_key(
 fn scalar(part: &KeyValue, ifindex: &dyn Fn(usize) -> Option<u32>) -> Result<u64, EncodeError> {
     match part {
         KeyValue::Const(Const::Uint(n)) => Ok(*n),
-        KeyValue::Device(d) => ifindex(*d)
-            .map(u64::from)
-            .ok_or(EncodeError::UnresolvedDevice(*d)),
+        KeyValue::Device(d) => ifindex(*d).map(u64::from).ok_or(EncodeError::UnresolvedDevice(*d)),
         _ => Err(EncodeError::Shape),
     }
 }

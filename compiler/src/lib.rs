@@ -28,9 +28,6 @@ pub use parse::parse;
 pub fn check_source(source: &str) -> Checked {
     match parse(source) {
         Ok(spec) => check(&spec),
-        Err(diagnostics) => Checked {
-            model: None,
-            diagnostics,
-        },
+        Err(diagnostics) => Checked { model: None, diagnostics },
     }
 }

@@ -30,11 +30,7 @@ pub fn lower(model: &Model, spec: &str, source: &str) -> Ir {
                     let ty = ParamType::from_ty(param.ty);
                     offset = offset.next_multiple_of(ty.align());
                     align_max = align_max.max(ty.align());
-                    let plan = ParamPlan {
-                        name: param.name.clone(),
-                        ty,
-                        offset,
-                    };
+                    let plan = ParamPlan { name: param.name.clone(), ty, offset };
                     offset += ty.size();
                     plan
                 })
@@ -59,15 +55,7 @@ pub fn lower(model: &Model, spec: &str, source: &str) -> Ir {
         })
         .collect();
 
-    let groups = model
-        .groups
-        .iter()
-        .map(|g| GroupPlan {
-            name: g.name.clone(),
-            line: line(g.span.start),
-            map: format!("devmapc_group_{}", g.name),
-        })
-        .collect();
+    let groups = model.groups.iter().map(|g| GroupPlan { name: g.name.clone(), line: line(g.span.start), map: format!("devmapc_group_{}", g.name) }).collect();
 
     let code = CodePlan {
         key: key_plan(&model.table.key),
@@ -92,19 +80,9 @@ pub fn lower(model: &Model, spec: &str, source: &str) -> Ir {
             name: d.name.clone(),
             binding: d.binding.clone(),
             program: d.egress.as_ref().map(|e| e.program),
-            args: d
-                .egress
-                .as_ref()
-                .map(|e| e.args.clone())
-                .unwrap_or_default(),
+            args: d.egress.as_ref().map(|e| e.args.clone()).unwrap_or_default(),
             ingress: model.ingress.on.contains(&i),
-            groups: model
-                .groups
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| g.members.contains(&i))
-                .map(|(gi, _)| gi)
-                .collect(),
+            groups: model.groups.iter().enumerate().filter(|(_, g)| g.members.contains(&i)).map(|(gi, _)| gi).collect(),
             line: line(d.span.start),
         })
         .collect();
@@ -113,29 +91,14 @@ pub fn lower(model: &Model, spec: &str, source: &str) -> Ir {
         .iter()
         .map(|r| RouteData {
             key: r.key.clone(),
-            text: source
-                .get(r.span.start..r.span.end)
-                .and_then(|s| s.strip_prefix("route"))
-                .and_then(|s| s.split("->").next())
-                .unwrap_or("")
-                .trim()
-                .to_string(),
+            text: source.get(r.span.start..r.span.end).and_then(|s| s.strip_prefix("route")).and_then(|s| s.split("->").next()).unwrap_or("").trim().to_string(),
             target: target(r.target),
             line: line(r.span.start),
         })
         .collect();
-    let data = DataPlan {
-        xdp_mode: model.ingress.mode,
-        devices,
-        routes,
-        default_route: model.default_route.map(target),
-    };
+    let data = DataPlan { xdp_mode: model.ingress.mode, devices, routes, default_route: model.default_route.map(target) };
 
-    Ir {
-        spec: spec.to_string(),
-        code,
-        data,
-    }
+    Ir { spec: spec.to_string(), code, data }
 }
 
 /// Bytes a field takes in a hashed key.
@@ -149,10 +112,7 @@ fn hashed_size(field: Field) -> u32 {
 fn key_plan(key: &crate::model::Key) -> KeyPlan {
     use crate::model::Key;
     match key {
-        Key::Lpm(field) => KeyPlan::Lpm {
-            field: *field,
-            address_bytes: field.key_bits().unwrap_or(32) / 8,
-        },
+        Key::Lpm(field) => KeyPlan::Lpm { field: *field, address_bytes: field.key_bits().unwrap_or(32) / 8 },
         _ if key.bits() <= 32 => {
             let mut shift = key.bits();
             let fields = key
@@ -173,19 +133,12 @@ fn key_plan(key: &crate::model::Key) -> KeyPlan {
                 .into_iter()
                 .map(|field| {
                     let size = hashed_size(field);
-                    let f = HashedField {
-                        field,
-                        offset,
-                        size,
-                    };
+                    let f = HashedField { field, offset, size };
                     offset += size;
                     f
                 })
                 .collect();
-            KeyPlan::Hashed {
-                fields,
-                size: offset,
-            }
+            KeyPlan::Hashed { fields, size: offset }
         }
     }
 }
@@ -205,11 +158,7 @@ fn reads_egress_mac(stmt: &crate::model::Stmt) -> bool {
     }
     match stmt {
         Stmt::Assign { value, .. } | Stmt::VlanPush(value) => operand(value),
-        Stmt::If {
-            cond: c,
-            then,
-            otherwise,
-        } => cond(c) || then.iter().chain(otherwise).any(reads_egress_mac),
+        Stmt::If { cond: c, then, otherwise } => cond(c) || then.iter().chain(otherwise).any(reads_egress_mac),
         Stmt::Decrement { .. } | Stmt::VlanPop | Stmt::Drop | Stmt::Pass => false,
     }
 }
@@ -221,23 +170,16 @@ mod tests {
 
     fn ir(src: &str) -> Ir {
         let checked = crate::check_source(src);
-        let model = checked
-            .model
-            .unwrap_or_else(|| panic!("{:#?}", checked.diagnostics));
+        let model = checked.model.unwrap_or_else(|| panic!("{:#?}", checked.diagnostics));
         lower(&model, "t.devmap", src)
     }
 
-    const BASE: &str =
-        "device a { ifname = \"a\" }\ndevice b { ifname = \"b\" }\ningress { on = [a] }\n";
+    const BASE: &str = "device a { ifname = \"a\" }\ndevice b { ifname = \"b\" }\ningress { on = [a] }\n";
 
     #[test]
     fn narrow_composites_stay_direct_and_pack_first_field_high() {
-        let ir = ir(&format!(
-            "table {{ key = (vlan.id, ip.proto) }}\n{BASE}route (100, 6) -> b\n"
-        ));
-        let KeyPlan::Direct { fields } = &ir.code.key else {
-            panic!("{:?}", ir.code.key)
-        };
+        let ir = ir(&format!("table {{ key = (vlan.id, ip.proto) }}\n{BASE}route (100, 6) -> b\n"));
+        let KeyPlan::Direct { fields } = &ir.code.key else { panic!("{:?}", ir.code.key) };
         assert_eq!((fields[0].shift, fields[1].shift), (8, 0));
         let bytes = encode_key(&ir.code.key, &ir.data.routes[0].key, &|_| None).unwrap();
         assert_eq!(bytes, ((100u32 << 8) | 6).to_ne_bytes());
@@ -245,9 +187,7 @@ mod tests {
 
     #[test]
     fn wide_keys_are_hashed_in_network_order() {
-        let ir = ir(&format!(
-            "table {{ key = (vlan.id, eth.dst) }}\n{BASE}route (100, 02:00:00:00:00:01) -> b\n"
-        ));
+        let ir = ir(&format!("table {{ key = (vlan.id, eth.dst) }}\n{BASE}route (100, 02:00:00:00:00:01) -> b\n"));
         assert!(matches!(ir.code.key, KeyPlan::Hashed { size: 8, .. }));
         let bytes = encode_key(&ir.code.key, &ir.data.routes[0].key, &|_| None).unwrap();
         assert_eq!(bytes, [0, 100, 2, 0, 0, 0, 0, 1]);
@@ -255,57 +195,31 @@ mod tests {
 
     #[test]
     fn ipv4_direct_keys_keep_wire_order_and_ports_resolve_at_load() {
-        let v4 = ir(&format!(
-            "table {{ key = ipv4.dst }}\n{BASE}route 10.0.0.1 -> b\n"
-        ));
-        assert_eq!(
-            encode_key(&v4.code.key, &v4.data.routes[0].key, &|_| None).unwrap(),
-            [10, 0, 0, 1]
-        );
-        let port = ir(&format!(
-            "table {{ key = ingress.port }}\n{BASE}route a -> b\n"
-        ));
+        let v4 = ir(&format!("table {{ key = ipv4.dst }}\n{BASE}route 10.0.0.1 -> b\n"));
+        assert_eq!(encode_key(&v4.code.key, &v4.data.routes[0].key, &|_| None).unwrap(), [10, 0, 0, 1]);
+        let port = ir(&format!("table {{ key = ingress.port }}\n{BASE}route a -> b\n"));
         assert_eq!(port.data.routes[0].key, KeyValue::Device(0));
-        assert_eq!(
-            encode_key(&port.code.key, &port.data.routes[0].key, &|_| None),
-            Err(EncodeError::UnresolvedDevice(0))
-        );
-        assert_eq!(
-            encode_key(&port.code.key, &port.data.routes[0].key, &|_| Some(7)).unwrap(),
-            7u32.to_ne_bytes()
-        );
+        assert_eq!(encode_key(&port.code.key, &port.data.routes[0].key, &|_| None), Err(EncodeError::UnresolvedDevice(0)));
+        assert_eq!(encode_key(&port.code.key, &port.data.routes[0].key, &|_| Some(7)).unwrap(), 7u32.to_ne_bytes());
     }
 
     #[test]
     fn lpm_keys_lead_with_the_prefix_length() {
-        let ir = ir(&format!(
-            "table {{ key = lpm(ipv4.dst) }}\n{BASE}route 10.0.0.0/8 -> b\nroute 10.1.2.3 -> a\n"
-        ));
+        let ir = ir(&format!("table {{ key = lpm(ipv4.dst) }}\n{BASE}route 10.0.0.0/8 -> b\nroute 10.1.2.3 -> a\n"));
         let bytes = encode_key(&ir.code.key, &ir.data.routes[1].key, &|_| None).unwrap();
-        assert_eq!(
-            bytes,
-            [32u32.to_ne_bytes().as_slice(), &[10, 1, 2, 3]].concat()
-        );
+        assert_eq!(bytes, [32u32.to_ne_bytes().as_slice(), &[10, 1, 2, 3]].concat());
         assert_eq!(ir.data.routes[0].text, "10.0.0.0/8");
     }
 
     #[test]
     fn data_changes_leave_the_code_hash_alone() {
-        let prog =
-            "egress tag(v: u16) { vlan.id = v }\ndevice c { ifname = \"c\", egress = tag(5) }\n";
-        let one = ir(&format!(
-            "table {{ key = vlan.id }}\n{BASE}{prog}route 1 -> b\nroute 2 -> c\n"
-        ));
-        let two = ir(&format!(
-            "table {{ key = vlan.id }}\n{BASE}{}route 1 -> a\nroute 3 -> c\n",
-            prog.replace("tag(5)", "tag(6)")
-        ));
+        let prog = "egress tag(v: u16) { vlan.id = v }\ndevice c { ifname = \"c\", egress = tag(5) }\n";
+        let one = ir(&format!("table {{ key = vlan.id }}\n{BASE}{prog}route 1 -> b\nroute 2 -> c\n"));
+        let two = ir(&format!("table {{ key = vlan.id }}\n{BASE}{}route 1 -> a\nroute 3 -> c\n", prog.replace("tag(5)", "tag(6)")));
         assert_eq!(one.code_hash(), two.code_hash());
         assert_ne!(one.data_hash(), two.data_hash());
         assert_eq!(two.data.devices[2].args, vec![Const::Uint(6)]);
-        let three = ir(&format!(
-            "table {{ key = vlan.id, counters = off }}\n{BASE}{prog}route 1 -> b\nroute 2 -> c\n"
-        ));
+        let three = ir(&format!("table {{ key = vlan.id, counters = off }}\n{BASE}{prog}route 1 -> b\nroute 2 -> c\n"));
         assert_ne!(one.code_hash(), three.code_hash());
     }
 }

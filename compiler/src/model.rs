@@ -57,10 +57,7 @@ impl Key {
 
     /// Bits the key takes (for an LPM key, the full address).
     pub fn bits(&self) -> u32 {
-        self.fields()
-            .iter()
-            .map(|f| f.key_bits().unwrap_or(0))
-            .sum()
+        self.fields().iter().map(|f| f.key_bits().unwrap_or(0)).sum()
     }
 }
 
@@ -141,23 +138,13 @@ pub struct ParamDef {
 /// A statement of an egress program.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
-    Assign {
-        field: Field,
-        value: Operand,
-    },
-    Decrement {
-        field: Field,
-        amount: u8,
-    },
+    Assign { field: Field, value: Operand },
+    Decrement { field: Field, amount: u8 },
     VlanPush(Operand),
     VlanPop,
     Drop,
     Pass,
-    If {
-        cond: Cond,
-        then: Vec<Stmt>,
-        otherwise: Vec<Stmt>,
-    },
+    If { cond: Cond, then: Vec<Stmt>, otherwise: Vec<Stmt> },
 }
 
 /// What a statement or condition reads.
@@ -175,11 +162,7 @@ pub enum Cond {
     And(Vec<Cond>),
     Not(Box<Cond>),
     Has(Header),
-    Compare {
-        left: Operand,
-        op: crate::ast::CmpOp,
-        right: Operand,
-    },
+    Compare { left: Operand, op: crate::ast::CmpOp, right: Operand },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -245,22 +228,10 @@ pub struct TestDef {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum TestStep {
-    Send {
-        device: usize,
-        packet: PacketDef,
-        span: Span,
-    },
-    ExpectDrop {
-        span: Span,
-    },
-    ExpectPass {
-        span: Span,
-    },
-    ExpectOut {
-        devices: Vec<usize>,
-        pattern: Vec<LayerDef>,
-        span: Span,
-    },
+    Send { device: usize, packet: PacketDef, span: Span },
+    ExpectDrop { span: Span },
+    ExpectPass { span: Span },
+    ExpectOut { devices: Vec<usize>, pattern: Vec<LayerDef>, span: Span },
 }
 
 /// A packet to send: its layers with the fields the spec sets.

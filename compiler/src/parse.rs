@@ -21,9 +21,7 @@ struct DevmapParser;
 pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
     match DevmapParser::parse(Rule::file, source) {
         Ok(mut pairs) => {
-            let mut builder = Builder {
-                diagnostics: Vec::new(),
-            };
+            let mut builder = Builder { diagnostics: Vec::new() };
             let file = pairs.next().expect("the file rule always yields one pair");
             let spec = builder.file(file);
             if builder.diagnostics.is_empty() {
@@ -41,8 +39,7 @@ pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
             // global: turning it off again could race with another thread's
             // error and change its message).
             pest::set_error_detail(true);
-            let error = DevmapParser::parse(Rule::file, source)
-                .expect_err("a text that failed to parse fails again");
+            let error = DevmapParser::parse(Rule::file, source).expect_err("a text that failed to parse fails again");
             Err(recover(source, error))
         }
     }
@@ -71,24 +68,17 @@ fn recover(source: &str, first: pest::error::Error<Rule>) -> Vec<Diagnostic> {
 }
 
 fn line_end(source: &str, offset: usize) -> usize {
-    source[offset.min(source.len())..]
-        .find('\n')
-        .map_or(source.len(), |i| offset + i + 1)
+    source[offset.min(source.len())..].find('\n').map_or(source.len(), |i| offset + i + 1)
 }
 
 /// The offset of the next line at or after `from` that starts (at column
 /// 0) with an item keyword, skipping lines inside block comments.
 fn next_item_start(source: &str, from: usize) -> Option<usize> {
-    const KEYWORDS: [&str; 7] = [
-        "table", "device", "egress", "group", "ingress", "route", "test",
-    ];
+    const KEYWORDS: [&str; 7] = ["table", "device", "egress", "group", "ingress", "route", "test"];
     let mut offset = from;
     while offset < source.len() {
         let line = &source[offset..line_end(source, offset)];
-        let word: String = line
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
+        let word: String = line.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
         if KEYWORDS.contains(&word.as_str()) {
             return Some(offset);
         }
@@ -109,16 +99,9 @@ fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> D
     // The rules that failed are reported where they started; the tokens
     // tried may have got further (past a literal, into a string). The
     // furthest point is where the text stopped making sense.
-    let further = attempts
-        .as_ref()
-        .filter(|a| a.max_position > pos && a.max_position <= chunk.len())
-        .map(|a| a.max_position);
+    let further = attempts.as_ref().filter(|a| a.max_position > pos && a.max_position <= chunk.len()).map(|a| a.max_position);
     let mut expected: Vec<String> = match (&error.variant, further) {
-        (ErrorVariant::ParsingError { positives, .. }, None) => positives
-            .iter()
-            .filter_map(|r| describe_rule(*r))
-            .map(String::from)
-            .collect(),
+        (ErrorVariant::ParsingError { positives, .. }, None) => positives.iter().filter_map(|r| describe_rule(*r)).map(String::from).collect(),
         (ErrorVariant::CustomError { message }, None) => vec![message.clone()],
         (_, Some(_)) => Vec::new(),
     };
@@ -126,26 +109,14 @@ fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> D
     let line_start = chunk[..pos].rfind('\n').map_or(0, |i| i + 1);
     if let Some(open) = open_string(&chunk[line_start..pos]).map(|i| line_start + i) {
         // Inside a string that never closes: point at its opening quote.
-        return Diagnostic::new(
-            Code::Syntax,
-            Span::new(base + open, base + open + 1),
-            "this string is not closed",
-        )
-        .label("the string starts here and runs to the end of the line")
-        .help("close it with `\"` on the same line; strings cannot span lines");
+        return Diagnostic::new(Code::Syntax, Span::new(base + open, base + open + 1), "this string is not closed")
+            .label("the string starts here and runs to the end of the line")
+            .help("close it with `\"` on the same line; strings cannot span lines");
     }
-    if let Some(c) = chunk[pos..]
-        .chars()
-        .next()
-        .filter(|c| c.is_alphabetic() && !c.is_ascii())
-    {
-        return Diagnostic::new(
-            Code::Syntax,
-            Span::new(base + pos, base + pos + c.len_utf8()),
-            format!("`{c}` cannot be part of a name"),
-        )
-        .label("not an ASCII letter")
-        .help("names are made of ASCII letters, digits and `_` (they reach the generated C)");
+    if let Some(c) = chunk[pos..].chars().next().filter(|c| c.is_alphabetic() && !c.is_ascii()) {
+        return Diagnostic::new(Code::Syntax, Span::new(base + pos, base + pos + c.len_utf8()), format!("`{c}` cannot be part of a name"))
+            .label("not an ASCII letter")
+            .help("names are made of ASCII letters, digits and `_` (they reach the generated C)");
     }
     // Right after a name, the letters that could continue it are no help.
     let after_word = chunk[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
@@ -165,16 +136,8 @@ fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> D
     }
     // Where a whole value may stand, the characters that start one are
     // noise next to "a value".
-    if expected
-        .iter()
-        .any(|e| e == "a value" || e.starts_with("a layer field"))
-    {
-        expected.retain(|e| {
-            !matches!(
-                e.as_str(),
-                "`\"`" | "`(`" | "`0x`" | "`0X`" | "`:`" | "`[`" | "a name" | "a number"
-            )
-        });
+    if expected.iter().any(|e| e == "a value" || e.starts_with("a layer field")) {
+        expected.retain(|e| !matches!(e.as_str(), "`\"`" | "`(`" | "`0x`" | "`0X`" | "`:`" | "`[`" | "a name" | "a number"));
     }
     if expected.is_empty() && end_of_line {
         expected.push("the end of the line".into());
@@ -190,20 +153,10 @@ fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> D
             format!("expected {} or {last}, found {found}", rest.join(", "))
         }
     };
-    let width = chunk[pos..]
-        .chars()
-        .next()
-        .filter(|c| *c != '\n')
-        .map_or(0, |c| {
-            let word = chunk[pos..]
-                .find(|c: char| c.is_whitespace())
-                .unwrap_or(chunk.len() - pos);
-            if c.is_ascii_alphanumeric() || c == '_' {
-                word
-            } else {
-                c.len_utf8()
-            }
-        });
+    let width = chunk[pos..].chars().next().filter(|c| *c != '\n').map_or(0, |c| {
+        let word = chunk[pos..].find(|c: char| c.is_whitespace()).unwrap_or(chunk.len() - pos);
+        if c.is_ascii_alphanumeric() || c == '_' { word } else { c.len_utf8() }
+    });
     let span = Span::new(base + pos, base + pos + width);
     Diagnostic::new(Code::Syntax, span, message)
         .label("here")
@@ -241,10 +194,7 @@ fn describe_found(rest: &str) -> String {
         None => "the end of the file".into(),
         Some('\n') | Some('\r') => "the end of the line".into(),
         Some(c) if c.is_ascii_alphanumeric() || c == '_' => {
-            let word: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':' || *c == '.')
-                .collect();
+            let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':' || *c == '.').collect();
             format!("`{word}`")
         }
         Some(c) => format!("`{c}`"),
@@ -282,12 +232,7 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::cond | Rule::cond_and | Rule::cond_not | Rule::compare => "a condition",
         Rule::packet | Rule::layer => "a packet layer (`eth(...)`)",
         Rule::layer_arg => "a layer field (`name = value`)",
-        Rule::if_stmt
-        | Rule::drop_stmt
-        | Rule::pass_stmt
-        | Rule::call_stmt
-        | Rule::decrement
-        | Rule::assign => "a statement",
+        Rule::if_stmt | Rule::drop_stmt | Rule::pass_stmt | Rule::call_stmt | Rule::decrement | Rule::assign => "a statement",
         Rule::expect_out => "a device",
         Rule::args => "`(`",
         _ => return None,
@@ -306,40 +251,17 @@ fn span_of(pair: &Pair<Rule>) -> Span {
 
 fn ident(pair: Pair<Rule>) -> Ident {
     debug_assert_eq!(pair.as_rule(), Rule::name);
-    Ident {
-        name: pair.as_str().to_string(),
-        span: span_of(&pair),
-    }
+    Ident { name: pair.as_str().to_string(), span: span_of(&pair) }
 }
 
 /// The pairs of a node without its keyword tokens.
 fn children(pair: Pair<Rule>) -> impl Iterator<Item = Pair<Rule>> {
-    pair.into_inner().filter(|p| {
-        !matches!(
-            p.as_rule(),
-            Rule::kw_table
-                | Rule::kw_device
-                | Rule::kw_egress
-                | Rule::kw_group
-                | Rule::kw_ingress
-                | Rule::kw_route
-                | Rule::kw_test
-                | Rule::kw_if
-                | Rule::kw_else
-                | Rule::kw_has
-                | Rule::kw_send
-                | Rule::kw_expect
-        )
-    })
+    pair.into_inner().filter(|p| !matches!(p.as_rule(), Rule::kw_table | Rule::kw_device | Rule::kw_egress | Rule::kw_group | Rule::kw_ingress | Rule::kw_route | Rule::kw_test | Rule::kw_if | Rule::kw_else | Rule::kw_has | Rule::kw_send | Rule::kw_expect))
 }
 
 impl Builder {
     fn file(&mut self, pair: Pair<Rule>) -> Spec {
-        let items = pair
-            .into_inner()
-            .filter(|p| p.as_rule() != Rule::EOI)
-            .map(|p| self.item(p))
-            .collect();
+        let items = pair.into_inner().filter(|p| p.as_rule() != Rule::EOI).map(|p| self.item(p)).collect();
         Spec { items }
     }
 
@@ -358,25 +280,14 @@ impl Builder {
                 let mut inner = children(pair);
                 let name = ident(inner.next().unwrap());
                 let settings = self.settings(inner.next().unwrap());
-                Item::Device(Device {
-                    name,
-                    settings,
-                    span,
-                })
+                Item::Device(Device { name, settings, span })
             }
             Rule::group => {
                 let mut inner = children(pair);
                 let name = ident(inner.next().unwrap());
                 let block = inner.next().unwrap();
-                let members = Block {
-                    span: span_of(&block),
-                    members: block.into_inner().map(ident).collect(),
-                };
-                Item::Group(Group {
-                    name,
-                    members,
-                    span,
-                })
+                let members = Block { span: span_of(&block), members: block.into_inner().map(ident).collect() };
+                Item::Group(Group { name, members, span })
             }
             Rule::route => {
                 let mut inner = children(pair);
@@ -400,12 +311,7 @@ impl Builder {
                         r => unreachable!("egress child {r:?}"),
                     }
                 }
-                Item::Egress(Egress {
-                    name: name.unwrap(),
-                    params,
-                    body: body.unwrap(),
-                    span,
-                })
+                Item::Egress(Egress { name: name.unwrap(), params, body: body.unwrap(), span })
             }
             Rule::test => {
                 let mut inner = children(pair);
@@ -414,10 +320,7 @@ impl Builder {
                 let members: Vec<TestStmt> = inner.map(|p| self.test_stmt(p)).collect();
                 // The grammar has no separate rule for the test's braces: the
                 // block runs from after the name to the end of the item.
-                let body = Block {
-                    members,
-                    span: Span::new(body_start, span.end),
-                };
+                let body = Block { members, span: Span::new(body_start, span.end) };
                 Item::Test(Test { name, body, span })
             }
             r => unreachable!("item {r:?}"),
@@ -442,11 +345,7 @@ impl Builder {
     fn param(&mut self, pair: Pair<Rule>) -> Param {
         let span = span_of(&pair);
         let mut inner = pair.into_inner();
-        Param {
-            name: ident(inner.next().unwrap()),
-            ty: ident(inner.next().unwrap()),
-            span,
-        }
+        Param { name: ident(inner.next().unwrap()), ty: ident(inner.next().unwrap()), span }
     }
 
     fn block(&mut self, pair: Pair<Rule>) -> Block<Stmt> {
@@ -469,10 +368,7 @@ impl Builder {
                 if rule == Rule::assign {
                     StmtKind::Assign { field, value }
                 } else {
-                    StmtKind::Decrement {
-                        field,
-                        amount: value,
-                    }
+                    StmtKind::Decrement { field, amount: value }
                 }
             }
             Rule::if_stmt => {
@@ -483,11 +379,7 @@ impl Builder {
                     Rule::block => Else::Block(self.block(p)),
                     _ => Else::If(Box::new(self.stmt(p))),
                 });
-                StmtKind::If(If {
-                    cond,
-                    then,
-                    otherwise,
-                })
+                StmtKind::If(If { cond, then, otherwise })
             }
             r => unreachable!("statement {r:?}"),
         };
@@ -503,11 +395,7 @@ impl Builder {
                 if parts.len() == 1 {
                     return parts.pop().unwrap();
                 }
-                let kind = if rule == Rule::cond {
-                    CondKind::Or(parts)
-                } else {
-                    CondKind::And(parts)
-                };
+                let kind = if rule == Rule::cond { CondKind::Or(parts) } else { CondKind::And(parts) };
                 Cond { kind, span }
             }
             Rule::cond_not => {
@@ -516,17 +404,11 @@ impl Builder {
                 let mut cond = self.cond(atom[0].clone());
                 for not in nots.iter().rev() {
                     let span = Span::new(not.as_span().start(), cond.span.end);
-                    cond = Cond {
-                        kind: CondKind::Not(Box::new(cond)),
-                        span,
-                    };
+                    cond = Cond { kind: CondKind::Not(Box::new(cond)), span };
                 }
                 cond
             }
-            Rule::has => Cond {
-                kind: CondKind::Has(ident(children(pair).next().unwrap())),
-                span,
-            },
+            Rule::has => Cond { kind: CondKind::Has(ident(children(pair).next().unwrap())), span },
             Rule::compare => {
                 let mut inner = pair.into_inner();
                 let left = self.value_of(inner.next().unwrap());
@@ -540,10 +422,7 @@ impl Builder {
                     other => unreachable!("comparison {other}"),
                 };
                 let right = self.value_of(inner.next().unwrap());
-                Cond {
-                    kind: CondKind::Compare { left, op, right },
-                    span,
-                }
+                Cond { kind: CondKind::Compare { left, op, right }, span }
             }
             r => unreachable!("condition {r:?}"),
         }
@@ -602,11 +481,7 @@ impl Builder {
                                 _ => value = Some(self.value(p)),
                             }
                         }
-                        LayerArg {
-                            field,
-                            value: value.unwrap(),
-                            span,
-                        }
+                        LayerArg { field, value: value.unwrap(), span }
                     })
                     .collect();
                 Layer { name, args, span }
@@ -616,28 +491,17 @@ impl Builder {
     }
 
     fn string(&mut self, pair: Pair<Rule>) -> StrLit {
-        StrLit {
-            span: span_of(&pair),
-            text: pair.into_inner().next().unwrap().as_str().to_string(),
-        }
+        StrLit { span: span_of(&pair), text: pair.into_inner().next().unwrap().as_str().to_string() }
     }
 
     fn path(&mut self, pair: Pair<Rule>) -> Path {
-        Path {
-            span: span_of(&pair),
-            segments: pair.into_inner().map(ident).collect(),
-        }
+        Path { span: span_of(&pair), segments: pair.into_inner().map(ident).collect() }
     }
 
     fn call(&mut self, pair: Pair<Rule>) -> Call {
         let mut inner = pair.into_inner();
         let callee = self.path(inner.next().unwrap());
-        let args = inner
-            .next()
-            .unwrap()
-            .into_inner()
-            .map(|p| self.value(p))
-            .collect();
+        let args = inner.next().unwrap().into_inner().map(|p| self.value(p)).collect();
         Call { callee, args }
     }
 
@@ -661,8 +525,7 @@ impl Builder {
             Rule::mac => {
                 let mut bytes = [0u8; 6];
                 for (byte, part) in bytes.iter_mut().zip(text.split(':')) {
-                    *byte =
-                        u8::from_str_radix(part, 16).expect("the grammar admits only hex pairs");
+                    *byte = u8::from_str_radix(part, 16).expect("the grammar admits only hex pairs");
                 }
                 ValueKind::Mac(bytes)
             }
@@ -679,19 +542,9 @@ impl Builder {
                     Ok(n) if n <= max => n,
                     _ => {
                         self.diagnostics.push(
-                            Diagnostic::new(
-                                Code::BadPrefix,
-                                span_of(&len_pair),
-                                format!(
-                                    "prefix length {} is longer than the address",
-                                    len_pair.as_str()
-                                ),
-                            )
-                            .label(format!("at most {max}"))
-                            .help(format!(
-                                "an {} prefix is 0 to {max} bits long",
-                                if v4 { "IPv4" } else { "IPv6" }
-                            )),
+                            Diagnostic::new(Code::BadPrefix, span_of(&len_pair), format!("prefix length {} is longer than the address", len_pair.as_str()))
+                                .label(format!("at most {max}"))
+                                .help(format!("an {} prefix is 0 to {max} bits long", if v4 { "IPv4" } else { "IPv6" })),
                         );
                         0
                     }
@@ -714,29 +567,16 @@ impl Builder {
         };
         // Leading zeros beyond 16 digits carry no meaning; keep the width
         // (for `fmt`) within what a u64 can show.
-        let hex_digits = if radix == 16 {
-            digits.len().min(16) as u8
-        } else {
-            0
-        };
+        let hex_digits = if radix == 16 { digits.len().min(16) as u8 } else { 0 };
         match u64::from_str_radix(digits, radix) {
             Ok(value) => Int { value, hex_digits },
             Err(_) => {
                 self.diagnostics.push(
-                    Diagnostic::new(
-                        Code::BadLiteral,
-                        span,
-                        format!("the number {text} is too large"),
-                    )
-                    .label("does not fit in 64 bits")
-                    .help(
-                        "numbers in a spec are at most 18446744073709551615 (0xffffffffffffffff)",
-                    ),
+                    Diagnostic::new(Code::BadLiteral, span, format!("the number {text} is too large"))
+                        .label("does not fit in 64 bits")
+                        .help("numbers in a spec are at most 18446744073709551615 (0xffffffffffffffff)"),
                 );
-                Int {
-                    value: 0,
-                    hex_digits,
-                }
+                Int { value: 0, hex_digits }
             }
         }
     }
@@ -760,13 +600,9 @@ impl Builder {
                 Ok(n) => octets[i] = n,
                 Err(_) => {
                     self.diagnostics.push(
-                        Diagnostic::new(
-                            Code::BadLiteral,
-                            Span::new(start, start + part.len()),
-                            format!("`{text}` is not an IPv4 address"),
-                        )
-                        .label(format!("octet {part} is above 255"))
-                        .help("each of the four parts of an IPv4 address is 0 to 255"),
+                        Diagnostic::new(Code::BadLiteral, Span::new(start, start + part.len()), format!("`{text}` is not an IPv4 address"))
+                            .label(format!("octet {part} is above 255"))
+                            .help("each of the four parts of an IPv4 address is 0 to 255"),
                     );
                     return Ipv4Addr::UNSPECIFIED;
                 }
@@ -802,29 +638,10 @@ mod tests {
     #[test]
     fn literals_are_told_apart() {
         let spec = parse("route (02:00:00:00:00:01, fe80::1, 10.0.0.1, 10.0.0.0/8, 2001:db8::/32, 0x10, 7) -> x\n").unwrap();
-        let Item::Route(route) = &spec.items[0] else {
-            panic!("not a route")
-        };
-        let RouteKey::Value(Value {
-            kind: ValueKind::Tuple(parts),
-            ..
-        }) = &route.key
-        else {
-            panic!("not a tuple")
-        };
+        let Item::Route(route) = &spec.items[0] else { panic!("not a route") };
+        let RouteKey::Value(Value { kind: ValueKind::Tuple(parts), .. }) = &route.key else { panic!("not a tuple") };
         let kinds: Vec<&str> = parts.iter().map(|v| v.kind.describe()).collect();
-        assert_eq!(
-            kinds,
-            [
-                "a MAC address",
-                "an IPv6 address",
-                "an IPv4 address",
-                "an IPv4 prefix",
-                "an IPv6 prefix",
-                "an integer",
-                "an integer"
-            ]
-        );
+        assert_eq!(kinds, ["a MAC address", "an IPv6 address", "an IPv4 address", "an IPv4 prefix", "an IPv6 prefix", "an integer", "an integer"]);
     }
 
     #[test]
@@ -837,10 +654,7 @@ mod tests {
     fn every_broken_item_is_reported() {
         let src = "route 1 -> \nroute 2 -> b\ndevice { }\nroute 3 -> c\n";
         let errors = parse(src).unwrap_err();
-        let lines: Vec<usize> = errors
-            .iter()
-            .map(|d| src[..d.primary.span.start].matches('\n').count() + 1)
-            .collect();
+        let lines: Vec<usize> = errors.iter().map(|d| src[..d.primary.span.start].matches('\n').count() + 1).collect();
         assert_eq!(lines, [1, 3]);
     }
 
@@ -863,10 +677,7 @@ mod tests {
         assert_eq!(spanned(src, &errors[0]), ":");
         // Something after a complete item.
         let errors = parse("route 1 -> a route 2 -> b\n").unwrap_err();
-        assert_eq!(
-            errors[0].message,
-            "expected the end of the line, found `route`"
-        );
+        assert_eq!(errors[0].message, "expected the end of the line, found `route`");
         // White space and comments are never "expected".
         let errors = parse("ingress { on = [a b] }\n").unwrap_err();
         assert_eq!(errors[0].message, "expected `(`, `,` or `]`, found `b`");
@@ -884,11 +695,7 @@ mod tests {
 
     #[test]
     fn a_quote_in_a_comment_is_not_a_string() {
-        for src in [
-            "route 1 -> // the \"red one\n",
-            "route 1 -> /* \"x */\n",
-            "device a { ifname = \"x\" } /* \" */ y\n",
-        ] {
+        for src in ["route 1 -> // the \"red one\n", "route 1 -> /* \"x */\n", "device a { ifname = \"x\" } /* \" */ y\n"] {
             let errors = parse(src).unwrap_err();
             assert_ne!(errors[0].message, "this string is not closed", "{src:?}");
         }
@@ -908,10 +715,7 @@ mod tests {
         // A group of five hex digits is a bad IPv6 address, not a syntax error.
         let src = "route 2001:db8::12345 -> a\n";
         let errors = parse(src).unwrap_err();
-        assert_eq!(
-            (errors[0].code, spanned(src, &errors[0])),
-            (Code::BadLiteral, "2001:db8::12345")
-        );
+        assert_eq!((errors[0].code, spanned(src, &errors[0])), (Code::BadLiteral, "2001:db8::12345"));
         // A MAC with a digit too many or a group too few reads as a MAC typo.
         for mac in ["02:00:00:00:00:001", "02:00:00:00:01"] {
             let src = format!("route {mac} -> a\n");
@@ -928,13 +732,7 @@ mod tests {
         let src = "route 10.0.300.1 -> a\nroute 1:2::3::4 -> b\n";
         let errors = parse(src).unwrap_err();
         assert_eq!(errors.len(), 2);
-        assert_eq!(
-            &src[errors[0].primary.span.start..errors[0].primary.span.end],
-            "300"
-        );
-        assert_eq!(
-            &src[errors[1].primary.span.start..errors[1].primary.span.end],
-            "1:2::3::4"
-        );
+        assert_eq!(&src[errors[0].primary.span.start..errors[0].primary.span.end], "300");
+        assert_eq!(&src[errors[1].primary.span.start..errors[1].primary.span.end], "1:2::3::4");
     }
 }

@@ -25,10 +25,8 @@ pub fn render(ir: &Ir) -> String {
     let mut hb = handlebars::Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_escape_fn(handlebars::no_escape);
-    hb.register_template_string("devmap", TEMPLATE)
-        .expect("the bundled template parses");
-    hb.render("devmap", &context(ir))
-        .expect("the template renders with its own context")
+    hb.register_template_string("devmap", TEMPLATE).expect("the bundled template parses");
+    hb.render("devmap", &context(ir)).expect("the template renders with its own context")
 }
 
 #[derive(Serialize)]
@@ -49,18 +47,7 @@ struct Context {
     numa: Vec<String>,
 }
 
-const HELPERS: [&str; 10] = [
-    "parse",
-    "outer_tag",
-    "copy",
-    "put_be",
-    "set_mac",
-    "mac_eq",
-    "bytes16_eq",
-    "ttl_sub",
-    "vlan_push",
-    "vlan_pop",
-];
+const HELPERS: [&str; 10] = ["parse", "outer_tag", "copy", "put_be", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
 
 #[derive(Serialize)]
 struct OnMiss {
@@ -113,33 +100,15 @@ struct ProgramContext {
 fn context(ir: &Ir) -> Context {
     let code = &ir.code;
     let on_miss = match code.on_miss {
-        MissAction::Pass => OnMiss {
-            spec: "pass",
-            c: "XDP_PASS",
-        },
-        MissAction::Drop => OnMiss {
-            spec: "drop",
-            c: "XDP_DROP",
-        },
-        MissAction::Abort => OnMiss {
-            spec: "abort",
-            c: "XDP_ABORTED",
-        },
+        MissAction::Pass => OnMiss { spec: "pass", c: "XDP_PASS" },
+        MissAction::Drop => OnMiss { spec: "drop", c: "XDP_DROP" },
+        MissAction::Abort => OnMiss { spec: "abort", c: "XDP_ABORTED" },
     };
     let key = key_context(code);
     let programs: Vec<ProgramContext> = code.programs.iter().map(program_context).collect();
-    let generated: Vec<&String> = key
-        .lines
-        .iter()
-        .chain(programs.iter().flat_map(|p| &p.body))
-        .collect();
-    let calls = |name: &str| {
-        generated
-            .iter()
-            .any(|l| l.contains(&format!("devmapc_{name}(")))
-    };
-    let mut helpers: std::collections::BTreeMap<&'static str, bool> =
-        HELPERS.iter().map(|h| (*h, calls(h))).collect();
+    let generated: Vec<&String> = key.lines.iter().chain(programs.iter().flat_map(|p| &p.body)).collect();
+    let calls = |name: &str| generated.iter().any(|l| l.contains(&format!("devmapc_{name}(")));
+    let mut helpers: std::collections::BTreeMap<&'static str, bool> = HELPERS.iter().map(|h| (*h, calls(h))).collect();
     helpers.insert("parse", key.parse || !programs.is_empty());
     // set_mac is written with copy.
     let copy = helpers["copy"] || helpers["set_mac"];
@@ -152,15 +121,7 @@ fn context(ir: &Ir) -> Context {
         counters: code.counters,
         key,
         maps: maps(code),
-        groups: code
-            .groups
-            .iter()
-            .map(|g| GroupContext {
-                name: g.name.clone(),
-                map: g.map.clone(),
-                line: g.line,
-            })
-            .collect(),
+        groups: code.groups.iter().map(|g| GroupContext { name: g.name.clone(), map: g.map.clone(), line: g.line }).collect(),
         programs,
         helpers,
         numa: numa_extra(code),
@@ -200,13 +161,7 @@ fn numa_extra(code: &CodePlan) -> Vec<String> {
 }
 
 fn maps(code: &CodePlan) -> Vec<MapContext> {
-    let map = |name: &str,
-               comment: String,
-               map_type: &'static str,
-               key: &str,
-               value: &str,
-               max_entries: String,
-               extra: Vec<String>| MapContext {
+    let map = |name: &str, comment: String, map_type: &'static str, key: &str, value: &str, max_entries: String, extra: Vec<String>| MapContext {
         name: name.into(),
         comment,
         map_type,
@@ -298,10 +253,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
     for g in &code.groups {
         maps.push(map(
             &g.map,
-            format!(
-                "Group `{}` (line {}): its members, each with its egress program.",
-                g.name, g.line
-            ),
+            format!("Group `{}` (line {}): its members, each with its egress program.", g.name, g.line),
             "BPF_MAP_TYPE_DEVMAP_HASH",
             "__u32",
             devmap_val,
@@ -382,21 +334,12 @@ fn key_context(code: &CodePlan) -> KeyContext {
     let text = match &code.key {
         KeyPlan::Lpm { field, .. } => format!("lpm({field})"),
         _ if fields.len() == 1 => fields[0].to_string(),
-        _ => format!(
-            "({})",
-            fields
-                .iter()
-                .map(|f| f.path())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", fields.iter().map(|f| f.path()).collect::<Vec<_>>().join(", ")),
     };
     // A key on Ethernet and the outer tag only (`vlan.id`, `eth.dst`,
     // `(vlan.id, eth.dst)`) needs no parser: one bounds check finds the
     // headers, as a hand-written program would.
-    let shallow = fields
-        .iter()
-        .all(|f| matches!(f.header(), Header::Eth | Header::Vlan));
+    let shallow = fields.iter().all(|f| matches!(f.header(), Header::Eth | Header::Vlan));
     let tagged = fields.iter().any(|f| f.header() == Header::Vlan);
     let mut guards: Vec<&str> = fields.iter().filter_map(|f| read(*f).1).collect();
     guards.sort_unstable_by_key(|g| *g != "p.vlan");
@@ -406,10 +349,7 @@ fn key_context(code: &CodePlan) -> KeyContext {
         // covers the Ethernet header in front of it).
         guards.retain(|g| *g != "p.eth");
     }
-    let mut lines: Vec<String> = guards
-        .iter()
-        .map(|g| format!("if (!{g})\n\t\tgoto miss;"))
-        .collect();
+    let mut lines: Vec<String> = guards.iter().map(|g| format!("if (!{g})\n\t\tgoto miss;")).collect();
     let mut types = Vec::new();
     let mut locals = Vec::new();
     let plan = match &code.key {
@@ -447,22 +387,13 @@ fn key_context(code: &CodePlan) -> KeyContext {
             locals.push("struct devmapc_key key;".into());
             locals.push("__u32 *slot;".into());
             for f in fields {
-                lines.push(put_field(
-                    f.field,
-                    &format!("key.bytes + {}", f.offset),
-                    f.size,
-                ));
+                lines.push(put_field(f.field, &format!("key.bytes + {}", f.offset), f.size));
             }
             lines.extend(slot_lookup());
             "hashed: a BPF_MAP_TYPE_HASH gives the slot"
         }
-        KeyPlan::Lpm {
-            field,
-            address_bytes,
-        } => {
-            types.push(format!(
-                "struct devmapc_lpm_key {{\n\t__u32 prefixlen;\n\t__u8 addr[{address_bytes}];\n}};"
-            ));
+        KeyPlan::Lpm { field, address_bytes } => {
+            types.push(format!("struct devmapc_lpm_key {{\n\t__u32 prefixlen;\n\t__u8 addr[{address_bytes}];\n}};"));
             locals.push("struct devmapc_lpm_key key;".into());
             locals.push("__u32 *slot;".into());
             lines.push(format!("key.prefixlen = {};", address_bytes * 8));
@@ -496,16 +427,7 @@ fn key_context(code: &CodePlan) -> KeyContext {
             }
         }
     }
-    KeyContext {
-        text,
-        plan,
-        parse,
-        want_ip,
-        want_l4: want_l4.into(),
-        types,
-        locals,
-        lines,
-    }
+    KeyContext { text, plan, parse, want_ip, want_l4: want_l4.into(), types, locals, lines }
 }
 
 fn slot_lookup() -> Vec<String> {
@@ -582,22 +504,9 @@ fn program_context(p: &ProgramPlan) -> ProgramContext {
         fields.push("__u8 devmapc_unused".into());
     }
     let want = body_depth(&p.body);
-    let mut printer = Body {
-        params: &p.params,
-        lines: Vec::new(),
-        depth: 0,
-        want,
-    };
+    let mut printer = Body { params: &p.params, lines: Vec::new(), depth: 0, want };
     printer.stmts(&p.body);
-    ProgramContext {
-        name: p.name.clone(),
-        line: p.line,
-        fields,
-        uses_args,
-        want_ip: want.0,
-        want_l4: want.1.into(),
-        body: printer.lines,
-    }
+    ProgramContext { name: p.name.clone(), line: p.line, fields, uses_args, want_ip: want.0, want_l4: want.1.into(), body: printer.lines }
 }
 
 /// How deep an egress body needs the parser to go: every field it touches.
@@ -631,11 +540,7 @@ fn body_depth(body: &[Stmt]) -> (u8, bool) {
                 }
                 Stmt::Decrement { field, .. } => out.push(*field),
                 Stmt::VlanPush(o) => operand(o, out),
-                Stmt::If {
-                    cond: c,
-                    then,
-                    otherwise,
-                } => {
+                Stmt::If { cond: c, then, otherwise } => {
                     cond(c, out);
                     stmts(then, out);
                     stmts(otherwise, out);
@@ -742,16 +647,8 @@ impl Body<'_> {
 
     fn cond(&self, c: &Cond) -> String {
         match c {
-            Cond::Or(cs) => cs
-                .iter()
-                .map(|c| format!("({})", self.cond(c)))
-                .collect::<Vec<_>>()
-                .join(" || "),
-            Cond::And(cs) => cs
-                .iter()
-                .map(|c| format!("({})", self.cond(c)))
-                .collect::<Vec<_>>()
-                .join(" && "),
+            Cond::Or(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" || "),
+            Cond::And(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" && "),
             Cond::Not(c) => format!("!({})", self.cond(c)),
             Cond::Has(h) => match h {
                 Header::Eth => "p.eth != 0".into(),
@@ -768,22 +665,11 @@ impl Body<'_> {
                     Operand::Field(f) => Some(*f),
                     _ => None,
                 });
-                let bytes = matches!(
-                    field.map(|f| f.ty()),
-                    Some(crate::fields::Ty::Mac | crate::fields::Ty::Ipv6)
-                );
+                let bytes = matches!(field.map(|f| f.ty()), Some(crate::fields::Ty::Mac | crate::fields::Ty::Ipv6));
                 let test = if bytes {
-                    let eq = if field.map(|f| f.ty()) == Some(crate::fields::Ty::Mac) {
-                        "devmapc_mac_eq"
-                    } else {
-                        "devmapc_bytes16_eq"
-                    };
+                    let eq = if field.map(|f| f.ty()) == Some(crate::fields::Ty::Mac) { "devmapc_mac_eq" } else { "devmapc_bytes16_eq" };
                     let call = format!("{eq}({l}, {r})");
-                    if *op == crate::ast::CmpOp::Ne {
-                        format!("!{call}")
-                    } else {
-                        call
-                    }
+                    if *op == crate::ast::CmpOp::Ne { format!("!{call}") } else { call }
                 } else {
                     format!("{l} {} {r}", op.as_str())
                 };
@@ -809,32 +695,16 @@ fn join_guards(base: &[String], extra: Option<&str>) -> String {
 }
 
 fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("\t{l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.lines().map(|l| format!("\t{l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// A constant as a C expression of the type the field reads as.
 fn constant(c: Const) -> String {
     match c {
         Const::Uint(n) => n.to_string(),
-        Const::Mac(m) => format!(
-            "(const __u8[ETH_ALEN]){{{}}}",
-            m.iter()
-                .map(|b| format!("0x{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Const::Mac(m) => format!("(const __u8[ETH_ALEN]){{{}}}", m.iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", ")),
         Const::Ipv4(a) => format!("bpf_htonl(0x{:08x}) /* {a} */", u32::from(a)),
-        Const::Ipv6(a) => format!(
-            "(const __u8[16]){{{}}} /* {a} */",
-            a.octets()
-                .iter()
-                .map(|b| format!("0x{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Const::Ipv6(a) => format!("(const __u8[16]){{{}}} /* {a} */", a.octets().iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", ")),
     }
 }
 
@@ -860,14 +730,11 @@ mod tests {
 
     fn c(src: &str) -> String {
         let checked = crate::check_source(src);
-        let model = checked
-            .model
-            .unwrap_or_else(|| panic!("{:#?}", checked.diagnostics));
+        let model = checked.model.unwrap_or_else(|| panic!("{:#?}", checked.diagnostics));
         render(&crate::lower::lower(&model, "t.devmap", src))
     }
 
-    const PROGRAMS: &str =
-        "egress tag(v: u16) { vlan.id = v }\negress mac(m: mac) { eth.src = m }\n";
+    const PROGRAMS: &str = "egress tag(v: u16) { vlan.id = v }\negress mac(m: mac) { eth.src = m }\n";
 
     /// The same spec with other routes, bindings, arguments, members and
     /// default route, on the same lines: the C is byte-identical.
@@ -879,20 +746,8 @@ mod tests {
                 args.0, args.1
             )
         };
-        let one = c(&spec(
-            "ifname = \"a\"",
-            "ifname = \"b\"",
-            "ifindex = 3",
-            ("5", "02:00:00:00:00:01"),
-            "route 1 -> b\nroute 2 -> g",
-        ));
-        let two = c(&spec(
-            "ifname = \"eth9\"",
-            "ifindex = 7",
-            "ifname = \"x\"",
-            ("4000", "02:00:00:00:00:02"),
-            "route 7 -> c\nroute default -> a",
-        ));
+        let one = c(&spec("ifname = \"a\"", "ifname = \"b\"", "ifindex = 3", ("5", "02:00:00:00:00:01"), "route 1 -> b\nroute 2 -> g"));
+        let two = c(&spec("ifname = \"eth9\"", "ifindex = 7", "ifname = \"x\"", ("4000", "02:00:00:00:00:02"), "route 7 -> c\nroute default -> a"));
         assert_eq!(one, two);
     }
 
@@ -902,17 +757,12 @@ mod tests {
     fn moved_lines_change_only_comments() {
         let base = format!("table {{ key = vlan.id }}\n{PROGRAMS}device a {{ ifname = \"a\" }}\ndevice b {{ ifname = \"b\", egress = tag(1) }}\ndevice c {{ ifname = \"c\", egress = mac(02:00:00:00:00:01) }}\ngroup g {{ b, c }}\ningress {{ on = [a] }}\nroute 1 -> g\n");
         let moved = format!("route 2 -> b\n\n{base}");
-        let ir = |src: &str| {
-            crate::lower::lower(&crate::check_source(src).model.unwrap(), "t.devmap", src)
-        };
+        let ir = |src: &str| crate::lower::lower(&crate::check_source(src).model.unwrap(), "t.devmap", src);
         assert_eq!(ir(&base).code_hash(), ir(&moved).code_hash());
         let (one, two) = (c(&base), c(&moved));
         assert_eq!(one.lines().count(), two.lines().count());
         for (x, y) in one.lines().zip(two.lines()) {
-            assert!(
-                x == y || (x.contains("line ") && y.contains("line ")),
-                "{x:?} vs {y:?}"
-            );
+            assert!(x == y || (x.contains("line ") && y.contains("line ")), "{x:?} vs {y:?}");
         }
     }
 
@@ -923,9 +773,6 @@ mod tests {
         assert!(text.starts_with("/* Generated by devmapc from t.devmap — do not edit."));
         assert_eq!(text, c(src));
         // The ingress program parses IPv4 only: no IPv6 and no L4 for this key.
-        assert!(
-            text.contains("devmapc_parse(data, data_end, &p, 1, 0);"),
-            "{text}"
-        );
+        assert!(text.contains("devmapc_parse(data, data_end, &p, 1, 0);"), "{text}");
     }
 }

@@ -29,15 +29,8 @@ fn config() -> Config {
     // `PROPTEST_CASES=100000 cargo test --release --test robustness` runs a
     // longer search. Failures become regression tests by hand (end of this
     // file); nothing is persisted next to the sources.
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(CASES);
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(CASES);
+    Config { cases, failure_persistence: None, ..Config::default() }
 }
 
 // ------------------------------------------------------------ the properties
@@ -45,14 +38,8 @@ fn config() -> Config {
 /// Every span of every diagnostic lies inside `src`, on char boundaries.
 fn spans_ok(src: &str, diagnostics: &[Diagnostic]) -> Result<(), TestCaseError> {
     for d in diagnostics {
-        for (what, span) in std::iter::once(("primary", d.primary.span))
-            .chain(d.secondary.iter().map(|l| ("secondary", l.span)))
-        {
-            prop_assert!(
-                span.start <= span.end && span.end <= src.len(),
-                "{what} span {span:?} of {d:?} is outside the input ({} bytes): {src:?}",
-                src.len()
-            );
+        for (what, span) in std::iter::once(("primary", d.primary.span)).chain(d.secondary.iter().map(|l| ("secondary", l.span))) {
+            prop_assert!(span.start <= span.end && span.end <= src.len(), "{what} span {span:?} of {d:?} is outside the input ({} bytes): {src:?}", src.len());
             prop_assert!(
                 src.is_char_boundary(span.start) && src.is_char_boundary(span.end),
                 "{what} span {span:?} of {d:?} is not on char boundaries: {src:?}"
@@ -67,10 +54,7 @@ fn spans_ok(src: &str, diagnostics: &[Diagnostic]) -> Result<(), TestCaseError> 
 fn holds(src: &str) -> Result<(), TestCaseError> {
     let checked = check_source(src);
     spans_ok(src, &checked.diagnostics)?;
-    prop_assert!(
-        checked.model.is_none() || checked.diagnostics.iter().all(|d| !d.is_error()),
-        "a model despite errors: {src:?}"
-    );
+    prop_assert!(checked.model.is_none() || checked.diagnostics.iter().all(|d| !d.is_error()), "a model despite errors: {src:?}");
     match parse(src) {
         Ok(spec) => {
             let formatted = fmt::format(src, &spec);
@@ -80,28 +64,14 @@ fn holds(src: &str) -> Result<(), TestCaseError> {
                     return Err(TestCaseError::fail(format!("the formatted text does not parse: {errors:?}\ninput: {src:?}\nformatted: {formatted:?}")));
                 }
             };
-            prop_assert_eq!(
-                &again,
-                &spec,
-                "formatting changed the AST\ninput: {:?}\nformatted: {:?}",
-                src,
-                formatted
-            );
+            prop_assert_eq!(&again, &spec, "formatting changed the AST\ninput: {:?}\nformatted: {:?}", src, formatted);
             let twice = fmt::format(&formatted, &again);
-            prop_assert_eq!(
-                &twice,
-                &formatted,
-                "formatting is not idempotent\ninput: {:?}",
-                src
-            );
+            prop_assert_eq!(&twice, &formatted, "formatting is not idempotent\ninput: {:?}", src);
             let direct = fmt::format_source(src).ok();
             prop_assert_eq!(direct.as_ref(), Some(&formatted));
         }
         Err(errors) => {
-            prop_assert!(
-                !errors.is_empty(),
-                "a parse error without diagnostics: {src:?}"
-            );
+            prop_assert!(!errors.is_empty(), "a parse error without diagnostics: {src:?}");
             spans_ok(src, &errors)?;
             prop_assert!(fmt::format_source(src).is_err());
         }
@@ -219,101 +189,12 @@ route 65536 -> web
 
 /// The tokens the mutators and the token soup insert.
 const TOKENS: &[&str] = &[
-    "{",
-    "}",
-    "(",
-    ")",
-    "[",
-    "]",
-    ",",
-    "->",
-    "/",
-    "=",
-    "-=",
-    "==",
-    "!=",
-    "<=",
-    ">=",
-    "<",
-    ">",
-    "!",
-    "&&",
-    "||",
-    ":",
-    "::",
-    ".",
-    "\"",
-    "/*",
-    "*/",
-    "//",
-    "\n",
-    "\r",
-    "\r\n",
-    "\t",
-    " ",
-    "0x",
-    "0",
-    "1",
-    "4095",
-    "4096",
-    "65536",
-    "18446744073709551616",
-    "02:00:00:00:00:01",
-    "10.0.0.1",
-    "10.0.0.0/8",
-    "256.1.1.1",
-    "::",
-    "::/0",
-    "fe80::1",
-    "2001:db8::/32",
-    "1::2::3",
-    "/129",
-    "/33",
-    "route",
-    "table",
-    "device",
-    "egress",
-    "group",
-    "ingress",
-    "test",
-    "default",
-    "if",
-    "else",
-    "has",
-    "drop",
-    "pass",
-    "send",
-    "expect",
-    "key",
-    "max_entries",
-    "on_miss",
-    "ifname",
-    "ifindex",
-    "on",
-    "mode",
-    "lpm",
-    "vlan.id",
-    "eth.dst",
-    "ipv4.dst",
-    "ipv6.dst",
-    "ipv4.ttl",
-    "egress.mac",
-    "vlan.push",
-    "vlan.pop",
-    "eth",
-    "vlan",
-    "ipv4",
-    "ipv6",
-    "udp",
-    "tcp",
-    "payload",
-    "a",
-    "b",
-    "x",
-    "é",
-    "\u{0}",
-    "\u{feff}",
-    "𝕏",
+    "{", "}", "(", ")", "[", "]", ",", "->", "/", "=", "-=", "==", "!=", "<=", ">=", "<", ">", "!", "&&", "||", ":", "::", ".", "\"",
+    "/*", "*/", "//", "\n", "\r", "\r\n", "\t", " ", "0x", "0", "1", "4095", "4096", "65536", "18446744073709551616", "02:00:00:00:00:01",
+    "10.0.0.1", "10.0.0.0/8", "256.1.1.1", "::", "::/0", "fe80::1", "2001:db8::/32", "1::2::3", "/129", "/33", "route", "table", "device",
+    "egress", "group", "ingress", "test", "default", "if", "else", "has", "drop", "pass", "send", "expect", "key", "max_entries", "on_miss",
+    "ifname", "ifindex", "on", "mode", "lpm", "vlan.id", "eth.dst", "ipv4.dst", "ipv6.dst", "ipv4.ttl", "egress.mac", "vlan.push", "vlan.pop",
+    "eth", "vlan", "ipv4", "ipv6", "udp", "tcp", "payload", "a", "b", "x", "é", "\u{0}", "\u{feff}", "𝕏",
 ];
 
 /// The `.devmap` files of the repository (examples and test specs), read
@@ -330,19 +211,13 @@ fn read_corpus() -> Vec<String> {
         collect(&root.join(dir), &mut files);
     }
     files.sort();
-    let mut texts: Vec<String> = files
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .filter(|t| t.len() <= 64 * 1024)
-        .collect();
+    let mut texts: Vec<String> = files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).filter(|t| t.len() <= 64 * 1024).collect();
     texts.extend(EMBEDDED.iter().map(|s| s.to_string()));
     texts
 }
 
 fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -371,8 +246,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (any::<Index>(), token.clone()).prop_map(|(at, t)| Mutation::Insert(at, t)),
         (any::<Index>(), any::<u8>()).prop_map(|(at, b)| Mutation::InsertByte(at, b)),
         (any::<Index>(), 1..64usize).prop_map(|(at, len)| Mutation::Duplicate(at, len)),
-        (any::<Index>(), any::<Index>(), 1..32usize)
-            .prop_map(|(a, b, len)| Mutation::Swap(a, b, len)),
+        (any::<Index>(), any::<Index>(), 1..32usize).prop_map(|(a, b, len)| Mutation::Swap(a, b, len)),
         (any::<Index>(), 1..8usize, token).prop_map(|(at, len, t)| Mutation::Replace(at, len, t)),
     ]
 }
@@ -415,21 +289,8 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
 
 /// Language tokens in random order, with random separators.
 fn token_soup() -> impl Strategy<Value = String> {
-    let sep = prop::sample::select(
-        &[
-            " ",
-            " ",
-            " ",
-            "\n",
-            "",
-            ", ",
-            "\n\n",
-            " // c\n",
-            " /* c */ ",
-        ][..],
-    );
-    prop::collection::vec((prop::sample::select(TOKENS), sep), 0..80)
-        .prop_map(|parts| parts.into_iter().flat_map(|(t, s)| [t, s]).collect())
+    let sep = prop::sample::select(&[" ", " ", " ", "\n", "", ", ", "\n\n", " // c\n", " /* c */ "][..]);
+    prop::collection::vec((prop::sample::select(TOKENS), sep), 0..80).prop_map(|parts| parts.into_iter().flat_map(|(t, s)| [t, s]).collect())
 }
 
 // --------------------------------------------- generated (mostly valid) specs
@@ -467,13 +328,7 @@ fn hex_case(s: String, upper: bool) -> String {
 fn ipv6_text() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<u128>().prop_map(|a| std::net::Ipv6Addr::from(a).to_string()),
-        (any::<[u16; 8]>(), any::<bool>()).prop_map(|(g, upper)| hex_case(
-            g.iter()
-                .map(|x| format!("{x:x}"))
-                .collect::<Vec<_>>()
-                .join(":"),
-            upper
-        )),
+        (any::<[u16; 8]>(), any::<bool>()).prop_map(|(g, upper)| hex_case(g.iter().map(|x| format!("{x:x}")).collect::<Vec<_>>().join(":"), upper)),
         (any::<u16>(), any::<u16>()).prop_map(|(a, b)| format!("{a:x}::{b:x}")),
         any::<[u8; 4]>().prop_map(|o| format!("::ffff:{}.{}.{}.{}", o[0], o[1], o[2], o[3])),
         Just("::".to_string()),
@@ -502,34 +357,15 @@ fn value() -> impl Strategy<Value = String> {
     leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 1..4).prop_map(|v| format!("({})", v.join(", "))),
-            (prop::collection::vec(inner.clone(), 0..4), any::<bool>()).prop_map(
-                |(v, trailing)| format!(
-                    "[{}{}]",
-                    v.join(", "),
-                    if trailing && !v.is_empty() { "," } else { "" }
-                )
-            ),
-            (path(), prop::collection::vec(inner, 0..3))
-                .prop_map(|(p, v)| format!("{p}({})", v.join(", "))),
+            (prop::collection::vec(inner.clone(), 0..4), any::<bool>()).prop_map(|(v, trailing)| format!("[{}{}]", v.join(", "), if trailing && !v.is_empty() { "," } else { "" })),
+            (path(), prop::collection::vec(inner, 0..3)).prop_map(|(p, v)| format!("{p}({})", v.join(", "))),
         ]
     })
 }
 
 /// What separates members of a `{ }` block.
 fn sep() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(
-        &[
-            "\n",
-            "\n",
-            ", ",
-            ",",
-            "\n\n",
-            " // note\n",
-            "\r\n",
-            " /* c */\n",
-            ",\n",
-        ][..],
-    )
+    prop::sample::select(&["\n", "\n", ", ", ",", "\n\n", " // note\n", "\r\n", " /* c */\n", ",\n"][..])
 }
 
 /// Space between two tokens on one line.
@@ -548,32 +384,9 @@ fn block_of(members: Vec<(String, &'static str)>, open: &'static str) -> String 
 }
 
 fn settings() -> impl Strategy<Value = String> {
-    let setting = (
-        prop::sample::select(
-            &[
-                "key",
-                "max_entries",
-                "on_miss",
-                "ifname",
-                "ifindex",
-                "egress",
-                "on",
-                "mode",
-                "numa_node",
-                "access",
-                "counters",
-                "typo",
-            ][..],
-        ),
-        gap(),
-        value(),
-    )
+    let setting = (prop::sample::select(&["key", "max_entries", "on_miss", "ifname", "ifindex", "egress", "on", "mode", "numa_node", "access", "counters", "typo"][..]), gap(), value())
         .prop_map(|(n, g, v)| format!("{n}{g}={g}{v}"));
-    (
-        prop::collection::vec((setting, sep()), 0..5),
-        prop::sample::select(&["", " ", "\n", "\n\n"][..]),
-    )
-        .prop_map(|(m, open)| block_of(m, open))
+    (prop::collection::vec((setting, sep()), 0..5), prop::sample::select(&["", " ", "\n", "\n\n"][..])).prop_map(|(m, open)| block_of(m, open))
 }
 
 fn cond() -> impl Strategy<Value = String> {
@@ -598,29 +411,13 @@ fn stmt() -> impl Strategy<Value = String> {
     let simple = prop_oneof![
         (path(), value()).prop_map(|(p, v)| format!("{p} = {v}")),
         (path(), value()).prop_map(|(p, v)| format!("{p} -= {v}")),
-        (path(), prop::collection::vec(value(), 0..2))
-            .prop_map(|(p, v)| format!("{p}({})", v.join(", "))),
+        (path(), prop::collection::vec(value(), 0..2)).prop_map(|(p, v)| format!("{p}({})", v.join(", "))),
         Just("drop".to_string()),
         Just("pass".to_string()),
     ];
     simple.prop_recursive(3, 12, 3, |inner| {
-        let block = (
-            prop::collection::vec((inner, sep()), 0..3),
-            prop::sample::select(&["", " ", "\n"][..]),
-        )
-            .prop_map(|(m, open)| block_of(m, open))
-            .boxed();
-        (
-            cond(),
-            block.clone(),
-            prop::option::of((
-                prop::sample::select(&[" ", "\n", " // c\n"][..]),
-                prop_oneof![
-                    block.clone().prop_map(|b| (b, false)),
-                    block.prop_map(|b| (b, true))
-                ],
-            )),
-        )
+        let block = (prop::collection::vec((inner, sep()), 0..3), prop::sample::select(&["", " ", "\n"][..])).prop_map(|(m, open)| block_of(m, open)).boxed();
+        (cond(), block.clone(), prop::option::of((prop::sample::select(&[" ", "\n", " // c\n"][..]), prop_oneof![block.clone().prop_map(|b| (b, false)), block.prop_map(|b| (b, true))])))
             .prop_map(|(c, then, otherwise)| match otherwise {
                 None => format!("if {c} {then}"),
                 Some((ws, (b, false))) => format!("if {c} {then}{ws}else {b}"),
@@ -634,15 +431,7 @@ fn packet() -> impl Strategy<Value = String> {
         3 => (prop::sample::select(&["dst", "src", "id", "pcp", "ttl", "type", "dport", "sport", "hop_limit", "proto", "nope"][..]), value()).prop_map(|(f, v)| format!("{f} = {v}")),
         1 => value(),
     ];
-    let layer = (
-        prop::sample::select(
-            &[
-                "eth", "vlan", "ipv4", "ipv6", "udp", "tcp", "payload", "bogus",
-            ][..],
-        ),
-        prop::collection::vec(arg, 0..3),
-    )
-        .prop_map(|(l, a)| format!("{l}({})", a.join(", ")));
+    let layer = (prop::sample::select(&["eth", "vlan", "ipv4", "ipv6", "udp", "tcp", "payload", "bogus"][..]), prop::collection::vec(arg, 0..3)).prop_map(|(l, a)| format!("{l}({})", a.join(", ")));
     prop::collection::vec(layer, 1..5).prop_map(|v| v.join(" / "))
 }
 
@@ -676,33 +465,16 @@ fn item() -> impl Strategy<Value = String> {
 
 /// Something between two items: newlines, and maybe comments.
 fn between() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(
-        &[
-            "\n",
-            "\n",
-            "\n\n",
-            "\n// a comment\n",
-            "  // trailing\n",
-            "\n/* block */\n\n",
-            "\r\n",
-            "\n\n\n",
-            " /* a\n b */\n",
-        ][..],
-    )
+    prop::sample::select(&["\n", "\n", "\n\n", "\n// a comment\n", "  // trailing\n", "\n/* block */\n\n", "\r\n", "\n\n\n", " /* a\n b */\n"][..])
 }
 
 fn spec() -> impl Strategy<Value = String> {
-    (
-        prop::sample::select(&["", "// head\n", "\n\n", "/* head */\n"][..]),
-        prop::collection::vec((item(), between()), 0..10),
-    )
-        .prop_map(|(head, items)| {
-            items.into_iter().fold(head.to_string(), |mut out, (i, b)| {
-                out.push_str(&i);
-                out.push_str(b);
-                out
-            })
-        })
+    (prop::sample::select(&["", "// head\n", "\n\n", "/* head */\n"][..]), prop::collection::vec((item(), between()), 0..10))
+        .prop_map(|(head, items)| items.into_iter().fold(head.to_string(), |mut out, (i, b)| {
+            out.push_str(&i);
+            out.push_str(b);
+            out
+        }))
 }
 
 // ---------------------------------------------------------------- the tests
@@ -758,11 +530,7 @@ fn corpus_round_trips() {
         }
     }
     for src in EMBEDDED {
-        assert!(
-            parse(src).is_ok(),
-            "an embedded spec does not parse: {:?}",
-            parse(src).unwrap_err()
-        );
+        assert!(parse(src).is_ok(), "an embedded spec does not parse: {:?}", parse(src).unwrap_err());
     }
 }
 
@@ -773,13 +541,8 @@ fn the_generator_mostly_writes_valid_syntax() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let strategy = spec();
     let total = 200;
-    let parsed = (0..total)
-        .filter(|_| parse(&strategy.new_tree(&mut runner).unwrap().current()).is_ok())
-        .count();
-    assert!(
-        parsed * 3 >= total,
-        "only {parsed} of {total} generated specs parse"
-    );
+    let parsed = (0..total).filter(|_| parse(&strategy.new_tree(&mut runner).unwrap().current()).is_ok()).count();
+    assert!(parsed * 3 >= total, "only {parsed} of {total} generated specs parse");
 }
 
 // -------------------------------------------------------------- regressions
@@ -798,11 +561,7 @@ fn ipv6_default_prefix_does_not_overflow() {
     let src = "table { key = lpm(ipv6.dst) }\ndevice a { ifname = \"a0\" }\ningress { on = [a] }\nroute ::/0 -> a\nroute ::1/0 -> a\n";
     regression(src);
     let checked = check_source(src);
-    let codes: Vec<&str> = checked
-        .diagnostics
-        .iter()
-        .map(|d| d.code.as_str())
-        .collect();
+    let codes: Vec<&str> = checked.diagnostics.iter().map(|d| d.code.as_str()).collect();
     assert_eq!(codes, ["devmap::E029"], "{:?}", checked.diagnostics);
 }
 
@@ -821,8 +580,7 @@ fn a_comment_after_a_closing_brace_stays_with_it() {
 /// optional part) into its span; the comment still trails the line.
 #[test]
 fn a_comment_after_an_optional_part_trails_its_line() {
-    let src =
-        "test \"t\" {\n    send a eth() / ipv4()  // one\n    expect a               // two\n}\n";
+    let src = "test \"t\" {\n    send a eth() / ipv4()  // one\n    expect a               // two\n}\n";
     regression(src);
     assert_eq!(fmt::format_source(src).unwrap(), src);
     let src = "egress e {\n    if has(vlan) {\n        drop\n    }  // no else\n    pass\n}\n";

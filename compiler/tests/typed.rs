@@ -25,9 +25,7 @@ fn specs() -> Vec<PathBuf> {
 
 fn generate(spec: &Path) -> String {
     let source = std::fs::read_to_string(spec).unwrap();
-    let model = devmapc::check_source(&source)
-        .model
-        .unwrap_or_else(|| panic!("{} has errors", spec.display()));
+    let model = devmapc::check_source(&source).model.unwrap_or_else(|| panic!("{} has errors", spec.display()));
     let file = spec.file_name().unwrap().to_str().unwrap();
     let ir = devmapc::lower::lower(&model, file, &source);
     devmapc::typed::generate(&ir, &output_name(spec))
@@ -37,24 +35,9 @@ fn generate(spec: &Path) -> String {
 fn the_builder_writes_the_same_module_wherever_it_builds() {
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vlan-switch.devmap");
     let (a, b) = (tempfile_dir("a"), tempfile_dir("b"));
-    let emit = devmapc::Emit {
-        c: false,
-        obj: false,
-        skel: false,
-        manifest: false,
-    };
-    let built_a = devmapc::Builder::new(&spec)
-        .out_dir(&a)
-        .emit(emit)
-        .typed(true)
-        .build()
-        .unwrap();
-    let built_b = devmapc::Builder::new(&spec)
-        .out_dir(&b)
-        .emit(emit)
-        .typed(true)
-        .build()
-        .unwrap();
+    let emit = devmapc::Emit { c: false, obj: false, skel: false, manifest: false };
+    let built_a = devmapc::Builder::new(&spec).out_dir(&a).emit(emit).typed(true).build().unwrap();
+    let built_b = devmapc::Builder::new(&spec).out_dir(&b).emit(emit).typed(true).build().unwrap();
     // The module embeds the object and the manifest: both are written.
     assert!(built_a.obj.is_some() && built_a.manifest.is_some());
     let text_a = std::fs::read(built_a.typed.unwrap()).unwrap();
@@ -62,11 +45,7 @@ fn the_builder_writes_the_same_module_wherever_it_builds() {
     assert_eq!(text_a, text_b);
     assert_eq!(String::from_utf8(text_a).unwrap(), generate(&spec));
     // Outside a build script, the module is only written when asked for.
-    let plain = devmapc::Builder::new(&spec)
-        .out_dir(&a)
-        .emit(devmapc::Emit::parse("manifest").unwrap())
-        .build()
-        .unwrap();
+    let plain = devmapc::Builder::new(&spec).out_dir(&a).emit(devmapc::Emit::parse("manifest").unwrap()).build().unwrap();
     assert_eq!(plain.typed, None);
     std::fs::remove_dir_all(a).unwrap();
     std::fs::remove_dir_all(b).unwrap();
@@ -94,11 +73,7 @@ fn the_vlan_switch_module() {
 
 #[test]
 fn generated_modules_are_as_rustfmt_formats_them() {
-    if std::process::Command::new("rustfmt")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if std::process::Command::new("rustfmt").arg("--version").output().is_err() {
         eprintln!("SKIPPED: no rustfmt");
         return;
     }
@@ -111,25 +86,13 @@ fn generated_modules_are_as_rustfmt_formats_them() {
             .spawn()
             .unwrap();
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}: rustfmt failed", spec.display());
         let formatted = String::from_utf8(out.stdout).unwrap();
         if formatted != text {
-            let first = text
-                .lines()
-                .zip(formatted.lines())
-                .position(|(a, b)| a != b);
-            panic!(
-                "{}: rustfmt changes line {:?} of:\n{text}",
-                spec.display(),
-                first.map(|l| l + 1)
-            );
+            let first = text.lines().zip(formatted.lines()).position(|(a, b)| a != b);
+            panic!("{}: rustfmt changes line {:?} of:\n{text}", spec.display(), first.map(|l| l + 1));
         }
     }
 }
@@ -138,10 +101,7 @@ fn generated_modules_are_as_rustfmt_formats_them() {
 #[test]
 fn keys_devices_groups_and_counters_have_their_types() {
     let module = |name: &str| {
-        let spec = specs()
-            .into_iter()
-            .find(|s| output_name(s) == name)
-            .unwrap();
+        let spec = specs().into_iter().find(|s| output_name(s) == name).unwrap();
         generate(&spec)
     };
     let has = |text: &str, what: &str| assert!(text.contains(what), "no `{what}` in:\n{text}");
@@ -149,22 +109,10 @@ fn keys_devices_groups_and_counters_have_their_types() {
 
     let vlan = module("vlan_switch");
     has(&vlan, "pub type Key = VlanId;");
-    has(
-        &vlan,
-        "pub use ::devmapc_runtime::embed::{Count, DeployError, Options, Report, VlanId};",
-    );
-    has(
-        &vlan,
-        "pub const OBJECT: &[u8] = include_bytes!(\"vlan_switch.bpf.o\");",
-    );
-    has(
-        &vlan,
-        "pub const MANIFEST: &str = include_str!(\"vlan_switch.manifest.json\");",
-    );
-    has(
-        &vlan,
-        "pub enum Device {\n    /// `uplink` (ifname \"eth0\"), line 32.\n    Uplink,",
-    );
+    has(&vlan, "pub use ::devmapc_runtime::embed::{Count, DeployError, Options, Report, VlanId};");
+    has(&vlan, "pub const OBJECT: &[u8] = include_bytes!(\"vlan_switch.bpf.o\");");
+    has(&vlan, "pub const MANIFEST: &str = include_str!(\"vlan_switch.manifest.json\");");
+    has(&vlan, "pub enum Device {\n    /// `uplink` (ifname \"eth0\"), line 32.\n    Uplink,");
     has(&vlan, "pub enum Group {");
     has(&vlan, "pub fn group_counters(&self, group: Group)");
 
@@ -172,10 +120,7 @@ fn keys_devices_groups_and_counters_have_their_types() {
     has(&port_vlan, "pub struct Key {\n    /// `ingress.port`\n    pub ingress_port: Device,\n    /// `vlan.id`\n    pub vlan_id: VlanId,\n}");
     has(&port_vlan, "impl embed::KeyPart for Device {");
     // `port_1` and `port1` are both `Port1` in CamelCase.
-    has(
-        &port_vlan,
-        "#[allow(non_camel_case_types)]\n#[allow(dead_code)]\npub enum Device {",
-    );
+    has(&port_vlan, "#[allow(non_camel_case_types)]\n#[allow(dead_code)]\npub enum Device {");
     has(&port_vlan, "    Port1_,\n");
     // No groups, no counters.
     has(&port_vlan, "pub enum Target {\n    Device(Device),\n}");
@@ -190,12 +135,6 @@ fn keys_devices_groups_and_counters_have_their_types() {
     has(&module("patch_panel"), "pub type Key = Device;");
     has(&module("patch_panel"), "The table is `access = read_only`");
     has(&module("service_steering"), "pub struct Key {\n    /// `ip.proto`\n    pub ip_proto: u8,\n    /// `l4.dport`\n    pub l4_dport: u16,\n}");
-    has(
-        &module("tenant_fabric"),
-        "    pub vlan_id: VlanId,\n    /// `eth.dst`\n    pub eth_dst: Mac,\n",
-    );
-    has(
-        &module("ipv6_flow"),
-        "    pub ipv6_src: ::std::net::Ipv6Addr,\n    /// `l4.sport`\n    pub l4_sport: u16,\n",
-    );
+    has(&module("tenant_fabric"), "    pub vlan_id: VlanId,\n    /// `eth.dst`\n    pub eth_dst: Mac,\n");
+    has(&module("ipv6_flow"), "    pub ipv6_src: ::std::net::Ipv6Addr,\n    /// `l4.sport`\n    pub l4_sport: u16,\n");
 }

@@ -709,13 +709,7 @@ fn apply_locked(
                 Err(e) => {
                     // Put the entries back as they were.
                     let undo = Plan {
-                        ops: report
-                            .plan
-                            .ops
-                            .iter()
-                            .rev()
-                            .map(|op| op.inverse())
-                            .collect(),
+                        ops: report.plan.ops.iter().rev().map(|op| op.inverse()).collect(),
                         warnings: Vec::new(),
                     };
                     let _ = execute(&pinned, &undo);
@@ -840,9 +834,7 @@ fn manifest_and_hashes(object: &Path, ir: &Ir) -> (String, (String, String)) {
     let name = file.split('.').next().unwrap_or("devmapc").to_string();
     let sibling =
         std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json"))).ok();
-    let doc = sibling
-        .as_deref()
-        .and_then(|text| parse_manifest_doc(text).ok());
+    let doc = sibling.as_deref().and_then(|text| parse_manifest_doc(text).ok());
     match (sibling, doc) {
         (Some(text), Some(doc)) if doc.ir == *ir => (text, (doc.code_hash, doc.data_hash)),
         (_, Some(doc)) if doc.ir.code == ir.code => {

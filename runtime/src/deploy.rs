@@ -727,10 +727,7 @@ pub(crate) fn parse_manifest_doc(text: &str) -> Result<ManifestDoc, String> {
         }
     })?;
     if doc.devmapc_manifest != 1 {
-        return Err(format!(
-            "`devmapc_manifest: {}`, this devmapc reads 1",
-            doc.devmapc_manifest
-        ));
+        return Err(format!("`devmapc_manifest: {}`, this devmapc reads 1", doc.devmapc_manifest));
     }
     Ok(doc)
 }
@@ -1076,10 +1073,7 @@ pub(crate) fn read_blob(name: &str, path: &Path) -> io::Result<Vec<u8>> {
         .map(|c| *c as u8)
         .collect();
     if info.type_ != libbpf_sys::BPF_MAP_TYPE_ARRAY || found != name.as_bytes() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a devmapc record",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a devmapc record"));
     }
     let mut value = vec![0u8; info.value_size as usize];
     let key = 0u32;

@@ -57,10 +57,7 @@ pub fn fill(obj: &Object, ir: &Ir, devices: &[Device]) -> Result<(), FillError> 
         e => FillError {
             map: String::new(),
             what: e.to_string(),
-            error: libbpf_rs::Error::from(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                e.to_string(),
-            )),
+            error: libbpf_rs::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
         },
     })
 }

@@ -682,8 +682,7 @@ pub fn desired(ir: &Ir, devices: &[Device]) -> Result<State, PlanError> {
 
 /// Where [`emit`] hands entries: `(map, key, value, why)`, `why` formatting
 /// the explanation on demand.
-pub type Sink<'a> =
-    dyn FnMut(&str, Vec<u8>, Value, &dyn Fn() -> String) -> Result<(), PlanError> + 'a;
+pub type Sink<'a> = dyn FnMut(&str, Vec<u8>, Value, &dyn Fn() -> String) -> Result<(), PlanError> + 'a;
 
 /// Every entry of [`desired`], handed to `put(map, key, value, why)` one at
 /// a time (`why` formats the explanation on demand), in an order that is
@@ -691,7 +690,11 @@ pub type Sink<'a> =
 /// member that uses them, every device before any route, a key's counter
 /// before the key, the default route last. [`crate::fill()`] writes them
 /// straight into the kernel; [`desired`] collects them.
-pub fn emit(ir: &Ir, devices: &[Device], put: &mut Sink<'_>) -> Result<(), PlanError> {
+pub fn emit(
+    ir: &Ir,
+    devices: &[Device],
+    put: &mut Sink<'_>,
+) -> Result<(), PlanError> {
     let (code, data) = (&ir.code, &ir.data);
     if devices.len() != data.devices.len() {
         let names: Vec<&str> = data.devices.iter().map(|d| d.name.as_str()).collect();
@@ -787,15 +790,10 @@ pub fn emit(ir: &Ir, devices: &[Device], put: &mut Sink<'_>) -> Result<(), PlanE
         Some(t) => (t.slot(), Some(target_name(t)?)),
         None => (SLOT_NONE, None),
     };
-    put(
-        names::DEFAULT,
-        0u32.to_ne_bytes().to_vec(),
-        Value::Slot(slot),
-        &|| match target {
-            Some(t) => format!("default route -> {t}"),
-            None => "default route: none".to_string(),
-        },
-    )
+    put(names::DEFAULT, 0u32.to_ne_bytes().to_vec(), Value::Slot(slot), &|| match target {
+        Some(t) => format!("default route -> {t}"),
+        None => "default route: none".to_string(),
+    })
 }
 
 /// The plan for a change of routes alone, without reading the kernel or
@@ -833,9 +831,7 @@ pub fn diff_routes(old: &Ir, new: &Ir, devices: &[Device]) -> Result<Option<Plan
         o.iter().map(|r| (&r.key, r.target)).collect();
     let after: HashMap<&devmapc::model::KeyValue, TargetRef> =
         n.iter().map(|r| (&r.key, r.target)).collect();
-    let only = |ir: &Ir,
-                routes: &[devmapc::ir::RouteData],
-                other: &HashMap<&devmapc::model::KeyValue, TargetRef>| Ir {
+    let only = |ir: &Ir, routes: &[devmapc::ir::RouteData], other: &HashMap<&devmapc::model::KeyValue, TargetRef>| Ir {
         spec: ir.spec.clone(),
         code: ir.code.clone(),
         data: devmapc::ir::DataPlan {
@@ -1147,9 +1143,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
     // Sorting directly keeps filling a large table cheap.
     let leaves_nothing = ops.iter().all(|op| match &op.op {
         Op::Insert(_) => true,
-        Op::Replace { old: v, .. } => old
-            .closure(&old_index, &op.map, &op.key, v, false)
-            .is_empty(),
+        Op::Replace { old: v, .. } => old.closure(&old_index, &op.map, &op.key, v, false).is_empty(),
         Op::Delete { .. } => false,
     });
     if leaves_nothing {
@@ -1545,11 +1539,7 @@ fn render<H: Handles + ?Sized>(handles: &H, t: &Target<'_>, value: &Value) -> io
 }
 
 /// [`render`] with the program fds from `prog_fd`.
-fn render_with(
-    prog_fd: &dyn Fn(&str) -> Option<i32>,
-    t: &Target<'_>,
-    value: &Value,
-) -> io::Result<Vec<u8>> {
+fn render_with(prog_fd: &dyn Fn(&str) -> Option<i32>, t: &Target<'_>, value: &Value) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     render_into(prog_fd, t, value, &mut bytes)?;
     Ok(bytes)
@@ -1570,9 +1560,7 @@ fn render_into(
         Value::Devmap(d) => {
             let fd = match &d.program {
                 None => -1,
-                Some(p) => {
-                    prog_fd(p).ok_or_else(|| bad(format!("the object has no program {p}")))?
-                }
+                Some(p) => prog_fd(p).ok_or_else(|| bad(format!("the object has no program {p}")))?,
             };
             bytes.extend_from_slice(&d.ifindex.to_ne_bytes());
             if t.value_size == 8 {
@@ -1824,11 +1812,7 @@ fn rollback(
 /// built, nothing is read back or ordered (emit's order is safe for a fresh
 /// object) and nothing is undone: a fill that fails leaves a fresh object
 /// to throw away. Maps and program fds are looked up once.
-pub fn write_fresh<H: Handles + ?Sized>(
-    handles: &H,
-    ir: &Ir,
-    devices: &[Device],
-) -> Result<(), PlanError> {
+pub fn write_fresh<H: Handles + ?Sized>(handles: &H, ir: &Ir, devices: &[Device]) -> Result<(), PlanError> {
     // A handful of maps: a short list beats hashing each entry's map name.
     let mut targets: Vec<(String, Target<'_>)> = Vec::new();
     let progs: Vec<(&str, Option<i32>)> = ir
@@ -1840,12 +1824,7 @@ pub fn write_fresh<H: Handles + ?Sized>(
             (p.section_program.as_str(), fd)
         })
         .collect();
-    let prog_fd = |p: &str| {
-        progs
-            .iter()
-            .find(|(name, _)| *name == p)
-            .and_then(|(_, fd)| *fd)
-    };
+    let prog_fd = |p: &str| progs.iter().find(|(name, _)| *name == p).and_then(|(_, fd)| *fd);
     let mut bytes = Vec::with_capacity(64);
     emit(ir, devices, &mut |map, key, value, why| {
         let fail = |error: io::Error| PlanError::Write {
@@ -1864,19 +1843,11 @@ pub fn write_fresh<H: Handles + ?Sized>(
         if key.len() != t.key_size as usize {
             return Err(fail(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "a key of {} bytes for a map whose keys have {}",
-                    key.len(),
-                    t.key_size
-                ),
+                format!("a key of {} bytes for a map whose keys have {}", key.len(), t.key_size),
             )));
         }
         render_into(&prog_fd, t, &value, &mut bytes).map_err(fail)?;
-        let flags = if t.array() {
-            libbpf_sys::BPF_ANY
-        } else {
-            libbpf_sys::BPF_NOEXIST
-        };
+        let flags = if t.array() { libbpf_sys::BPF_ANY } else { libbpf_sys::BPF_NOEXIST };
         t.update(&key, &bytes, flags).map_err(fail)
     })
 }
@@ -2805,12 +2776,7 @@ in order:
             ("vlan.id", "1", "2", "3"),
             ("ipv4.dst", "10.0.0.1", "10.0.0.2", "10.0.0.3"),
             ("lpm(ipv4.dst)", "10.0.0.0/8", "10.1.0.0/16", "0.0.0.0/0"),
-            (
-                "(vlan.id, eth.dst)",
-                "(1, 02:00:00:00:00:01)",
-                "(2, 02:00:00:00:00:01)",
-                "(1, 02:00:00:00:00:02)",
-            ),
+            ("(vlan.id, eth.dst)", "(1, 02:00:00:00:00:01)", "(2, 02:00:00:00:00:01)", "(1, 02:00:00:00:00:02)"),
             ("ingress.port", "a", "b", "c"),
         ];
         for (key, k1, k2, k3) in specs {
@@ -2835,31 +2801,15 @@ in order:
                 for new in &versions {
                     let (old, new) = (ir(old), ir(new));
                     let devs = devices(&old);
-                    let full = diff(
-                        &desired(&old, &devs).unwrap(),
-                        &desired(&new, &devs).unwrap(),
-                    );
-                    let fast = diff_routes(&old, &new, &devs)
-                        .unwrap()
-                        .expect("only routes differ");
-                    assert_eq!(
-                        fast.ops,
-                        full.ops,
-                        "{key}: {}\n=> {}",
-                        old.data.routes.len(),
-                        new.data.routes.len()
-                    );
+                    let full = diff(&desired(&old, &devs).unwrap(), &desired(&new, &devs).unwrap());
+                    let fast = diff_routes(&old, &new, &devs).unwrap().expect("only routes differ");
+                    assert_eq!(fast.ops, full.ops, "{key}: {}\n=> {}", old.data.routes.len(), new.data.routes.len());
                 }
             }
             // A device's arguments change: not a change of routes alone.
             let other = ir(&versions[0].replace("tag(1)", "tag(7)"));
             let first = ir(&versions[0]);
-            assert!(
-                diff_routes(&first, &other, &devices(&first))
-                    .unwrap()
-                    .is_none(),
-                "{key}"
-            );
+            assert!(diff_routes(&first, &other, &devices(&first)).unwrap().is_none(), "{key}");
         }
     }
 }

@@ -756,11 +756,7 @@ fn every_example_applies_reapplies_unchanged_and_detaches() {
         deploy::detach(&pins).unwrap();
         for dev in &names {
             let link = ns.enter(|| devmapc_runtime::netdev::by_name(dev)).unwrap();
-            assert_eq!(
-                link.xdp_prog_id(),
-                None,
-                "{name}: {dev} still has a program"
-            );
+            assert_eq!(link.xdp_prog_id(), None, "{name}: {dev} still has a program");
         }
     }
 }
@@ -777,17 +773,10 @@ fn trusting_the_last_apply_plans_the_changed_routes_only() {
         trust_last_apply: true,
         ..Options::new(&*rig.pins)
     };
-    let apply_trusted = |b: &Build| {
-        rig.ns
-            .enter(|| apply::apply(&b.obj, &b.ir, &trusted))
-            .unwrap()
-    };
+    let apply_trusted = |b: &Build| rig.ns.enter(|| apply::apply(&b.obj, &b.ir, &trusted)).unwrap();
     let v1 = build(&spec("on_miss = drop", ROUTES));
     rig.apply(&v1).unwrap();
-    let v2 = build(&spec(
-        "on_miss = drop",
-        "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c",
-    ));
+    let v2 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
     let report = apply_trusted(&v2);
     assert!(!report.read_back, "{report}");
     assert_eq!(report.plan.len(), 1, "{}", report.plan);
@@ -799,16 +788,10 @@ fn trusting_the_last_apply_plans_the_changed_routes_only() {
     let pinned = apply::Pinned::open(&rig.pins).unwrap();
     let routes = pinned.map_fd(names::ROUTES).unwrap();
     let rc = rig.ns.enter(|| unsafe {
-        libbpf_rs::libbpf_sys::bpf_map_delete_elem(
-            routes.as_raw_fd(),
-            [10u8, 0, 0, 3].as_ptr().cast(),
-        )
+        libbpf_rs::libbpf_sys::bpf_map_delete_elem(routes.as_raw_fd(), [10u8, 0, 0, 3].as_ptr().cast())
     });
     assert_eq!(rc, 0);
-    let v3 = build(&spec(
-        "on_miss = drop",
-        "route 10.0.0.2 -> b\nroute 10.0.0.3 -> c",
-    ));
+    let v3 = build(&spec("on_miss = drop", "route 10.0.0.2 -> b\nroute 10.0.0.3 -> c"));
     let report = apply_trusted(&v3);
     assert!(!report.read_back && report.plan.len() == 1, "{report}");
     assert_eq!(rig.drift().len(), 1, "the entry is still missing");

@@ -27,20 +27,10 @@ fn root() -> PathBuf {
 /// Builds a spec file into `dir`; returns the object's path and the plan
 /// read back from the manifest (as the runtime reads it).
 fn build(spec: &Path, dir: &Path) -> (PathBuf, Ir) {
-    let outputs = devmapc::Builder::new(spec)
-        .out_dir(dir)
-        .build()
-        .unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
-    assert!(
-        outputs.clang_output.is_empty(),
-        "{}: generated C compiles without a clang warning: {:?}",
-        spec.display(),
-        outputs.clang_output
-    );
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(outputs.manifest.unwrap()).unwrap()).unwrap();
-    let ir: Ir =
-        serde_json::from_value(manifest["ir"].clone()).expect("the manifest's IR reads back");
+    let outputs = devmapc::Builder::new(spec).out_dir(dir).build().unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
+    assert!(outputs.clang_output.is_empty(), "{}: generated C compiles without a clang warning: {:?}", spec.display(), outputs.clang_output);
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(outputs.manifest.unwrap()).unwrap()).unwrap();
+    let ir: Ir = serde_json::from_value(manifest["ir"].clone()).expect("the manifest's IR reads back");
     (outputs.obj.unwrap(), ir)
 }
 
@@ -63,34 +53,17 @@ impl Rig {
         let ns = Netns::new().unwrap();
         let mut devices = Vec::new();
         for device in &ir.data.devices {
-            let devmapc::model::Binding::Ifname(name) = &device.binding else {
-                panic!("test specs bind by ifname")
-            };
+            let devmapc::model::Binding::Ifname(name) = &device.binding else { panic!("test specs bind by ifname") };
             let (iface, _) = ns.veth(name, &format!("p{name}")).unwrap();
-            devices.push(Device {
-                ifindex: iface.ifindex,
-                mac: iface.mac,
-            });
+            devices.push(Device { ifindex: iface.ifindex, mac: iface.mac });
         }
         let obj = bpf::load(&obj_path).unwrap();
-        ns.enter(|| devmapc_runtime::fill(&obj, &ir, &devices))
-            .unwrap();
-        Rig {
-            ns,
-            obj,
-            ir,
-            devices,
-            _dir: dir,
-        }
+        ns.enter(|| devmapc_runtime::fill(&obj, &ir, &devices)).unwrap();
+        Rig { ns, obj, ir, devices, _dir: dir }
     }
 
     fn device(&self, name: &str) -> usize {
-        self.ir
-            .data
-            .devices
-            .iter()
-            .position(|d| d.name == name)
-            .unwrap_or_else(|| panic!("no device {name}"))
+        self.ir.data.devices.iter().position(|d| d.name == name).unwrap_or_else(|| panic!("no device {name}"))
     }
 
     /// Runs the ingress program on `frame` arriving on device `on`: the
@@ -99,29 +72,16 @@ impl Rig {
         let before = self.counters();
         let ifindex = self.devices[self.device(on)].ifindex;
         let prog = bpf::prog(&self.obj, names::INGRESS).unwrap();
-        let run = self
-            .ns
-            .enter(|| bpf::test_run(&prog, frame, Some(ifindex), 1))
-            .unwrap();
+        let run = self.ns.enter(|| bpf::test_run(&prog, frame, Some(ifindex), 1)).unwrap();
         let after = self.counters();
-        let mut moved: Vec<Counted> = after
-            .iter()
-            .filter(|(c, n)| before.iter().find(|(b, _)| b == c).map_or(0, |(_, m)| *m) != *n)
-            .map(|(c, _)| c.clone())
-            .collect();
+        let mut moved: Vec<Counted> = after.iter().filter(|(c, n)| before.iter().find(|(b, _)| b == c).map_or(0, |(_, m)| *m) != *n).map(|(c, _)| c.clone()).collect();
         // A miss that `route default` takes counts as a miss and for its
         // target.
         if moved.len() == 2 && moved[0] == Counted::Miss {
             return (run.retval, Counted::MissTo(Box::new(moved.remove(1))));
         }
-        assert!(
-            moved.len() <= 1,
-            "one packet moved several counters: {moved:?}"
-        );
-        (
-            run.retval,
-            moved.into_iter().next().unwrap_or(Counted::Nothing),
-        )
+        assert!(moved.len() <= 1, "one packet moved several counters: {moved:?}");
+        (run.retval, moved.into_iter().next().unwrap_or(Counted::Nothing))
     }
 
     /// Every counter: per route key, per slot (0 = misses), per group.
@@ -129,43 +89,21 @@ impl Rig {
         let mut all = Vec::new();
         let packets = |map: &str, key: &[u8]| -> u64 {
             let map = bpf::map(&self.obj, map).unwrap();
-            map.lookup_percpu(key, MapFlags::ANY)
-                .unwrap()
-                .map_or(0, |cpus| {
-                    cpus.iter()
-                        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap()))
-                        .sum()
-                })
+            map.lookup_percpu(key, MapFlags::ANY).unwrap().map_or(0, |cpus| cpus.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap())).sum())
         };
         if !self.ir.code.key.uses_slots() {
             let ifindex = |d: usize| self.devices.get(d).map(|dev| dev.ifindex);
-            for route in self
-                .ir
-                .data
-                .routes
-                .iter()
-                .filter(|r| matches!(r.target, TargetRef::Device(_)))
-            {
+            for route in self.ir.data.routes.iter().filter(|r| matches!(r.target, TargetRef::Device(_))) {
                 let key = encode_key(&self.ir.code.key, &route.key, &ifindex).unwrap();
-                all.push((
-                    Counted::Route(route.text.clone()),
-                    packets(names::KEY_COUNTERS, &key),
-                ));
+                all.push((Counted::Route(route.text.clone()), packets(names::KEY_COUNTERS, &key)));
             }
         }
         for slot in 0..=self.devices.len() as u32 {
-            let what = if slot == 0 {
-                Counted::Miss
-            } else {
-                Counted::Device(self.ir.data.devices[slot as usize - 1].name.clone())
-            };
+            let what = if slot == 0 { Counted::Miss } else { Counted::Device(self.ir.data.devices[slot as usize - 1].name.clone()) };
             all.push((what, packets(names::COUNTERS, &slot.to_ne_bytes())));
         }
         for (g, group) in self.ir.code.groups.iter().enumerate() {
-            all.push((
-                Counted::Group(group.name.clone()),
-                packets(names::GROUP_COUNTERS, &(g as u32).to_ne_bytes()),
-            ));
+            all.push((Counted::Group(group.name.clone()), packets(names::GROUP_COUNTERS, &(g as u32).to_ne_bytes())));
         }
         all
     }
@@ -173,13 +111,8 @@ impl Rig {
     /// Runs the plain-XDP twin of `program` as if for device `device`.
     fn egress(&self, program: &str, device: &str, frame: &[u8]) -> (u32, Vec<u8>) {
         let ifindex = self.devices[self.device(device)].ifindex;
-        let bss = self
-            .obj
-            .maps()
-            .find(|m| m.name().to_string_lossy().ends_with(".bss"))
-            .expect("the twins' global");
-        bss.update(&0u32.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY)
-            .unwrap();
+        let bss = self.obj.maps().find(|m| m.name().to_string_lossy().ends_with(".bss")).expect("the twins' global");
+        bss.update(&0u32.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY).unwrap();
         let prog = bpf::prog(&self.obj, &format!("devmapc_twin_{program}")).unwrap();
         let run = bpf::test_run(&prog, frame, None, 1).unwrap();
         (run.retval, run.data)
@@ -229,53 +162,25 @@ fn every_example_and_sample_loads_and_passes_the_verifier() {
     require_privileged!();
     let mut specs = Vec::new();
     for dir in ["examples", "tests/specs/good", "tests/specs/language"] {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "devmap"))
-            .collect();
+        let mut found: Vec<PathBuf> = std::fs::read_dir(root().join(dir)).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "devmap")).collect();
         found.sort();
         specs.extend(found);
     }
     assert!(specs.len() >= 9, "the corpus is there: {specs:?}");
-    println!(
-        "{:<40} {:<32} {:>8} {:>7} {:>6}",
-        "spec", "program", "verified", "xlated", "jited"
-    );
+    println!("{:<40} {:<32} {:>8} {:>7} {:>6}", "spec", "program", "verified", "xlated", "jited");
     for spec in &specs {
         let dir = tempfile::tempdir().unwrap();
         let (obj_path, ir) = build(spec, dir.path());
         let obj = bpf::load(&obj_path).unwrap_or_else(|e| panic!("{}: {e:#}", spec.display()));
         let progs: Vec<_> = obj.progs().collect();
-        assert_eq!(
-            progs.len(),
-            1 + 2 * ir.code.programs.len(),
-            "{}: ingress, and each egress program with its twin",
-            spec.display()
-        );
+        assert_eq!(progs.len(), 1 + 2 * ir.code.programs.len(), "{}: ingress, and each egress program with its twin", spec.display());
         for prog in &progs {
             let name = prog.name().to_string_lossy().into_owned();
-            let expected = if name.starts_with("devmapc_egress_") {
-                ProgramAttachType::XdpDevmap
-            } else {
-                ProgramAttachType::Xdp
-            };
-            assert_eq!(
-                format!("{:?}", prog.attach_type()),
-                format!("{expected:?}"),
-                "{name} in {}",
-                spec.display()
-            );
+            let expected = if name.starts_with("devmapc_egress_") { ProgramAttachType::XdpDevmap } else { ProgramAttachType::Xdp };
+            assert_eq!(format!("{:?}", prog.attach_type()), format!("{expected:?}"), "{name} in {}", spec.display());
             let stats = bpf::prog_stats(prog).unwrap();
             assert!(stats.verified_insns > 0 && stats.xlated_len > 0);
-            println!(
-                "{:<40} {:<32} {:>8} {:>7} {:>6}",
-                spec.file_name().unwrap().to_string_lossy(),
-                name,
-                stats.verified_insns,
-                stats.xlated_len,
-                stats.jited_len
-            );
+            println!("{:<40} {:<32} {:>8} {:>7} {:>6}", spec.file_name().unwrap().to_string_lossy(), name, stats.verified_insns, stats.xlated_len, stats.jited_len);
         }
     }
 }
@@ -288,41 +193,14 @@ fn generated_ingress_is_no_larger_than_hand_written() {
     require_privileged!();
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        (
-            "vlan",
-            "table { key = vlan.id, counters = off }",
-            "vlan_switch",
-        ),
-        (
-            "ipv4",
-            "table { key = ipv4.dst, counters = off }",
-            "ipv4_router",
-        ),
-        (
-            "port",
-            "table { key = ingress.port, counters = off }",
-            "port_patch",
-        ),
-        (
-            "eth",
-            "table { key = eth.dst, counters = off }",
-            "mac_switch",
-        ),
-        (
-            "lpm",
-            "table { key = lpm(ipv4.dst), counters = off }",
-            "lpm_router",
-        ),
-        (
-            "vlan_eth",
-            "table { key = (vlan.id, eth.dst), counters = off }",
-            "vlan_mac_switch",
-        ),
+        ("vlan", "table { key = vlan.id, counters = off }", "vlan_switch"),
+        ("ipv4", "table { key = ipv4.dst, counters = off }", "ipv4_router"),
+        ("port", "table { key = ingress.port, counters = off }", "port_patch"),
+        ("eth", "table { key = eth.dst, counters = off }", "mac_switch"),
+        ("lpm", "table { key = lpm(ipv4.dst), counters = off }", "lpm_router"),
+        ("vlan_eth", "table { key = (vlan.id, eth.dst), counters = off }", "vlan_mac_switch"),
     ];
-    println!(
-        "{:<8} {:>22} {:>22} {:>18}",
-        "key", "verified insns gen/ref", "xlated bytes gen/ref", "jited bytes gen/ref"
-    );
+    println!("{:<8} {:>22} {:>22} {:>18}", "key", "verified insns gen/ref", "xlated bytes gen/ref", "jited bytes gen/ref");
     for (name, table, reference_prog) in cases {
         let spec = dir.path().join(format!("{name}.devmap"));
         std::fs::write(&spec, format!("{table}\ndevice a {{ ifname = \"a\" }}\ndevice b {{ ifname = \"b\" }}\ningress {{ on = [a] }}\nroute default -> b\n")).unwrap();
@@ -340,14 +218,8 @@ fn generated_ingress_is_no_larger_than_hand_written() {
             format!("{}/{}", generated.xlated_len, reference.xlated_len),
             format!("{}/{}", generated.jited_len, reference.jited_len)
         );
-        assert!(
-            generated.xlated_len <= reference.xlated_len,
-            "{name}: generated {generated:?}, hand-written {reference:?}"
-        );
-        assert!(
-            generated.verified_insns <= reference.verified_insns,
-            "{name}: generated {generated:?}, hand-written {reference:?}"
-        );
+        assert!(generated.xlated_len <= reference.xlated_len, "{name}: generated {generated:?}, hand-written {reference:?}");
+        assert!(generated.verified_insns <= reference.verified_insns, "{name}: generated {generated:?}, hand-written {reference:?}");
     }
 }
 
@@ -368,45 +240,15 @@ fn a_vlan_key_reads_the_outer_tag_of_up_to_two() {
          route 30 -> g",
     );
     let ip = || Frame::new().ipv4(A, A).udp(1, 2);
-    assert_eq!(
-        rig.ingress(&ip().build(), "a"),
-        (XDP_DROP, Counted::Miss),
-        "untagged: a miss, which on_miss drops"
-    );
-    assert_eq!(
-        rig.ingress(&ip().vlan(10, 0).build(), "a"),
-        (XDP_REDIRECT, route("10"))
-    );
-    assert_eq!(
-        rig.ingress(&ip().vlan(20, 5).vlan(99, 0).build(), "a"),
-        (XDP_REDIRECT, route("20")),
-        "two tags: the outer one counts"
-    );
-    assert_eq!(
-        rig.ingress(&ip().vlan_ad(20, 0).vlan(99, 0).build(), "a"),
-        (XDP_REDIRECT, route("20")),
-        "802.1ad outer tag"
-    );
-    assert_eq!(
-        rig.ingress(&ip().vlan(99, 0).vlan(10, 0).build(), "a"),
-        (XDP_DROP, Counted::Miss),
-        "the inner tag is not the key"
-    );
-    assert_eq!(
-        rig.ingress(&ip().vlan(30, 0).build(), "a"),
-        (XDP_REDIRECT, Counted::Group("g".into()))
-    );
-    assert_eq!(
-        rig.ingress(&arp().vlan(10, 0).build(), "a"),
-        (XDP_REDIRECT, route("10")),
-        "not IP: the tag is enough"
-    );
+    assert_eq!(rig.ingress(&ip().build(), "a"), (XDP_DROP, Counted::Miss), "untagged: a miss, which on_miss drops");
+    assert_eq!(rig.ingress(&ip().vlan(10, 0).build(), "a"), (XDP_REDIRECT, route("10")));
+    assert_eq!(rig.ingress(&ip().vlan(20, 5).vlan(99, 0).build(), "a"), (XDP_REDIRECT, route("20")), "two tags: the outer one counts");
+    assert_eq!(rig.ingress(&ip().vlan_ad(20, 0).vlan(99, 0).build(), "a"), (XDP_REDIRECT, route("20")), "802.1ad outer tag");
+    assert_eq!(rig.ingress(&ip().vlan(99, 0).vlan(10, 0).build(), "a"), (XDP_DROP, Counted::Miss), "the inner tag is not the key");
+    assert_eq!(rig.ingress(&ip().vlan(30, 0).build(), "a"), (XDP_REDIRECT, Counted::Group("g".into())));
+    assert_eq!(rig.ingress(&arp().vlan(10, 0).build(), "a"), (XDP_REDIRECT, route("10")), "not IP: the tag is enough");
     let tagged = ip().vlan(10, 0).build();
-    assert_eq!(
-        rig.ingress(&tagged[..16], "a"),
-        (XDP_DROP, Counted::Miss),
-        "truncated inside the tag"
-    );
+    assert_eq!(rig.ingress(&tagged[..16], "a"), (XDP_DROP, Counted::Miss), "truncated inside the tag");
 }
 
 #[test]
@@ -422,44 +264,14 @@ fn an_ipv4_key_looks_behind_tags_and_misses_go_to_the_default_route() {
          route default -> c",
     );
     let hit = || v4([10, 0, 0, 1]);
-    assert_eq!(
-        rig.ingress(&hit().build(), "a"),
-        (XDP_REDIRECT, route("10.0.0.1"))
-    );
-    assert_eq!(
-        rig.ingress(&hit().vlan(7, 0).build(), "a"),
-        (XDP_REDIRECT, route("10.0.0.1")),
-        "one tag"
-    );
-    assert_eq!(
-        rig.ingress(&hit().vlan_ad(7, 0).vlan(8, 0).build(), "a"),
-        (XDP_REDIRECT, route("10.0.0.1")),
-        "two tags"
-    );
-    assert_eq!(
-        rig.ingress(&v4([10, 0, 0, 2]).build(), "a"),
-        (XDP_REDIRECT, default_to("c")),
-        "a miss takes route default"
-    );
-    let v6 = Frame::new()
-        .ipv6(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST)
-        .udp(1, 2)
-        .build();
-    assert_eq!(
-        rig.ingress(&v6, "a"),
-        (XDP_REDIRECT, default_to("c")),
-        "no IPv4 header: a miss"
-    );
-    assert_eq!(
-        rig.ingress(&arp().build(), "a"),
-        (XDP_REDIRECT, default_to("c")),
-        "not IP: a miss"
-    );
-    assert_eq!(
-        rig.ingress(&hit().build()[..30], "a"),
-        (XDP_REDIRECT, default_to("c")),
-        "truncated IPv4 header: a miss"
-    );
+    assert_eq!(rig.ingress(&hit().build(), "a"), (XDP_REDIRECT, route("10.0.0.1")));
+    assert_eq!(rig.ingress(&hit().vlan(7, 0).build(), "a"), (XDP_REDIRECT, route("10.0.0.1")), "one tag");
+    assert_eq!(rig.ingress(&hit().vlan_ad(7, 0).vlan(8, 0).build(), "a"), (XDP_REDIRECT, route("10.0.0.1")), "two tags");
+    assert_eq!(rig.ingress(&v4([10, 0, 0, 2]).build(), "a"), (XDP_REDIRECT, default_to("c")), "a miss takes route default");
+    let v6 = Frame::new().ipv6(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST).udp(1, 2).build();
+    assert_eq!(rig.ingress(&v6, "a"), (XDP_REDIRECT, default_to("c")), "no IPv4 header: a miss");
+    assert_eq!(rig.ingress(&arp().build(), "a"), (XDP_REDIRECT, default_to("c")), "not IP: a miss");
+    assert_eq!(rig.ingress(&hit().build()[..30], "a"), (XDP_REDIRECT, default_to("c")), "truncated IPv4 header: a miss");
 }
 
 #[test]
@@ -475,23 +287,10 @@ fn an_lpm_key_takes_the_longest_prefix() {
          route 10.1.0.0/16 -> c
          route 10.1.2.3 -> a",
     );
-    assert_eq!(
-        rig.ingress(&v4([10, 9, 9, 9]).build(), "a"),
-        (XDP_REDIRECT, device("b"))
-    );
-    assert_eq!(
-        rig.ingress(&v4([10, 1, 9, 9]).vlan(5, 0).build(), "a"),
-        (XDP_REDIRECT, device("c"))
-    );
-    assert_eq!(
-        rig.ingress(&v4([10, 1, 2, 3]).build(), "a"),
-        (XDP_REDIRECT, device("a")),
-        "a bare address is a /32"
-    );
-    assert_eq!(
-        rig.ingress(&v4([11, 0, 0, 1]).build(), "a"),
-        (XDP_DROP, Counted::Miss)
-    );
+    assert_eq!(rig.ingress(&v4([10, 9, 9, 9]).build(), "a"), (XDP_REDIRECT, device("b")));
+    assert_eq!(rig.ingress(&v4([10, 1, 9, 9]).vlan(5, 0).build(), "a"), (XDP_REDIRECT, device("c")));
+    assert_eq!(rig.ingress(&v4([10, 1, 2, 3]).build(), "a"), (XDP_REDIRECT, device("a")), "a bare address is a /32");
+    assert_eq!(rig.ingress(&v4([11, 0, 0, 1]).build(), "a"), (XDP_DROP, Counted::Miss));
 }
 
 #[test]
@@ -507,24 +306,10 @@ fn a_wide_composite_key_goes_through_a_hash_to_a_slot() {
          route (20, 02:00:00:00:00:0b) -> c",
     );
     let to_b = || v4([1, 2, 3, 4]).dst([2, 0, 0, 0, 0, 0x0b]);
-    assert_eq!(
-        rig.ingress(&to_b().vlan(10, 0).build(), "a"),
-        (XDP_REDIRECT, device("b"))
-    );
-    assert_eq!(
-        rig.ingress(&to_b().vlan(20, 0).build(), "a"),
-        (XDP_REDIRECT, device("c")),
-        "same MAC, other VLAN"
-    );
-    assert_eq!(
-        rig.ingress(&to_b().vlan(30, 0).build(), "a"),
-        (XDP_PASS, Counted::Miss)
-    );
-    assert_eq!(
-        rig.ingress(&to_b().build(), "a"),
-        (XDP_PASS, Counted::Miss),
-        "untagged: no VLAN id"
-    );
+    assert_eq!(rig.ingress(&to_b().vlan(10, 0).build(), "a"), (XDP_REDIRECT, device("b")));
+    assert_eq!(rig.ingress(&to_b().vlan(20, 0).build(), "a"), (XDP_REDIRECT, device("c")), "same MAC, other VLAN");
+    assert_eq!(rig.ingress(&to_b().vlan(30, 0).build(), "a"), (XDP_PASS, Counted::Miss));
+    assert_eq!(rig.ingress(&to_b().build(), "a"), (XDP_PASS, Counted::Miss), "untagged: no VLAN id");
 }
 
 #[test]
@@ -537,33 +322,14 @@ fn protocol_and_port_keys_need_the_first_fragment() {
          ingress { on = [a] }
          route (17, 53) -> b",
     );
-    assert_eq!(
-        rig.ingress(&v4([1, 1, 1, 1]).build(), "a"),
-        (XDP_REDIRECT, route("(17, 53)"))
-    );
-    let v6 = Frame::new()
-        .ipv6(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST)
-        .udp(9, 53)
-        .vlan(3, 0)
-        .build();
-    assert_eq!(
-        rig.ingress(&v6, "a"),
-        (XDP_REDIRECT, route("(17, 53)")),
-        "IPv6 behind a tag"
-    );
+    assert_eq!(rig.ingress(&v4([1, 1, 1, 1]).build(), "a"), (XDP_REDIRECT, route("(17, 53)")));
+    let v6 = Frame::new().ipv6(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST).udp(9, 53).vlan(3, 0).build();
+    assert_eq!(rig.ingress(&v6, "a"), (XDP_REDIRECT, route("(17, 53)")), "IPv6 behind a tag");
     let tcp = Frame::new().ipv4(A, A).tcp(9, 53).build();
-    assert_eq!(
-        rig.ingress(&tcp, "a"),
-        (XDP_DROP, Counted::Miss),
-        "TCP is another key"
-    );
+    assert_eq!(rig.ingress(&tcp, "a"), (XDP_DROP, Counted::Miss), "TCP is another key");
     let mut fragment = v4([1, 1, 1, 1]).build();
     fragment[20..22].copy_from_slice(&0x0001u16.to_be_bytes()); // fragment offset 8 bytes
-    assert_eq!(
-        rig.ingress(&fragment, "a"),
-        (XDP_DROP, Counted::Miss),
-        "a later fragment has no ports"
-    );
+    assert_eq!(rig.ingress(&fragment, "a"), (XDP_DROP, Counted::Miss), "a later fragment has no ports");
 }
 
 #[test]
@@ -592,21 +358,9 @@ fn an_ipv6_key_is_lowered_through_a_hash() {
          ingress { on = [a] }
          route 2001:db8::1 -> b",
     );
-    let to = |dst: Ipv6Addr| {
-        Frame::new()
-            .ipv6(Ipv6Addr::LOCALHOST, dst)
-            .udp(1, 2)
-            .vlan(4, 0)
-            .build()
-    };
-    assert_eq!(
-        rig.ingress(&to("2001:db8::1".parse().unwrap()), "a"),
-        (XDP_REDIRECT, device("b"))
-    );
-    assert_eq!(
-        rig.ingress(&to("2001:db8::2".parse().unwrap()), "a"),
-        (XDP_PASS, Counted::Miss)
-    );
+    let to = |dst: Ipv6Addr| Frame::new().ipv6(Ipv6Addr::LOCALHOST, dst).udp(1, 2).vlan(4, 0).build();
+    assert_eq!(rig.ingress(&to("2001:db8::1".parse().unwrap()), "a"), (XDP_REDIRECT, device("b")));
+    assert_eq!(rig.ingress(&to("2001:db8::2".parse().unwrap()), "a"), (XDP_PASS, Counted::Miss));
 }
 
 // ------------------------------------------------------------------- egress
@@ -639,43 +393,21 @@ fn egress_programs_rewrite_tags_through_their_twins() {
 
     let (action, out) = rig.egress("retag", "b", &ip().vlan(100, 5).build());
     let out = parse(&out).unwrap();
-    assert_eq!(
-        (action, out.vlan_ids(), out.tags[0].pcp),
-        (XDP_PASS, vec![10], 5),
-        "the id changes, the priority stays"
-    );
+    assert_eq!((action, out.vlan_ids(), out.tags[0].pcp), (XDP_PASS, vec![10], 5), "the id changes, the priority stays");
     let (action, out) = rig.egress("retag", "b", &ip().build());
-    assert_eq!(
-        (action, parse(&out).unwrap().vlan_ids()),
-        (XDP_PASS, vec![]),
-        "untagged stays untagged"
-    );
+    assert_eq!((action, parse(&out).unwrap().vlan_ids()), (XDP_PASS, vec![]), "untagged stays untagged");
 
     let (_, out) = rig.egress("push", "d", &ip().build());
     let out = parse(&out).unwrap();
-    assert_eq!(
-        (out.vlan_ids(), out.ipv4.map(|h| h.dst)),
-        (vec![200], Some(A))
-    );
+    assert_eq!((out.vlan_ids(), out.ipv4.map(|h| h.dst)), (vec![200], Some(A)));
     let (_, out) = rig.egress("push", "d", &ip().vlan(5, 0).build());
-    assert_eq!(
-        parse(&out).unwrap().vlan_ids(),
-        vec![200, 5],
-        "pushed in front of the existing tag"
-    );
+    assert_eq!(parse(&out).unwrap().vlan_ids(), vec![200, 5], "pushed in front of the existing tag");
 
     let (_, out) = rig.egress("pop", "e", &ip().vlan(7, 0).vlan(8, 0).build());
     let out = parse(&out).unwrap();
-    assert_eq!(
-        (out.vlan_ids(), out.payload.as_slice()),
-        (vec![8], b"data".as_slice())
-    );
+    assert_eq!((out.vlan_ids(), out.payload.as_slice()), (vec![8], b"data".as_slice()));
     let untagged = ip().build();
-    assert_eq!(
-        rig.egress("pop", "e", &untagged),
-        (XDP_PASS, untagged.clone()),
-        "nothing to pop"
-    );
+    assert_eq!(rig.egress("pop", "e", &untagged), (XDP_PASS, untagged.clone()), "nothing to pop");
 }
 
 #[test]
@@ -683,56 +415,25 @@ fn egress_programs_set_the_device_mac_and_keep_the_ipv4_checksum_right() {
     require_privileged!();
     let rig = Rig::new(EGRESS_SPEC);
     let mac = rig.devices[rig.device("c")].mac;
-    let (action, out) = rig.egress(
-        "own_mac",
-        "c",
-        &Frame::new().ipv4(A, A).ttl(64).udp(1, 2).vlan(9, 0).build(),
-    );
+    let (action, out) = rig.egress("own_mac", "c", &Frame::new().ipv4(A, A).ttl(64).udp(1, 2).vlan(9, 0).build());
     let out = parse(&out).unwrap();
     let ip = out.ipv4.unwrap();
-    assert_eq!(
-        (action, out.src, ip.ttl, ip.checksum_valid),
-        (XDP_PASS, mac, 63, true)
-    );
-    let (action, _) = rig.egress(
-        "own_mac",
-        "c",
-        &Frame::new().ipv4(A, A).ttl(1).udp(1, 2).build(),
-    );
+    assert_eq!((action, out.src, ip.ttl, ip.checksum_valid), (XDP_PASS, mac, 63, true));
+    let (action, _) = rig.egress("own_mac", "c", &Frame::new().ipv4(A, A).ttl(1).udp(1, 2).build());
     assert_eq!(action, XDP_DROP, "TTL 1 is dropped");
-    let (action, out) = rig.egress(
-        "own_mac",
-        "c",
-        &Frame::new().ipv4(A, A).ttl(0).udp(1, 2).build(),
-    );
+    let (action, out) = rig.egress("own_mac", "c", &Frame::new().ipv4(A, A).ttl(0).udp(1, 2).build());
     assert_eq!(action, XDP_DROP, "so is TTL 0: {out:?}");
     let (action, out) = rig.egress("own_mac", "c", &arp().build());
-    assert_eq!(
-        (action, parse(&out).unwrap().src),
-        (XDP_PASS, mac),
-        "ARP: the MAC changes, no TTL check"
-    );
+    assert_eq!((action, parse(&out).unwrap().src), (XDP_PASS, mac), "ARP: the MAC changes, no TTL check");
 }
 
 #[test]
 fn keys_encode_as_the_generated_code_reads_them() {
     // A direct IPv4 key keeps wire order; an LPM key leads with its length.
-    let plan = devmapc::ir::KeyPlan::Direct {
-        fields: vec![devmapc::ir::DirectField {
-            field: devmapc::fields::Field::Ipv4Dst,
-            shift: 0,
-            bits: 32,
-        }],
-    };
+    let plan = devmapc::ir::KeyPlan::Direct { fields: vec![devmapc::ir::DirectField { field: devmapc::fields::Field::Ipv4Dst, shift: 0, bits: 32 }] };
     let key = KeyValue::Const(Const::Ipv4(Ipv4Addr::new(10, 0, 0, 1)));
     assert_eq!(encode_key(&plan, &key, &|_| None).unwrap(), [10, 0, 0, 1]);
-    let lpm = devmapc::ir::KeyPlan::Lpm {
-        field: devmapc::fields::Field::Ipv4Dst,
-        address_bytes: 4,
-    };
+    let lpm = devmapc::ir::KeyPlan::Lpm { field: devmapc::fields::Field::Ipv4Dst, address_bytes: 4 };
     let prefix = KeyValue::Prefix(PrefixValue::V4(Ipv4Addr::new(10, 0, 0, 0), 8));
-    assert_eq!(
-        encode_key(&lpm, &prefix, &|_| None).unwrap()[4..],
-        [10, 0, 0, 0]
-    );
+    assert_eq!(encode_key(&lpm, &prefix, &|_| None).unwrap()[4..], [10, 0, 0, 0]);
 }

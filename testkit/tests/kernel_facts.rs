@@ -515,12 +515,7 @@ fn devmap_hash_created_rdonly_is_writable_by_id_until_frozen() {
         );
         assert_eq!(libbpf_sys::bpf_map_freeze(rw), 0);
         assert_eq!(
-            raw_errno(libbpf_sys::bpf_map_update_elem(
-                rw,
-                k.as_ptr().cast(),
-                v.as_ptr().cast(),
-                0
-            )),
+            raw_errno(libbpf_sys::bpf_map_update_elem(rw, k.as_ptr().cast(), v.as_ptr().cast(), 0)),
             libc::EPERM,
             "frozen: not even the writable fd"
         );

@@ -146,10 +146,7 @@ fn targets_are_devices_or_groups() {
         Device::ALL.map(Device::name),
         ["uplink", "red", "blue", "mgmt"]
     );
-    assert_eq!(
-        [vlan_switch::COUNTERS, ipv6_router::COUNTERS],
-        [true, false]
-    );
+    assert_eq!([vlan_switch::COUNTERS, ipv6_router::COUNTERS], [true, false]);
 }
 
 #[test]
