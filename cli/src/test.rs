@@ -48,14 +48,7 @@ const CAP_BPF: u32 = 39;
 /// programs, CAP_NET_ADMIN for the devices and links, CAP_NET_RAW for the
 /// packet sockets that send and watch.
 fn check_privileges() -> Result<(), String> {
-    let Some(caps) = std::fs::read_to_string("/proc/thread-self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        })
-    else {
+    let Some(caps) = devmapc_runtime::deploy::effective_caps() else {
         // Unknown: the kernel decides, and says so if it refuses.
         return Ok(());
     };

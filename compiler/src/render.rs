@@ -47,7 +47,7 @@ struct Context {
     numa: Vec<String>,
 }
 
-const HELPERS: [&str; 10] = ["parse", "outer_tag", "copy", "put_be", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
+const HELPERS: [&str; 9] = ["parse", "outer_tag", "copy", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
 
 #[derive(Serialize)]
 struct OnMiss {

@@ -87,24 +87,22 @@ const MARKER_TARGET: &str = "pin-directory-of-a-devmapc-deployment";
 /// other devices: it is refused, and `status` warns.
 pub const NETNS: &str = "netns";
 
-/// The calling thread's network namespace, as /proc names it.
-pub fn current_netns() -> Option<String> {
-    std::fs::read_link("/proc/thread-self/ns/net")
+/// Where a symlink points, as text.
+fn link_text(path: &Path) -> Option<String> {
+    std::fs::read_link(path)
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// The namespace recorded in `dir` ([`NETNS`]), when there is one.
-pub fn recorded_netns(dir: &Path) -> Option<String> {
-    std::fs::read_link(dir.join(NETNS))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
+/// The calling thread's network namespace, as /proc names it.
+pub fn current_netns() -> Option<String> {
+    link_text(Path::new("/proc/thread-self/ns/net"))
 }
 
 /// `Some((recorded, current))` when the deployment in `dir` was applied in
-/// another network namespace than the calling thread's.
+/// another network namespace than the calling thread's ([`NETNS`]).
 pub fn netns_mismatch(dir: &Path) -> Option<(String, String)> {
-    match (recorded_netns(dir), current_netns()) {
+    match (link_text(&dir.join(NETNS)), current_netns()) {
         (Some(recorded), Some(current)) if recorded != current => Some((recorded, current)),
         _ => None,
     }
@@ -1110,7 +1108,6 @@ fn reconcile_links<H: Handles>(
     let links_dir = dir.join("links");
     let mut changes = Vec::new();
     let mut made: Vec<PathBuf> = Vec::new();
-    let undo = undo_links;
     let attach_new = |w: &WantedLink| attach_pinned(prog, w, mode, dir);
     for w in &wanted {
         match existing.get(&w.label) {
@@ -1124,7 +1121,7 @@ fn reconcile_links<H: Handles>(
                     });
                 }
                 Err(e) => {
-                    undo(&made);
+                    undo_links(&made);
                     return Err(e);
                 }
             },
@@ -1144,7 +1141,7 @@ fn reconcile_links<H: Handles>(
                             why,
                         }),
                         Err(e) => {
-                            undo(&made);
+                            undo_links(&made);
                             return Err(e);
                         }
                     }
@@ -1496,7 +1493,7 @@ pub fn repair(dir: &Path) -> Result<Vec<String>, DeployError> {
 
 /// Whether `dir` holds devmapc's marker ([`MARKER`]).
 pub fn is_ours(dir: &Path) -> bool {
-    std::fs::read_link(dir.join(MARKER)).is_ok_and(|t| t == Path::new(MARKER_TARGET))
+    link_text(&dir.join(MARKER)).is_some_and(|t| t == MARKER_TARGET)
 }
 
 // --------------------------------------------------------------- failpoints

@@ -244,7 +244,7 @@ impl fmt::Display for DeployError {
                 write!(
                     f,
                     "\n`--make-ready` turns GRO on for the peer of a veth target; \
-                     `--allow-not-ready` applies anyway (the frames a target cannot take, as said above, are dropped)"
+                     `--allow-not-ready` applies anyway (the frames a target cannot take are dropped)"
                 )
             }
             DeployError::Busy(devices) => {
@@ -378,7 +378,7 @@ pub fn check_privileges(doing: &str) -> Result<(), DeployError> {
 }
 
 /// The calling thread's effective capabilities (they are per thread).
-fn effective_caps() -> Option<u64> {
+pub fn effective_caps() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
     u64::from_str_radix(hex.trim(), 16).ok()
@@ -1231,21 +1231,15 @@ fn attach_error(ifindex: u32, mode: XdpMode, e: io::Error) -> DeployError {
 impl DeployError {
     /// Names the spec's device in an attach error (the kernel only knows
     /// the ifindex).
-    pub fn on_device(self, device: impl FnOnce() -> String) -> DeployError {
-        match self {
-            DeployError::Attach {
-                ifindex,
-                device: None,
-                mode,
-                error,
-            } => DeployError::Attach {
-                ifindex,
-                device: Some(device()),
-                mode,
-                error,
-            },
-            other => other,
+    pub fn on_device(mut self, name: impl FnOnce() -> String) -> DeployError {
+        if let DeployError::Attach {
+            device: device @ None,
+            ..
+        } = &mut self
+        {
+            *device = Some(name());
         }
+        self
     }
 }
 

@@ -552,6 +552,9 @@ pub struct Seen {
     pub device: String,
     pub frame: Vec<u8>,
     pub layers: Vec<SeenLayer>,
+    /// Its wrong checksums, for a packet that left a device (one that went
+    /// up the stack is the sent packet itself).
+    pub checksum_errors: Vec<FieldDiff>,
 }
 
 impl Seen {
@@ -634,10 +637,11 @@ impl Watch {
     }
 }
 
-enum Expect<'a> {
+enum Expect {
     Out {
         device: usize,
-        pattern: &'a [LayerDef],
+        /// With `egress.mac` filled in for the device ([`instantiate`]).
+        pattern: Vec<LayerDef>,
         span: Span,
     },
     Pass {
@@ -650,10 +654,11 @@ enum Expect<'a> {
 
 struct Round<'a> {
     sends: Vec<(usize, &'a [LayerDef], Span)>,
-    expects: Vec<Expect<'a>>,
+    expects: Vec<Expect>,
 }
 
-fn rounds(test: &TestDef) -> Vec<Round<'_>> {
+/// `macs`: the sandbox's device addresses, for `egress.mac` in patterns.
+fn rounds<'a>(test: &'a TestDef, macs: &[packet::Mac]) -> Vec<Round<'a>> {
     let mut out: Vec<Round> = Vec::new();
     let mut pending: Vec<Expect> = Vec::new(); // expects before the first send
                                                // Whether the current round has its expects: a send then starts a new one.
@@ -688,7 +693,7 @@ fn rounds(test: &TestDef) -> Vec<Round<'_>> {
                 .iter()
                 .map(|&device| Expect::Out {
                     device,
-                    pattern,
+                    pattern: instantiate(pattern, macs[device]),
                     span: *span,
                 })
                 .collect(),
@@ -723,7 +728,8 @@ pub fn run_test(
         failures: vec![],
         error: None,
     };
-    for round in rounds(test) {
+    let macs: Vec<packet::Mac> = sandbox.devices.iter().map(|d| d.mac).collect();
+    for round in rounds(test, &macs) {
         match run_round(
             model,
             &round,
@@ -823,6 +829,7 @@ fn run_round(
                     place: Place::Out(d),
                     device: model.devices[d].name.clone(),
                     layers: layers_of(&c.frame),
+                    checksum_errors: checksum_errors(&c.frame),
                     frame: c.frame,
                 });
                 got = true;
@@ -838,6 +845,7 @@ fn run_round(
                     place: Place::Stack(d),
                     device: model.devices[d].name.clone(),
                     layers: layers_of(&c.frame),
+                    checksum_errors: Vec::new(),
                     frame: c.frame,
                 });
                 got = true;
@@ -864,8 +872,7 @@ fn run_round(
         )
         .map_err(io("waiting for packets"))?;
     }
-    let macs: Vec<packet::Mac> = sandbox.devices.iter().map(|d| d.mac).collect();
-    Ok(judge(model, round, &macs, seen, verdicts))
+    Ok(judge(model, round, seen, verdicts))
 }
 
 /// A pattern for the packets leaving a device whose address is `mac`: its
@@ -910,51 +917,16 @@ pub fn checksum_errors(frame: &[u8]) -> Vec<FieldDiff> {
 }
 
 /// Matches expectations to packets one to one (augmenting paths), then
-/// reports what is left over on either side. `macs` are the sandbox's
-/// device addresses, for `egress.mac` in patterns.
-fn judge(
-    model: &Model,
-    round: &Round,
-    macs: &[packet::Mac],
-    seen: Vec<Seen>,
-    verdicts: Vec<String>,
-) -> Vec<Failure> {
+/// reports what is left over on either side.
+fn judge(model: &Model, round: &Round, seen: Vec<Seen>, verdicts: Vec<String>) -> Vec<Failure> {
     let send_devices: Vec<usize> = round.sends.iter().map(|s| s.0).collect();
-    let patterns: Vec<Vec<LayerDef>> = round
-        .expects
-        .iter()
-        .map(|e| match e {
-            Expect::Out {
-                device, pattern, ..
-            } => instantiate(pattern, macs[*device]),
-            _ => Vec::new(),
-        })
-        .collect();
-    let expects: Vec<Expect> = round
-        .expects
-        .iter()
-        .zip(&patterns)
-        .map(|(e, p)| match e {
-            Expect::Out { device, span, .. } => Expect::Out {
-                device: *device,
-                pattern: p,
-                span: *span,
-            },
-            Expect::Pass { span } => Expect::Pass { span: *span },
-            Expect::Drop { span } => Expect::Drop { span: *span },
-        })
-        .collect();
-    let round = &Round {
-        sends: round.sends.clone(),
-        expects,
-    };
     let fits = |e: &Expect, s: &Seen| match (e, s.place) {
         (
             Expect::Out {
                 device, pattern, ..
             },
             Place::Out(d),
-        ) => *device == d && matches(pattern, &s.layers) && checksum_errors(&s.frame).is_empty(),
+        ) => *device == d && matches(pattern, &s.layers) && s.checksum_errors.is_empty(),
         (Expect::Pass { .. }, Place::Stack(d)) => send_devices.contains(&d),
         _ => false,
     };
@@ -978,8 +950,8 @@ fn judge(
             .filter(|s| only(s))
             .map(|s| {
                 let mut lines = pattern.map_or_else(Vec::new, |p| diff(p, &s.layers));
-                if pattern.is_some() && matches!(s.place, Place::Out(_)) {
-                    lines.extend(checksum_errors(&s.frame));
+                if pattern.is_some() {
+                    lines.extend(s.checksum_errors.iter().cloned());
                 }
                 (s.clone(), lines)
             })
@@ -1304,7 +1276,7 @@ test "t" {
     #[test]
     fn splits_steps_into_rounds() {
         let model = checked(SPEC);
-        let r = rounds(&model.tests[0]);
+        let r = rounds(&model.tests[0], &[[0; 6]; 2]);
         assert_eq!(
             r.iter()
                 .map(|r| (r.sends.len(), r.expects.len()))

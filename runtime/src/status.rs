@@ -80,9 +80,6 @@ pub struct Status {
     /// Why drift could not be computed (a device is gone, the key map is
     /// `write_only`).
     pub drift_unknown: Option<String>,
-    /// A device of the spec is not in this network namespace: the kernel
-    /// removed its entries, so the maps differ from the last apply.
-    pub device_missing: bool,
     /// `(applied in, this one)` when the deployment was applied in another
     /// network namespace: devices are then resolved in the wrong one.
     pub other_netns: Option<(String, String)>,
@@ -159,7 +156,6 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
     // Drift: the kernel's entries against the plan, with today's ifindexes.
     let mut drift = Plan::default();
     let mut drift_unknown = None;
-    let mut device_missing = false;
     if ir.code.access == Access::WriteOnly {
         drift_unknown = Some(format!(
             "map {} is write_only: it cannot be read back",
@@ -176,7 +172,6 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
             "device `{}` (line {}) is not in this network namespace: the kernel removed its entries",
             missing.0.name, missing.0.line
         ));
-        device_missing = true;
     } else {
         let devs: Vec<Device> = resolved.iter().flatten().map(Device::from).collect();
         let wanted = desired(&ir, &devs)?;
@@ -254,7 +249,6 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         groups,
         drift,
         drift_unknown,
-        device_missing,
         other_netns: crate::apply::netns_mismatch(dir),
     })
 }
@@ -358,9 +352,12 @@ impl fmt::Display for Status {
 
 impl Status {
     /// Whether the kernel differs from the last apply, or cannot be trusted
-    /// to match it (a device gone, another namespace): `status` exits 1.
+    /// to match it: `status` exits 1. A device of the spec that is gone
+    /// counts (the kernel removed its entries), as does another namespace.
     pub fn needs_attention(&self) -> bool {
-        !self.drift.is_empty() || self.device_missing || self.other_netns.is_some()
+        !self.drift.is_empty()
+            || self.devices.iter().any(|d| d.ifindex.is_none())
+            || self.other_netns.is_some()
     }
 
     pub fn to_json(&self) -> serde_json::Value {
