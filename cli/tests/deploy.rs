@@ -531,7 +531,7 @@ fn a_missing_device_is_named_with_its_line_and_nothing_is_applied() {
 #[test]
 fn without_privileges_each_command_names_the_missing_capabilities() {
     require_privileged!();
-    use std::os::unix::process::CommandExt as _;
+    use devmapc_testkit::privileged::as_nobody;
     let rig = Rig::new();
     let path = rig.write(&spec("on_miss = drop", ROUTES));
     let pins = rig.pins.to_str().unwrap();
@@ -541,19 +541,9 @@ fn without_privileges_each_command_names_the_missing_capabilities() {
         vec!["status", pins],
         vec!["detach", pins],
     ] {
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        let out = unsafe {
-            Command::new(DEVMAPC)
-                .args(&args)
-                .pre_exec(|| {
-                    if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                })
-                .output()
-                .unwrap()
-        };
+        let out = as_nobody(Command::new(DEVMAPC).args(&args))
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");

@@ -5,7 +5,6 @@
 
 use devmapc_testkit::require_privileged;
 use std::io::Read as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -294,19 +293,13 @@ fn json_lines_for_ci() {
 fn without_privileges_one_message_and_no_run() {
     require_privileged!();
     // As `nobody`, without any capability.
-    let out = unsafe {
+    let out = devmapc_testkit::privileged::as_nobody(
         Command::new(BIN)
             .args(["test", "examples/vlan-switch.devmap"])
-            .current_dir(root())
-            .pre_exec(|| {
-                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-            .output()
-            .unwrap()
-    };
+            .current_dir(root()),
+    )
+    .output()
+    .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(text(&out.stdout), "", "nothing ran");

@@ -143,3 +143,18 @@ mod tests {
         assert!(current_test_name("fallback").ends_with("names_the_running_test"));
     }
 }
+
+/// Makes `cmd` run as `nobody` (uid and gid 65534), which leaves it no
+/// capability: for tests of what devmapc says without privileges.
+pub fn as_nobody(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
