@@ -31,6 +31,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Tests that make sandboxes run beside each other, but not beside the one
+/// that checks no namespace is left referenced: the kernel reuses the inode
+/// numbers of freed namespaces at once, so another test's fresh sandbox
+/// could carry a number that test is watching.
+static SANDBOXES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn sandbox_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    SANDBOXES.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A spec file in a temporary directory.
 fn spec(body: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -55,6 +65,7 @@ route 300 -> a
 #[test]
 fn every_example_passes() {
     require_privileged!();
+    let _sandboxes = sandbox_shared();
     let examples: Vec<String> = std::fs::read_dir(root().join("examples"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -86,6 +97,7 @@ fn every_example_passes() {
 #[test]
 fn a_packet_expected_on_the_wrong_device_fails_pointing_at_the_expectation() {
     require_privileged!();
+    let _sandboxes = sandbox_shared();
     let (_dir, path) = spec(&format!(
         "{BASE}test \"vlan 100 goes to c\" {{\n    send a eth() / vlan(id = 100) / ipv4()\n    expect c vlan(id = 7)\n}}\n\
          test \"vlan 200 goes to c\" {{\n    send a eth() / vlan(id = 200) / ipv4()\n    expect c vlan(id = 200)\n}}\n"
@@ -120,6 +132,7 @@ fn a_packet_expected_on_the_wrong_device_fails_pointing_at_the_expectation() {
 #[test]
 fn a_wrong_field_shows_a_field_by_field_diff() {
     require_privileged!();
+    let _sandboxes = sandbox_shared();
     let (_dir, path) = spec(&format!("{BASE}test \"retagged\" {{\n    send a eth() / vlan(id = 100) / ipv4() / udp()\n    expect b vlan(id = 8) / udp(dport = 9)\n}}\n"));
     let out = devmapc(&["test", &path]);
     let stdout = text(&out.stdout);
@@ -148,6 +161,7 @@ fn a_wrong_field_shows_a_field_by_field_diff() {
 #[test]
 fn expect_drop_fails_when_the_packet_is_delivered() {
     require_privileged!();
+    let _sandboxes = sandbox_shared();
     let (_dir, path) = spec(&format!(
         "{BASE}test \"delivered\" {{\n    send a eth() / vlan(id = 200) / ipv4()\n    expect drop\n}}\n\
          test \"really dropped\" {{\n    send a eth() / vlan(id = 999) / ipv4()\n    expect drop\n}}\n"
@@ -168,6 +182,7 @@ fn expect_drop_fails_when_the_packet_is_delivered() {
 #[test]
 fn pass_hairpin_extra_copies_and_several_sends() {
     require_privileged!();
+    let _sandboxes = sandbox_shared();
     let (_dir, path) = spec(&format!(
         "{BASE}test \"untagged goes nowhere\" {{\n    send a eth() / ipv4()\n    expect drop\n}}\n\
          test \"back out of a\" {{\n    send a eth() / vlan(id = 300)\n    expect a vlan(id = 300)\n}}\n\
@@ -215,6 +230,7 @@ fn pass_hairpin_extra_copies_and_several_sends() {
 #[test]
 fn a_send_without_ingress_is_not_forwarded_and_egress_mac_is_checked() {
     require_privileged!();
+    let _sandboxes = sandbox_shared();
     let base = BASE.replace(
         "egress retag(vid: u16) { vlan.id = vid }",
         "egress retag(vid: u16) {\n    vlan.id = vid\n    eth.src = egress.mac\n}",
@@ -257,6 +273,7 @@ fn a_send_without_ingress_is_not_forwarded_and_egress_mac_is_checked() {
 #[test]
 fn json_lines_for_ci() {
     require_privileged!();
+    let _sandboxes = sandbox_shared();
     let (_dir, path) = spec(&format!("{BASE}test \"bad\" {{\n    send a eth() / vlan(id = 100)\n    expect b vlan(id = 1)\n}}\ntest \"good\" {{\n    send a eth() / vlan(id = 100)\n    expect b vlan(id = 7)\n}}\n"));
     let out = devmapc(&["test", "--message-format", "json", &path]);
     assert_eq!(out.status.code(), Some(1));
@@ -369,6 +386,7 @@ fn named_namespaces() -> Vec<String> {
 #[test]
 fn nothing_is_left_after_an_interrupted_or_failed_run() {
     require_privileged!();
+    let _alone = SANDBOXES.write().unwrap_or_else(|e| e.into_inner());
     let before = named_namespaces();
     // Many drop tests with a long timeout: the run takes seconds.
     let mut body = BASE.to_string();
