@@ -504,9 +504,22 @@ fn program_context(p: &ProgramPlan) -> ProgramContext {
         fields.push("__u8 devmapc_unused".into());
     }
     let want = body_depth(&p.body);
-    let mut printer = Body { params: &p.params, lines: Vec::new(), depth: 0, want };
+    let pushes = pushes(&p.body);
+    let mut printer = Body { params: &p.params, lines: Vec::new(), depth: 0, want, pushes };
+    if pushes {
+        printer.line("/* Tags this program pushed, in front of the frame's own. */\n__u32 pushed = 0;".into());
+    }
     printer.stmts(&p.body);
     ProgramContext { name: p.name.clone(), line: p.line, fields, uses_args, want_ip: want.0, want_l4: want.1.into(), body: printer.lines }
+}
+
+/// Whether an egress body has a `vlan.push` anywhere.
+fn pushes(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::VlanPush(_) => true,
+        Stmt::If { then, otherwise, .. } => pushes(then) || pushes(otherwise),
+        _ => false,
+    })
 }
 
 /// How deep an egress body needs the parser to go: every field it touches.
@@ -560,6 +573,9 @@ struct Body<'a> {
     lines: Vec<String>,
     depth: usize,
     want: (u8, bool),
+    /// The body pushes tags: it counts them in `pushed`, which the parser
+    /// skips (the limit of two tags is on the frame's own).
+    pushes: bool,
 }
 
 impl Body<'_> {
@@ -575,13 +591,18 @@ impl Body<'_> {
         }
     }
 
-    /// Re-reads the headers after the frame moved (VLAN push or pop).
+    /// Re-reads the headers after the frame moved (VLAN push or pop): the
+    /// verifier forgets packet pointers across bpf_xdp_adjust_head, and the
+    /// headers are now elsewhere. Every header the frame had is found again,
+    /// however many tags the program pushed in front of it.
     fn reparse(&self) -> String {
-        format!(
-            "data = (void *)(long)ctx->data;\ndata_end = (void *)(long)ctx->data_end;\ndevmapc_parse(data, data_end, &p, {}, {});",
-            self.want.0,
-            u8::from(self.want.1)
-        )
+        let (ip, l4) = (self.want.0, u8::from(self.want.1));
+        let parse = if self.pushes {
+            format!("devmapc_parse_pushed(data, data_end, &p, {ip}, {l4}, pushed);")
+        } else {
+            format!("devmapc_parse(data, data_end, &p, {ip}, {l4});")
+        };
+        format!("data = (void *)(long)ctx->data;\ndata_end = (void *)(long)ctx->data_end;\n{parse}")
     }
 
     fn stmt(&mut self, stmt: &Stmt) {
@@ -609,14 +630,16 @@ impl Body<'_> {
             }
             Stmt::VlanPush(value) => {
                 let (v, guard) = self.operand(value);
-                let body = format!("if (devmapc_vlan_push(ctx, {v}) < 0)\n\treturn XDP_DROP;\n{}", self.reparse());
+                let body = format!("if (devmapc_vlan_push(ctx, {v}) < 0)\n\treturn XDP_DROP;\npushed++;\n{}", self.reparse());
                 match guard {
                     Some(g) => self.line(format!("if ({g}) {{\n{}\n}}", indent(&body))),
                     None => self.line(body),
                 }
             }
             Stmt::VlanPop => {
-                let body = format!("if (devmapc_vlan_pop(ctx) < 0)\n\treturn XDP_DROP;\n{}", self.reparse());
+                // The outer tag goes: one of ours while there are any.
+                let ours = if self.pushes { "if (pushed)\n\tpushed--;\n" } else { "" };
+                let body = format!("if (devmapc_vlan_pop(ctx) < 0)\n\treturn XDP_DROP;\n{ours}{}", self.reparse());
                 self.line(format!("if (p.vlan) {{\n{}\n}}", indent(&body)));
             }
             Stmt::If { cond, then, otherwise } => {
@@ -764,6 +787,20 @@ mod tests {
         for (x, y) in one.lines().zip(two.lines()) {
             assert!(x == y || (x.contains("line ") && y.contains("line ")), "{x:?} vs {y:?}");
         }
+    }
+
+    /// After a push the parser skips the pushed tags (the limit of two is on
+    /// the frame's own); only programs that push count them.
+    #[test]
+    fn only_programs_that_push_count_their_tags() {
+        let text = c("table { key = vlan.id }\negress p(v: u16) { if ipv4.ttl > 9 { vlan.push(v) }, vlan.pop(), ipv4.ttl -= 1 }\negress q { vlan.pop(), ipv4.ttl -= 1 }\ndevice a { ifname = \"a\", egress = p(1) }\ndevice b { ifname = \"b\", egress = q }\ningress { on = [a] }\nroute 1 -> b\n");
+        let body = |name: &str| text.split(&format!("devmapc_body_{name}(")).nth(1).unwrap().split("\n}\n").next().unwrap().to_string();
+        let (p, q) = (body("p"), body("q"));
+        assert_eq!(p.matches("pushed++;").count(), 1, "{p}");
+        assert!(p.contains("if (pushed)\n\t\t\tpushed--;"), "a pop takes one of ours first: {p}");
+        assert_eq!(p.matches("devmapc_parse_pushed(data, data_end, &p, 1, 0, pushed);").count(), 2, "after the push and the pop: {p}");
+        assert!(!q.contains("pushed"), "{q}");
+        assert!(q.contains("devmapc_parse(data, data_end, &p, 1, 0);"), "{q}");
     }
 
     #[test]
