@@ -1,7 +1,7 @@
 //! Egress statements after `vlan.push`, `vlan.pop` and `vlan.id =` see
 //! the frame as it now is, whatever number of tags it then carries: the
 //! generated programs run in the kernel (their plain-XDP twins, through
-//! BPF_PROG_TEST_RUN) on frames arriving with 0 to 3 tags, and what they
+//! BPF_PROG_TEST_RUN) on frames arriving with 0 to 4 tags, and what they
 //! send is compared with a model of the rule in docs/language.md (7.2):
 //! IP and L4 are found behind at most two of the frame's own tags; the
 //! tags a program pushes do not count.
@@ -86,10 +86,10 @@ enum Op {
     PushIfYoung(u16),
 }
 
-/// The frame as the model sees it: its tags, outer first, each marked as
-/// pushed by the program or not, and its IP hop count.
+/// The frame as the model sees it: its tags, outer first, each with its
+/// TPID and marked as pushed by the program or not, and its IP hop count.
 struct Model {
-    tags: Vec<(u16, bool)>,
+    tags: Vec<(u16, u16, bool)>,
     hops: u8,
     dport: u16,
 }
@@ -97,14 +97,14 @@ struct Model {
 impl Model {
     /// IP and L4 are found behind at most two of the frame's own tags.
     fn sees_ip(&self) -> bool {
-        self.tags.iter().filter(|(_, pushed)| !pushed).count() <= 2
+        self.tags.iter().filter(|(_, _, pushed)| !pushed).count() <= 2
     }
 
     /// The action; the model is left as the frame is sent.
     fn run(&mut self, ops: &[Op]) -> u32 {
         for op in ops {
             match *op {
-                Op::Push(id) => self.tags.insert(0, (id, true)),
+                Op::Push(id) => self.tags.insert(0, (id, 0x8100, true)),
                 Op::Pop => {
                     if !self.tags.is_empty() {
                         self.tags.remove(0);
@@ -122,7 +122,7 @@ impl Model {
                     self.hops -= 1;
                 }
                 Op::DropDns if self.sees_ip() && self.dport == 53 => return XDP_DROP,
-                Op::PushIfYoung(id) if self.sees_ip() && self.hops > 10 => self.tags.insert(0, (id, true)),
+                Op::PushIfYoung(id) if self.sees_ip() && self.hops > 10 => self.tags.insert(0, (id, 0x8100, true)),
                 Op::Hops | Op::DropDns | Op::PushIfYoung(_) => {}
             }
         }
@@ -209,7 +209,7 @@ fn hops_of(p: &Parsed) -> Option<u8> {
 
 // ----------------------------------------------------------------- tests
 
-/// Every program × 0 to 3 arriving tags × IPv4 and IPv6 × a live and an
+/// Every program × 0 to 4 arriving tags × IPv4 and IPv6 × a live and an
 /// expiring hop count × DNS or not: the action, the tags sent, the hop
 /// count, the IPv4 checksum and the rest of the frame are what the model
 /// says.
@@ -220,13 +220,13 @@ fn statements_after_a_tag_edit_find_every_header_the_frame_still_has() {
     let mut failures = Vec::new();
     let mut checked = 0;
     for (name, _, ops) in programs() {
-        for tags in 0..=3 {
+        for tags in 0..=4 {
             for v6 in [false, true] {
                 for hops in [64u8, 1] {
                     for dport in [53u16, 80] {
                         let input = frame(tags, v6, hops, dport);
                         let sent = parse(&input).unwrap();
-                        let mut model = Model { tags: sent.tags.iter().map(|t| (t.id, false)).collect(), hops, dport };
+                        let mut model = Model { tags: sent.tags.iter().map(|t| (t.id, t.tpid, false)).collect(), hops, dport };
                         let want = model.run(&ops);
                         let (action, out) = rig.egress(name, &input);
                         let case = format!("{name}: {tags} tags, {}, hops {hops}, dport {dport}", if v6 { "IPv6" } else { "IPv4" });
@@ -239,10 +239,11 @@ fn statements_after_a_tag_edit_find_every_header_the_frame_still_has() {
                             continue;
                         }
                         let got = parse(&out).unwrap_or_else(|e| panic!("{case}: {e:?}"));
-                        let ids: Vec<u16> = model.tags.iter().map(|(id, _)| *id).collect();
+                        let tags: Vec<(u16, u16)> = model.tags.iter().map(|(id, tpid, _)| (*id, *tpid)).collect();
+                        let got_tags: Vec<(u16, u16)> = got.tags.iter().map(|t| (t.id, t.tpid)).collect();
                         let mut wrong = Vec::new();
-                        if got.vlan_ids() != ids {
-                            wrong.push(format!("tags {:?}, expected {ids:?}", got.vlan_ids()));
+                        if got_tags != tags {
+                            wrong.push(format!("tags (id, tpid) {got_tags:x?}, expected {tags:x?}"));
                         }
                         if hops_of(&got) != Some(model.hops) {
                             wrong.push(format!("hops {:?}, expected {}", hops_of(&got), model.hops));
@@ -264,7 +265,7 @@ fn statements_after_a_tag_edit_find_every_header_the_frame_still_has() {
             }
         }
     }
-    assert_eq!(checked, programs().len() * 4 * 2 * 2 * 2);
+    assert_eq!(checked, programs().len() * 5 * 2 * 2 * 2);
     assert!(failures.is_empty(), "{} of {checked} cases differ from the rule:\n{}", failures.len(), failures.join("\n"));
 }
 
