@@ -434,3 +434,40 @@ fn a_spec_is_not_applied_over_the_deployment_of_another_spec_of_the_same_name() 
     let detach = Command::new("nsenter").arg(format!("--net={}", ns.path().display())).arg(DEVMAPC).arg("detach").arg(&*pins).output().unwrap();
     assert_eq!(detach.status.code(), Some(0), "{}", text(&detach));
 }
+
+/// SIGINT or SIGTERM during a build: devmapc removes its private directory
+/// (with libbpf-cargo's and clang's temporary files in it), then dies of
+/// the signal as before.
+#[test]
+fn an_interrupted_build_removes_its_temporary_files() {
+    use std::os::unix::process::ExitStatusExt;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let tools = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let started = tools.path().join("started");
+        let clang = tools.path().join("clang");
+        std::fs::write(&clang, format!("#!/bin/sh\n[ \"$1\" = --version ] && exec {} --version\necho $$ > {}\nexec sleep 60\n", real_clang(), started.display())).unwrap();
+        std::fs::set_permissions(&clang, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut apply = Command::new(DEVMAPC)
+            .arg("apply")
+            .arg("--dry-run")
+            .arg(example("vlan-switch.devmap"))
+            .env("TMPDIR", tmp.path())
+            .env("DEVMAPC_CLANG", &clang)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(30), || std::fs::read_to_string(&started).is_ok_and(|s| s.ends_with('\n'))));
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+        // SAFETY: a signal to the devmapc this test started.
+        unsafe { libc::kill(apply.id() as i32, signal) };
+        let status = apply.wait().unwrap();
+        let sleeper: i32 = std::fs::read_to_string(&started).unwrap().trim().parse().unwrap();
+        // SAFETY: a signal to the sleeping clang stand-in this test started.
+        unsafe { libc::kill(sleeper, libc::SIGKILL) };
+        assert_eq!(status.signal(), Some(signal));
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
