@@ -37,8 +37,8 @@ fn the_builder_writes_the_same_module_wherever_it_builds() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (dir_a.path(), dir_b.path());
     let emit = devmapc::Emit { c: false, obj: false, skel: false, manifest: false };
-    let built_a = devmapc::Builder::new(&spec).out_dir(&a).emit(emit).typed(true).build().unwrap();
-    let built_b = devmapc::Builder::new(&spec).out_dir(&b).emit(emit).typed(true).build().unwrap();
+    let built_a = devmapc::Builder::new(&spec).out_dir(a).emit(emit).typed(true).build().unwrap();
+    let built_b = devmapc::Builder::new(&spec).out_dir(b).emit(emit).typed(true).build().unwrap();
     // The module embeds the object and the manifest: both are written.
     assert!(built_a.obj.is_some() && built_a.manifest.is_some());
     let text_a = std::fs::read(built_a.typed.unwrap()).unwrap();
@@ -46,7 +46,7 @@ fn the_builder_writes_the_same_module_wherever_it_builds() {
     assert_eq!(text_a, text_b);
     assert_eq!(String::from_utf8(text_a).unwrap(), generate(&spec));
     // Outside a build script, the module is only written when asked for.
-    let plain = devmapc::Builder::new(&spec).out_dir(&a).emit(devmapc::Emit::parse("manifest").unwrap()).build().unwrap();
+    let plain = devmapc::Builder::new(&spec).out_dir(a).emit(devmapc::Emit::parse("manifest").unwrap()).build().unwrap();
     assert_eq!(plain.typed, None);
 }
 
