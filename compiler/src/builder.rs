@@ -16,7 +16,12 @@
 //!
 //! Outputs are deterministic: the same spec gives byte-identical files
 //! wherever it is built (paths are relative in debug info, nothing records
-//! a time).
+//! a time). They are all made in a private directory
+//! ([`crate::scratch`]) and moved into the output directory only when every
+//! one was made, each through a fresh file renamed over the old one: a
+//! failed build leaves the previous outputs, and nothing planted in the
+//! output directory is written through. The spec's file name must give an
+//! identifier ([`output_name`]).
 
 use crate::diagnostic::render_plain;
 use crate::{check_source, ir::Ir, lower, render, typed, Diagnostic};
