@@ -4,6 +4,7 @@
 
 use crate::{out, render, MessageFormat};
 use devmapc::ir::Ir;
+use devmapc::scratch::PrivateDir;
 use devmapc_runtime::apply::{self, Kind, Options};
 use devmapc_runtime::deploy::{self, read_manifest_file};
 use devmapc_runtime::status;
@@ -21,21 +22,13 @@ pub struct ApplyArgs {
     pub watch: bool,
 }
 
-/// A build to apply: a scratch directory removed on drop (the pinned
-/// manifest is the lasting record of what was applied).
+/// A build to apply, with the private directory it was built in (removed
+/// on drop; the pinned manifest is the lasting record of what was applied).
 struct Built {
     object: PathBuf,
     ir: Ir,
     name: String,
-    scratch: Option<PathBuf>,
-}
-
-impl Drop for Built {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.scratch {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
+    _scratch: Option<PrivateDir>,
 }
 
 /// Builds SPEC (a `.devmap`), or reads a build's manifest
@@ -43,27 +36,26 @@ impl Drop for Built {
 fn build(spec: &Path) -> Result<Built, String> {
     if spec.to_string_lossy().ends_with(".manifest.json") {
         let (object, ir) = read_manifest_file(spec).map_err(|e| e.to_string())?;
-        let name = devmapc::builder::output_name(Path::new(&ir.spec));
+        let name = devmapc::builder::output_name(Path::new(&ir.spec))?;
         return Ok(Built {
             object,
             ir,
             name,
-            scratch: None,
+            _scratch: None,
         });
     }
-    let scratch = std::env::temp_dir().join(format!("devmapc-apply-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)
-        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    // Refused before anything is built.
+    let name = devmapc::builder::output_name(spec)?;
+    let scratch = PrivateDir::new("apply")
+        .map_err(|e| format!("cannot make a private directory: {e}"))?;
     let emit = devmapc::Emit::parse("obj,manifest")?;
     let result = devmapc::Builder::new(spec)
-        .out_dir(&scratch)
+        .out_dir(scratch.path())
         .emit(emit)
         .build();
     let outputs = match result {
         Ok(outputs) => outputs,
         Err(devmapc::BuildError::Spec { diagnostics, .. }) => {
-            let _ = std::fs::remove_dir_all(&scratch);
             if let Ok(source) = std::fs::read_to_string(spec) {
                 render::diagnostics(
                     &spec.display().to_string(),
@@ -78,7 +70,6 @@ fn build(spec: &Path) -> Result<Built, String> {
             ));
         }
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&scratch);
             return Err(format!("building {}: {e}", spec.display()));
         }
     };
@@ -95,13 +86,44 @@ fn build(spec: &Path) -> Result<Built, String> {
         .clone()
         .ok_or("the build wrote no manifest")?;
     let (object, ir) = read_manifest_file(&manifest).map_err(|e| e.to_string())?;
-    let name = devmapc::builder::output_name(spec);
     Ok(Built {
         object,
         ir,
         name,
-        scratch: Some(scratch),
+        _scratch: Some(scratch),
     })
+}
+
+/// Refuses to apply over the deployment of another spec file
+/// (`probe-c.devmap` over `probe_c.devmap`, which give the same name and so
+/// the same default pin directory): one would silently replace the other.
+/// A spec is known by its file name, as the manifest records it.
+fn built_name(ir: &Ir) -> String {
+    devmapc::builder::output_name(Path::new(&ir.spec)).unwrap_or_else(|_| ir.spec.clone())
+}
+
+fn check_same_spec(dir: &Path, ir: &Ir) -> Result<(), String> {
+    let Ok(text) = deploy::read_manifest(dir) else {
+        // Nothing deployed, or nothing readable: apply itself says.
+        return Ok(());
+    };
+    let Ok(manifest) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(());
+    };
+    let Some(pinned) = manifest["ir"]["spec"].as_str() else {
+        return Ok(());
+    };
+    if pinned == ir.spec {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is the deployment of {}, not of {}: their outputs are both named `{}`. Rename one of \
+         them, or detach that deployment first",
+        dir.display(),
+        pinned,
+        ir.spec,
+        built_name(ir),
+    ))
 }
 
 pub fn apply_cmd(args: &ApplyArgs) -> Result<ExitCode, String> {
@@ -110,6 +132,7 @@ pub fn apply_cmd(args: &ApplyArgs) -> Result<ExitCode, String> {
         .pin_dir
         .clone()
         .unwrap_or_else(|| deploy::default_pin_dir(&built.name));
+    check_same_spec(&dir, &built.ir)?;
     let opts = Options {
         pin_dir: dir.clone(),
         make_ready: args.make_ready,

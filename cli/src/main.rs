@@ -52,7 +52,10 @@ enum Command {
     ///
     /// Formatting never changes what a spec means, and formatting twice
     /// changes nothing. A file with syntax errors is reported and left
-    /// untouched. `-` formats standard input to standard output.
+    /// untouched. `-` formats standard input to standard output. A file is
+    /// replaced whole (a new file beside it, renamed over it) keeping its
+    /// mode and owner; a spec that is a symlink stays one: the file it
+    /// points to is rewritten.
     #[command(after_help = "Examples:\n  devmapc fmt examples/*.devmap\n  devmapc fmt --check specs/   # in CI: exit 1 if a file would change")]
     Fmt {
         /// The .devmap files to format (directories: every .devmap below).
@@ -209,6 +212,17 @@ pub enum MessageFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let builds = matches!(cli.command, Command::Build { .. } | Command::Apply { .. } | Command::Test { .. });
+    let _tmp = match builds.then(private_tmpdir).transpose() {
+        Ok(dir) => dir,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if let (Some(dir), false) = (&_tmp, matches!(cli.command, Command::Test { .. })) {
+        remove_on_signal(dir.path().to_path_buf());
+    }
     let result = match cli.command {
         Command::Check { files, deny_warnings, message_format } => check(&files, deny_warnings, message_format),
         Command::Fmt { files, check } => fmt(&files, check),
@@ -227,6 +241,46 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A private directory for every temporary file of this process (devmapc's
+/// own, and those of libbpf-cargo and clang, which follow `TMPDIR`): one
+/// place to remove on exit, and for the next run's sweep after a
+/// `kill -9`. Called before any thread is started.
+fn private_tmpdir() -> Result<devmapc::scratch::PrivateDir, String> {
+    let dir = devmapc::scratch::PrivateDir::new("run").map_err(|e| format!("cannot make a private directory: {e}"))?;
+    std::env::set_var("TMPDIR", dir.path());
+    Ok(dir)
+}
+
+/// On SIGINT or SIGTERM, removes `dir` and then dies of the signal, as
+/// without the handler. The signals are blocked in every thread and taken
+/// by one that waits for them (children get the default mask back from
+/// `std::process::Command`). Called before any other thread is started.
+fn remove_on_signal(dir: PathBuf) {
+    // SAFETY: plain signal-set manipulation on sets owned here.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut signal = 0;
+        // SAFETY: waits on a valid set; then restores the default action
+        // and raises the signal in this thread, where it is unblocked.
+        unsafe {
+            if libc::sigwait(&set, &mut signal) != 0 {
+                return;
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            libc::signal(signal, libc::SIG_DFL);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(signal);
+        }
+    });
 }
 
 /// Prints a line on standard output. A reader that went away (`| head`)
@@ -295,7 +349,8 @@ fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
     }
     let (mut changed, mut broken) = (0, 0);
     for path in &paths {
-        let source = read(path)?;
+        let real = fmt_target(path)?;
+        let source = read(&real)?;
         let formatted = match devmapc::fmt::format_source(&source) {
             Ok(out) => out,
             Err(diagnostics) => {
@@ -312,7 +367,7 @@ fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
         if check_only {
             out(&format!("would reformat {}", path.display()));
         } else {
-            write_atomically(path, &formatted)?;
+            write_atomically(&real, &formatted)?;
             out(&format!("formatted {}", path.display()));
         }
     }
@@ -339,24 +394,75 @@ fn collect_specs(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-/// Replaces a file's contents so that a crash leaves the old or the new
-/// text, never half of one.
-fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
-    let tmp = path.with_extension("devmap.fmt-tmp");
-    std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+/// The file `fmt` rewrites for `path`: the file itself, or, when `path` is
+/// a symlink, the file it points to (the link stays as it is).
+fn fmt_target(path: &Path) -> Result<PathBuf, String> {
+    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+        return Err(format!("{} is not a regular file", path.display()));
     }
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+    Ok(real)
+}
+
+/// Replaces `real` (a resolved path, see [`fmt_target`]) so that a crash
+/// leaves the old or the new text, never half of one. The text goes to a
+/// fresh file created exclusively (random name) in the same directory,
+/// gets the old file's mode (and owner, when root), is synced, then
+/// renamed over the old one: no name anyone planted is written through.
+fn write_atomically(real: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let fail = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", real.display());
+    let meta = std::fs::symlink_metadata(real).map_err(|e| fail("read", e))?;
+    let dir = real.parent().expect("a resolved file has a directory");
+    let name = real.file_name().expect("a resolved file has a name").to_string_lossy();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".fmt")
+        .tempfile_in(dir)
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    tmp.write_all(text.as_bytes()).map_err(|e| fail("write", e))?;
+    let file = tmp.as_file();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid())).map_err(|e| fail("keep the owner of", e))?;
+    }
+    // After the owner: chown clears set-id bits.
+    file.set_permissions(meta.permissions()).map_err(|e| fail("keep the mode of", e))?;
+    file.sync_all().map_err(|e| fail("write", e))?;
+    tmp.persist(real).map_err(|e| fail("replace", e.error))?;
+    Ok(())
 }
 
 fn build(specs: &[PathBuf], out_dir: &Path, emit: &str, check_only: bool) -> Result<ExitCode, String> {
     let emit = devmapc::Emit::parse(emit)?;
-    let target = if check_only { scratch_dir()? } else { out_dir.to_path_buf() };
-    let mut failed = false;
+    // Names are settled before anything is built: a file name that names no
+    // output, or two specs that would write the same files, is a usage
+    // error.
+    let mut names: std::collections::BTreeMap<String, &PathBuf> = Default::default();
+    for spec in specs {
+        let name = devmapc::builder::output_name(spec)?;
+        if let Some(other) = names.insert(name.clone(), spec) {
+            return Err(format!(
+                "{} and {} would both build as `{name}` (the same output files and pin directory); rename one",
+                other.display(),
+                spec.display()
+            ));
+        }
+    }
+    if !check_only && out_dir.exists() && !out_dir.is_dir() {
+        return Err(format!("the output directory {} is not a directory", out_dir.display()));
+    }
+    let scratch = if check_only {
+        Some(devmapc::scratch::PrivateDir::new("check").map_err(|e| format!("cannot make a private directory: {e}"))?)
+    } else {
+        None
+    };
+    let target = scratch.as_ref().map_or(out_dir, |s| s.path());
+    let (mut failed, mut io_error) = (false, false);
     let mut stale = Vec::new();
     for spec in specs {
-        match devmapc::Builder::new(spec).out_dir(&target).emit(emit).build() {
+        match devmapc::Builder::new(spec).out_dir(target).emit(emit).build() {
             Ok(outputs) => {
                 if let Ok(source) = std::fs::read_to_string(spec) {
                     render::diagnostics(&spec.display().to_string(), &source, &outputs.spec_warnings, MessageFormat::Human);
@@ -385,24 +491,19 @@ fn build(specs: &[PathBuf], out_dir: &Path, emit: &str, check_only: bool) -> Res
             }
             Err(e) => {
                 eprintln!("error: building {}: {e}", spec.display());
+                // Files that cannot be read or written, or no clang: the
+                // spec is not at fault.
+                io_error |= matches!(e, devmapc::BuildError::Io { .. } | devmapc::BuildError::NoClang { .. });
                 failed = true;
             }
         }
     }
+    drop(scratch);
     if check_only {
-        let _ = std::fs::remove_dir_all(&target);
         for path in &stale {
             out(&format!("stale: {} (run `devmapc build` to update it)", path.display()));
         }
         failed |= !stale.is_empty();
     }
-    Ok(ExitCode::from(u8::from(failed)))
-}
-
-/// A fresh directory for a build that must not touch the real outputs.
-fn scratch_dir() -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("devmapc-check-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir)
+    Ok(ExitCode::from(if io_error { 2 } else { u8::from(failed) }))
 }

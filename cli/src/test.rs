@@ -80,36 +80,6 @@ fn missing_for_test(caps: u64) -> Option<String> {
     })
 }
 
-/// Build directories of `devmapc test` runs that no longer exist (killed
-/// with SIGKILL, which no cleanup survives) are removed by the next run.
-fn sweep_stale_builds() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("devmapc-test-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// Removes the build directory however the run ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
@@ -142,7 +112,6 @@ pub fn run(
         return Err(message);
     }
     catch_signals();
-    sweep_stale_builds();
     let options = Options {
         timeout: Duration::from_millis(timeout_ms.max(1)),
     };
@@ -225,13 +194,10 @@ fn run_spec(
     }
     let started = Instant::now();
 
-    // Build into a directory of our own.
-    static BUILDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "devmapc-test-{}-{}",
-        std::process::id(),
-        BUILDS.fetch_add(1, Ordering::Relaxed)
-    )));
+    // Build into a private directory of our own (removed however the run
+    // ends; after a kill -9, by the next devmapc's sweep).
+    let dir = devmapc::scratch::PrivateDir::new("test")
+        .map_err(|e| SpecError::Environment(format!("cannot make a private directory: {e}")))?;
     let emit = devmapc::Emit {
         c: false,
         obj: true,
@@ -239,7 +205,7 @@ fn run_spec(
         manifest: false,
     };
     let outputs = devmapc::Builder::new(spec)
-        .out_dir(&dir.0)
+        .out_dir(dir.path())
         .emit(emit)
         .build();
     interrupted()?;

@@ -16,12 +16,20 @@
 //!
 //! Outputs are deterministic: the same spec gives byte-identical files
 //! wherever it is built (paths are relative in debug info, nothing records
-//! a time).
+//! a time). They are all made in a private directory
+//! ([`crate::scratch`]) and moved into the output directory only when every
+//! one was made, each through a fresh file renamed over the old one: a
+//! failed build leaves the previous outputs, and nothing planted in the
+//! output directory is written through. The spec's file name must give an
+//! identifier ([`output_name`]).
 
 use crate::diagnostic::render_plain;
 use crate::{check_source, ir::Ir, lower, render, typed, Diagnostic};
 use std::ffi::OsString;
+use crate::scratch::PrivateDir;
 use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -95,6 +103,8 @@ pub enum BuildError {
     NoClang { tried: Vec<String> },
     /// clang or the skeleton generator failed.
     Compile { message: String },
+    /// The spec's file name gives no name for the outputs.
+    Name { spec: PathBuf, why: String },
 }
 
 impl fmt::Display for BuildError {
@@ -113,6 +123,7 @@ impl fmt::Display for BuildError {
                 tried.join(", ")
             ),
             BuildError::Compile { message } => write!(f, "{message}"),
+            BuildError::Name { why, .. } => write!(f, "{why}"),
         }
     }
 }
@@ -179,8 +190,7 @@ impl Builder {
             }
         }
         let ir = lower::lower(&model, &file_name, &source);
-        let name = output_name(&self.spec);
-        std::fs::create_dir_all(&out_dir).map_err(|error| BuildError::Io { path: out_dir.clone(), error })?;
+        let name = output_name(&self.spec).map_err(|why| BuildError::Name { spec: self.spec.clone(), why })?;
         let mut outputs = Outputs { name: name.clone(), spec_warnings: checked.diagnostics, ..Outputs::default() };
         let mut emit = self.emit;
         let typed = self.typed.unwrap_or(in_build_script && emit.obj && emit.manifest);
@@ -189,50 +199,85 @@ impl Builder {
             emit.manifest = true;
         }
 
-        let c_text = render::render(&ir);
-        let c_path = out_dir.join(format!("{name}.bpf.c"));
+        // Everything is made in a private directory first and moved into
+        // place only when all of it was made: a failed build leaves the
+        // previous outputs as they were, and no half-written file.
+        let stage = PrivateDir::new("build").map_err(|error| BuildError::Io { path: std::env::temp_dir(), error })?;
+        let staged = |file: &str| stage.path().join(file);
+        let write = |file: &str, bytes: &[u8]| {
+            stage.create(file, bytes).map_err(|error| BuildError::Io { path: staged(file), error })
+        };
+        let c_file = format!("{name}.bpf.c");
+        let (obj_file, skel_file) = (format!("{name}.bpf.o"), format!("{name}.skel.rs"));
+        let (manifest_file, typed_file) = (format!("{name}.manifest.json"), format!("{name}.rs"));
         // The C is written even when not emitted: clang compiles the file.
-        write_if_changed(&c_path, c_text.as_bytes())?;
+        write(&c_file, render::render(&ir).as_bytes())?;
+        let mut publish = Vec::new();
         if emit.c {
-            outputs.c = Some(c_path.clone());
+            publish.push((c_file.clone(), &mut outputs.c));
         }
+        let mut clang_output = Vec::new();
         if emit.obj || emit.skel {
-            let obj_path = out_dir.join(format!("{name}.bpf.o"));
-            let skel_path = out_dir.join(format!("{name}.skel.rs"));
             let clang = match &self.clang {
                 Some(c) => c.clone(),
                 None => find_clang()?,
             };
-            outputs.clang_output = compile(&clang, &c_path, &obj_path, emit.skel.then_some(skel_path.as_path()))?;
-            if emit.obj {
-                outputs.obj = Some(obj_path);
-            } else {
-                let _ = std::fs::remove_file(&obj_path);
-            }
-            if emit.skel {
-                outputs.skel = Some(skel_path);
-            }
+            clang_output = compile(&clang, &staged(&c_file), &staged(&obj_file), emit.skel.then(|| staged(&skel_file)).as_deref())?;
             if in_build_script {
-                for line in &outputs.clang_output {
+                for line in &clang_output {
                     println!("cargo:warning={line}");
                 }
             }
         }
-        if !emit.c {
-            let _ = std::fs::remove_file(&c_path);
+        if emit.obj {
+            publish.push((obj_file, &mut outputs.obj));
+        }
+        if emit.skel {
+            publish.push((skel_file, &mut outputs.skel));
         }
         if emit.manifest {
-            let path = out_dir.join(format!("{name}.manifest.json"));
-            write_if_changed(&path, manifest(&ir, &name).as_bytes())?;
-            outputs.manifest = Some(path);
+            write(&manifest_file, manifest(&ir, &name).as_bytes())?;
+            publish.push((manifest_file, &mut outputs.manifest));
         }
         if typed {
-            let path = out_dir.join(format!("{name}.rs"));
-            write_if_changed(&path, typed::generate(&ir, &name).as_bytes())?;
-            outputs.typed = Some(path);
+            write(&typed_file, typed::generate(&ir, &name).as_bytes())?;
+            publish.push((typed_file, &mut outputs.typed));
         }
+        std::fs::create_dir_all(&out_dir).map_err(|error| BuildError::Io { path: out_dir.clone(), error })?;
+        for (file, slot) in publish {
+            *slot = Some(publish_file(&staged(&file), &out_dir.join(&file))?);
+        }
+        outputs.clang_output = clang_output;
         Ok(outputs)
     }
+}
+
+/// Moves a staged output to `target`, unless `target` is a regular file
+/// with the same bytes already (its time stays, so cargo rebuilds nothing).
+/// The bytes go to a fresh file created exclusively beside `target`, then
+/// renamed over it: whatever `target` was (a symlink included) is replaced,
+/// never written through, and a reader sees the old file or the new one.
+fn publish_file(staged: &Path, target: &Path) -> Result<PathBuf, BuildError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| BuildError::Io { path, error }
+    };
+    let bytes = std::fs::read(staged).map_err(io(staged))?;
+    let same = std::fs::symlink_metadata(target).is_ok_and(|m| m.is_file()) && std::fs::read(target).is_ok_and(|old| old == bytes);
+    if same {
+        return Ok(target.to_path_buf());
+    }
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = target.file_name().expect("an output file").to_string_lossy();
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
+    file.write_all(&bytes).map_err(io(file.path()))?;
+    file.as_file().sync_all().map_err(io(target))?;
+    file.persist(target).map_err(|e| BuildError::Io { path: target.to_path_buf(), error: e.error })?;
+    Ok(target.to_path_buf())
 }
 
 /// The manifest: everything the runtime needs to load and fill the object
@@ -259,23 +304,49 @@ pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str) -> String {
     text
 }
 
-/// `vlan-switch.devmap` → `vlan_switch`: a C and Rust identifier.
-pub fn output_name(spec: &Path) -> String {
-    let stem = spec.file_name().and_then(|n| n.to_str()).unwrap_or("spec");
-    let stem = stem.split('.').next().unwrap_or(stem);
-    let mut name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
-    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+/// `vlan-switch.devmap` → `vlan_switch`: the name of a build's files, of
+/// its skeleton and typed module (Rust identifiers) and of its default pin
+/// directory. It is the file name up to its first `.`, lowercased, `-` made
+/// `_`, and `spec_` before a leading digit. A file name that gives no such
+/// name is refused, never guessed at: only ASCII letters, digits, `-` and
+/// `_`, a separator only between letters or digits, at most 64
+/// characters, not a Rust keyword.
+pub fn output_name(spec: &Path) -> Result<String, String> {
+    let Some(file) = spec.file_name().and_then(|n| n.to_str()) else {
+        return Err(format!("`{}` has no UTF-8 file name", spec.display()));
+    };
+    let refuse = |why: String| Err(format!("cannot name the outputs of `{file}`: {why}; rename the file"));
+    let stem = file.split('.').next().unwrap_or_default();
+    if stem.is_empty() {
+        return refuse("it has no name before its first `.`".into());
+    }
+    if let Some(c) = stem.chars().find(|c| !c.is_ascii_alphanumeric() && *c != '-' && *c != '_') {
+        return refuse(format!("`{c}` is not an ASCII letter, digit, `-` or `_`"));
+    }
+    let mut name: String = stem.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_lowercase() }).collect();
+    if name.starts_with('_') || name.ends_with('_') || name.contains("__") {
+        return refuse(format!("`{stem}` has a `-` or `_` that is not between two letters or digits"));
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
         name.insert_str(0, "spec_");
     }
-    name
+    if name.len() > MAX_NAME {
+        return refuse(format!("`{stem}` is longer than {MAX_NAME} characters"));
+    }
+    if RUST_KEYWORDS.contains(&name.as_str()) {
+        return refuse(format!("`{name}` is a Rust keyword"));
+    }
+    Ok(name)
 }
 
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
-    if std::fs::read(path).is_ok_and(|old| old == bytes) {
-        return Ok(());
-    }
-    std::fs::write(path, bytes).map_err(|error| BuildError::Io { path: path.to_path_buf(), error })
-}
+const MAX_NAME: usize = 64;
+
+const RUST_KEYWORDS: &[&str] = &[
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn", "else",
+    "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro", "match", "mod",
+    "move", "mut", "override", "priv", "pub", "ref", "return", "self", "static", "struct", "super", "trait", "true",
+    "try", "type", "typeof", "union", "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+];
 
 /// The clang to use: `DEVMAPC_CLANG`, else the first that runs of `clang`,
 /// `clang-19` ... `clang-14`.
@@ -343,16 +414,21 @@ fn compile(clang: &Path, c: &Path, obj: &Path, skel: Option<&Path>) -> Result<Ve
     args.push(format!("-ffile-prefix-map={}=.", c.parent().expect("absolute").display()).into());
     let lines = Arc::new(Mutex::new(Vec::new()));
     let collector = ClangOutput { lines: lines.clone() };
-    let result = tracing::subscriber::with_default(collector, || {
-        let mut builder = libbpf_cargo::SkeletonBuilder::new();
-        builder.source(&c).obj(&obj).clang(clang).clang_args(&args);
-        match skel {
-            Some(skel) => builder.build_and_generate(skel),
-            None => builder.build(),
-        }
-    });
+    // A panic of the generator is a failed build, not a crash.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tracing::subscriber::with_default(collector, || {
+            let mut builder = libbpf_cargo::SkeletonBuilder::new();
+            builder.source(&c).obj(&obj).clang(clang).clang_args(&args);
+            match skel {
+                Some(skel) => builder.build_and_generate(skel),
+                None => builder.build(),
+            }
+            .map_err(|e| format!("{e:#}"))
+        })
+    }))
+    .unwrap_or_else(|_| Err("the skeleton generator panicked".into()));
     let output = std::mem::take(&mut *lines.lock().expect("no panic while collecting"));
-    result.map_err(|e| BuildError::Compile { message: format!("{e:#}") })?;
+    result.map_err(|message| BuildError::Compile { message })?;
     Ok(output)
 }
 
@@ -400,13 +476,12 @@ mod tests {
 
     #[test]
     fn a_spec_error_is_a_readable_build_error() {
-        let dir = std::env::temp_dir().join(format!("devmapc-builder-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         let spec = dir.join("bad.devmap");
         std::fs::write(&spec, "table { key = vlan.id }\ndevice a { ifname = \"a\" }\ningress { on = [a] }\nroute 10.0.0.1 -> a\n").unwrap();
         let err = Builder::new(&spec).out_dir(&dir).build().unwrap_err();
         let text = err.to_string();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(err, BuildError::Spec { .. }));
         assert!(text.contains("has 1 error"), "{text}");
         assert!(text.contains("error[devmap::E014]: route key `10.0.0.1` is an IPv4 address"), "{text}");
@@ -417,8 +492,31 @@ mod tests {
 
     #[test]
     fn output_names_are_identifiers() {
-        assert_eq!(output_name(Path::new("x/vlan-switch.devmap")), "vlan_switch");
-        assert_eq!(output_name(Path::new("9lives.devmap")), "spec_9lives");
-        assert_eq!(output_name(Path::new("Edge.Router.devmap")), "edge");
+        let name = |file: &str| output_name(Path::new(file));
+        assert_eq!(name("x/vlan-switch.devmap").unwrap(), "vlan_switch");
+        assert_eq!(name("9lives.devmap").unwrap(), "spec_9lives");
+        assert_eq!(name("Edge.Router.devmap").unwrap(), "edge");
+        assert_eq!(name("a_b-c.devmap").unwrap(), "a_b_c");
+    }
+
+    /// Each of these once reached the skeleton generator, which panics on a
+    /// name with an empty `_` part; the others are not identifiers.
+    #[test]
+    fn file_names_that_give_no_identifier_are_refused() {
+        for (file, why) in [
+            ("x_.devmap", "not between two letters or digits"),
+            ("_x.devmap", "not between two letters or digits"),
+            ("a--b.devmap", "not between two letters or digits"),
+            ("x*.devmap", "`*` is not an ASCII letter"),
+            ("probé.devmap", "`é` is not an ASCII letter"),
+            ("a b.devmap", "` ` is not an ASCII letter"),
+            (".devmap", "no name before its first `.`"),
+            ("type.devmap", "`type` is a Rust keyword"),
+        ] {
+            let err = output_name(Path::new(file)).unwrap_err();
+            assert!(err.contains(why) && err.contains(file), "{file}: {err}");
+        }
+        assert!(output_name(Path::new(&format!("{}.devmap", "a".repeat(65)))).is_err());
+        assert!(output_name(Path::new(&format!("{}.devmap", "a".repeat(64)))).is_ok());
     }
 }

@@ -16,6 +16,7 @@ pub mod lower;
 pub mod model;
 pub mod parse;
 pub mod render;
+pub mod scratch;
 pub mod typed;
 
 pub use builder::{BuildError, Builder, Emit};

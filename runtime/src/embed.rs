@@ -18,12 +18,12 @@
 use crate::apply;
 use crate::deploy::{self, io_error, manifest_hashes, open_pin, parse_manifest, read_manifest};
 use devmapc::fields::Ty;
+use devmapc::scratch::PrivateDir;
 use devmapc::ir::{encode_key, names, Ir, KeyPlan};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use crate::apply::{Options, Report};
 pub use crate::deploy::{default_pin_dir, DeployError, Detached};
@@ -232,6 +232,13 @@ impl Deployment {
         self.count(names::COUNTERS, 0)
     }
 
+    /// The private directory holding the object and manifest on disk
+    /// (removed with the value).
+    #[doc(hidden)]
+    pub fn scratch_dir(&self) -> &Path {
+        self.files.dir.path()
+    }
+
     /// Detaches the deployment and removes its pins.
     pub fn detach(self) -> Result<Detached, DeployError> {
         let _lock = apply::Lock::acquire_existing(&self.opts.pin_dir)?;
@@ -249,8 +256,7 @@ impl Deployment {
     /// [`Deployment::run`], under `lock` when the caller holds it.
     fn run_holding(&mut self, lock: Option<&apply::Lock>, ir: Ir) -> Result<Report, DeployError> {
         let text = apply::manifest_text(&self.files.object, &ir);
-        std::fs::write(&self.files.manifest, &text)
-            .map_err(|e| io_error("cannot write", &self.files.manifest, e))?;
+        Files::write_manifest(&self.files.dir, &self.name, &text)?;
         let report = match lock {
             Some(lock) => apply::apply_under_lock(lock, &self.files.object, &ir, &self.opts)?,
             None => apply::apply(&self.files.object, &ir, &self.opts)?,
@@ -354,41 +360,28 @@ impl Deployment {
 /// the value.
 #[derive(Debug)]
 struct Files {
-    dir: PathBuf,
+    dir: PrivateDir,
     object: PathBuf,
-    manifest: PathBuf,
 }
 
 impl Files {
     fn write(name: &str, object: &[u8], manifest: &str) -> Result<Files, DeployError> {
-        use std::os::unix::fs::DirBuilderExt;
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let base = std::env::temp_dir();
-        let dir = loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir = base.join(format!("devmapc-embed-{}-{n}", std::process::id()));
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => break dir,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_error("cannot create", &dir, e)),
-            }
-        };
-        let files = Files {
-            object: dir.join(format!("{name}.bpf.o")),
-            manifest: dir.join(format!("{name}.manifest.json")),
-            dir,
-        };
-        std::fs::write(&files.object, object)
-            .map_err(|e| io_error("cannot write", &files.object, e))?;
-        std::fs::write(&files.manifest, manifest)
-            .map_err(|e| io_error("cannot write", &files.manifest, e))?;
-        Ok(files)
+        let dir = PrivateDir::new("embed")
+            .map_err(|e| io_error("cannot make a private directory in", &std::env::temp_dir(), e))?;
+        let object_name = format!("{name}.bpf.o");
+        let object = dir
+            .create(&object_name, object)
+            .map_err(|e| io_error("cannot write", &dir.path().join(&object_name), e))?;
+        Files::write_manifest(&dir, name, manifest)?;
+        Ok(Files { dir, object })
     }
-}
 
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+    /// (Re)writes the manifest beside the object: a fresh file renamed
+    /// over the old one.
+    fn write_manifest(dir: &PrivateDir, name: &str, text: &str) -> Result<PathBuf, DeployError> {
+        let file = format!("{name}.manifest.json");
+        dir.replace(&file, text.as_bytes())
+            .map_err(|e| io_error("cannot write", &dir.path().join(&file), e))
     }
 }
 

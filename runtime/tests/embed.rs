@@ -49,11 +49,9 @@ struct Setup {
 }
 
 fn setup(label: &str) -> Setup {
-    let build_dir =
-        std::env::temp_dir().join(format!("devmapc-{label}-build-{}", std::process::id()));
-    std::fs::create_dir_all(&build_dir).unwrap();
-    let (object, manifest) = build(&build_dir);
-    std::fs::remove_dir_all(&build_dir).unwrap();
+    let build_dir = tempfile::tempdir().unwrap();
+    let (object, manifest) = build(build_dir.path());
+    drop(build_dir);
     let ns = Netns::new().unwrap();
     for dev in ["emba", "embb", "embc"] {
         ns.veth(dev, &format!("p{dev}")).unwrap();
@@ -95,16 +93,6 @@ fn vlan(n: u64) -> KeyValue {
     KeyValue::Const(Const::Uint(n))
 }
 
-fn our_temp_dirs() -> Vec<String> {
-    let prefix = format!("devmapc-embed-{}-", std::process::id());
-    std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
-}
-
 #[test]
 fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
     require_privileged!();
@@ -117,9 +105,12 @@ fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
         options,
     } = setup("embed");
     let dir = pins.0.clone();
+    // The private directories the values kept their files in.
+    let mut scratch = Vec::new();
 
     ns.enter(|| {
         let mut engine = embed::Deployment::apply(&object, &manifest, options.clone()).unwrap();
+        scratch.push(engine.scratch_dir().to_path_buf());
         assert_eq!(engine.report().unwrap().kind, Kind::First);
         assert!(dir.join("manifest").exists());
         let before = kernel_state(&dir, &engine);
@@ -185,6 +176,7 @@ fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
         let other = embed::Deployment::open(&object, &manifest, Options::new(&dir)).unwrap();
         assert!(other.report().is_none());
         assert_eq!(other.routes(), engine.routes());
+        scratch.push(other.scratch_dir().to_path_buf());
         drop(other);
 
         // Applying the build again puts its routes back.
@@ -194,6 +186,7 @@ fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
             plan::diff(&before, &kernel_state(&dir, &again)).ops.len(),
             0
         );
+        scratch.push(again.scratch_dir().to_path_buf());
         drop(again);
 
         let detached = engine.detach().unwrap();
@@ -206,7 +199,8 @@ fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
         let xdp = ns.ip(&["-j", "-d", "link", "show", "emba"]).unwrap();
         assert!(!xdp.contains("\"xdp\""), "{xdp}");
     });
-    assert_eq!(our_temp_dirs(), Vec::<String>::new());
+    assert_eq!(scratch.len(), 3);
+    assert!(scratch.iter().all(|d| !d.exists()), "{scratch:?}");
 }
 
 #[test]
