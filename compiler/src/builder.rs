@@ -196,14 +196,22 @@ impl Builder {
         if emit.c {
             outputs.c = Some(c_path.clone());
         }
-        if emit.obj || emit.skel {
-            let obj_path = out_dir.join(format!("{name}.bpf.o"));
+        // The manifest binds its object by digest, so a manifest is never
+        // written without compiling the object it names. Emitted alone, the
+        // object goes to a scratch name: an object already in the output
+        // directory is left as it is (the runtime refuses it if stale).
+        let mut object_sha256 = None;
+        if emit.obj || emit.skel || emit.manifest {
+            let obj_name = if emit.obj || emit.skel { format!("{name}.bpf.o") } else { format!("{name}.digest.bpf.o") };
+            let obj_path = out_dir.join(obj_name);
             let skel_path = out_dir.join(format!("{name}.skel.rs"));
             let clang = match &self.clang {
                 Some(c) => c.clone(),
                 None => find_clang()?,
             };
             outputs.clang_output = compile(&clang, &c_path, &obj_path, emit.skel.then_some(skel_path.as_path()))?;
+            let object = std::fs::read(&obj_path).map_err(|error| BuildError::Io { path: obj_path.clone(), error })?;
+            object_sha256 = Some(object_digest(&object));
             if emit.obj {
                 outputs.obj = Some(obj_path);
             } else {
@@ -223,7 +231,7 @@ impl Builder {
         }
         if emit.manifest {
             let path = out_dir.join(format!("{name}.manifest.json"));
-            write_if_changed(&path, manifest(&ir, &name).as_bytes())?;
+            write_if_changed(&path, manifest(&ir, &name, object_sha256.as_deref()).as_bytes())?;
             outputs.manifest = Some(path);
         }
         if typed {
@@ -236,16 +244,18 @@ impl Builder {
 }
 
 /// The manifest: everything the runtime needs to load and fill the object
-/// without the spec.
-pub fn manifest(ir: &Ir, name: &str) -> String {
-    manifest_with_code_hash(ir, name, &ir.code_hash())
+/// without the spec. `object_sha256` ([`object_digest`] of the object it
+/// was built with) binds it to that object: the runtime refuses to load
+/// any other.
+pub fn manifest(ir: &Ir, name: &str, object_sha256: Option<&str>) -> String {
+    manifest_with_code_hash(ir, name, &ir.code_hash(), object_sha256)
 }
 
 /// [`manifest`] with the code hash given: the runtime re-makes the manifest
 /// of a build whose routes changed, from an IR without the egress bodies the
 /// build's code hash covers.
-pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str) -> String {
-    let value = serde_json::json!({
+pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str, object_sha256: Option<&str>) -> String {
+    let mut value = serde_json::json!({
         "devmapc_manifest": 1,
         "name": name,
         "object": format!("{name}.bpf.o"),
@@ -254,9 +264,19 @@ pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str) -> String {
         "maps": render::map_list(&ir.code),
         "ir": ir,
     });
+    if let Some(digest) = object_sha256 {
+        value["object_sha256"] = digest.into();
+    }
     let mut text = serde_json::to_string_pretty(&value).expect("the manifest serialises");
     text.push('\n');
     text
+}
+
+/// The SHA-256 of an object's bytes, in lowercase hex: the manifest's
+/// `object_sha256`.
+pub fn object_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `vlan-switch.devmap` → `vlan_switch`: a C and Rust identifier.

@@ -836,11 +836,23 @@ fn manifest_and_hashes(object: &Path, ir: &Ir) -> (String, (String, String)) {
     match (sibling, doc) {
         (Some(text), Some(doc)) if doc.ir == *ir => (text, (doc.code_hash, doc.data_hash)),
         (_, Some(doc)) if doc.ir.code == ir.code => {
-            let text = devmapc::builder::manifest_with_code_hash(ir, &name, &doc.code_hash);
+            let text = devmapc::builder::manifest_with_code_hash(
+                ir,
+                &name,
+                &doc.code_hash,
+                doc.object_sha256.as_deref(),
+            );
             (text, (doc.code_hash, ir.data_hash()))
         }
         _ => (
-            devmapc::builder::manifest(ir, &name),
+            devmapc::builder::manifest(
+                ir,
+                &name,
+                std::fs::read(object)
+                    .ok()
+                    .map(|b| devmapc::builder::object_digest(&b))
+                    .as_deref(),
+            ),
             (ir.code_hash(), ir.data_hash()),
         ),
     }

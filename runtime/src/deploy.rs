@@ -640,11 +640,18 @@ pub fn load(obj_path: &Path, ir: &Ir) -> Result<Loaded, DeployError> {
     check_privileges("cannot load BPF programs")?;
     check_support(&probe()?, ir)?;
     let name = object_name(obj_path);
-    let manifest = sibling_manifest(obj_path, &name, ir)
-        .unwrap_or_else(|| devmapc::builder::manifest(ir, &name));
+    // Read once: the bytes checked against the manifest are the bytes loaded.
+    let bytes = std::fs::read(obj_path).map_err(|e| io_error("cannot read", obj_path, e))?;
+    let digest = devmapc::builder::object_digest(&bytes);
+    let manifest = match sibling_manifest(obj_path, &name, ir, &digest)? {
+        Some(text) => text,
+        None => devmapc::builder::manifest(ir, &name, Some(&digest)),
+    };
     let (result, log) = with_libbpf_log(|| -> Result<Object, (String, bool)> {
-        let mut open = ObjectBuilder::default()
-            .open_file(obj_path)
+        let mut builder = ObjectBuilder::default();
+        builder.name(&name).map_err(|e| (format!("{e:#}"), false))?;
+        let mut open = builder
+            .open_memory(&bytes)
             .map_err(|e| (format!("{e:#}"), false))?;
         for mut prog in open.progs_mut() {
             if prog.name().as_bytes().starts_with(b"devmapc_egress_") {
@@ -686,13 +693,60 @@ pub fn load(obj_path: &Path, ir: &Ir) -> Result<Loaded, DeployError> {
 }
 
 /// Reads a build manifest (`<name>.manifest.json`): the object's path (next
-/// to the manifest) and the plan.
+/// to the manifest) and the plan. The object must be the one the manifest
+/// was built with (its `object_sha256`, see [`check_object_digest`]);
+/// [`load`] checks the bytes it loads again.
 pub fn read_manifest_file(path: &Path) -> Result<(PathBuf, Ir), DeployError> {
     let text = std::fs::read_to_string(path).map_err(|e| io_error("cannot read", path, e))?;
-    let (object, ir) = parse_manifest(&text).map_err(|e| {
+    let doc = parse_manifest_doc(&text).map_err(|e| {
         DeployError::Mismatch(format!("{} is not a devmapc manifest: {e}", path.display()))
     })?;
-    Ok((path.with_file_name(object), ir))
+    // The object is a file name beside the manifest, never a path.
+    let object_file = Path::new(&doc.object);
+    if doc.object.is_empty()
+        || object_file.components().count() != 1
+        || object_file.file_name().is_none()
+    {
+        return Err(DeployError::Mismatch(format!(
+            "{} is not a devmapc manifest: `object` must name a file beside it, not {:?}",
+            path.display(),
+            doc.object
+        )));
+    }
+    let object = path.with_file_name(&doc.object);
+    let bytes = std::fs::read(&object).map_err(|e| io_error("cannot read", &object, e))?;
+    let digest = devmapc::builder::object_digest(&bytes);
+    check_object_digest(path, doc.object_sha256.as_deref(), &object, &digest)?;
+    Ok((object, doc.ir))
+}
+
+/// Refuses an object that is not the one the manifest at `manifest` was
+/// built with (`found`: [`devmapc::builder::object_digest`] of its
+/// bytes). A manifest without a digest (written by a devmapc before
+/// manifests were bound to their objects) is refused too: nothing would
+/// show that the object is not a stale one, so it asks for a rebuild.
+pub fn check_object_digest(
+    manifest: &Path,
+    expected: Option<&str>,
+    object: &Path,
+    found: &str,
+) -> Result<(), DeployError> {
+    match expected {
+        Some(expected) if expected == found => Ok(()),
+        Some(expected) => Err(DeployError::Mismatch(format!(
+            "{} is not the object {} was built with (its SHA-256 is {found}, the manifest's \
+             `object_sha256` is {expected}): the object or the manifest is stale. Rebuild both \
+             with one `devmapc build` (`--emit obj,manifest`); nothing was loaded",
+            object.display(),
+            manifest.display()
+        ))),
+        None => Err(DeployError::Mismatch(format!(
+            "{} has no `object_sha256` (an older devmapc wrote it), so nothing shows that {} \
+             is the object it was built with: rebuild with `devmapc build`; nothing was loaded",
+            manifest.display(),
+            object.display()
+        ))),
+    }
 }
 
 /// A manifest's `code_hash` and `data_hash`, as the build wrote them (the
@@ -715,6 +769,10 @@ pub(crate) struct ManifestDoc {
     pub object: String,
     pub code_hash: String,
     pub data_hash: String,
+    /// [`devmapc::builder::object_digest`] of the object the manifest was
+    /// built with; `None` in manifests of an older devmapc.
+    #[serde(default)]
+    pub object_sha256: Option<String>,
     pub ir: Ir,
 }
 
@@ -745,11 +803,24 @@ fn object_name(path: &Path) -> String {
     file.split('.').next().unwrap_or("devmapc").to_string()
 }
 
-fn sibling_manifest(obj_path: &Path, name: &str, ir: &Ir) -> Option<String> {
-    let text =
-        std::fs::read_to_string(obj_path.with_file_name(format!("{name}.manifest.json"))).ok()?;
-    let (_, theirs) = parse_manifest(&text).ok()?;
-    (theirs == *ir).then_some(text)
+/// The build's manifest beside the object, verbatim, when it holds this
+/// plan. A manifest there that is bound to another object is an error: the
+/// object is stale (or the manifest is).
+fn sibling_manifest(
+    obj_path: &Path,
+    name: &str,
+    ir: &Ir,
+    digest: &str,
+) -> Result<Option<String>, DeployError> {
+    let path = obj_path.with_file_name(format!("{name}.manifest.json"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let Ok(doc) = parse_manifest_doc(&text) else {
+        return Ok(None);
+    };
+    check_object_digest(&path, doc.object_sha256.as_deref(), obj_path, digest)?;
+    Ok((doc.ir == *ir).then_some(text))
 }
 
 static LOAD_LOCK: Mutex<()> = Mutex::new(());
