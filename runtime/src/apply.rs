@@ -210,6 +210,9 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// What the apply found left by an interrupted one, and did about it.
     pub repaired: Vec<String>,
+    /// Why the apply would fail (`dry_run` only): `devmapc apply --dry-run`
+    /// exits 1 when there is any.
+    pub would_fail: Vec<String>,
     /// Whether the kernel's entries were read back (a data change without
     /// [`Options::trust_last_apply`], or when it could not be trusted).
     pub read_back: bool,
@@ -262,6 +265,9 @@ impl fmt::Display for Report {
         }
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
+        }
+        for w in &self.would_fail {
+            writeln!(f, "the apply would fail: {w}")?;
         }
         Ok(())
     }
@@ -613,6 +619,7 @@ fn apply_locked(
         links: Vec::new(),
         warnings: Vec::new(),
         repaired: Vec::new(),
+        would_fail: Vec::new(),
         read_back: false,
         dir: dir.to_path_buf(),
         mounted_bpffs,
@@ -630,26 +637,84 @@ fn apply_locked(
 
     let links = resolve_devices(ir)?;
     let devices: Vec<Device> = links.iter().map(Device::from).collect();
-    let not_ready = check_targets(ir, &links, opts.make_ready && !opts.dry_run)?;
-    let not_ready: Vec<String> = not_ready.iter().map(|r| r.to_string()).collect();
-    if !not_ready.is_empty() {
-        if opts.allow_not_ready || opts.dry_run {
-            report.warnings.extend(not_ready);
-        } else {
-            return Err(DeployError::NotReady(not_ready));
-        }
-    }
+    // Everything that can be checked is checked before `--make-ready`
+    // changes a device.
+    let texts = |r: Vec<NotReady>| r.iter().map(|r| r.to_string()).collect::<Vec<String>>();
+    let reasons = check_targets(ir, &links, false)?;
     let busy = busy_ingress(ir, &links, dir);
-    if !busy.is_empty() {
-        if opts.dry_run {
-            report.warnings.extend(
-                busy.into_iter()
-                    .map(|b| format!("the apply would fail: {b}")),
+    if opts.dry_run {
+        for r in reasons {
+            // What `--make-ready` would fix: a veth peer here without GRO.
+            let fixable = matches!(
+                r,
+                NotReady::VethPeerNotReady {
+                    peer: PeerName::Here(_),
+                    ..
+                }
             );
-        } else {
-            return Err(DeployError::Busy(busy));
+            if opts.allow_not_ready {
+                report.warnings.push(r.to_string());
+            } else if opts.make_ready && fixable {
+                report.warnings.push(format!("`--make-ready` would turn GRO on: {r}"));
+            } else {
+                report.would_fail.push(r.to_string());
+            }
+        }
+        report.would_fail.extend(busy);
+        return apply_changes(object, ir, opts, &links, &devices, report);
+    }
+    if !busy.is_empty() {
+        return Err(DeployError::Busy(busy));
+    }
+    let not_ready = texts(reasons);
+    let gro_before = (opts.make_ready && !not_ready.is_empty()).then(|| peer_gro(ir, &links));
+    let not_ready = match &gro_before {
+        Some(_) => texts(check_targets(ir, &links, true)?),
+        None => not_ready,
+    };
+    let result = if !not_ready.is_empty() && !opts.allow_not_ready {
+        Err(DeployError::NotReady(not_ready))
+    } else {
+        report.warnings.extend(not_ready);
+        apply_changes(object, ir, opts, &links, &devices, report)
+    };
+    if let (Err(_), Some(before)) = (&result, gro_before) {
+        // The apply changed nothing else: neither does `--make-ready`.
+        for (peer, on) in before {
+            if netdev::gro(&peer).is_ok_and(|now| now != on) {
+                let _ = netdev::set_gro(&peer, on);
+            }
         }
     }
+    result
+}
+
+/// GRO of the veth peers (in this namespace) of the redirect targets, as
+/// it is now: what `--make-ready` may change.
+fn peer_gro(ir: &Ir, links: &[Link]) -> Vec<(String, bool)> {
+    redirect_targets(ir)
+        .into_iter()
+        .filter_map(|d| {
+            let peer = links[d].peer.filter(|p| p.netnsid.is_none())?;
+            let name = netdev::by_index(peer.ifindex).ok()?.name;
+            let on = netdev::gro(&name).ok()?;
+            Some((name, on))
+        })
+        .collect()
+}
+
+/// The rest of [`apply`] once the devices are resolved and checked: the
+/// first load, data change or code change.
+fn apply_changes(
+    object: &Path,
+    ir: &Ir,
+    opts: &Options,
+    links: &[Link],
+    devices: &[Device],
+    mut report: Report,
+) -> Result<Report, DeployError> {
+    let dir = opts.pin_dir.as_path();
+    let (links, devices) = (links.to_vec(), devices.to_vec());
     let (manifest, hashes) = manifest_and_hashes(object, ir);
     let previous = match read_manifest(dir) {
         Ok(text) => {
@@ -680,7 +745,19 @@ fn apply_locked(
             }
             first_load(object, ir, &links, dir, &mut report)?;
         }
-        Some((old, before)) if needs_reload(&before, &hashes, ir.code.access) => {
+        Some((old, before))
+            if needs_reload(&before, &hashes, ir.code.access) || {
+                let missing = missing_maps(dir, &old);
+                if !missing.is_empty() {
+                    report.repaired.push(format!(
+                        "the pin of map {} was gone: the programs are loaded again with fresh \
+                         maps, filled completely",
+                        missing.join(", ")
+                    ));
+                }
+                !missing.is_empty()
+            } =>
+        {
             report.kind = Kind::Code;
             report.programs = programs();
             report.plan = diff(&State::fresh(ir), &desired(ir, &devices)?);
@@ -801,6 +878,23 @@ fn full_diff(
     }
     current.relabel(&wanted);
     Ok((diff(&current, &wanted), current))
+}
+
+/// The maps of `ir`'s object that are not pinned in `dir` (removed by
+/// hand): a data change cannot write them, a reload can.
+fn missing_maps(dir: &Path, ir: &Ir) -> Vec<String> {
+    let Ok(root) = DirFd::open(dir) else {
+        return Vec::new();
+    };
+    let Ok(Some(maps)) = root.sub("maps") else {
+        return Vec::new();
+    };
+    devmapc::render::map_list(&ir.code)
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .filter(|name| maps.entry(&deploy::pin_name(std::ffi::OsStr::new(name))) == Entry::Missing)
+        .map(str::to_string)
+        .collect()
 }
 
 /// Marks a data change in progress (`DIR/applying`): if it is interrupted,

@@ -157,6 +157,15 @@ impl fmt::Display for DeployError {
                  another network namespace (`nsenter --net=/run/netns/NAME`)",
                 missing.join(", ")
             ),
+            DeployError::NotBpffs { dir, checked, fs } if !checked.starts_with("/sys") => write!(
+                f,
+                "cannot pin under {}: {} is on {fs}, not on a bpffs, and BPF objects can only be \
+                 pinned on a bpffs. Pass `--pin-dir` (or `--pin-root`) a directory on a mounted \
+                 bpffs, such as one under /sys/fs/bpf, or mount one there first (`mount -t bpf \
+                 bpf DIR`)",
+                dir.display(),
+                checked.display()
+            ),
             DeployError::NotBpffs { dir, checked, fs } => write!(
                 f,
                 "cannot pin under {}: {} is on {fs}, not on a bpffs, so pins could not be \
