@@ -641,7 +641,7 @@ fn apply_locked(
     // changes a device.
     let texts = |r: Vec<NotReady>| r.iter().map(|r| r.to_string()).collect::<Vec<String>>();
     let reasons = check_targets(ir, &links, false)?;
-    let busy = busy_ingress(ir, &links, dir);
+    let busy = busy_ingress(ir, &links, dir)?;
     if opts.dry_run {
         for r in reasons {
             // What `--make-ready` would fix: a veth peer here without GRO.
@@ -1106,8 +1106,14 @@ fn wanted_links(ir: &Ir, links: &[Link]) -> Vec<WantedLink> {
 /// The `ingress.on` devices that run an XDP program devmapc did not attach
 /// (another tool's, or another deployment's): attaching would fail there,
 /// so an apply refuses before changing anything.
-fn busy_ingress(ir: &Ir, links: &[Link], dir: &Path) -> Vec<String> {
-    let existing = pinned_links(dir).unwrap_or_default();
+fn busy_ingress(ir: &Ir, links: &[Link], dir: &Path) -> Result<Vec<String>, DeployError> {
+    // A link pinned here that is not the deployment's is an error, not a
+    // reason to call the device busy.
+    let existing = match pinned_links(dir) {
+        Ok(existing) => existing,
+        Err(DeployError::NotDeployed { .. }) => BTreeMap::new(),
+        Err(e) => return Err(e),
+    };
     let mut busy = Vec::new();
     for w in wanted_links(ir, links) {
         let Some(link) = links.iter().find(|l| l.ifindex == w.ifindex) else {
@@ -1134,7 +1140,7 @@ fn busy_ingress(ir: &Ir, links: &[Link], dir: &Path) -> Vec<String> {
             }
         }
     }
-    busy
+    Ok(busy)
 }
 
 /// Attaches `prog` to a wanted link's device and pins the link.
