@@ -788,32 +788,11 @@ pub fn manifest_hashes(text: &str) -> Option<(String, String)> {
     Some((h.code_hash, h.data_hash))
 }
 
-/// A manifest, read in one pass.
-#[derive(serde::Deserialize)]
-pub(crate) struct ManifestDoc {
-    devmapc_manifest: u32,
-    pub object: String,
-    pub code_hash: String,
-    pub data_hash: String,
-    /// [`devmapc::builder::object_digest`] of the object the manifest was
-    /// built with; `None` in manifests of an older devmapc.
-    #[serde(default)]
-    pub object_sha256: Option<String>,
-    pub ir: Ir,
-}
+/// A manifest, read in one pass and checked ([`devmapc::manifest`]).
+pub(crate) type ManifestDoc = devmapc::manifest::Manifest;
 
 pub(crate) fn parse_manifest_doc(text: &str) -> Result<ManifestDoc, String> {
-    let doc: ManifestDoc = serde_json::from_str(text).map_err(|e| {
-        if text.contains("\"devmapc_manifest\"") {
-            e.to_string()
-        } else {
-            "no `devmapc_manifest: 1`".to_string()
-        }
-    })?;
-    if doc.devmapc_manifest != 1 {
-        return Err(format!("`devmapc_manifest: {}`, this devmapc reads 1", doc.devmapc_manifest));
-    }
-    Ok(doc)
+    devmapc::manifest::parse(text)
 }
 
 pub(crate) fn parse_manifest(text: &str) -> Result<(String, Ir), String> {
