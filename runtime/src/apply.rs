@@ -12,6 +12,8 @@
 //! DIR/manifest_next                   a manifest about to replace DIR/manifest
 //! DIR/devices, DIR/devices_next       the devices (ifindex, MAC) the last apply wrote
 //! DIR/applying/                       present while a data change is being written
+//! DIR/owned                           the ids of everything devmapc pinned here
+//!                                     (crate::pins): nothing else is touched
 //! DIR (flock)                         one apply (or detach) at a time
 //! ```
 //!
