@@ -82,6 +82,10 @@ pub enum DeployError {
         /// The path that was checked: `dir` or its nearest existing parent.
         checked: PathBuf,
         fs: String,
+        /// It looks like `ip netns exec` (a fresh sysfs where the host's
+        /// bpffs would be, or a mount that would not outlive the command):
+        /// the message explains that case.
+        netns_exec: bool,
     },
     /// Nothing devmapc pinned is in this directory.
     NotDeployed { dir: PathBuf, why: String },
@@ -157,7 +161,12 @@ impl fmt::Display for DeployError {
                  another network namespace (`nsenter --net=/run/netns/NAME`)",
                 missing.join(", ")
             ),
-            DeployError::NotBpffs { dir, checked, fs } if !checked.starts_with("/sys") => write!(
+            DeployError::NotBpffs {
+                dir,
+                checked,
+                fs,
+                netns_exec: false,
+            } => write!(
                 f,
                 "cannot pin under {}: {} is on {fs}, not on a bpffs, and BPF objects can only be \
                  pinned on a bpffs. Pass `--pin-dir` (or `--pin-root`) a directory on a mounted \
@@ -166,7 +175,7 @@ impl fmt::Display for DeployError {
                 dir.display(),
                 checked.display()
             ),
-            DeployError::NotBpffs { dir, checked, fs } => write!(
+            DeployError::NotBpffs { dir, checked, fs, .. } => write!(
                 f,
                 "cannot pin under {}: {} is on {fs}, not on a bpffs, so pins could not be \
                  made there or would not outlive this command. This is what happens under \
@@ -1535,6 +1544,27 @@ pub fn detach(dir: &Path) -> Result<Detached, DeployError> {
                 )
             },
         });
+    }
+    if record.is_empty() {
+        // Marked, but nothing pinned yet (a first apply stopped right
+        // after its marker), or pinned by a devmapc that kept no record:
+        // only the former is removed.
+        let names = root.names().map_err(|e| io_error("cannot list", dir, e))?;
+        let made = |n: &String| {
+            root.entry(n) == pins::Entry::Symlink
+                && [crate::apply::MARKER, crate::apply::NETNS].contains(&n.as_str())
+        };
+        if !names.iter().all(made) {
+            return Err(DeployError::NotDeployed {
+                dir: dir.to_path_buf(),
+                why: format!(
+                    "there is no record of the objects devmapc pinned (`{}`): a deployment \
+                     made by an older devmapc, or not by devmapc; nothing was removed. Check \
+                     what it is and remove it by hand",
+                    pins::OWNED
+                ),
+            });
+        }
     }
     let mut detached = Detached::default();
     if let Some(links) = root.sub("links").map_err(|e| foreign_dir(dir, "links", e))? {
