@@ -1625,7 +1625,7 @@ pub(crate) fn remove_pins(dir: &Path) -> Result<usize, DeployError> {
     if !left.is_empty() {
         return Err(DeployError::Io {
             what: format!(
-                "devmapc's pins are gone, but what devmapc did not make was left in place: {}; in",
+                "left in place what devmapc did not make ({}); devmapc's own pins are gone from",
                 left.join(", ")
             ),
             path: dir.to_path_buf(),
