@@ -1676,6 +1676,9 @@ fn remove_in(
         if depth == 0 && name == pins::OWNED {
             continue;
         }
+        if depth == 0 && name == pins::OWNED_NEXT && dir.unlink_record(&name).is_ok() {
+            continue;
+        }
         match dir.entry(&name) {
             pins::Entry::Dir => {
                 let known = match depth {

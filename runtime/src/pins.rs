@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 
 /// The ownership record's pin inside a pin directory.
 pub const OWNED: &str = "owned";
-const OWNED_NEXT: &str = "owned_next";
+/// A new record, pinned before it is renamed over [`OWNED`].
+pub const OWNED_NEXT: &str = "owned_next";
 const OWNED_MAP_NAME: &str = "devmapc_owned";
 
 /// What a name in a pin directory is, looked at without following it.
@@ -260,8 +261,15 @@ impl DirFd {
     }
 
     /// Removes the ownership record (the last of a deployment's pins).
+    /// `owned_next` too, left by a replacement that was interrupted, when
+    /// it is a record.
     pub fn unlink_record(&self, name: &str) -> io::Result<()> {
-        if name != OWNED || self.entry(name) != Entry::Pin {
+        let is_record = || {
+            self.get(name)
+                .and_then(|fd| read_blob_fd(OWNED_MAP_NAME, fd.as_fd()))
+                .is_ok()
+        };
+        if ![OWNED, OWNED_NEXT].contains(&name) || self.entry(name) != Entry::Pin || !is_record() {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
         self.unlink(name, false)

@@ -435,3 +435,21 @@ fn a_pin_dir_off_bpffs_gets_the_right_explanation() {
     assert!(!text.contains("ip netns exec"), "{text}");
     assert!(text.contains("mount -t bpf"), "{text}");
 }
+
+#[test]
+fn a_record_replacement_cut_short_does_not_block_detach() {
+    require_privileged!();
+    let d = Deployment::new();
+    // What a kill between pinning a new ownership record and renaming it
+    // over the old one leaves.
+    let next = d.pin_path(devmapc_runtime::pins::OWNED_NEXT);
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create", next.to_str().unwrap(), "type", "array"])
+        .args(["key", "4", "value", "24", "entries", "1", "name", "devmapc_owned"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let detached = d.ns.enter(|| deploy::detach(&d.pins)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(detached.links.len(), 1);
+    assert!(!d.pins.exists());
+}
