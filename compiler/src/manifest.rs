@@ -172,6 +172,36 @@ mod tests {
         }
     }
 
+    /// Numbers of a built manifest replaced at random (indices, offsets,
+    /// sizes, hashes, as digits): an error or an accepted manifest whose
+    /// indices hold, never a panic.
+    #[test]
+    fn mutated_numbers_never_panic() {
+        use proptest::prelude::*;
+        let text = built();
+        let digits: Vec<usize> = text.char_indices().filter(|(_, c)| c.is_ascii_digit()).map(|(i, _)| i).collect();
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(&(proptest::collection::vec((0..digits.len(), "[0-9]{1,12}|-1|1e99|null|\\[\\]"), 1..6)), |edits| {
+                let mut t = text.clone();
+                for (at, with) in edits.iter().rev() {
+                    let i = digits[*at].min(t.len().saturating_sub(1));
+                    if t.is_char_boundary(i) && t.is_char_boundary(i + 1) {
+                        t.replace_range(i..i + 1, with);
+                    }
+                }
+                if let Ok(doc) = parse(&t) {
+                    for d in &doc.ir.data.devices {
+                        if let Some(p) = d.program {
+                            prop_assert!(p < doc.ir.code.programs.len());
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
     #[test]
     fn deep_nesting_and_garbage_are_errors() {
         // Unknown fields are skipped without recursion; nesting where a
