@@ -12,4 +12,18 @@ for target in check fmt_roundtrip; do
         cp "$f" "$fuzz/corpus/$target/seed_$name"
     done
 done
-echo "seeded: $(ls "$fuzz/corpus/check" | wc -l) files per target"
+# The manifest reader: the manifests of the examples, when a devmapc binary
+# is built (`cargo build -p devmapc-cli`).
+devmapc="$root/target/debug/devmapc"
+if [ -x "$devmapc" ]; then
+    mkdir -p "$fuzz/corpus/manifest"
+    out=$(mktemp -d)
+    for f in "$root"/examples/*.devmap; do
+        "$devmapc" build -o "$out" --emit manifest "$f" >/dev/null 2>&1 || continue
+    done
+    for m in "$out"/*.manifest.json; do
+        [ -f "$m" ] && cp "$m" "$fuzz/corpus/manifest/seed_$(basename "$m")"
+    done
+    rm -rf "$out"
+fi
+echo "seeded: $(ls "$fuzz/corpus/check" | wc -l) files per spec target, $(ls "$fuzz/corpus/manifest" 2>/dev/null | wc -l) manifests"

@@ -128,9 +128,11 @@ fn check_same_spec(dir: &Path, ir: &Ir) -> Result<(), String> {
 
 pub fn apply_cmd(args: &ApplyArgs) -> Result<ExitCode, String> {
     let built = build(&args.spec)?;
+    // `components` drops a trailing slash: `x/` and `x` are one directory.
     let dir = args
         .pin_dir
-        .clone()
+        .as_ref()
+        .map(|d| d.components().collect())
         .unwrap_or_else(|| deploy::default_pin_dir(&built.name));
     check_same_spec(&dir, &built.ir)?;
     let opts = Options {
@@ -143,6 +145,11 @@ pub fn apply_cmd(args: &ApplyArgs) -> Result<ExitCode, String> {
     };
     let report = apply::apply(&built.object, &built.ir, &opts).map_err(|e| e.to_string())?;
     print_report(&report);
+    // Exit codes: 0 applied (or, with --dry-run, would apply); 1 the dry
+    // run found that the apply would fail; 2 an error.
+    if args.dry_run && !report.would_fail.is_empty() {
+        return Ok(ExitCode::from(1));
+    }
     if !args.watch || args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
@@ -204,12 +211,16 @@ fn watch(args: &ApplyArgs, opts: &Options) -> Result<ExitCode, String> {
     }
 }
 
-/// A NAME under the pin root, or a directory.
+/// A NAME under the pin root, or a directory. Trailing slashes do not
+/// count: `fwd/` is the NAME `fwd`, `/sys/fs/bpf/x/` the directory.
 fn pin_dir(target: &str, root: &Path) -> PathBuf {
-    if target.contains('/') {
+    let trimmed = target.trim_end_matches('/');
+    if trimmed.is_empty() {
         PathBuf::from(target)
+    } else if trimmed.contains('/') {
+        PathBuf::from(trimmed)
     } else {
-        root.join(target)
+        root.join(trimmed)
     }
 }
 

@@ -157,6 +157,7 @@ impl Rig {
         assert_eq!(links.len(), 2, "{s:#}");
         assert_eq!(links[0]["prog_id"], links[1]["prog_id"], "{s:#}");
         assert_eq!(s["drift"]["known"], true, "{s:#}");
+        assert_eq!(s["link_drift"].as_array().unwrap().len(), 0, "{s:#}");
         assert_eq!(
             s["drift"]["operations"].as_array().unwrap().len(),
             0,
@@ -174,7 +175,7 @@ impl Rig {
         names.sort();
         assert_eq!(
             names,
-            ["devices", "devmapc", "links", "manifest", "maps", "netns", "progs"]
+            ["devices", "devmapc", "links", "manifest", "maps", "netns", "owned", "progs"]
         );
     }
 }

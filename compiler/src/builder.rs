@@ -217,12 +217,19 @@ impl Builder {
             publish.push((c_file.clone(), &mut outputs.c));
         }
         let mut clang_output = Vec::new();
-        if emit.obj || emit.skel {
+        // The manifest binds its object by digest, so a manifest is never
+        // written without compiling the object it names. Emitted alone, the
+        // object stays in the private directory: an object already in the
+        // output directory is left as it is (the runtime refuses it if stale).
+        let mut object_sha256 = None;
+        if emit.obj || emit.skel || emit.manifest {
             let clang = match &self.clang {
                 Some(c) => c.clone(),
                 None => find_clang()?,
             };
             clang_output = compile(&clang, &staged(&c_file), &staged(&obj_file), emit.skel.then(|| staged(&skel_file)).as_deref())?;
+            let object = std::fs::read(staged(&obj_file)).map_err(|error| BuildError::Io { path: staged(&obj_file), error })?;
+            object_sha256 = Some(object_digest(&object));
             if in_build_script {
                 for line in &clang_output {
                     println!("cargo:warning={line}");
@@ -236,7 +243,7 @@ impl Builder {
             publish.push((skel_file, &mut outputs.skel));
         }
         if emit.manifest {
-            write(&manifest_file, manifest(&ir, &name).as_bytes())?;
+            write(&manifest_file, manifest(&ir, &name, object_sha256.as_deref()).as_bytes())?;
             publish.push((manifest_file, &mut outputs.manifest));
         }
         if typed {
@@ -281,16 +288,18 @@ fn publish_file(staged: &Path, target: &Path) -> Result<PathBuf, BuildError> {
 }
 
 /// The manifest: everything the runtime needs to load and fill the object
-/// without the spec.
-pub fn manifest(ir: &Ir, name: &str) -> String {
-    manifest_with_code_hash(ir, name, &ir.code_hash())
+/// without the spec. `object_sha256` ([`object_digest`] of the object it
+/// was built with) binds it to that object: the runtime refuses to load
+/// any other.
+pub fn manifest(ir: &Ir, name: &str, object_sha256: Option<&str>) -> String {
+    manifest_with_code_hash(ir, name, &ir.code_hash(), object_sha256)
 }
 
 /// [`manifest`] with the code hash given: the runtime re-makes the manifest
 /// of a build whose routes changed, from an IR without the egress bodies the
 /// build's code hash covers.
-pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str) -> String {
-    let value = serde_json::json!({
+pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str, object_sha256: Option<&str>) -> String {
+    let mut value = serde_json::json!({
         "devmapc_manifest": 1,
         "name": name,
         "object": format!("{name}.bpf.o"),
@@ -299,9 +308,19 @@ pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str) -> String {
         "maps": render::map_list(&ir.code),
         "ir": ir,
     });
+    if let Some(digest) = object_sha256 {
+        value["object_sha256"] = digest.into();
+    }
     let mut text = serde_json::to_string_pretty(&value).expect("the manifest serialises");
     text.push('\n');
     text
+}
+
+/// The SHA-256 of an object's bytes, in lowercase hex: the manifest's
+/// `object_sha256`.
+pub fn object_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `vlan-switch.devmap` → `vlan_switch`: the name of a build's files, of

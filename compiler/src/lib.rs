@@ -13,6 +13,7 @@ pub mod fields;
 pub mod fmt;
 pub mod ir;
 pub mod lower;
+pub mod manifest;
 pub mod model;
 pub mod parse;
 pub mod render;

@@ -12,6 +12,8 @@
 //! DIR/manifest_next                   a manifest about to replace DIR/manifest
 //! DIR/devices, DIR/devices_next       the devices (ifindex, MAC) the last apply wrote
 //! DIR/applying/                       present while a data change is being written
+//! DIR/owned                           the ids of everything devmapc pinned here
+//!                                     (crate::pins): nothing else is touched
 //! DIR (flock)                         one apply (or detach) at a time
 //! ```
 //!
@@ -49,10 +51,11 @@
 //! removed the entries of a vanished device) converges on the spec.
 
 use crate::deploy::{
-    self, attach, check, check_privileges, entries, io_error, link_info, open_pin,
-    parse_manifest_doc, pin_dir_ready, pin_dir_would_mount, pin_manifest, prepare_pin_dir,
-    read_manifest, remove_pins, Attachment, DeployError, LinkInfo, MANIFEST_PIN,
+    self, attach, check, check_privileges, entries, io_error, link_info, open_pin_dir,
+    parse_manifest_doc, pin_dir_ready, pin_dir_would_mount, pin_manifest_in, prepare_pin_dir,
+    read_manifest, remove_pins, remove_staged, Attachment, DeployError, LinkInfo, MANIFEST_PIN,
 };
+use crate::pins::{self, DirFd, Entry, Record};
 use crate::fill::Device;
 use crate::netdev::{self, Link, NotReady, PeerName};
 use crate::plan::{desired, diff, diff_routes, execute, read_state, Handles, Plan, State};
@@ -61,7 +64,6 @@ use devmapc::model::{Access, Binding, XdpMode};
 use libbpf_rs::libbpf_sys;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -80,7 +82,7 @@ pub const APPLYING: &str = "applying";
 /// it and without a manifest are someone else's, and are never removed.
 pub const MARKER: &str = "devmapc";
 /// What the marker points to (bpffs holds symlinks, not files).
-const MARKER_TARGET: &str = "pin-directory-of-a-devmapc-deployment";
+pub(crate) const MARKER_TARGET: &str = "pin-directory-of-a-devmapc-deployment";
 /// A symlink to the network namespace a deployment was first applied in,
 /// as /proc names it (`net:[4026531840]`). Devices are looked up by name
 /// in the caller's namespace, so an apply from another one would attach to
@@ -99,10 +101,16 @@ pub fn current_netns() -> Option<String> {
     link_text(Path::new("/proc/thread-self/ns/net"))
 }
 
+/// Where the symlink `name` in `dir` points, read without following
+/// anything (neither `dir` nor `name`).
+fn record_link(dir: &Path, name: &str) -> Option<String> {
+    DirFd::open(dir).ok()?.link_text(name)
+}
+
 /// `Some((recorded, current))` when the deployment in `dir` was applied in
 /// another network namespace than the calling thread's ([`NETNS`]).
 pub fn netns_mismatch(dir: &Path) -> Option<(String, String)> {
-    match (link_text(&dir.join(NETNS)), current_netns()) {
+    match (record_link(dir, NETNS), current_netns()) {
         (Some(recorded), Some(current)) if recorded != current => Some((recorded, current)),
         _ => None,
     }
@@ -204,6 +212,9 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// What the apply found left by an interrupted one, and did about it.
     pub repaired: Vec<String>,
+    /// Why the apply would fail (`dry_run` only): `devmapc apply --dry-run`
+    /// exits 1 when there is any.
+    pub would_fail: Vec<String>,
     /// Whether the kernel's entries were read back (a data change without
     /// [`Options::trust_last_apply`], or when it could not be trusted).
     pub read_back: bool,
@@ -257,6 +268,9 @@ impl fmt::Display for Report {
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }
+        for w in &self.would_fail {
+            writeln!(f, "the apply would fail: {w}")?;
+        }
         Ok(())
     }
 }
@@ -280,23 +294,37 @@ pub struct Pinned {
 }
 
 impl Pinned {
-    /// Opens `dir/maps/*` and `dir/progs/*`.
+    /// Opens `dir/maps/*` and `dir/progs/*`, each proven the deployment's
+    /// by id ([`crate::pins`]); anything else there is an error.
     pub fn open(dir: &Path) -> Result<Pinned, DeployError> {
+        let root = open_pin_dir(dir)?;
+        let record = Record::read(&root)?;
+        Pinned::open_in(&root, &record, &root)
+    }
+
+    /// [`Pinned::open`] of `dir` (the pin directory or its `next`), with the
+    /// pin directory's record.
+    pub(crate) fn open_in(root: &DirFd, record: &Record, dir: &DirFd) -> Result<Pinned, DeployError> {
         let open_all = |sub: &str| -> Result<BTreeMap<String, OwnedFd>, DeployError> {
             let mut out = BTreeMap::new();
-            for (name, path) in entries(&dir.join(sub))? {
-                let fd = open_pin(&path).map_err(|e| {
-                    deploy::permission_error("cannot open the deployment", &e)
-                        .unwrap_or_else(|| io_error("cannot open", &path, e))
-                })?;
-                out.insert(name, fd);
+            let Some(sub) = dir.sub(sub).map_err(|e| sub_error(dir, sub, e))? else {
+                return Ok(out);
+            };
+            for name in sub.names().map_err(|e| io_error("cannot list", sub.path(), e))? {
+                if let Some(fd) = pins::get_owned(&sub, &name, record)? {
+                    out.insert(name, fd);
+                }
             }
             Ok(out)
         };
+        if record.is_empty() {
+            return Err(unrecorded(root.path()));
+        }
         let pinned = Pinned {
             maps: open_all("maps")?,
             progs: open_all("progs")?,
         };
+        let dir = dir.path();
         if pinned.progs.is_empty() {
             return Err(DeployError::NotDeployed {
                 dir: dir.to_path_buf(),
@@ -322,6 +350,28 @@ impl Handles for Pinned {
     }
 }
 
+/// A sub-directory of a pin directory that cannot be opened.
+pub(crate) fn sub_error(dir: &DirFd, name: &str, e: io::Error) -> DeployError {
+    if e.kind() == io::ErrorKind::InvalidData {
+        pins::foreign(&dir.path().join(name), &e.to_string())
+    } else {
+        io_error("cannot open", &dir.path().join(name), e)
+    }
+}
+
+/// A deployment without an ownership record: made by an older devmapc.
+fn unrecorded(dir: &Path) -> DeployError {
+    DeployError::NotDeployed {
+        dir: dir.to_path_buf(),
+        why: format!(
+            "there is no record of the objects devmapc pinned (`{}`): it was deployed by an \
+             older devmapc, or not by devmapc. Nothing there is touched: check it, remove it \
+             by hand, and apply again",
+            pins::OWNED
+        ),
+    }
+}
+
 pub(crate) fn prog_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
     let mut info = libbpf_sys::bpf_prog_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
@@ -344,7 +394,7 @@ pub fn key_map(ir: &Ir) -> &'static str {
 /// An exclusive `flock` on the pin directory, released on drop.
 #[derive(Debug)]
 pub struct Lock {
-    _dir: File,
+    _dir: DirFd,
     /// Whether taking the lock created the directory.
     pub created: bool,
 }
@@ -374,7 +424,8 @@ impl Lock {
             if create {
                 std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
             }
-            let file = File::open(dir).map_err(|e| io_error("cannot open", dir, e))?;
+            // Never a symlink: it could lead to another deployment.
+            let file = open_pin_dir(dir)?;
             // SAFETY: a valid fd.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
                 return Err(io_error("cannot lock", dir, io::Error::last_os_error()));
@@ -382,10 +433,8 @@ impl Lock {
             // A detach may have removed the directory while this waited:
             // then lock the new one.
             use std::os::unix::fs::MetadataExt;
-            let held = file
-                .metadata()
-                .map_err(|e| io_error("cannot stat", dir, e))?;
-            match std::fs::metadata(dir) {
+            let held = file.metadata().map_err(|e| io_error("cannot stat", dir, e))?;
+            match std::fs::symlink_metadata(dir) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
                     return Ok(Lock {
                         _dir: file,
@@ -572,6 +621,7 @@ fn apply_locked(
         links: Vec::new(),
         warnings: Vec::new(),
         repaired: Vec::new(),
+        would_fail: Vec::new(),
         read_back: false,
         dir: dir.to_path_buf(),
         mounted_bpffs,
@@ -589,26 +639,84 @@ fn apply_locked(
 
     let links = resolve_devices(ir)?;
     let devices: Vec<Device> = links.iter().map(Device::from).collect();
-    let not_ready = check_targets(ir, &links, opts.make_ready && !opts.dry_run)?;
-    let not_ready: Vec<String> = not_ready.iter().map(|r| r.to_string()).collect();
-    if !not_ready.is_empty() {
-        if opts.allow_not_ready || opts.dry_run {
-            report.warnings.extend(not_ready);
-        } else {
-            return Err(DeployError::NotReady(not_ready));
-        }
-    }
-    let busy = busy_ingress(ir, &links, dir);
-    if !busy.is_empty() {
-        if opts.dry_run {
-            report.warnings.extend(
-                busy.into_iter()
-                    .map(|b| format!("the apply would fail: {b}")),
+    // Everything that can be checked is checked before `--make-ready`
+    // changes a device.
+    let texts = |r: Vec<NotReady>| r.iter().map(|r| r.to_string()).collect::<Vec<String>>();
+    let reasons = check_targets(ir, &links, false)?;
+    let busy = busy_ingress(ir, &links, dir)?;
+    if opts.dry_run {
+        for r in reasons {
+            // What `--make-ready` would fix: a veth peer here without GRO.
+            let fixable = matches!(
+                r,
+                NotReady::VethPeerNotReady {
+                    peer: PeerName::Here(_),
+                    ..
+                }
             );
-        } else {
-            return Err(DeployError::Busy(busy));
+            if opts.allow_not_ready {
+                report.warnings.push(r.to_string());
+            } else if opts.make_ready && fixable {
+                report.warnings.push(format!("`--make-ready` would turn GRO on: {r}"));
+            } else {
+                report.would_fail.push(r.to_string());
+            }
+        }
+        report.would_fail.extend(busy);
+        return apply_changes(object, ir, opts, &links, &devices, report);
+    }
+    if !busy.is_empty() {
+        return Err(DeployError::Busy(busy));
+    }
+    let not_ready = texts(reasons);
+    let gro_before = (opts.make_ready && !not_ready.is_empty()).then(|| peer_gro(ir, &links));
+    let not_ready = match &gro_before {
+        Some(_) => texts(check_targets(ir, &links, true)?),
+        None => not_ready,
+    };
+    let result = if !not_ready.is_empty() && !opts.allow_not_ready {
+        Err(DeployError::NotReady(not_ready))
+    } else {
+        report.warnings.extend(not_ready);
+        apply_changes(object, ir, opts, &links, &devices, report)
+    };
+    if let (Err(_), Some(before)) = (&result, gro_before) {
+        // The apply changed nothing else: neither does `--make-ready`.
+        for (peer, on) in before {
+            if netdev::gro(&peer).is_ok_and(|now| now != on) {
+                let _ = netdev::set_gro(&peer, on);
+            }
         }
     }
+    result
+}
+
+/// GRO of the veth peers (in this namespace) of the redirect targets, as
+/// it is now: what `--make-ready` may change.
+fn peer_gro(ir: &Ir, links: &[Link]) -> Vec<(String, bool)> {
+    redirect_targets(ir)
+        .into_iter()
+        .filter_map(|d| {
+            let peer = links[d].peer.filter(|p| p.netnsid.is_none())?;
+            let name = netdev::by_index(peer.ifindex).ok()?.name;
+            let on = netdev::gro(&name).ok()?;
+            Some((name, on))
+        })
+        .collect()
+}
+
+/// The rest of [`apply`] once the devices are resolved and checked: the
+/// first load, data change or code change.
+fn apply_changes(
+    object: &Path,
+    ir: &Ir,
+    opts: &Options,
+    links: &[Link],
+    devices: &[Device],
+    mut report: Report,
+) -> Result<Report, DeployError> {
+    let dir = opts.pin_dir.as_path();
+    let (links, devices) = (links.to_vec(), devices.to_vec());
     let (manifest, hashes) = manifest_and_hashes(object, ir);
     let previous = match read_manifest(dir) {
         Ok(text) => {
@@ -639,7 +747,19 @@ fn apply_locked(
             }
             first_load(object, ir, &links, dir, &mut report)?;
         }
-        Some((old, before)) if needs_reload(&before, &hashes, ir.code.access) => {
+        Some((old, before))
+            if needs_reload(&before, &hashes, ir.code.access) || {
+                let missing = missing_maps(dir, &old);
+                if !missing.is_empty() {
+                    report.repaired.push(format!(
+                        "the pin of map {} was gone: the programs are loaded again with fresh \
+                         maps, filled completely",
+                        missing.join(", ")
+                    ));
+                }
+                !missing.is_empty()
+            } =>
+        {
             report.kind = Kind::Code;
             report.programs = programs();
             report.plan = diff(&State::fresh(ir), &desired(ir, &devices)?);
@@ -656,7 +776,7 @@ fn apply_locked(
             // planned, and nothing is read back. Otherwise the kernel's
             // entries are read and every difference (drift) is repaired.
             let trusted = opts.trust_last_apply
-                && !dir.join(APPLYING).exists()
+                && DirFd::open(dir).is_ok_and(|d| d.entry(APPLYING) == Entry::Missing)
                 && read_devices(dir).as_deref() == Some(&devices[..]);
             let fast = if trusted {
                 diff_routes(&old, ir, &devices)?
@@ -762,6 +882,23 @@ fn full_diff(
     Ok((diff(&current, &wanted), current))
 }
 
+/// The maps of `ir`'s object that are not pinned in `dir` (removed by
+/// hand): a data change cannot write them, a reload can.
+fn missing_maps(dir: &Path, ir: &Ir) -> Vec<String> {
+    let Ok(root) = DirFd::open(dir) else {
+        return Vec::new();
+    };
+    let Ok(Some(maps)) = root.sub("maps") else {
+        return Vec::new();
+    };
+    devmapc::render::map_list(&ir.code)
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .filter(|name| maps.entry(&deploy::pin_name(std::ffi::OsStr::new(name))) == Entry::Missing)
+        .map(str::to_string)
+        .collect()
+}
+
 /// Marks a data change in progress (`DIR/applying`): if it is interrupted,
 /// the next apply reads the kernel back instead of trusting the last apply.
 fn mark_applying(dir: &Path) -> Result<(), DeployError> {
@@ -783,16 +920,32 @@ fn record_devices(dir: &Path, devices: &[Device]) -> Result<(), DeployError> {
         bytes.extend(d.mac);
         bytes.extend([0, 0]);
     }
-    let next = dir.join(DEVICES_NEXT);
-    let _ = std::fs::remove_file(&next);
-    deploy::pin_blob(DEVICES_MAP_NAME, &bytes, &next)?;
-    let target = dir.join(DEVICES);
-    std::fs::rename(&next, &target).map_err(|e| io_error("cannot replace", &target, e))
+    let root = open_pin_dir(dir)?;
+    replace_record(&root, DEVICES_MAP_NAME, &bytes, DEVICES_NEXT, DEVICES)
+}
+
+/// Pins a record map at `next` in `root`, then renames it over `name`.
+fn replace_record(
+    root: &DirFd,
+    map_name: &str,
+    bytes: &[u8],
+    next: &str,
+    name: &str,
+) -> Result<(), DeployError> {
+    let record = Record::read(root)?;
+    if let pins::Removed::Left(what) = pins::remove(root, next, &record, false)? {
+        return Err(pins::foreign(&root.path().join(next), &what));
+    }
+    deploy::pin_blob_in(root, root, map_name, bytes, next)?;
+    let target = root.path().join(name);
+    root.rename(next, root, name).map_err(|e| io_error("cannot replace", &target, e))
 }
 
 /// The devices the last finished apply wrote; `None` when unknown.
 pub(crate) fn read_devices(dir: &Path) -> Option<Vec<Device>> {
-    let bytes = deploy::read_blob(DEVICES_MAP_NAME, &dir.join(DEVICES)).ok()?;
+    let root = DirFd::open(dir).ok()?;
+    let fd = pins::get_owned(&root, DEVICES, &Record::read(&root).ok()?).ok()??;
+    let bytes = deploy::read_blob_fd(DEVICES_MAP_NAME, fd.as_fd()).ok()?;
     if bytes.len() % 12 != 0 {
         return None;
     }
@@ -836,11 +989,23 @@ fn manifest_and_hashes(object: &Path, ir: &Ir) -> (String, (String, String)) {
     match (sibling, doc) {
         (Some(text), Some(doc)) if doc.ir == *ir => (text, (doc.code_hash, doc.data_hash)),
         (_, Some(doc)) if doc.ir.code == ir.code => {
-            let text = devmapc::builder::manifest_with_code_hash(ir, &name, &doc.code_hash);
+            let text = devmapc::builder::manifest_with_code_hash(
+                ir,
+                &name,
+                &doc.code_hash,
+                doc.object_sha256.as_deref(),
+            );
             (text, (doc.code_hash, ir.data_hash()))
         }
         _ => (
-            devmapc::builder::manifest(ir, &name),
+            devmapc::builder::manifest(
+                ir,
+                &name,
+                std::fs::read(object)
+                    .ok()
+                    .map(|b| devmapc::builder::object_digest(&b))
+                    .as_deref(),
+            ),
             (ir.code_hash(), ir.data_hash()),
         ),
     }
@@ -854,21 +1019,20 @@ fn first_load(
     report: &mut Report,
 ) -> Result<(), DeployError> {
     let loaded = deploy::load(object, ir)?;
-    if let Some((name, _)) = entries(dir)?.into_iter().next() {
+    let root = open_pin_dir(dir)?;
+    if let Some(name) = root.names().map_err(|e| io_error("cannot list", dir, e))?.first() {
         return Err(DeployError::AlreadyPinned {
             path: dir.join(name),
         });
     }
     let result = (|| {
-        let marker = dir.join(MARKER);
-        std::os::unix::fs::symlink(MARKER_TARGET, &marker)
-            .map_err(|e| io_error("cannot create", &marker, e))?;
+        root.symlink(MARKER_TARGET, MARKER)
+            .map_err(|e| io_error("cannot create", &dir.join(MARKER), e))?;
         if let Some(netns) = current_netns() {
-            let record = dir.join(NETNS);
-            std::os::unix::fs::symlink(netns, &record)
-                .map_err(|e| io_error("cannot create", &record, e))?;
+            root.symlink(&netns, NETNS)
+                .map_err(|e| io_error("cannot create", &dir.join(NETNS), e))?;
         }
-        loaded.pin_objects(dir)?;
+        loaded.pin_objects(&root, &root)?;
         let pinned = Pinned::open(dir)?;
         execute(&pinned, &report.plan)?;
         freeze_if_read_only(&pinned, ir)?;
@@ -876,7 +1040,7 @@ fn first_load(
         report.links = reconcile_links(ir, links, dir, &pinned)?;
         record_devices(dir, &links.iter().map(Device::from).collect::<Vec<_>>())?;
         failpoint("first-before-commit");
-        pin_manifest(loaded.manifest(), &dir.join(MANIFEST_PIN))
+        pin_manifest_in(&root, &root, loaded.manifest(), MANIFEST_PIN)
     })();
     if let Err(e) = result {
         discard(dir);
@@ -885,17 +1049,9 @@ fn first_load(
     Ok(())
 }
 
-/// Removes whatever is pinned in `dir` (links detached first); errors are
+/// Removes what devmapc pinned in `dir` (links detached first); errors are
 /// ignored: this cleans up after a failure that is reported instead.
 fn discard(dir: &Path) {
-    if let Ok(links) = entries(&dir.join("links")) {
-        for (_, path) in links {
-            if let Ok(fd) = open_pin(&path) {
-                // SAFETY: a valid link fd.
-                unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
-            }
-        }
-    }
     let _ = remove_pins(dir);
 }
 
@@ -904,9 +1060,9 @@ fn freeze_if_read_only(pinned: &Pinned, ir: &Ir) -> Result<(), DeployError> {
         return Ok(());
     }
     let name = key_map(ir);
-    let fd = pinned
-        .map_fd(name)
-        .ok_or_else(|| DeployError::Mismatch(format!("the object has no map {name}")))?;
+    let fd = pinned.map_fd(name).ok_or_else(|| {
+        DeployError::Mismatch(format!("the staged object has no map {name} pinned"))
+    })?;
     // SAFETY: a valid map fd.
     check(unsafe { libbpf_sys::bpf_map_freeze(fd.as_raw_fd()) })
         .map(drop)
@@ -921,11 +1077,8 @@ fn freeze_if_read_only(pinned: &Pinned, ir: &Ir) -> Result<(), DeployError> {
 
 /// Replaces `dir/manifest` atomically: pin the new one beside it, rename.
 fn replace_manifest(dir: &Path, manifest: &str) -> Result<(), DeployError> {
-    let next = dir.join(MANIFEST_NEXT);
-    let _ = std::fs::remove_file(&next);
-    pin_manifest(manifest, &next)?;
-    let target = dir.join(MANIFEST_PIN);
-    std::fs::rename(&next, &target).map_err(|e| io_error("cannot replace", &target, e))
+    let root = open_pin_dir(dir)?;
+    replace_record(&root, deploy::MANIFEST_MAP_NAME, manifest.as_bytes(), MANIFEST_NEXT, MANIFEST_PIN)
 }
 
 // -------------------------------------------------------------------- links
@@ -955,8 +1108,14 @@ fn wanted_links(ir: &Ir, links: &[Link]) -> Vec<WantedLink> {
 /// The `ingress.on` devices that run an XDP program devmapc did not attach
 /// (another tool's, or another deployment's): attaching would fail there,
 /// so an apply refuses before changing anything.
-fn busy_ingress(ir: &Ir, links: &[Link], dir: &Path) -> Vec<String> {
-    let existing = pinned_links(dir).unwrap_or_default();
+fn busy_ingress(ir: &Ir, links: &[Link], dir: &Path) -> Result<Vec<String>, DeployError> {
+    // A link pinned here that is not the deployment's is an error, not a
+    // reason to call the device busy.
+    let existing = match pinned_links(dir) {
+        Ok(existing) => existing,
+        Err(DeployError::NotDeployed { .. }) => BTreeMap::new(),
+        Err(e) => return Err(e),
+    };
     let mut busy = Vec::new();
     for w in wanted_links(ir, links) {
         let Some(link) = links.iter().find(|l| l.ifindex == w.ifindex) else {
@@ -983,7 +1142,7 @@ fn busy_ingress(ir: &Ir, links: &[Link], dir: &Path) -> Vec<String> {
             }
         }
     }
-    busy
+    Ok(busy)
 }
 
 /// Attaches `prog` to a wanted link's device and pins the link.
@@ -999,27 +1158,47 @@ fn attach_pinned(
 }
 
 /// Detaches and unpins links made by a step that is being undone.
-fn undo_links(made: &[PathBuf]) {
-    for path in made {
-        if let Ok(fd) = open_pin(path) {
-            // SAFETY: a valid link fd.
-            unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
-        }
-        let _ = std::fs::remove_file(path);
-    }
+fn undo_links(dir: &Path, made: &[String]) {
+    deploy::unpin_links(dir, made.iter().map(String::as_str), true);
 }
 
-/// The links pinned in `dir`, by label, with what the kernel says of them
-/// (`None`: the pin is there but the link cannot be read).
-fn pinned_links(dir: &Path) -> Result<BTreeMap<String, Option<LinkInfo>>, DeployError> {
+/// The links pinned in `dir`, by label, with their fds and what the kernel
+/// says of them (`None`: the link cannot be read). Each is proven the
+/// deployment's by id; anything else in `links/` is an error.
+pub(crate) fn owned_links(
+    dir: &Path,
+) -> Result<BTreeMap<String, (OwnedFd, Option<LinkInfo>)>, DeployError> {
     let mut out = BTreeMap::new();
-    for (label, path) in entries(&dir.join("links"))? {
-        let info = open_pin(&path)
-            .ok()
-            .and_then(|fd| link_info(fd.as_fd()).ok());
-        out.insert(label, info);
+    let root = open_pin_dir(dir)?;
+    let record = Record::read(&root)?;
+    let Some(links) = root.sub("links").map_err(|e| sub_error(&root, "links", e))? else {
+        return Ok(out);
+    };
+    for label in links.names().map_err(|e| io_error("cannot list", links.path(), e))? {
+        if let Some(fd) = pins::get_owned(&links, &label, &record)? {
+            let info = link_info(fd.as_fd()).ok();
+            out.insert(label, (fd, info));
+        }
     }
     Ok(out)
+}
+
+/// [`owned_links`] without the fds.
+fn pinned_links(dir: &Path) -> Result<BTreeMap<String, Option<LinkInfo>>, DeployError> {
+    Ok(owned_links(dir)?.into_iter().map(|(label, (_, info))| (label, info)).collect())
+}
+
+/// Detaches and unpins the deployment's link `label`.
+fn remove_link(dir: &Path, label: &str) -> Result<(), DeployError> {
+    let root = open_pin_dir(dir)?;
+    let record = Record::read(&root)?;
+    let Some(links) = root.sub("links").map_err(|e| sub_error(&root, "links", e))? else {
+        return Ok(());
+    };
+    match pins::remove(&links, label, &record, true)? {
+        pins::Removed::Left(what) => Err(pins::foreign(&links.path().join(label), &what)),
+        _ => Ok(()),
+    }
 }
 
 /// Why an existing link must be re-made, if it must.
@@ -1028,7 +1207,11 @@ fn stale_link(info: Option<LinkInfo>, wanted: &WantedLink, mode: XdpMode) -> Opt
         return Some("its link cannot be read".into());
     };
     if info.ifindex == 0 {
-        return Some("the device went away and came back".into());
+        return Some(
+            "its link no longer holds the device (the link was detached, or the device went \
+             away and came back)"
+                .into(),
+        );
     }
     if info.ifindex != wanted.ifindex {
         return Some(format!(
@@ -1103,17 +1286,19 @@ fn reconcile_links<H: Handles>(
         .ok_or_else(|| DeployError::Mismatch(format!("no program {}", names::INGRESS)))?;
     let prog_id = prog_id(prog).map_err(|e| io_error("cannot read program", dir, e))?;
     let mode = ir.data.xdp_mode;
-    let existing = pinned_links(dir)?;
+    let owned = owned_links(dir)?;
+    let existing: BTreeMap<String, Option<LinkInfo>> =
+        owned.iter().map(|(label, (_, info))| (label.clone(), *info)).collect();
     let wanted = wanted_links(ir, links);
     let links_dir = dir.join("links");
     let mut changes = Vec::new();
-    let mut made: Vec<PathBuf> = Vec::new();
+    let mut made: Vec<String> = Vec::new();
     let attach_new = |w: &WantedLink| attach_pinned(prog, w, mode, dir);
     for w in &wanted {
         match existing.get(&w.label) {
             None => match attach_new(w) {
                 Ok(a) => {
-                    made.push(links_dir.join(&w.label));
+                    made.push(w.label.clone());
                     changes.push(LinkChange::Attached {
                         device: w.label.clone(),
                         mode: a.mode,
@@ -1121,19 +1306,14 @@ fn reconcile_links<H: Handles>(
                     });
                 }
                 Err(e) => {
-                    undo_links(&made);
+                    undo_links(dir, &made);
                     return Err(e);
                 }
             },
             Some(info) => {
                 if let Some(why) = stale_link(*info, w, mode) {
                     // The old link goes first: a device takes one XDP link.
-                    let path = links_dir.join(&w.label);
-                    if let Ok(fd) = open_pin(&path) {
-                        // SAFETY: a valid link fd.
-                        unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
-                    }
-                    std::fs::remove_file(&path).map_err(|e| io_error("cannot unpin", &path, e))?;
+                    remove_link(dir, &w.label)?;
                     match attach_new(w) {
                         Ok(a) => changes.push(LinkChange::Reattached {
                             device: w.label.clone(),
@@ -1141,12 +1321,13 @@ fn reconcile_links<H: Handles>(
                             why,
                         }),
                         Err(e) => {
-                            undo_links(&made);
+                            undo_links(dir, &made);
                             return Err(e);
                         }
                     }
                 } else if info.is_some_and(|i| i.prog_id != prog_id) {
-                    deploy::swap(&links_dir.join(&w.label), prog)?;
+                    let (fd, _) = &owned[&w.label];
+                    deploy::swap_fd(fd.as_fd(), &links_dir.join(&w.label), prog)?;
                     changes.push(LinkChange::Swapped {
                         device: w.label.clone(),
                     });
@@ -1158,12 +1339,7 @@ fn reconcile_links<H: Handles>(
         if wanted.iter().any(|w| &w.label == label) {
             continue;
         }
-        let path = links_dir.join(label);
-        if let Ok(fd) = open_pin(&path) {
-            // SAFETY: a valid link fd; a link whose device is gone errs.
-            unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
-        }
-        std::fs::remove_file(&path).map_err(|e| io_error("cannot unpin", &path, e))?;
+        remove_link(dir, label)?;
         changes.push(LinkChange::Detached {
             device: label.clone(),
         });
@@ -1183,25 +1359,26 @@ fn upgrade(
     report: &mut Report,
 ) -> Result<(), DeployError> {
     let loaded = deploy::load(object, ir)?;
-    let next = dir.join(NEXT);
-    let old_pins = Pinned::open(dir)?;
-    let old_ingress = old_pins
-        .prog_fd(names::INGRESS)
-        .ok_or_else(|| DeployError::Mismatch(format!("no program {} pinned", names::INGRESS)))?;
+    let root = open_pin_dir(dir)?;
+    let record = Record::read(&root)?;
+    let old_pins = Pinned::open_in(&root, &record, &root)?;
+    let old_ingress = old_pins.prog_fd(names::INGRESS);
     // Stage the new object, complete, under DIR/next.
     let staged = (|| {
-        std::fs::create_dir_all(&next).map_err(|e| io_error("cannot create", &next, e))?;
-        loaded.pin_objects(&next)?;
-        let pinned = Pinned::open(&next)?;
+        let next = root
+            .make_sub(NEXT)
+            .map_err(|e| sub_error(&root, NEXT, e))?;
+        loaded.pin_objects(&root, &next)?;
+        let pinned = Pinned::open_in(&root, &Record::read(&root)?, &next)?;
         execute(&pinned, &report.plan)?;
         freeze_if_read_only(&pinned, ir)?;
-        pin_manifest(manifest, &next.join(MANIFEST_PIN))?;
+        pin_manifest_in(&root, &next, manifest, MANIFEST_PIN)?;
         Ok::<_, DeployError>(pinned)
     })();
     let new_pins = match staged {
         Ok(p) => p,
         Err(e) => {
-            let _ = remove_pins(&next);
+            let _ = remove_staged(dir);
             return Err(e);
         }
     };
@@ -1215,15 +1392,15 @@ fn upgrade(
     // Devices new to `ingress.on` get their link first, with the new
     // program: the step that can fail for reasons outside devmapc (another
     // program on the device) fails while the old code still serves.
-    let existing = pinned_links(dir)?;
-    let mut made: Vec<PathBuf> = Vec::new();
+    let existing = owned_links(dir)?;
+    let mut made: Vec<String> = Vec::new();
     for w in wanted_links(ir, links) {
         if existing.contains_key(&w.label) {
             continue;
         }
         match attach_pinned(new_ingress, &w, ir.data.xdp_mode, dir) {
             Ok(a) => {
-                made.push(dir.join("links").join(&w.label));
+                made.push(w.label.clone());
                 report.links.push(LinkChange::Attached {
                     device: w.label.clone(),
                     mode: a.mode,
@@ -1231,27 +1408,30 @@ fn upgrade(
                 });
             }
             Err(e) => {
-                undo_links(&made);
-                let _ = remove_pins(&next);
+                undo_links(dir, &made);
+                let _ = remove_staged(dir);
                 return Err(e);
             }
         }
     }
-    let mut swapped: Vec<PathBuf> = Vec::new();
-    for (label, path) in entries(&dir.join("links"))? {
-        if !wanted_labels.contains(&label) || made.contains(&path) {
+    let mut swapped: Vec<(&OwnedFd, PathBuf)> = Vec::new();
+    for (label, (fd, _)) in &existing {
+        if !wanted_labels.contains(label) {
             continue;
         }
-        if let Err(e) = deploy::swap(&path, new_ingress) {
-            for done in &swapped {
-                let _ = deploy::swap(done, old_ingress);
+        let path = dir.join("links").join(label);
+        if let Err(e) = deploy::swap_fd(fd.as_fd(), &path, new_ingress) {
+            if let Some(old_ingress) = old_ingress {
+                for (done, path) in &swapped {
+                    let _ = deploy::swap_fd(done.as_fd(), path, old_ingress);
+                }
             }
-            undo_links(&made);
-            let _ = remove_pins(&next);
+            undo_links(dir, &made);
+            let _ = remove_staged(dir);
             return Err(e);
         }
-        swapped.push(path);
-        report.links.push(LinkChange::Swapped { device: label });
+        swapped.push((fd, path));
+        report.links.push(LinkChange::Swapped { device: label.clone() });
         failpoint("upgrade-mid-swap");
     }
     // From here the new programs serve: finish forward, whatever happens.
@@ -1276,33 +1456,37 @@ fn upgrade(
 }
 
 /// Moves the staged object of `DIR/next` into place. Idempotent: run again
-/// after an interruption, it finishes the move.
+/// after an interruption, it finishes the move. Only the deployment's own
+/// pins are unpinned, and nothing is followed.
 fn promote(dir: &Path) -> Result<(), DeployError> {
-    let next = dir.join(NEXT);
+    let root = open_pin_dir(dir)?;
+    let record = Record::read(&root)?;
+    let Some(next) = root.sub(NEXT).map_err(|e| sub_error(&root, NEXT, e))? else {
+        return Ok(());
+    };
     for sub in ["maps", "progs"] {
-        let staged = next.join(sub);
-        if !staged.is_dir() {
+        if next.sub(sub).map_err(|e| sub_error(&next, sub, e))?.is_none() {
             continue;
         }
-        let live = dir.join(sub);
-        for (_, path) in entries(&live)? {
-            std::fs::remove_file(&path).map_err(|e| io_error("cannot unpin", &path, e))?;
-        }
-        if live.exists() {
-            std::fs::remove_dir(&live).map_err(|e| io_error("cannot remove", &live, e))?;
+        if let Some(live) = root.sub(sub).map_err(|e| sub_error(&root, sub, e))? {
+            for name in live.names().map_err(|e| io_error("cannot list", live.path(), e))? {
+                if let pins::Removed::Left(what) = pins::remove(&live, &name, &record, false)? {
+                    return Err(pins::foreign(&live.path().join(&name), &what));
+                }
+            }
+            root.rmdir(sub).map_err(|e| io_error("cannot remove", live.path(), e))?;
         }
         failpoint("promote");
-        std::fs::rename(&staged, &live).map_err(|e| io_error("cannot move", &staged, e))?;
+        next.rename(sub, &root, sub)
+            .map_err(|e| io_error("cannot move", &next.path().join(sub), e))?;
     }
-    let manifest = next.join(MANIFEST_PIN);
-    if manifest.exists() {
-        let target = dir.join(MANIFEST_PIN);
-        std::fs::rename(&manifest, &target).map_err(|e| io_error("cannot move", &manifest, e))?;
+    if next.entry(MANIFEST_PIN) == Entry::Pin {
+        if pins::get_owned(&next, MANIFEST_PIN, &record)?.is_some() {
+            next.rename(MANIFEST_PIN, &root, MANIFEST_PIN)
+                .map_err(|e| io_error("cannot move", &next.path().join(MANIFEST_PIN), e))?;
+        }
     }
-    if next.exists() {
-        std::fs::remove_dir(&next).map_err(|e| io_error("cannot remove", &next, e))?;
-    }
-    Ok(())
+    root.rmdir(NEXT).map_err(|e| io_error("cannot remove", next.path(), e))
 }
 
 /// Adds the old maps' counters into the new ones: per device by name, per
@@ -1445,55 +1629,62 @@ fn map_keys(fd: BorrowedFd<'_>, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
 ///   next apply writes it again; removed.
 pub fn repair(dir: &Path) -> Result<Vec<String>, DeployError> {
     let mut done = Vec::new();
-    let next = dir.join(NEXT);
-    if next.is_dir() {
-        let complete = next.join(MANIFEST_PIN).exists();
-        let staged_ingress = next.join("progs").join(names::INGRESS);
+    let root = open_pin_dir(dir)?;
+    let record = Record::read(&root)?;
+    if let Some(next) = root.sub(NEXT).map_err(|e| sub_error(&root, NEXT, e))? {
+        let complete = next.entry(MANIFEST_PIN) == Entry::Pin;
+        let staged_progs = next.sub("progs").map_err(|e| sub_error(&next, "progs", e))?;
         let forward = complete
-            && if staged_ingress.exists() {
-                let id = open_pin(&staged_ingress)
-                    .ok()
-                    .and_then(|fd| prog_id(fd.as_fd()).ok());
-                pinned_links(dir)?
-                    .values()
-                    .any(|i| i.is_some() && i.map(|i| i.prog_id) == id)
-            } else {
+            && match &staged_progs {
+                Some(progs) if progs.entry(names::INGRESS) != Entry::Missing => {
+                    let id = pins::get_owned(progs, names::INGRESS, &record)?
+                        .and_then(|fd| prog_id(fd.as_fd()).ok());
+                    pinned_links(dir)?
+                        .values()
+                        .any(|i| i.is_some() && i.map(|i| i.prog_id) == id)
+                }
                 // The programs were already moved into place.
-                true
+                _ => true,
             };
         if forward {
-            let pinned = if next.join("progs").is_dir() {
-                Pinned::open(&next)?
+            let pinned = if staged_progs.is_some() {
+                Pinned::open_in(&root, &record, &next)?
             } else {
-                Pinned::open(dir)?
+                Pinned::open_in(&root, &record, &root)?
             };
-            let prog = pinned.prog_fd(names::INGRESS).expect("checked above");
-            for (_, path) in entries(&dir.join("links"))? {
-                let _ = deploy::swap(&path, prog);
+            let prog = pinned
+                .prog_fd(names::INGRESS)
+                .ok_or_else(|| DeployError::Mismatch(format!("no program {} pinned", names::INGRESS)))?;
+            for (label, (fd, _)) in owned_links(dir)? {
+                let _ = deploy::swap_fd(fd.as_fd(), &dir.join("links").join(label), prog);
             }
             promote(dir)?;
             done.push("finished a code upgrade that was interrupted after its first swap".into());
         } else {
-            remove_pins(&next)?;
+            remove_staged(dir)?;
             done.push("removed the staged programs of a code upgrade that was interrupted before any swap".into());
         }
     }
-    let _ = std::fs::remove_file(dir.join(MANIFEST_NEXT));
-    let _ = std::fs::remove_file(dir.join(DEVICES_NEXT));
+    for name in [MANIFEST_NEXT, DEVICES_NEXT] {
+        if let pins::Removed::Left(what) = pins::remove(&root, name, &record, false)? {
+            return Err(pins::foreign(&dir.join(name), &what));
+        }
+    }
     // Pins without a manifest: a first load that was interrupted, if it
     // marked the directory as devmapc's; anything else is someone else's,
     // left alone (the first load then refuses to pin over it).
-    if !dir.join(MANIFEST_PIN).exists() && is_ours(dir) {
-        discard(dir);
+    if root.entry(MANIFEST_PIN) == Entry::Missing && is_ours(dir) {
+        remove_pins(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         done.push("removed a first load that was interrupted before it committed".into());
     }
     Ok(done)
 }
 
-/// Whether `dir` holds devmapc's marker ([`MARKER`]).
+/// Whether `dir` holds devmapc's marker ([`MARKER`]), read without
+/// following it.
 pub fn is_ours(dir: &Path) -> bool {
-    link_text(&dir.join(MARKER)).is_some_and(|t| t == MARKER_TARGET)
+    record_link(dir, MARKER).is_some_and(|t| t == MARKER_TARGET)
 }
 
 // --------------------------------------------------------------- failpoints

@@ -26,6 +26,7 @@ pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Where the host's bpffs is mounted by convention (systemd, iproute2,
 /// bpftool).
 pub const HOST_BPFFS: &str = "/sys/fs/bpf";
+const SYSFS_MAGIC: i64 = 0x6265_6572;
 
 /// Checks that pins can be made under `dir`: `dir`, or its nearest
 /// existing parent when it does not exist yet, is on a bpffs.
@@ -49,6 +50,8 @@ pub fn pin_dir_ready(dir: &Path) -> Result<(), DeployError> {
                     dir: dir.to_path_buf(),
                     checked: checked.to_path_buf(),
                     fs: fs_name(fs),
+                    // `ip netns exec` leaves a sysfs where the bpffs was.
+                    netns_exec: fs == SYSFS_MAGIC,
                 })
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
@@ -100,6 +103,19 @@ pub fn prepare_pin_dir_at(
             pin_dir_ready(dir)?;
             Ok(mounted.then(|| mount_point.to_path_buf()))
         }
+        // Where the host's bpffs belongs, in a mount namespace that dies
+        // with the command: what `ip netns exec` does.
+        Err(DeployError::NotBpffs {
+            dir,
+            checked,
+            fs,
+            ..
+        }) if checked == mount_point => Err(DeployError::NotBpffs {
+            dir,
+            checked,
+            fs,
+            netns_exec: true,
+        }),
         Err(e) => Err(e),
     }
 }

@@ -49,13 +49,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::pins::{self, DirFd};
 pub use crate::bpffs::{pin_dir_ready, pin_dir_would_mount, prepare_pin_dir, BPF_FS_MAGIC};
 /// Where deployments are pinned unless told otherwise: `<root>/<name>/`.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/devmapc";
 /// The pin of the manifest map inside a pin directory.
 pub const MANIFEST_PIN: &str = "manifest";
 /// The kernel name of the manifest map (at most 15 bytes).
-const MANIFEST_MAP_NAME: &str = "dmc_manifest";
+pub(crate) const MANIFEST_MAP_NAME: &str = "dmc_manifest";
 /// Lines of the verifier log quoted in a [`DeployError::Verifier`].
 pub const VERIFIER_LOG_TAIL: usize = 20;
 
@@ -81,6 +82,10 @@ pub enum DeployError {
         /// The path that was checked: `dir` or its nearest existing parent.
         checked: PathBuf,
         fs: String,
+        /// It looks like `ip netns exec` (a fresh sysfs where the host's
+        /// bpffs would be, or a mount that would not outlive the command):
+        /// the message explains that case.
+        netns_exec: bool,
     },
     /// Nothing devmapc pinned is in this directory.
     NotDeployed { dir: PathBuf, why: String },
@@ -132,6 +137,10 @@ pub enum DeployError {
     Apply(crate::ApplyError),
     /// The plan and the devices or maps do not go together.
     Plan(crate::PlanError),
+    /// An entry of a pin directory that is not provably the deployment's
+    /// own (a symlink, a directory where a pin goes, or an object it did
+    /// not pin): never followed, unpinned or detached.
+    Foreign { path: PathBuf, what: String },
     /// A file system or BPF call on a path failed.
     Io {
         what: String,
@@ -152,7 +161,21 @@ impl fmt::Display for DeployError {
                  another network namespace (`nsenter --net=/run/netns/NAME`)",
                 missing.join(", ")
             ),
-            DeployError::NotBpffs { dir, checked, fs } => write!(
+            DeployError::NotBpffs {
+                dir,
+                checked,
+                fs,
+                netns_exec: false,
+            } => write!(
+                f,
+                "cannot pin under {}: {} is on {fs}, not on a bpffs, and BPF objects can only be \
+                 pinned on a bpffs. Pass `--pin-dir` (or `--pin-root`) a directory on a mounted \
+                 bpffs, such as one under /sys/fs/bpf, or mount one there first (`mount -t bpf \
+                 bpf DIR`)",
+                dir.display(),
+                checked.display()
+            ),
+            DeployError::NotBpffs { dir, checked, fs, .. } => write!(
                 f,
                 "cannot pin under {}: {} is on {fs}, not on a bpffs, so pins could not be \
                  made there or would not outlive this command. This is what happens under \
@@ -276,6 +299,14 @@ impl fmt::Display for DeployError {
             ),
             DeployError::Apply(e) => write!(f, "{e}"),
             DeployError::Plan(e) => write!(f, "{e}"),
+            DeployError::Foreign { path, what } => write!(
+                f,
+                "{} is not this deployment's: {what}. devmapc never follows a symlink in a pin \
+                 directory and never unpins or detaches an object it did not pin; nothing was \
+                 changed. Look at what it is, remove it by hand if it does not belong there, and \
+                 run the command again",
+                path.display()
+            ),
         }
     }
 }
@@ -640,11 +671,22 @@ pub fn load(obj_path: &Path, ir: &Ir) -> Result<Loaded, DeployError> {
     check_privileges("cannot load BPF programs")?;
     check_support(&probe()?, ir)?;
     let name = object_name(obj_path);
-    let manifest = sibling_manifest(obj_path, &name, ir)
-        .unwrap_or_else(|| devmapc::builder::manifest(ir, &name));
+    // Read once: the bytes checked against the manifest are the bytes loaded.
+    let bytes = std::fs::read(obj_path).map_err(|e| DeployError::Load {
+        object: obj_path.to_path_buf(),
+        error: e.to_string(),
+        log_tail: String::new(),
+    })?;
+    let digest = devmapc::builder::object_digest(&bytes);
+    let manifest = match sibling_manifest(obj_path, &name, ir, &digest)? {
+        Some(text) => text,
+        None => devmapc::builder::manifest(ir, &name, Some(&digest)),
+    };
     let (result, log) = with_libbpf_log(|| -> Result<Object, (String, bool)> {
-        let mut open = ObjectBuilder::default()
-            .open_file(obj_path)
+        let mut builder = ObjectBuilder::default();
+        builder.name(&name).map_err(|e| (format!("{e:#}"), false))?;
+        let mut open = builder
+            .open_memory(&bytes)
             .map_err(|e| (format!("{e:#}"), false))?;
         for mut prog in open.progs_mut() {
             if prog.name().as_bytes().starts_with(b"devmapc_egress_") {
@@ -686,13 +728,60 @@ pub fn load(obj_path: &Path, ir: &Ir) -> Result<Loaded, DeployError> {
 }
 
 /// Reads a build manifest (`<name>.manifest.json`): the object's path (next
-/// to the manifest) and the plan.
+/// to the manifest) and the plan. The object must be the one the manifest
+/// was built with (its `object_sha256`, see [`check_object_digest`]);
+/// [`load`] checks the bytes it loads again.
 pub fn read_manifest_file(path: &Path) -> Result<(PathBuf, Ir), DeployError> {
     let text = std::fs::read_to_string(path).map_err(|e| io_error("cannot read", path, e))?;
-    let (object, ir) = parse_manifest(&text).map_err(|e| {
+    let doc = parse_manifest_doc(&text).map_err(|e| {
         DeployError::Mismatch(format!("{} is not a devmapc manifest: {e}", path.display()))
     })?;
-    Ok((path.with_file_name(object), ir))
+    // The object is a file name beside the manifest, never a path.
+    let object_file = Path::new(&doc.object);
+    if doc.object.is_empty()
+        || object_file.components().count() != 1
+        || object_file.file_name().is_none()
+    {
+        return Err(DeployError::Mismatch(format!(
+            "{} is not a devmapc manifest: `object` must name a file beside it, not {:?}",
+            path.display(),
+            doc.object
+        )));
+    }
+    let object = path.with_file_name(&doc.object);
+    let bytes = std::fs::read(&object).map_err(|e| io_error("cannot read", &object, e))?;
+    let digest = devmapc::builder::object_digest(&bytes);
+    check_object_digest(path, doc.object_sha256.as_deref(), &object, &digest)?;
+    Ok((object, doc.ir))
+}
+
+/// Refuses an object that is not the one the manifest at `manifest` was
+/// built with (`found`: [`devmapc::builder::object_digest`] of its
+/// bytes). A manifest without a digest (written by a devmapc before
+/// manifests were bound to their objects) is refused too: nothing would
+/// show that the object is not a stale one, so it asks for a rebuild.
+pub fn check_object_digest(
+    manifest: &Path,
+    expected: Option<&str>,
+    object: &Path,
+    found: &str,
+) -> Result<(), DeployError> {
+    match expected {
+        Some(expected) if expected == found => Ok(()),
+        Some(expected) => Err(DeployError::Mismatch(format!(
+            "{} is not the object {} was built with (its SHA-256 is {found}, the manifest's \
+             `object_sha256` is {expected}): the object or the manifest is stale. Rebuild both \
+             with one `devmapc build` (`--emit obj,manifest`); nothing was loaded",
+            object.display(),
+            manifest.display()
+        ))),
+        None => Err(DeployError::Mismatch(format!(
+            "{} has no `object_sha256` (an older devmapc wrote it), so nothing shows that {} \
+             is the object it was built with: rebuild with `devmapc build`; nothing was loaded",
+            manifest.display(),
+            object.display()
+        ))),
+    }
 }
 
 /// A manifest's `code_hash` and `data_hash`, as the build wrote them (the
@@ -708,28 +797,11 @@ pub fn manifest_hashes(text: &str) -> Option<(String, String)> {
     Some((h.code_hash, h.data_hash))
 }
 
-/// A manifest, read in one pass.
-#[derive(serde::Deserialize)]
-pub(crate) struct ManifestDoc {
-    devmapc_manifest: u32,
-    pub object: String,
-    pub code_hash: String,
-    pub data_hash: String,
-    pub ir: Ir,
-}
+/// A manifest, read in one pass and checked ([`devmapc::manifest`]).
+pub(crate) type ManifestDoc = devmapc::manifest::Manifest;
 
 pub(crate) fn parse_manifest_doc(text: &str) -> Result<ManifestDoc, String> {
-    let doc: ManifestDoc = serde_json::from_str(text).map_err(|e| {
-        if text.contains("\"devmapc_manifest\"") {
-            e.to_string()
-        } else {
-            "no `devmapc_manifest: 1`".to_string()
-        }
-    })?;
-    if doc.devmapc_manifest != 1 {
-        return Err(format!("`devmapc_manifest: {}`, this devmapc reads 1", doc.devmapc_manifest));
-    }
-    Ok(doc)
+    devmapc::manifest::parse(text)
 }
 
 pub(crate) fn parse_manifest(text: &str) -> Result<(String, Ir), String> {
@@ -745,11 +817,24 @@ fn object_name(path: &Path) -> String {
     file.split('.').next().unwrap_or("devmapc").to_string()
 }
 
-fn sibling_manifest(obj_path: &Path, name: &str, ir: &Ir) -> Option<String> {
-    let text =
-        std::fs::read_to_string(obj_path.with_file_name(format!("{name}.manifest.json"))).ok()?;
-    let (_, theirs) = parse_manifest(&text).ok()?;
-    (theirs == *ir).then_some(text)
+/// The build's manifest beside the object, verbatim, when it holds this
+/// plan. A manifest there that is bound to another object is an error: the
+/// object is stale (or the manifest is).
+fn sibling_manifest(
+    obj_path: &Path,
+    name: &str,
+    ir: &Ir,
+    digest: &str,
+) -> Result<Option<String>, DeployError> {
+    let path = obj_path.with_file_name(format!("{name}.manifest.json"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let Ok(doc) = parse_manifest_doc(&text) else {
+        return Ok(None);
+    };
+    check_object_digest(&path, doc.object_sha256.as_deref(), obj_path, digest)?;
+    Ok((doc.ir == *ir).then_some(text))
 }
 
 static LOAD_LOCK: Mutex<()> = Mutex::new(());
@@ -901,39 +986,49 @@ impl Loaded {
     /// on failure, whatever was pinned is removed again.
     pub fn pin(&self, dir: &Path) -> Result<(), DeployError> {
         prepare_pin_dir(dir)?;
-        if let Ok(mut entries) = std::fs::read_dir(dir) {
-            if let Some(entry) = entries.next() {
-                let path = entry.map_or_else(|_| dir.to_path_buf(), |e| e.path());
-                return Err(DeployError::AlreadyPinned { path });
-            }
+        let created = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+        let root = open_pin_dir(dir)?;
+        if let Some(name) = root.names().map_err(|e| io_error("cannot list", dir, e))?.first() {
+            return Err(DeployError::AlreadyPinned { path: dir.join(name) });
         }
-        let result = self.pin_all(dir);
+        let result = self.pin_all(&root);
         if result.is_err() {
             let _ = remove_pins(dir);
+            if created {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
         result
     }
 
-    fn pin_all(&self, dir: &Path) -> Result<(), DeployError> {
-        self.pin_objects(dir)?;
-        pin_manifest(&self.manifest, &dir.join(MANIFEST_PIN))
+    fn pin_all(&self, root: &DirFd) -> Result<(), DeployError> {
+        self.pin_objects(root, root)?;
+        pin_manifest_in(root, root, &self.manifest, MANIFEST_PIN)
     }
 
-    /// Pins every map (`dir/maps/<name>`) and program (`dir/progs/<name>`),
-    /// without the manifest: [`crate::apply`] pins that last, as the mark of
-    /// a complete deployment.
-    pub(crate) fn pin_objects(&self, dir: &Path) -> Result<(), DeployError> {
-        for sub in ["maps", "progs"] {
-            let path = dir.join(sub);
-            std::fs::create_dir_all(&path).map_err(|e| io_error("cannot create", &path, e))?;
-        }
+    /// Pins every map (`into/maps/<name>`) and program
+    /// (`into/progs/<name>`), without the manifest: [`crate::apply`] pins
+    /// that last, as the mark of a complete deployment. Their ids go into
+    /// `root`'s ownership record first ([`crate::pins`]).
+    pub(crate) fn pin_objects(&self, root: &DirFd, into: &DirFd) -> Result<(), DeployError> {
+        let fds: Vec<BorrowedFd<'_>> = self
+            .obj
+            .maps()
+            .map(|m| unsafe { BorrowedFd::borrow_raw(m.as_fd().as_raw_fd()) })
+            .chain(self.obj.progs().map(|p| unsafe { BorrowedFd::borrow_raw(p.as_fd().as_raw_fd()) }))
+            .collect();
+        pins::own(root, &fds)?;
+        let make = |sub: &str| {
+            into.make_sub(sub)
+                .map_err(|e| io_error("cannot create", &into.path().join(sub), e))
+        };
+        let (maps, progs) = (make("maps")?, make("progs")?);
         for map in self.obj.maps() {
-            let path = dir.join("maps").join(pin_name(map.name()));
-            pin_fd(map.as_fd(), &path)?;
+            maps.pin(map.as_fd(), &pin_name(map.name()))?;
         }
         for prog in self.obj.progs() {
-            let path = dir.join("progs").join(pin_name(prog.name()));
-            pin_fd(prog.as_fd(), &path)?;
+            progs.pin(prog.as_fd(), &pin_name(prog.name()))?;
         }
         Ok(())
     }
@@ -974,9 +1069,8 @@ impl Loaded {
             match attached {
                 Ok(a) => done.push((label, a)),
                 Err(e) => {
-                    for (label, _) in &done {
-                        let _ = std::fs::remove_file(dir.join("links").join(label));
-                    }
+                    // Unpinned; dropping `done` detaches them.
+                    unpin_links(dir, done.iter().map(|(label, _)| label.as_str()), false);
                     return Err(e);
                 }
             }
@@ -993,8 +1087,10 @@ pub fn pin_name(name: &std::ffi::OsStr) -> String {
     name.to_string_lossy().replace('.', "_")
 }
 
-pub(crate) fn pin_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<(), DeployError> {
-    let c = cstring(path)?;
+/// Pins `fd` at `at`; errors name `path` (`at` may be a name relative to a
+/// directory fd, `/proc/self/fd/N/name`).
+pub(crate) fn pin_fd_at(fd: BorrowedFd<'_>, at: &Path, path: &Path) -> Result<(), DeployError> {
+    let c = cstring(at)?;
     // SAFETY: valid fd and C string.
     check(unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) })
         .map(drop)
@@ -1017,7 +1113,7 @@ pub(crate) fn open_pin(path: &Path) -> Result<OwnedFd, io::Error> {
 
 /// A frozen one-entry array named `name` holding `bytes` (bpffs takes no
 /// regular files).
-fn blob_map(name: &str, bytes: &[u8]) -> io::Result<OwnedFd> {
+pub(crate) fn blob_map(name: &str, bytes: &[u8]) -> io::Result<OwnedFd> {
     let map = create_map(
         libbpf_sys::BPF_MAP_TYPE_ARRAY,
         name,
@@ -1042,20 +1138,9 @@ fn blob_map(name: &str, bytes: &[u8]) -> io::Result<OwnedFd> {
     Ok(map)
 }
 
-/// Pins `bytes` at `path` as a frozen one-entry array named `name`.
-pub(crate) fn pin_blob(name: &str, bytes: &[u8], path: &Path) -> Result<(), DeployError> {
-    let map = blob_map(name, bytes).map_err(|e| {
-        permission_error("cannot store a record of the deployment", &e)
-            .unwrap_or_else(|| io_error("cannot store", path, e))
-    })?;
-    pin_fd(map.as_fd(), path)
-}
-
-/// The bytes pinned at `path` by [`pin_blob`] with this `name`. An error
-/// of kind `NotFound` when there is no such pin; `InvalidData` when the pin
-/// is something else.
-pub(crate) fn read_blob(name: &str, path: &Path) -> io::Result<Vec<u8>> {
-    let map = open_pin(path)?;
+/// The bytes of a record map made by [`blob_map`] with this `name`. An
+/// error of kind `InvalidData` when the map is something else.
+pub(crate) fn read_blob_fd(name: &str, map: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut info = libbpf_sys::bpf_map_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info is a zeroed bpf_map_info of `len` bytes.
@@ -1088,9 +1173,62 @@ pub(crate) fn read_blob(name: &str, path: &Path) -> io::Result<Vec<u8>> {
     Ok(value)
 }
 
-/// Pins `manifest` at `path` as a frozen map (see [`read_manifest`]).
-pub(crate) fn pin_manifest(manifest: &str, path: &Path) -> Result<(), DeployError> {
-    pin_blob(MANIFEST_MAP_NAME, manifest.as_bytes(), path)
+/// Opens the pin directory `dir` without following it (see
+/// [`crate::pins`]); a symlink there is refused.
+pub(crate) fn open_pin_dir(dir: &Path) -> Result<DirFd, DeployError> {
+    DirFd::open(dir).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => pins::foreign(
+            dir,
+            "the pin directory is a symlink or not a directory, and is not followed",
+        ),
+        Some(libc::ENOENT) => DeployError::NotDeployed {
+            dir: dir.to_path_buf(),
+            why: "no such directory".into(),
+        },
+        _ => permission_error("cannot open the deployment", &e)
+            .unwrap_or_else(|| io_error("cannot open", dir, e)),
+    })
+}
+
+/// Pins `bytes` as a frozen record map named `map_name` at `name` in
+/// `root`, its id recorded as the deployment's first.
+pub(crate) fn pin_blob_in(
+    root: &DirFd,
+    into: &DirFd,
+    map_name: &str,
+    bytes: &[u8],
+    name: &str,
+) -> Result<(), DeployError> {
+    let path = into.path().join(name);
+    let map = blob_map(map_name, bytes).map_err(|e| {
+        permission_error("cannot store a record of the deployment", &e)
+            .unwrap_or_else(|| io_error("cannot store", &path, e))
+    })?;
+    pins::own(root, &[map.as_fd()])?;
+    into.pin(map.as_fd(), name)
+}
+
+/// Pins `manifest` at `name` in `root` (see [`read_manifest`]).
+pub(crate) fn pin_manifest_in(
+    root: &DirFd,
+    into: &DirFd,
+    manifest: &str,
+    name: &str,
+) -> Result<(), DeployError> {
+    pin_blob_in(root, into, MANIFEST_MAP_NAME, manifest.as_bytes(), name)
+}
+
+/// Unpins (and with `detach`, detaches) the links `labels` of `dir`, when
+/// they are the deployment's; errors are ignored: this undoes a step that
+/// failed, whose error is reported instead.
+pub(crate) fn unpin_links<'a>(dir: &Path, labels: impl Iterator<Item = &'a str>, detach: bool) {
+    let Ok(root) = DirFd::open(dir) else { return };
+    let (Ok(record), Ok(Some(links))) = (pins::Record::read(&root), root.sub("links")) else {
+        return;
+    };
+    for label in labels {
+        let _ = pins::remove(&links, label, &record, detach);
+    }
 }
 
 /// The manifest pinned in `dir` by [`Loaded::pin`] or an apply.
@@ -1100,7 +1238,23 @@ pub fn read_manifest(dir: &Path) -> Result<String, DeployError> {
         dir: dir.to_path_buf(),
         why,
     };
-    let bytes = read_blob(MANIFEST_MAP_NAME, &path).map_err(|e| match e.kind() {
+    let root = match DirFd::open(dir) {
+        Ok(root) => root,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(not_deployed("no such directory".into()))
+        }
+        Err(_) => open_pin_dir(dir).map(drop).and(Err(not_deployed("not a directory".into())))?,
+    };
+    let record = pins::Record::read(&root)?;
+    let map = match root.get(MANIFEST_PIN) {
+        Ok(map) if record.is_empty() || record.owns(map.as_fd()) => Ok(map),
+        Ok(_) => return Err(pins::foreign(&path, "a map this deployment did not pin")),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Err(pins::foreign(&path, &e.to_string()))
+        }
+        Err(e) => Err(e),
+    };
+    let bytes = map.and_then(|m| read_blob_fd(MANIFEST_MAP_NAME, m.as_fd())).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => not_deployed(format!("no {}", path.display())),
         io::ErrorKind::InvalidData => {
             not_deployed(format!("{} is not a devmapc manifest", path.display()))
@@ -1263,11 +1417,14 @@ impl Attachment {
             )));
         }
         prepare_pin_dir(dir)?;
-        let links = dir.join("links");
-        std::fs::create_dir_all(&links).map_err(|e| io_error("cannot create", &links, e))?;
-        let path = links.join(label);
-        pin_fd(self.link.as_fd(), &path)?;
-        Ok(path)
+        std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+        let root = open_pin_dir(dir)?;
+        let links = root
+            .make_sub("links")
+            .map_err(|e| io_error("cannot create", &dir.join("links"), e))?;
+        pins::own(&root, &[self.link.as_fd()])?;
+        links.pin(self.link.as_fd(), label)?;
+        Ok(dir.join("links").join(label))
     }
 }
 
@@ -1307,6 +1464,19 @@ pub fn swap(link_pin: &Path, new_prog: BorrowedFd<'_>) -> Result<LinkInfo, Deplo
     let link = open_pin(link_pin).map_err(|e| {
         permission_error("cannot swap programs", &e).unwrap_or_else(|| fail(e.to_string()))
     })?;
+    swap_fd(link.as_fd(), link_pin, new_prog)
+}
+
+/// [`swap`] of a link already open (and proven the deployment's).
+pub(crate) fn swap_fd(
+    link: BorrowedFd<'_>,
+    link_pin: &Path,
+    new_prog: BorrowedFd<'_>,
+) -> Result<LinkInfo, DeployError> {
+    let fail = |error: String| DeployError::Swap {
+        link: link_pin.to_path_buf(),
+        error,
+    };
     link_info(link.as_fd()).map_err(|e| fail(e.to_string()))?;
     // SAFETY: valid fds; no options.
     check(unsafe {
@@ -1343,128 +1513,207 @@ pub struct Detached {
 /// link), removes every pin and the directory. Once no process holds an fd
 /// of them any more, the kernel frees the programs and maps.
 ///
-/// Only what devmapc pins is removed (`links/`, `maps/`, `progs/`,
-/// `manifest`); anything else in `dir` is left and reported.
+/// Only what devmapc pinned is removed: a link, map or program whose id is
+/// in the deployment's ownership record, and the records and symlinks it
+/// makes. Nothing is followed; anything else in `dir` (a planted symlink,
+/// another's pin) is left in place, and the error names it.
 pub fn detach(dir: &Path) -> Result<Detached, DeployError> {
     pin_dir_ready(dir)?;
-    // What an apply that failed before pinning anything may leave (an
-    // older devmapc did): an empty directory, removed.
-    if entries(dir).is_ok_and(|e| e.is_empty()) && dir.is_dir() {
-        std::fs::remove_dir(dir).map_err(|e| io_error("cannot remove", dir, e))?;
-        return Ok(Detached::default());
-    }
-    if !dir.join(MANIFEST_PIN).exists() && !crate::apply::is_ours(dir) {
+    let root = open_pin_dir(dir)?;
+    let record = pins::Record::read(&root)?;
+    let marked = crate::apply::is_ours(dir);
+    if record.is_empty() && !marked {
+        let names = root.names().map_err(|e| io_error("cannot list", dir, e))?;
         return Err(DeployError::NotDeployed {
             dir: dir.to_path_buf(),
-            why: if dir.exists() {
+            why: if names.is_empty() {
+                "it is empty, and devmapc's marker is not in it: it is left alone".into()
+            } else if root.entry(MANIFEST_PIN) != pins::Entry::Missing {
                 format!(
-                    "no {MANIFEST_PIN} and no `{}` marker in it: what is pinned there was not \
-                     made by devmapc, and is left alone",
+                    "no record of the objects devmapc pinned (`{}`) and no `{}` marker: a \
+                     deployment made by an older devmapc, or not by devmapc; nothing was \
+                     removed. Check what it is and remove it by hand (`rm -r`)",
+                    pins::OWNED,
                     crate::apply::MARKER
                 )
             } else {
-                "no such directory".into()
+                format!(
+                    "no {MANIFEST_PIN}, no `{}` marker and no record of what devmapc pinned: \
+                     what is pinned there was not made by devmapc, and is left alone",
+                    crate::apply::MARKER
+                )
             },
         });
     }
-    let mut detached = Detached::default();
-    for (name, path) in entries(&dir.join("links"))? {
-        let link = open_pin(&path).map_err(|e| {
-            permission_error("cannot detach", &e)
-                .unwrap_or_else(|| io_error("cannot open link", &path, e))
-        })?;
-        if let Ok(info) = link_info(link.as_fd()) {
-            detached.links.push((name, info));
+    if record.is_empty() {
+        // Marked, but nothing pinned yet (a first apply stopped right
+        // after its marker), or pinned by a devmapc that kept no record:
+        // only the former is removed.
+        let names = root.names().map_err(|e| io_error("cannot list", dir, e))?;
+        let made = |n: &String| {
+            root.entry(n) == pins::Entry::Symlink
+                && [crate::apply::MARKER, crate::apply::NETNS].contains(&n.as_str())
+        };
+        if !names.iter().all(made) {
+            return Err(DeployError::NotDeployed {
+                dir: dir.to_path_buf(),
+                why: format!(
+                    "there is no record of the objects devmapc pinned (`{}`): a deployment \
+                     made by an older devmapc, or not by devmapc; nothing was removed. Check \
+                     what it is and remove it by hand",
+                    pins::OWNED
+                ),
+            });
         }
-        // SAFETY: valid link fd. A link whose device is gone is already
-        // detached: its error does not matter.
-        let rc = unsafe { libbpf_sys::bpf_link_detach(link.as_raw_fd()) };
-        if let Err(e) = check(rc) {
-            if !matches!(
-                e.raw_os_error(),
-                Some(libc::ENOLINK | libc::ENODEV | libc::EINVAL)
-            ) {
-                return Err(permission_error("cannot detach", &e)
-                    .unwrap_or_else(|| io_error("cannot detach link", &path, e)));
+    }
+    let mut detached = Detached::default();
+    if let Some(links) = root.sub("links").map_err(|e| foreign_dir(dir, "links", e))? {
+        for name in links.names().map_err(|e| io_error("cannot list", links.path(), e))? {
+            let info = pins::get_owned(&links, &name, &record)
+                .ok()
+                .flatten()
+                .and_then(|fd| link_info(fd.as_fd()).ok());
+            if let pins::Removed::Unpinned(_) = pins::remove(&links, &name, &record, true)? {
+                detached.pins += 1;
+                if let Some(info) = info {
+                    detached.links.push((name, info));
+                }
             }
         }
     }
-    detached.pins = remove_pins(dir)?;
+    detached.pins += remove_pins(dir)?;
     Ok(detached)
 }
 
-/// `(name, path)` of the entries of `dir`, sorted; none when it is missing.
-pub(crate) fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, DeployError> {
-    let read = match std::fs::read_dir(dir) {
-        Ok(read) => read,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("cannot list", dir, e)),
-    };
-    let mut found = Vec::new();
-    for entry in read {
-        let entry = entry.map_err(|e| io_error("cannot list", dir, e))?;
-        found.push((
-            entry.file_name().to_string_lossy().into_owned(),
-            entry.path(),
-        ));
+fn foreign_dir(dir: &Path, name: &str, e: io::Error) -> DeployError {
+    if e.kind() == io::ErrorKind::InvalidData {
+        pins::foreign(&dir.join(name), &e.to_string())
+    } else {
+        io_error("cannot open", &dir.join(name), e)
     }
-    found.sort();
-    Ok(found)
 }
 
-/// Unlinks devmapc's pins in `dir` and the directories; returns how many
-/// pins went.
+/// `(name, path)` of the entries of `dir`, sorted; none when it is missing.
+/// The directory itself is not followed when it is a symlink.
+pub(crate) fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, DeployError> {
+    let handle = match DirFd::open(dir) {
+        Ok(handle) => handle,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+            return Err(pins::foreign(dir, "a symlink or not a directory, not followed"))
+        }
+        Err(e) => return Err(io_error("cannot list", dir, e)),
+    };
+    let names = handle.names().map_err(|e| io_error("cannot list", dir, e))?;
+    Ok(names.into_iter().map(|n| (n.clone(), dir.join(n))).collect())
+}
+
+/// Unlinks devmapc's pins in `dir` and the directories it makes; returns
+/// how many pins went. Everything goes through [`pins::remove`]: only
+/// objects in the ownership record are unpinned (links are detached
+/// first), and only the symlinks devmapc makes, after reading where they
+/// point. Whatever else is found is left, and named in the error.
 pub(crate) fn remove_pins(dir: &Path) -> Result<usize, DeployError> {
-    let mut removed = 0;
-    let unlink =
-        |path: &Path| std::fs::remove_file(path).map_err(|e| io_error("cannot unpin", path, e));
-    for sub in ["links", "maps", "progs"] {
-        let sub = dir.join(sub);
-        for (_, path) in entries(&sub)? {
-            unlink(&path)?;
-            removed += 1;
-        }
-        if sub.exists() {
-            std::fs::remove_dir(&sub).map_err(|e| io_error("cannot remove", &sub, e))?;
-        }
-    }
-    use crate::apply::{APPLYING, DEVICES, DEVICES_NEXT, MANIFEST_NEXT, MARKER, NETNS};
-    for record in [
-        MANIFEST_PIN,
-        MANIFEST_NEXT,
-        DEVICES,
-        DEVICES_NEXT,
-        MARKER,
-        NETNS,
-    ] {
-        let record = dir.join(record);
-        if std::fs::symlink_metadata(&record).is_ok() {
-            unlink(&record)?;
-            removed += 1;
-        }
-    }
-    let applying = dir.join(APPLYING);
-    if applying.is_dir() {
-        std::fs::remove_dir(&applying).map_err(|e| io_error("cannot remove", &applying, e))?;
-    }
-    // An upgrade interrupted before it committed (`crate::apply`).
-    let next = dir.join(crate::apply::NEXT);
-    if next.is_dir() {
-        removed += remove_pins(&next)?;
-    }
-    let left: Vec<String> = entries(dir)?.into_iter().map(|(name, _)| name).collect();
+    let root = match DirFd::open(dir) {
+        Ok(root) => root,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(_) => return open_pin_dir(dir).map(|_| 0),
+    };
+    let record = pins::Record::read(&root)?;
+    let mut left = Vec::new();
+    let removed = remove_in(&root, &record, 0, &mut left)?;
     if !left.is_empty() {
         return Err(DeployError::Io {
             what: format!(
-                "devmapc's pins are gone, but {} was left in place in",
+                "left in place what devmapc did not make ({}); devmapc's own pins are gone from",
                 left.join(", ")
             ),
             path: dir.to_path_buf(),
             error: io::Error::other("not made by devmapc"),
         });
     }
-    if dir.exists() {
-        std::fs::remove_dir(dir).map_err(|e| io_error("cannot remove", dir, e))?;
+    // The record goes last, with the directory.
+    if root.entry(pins::OWNED) == pins::Entry::Pin {
+        root.unlink_record(pins::OWNED)
+            .map_err(|e| io_error("cannot unpin", &dir.join(pins::OWNED), e))?;
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(removed),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(removed),
+        Err(e) => Err(io_error("cannot remove", dir, e)),
+    }
+}
+
+/// Removes the staged upgrade `dir/next` the way [`remove_pins`] removes
+/// a deployment (the ownership record is the pin directory's).
+pub(crate) fn remove_staged(dir: &Path) -> Result<usize, DeployError> {
+    let root = open_pin_dir(dir)?;
+    let record = pins::Record::read(&root)?;
+    let Some(next) = root.sub(crate::apply::NEXT).map_err(|e| foreign_dir(dir, crate::apply::NEXT, e))? else {
+        return Ok(0);
+    };
+    let mut left = Vec::new();
+    let removed = remove_in(&next, &record, 1, &mut left)?;
+    if !left.is_empty() {
+        return Err(pins::foreign(&next.path().to_path_buf(), &format!("it holds what devmapc did not make: {}", left.join(", "))));
+    }
+    root.rmdir(crate::apply::NEXT).map_err(|e| io_error("cannot remove", next.path(), e))?;
+    Ok(removed)
+}
+
+/// [`remove_pins`] of one directory (`depth` 0: the pin directory; 1: its
+/// `next`, `links`, `maps`, `progs`, `applying`; 2: those of `next`).
+fn remove_in(
+    dir: &DirFd,
+    record: &pins::Record,
+    depth: u32,
+    left: &mut Vec<String>,
+) -> Result<usize, DeployError> {
+    use crate::apply::{MARKER, MARKER_TARGET, NETNS};
+    let mut removed = 0;
+    for name in dir.names().map_err(|e| io_error("cannot list", dir.path(), e))? {
+        let path = dir.path().join(&name);
+        if depth == 0 && name == pins::OWNED {
+            continue;
+        }
+        if depth == 0 && name == pins::OWNED_NEXT && dir.unlink_record(&name).is_ok() {
+            continue;
+        }
+        match dir.entry(&name) {
+            pins::Entry::Dir => {
+                let known = match depth {
+                    0 => ["links", "maps", "progs", crate::apply::NEXT, crate::apply::APPLYING].contains(&name.as_str()),
+                    1 => dir.path().file_name().is_some_and(|n| n == crate::apply::NEXT)
+                        && ["maps", "progs"].contains(&name.as_str()),
+                    _ => false,
+                };
+                if !known {
+                    left.push(format!("{} (a directory devmapc does not make)", path.display()));
+                    continue;
+                }
+                let sub = dir.sub(&name).map_err(|e| foreign_dir(dir.path(), &name, e))?;
+                let Some(sub) = sub else { continue };
+                removed += remove_in(&sub, record, depth + 1, left)?;
+                if sub.names().is_ok_and(|n| n.is_empty()) {
+                    dir.rmdir(&name).map_err(|e| io_error("cannot remove", &path, e))?;
+                }
+            }
+            pins::Entry::Symlink if depth == 0 && name == MARKER => {
+                if !dir.remove_symlink(&name, |t| t == MARKER_TARGET).unwrap_or(false) {
+                    left.push(format!("{} (a symlink devmapc did not make)", path.display()));
+                }
+            }
+            pins::Entry::Symlink if depth == 0 && name == NETNS => {
+                if !dir.remove_symlink(&name, |t| t.starts_with("net:[")).unwrap_or(false) {
+                    left.push(format!("{} (a symlink devmapc did not make)", path.display()));
+                }
+            }
+            _ => match pins::remove(dir, &name, record, true)? {
+                pins::Removed::Unpinned(_) => removed += 1,
+                pins::Removed::Missing => {}
+                pins::Removed::Left(what) => left.push(what),
+            },
+        }
     }
     Ok(removed)
 }

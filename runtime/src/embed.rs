@@ -16,7 +16,7 @@
 //! [`Ipv6Prefix`]) and their conversions ([`KeyPart`]) live here.
 
 use crate::apply;
-use crate::deploy::{self, io_error, manifest_hashes, open_pin, parse_manifest, read_manifest};
+use crate::deploy::{self, io_error, manifest_hashes, parse_manifest, read_manifest};
 use devmapc::fields::Ty;
 use devmapc::scratch::PrivateDir;
 use devmapc::ir::{encode_key, names, Ir, KeyPlan};
@@ -344,13 +344,22 @@ impl Deployment {
                 self.built.spec
             )));
         }
-        let path = self.opts.pin_dir.join("maps").join(map);
-        let fd = open_pin(&path).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT) => DeployError::NotDeployed {
-                dir: self.opts.pin_dir.clone(),
-                why: format!("no {}", path.display()),
-            },
-            _ => io_error("cannot open", &path, e),
+        // Read through the pin directory without following anything, and
+        // only from a map the deployment pinned (crate::pins).
+        let dir = &self.opts.pin_dir;
+        let path = dir.join("maps").join(map);
+        let root = deploy::open_pin_dir(dir)?;
+        let record = crate::pins::Record::read(&root)?;
+        let maps = root
+            .sub("maps")
+            .map_err(|e| crate::apply::sub_error(&root, "maps", e))?;
+        let found = match maps {
+            Some(maps) => crate::pins::get_owned(&maps, map, &record)?,
+            None => None,
+        };
+        let fd = found.ok_or_else(|| DeployError::NotDeployed {
+            dir: dir.clone(),
+            why: format!("no {}", path.display()),
         })?;
         Ok(crate::status::percpu_count(fd.as_fd(), key).unwrap_or_default())
     }

@@ -14,6 +14,7 @@ pub mod fill;
 pub mod inject;
 pub mod netdev;
 pub mod packet;
+pub mod pins;
 pub mod plan;
 pub mod sandbox;
 pub mod spectest;

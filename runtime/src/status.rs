@@ -8,9 +8,7 @@
 //! applied.
 
 use crate::apply::{key_map, Pinned};
-use crate::deploy::{
-    entries, link_info, open_pin, parse_manifest, read_manifest, DeployError, LinkInfo,
-};
+use crate::deploy::{entries, parse_manifest_doc, read_manifest, DeployError, LinkInfo};
 use crate::fill::Device;
 use crate::netdev;
 use crate::plan::{desired, diff, read_state, Handles, Plan};
@@ -19,7 +17,7 @@ use devmapc::model::{Access, XdpMode};
 use libbpf_rs::libbpf_sys;
 use serde_json::json;
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 /// Packets and bytes, summed over CPUs.
@@ -37,6 +35,9 @@ pub struct LinkStatus {
     /// `None` when the kernel reports no XDP program of this link on the
     /// device.
     pub mode: Option<XdpMode>,
+    /// What is wrong with it, in words (`None`: it runs the deployment's
+    /// ingress program on its device).
+    pub problem: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,22 +84,34 @@ pub struct Status {
     /// `(applied in, this one)` when the deployment was applied in another
     /// network namespace: devices are then resolved in the wrong one.
     pub other_netns: Option<(String, String)>,
+    /// The manifest's `object_sha256`: the object the programs were loaded
+    /// from.
+    pub object_sha256: Option<String>,
+    /// The kernel's program and links against the deployment: a link
+    /// detached or running another program, an `ingress.on` device without
+    /// a link. Counts as drift; `apply` repairs it.
+    pub link_drift: Vec<String>,
 }
 
 /// Reads the deployment pinned in `dir`.
 pub fn status(dir: &Path) -> Result<Status, DeployError> {
-    let text = read_manifest(dir)?;
-    let (_, ir) = parse_manifest(&text)
+    let text = match read_manifest(dir) {
+        Ok(text) => text,
+        Err(DeployError::NotDeployed { .. }) if crate::apply::is_ours(dir) => {
+            return Err(uncommitted(dir))
+        }
+        Err(e) => return Err(e),
+    };
+    let doc = parse_manifest_doc(&text)
         .map_err(|e| DeployError::Mismatch(format!("{}: {e}", dir.display())))?;
-    let hashes =
-        crate::deploy::manifest_hashes(&text).unwrap_or_else(|| (ir.code_hash(), ir.data_hash()));
+    let ir = doc.ir;
+    let hashes = (doc.code_hash, doc.data_hash);
     let pinned = Pinned::open(dir)?;
+    let ingress_id = pinned.prog_id(names::INGRESS);
 
     let mut links = Vec::new();
-    for (device, path) in entries(&dir.join("links"))? {
-        let link = open_pin(&path)
-            .ok()
-            .and_then(|fd| link_info(fd.as_fd()).ok());
+    let mut link_drift = Vec::new();
+    for (device, (_, link)) in crate::apply::owned_links(dir)? {
         let mode = link
             .and_then(|l| netdev::by_index(l.ifindex).ok().map(|d| (l, d)))
             .and_then(|(l, d)| {
@@ -110,7 +123,12 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
                     None
                 }
             });
-        links.push(LinkStatus { device, link, mode });
+        links.push(LinkStatus {
+            device,
+            link,
+            mode,
+            problem: None,
+        });
     }
 
     let resolved: Vec<Option<netdev::Link>> = ir
@@ -119,6 +137,51 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         .iter()
         .map(|d| netdev::resolve_device(d).ok())
         .collect();
+    // What the kernel runs, link by link, against the deployment's program.
+    for l in &mut links {
+        let spec_device = ir
+            .data
+            .devices
+            .iter()
+            .zip(&resolved)
+            .find(|(d, _)| crate::apply::link_label(&d.binding) == l.device);
+        let device_here = spec_device.is_some_and(|(_, r)| r.is_some());
+        l.problem = match l.link {
+            None => Some("its link cannot be read".to_string()),
+            Some(info) if info.ifindex == 0 && device_here => Some(
+                "DETACHED: the link no longer holds the device, which is still there (the link \
+                 was detached, e.g. by `bpftool link detach`)"
+                    .to_string(),
+            ),
+            Some(info) if info.ifindex == 0 => {
+                Some("DETACHED: the device went away".to_string())
+            }
+            Some(info) if Some(info.prog_id) != ingress_id => Some(format!(
+                "runs program id {}, not this deployment's ingress program (id {})",
+                info.prog_id,
+                ingress_id.map_or("unknown".to_string(), |i| i.to_string())
+            )),
+            Some(_) if l.mode.is_none() => {
+                Some("the device reports no XDP program of this link".to_string())
+            }
+            Some(_) => None,
+        };
+        if spec_device.is_none() {
+            l.problem.get_or_insert_with(|| "not an `ingress.on` device of the spec".to_string());
+        }
+        if let Some(p) = &l.problem {
+            link_drift.push(format!("link {}: {p}", l.device));
+        }
+    }
+    for (d, r) in ir.data.devices.iter().zip(&resolved) {
+        let label = crate::apply::link_label(&d.binding);
+        if d.ingress && r.is_some() && !links.iter().any(|l| l.device == label) {
+            link_drift.push(format!(
+                "device `{}` (line {}) is in `ingress.on` but has no link",
+                d.name, d.line
+            ));
+        }
+    }
     let slot_counts = read_counters(&pinned, names::COUNTERS);
     let count_at = |slot: u32| {
         slot_counts
@@ -250,7 +313,28 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         drift,
         drift_unknown,
         other_netns: crate::apply::netns_mismatch(dir),
+        object_sha256: doc.object_sha256,
+        link_drift,
     })
+}
+
+/// The pin directory holds devmapc's marker but no manifest: a first apply
+/// that was interrupted before it committed.
+fn uncommitted(dir: &Path) -> DeployError {
+    let found: Vec<String> = entries(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    DeployError::NotDeployed {
+        dir: dir.to_path_buf(),
+        why: format!(
+            "an apply was interrupted before it committed: no manifest, but devmapc's pins are \
+             there ({}). `devmapc apply` repairs it (removes what the interrupted apply left and \
+             applies again); `devmapc detach` removes it",
+            found.join(", ")
+        ),
+    }
 }
 
 fn mode_name(mode: Option<XdpMode>) -> &'static str {
@@ -280,13 +364,16 @@ impl fmt::Display for Status {
             )?;
         }
         writeln!(f, "  code {}  data {}", self.code_hash, self.data_hash)?;
+        if let Some(digest) = &self.object_sha256 {
+            writeln!(f, "  object sha256 {digest}")?;
+        }
         writeln!(f, "attached:")?;
         if self.links.is_empty() {
             writeln!(f, "  (no links)")?;
         }
         for l in &self.links {
-            match l.link {
-                Some(info) if info.ifindex != 0 => writeln!(
+            match (l.link, &l.problem) {
+                (Some(info), None) => writeln!(
                     f,
                     "  {:<16} ifindex {:<5} {:<8} link {} program {}",
                     l.device,
@@ -295,10 +382,11 @@ impl fmt::Display for Status {
                     info.id,
                     info.prog_id
                 )?,
-                _ => writeln!(
+                (_, problem) => writeln!(
                     f,
-                    "  {:<16} DETACHED: the device went away (re-run apply)",
-                    l.device
+                    "  {:<16} {} (`devmapc apply` repairs it)",
+                    l.device,
+                    problem.as_deref().unwrap_or("cannot be read")
                 )?,
             }
         }
@@ -335,8 +423,16 @@ impl fmt::Display for Status {
         for (g, c) in &self.groups {
             writeln!(f, "  group {:<10} {}", g, count_text(*c))?;
         }
+        for d in &self.link_drift {
+            writeln!(f, "drift: {d}")?;
+        }
         match &self.drift_unknown {
             Some(why) => writeln!(f, "drift: unknown: {why}")?,
+            None if self.drift.is_empty() && !self.link_drift.is_empty() => writeln!(
+                f,
+                "drift: the maps match the last apply, the links do not: `devmapc apply` \
+                 repairs them"
+            )?,
             None if self.drift.is_empty() => {
                 writeln!(f, "drift: none (the kernel's maps match the last apply)")?
             }
@@ -356,6 +452,7 @@ impl Status {
     /// counts (the kernel removed its entries), as does another namespace.
     pub fn needs_attention(&self) -> bool {
         !self.drift.is_empty()
+            || !self.link_drift.is_empty()
             || self.devices.iter().any(|d| d.ifindex.is_none())
             || self.other_netns.is_some()
     }
@@ -369,6 +466,8 @@ impl Status {
                 json!({"applied_in": applied_in, "here": here})
             }),
             "code_hash": self.code_hash,
+            "object_sha256": self.object_sha256,
+            "link_drift": self.link_drift,
             "data_hash": self.data_hash,
             "links": self.links.iter().map(|l| json!({
                 "device": l.device,
@@ -376,6 +475,7 @@ impl Status {
                 "link_id": l.link.map(|i| i.id),
                 "prog_id": l.link.map(|i| i.prog_id),
                 "mode": l.mode.map(|m| mode_name(Some(m))),
+                "problem": l.problem,
             })).collect::<Vec<_>>(),
             "routes": self.routes.iter().map(|r| json!({
                 "key": r.key, "target": r.target, "line": r.line,
@@ -408,7 +508,10 @@ pub fn list(root: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
         .into_iter()
         .map(|(_, p)| p)
-        .filter(|p| p.join(crate::deploy::MANIFEST_PIN).exists())
+        .filter(|p| {
+            crate::pins::DirFd::open(p)
+                .is_ok_and(|d| d.entry(crate::deploy::MANIFEST_PIN) == crate::pins::Entry::Pin)
+        })
         .collect()
 }
 

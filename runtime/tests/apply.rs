@@ -308,7 +308,7 @@ fn a_failed_apply_leaves_the_previous_configuration_serving() {
         text.contains("device `c` (line 4, dmcc)") && text.contains("Nothing was changed"),
         "{text}"
     );
-    // A dry run says so too, as a warning.
+    // A dry run says so too (and `devmapc apply --dry-run` exits 1).
     let dry = rig
         .ns
         .enter(|| {
@@ -318,11 +318,10 @@ fn a_failed_apply_leaves_the_previous_configuration_serving() {
         })
         .unwrap();
     assert!(
-        dry.warnings
-            .iter()
-            .any(|w| w.contains("the apply would fail")),
+        dry.would_fail.iter().any(|w| w.contains("device `c`")),
         "{dry}"
     );
+    assert!(dry.to_string().contains("the apply would fail"), "{dry}");
     drop(foreign);
 
     assert!(!rig.pins.join(apply::NEXT).exists());

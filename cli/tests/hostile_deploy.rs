@@ -1,0 +1,158 @@
+//! `devmapc apply`, `status` and `detach` against careless input, as an
+//! operator runs them (`nsenter --net=...` into a namespace of the test's
+//! own): a dry run that finds the apply would fail exits 1; `--make-ready`
+//! puts GRO back when the apply then fails; pin directories with trailing
+//! slashes are the same directories; an empty directory devmapc did not
+//! make is never removed.
+
+use devmapc_testkit::netns::Netns;
+use devmapc_testkit::pins::PinDir;
+use devmapc_testkit::require_privileged;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DEVMAPC: &str = env!("CARGO_BIN_EXE_devmapc");
+
+/// `hda` takes the ingress program; `hdb` is a redirect target whose peer
+/// `phdb` has GRO off (the veth default) and no XDP program: not ready.
+const SPEC: &str = "table { key = ipv4.dst }
+device a { ifname = \"hda\" }
+device b { ifname = \"hdb\" }
+ingress { on = [a], mode = generic }
+route 10.0.0.2 -> b
+";
+
+struct Rig {
+    ns: Netns,
+    pins: PinDir,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let ns = Netns::new().unwrap();
+        ns.veth("hda", "phda").unwrap();
+        ns.veth("hdb", "phdb").unwrap();
+        Rig {
+            ns,
+            pins: PinDir::new(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn spec(&self) -> PathBuf {
+        let path = self.dir.path().join("hostile.devmap");
+        std::fs::write(&path, SPEC).unwrap();
+        path
+    }
+
+    fn devmapc(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.ns.path().display()))
+            .arg(DEVMAPC)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("DEVMAPC_FAILPOINT")
+            .output()
+            .unwrap()
+    }
+
+    fn apply(&self, pin_dir: &str, extra: &[&str]) -> Output {
+        let spec = self.spec();
+        let mut args = vec!["apply", spec.to_str().unwrap(), "--pin-dir", pin_dir];
+        args.extend(extra);
+        self.devmapc(&args)
+    }
+
+    fn gro(&self, dev: &str) -> bool {
+        self.ns.enter(|| devmapc_runtime::netdev::gro(dev).unwrap())
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_dry_run_that_finds_the_apply_would_fail_exits_1() {
+    require_privileged!();
+    let rig = Rig::new();
+    let pins = rig.pins.to_str().unwrap().to_string();
+    let out = rig.apply(&pins, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("the apply would fail"), "{}", text(&out));
+    assert!(!rig.pins.exists(), "a dry run changes nothing");
+    // What it would fail on is allowed, or `--make-ready` would fix it: 0.
+    for extra in ["--allow-not-ready", "--make-ready"] {
+        let out = rig.apply(&pins, &["--dry-run", extra]);
+        assert_eq!(out.status.code(), Some(0), "{extra}: {}", text(&out));
+    }
+    assert!(!rig.gro("phdb"), "a dry run with --make-ready changes no device");
+}
+
+#[test]
+fn make_ready_puts_gro_back_when_the_apply_fails() {
+    require_privileged!();
+    let rig = Rig::new();
+    // Something that is not devmapc's in the pin directory: the first
+    // load refuses to pin over it, after `--make-ready` turned GRO on.
+    std::fs::create_dir(&*rig.pins).unwrap();
+    std::fs::create_dir(rig.pins.join("theirs")).unwrap();
+    assert!(!rig.gro("phdb"));
+    let out = rig.apply(rig.pins.to_str().unwrap(), &["--make-ready"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("theirs"), "{}", text(&out));
+    assert!(!rig.gro("phdb"), "GRO is as it was: the failed apply changed nothing");
+    assert!(rig.pins.join("theirs").is_dir(), "left alone");
+
+    // Without the obstacle, the same apply turns GRO on and stays so.
+    std::fs::remove_dir(rig.pins.join("theirs")).unwrap();
+    let out = rig.apply(rig.pins.to_str().unwrap(), &["--make-ready"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(rig.gro("phdb"));
+}
+
+#[test]
+fn trailing_slashes_name_the_same_pin_directory() {
+    require_privileged!();
+    let rig = Rig::new();
+    let with_slash = format!("{}/", rig.pins.display());
+    let out = rig.apply(&with_slash, &["--allow-not-ready"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let root = rig.pins.parent().unwrap().to_str().unwrap().to_string();
+    let name = rig.pins.file_name().unwrap().to_str().unwrap().to_string();
+    for target in [format!("{name}/"), format!("{name}//"), with_slash.clone()] {
+        let out = rig.devmapc(&["status", &target, "--pin-root", &root]);
+        assert_eq!(out.status.code(), Some(0), "status {target}: {}", text(&out));
+        assert!(!text(&out).contains("ip netns exec"), "{}", text(&out));
+    }
+    let out = rig.devmapc(&["detach", &format!("{name}/"), "--pin-root", &root]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!Path::new(&*rig.pins).exists());
+}
+
+#[test]
+fn detach_never_removes_an_empty_directory_devmapc_did_not_make() {
+    require_privileged!();
+    let rig = Rig::new();
+    std::fs::create_dir(&*rig.pins).unwrap();
+    let out = rig.devmapc(&["detach", rig.pins.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("left alone"), "{}", text(&out));
+    assert!(rig.pins.is_dir());
+}
+
+#[test]
+fn a_pin_dir_off_bpffs_is_not_blamed_on_ip_netns_exec() {
+    require_privileged!();
+    let rig = Rig::new();
+    let off = rig.dir.path().join("pins");
+    let out = rig.apply(off.to_str().unwrap(), &["--allow-not-ready"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not on a bpffs"), "{}", text(&out));
+    assert!(!text(&out).contains("ip netns exec"), "{}", text(&out));
+}

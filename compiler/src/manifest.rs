@@ -1,0 +1,220 @@
+//! The build manifest read back (the format [`crate::builder::manifest`]
+//! writes). The runtime trusts nothing in it: [`parse`] checks every index,
+//! offset and size that later code uses, so that a damaged or hostile
+//! manifest is an error here, never a panic or an allocation the size of
+//! a number in the file. Nesting deeper than serde_json's recursion limit
+//! (128) is an error too.
+
+use crate::ir::{Ir, KeyPlan, TargetRef};
+use serde::Deserialize;
+
+/// The manifest version this devmapc reads and writes.
+pub const VERSION: u32 = 1;
+/// Bounds a manifest made by `devmapc build` stays far below.
+const MAX_ITEMS: usize = 1 << 16;
+const MAX_ARGS_SIZE: u32 = 4096;
+const MAX_HASHED_KEY: u32 = 256;
+
+/// A manifest, read in one pass.
+#[derive(Debug, Deserialize)]
+pub struct Manifest {
+    pub devmapc_manifest: u32,
+    /// The object's file name, beside the manifest.
+    pub object: String,
+    pub code_hash: String,
+    pub data_hash: String,
+    /// [`crate::builder::object_digest`] of the object the manifest was
+    /// built with; `None` in manifests of an older devmapc.
+    #[serde(default)]
+    pub object_sha256: Option<String>,
+    pub ir: Ir,
+}
+
+/// Parses and checks a manifest.
+pub fn parse(text: &str) -> Result<Manifest, String> {
+    let doc: Manifest = serde_json::from_str(text).map_err(|e| {
+        if text.contains("\"devmapc_manifest\"") {
+            e.to_string()
+        } else {
+            format!("no `devmapc_manifest: {VERSION}`")
+        }
+    })?;
+    if doc.devmapc_manifest != VERSION {
+        return Err(format!("`devmapc_manifest: {}`, this devmapc reads {VERSION}", doc.devmapc_manifest));
+    }
+    if let Some(digest) = &doc.object_sha256 {
+        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("`object_sha256` is not a SHA-256 in hex".into());
+        }
+    }
+    validate(&doc.ir)?;
+    Ok(doc)
+}
+
+/// Checks that the plan's parts refer to each other within bounds: what
+/// the runtime indexes, offsets and allocates from it.
+pub fn validate(ir: &Ir) -> Result<(), String> {
+    let (code, data) = (&ir.code, &ir.data);
+    let many = |what: &str, n: usize| if n > MAX_ITEMS { Err(format!("{n} {what}: at most {MAX_ITEMS}")) } else { Ok(()) };
+    many("devices", data.devices.len())?;
+    many("groups", code.groups.len())?;
+    many("egress programs", code.programs.len())?;
+    let target = |t: &TargetRef, what: &str| match *t {
+        TargetRef::Device(d) if d >= data.devices.len() => Err(format!("{what} targets device {d}, the plan has {}", data.devices.len())),
+        TargetRef::Group(g) if g >= code.groups.len() => Err(format!("{what} targets group {g}, the plan has {}", code.groups.len())),
+        _ => Ok(()),
+    };
+    for (i, route) in data.routes.iter().enumerate() {
+        target(&route.target, &format!("route {i}"))?;
+    }
+    if let Some(t) = &data.default_route {
+        target(t, "the default route")?;
+    }
+    for d in &data.devices {
+        if let Some(p) = d.program {
+            let Some(program) = code.programs.get(p) else {
+                return Err(format!("device `{}` runs egress program {p}, the plan has {}", d.name, code.programs.len()));
+            };
+            if d.args.len() != program.params.len() {
+                return Err(format!("device `{}` gives {} arguments to `{}`, which takes {}", d.name, d.args.len(), program.name, program.params.len()));
+            }
+        }
+        if let Some(g) = d.groups.iter().find(|g| **g >= code.groups.len()) {
+            return Err(format!("device `{}` is in group {g}, the plan has {}", d.name, code.groups.len()));
+        }
+    }
+    for p in &code.programs {
+        if p.args_size > MAX_ARGS_SIZE {
+            return Err(format!("egress program `{}` has {} bytes of arguments: at most {MAX_ARGS_SIZE}", p.name, p.args_size));
+        }
+        let fits = |offset: u32, size: u32| offset.checked_add(size).is_some_and(|end| end <= p.args_size);
+        if let Some(param) = p.params.iter().find(|q| !fits(q.offset, q.ty.size())) {
+            return Err(format!("parameter `{}` of `{}` lies outside its {} bytes of arguments", param.name, p.name, p.args_size));
+        }
+        if p.egress_mac_offset.is_some_and(|at| !fits(at, 6)) {
+            return Err(format!("the egress MAC of `{}` lies outside its arguments", p.name));
+        }
+    }
+    match &code.key {
+        KeyPlan::Direct { fields } => {
+            if fields.is_empty() || fields.len() > 32 {
+                return Err(format!("a direct key of {} fields", fields.len()));
+            }
+            for f in fields {
+                if f.bits == 0 || f.bits > 32 || f.shift.checked_add(f.bits).is_none_or(|end| end > 32) {
+                    return Err(format!("a direct key field of {} bits at bit {}: outside 32 bits", f.bits, f.shift));
+                }
+            }
+        }
+        KeyPlan::Hashed { fields, size } => {
+            if *size == 0 || *size > MAX_HASHED_KEY || fields.is_empty() || fields.len() > 64 {
+                return Err(format!("a hashed key of {size} bytes and {} fields", fields.len()));
+            }
+            if fields.iter().any(|f| f.size == 0 || f.offset.checked_add(f.size).is_none_or(|end| end > *size)) {
+                return Err(format!("a hashed key field outside the key's {size} bytes"));
+            }
+        }
+        KeyPlan::Lpm { address_bytes, .. } => {
+            if ![4, 16].contains(address_bytes) {
+                return Err(format!("an LPM key of {address_bytes} address bytes"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built() -> String {
+        let src = "table { key = ipv4.dst }\ndevice a { ifname = \"a\", egress = tag(7) }\ndevice b { ifname = \"b\" }\n\
+                   egress tag(v: u16) { vlan.push(v) }\ningress { on = [a] }\nroute 10.0.0.1 -> a\nroute 10.0.0.2 -> b\n";
+        let checked = crate::check_source(src);
+        let model = checked.model.unwrap_or_else(|| panic!("{:#?}", checked.diagnostics));
+        let ir = crate::lower::lower(&model, "t.devmap", src);
+        crate::builder::manifest(&ir, "t", Some(&"0".repeat(64)))
+    }
+
+    fn edited(edit: impl FnOnce(&mut serde_json::Value)) -> Result<Manifest, String> {
+        let mut doc: serde_json::Value = serde_json::from_str(&built()).unwrap();
+        edit(&mut doc);
+        parse(&doc.to_string())
+    }
+
+    #[test]
+    fn a_built_manifest_reads_back() {
+        let doc = parse(&built()).unwrap();
+        assert_eq!(doc.object, "t.bpf.o");
+        assert_eq!(doc.ir.data.devices.len(), 2);
+    }
+
+    #[test]
+    fn hostile_manifests_are_errors() {
+        let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>)> = vec![
+            ("targets device", Box::new(|d| d["ir"]["data"]["routes"][0]["target"]["index"] = 99.into())),
+            ("targets group", Box::new(|d| d["ir"]["data"]["routes"][0]["target"] = serde_json::json!({"kind": "group", "index": 0}))),
+            ("egress program 5", Box::new(|d| d["ir"]["data"]["devices"][0]["program"] = 5.into())),
+            ("arguments", Box::new(|d| d["ir"]["data"]["devices"][0]["args"] = serde_json::json!([]))),
+            ("bytes of arguments", Box::new(|d| d["ir"]["code"]["programs"][0]["args_size"] = u32::MAX.into())),
+            ("outside its", Box::new(|d| d["ir"]["code"]["programs"][0]["params"][0]["offset"] = u32::MAX.into())),
+            ("outside 32 bits", Box::new(|d| d["ir"]["code"]["key"]["fields"][0]["shift"] = 40.into())),
+            ("in group", Box::new(|d| d["ir"]["data"]["devices"][1]["groups"] = serde_json::json!([3]))),
+            ("SHA-256", Box::new(|d| d["object_sha256"] = "zz".into())),
+            ("reads 1", Box::new(|d| d["devmapc_manifest"] = 2.into())),
+            ("invalid type", Box::new(|d| d["ir"]["data"]["devices"] = serde_json::json!({"a": 1}))),
+            ("invalid type: floating point", Box::new(|d| d["ir"]["code"]["max_entries"] = serde_json::json!(1e300))),
+            ("invalid value", Box::new(|d| d["ir"]["code"]["max_entries"] = serde_json::json!(-1))),
+        ];
+        for (expect, edit) in cases {
+            let err = edited(edit).expect_err(expect);
+            assert!(err.contains(expect), "{expect}: {err}");
+        }
+    }
+
+    /// Numbers of a built manifest replaced at random (indices, offsets,
+    /// sizes, hashes, as digits): an error or an accepted manifest whose
+    /// indices hold, never a panic.
+    #[test]
+    fn mutated_numbers_never_panic() {
+        use proptest::prelude::*;
+        let text = built();
+        let digits: Vec<usize> = text.char_indices().filter(|(_, c)| c.is_ascii_digit()).map(|(i, _)| i).collect();
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(&(proptest::collection::vec((0..digits.len(), "[0-9]{1,12}|-1|1e99|null|\\[\\]"), 1..6)), |edits| {
+                let mut t = text.clone();
+                for (at, with) in edits.iter().rev() {
+                    let i = digits[*at].min(t.len().saturating_sub(1));
+                    if t.is_char_boundary(i) && t.is_char_boundary(i + 1) {
+                        t.replace_range(i..i + 1, with);
+                    }
+                }
+                if let Ok(doc) = parse(&t) {
+                    for d in &doc.ir.data.devices {
+                        if let Some(p) = d.program {
+                            prop_assert!(p < doc.ir.code.programs.len());
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn deep_nesting_and_garbage_are_errors() {
+        // Unknown fields are skipped without recursion; nesting where a
+        // value is read stops at serde_json's recursion limit: an error,
+        // never a stack overflow.
+        let deep = |at: &str| format!("{{\"devmapc_manifest\": 1, \"{at}\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(&deep("x")).is_err());
+        let nested = format!("{{\"devmapc_manifest\": 1, \"object\": \"o\", \"code_hash\": \"\", \"data_hash\": \"\", \"ir\": {}}}", deep("ir"));
+        assert!(parse(&nested).is_err());
+        let in_ir = built().replacen("\"routes\": [", &format!("\"routes\": [{}", "[".repeat(100_000)), 1);
+        assert!(parse(&in_ir).is_err());
+        assert!(parse("").is_err());
+        assert!(parse("{\"devmapc_manifest\": 1}").is_err());
+        assert_eq!(parse("[]").unwrap_err(), "no `devmapc_manifest: 1`");
+    }
+}

@@ -1,0 +1,455 @@
+//! Hostile pin directories: symlinks planted inside a deployment's pin
+//! directory (`next`, `links/<dev>`, `maps`, `progs`, `links`, the marker)
+//! that lead into another, real deployment; another's objects pinned into
+//! it; a stale object under a fresh manifest; a link detached behind
+//! devmapc's back; and the rough edges of interrupted or damaged
+//! deployments. Whatever apply, status or detach does to the deployment
+//! under attack, the other one keeps every pin and stays attached.
+//!
+//! Each deployment lives in a namespace of its own with veths `hpa`/`phpa`
+//! and `hpb`/`phpb`, in generic mode, pinned under
+//! `/sys/fs/bpf/devmapc-test-<pid>-<n>`.
+
+use devmapc::ir::{names, Ir};
+use devmapc_runtime::apply::{self, Kind, Options, Report};
+use devmapc_runtime::deploy::{self, DeployError};
+use devmapc_runtime::pins::{obj_id, DirFd, Entry};
+use devmapc_runtime::status;
+use devmapc_testkit::netns::Netns;
+use devmapc_testkit::pins::PinDir;
+use devmapc_testkit::require_privileged;
+use libbpf_rs::libbpf_sys;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+fn spec(on_miss: &str, routes: &str) -> String {
+    format!(
+        "table {{ key = ipv4.dst, on_miss = {on_miss} }}
+device a {{ ifname = \"hpa\" }}
+device b {{ ifname = \"hpb\" }}
+ingress {{ on = [a], mode = generic }}
+{routes}
+"
+    )
+}
+
+struct Build {
+    obj: PathBuf,
+    ir: Ir,
+    dir: tempfile::TempDir,
+}
+
+fn build(text: &str) -> Build {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.devmap");
+    std::fs::write(&path, text).unwrap();
+    let outputs = devmapc::Builder::new(&path)
+        .out_dir(dir.path())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (obj, ir) = deploy::read_manifest_file(&outputs.manifest.unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    Build { obj, ir, dir }
+}
+
+/// A namespace with the spec's devices and a deployment applied in it.
+struct Deployment {
+    ns: Netns,
+    pins: PinDir,
+    build: Build,
+}
+
+impl Deployment {
+    fn new() -> Deployment {
+        let ns = Netns::new().unwrap();
+        ns.veth("hpa", "phpa").unwrap();
+        ns.veth("hpb", "phpb").unwrap();
+        let d = Deployment {
+            ns,
+            pins: PinDir::new(),
+            build: build(&spec("pass", "route 10.0.0.2 -> b")),
+        };
+        let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.kind, Kind::First, "{report}");
+        d
+    }
+
+    fn apply(&self, b: &Build) -> Result<Report, DeployError> {
+        self.apply_to(&self.pins, b)
+    }
+
+    fn apply_to(&self, dir: &Path, b: &Build) -> Result<Report, DeployError> {
+        let mut opts = Options::new(dir);
+        // The far ends run nothing: frames to them would be dropped, which
+        // these tests do not look at.
+        opts.allow_not_ready = true;
+        self.ns.enter(|| apply::apply(&b.obj, &b.ir, &opts))
+    }
+
+    fn status(&self) -> Result<status::Status, DeployError> {
+        self.ns.enter(|| status::status(&self.pins))
+    }
+
+    /// The XDP program the kernel runs on `hpa`, in generic mode.
+    fn xdp_prog(&self) -> Option<u32> {
+        self.ns.enter(|| {
+            devmapc_runtime::netdev::by_index(ifindex(&self.ns, "hpa"))
+                .unwrap()
+                .xdp
+                .generic
+        })
+    }
+
+    /// Everything pinned, by path, with the object ids: what must not
+    /// change when another deployment is attacked.
+    fn snapshot(&self) -> Vec<(String, Option<u32>)> {
+        let mut out = Vec::new();
+        walk(&DirFd::open(&self.pins).unwrap(), "", &mut out);
+        assert!(out.iter().any(|(p, _)| p == "links/hpa"), "{out:?}");
+        out
+    }
+
+    /// Every pin as it was, the link attached, its program running, status
+    /// clean.
+    fn assert_intact(&self, before: &[(String, Option<u32>)]) {
+        assert_eq!(self.snapshot(), before, "the other deployment's pins");
+        let s = self.status().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!s.needs_attention(), "{s}");
+        let link = s.links[0].link.expect("the link is readable");
+        assert_ne!(link.ifindex, 0, "still attached: {s}");
+        assert_eq!(self.xdp_prog(), Some(link.prog_id), "the device runs it");
+    }
+
+    fn pin_path(&self, rel: &str) -> PathBuf {
+        self.pins.join(rel)
+    }
+}
+
+fn ifindex(ns: &Netns, dev: &str) -> u32 {
+    let name = CString::new(dev).unwrap();
+    // SAFETY: a valid C string.
+    ns.enter(|| unsafe { libc::if_nametoindex(name.as_ptr()) })
+}
+
+fn walk(dir: &DirFd, prefix: &str, out: &mut Vec<(String, Option<u32>)>) {
+    for name in dir.names().unwrap() {
+        let rel = format!("{prefix}{name}");
+        match dir.entry(&name) {
+            Entry::Dir => walk(&dir.sub(&name).unwrap().unwrap(), &format!("{rel}/"), out),
+            Entry::Pin => {
+                let id = dir.get(&name).ok().map(|fd| obj_id(fd.as_fd()).unwrap().id);
+                out.push((rel, id));
+            }
+            _ => out.push((rel, None)),
+        }
+    }
+}
+
+fn open_pin(path: &Path) -> OwnedFd {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid C string; the fd is ours.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    assert!(fd >= 0, "bpf_obj_get {}: {}", path.display(), -fd);
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Pins the object pinned at `from` at `to` as well, as `bpftool map pin
+/// id N` would.
+fn pin_again(from: &Path, to: &Path) {
+    let fd = open_pin(from);
+    let c = CString::new(to.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid fd and C string.
+    let rc = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
+    assert_eq!(rc, 0, "pin {}", to.display());
+}
+
+fn symlink(target: &Path, at: &Path) {
+    std::os::unix::fs::symlink(target, at).unwrap();
+}
+
+/// A change of code: the apply must stage under `next/`.
+fn code_change() -> Build {
+    build(&spec("drop", "route 10.0.0.2 -> b"))
+}
+
+/// A change of routes only: a data change.
+fn data_change() -> Build {
+    build(&spec("pass", "route 10.0.0.2 -> b\nroute 10.0.0.3 -> b"))
+}
+
+#[test]
+fn a_next_symlink_into_another_deployment_is_never_followed() {
+    require_privileged!();
+    let victim = Deployment::new();
+    let before = victim.snapshot();
+    let target = Deployment::new();
+    symlink(&victim.pins, &target.pin_path(apply::NEXT));
+
+    let err = target.apply(&code_change()).unwrap_err();
+    assert!(matches!(err, DeployError::Foreign { .. }), "{err}");
+    assert!(err.to_string().contains("/next"), "{err}");
+    victim.assert_intact(&before);
+
+    let err = target.ns.enter(|| deploy::detach(&target.pins)).unwrap_err();
+    assert!(err.to_string().contains("next"), "{err}");
+    victim.assert_intact(&before);
+    assert_eq!(
+        DirFd::open(&target.pins).unwrap().entry(apply::NEXT),
+        Entry::Symlink,
+        "the planted symlink is left for its owner"
+    );
+
+    // Once it is gone, the deployment under attack detaches as usual.
+    std::fs::remove_file(target.pin_path(apply::NEXT)).unwrap();
+    target.ns.enter(|| deploy::detach(&target.pins)).unwrap_or_else(|e| panic!("{e}"));
+    victim.assert_intact(&before);
+}
+
+#[test]
+fn a_link_symlink_into_another_deployment_is_neither_shown_nor_detached() {
+    require_privileged!();
+    let victim = Deployment::new();
+    let before = victim.snapshot();
+    let target = Deployment::new();
+    // `hpb` is not in `ingress.on`: an apply would detach a link found
+    // there as no longer wanted.
+    symlink(&victim.pin_path("links/hpa"), &target.pin_path("links/hpb"));
+
+    let err = target.status().unwrap_err();
+    assert!(err.to_string().contains("links/hpb"), "status shows no foreign link: {err}");
+    let err = target.apply(&data_change()).unwrap_err();
+    assert!(err.to_string().contains("links/hpb"), "{err}");
+    victim.assert_intact(&before);
+    let err = target.ns.enter(|| deploy::detach(&target.pins)).unwrap_err();
+    assert!(err.to_string().contains("links/hpb"), "{err}");
+    victim.assert_intact(&before);
+    // Its own link was detached all the same.
+    assert_eq!(target.xdp_prog(), None);
+}
+
+#[test]
+fn planted_maps_progs_links_and_marker_symlinks_are_never_followed() {
+    require_privileged!();
+    let victim = Deployment::new();
+    let before = victim.snapshot();
+    let other = Deployment::new();
+    // A directory that looks like an interrupted first apply: the marker,
+    // and every sub-directory a symlink into the victim.
+    let planted = PinDir::new();
+    std::fs::create_dir(&*planted).unwrap();
+    symlink(Path::new("pin-directory-of-a-devmapc-deployment"), &planted.join(apply::MARKER));
+    for sub in ["maps", "progs", "links"] {
+        symlink(&victim.pin_path(sub), &planted.join(sub));
+    }
+    let err = other.ns.enter(|| deploy::detach(&planted)).unwrap_err();
+    assert!(matches!(err, DeployError::NotDeployed { .. }), "{err}");
+    assert!(err.to_string().contains("nothing was removed"), "{err}");
+    victim.assert_intact(&before);
+    let err = other.apply_to(&planted, &other.build).unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+    victim.assert_intact(&before);
+    for sub in ["maps", "progs", "links"] {
+        assert_eq!(DirFd::open(&planted).unwrap().entry(sub), Entry::Symlink, "{sub} left");
+    }
+
+    // The pin directory itself a symlink to the victim: refused.
+    let link_dir = PinDir::new();
+    symlink(&victim.pins, &link_dir);
+    let err = other.ns.enter(|| deploy::detach(&link_dir)).unwrap_err();
+    assert!(matches!(err, DeployError::Foreign { .. }), "{err}");
+    let err = other.apply_to(&link_dir, &other.build).unwrap_err();
+    assert!(matches!(err, DeployError::Foreign { .. }), "{err}");
+    victim.assert_intact(&before);
+    std::fs::remove_file(&*link_dir).unwrap();
+
+    // A marker that is a symlink to the victim does not make a directory
+    // devmapc's: it is read, never followed.
+    let marked = PinDir::new();
+    std::fs::create_dir(&*marked).unwrap();
+    symlink(&victim.pins, &marked.join(apply::MARKER));
+    pin_again(&victim.pin_path("links/hpa"), &marked.join("hpa"));
+    let err = other.ns.enter(|| deploy::detach(&marked)).unwrap_err();
+    assert!(matches!(err, DeployError::NotDeployed { .. }), "{err}");
+    victim.assert_intact(&before);
+    assert!(marked.join("hpa").exists());
+}
+
+#[test]
+fn objects_of_another_deployment_pinned_inside_are_left_and_never_detached() {
+    require_privileged!();
+    let victim = Deployment::new();
+    let before = victim.snapshot();
+    let target = Deployment::new();
+    // Hard pins, as `bpftool link pin id N` and `bpftool map pin id N`
+    // make them: the very objects, not symlinks.
+    pin_again(&victim.pin_path("links/hpa"), &target.pin_path("links/hpb"));
+    let routes = deploy::pin_name(std::ffi::OsStr::new(names::ROUTES));
+    pin_again(&victim.pin_path(&format!("maps/{routes}")), &target.pin_path("maps/extra"));
+    let victim_routes = victim.snapshot();
+
+    let err = target.apply(&data_change()).unwrap_err();
+    assert!(matches!(err, DeployError::Foreign { .. }), "{err}");
+    victim.assert_intact(&victim_routes);
+    let err = target.ns.enter(|| deploy::detach(&target.pins)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("links/hpb") && text.contains("maps/extra"), "{text}");
+    victim.assert_intact(&before);
+    assert!(target.pin_path("links/hpb").exists() && target.pin_path("maps/extra").exists());
+}
+
+#[test]
+fn a_stale_object_under_a_fresh_manifest_is_refused_before_loading() {
+    require_privileged!();
+    let old = build(&spec("pass", "route 10.0.0.2 -> b"));
+    let new = build(&spec("drop", "route 10.0.0.2 -> b"));
+    let manifest = new.dir.path().join("hostile.manifest.json");
+    std::fs::copy(&old.obj, &new.obj).unwrap();
+
+    let err = deploy::read_manifest_file(&manifest).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&new.obj.display().to_string()) && text.contains(&manifest.display().to_string()),
+        "names both files: {text}"
+    );
+    assert!(text.contains("stale"), "{text}");
+    // Loading through the library: the manifest beside the object is
+    // checked against the bytes loaded.
+    let err = deploy::load(&new.obj, &new.ir).unwrap_err();
+    assert!(err.to_string().contains("is not the object"), "{err}");
+
+    // A manifest without a digest (an older devmapc's): refused, with a
+    // rebuild asked for.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc.as_object_mut().unwrap().remove("object_sha256");
+    std::fs::write(&manifest, doc.to_string()).unwrap();
+    let err = deploy::read_manifest_file(&manifest).unwrap_err();
+    assert!(err.to_string().contains("rebuild"), "{err}");
+
+    // The object a manifest names is a file beside it, never a path.
+    doc["object"] = "../../etc/passwd".into();
+    std::fs::write(&manifest, doc.to_string()).unwrap();
+    let err = deploy::read_manifest_file(&manifest).unwrap_err();
+    assert!(err.to_string().contains("beside it"), "{err}");
+
+    // The status of a deployment names the object it runs.
+    let d = Deployment::new();
+    let s = d.status().unwrap();
+    let digest = devmapc::builder::object_digest(&std::fs::read(&d.build.obj).unwrap());
+    assert_eq!(s.object_sha256.as_deref(), Some(digest.as_str()));
+}
+
+#[test]
+fn a_link_detached_behind_devmapcs_back_is_drift_and_apply_reattaches() {
+    require_privileged!();
+    let d = Deployment::new();
+    // What `bpftool link detach id N` does.
+    let link = open_pin(&d.pin_path("links/hpa"));
+    // SAFETY: a valid link fd.
+    assert_eq!(unsafe { libbpf_sys::bpf_link_detach(link.as_raw_fd()) }, 0);
+    drop(link);
+    assert_eq!(d.xdp_prog(), None);
+
+    let s = d.status().unwrap();
+    assert!(s.needs_attention(), "{s}");
+    let text = s.to_string();
+    assert!(text.contains("still there"), "not `the device went away`: {text}");
+    assert!(!text.contains("drift: none"), "{text}");
+    assert!(!s.link_drift.is_empty());
+
+    let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        report.links.iter().any(|l| matches!(l, apply::LinkChange::Reattached { .. })),
+        "{report}"
+    );
+    let s = d.status().unwrap();
+    assert!(!s.needs_attention(), "{s}");
+    assert_eq!(d.xdp_prog(), s.links[0].link.map(|l| l.prog_id));
+}
+
+#[test]
+fn a_link_that_runs_another_program_is_drift() {
+    require_privileged!();
+    let d = Deployment::new();
+    let other = Deployment::new();
+    // The link's program swapped for another deployment's, by hand.
+    let prog = open_pin(&other.pin_path(&format!("progs/{}", names::INGRESS)));
+    deploy::swap(&d.pin_path("links/hpa"), prog.as_fd()).unwrap();
+    let s = d.status().unwrap();
+    assert!(s.needs_attention(), "{s}");
+    assert!(s.to_string().contains("not this deployment's ingress program"), "{s}");
+    d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!d.status().unwrap().needs_attention());
+}
+
+#[test]
+fn an_interrupted_first_apply_is_described_by_status_and_repaired_by_apply() {
+    require_privileged!();
+    let d = Deployment::new();
+    // What a first apply killed before it committed leaves: pins, no
+    // manifest.
+    std::fs::remove_file(d.pin_path(deploy::MANIFEST_PIN)).unwrap();
+    let err = d.status().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("interrupted") && text.contains("links"), "{text}");
+    assert!(text.contains("`devmapc apply` repairs") && text.contains("`devmapc detach`"), "{text}");
+    let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.kind, Kind::First, "{report}");
+    assert!(!report.repaired.is_empty(), "{report}");
+    assert!(!d.status().unwrap().needs_attention());
+}
+
+#[test]
+fn a_hand_deleted_map_pin_is_repaired_by_the_next_apply() {
+    require_privileged!();
+    let d = Deployment::new();
+    let routes = deploy::pin_name(std::ffi::OsStr::new(names::ROUTES));
+    std::fs::remove_file(d.pin_path(&format!("maps/{routes}"))).unwrap();
+    let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.kind, Kind::Code, "{report}");
+    assert!(report.repaired.iter().any(|r| r.contains(names::ROUTES)), "{report}");
+    assert!(d.pin_path(&format!("maps/{routes}")).exists());
+    let s = d.status().unwrap();
+    assert!(!s.needs_attention(), "{s}");
+}
+
+#[test]
+fn detach_leaves_an_empty_directory_devmapc_did_not_make() {
+    require_privileged!();
+    let dir = PinDir::new();
+    std::fs::create_dir(&*dir).unwrap();
+    let err = deploy::detach(&dir).unwrap_err();
+    assert!(matches!(err, DeployError::NotDeployed { .. }), "{err}");
+    assert!(dir.is_dir(), "left in place");
+}
+
+#[test]
+fn a_pin_dir_off_bpffs_gets_the_right_explanation() {
+    require_privileged!();
+    let tmp = tempfile::tempdir().unwrap();
+    let err = deploy::pin_dir_ready(&tmp.path().join("x")).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, DeployError::NotBpffs { .. }), "{err}");
+    assert!(!text.contains("ip netns exec"), "{text}");
+    assert!(text.contains("mount -t bpf"), "{text}");
+}
+
+#[test]
+fn a_record_replacement_cut_short_does_not_block_detach() {
+    require_privileged!();
+    let d = Deployment::new();
+    // What a kill between pinning a new ownership record and renaming it
+    // over the old one leaves.
+    let next = d.pin_path(devmapc_runtime::pins::OWNED_NEXT);
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create", next.to_str().unwrap(), "type", "array"])
+        .args(["key", "4", "value", "24", "entries", "1", "name", "devmapc_owned"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let detached = d.ns.enter(|| deploy::detach(&d.pins)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(detached.links.len(), 1);
+    assert!(!d.pins.exists());
+}
