@@ -726,7 +726,8 @@ fn apply_changes(
                     dir.join(MANIFEST_PIN).display()
                 ))
             })?;
-            Some((doc.ir, (doc.code_hash, doc.data_hash)))
+            let code = code_identity(&doc.code_hash, doc.object_sha256.as_deref());
+            Some((doc.ir, (code, doc.data_hash)))
         }
         Err(DeployError::NotDeployed { .. }) => None,
         Err(e) => return Err(e),
@@ -963,6 +964,14 @@ pub(crate) fn read_devices(dir: &Path) -> Option<Vec<Device>> {
 /// A code change needs new programs and maps; so does any data change when
 /// the key map is frozen (`read_only`) or cannot be read back
 /// (`write_only`).
+/// What decides whether the programs are loaded again: the spec's code
+/// hash and the object's digest. The digest changes when the same spec is
+/// compiled by another devmapc (a fix in the generated C), which the code
+/// hash, a hash of the spec's meaning, cannot see.
+fn code_identity(code_hash: &str, object_sha256: Option<&str>) -> String {
+    format!("{code_hash}/{}", object_sha256.unwrap_or("-"))
+}
+
 fn needs_reload(old: &(String, String), new: &(String, String), access: Access) -> bool {
     old.0 != new.0 || (access != Access::ReadWrite && old.1 != new.1)
 }
@@ -987,7 +996,10 @@ fn manifest_and_hashes(object: &Path, ir: &Ir) -> (String, (String, String)) {
         std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json"))).ok();
     let doc = sibling.as_deref().and_then(|text| parse_manifest_doc(text).ok());
     match (sibling, doc) {
-        (Some(text), Some(doc)) if doc.ir == *ir => (text, (doc.code_hash, doc.data_hash)),
+        (Some(text), Some(doc)) if doc.ir == *ir => {
+            let code = code_identity(&doc.code_hash, doc.object_sha256.as_deref());
+            (text, (code, doc.data_hash))
+        }
         (_, Some(doc)) if doc.ir.code == ir.code => {
             let text = devmapc::builder::manifest_with_code_hash(
                 ir,
@@ -995,19 +1007,14 @@ fn manifest_and_hashes(object: &Path, ir: &Ir) -> (String, (String, String)) {
                 &doc.code_hash,
                 doc.object_sha256.as_deref(),
             );
-            (text, (doc.code_hash, ir.data_hash()))
+            let code = code_identity(&doc.code_hash, doc.object_sha256.as_deref());
+            (text, (code, ir.data_hash()))
         }
-        _ => (
-            devmapc::builder::manifest(
-                ir,
-                &name,
-                std::fs::read(object)
-                    .ok()
-                    .map(|b| devmapc::builder::object_digest(&b))
-                    .as_deref(),
-            ),
-            (ir.code_hash(), ir.data_hash()),
-        ),
+        _ => {
+            let digest = std::fs::read(object).ok().map(|b| devmapc::builder::object_digest(&b));
+            let text = devmapc::builder::manifest(ir, &name, digest.as_deref());
+            (text, (code_identity(&ir.code_hash(), digest.as_deref()), ir.data_hash()))
+        }
     }
 }
 

@@ -259,6 +259,40 @@ fn a_code_change_swaps_the_programs_under_the_same_link_and_keeps_counters() {
     );
 }
 
+/// The same spec compiled into another object (here by a clang told to use
+/// another BPF instruction set; in real life, a newer devmapc whose generated
+/// C changed) has the same code hash but another object digest: the next
+/// apply loads the new programs instead of keeping the old ones.
+#[test]
+fn the_same_spec_in_another_object_is_a_code_upgrade() {
+    require_privileged!();
+    let rig = Rig::new();
+    let text = spec("on_miss = drop", ROUTES);
+    let v1 = build(&text);
+    rig.apply(&v1).unwrap_or_else(|e| panic!("{e}"));
+    let before = rig.link_ids()[0];
+
+    let dir = tempfile::tempdir().unwrap();
+    let clang = dir.path().join("clang");
+    let real = devmapc::builder::find_clang().unwrap();
+    std::fs::write(&clang, format!("#!/bin/sh\nexec {} \"$@\" -mcpu=v2\n", real.display())).unwrap();
+    std::fs::set_permissions(&clang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = dir.path().join("fwd.devmap");
+    std::fs::write(&path, &text).unwrap();
+    let outputs = devmapc::Builder::new(&path).out_dir(dir.path()).clang(&clang).build().unwrap_or_else(|e| panic!("{e}"));
+    let (obj, ir) = deploy::read_manifest_file(&outputs.manifest.unwrap()).unwrap();
+    assert_eq!(ir.code_hash(), v1.ir.code_hash(), "one spec, one code hash");
+    let digest = |p: &Path| devmapc::builder::object_digest(&std::fs::read(p).unwrap());
+    assert_ne!(digest(&obj), digest(&v1.obj), "the wrapper changes the object");
+
+    let report = rig.apply(&Build { obj, ir, _dir: dir }).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.kind, Kind::Code, "{report}");
+    let after = rig.link_ids()[0];
+    assert_eq!(after.0, before.0, "the same link");
+    assert_ne!(after.1, before.1, "the new object's program");
+    rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 3)]);
+}
+
 #[test]
 fn a_failed_apply_leaves_the_previous_configuration_serving() {
     require_privileged!();
