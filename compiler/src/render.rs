@@ -47,7 +47,7 @@ struct Context {
     numa: Vec<String>,
 }
 
-const HELPERS: [&str; 9] = ["parse", "outer_tag", "copy", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
+const HELPERS: [&str; 10] = ["parse", "outer_tag", "mix", "copy", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
 
 #[derive(Serialize)]
 struct OnMiss {
@@ -353,7 +353,7 @@ fn key_context(code: &CodePlan) -> KeyContext {
     let mut types = Vec::new();
     let mut locals = Vec::new();
     let plan = match &code.key {
-        KeyPlan::Direct { fields } => {
+        KeyPlan::Direct { fields, mix } => {
             locals.push("__u32 key;".to_string());
             locals.push("long action;".to_string());
             let parts: Vec<String> = fields
@@ -363,7 +363,13 @@ fn key_context(code: &CodePlan) -> KeyContext {
                     s => format!("((__u32){} << {s})", read(f.field).0),
                 })
                 .collect();
-            lines.push(format!("key = {};", parts.join(" | ")));
+            let packed = parts.join(" | ");
+            // The same function as `KeyMix::apply`, which the runtime uses
+            // for every key it writes or looks up.
+            lines.push(match mix {
+                KeyMix::None => format!("key = {packed};"),
+                KeyMix::Fmix32 => format!("key = devmapc_mix({packed});"),
+            });
             lines.push("action = bpf_redirect_map(&devmapc_routes, key, DEVMAPC_ON_MISS);".into());
             if code.counters {
                 lines.push("if (action == XDP_REDIRECT) {\n\t\tdevmapc_count(&devmapc_key_counters, key, bytes);\n\t\treturn action;\n\t}".into());

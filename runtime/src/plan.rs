@@ -186,6 +186,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A key found in a key-stage map: a direct key un-mixed, so that it reads
+/// as the packet's value (an IPv4 address's bytes, a VLAN id...), not as
+/// the mixed number the map stores.
+fn read_back_key(plan: &KeyPlan, stored: &[u8]) -> String {
+    match plan.packed_of_stored(stored) {
+        Some(packed) if packed.to_ne_bytes() != stored => {
+            format!("key {} (read back, stored as {})", hex(&packed.to_ne_bytes()), hex(stored))
+        }
+        _ => format!("key {} (read back)", hex(stored)),
+    }
+}
+
 // -------------------------------------------------------------------- state
 
 /// What a map is to the plan: decides what its values refer to and when
@@ -1924,7 +1936,7 @@ pub fn read_state<H: Handles + ?Sized>(handles: &H, ir: &Ir) -> Result<State, Pl
                     u32::from_ne_bytes(key[..4].try_into().unwrap_or_default())
                 ),
                 Role::Default => "default route (read back)".into(),
-                Role::Keys | Role::Counters => format!("key {} (read back)", hex(&key)),
+                Role::Keys | Role::Counters => read_back_key(&ir.code.key, &key),
             };
             map.entries.insert(key, Entry { value, why });
         }
@@ -1938,6 +1950,21 @@ pub fn read_state<H: Handles + ?Sized>(handles: &H, ir: &Ir) -> Result<State, Pl
 mod tests {
     use super::*;
     use devmapc::model::Binding;
+
+    #[test]
+    fn direct_keys_read_back_as_the_packet_value() {
+        use devmapc::fields::Field;
+        use devmapc::ir::{fmix32, DirectField, KeyMix};
+        let fields = vec![DirectField { field: Field::Ipv4Dst, shift: 0, bits: 32 }];
+        let addr = u32::from_ne_bytes([10, 1, 0, 1]);
+        let mixed = KeyPlan::Direct { fields: fields.clone(), mix: KeyMix::Fmix32 };
+        assert_eq!(
+            read_back_key(&mixed, &fmix32(addr).to_ne_bytes()),
+            format!("key 0a010001 (read back, stored as {})", hex(&fmix32(addr).to_ne_bytes()))
+        );
+        let unmixed = KeyPlan::Direct { fields, mix: KeyMix::None };
+        assert_eq!(read_back_key(&unmixed, &addr.to_ne_bytes()), "key 0a010001 (read back)");
+    }
     use std::time::Instant;
 
     /// Lowers a spec's text (no clang, no kernel).
