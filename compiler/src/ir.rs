@@ -80,8 +80,8 @@ pub enum KeyMix {
     /// The packed value is the key (objects built before keys were mixed).
     #[default]
     None,
-    /// murmur3's 32-bit finaliser, [`fmix32`]: every input bit moves about
-    /// half of the low bits.
+    /// murmur3's 32-bit finaliser, [`fmix32`]: every input bit flips each
+    /// output bit, the low ones included, with a probability near one half.
     Fmix32,
 }
 
