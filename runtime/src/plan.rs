@@ -2146,6 +2146,8 @@ mod tests {
         let s = desired(&ir, &devices(&ir)).unwrap();
         let at = |map: &str, key: &[u8]| s.get(map, key).map(|e| (e.value.clone(), e.why.clone()));
         let k = |n: u32| n.to_ne_bytes().to_vec();
+        // Direct keys are stored mixed; slots and ifindexes are not.
+        let mixed = |n: u32| devmapc::ir::fmix32(n).to_ne_bytes().to_vec();
         let b = DevmapVal {
             ifindex: 101,
             program: Some("devmapc_egress_tag".into()),
@@ -2173,22 +2175,22 @@ mod tests {
             Some((Value::Devmap(b.clone()), "group g: member b".into()))
         );
         assert_eq!(
-            at(names::ROUTES, &k(100)),
+            at(names::ROUTES, &mixed(100)),
             Some((Value::Devmap(b), "route 100 -> b (line 8)".into()))
         );
         assert_eq!(
-            at(names::KEY_COUNTERS, &k(100)),
+            at(names::KEY_COUNTERS, &mixed(100)),
             Some((Value::Counter, "route 100 -> b (line 8): counter".into()))
         );
         assert_eq!(
-            at(names::GROUP_KEYS, &k(200)),
+            at(names::GROUP_KEYS, &mixed(200)),
             Some((
                 Value::Slot(SLOT_GROUP_BIT),
                 "route 200 -> g (line 9)".into()
             ))
         );
         assert_eq!(
-            at(names::KEY_COUNTERS, &k(200)),
+            at(names::KEY_COUNTERS, &mixed(200)),
             None,
             "a group route counts under its group"
         );
@@ -2454,11 +2456,11 @@ mod tests {
         assert_eq!(
             ops(&plan),
             [
-                "+ devmapc_key_counters route 10.0.0.2 -> b (line 9): counter",
                 "+ devmapc_key_counters route 10.0.0.4 -> c (line 10): counter",
+                "+ devmapc_key_counters route 10.0.0.2 -> b (line 9): counter",
                 "+ devmapc_group_keys route 10.0.0.1 -> g (line 8)",
-                "+ devmapc_routes route 10.0.0.2 -> b (line 9)",
                 "+ devmapc_routes route 10.0.0.4 -> c (line 10)",
+                "+ devmapc_routes route 10.0.0.2 -> b (line 9)",
                 "- devmapc_group_keys route 10.0.0.2 -> g (line 9)",
                 "- devmapc_routes route 10.0.0.1 -> b (line 8)",
                 "- devmapc_routes route 10.0.0.3 -> c (line 10)",
@@ -2530,8 +2532,8 @@ mod tests {
                 "+ devmapc_args_tag arguments of device b",
                 "+ devmapc_key_counters route b -> a (line 7): counter",
                 "~ devmapc_slots device b: slot",
-                "~ devmapc_routes route a -> b (line 6)",
                 "+ devmapc_routes route b -> a (line 7)",
+                "~ devmapc_routes route a -> b (line 6)",
                 "- devmapc_routes route b -> a (line 7)",
                 "- devmapc_key_counters route b -> a (line 7): counter",
                 "- devmapc_args_tag arguments of device b",
