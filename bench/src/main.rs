@@ -7,9 +7,9 @@
 //!
 //! 1. data path: generated ingress programs against hand-written C
 //!    (compiler/tests/reference) per key kind: verifier and JIT counts,
-//!    ns/packet (PROG_TEST_RUN), Mpps of live-frame redirects;
-//! 1b. tables: per direct key kind, ns/packet of a hit and a miss beside
-//!    4k, 64k and 1M adjacent keys against a table of one route;
+//!    ns/packet (PROG_TEST_RUN), Mpps of live-frame redirects; and
+//!    (section 1b, `tables`) per direct key kind, ns/packet of a hit and a
+//!    miss beside 4k, 64k and 1M adjacent keys against a table of one route;
 //! 2. control plane: filling 1k–64k routes against a bare update loop, a
 //!    one-route apply in a 64k-route table, a code upgrade (bpf_link_update),
 //!    apply, status and a one-route re-apply at 200k adjacent routes;
