@@ -1,7 +1,8 @@
 //! Section 2: the control plane. Filling a table against a bare libbpf
 //! update loop over the same entries; an apply that changes one route of a
 //! 64k-route table (plan::{read_state, desired, diff, execute}); a code
-//! upgrade through bpf_link_update (deploy::swap).
+//! upgrade through bpf_link_update (deploy::swap); apply, status and a
+//! one-route re-apply of a deployment of 200k adjacent routes.
 
 use crate::rig::{self, PinDir, Result, Rig};
 use crate::stats::{ms, ms_spread, Paired, Sample};
@@ -41,6 +42,103 @@ pub fn routes_spec(n: usize, moved: Option<usize>, flip: bool, extra: &str) -> S
         writeln!(s, "route {}.{y}.{z}.{} -> {target}", 11 + x, 1).unwrap();
     }
     s
+}
+
+/// A spec of `n` adjacent `ipv4.dst` routes, 10.0.0.0 and up, alternating
+/// between devices b and c; `moved` sends that route to the other device.
+fn adjacent_spec(n: usize, moved: Option<usize>) -> String {
+    let mut s = String::with_capacity(n * 32 + 512);
+    writeln!(
+        s,
+        "table {{ key = ipv4.dst, max_entries = {}, counters = on, on_miss = drop }}",
+        n.next_power_of_two()
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "device a {{ ifname = \"a\" }}\ndevice b {{ ifname = \"b\" }}\ndevice c {{ ifname = \"c\" }}\ningress {{ on = [a], mode = native }}"
+    )
+    .unwrap();
+    for i in 0..n {
+        let even = i % 2 == 0;
+        let target = if even != (moved == Some(i)) { "b" } else { "c" };
+        let addr = std::net::Ipv4Addr::from(0x0a00_0000 + i as u32);
+        writeln!(s, "route {addr} -> {target}").unwrap();
+    }
+    s
+}
+
+/// `apply`, `status` and a re-apply with one route changed, through the
+/// library calls behind the commands, on a pinned deployment of adjacent
+/// `ipv4.dst` routes (one /14 and then some: before direct keys were mixed,
+/// they shared a handful of buckets and `status` took over a minute).
+fn adjacent_routes(cfg: &Config, rig: &Rig, reps: usize) -> Result<(String, Vec<String>)> {
+    let n = if cfg.quick { 20_000 } else { 200_000 };
+    let reps = if cfg.quick { 1 } else { reps.min(3) };
+    eprintln!("  control: apply, status, re-apply at {n} adjacent routes");
+    let dir = rig.dir.path().join("adjacent");
+    let t = Instant::now();
+    let (v1_path, v1_ir) = rig::build(&dir.join("v1"), "adjacent", &adjacent_spec(n, None))?;
+    let build_time = t.elapsed().as_secs_f64();
+    let (v2_path, v2_ir) = rig::build(&dir.join("v2"), "adjacent", &adjacent_spec(n, Some(n / 2 + 1)))?;
+    let pins = PinDir::new("adjacent");
+    let opts = devmapc_runtime::apply::Options {
+        allow_not_ready: true,
+        ..devmapc_runtime::apply::Options::new(&pins.0)
+    };
+    let timed = |path: &std::path::Path, ir: &Ir| -> Result<(f64, devmapc_runtime::apply::Report)> {
+        rig.ns.enter(|| {
+            let t = Instant::now();
+            let report = devmapc_runtime::apply::apply(path, ir, &opts)?;
+            Ok((t.elapsed().as_secs_f64(), report))
+        })
+    };
+    let (first, report) = timed(&v1_path, &v1_ir)?;
+    if report.plan.len() < n {
+        return Err(format!("the first apply of {n} routes: {report}").into());
+    }
+    let (mut status_t, mut reapply_t) = (Sample::default(), Sample::default());
+    let builds = [(&v2_path, &v2_ir), (&v1_path, &v1_ir)];
+    for i in 0..reps * 2 {
+        // `status` once per version: at this size it is the slow step.
+        if i < 2 {
+            let t = Instant::now();
+            let status = rig.ns.enter(|| devmapc_runtime::status::status(&pins.0))?;
+            status_t.push(t.elapsed().as_secs_f64());
+            if !status.drift.is_empty() || status.routes.len() != n {
+                return Err(format!("status at {n} routes: {} routes, drift {:?}", status.routes.len(), status.drift).into());
+            }
+        }
+        let (path, ir) = builds[i % 2];
+        let (t, report) = timed(path, ir)?;
+        // A route moved: its entry replaced (its counter stays).
+        if !report.read_back || report.plan.len() != 1 {
+            return Err(format!("re-apply of 1 changed route in {n}: {report}").into());
+        }
+        reapply_t.push(t);
+    }
+    rig.ns.enter(|| devmapc_runtime::deploy::detach(&pins.0))?;
+    let mut md = String::new();
+    let mut missed = Vec::new();
+    writeln!(md, "### {n} adjacent `ipv4.dst` routes: apply, status, re-apply
+").unwrap();
+    writeln!(
+        md,
+        "Routes 10.0.0.0 and up, one per address, alternating between two devices, counters on; the library calls behind `devmapc apply` and `devmapc status` on a pinned deployment (the CLI adds the build). The re-apply reads every entry back (drift repair) and changes one route; {} re-applies, alternating between the two versions; `status` (routes, counters, drift) before the first two. Target: seconds, not minutes.\n",
+        reps * 2
+    )
+    .unwrap();
+    writeln!(md, "| step | time |\n|---|---|").unwrap();
+    writeln!(md, "| build (check, lower, render, clang) | {} |", ms(build_time)).unwrap();
+    writeln!(md, "| first apply (load, {n} map writes, attach) | {} |", ms(first)).unwrap();
+    writeln!(md, "| **status** | **{}** |", ms_spread(&status_t)).unwrap();
+    writeln!(md, "| **re-apply, 1 route changed** (read back, diff, 1 map operation) | **{}** |\n", ms_spread(&reapply_t)).unwrap();
+    for (what, sample) in [("status", &status_t), ("a one-route re-apply", &reapply_t)] {
+        if sample.median() >= 10.0 {
+            missed.push(format!("{what} at {n} adjacent routes: {} (target: seconds)", ms(sample.median())));
+        }
+    }
+    Ok((md, missed))
 }
 
 /// Every route and slot entry of `ir` as (map fd, key, value), encoded
@@ -356,6 +454,11 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
             ms(e2e.median())
         ));
     }
+
+    // ---- apply, status and a one-route re-apply at 200k adjacent routes
+    let (table_md, table_missed) = adjacent_routes(cfg, &rig, reps)?;
+    md.push_str(&table_md);
+    missed.extend(table_missed);
 
     // ---- code upgrade through bpf_link_update
     eprintln!("  control: code upgrade");

@@ -6,7 +6,7 @@
 use crate::rig::{self, Result, Rig};
 use crate::stats::{Paired, Spread};
 use crate::Config;
-use devmapc::ir::{names, Ir};
+use devmapc::ir::{fmix32, names, Ir};
 use devmapc_runtime::deploy::{self, Loaded};
 use devmapc_testkit::bpf::{self, XDP_PASS, XDP_REDIRECT};
 use devmapc_testkit::packet::{Frame, Mac};
@@ -24,7 +24,8 @@ const MISS_MAC: Mac = [2, 0, 0, 0, 0, 9];
 /// How the hand-written program finds its target.
 #[derive(Clone, Copy)]
 enum RefKey {
-    /// `routes`: DEVMAP_HASH keyed by this u32 (native byte order).
+    /// `routes`: DEVMAP_HASH keyed by this u32 (native byte order), mixed
+    /// with `fmix32` as the references do before their lookup.
     Direct(fn(&Rig) -> u32),
     /// `map`: key bytes → slot (2 = device b), then `slots`.
     Slot(&'static str, fn() -> Vec<u8>),
@@ -276,7 +277,7 @@ fn load_reference(
         )?;
         match case.ref_key {
             RefKey::Direct(key) => {
-                let key = key(rig);
+                let key = fmix32(key(rig));
                 let routes = bpf::map(&ref_obj, "routes")?;
                 routes.update(
                     &key.to_ne_bytes(),

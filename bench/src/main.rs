@@ -3,13 +3,16 @@
 //!     cargo run --release -p devmapc-bench -- --write BENCHMARKS.md   # all, ~15 min
 //!     cargo run --release -p devmapc-bench -- --quick                 # smoke run (CI), < 2 min
 //!
-//! Sections (`--only datapath,control,zeroloss,compiler` picks some):
+//! Sections (`--only datapath,tables,control,zeroloss,compiler` picks some):
 //!
 //! 1. data path: generated ingress programs against hand-written C
 //!    (compiler/tests/reference) per key kind: verifier and JIT counts,
-//!    ns/packet (PROG_TEST_RUN), Mpps of live-frame redirects;
+//!    ns/packet (PROG_TEST_RUN), Mpps of live-frame redirects; and
+//!    (section 1b, `tables`) per direct key kind, ns/packet of a hit and a
+//!    miss beside 4k, 64k and 1M adjacent keys against a table of one route;
 //! 2. control plane: filling 1k–64k routes against a bare update loop, a
-//!    one-route apply in a 64k-route table, a code upgrade (bpf_link_update);
+//!    one-route apply in a 64k-route table, a code upgrade (bpf_link_update),
+//!    apply, status and a one-route re-apply at 200k adjacent routes;
 //! 3. zero loss: live traffic while routes are re-applied and code upgraded;
 //! 4. compiler: check and build of 1k–1M-route specs, devmapc and clang
 //!    apart, with peak memory.
@@ -28,6 +31,7 @@ mod control;
 mod datapath;
 mod rig;
 mod stats;
+mod tables;
 mod zeroloss;
 
 use std::fmt::Write as _;
@@ -39,7 +43,7 @@ pub struct Config {
 
 const BEGIN: &str = "<!-- bench:begin -->";
 const END: &str = "<!-- bench:end -->";
-const SECTIONS: &[&str] = &["datapath", "control", "zeroloss", "compiler"];
+const SECTIONS: &[&str] = &["datapath", "tables", "control", "zeroloss", "compiler"];
 
 fn main() {
     // Run through `cargo run`, OUT_DIR may be set; devmapc's Builder would
@@ -57,7 +61,7 @@ fn main() {
             .cloned()
     };
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: devmapc-bench [--quick] [--only datapath,control,zeroloss,compiler] [--write BENCHMARKS.md]");
+        println!("usage: devmapc-bench [--quick] [--only datapath,tables,control,zeroloss,compiler] [--write BENCHMARKS.md]");
         return;
     }
     let quick = args.iter().any(|a| a == "--quick")
@@ -92,6 +96,10 @@ fn main() {
             "datapath",
             "## 1. Data path: generated against hand-written C",
         ),
+        (
+            "tables",
+            "## 1b. Data path: tables of adjacent keys",
+        ),
         ("control", "## 2. Control plane"),
         ("zeroloss", "## 3. Zero loss under change"),
         ("compiler", "## 4. Compiler: check and build"),
@@ -104,6 +112,7 @@ fn main() {
         let t = Instant::now();
         let result = match section {
             "datapath" => datapath::run(&cfg).map(|r| (r.markdown, r.missed)),
+            "tables" => tables::run(&cfg),
             "control" => control::run(&cfg),
             "zeroloss" => zeroloss::run(&cfg),
             "compiler" => compiler::run(&cfg),

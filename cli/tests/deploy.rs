@@ -409,8 +409,8 @@ fn status_shows_routes_counters_and_drift_and_detach_leaves_nothing() {
 
     // Drift: an entry removed behind devmapc's back.
     let map = rig.pins.join("maps").join("devmapc_routes");
-    // An IPv4 direct key is the address's four bytes (docs/build.md).
-    let key = [10u8, 0, 0, 3];
+    // An IPv4 direct key is the address's four bytes, mixed (docs/build.md).
+    let key = devmapc::ir::fmix32(u32::from_ne_bytes([10, 0, 0, 3])).to_ne_bytes();
     let status = Command::new("bpftool")
         .args(["map", "delete", "pinned", map.to_str().unwrap(), "key"])
         .args(key.iter().map(|b| b.to_string()))

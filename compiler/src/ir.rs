@@ -47,14 +47,97 @@ pub enum KeyPlan {
     /// At most 32 bits: the value is the DEVMAP_HASH key itself. Fields are
     /// packed first field highest: `key = f1 << shift1 | f2 << shift2 ...`,
     /// each in host byte order, except IPv4 addresses, which keep their
-    /// wire byte order (the four address bytes are the key bytes).
-    Direct { fields: Vec<DirectField> },
+    /// wire byte order (the four address bytes, loaded as a `__u32`); then
+    /// the packed value goes through `mix` (see [`KeyMix`]).
+    Direct {
+        fields: Vec<DirectField>,
+        /// Absent in manifests of builds that did not mix (their objects
+        /// store the packed value as it is), and left out of the JSON then,
+        /// so that their code hash reads back unchanged.
+        #[serde(default, skip_serializing_if = "KeyMix::is_none")]
+        mix: KeyMix,
+    },
     /// Wider: a `BPF_MAP_TYPE_HASH` from the key bytes to a slot. Every
     /// field is stored in network byte order at its offset.
     Hashed { fields: Vec<HashedField>, size: u32 },
     /// `lpm(field)`: a `BPF_MAP_TYPE_LPM_TRIE` from `{prefixlen, address}`
     /// to a slot.
     Lpm { field: Field, address_bytes: u32 },
+}
+
+/// What a direct key goes through before it is the DEVMAP_HASH key.
+///
+/// The kernel does not hash DEVMAP_HASH keys: the bucket is
+/// `key & (n_buckets - 1)`. Packed as they are, realistic tables would share
+/// buckets (an IPv4 address in wire order has its *first* octets in the low
+/// bits, so a /16 is one bucket; `(vlan.id, ip.proto)` has the protocol
+/// there), and a lookup walks its bucket's list: a miss beside 64k adjacent
+/// routes would cost microseconds. A bijective mix keeps keys exact and 4
+/// bytes wide, so nothing else changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMix {
+    /// The packed value is the key (objects built before keys were mixed).
+    #[default]
+    None,
+    /// murmur3's 32-bit finaliser, [`fmix32`]: every input bit flips each
+    /// output bit, the low ones included, with a probability near one half.
+    Fmix32,
+}
+
+impl KeyMix {
+    pub fn is_none(&self) -> bool {
+        *self == KeyMix::None
+    }
+
+    /// The stored key of a packed value.
+    pub fn apply(self, packed: u32) -> u32 {
+        match self {
+            KeyMix::None => packed,
+            KeyMix::Fmix32 => fmix32(packed),
+        }
+    }
+
+    /// The packed value of a stored key (for showing keys read back).
+    pub fn invert(self, stored: u32) -> u32 {
+        match self {
+            KeyMix::None => stored,
+            KeyMix::Fmix32 => fmix32_inverse(stored),
+        }
+    }
+}
+
+/// murmur3's `fmix32`, a bijection on `u32`. The generated C has the same
+/// function (`devmapc_mix` in the template); the two must stay identical.
+pub const fn fmix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x85eb_ca6b);
+    x ^= x >> 13;
+    x = x.wrapping_mul(0xc2b2_ae35);
+    x ^= x >> 16;
+    x
+}
+
+/// The inverse of [`fmix32`]: each step undone in reverse order.
+pub const fn fmix32_inverse(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(odd_inverse(0xc2b2_ae35));
+    x ^= (x >> 13) ^ (x >> 26);
+    x = x.wrapping_mul(odd_inverse(0x85eb_ca6b));
+    x ^= x >> 16;
+    x
+}
+
+/// The multiplicative inverse of an odd number modulo 2^32 (Newton's
+/// iteration doubles the correct low bits each step: 3, 6, 12, 24, 48).
+const fn odd_inverse(a: u32) -> u32 {
+    let mut x = a;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u32.wrapping_sub(a.wrapping_mul(x)));
+        i += 1;
+    }
+    x
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +157,7 @@ pub struct HashedField {
 impl KeyPlan {
     pub fn fields(&self) -> Vec<Field> {
         match self {
-            KeyPlan::Direct { fields } => fields.iter().map(|f| f.field).collect(),
+            KeyPlan::Direct { fields, .. } => fields.iter().map(|f| f.field).collect(),
             KeyPlan::Hashed { fields, .. } => fields.iter().map(|f| f.field).collect(),
             KeyPlan::Lpm { field, .. } => vec![*field],
         }
@@ -84,6 +167,16 @@ impl KeyPlan {
     /// DEVMAP_HASH).
     pub fn uses_slots(&self) -> bool {
         !matches!(self, KeyPlan::Direct { .. })
+    }
+
+    /// A direct key as read back from a map, un-mixed: the packed value the
+    /// ingress program computed from the packet (`None` for other plans or
+    /// a key that is not 4 bytes).
+    pub fn packed_of_stored(&self, stored: &[u8]) -> Option<u32> {
+        match self {
+            KeyPlan::Direct { mix, .. } => Some(mix.invert(u32::from_ne_bytes(stored.try_into().ok()?))),
+            _ => None,
+        }
     }
 }
 
@@ -244,6 +337,11 @@ pub mod names {
 /// Slot values, as stored by the key stage and in the default-route map:
 /// `0` means "no target", a device is `1 + its index`, a group has the high
 /// bit set.
+///
+/// Slots are DEVMAP_HASH keys (`devmapc_slots`, the group maps) but are not
+/// mixed like direct keys: the runtime numbers devices 1, 2, 3... and a
+/// spec has fewer than `MAX_SLOTS` (1024) of them, the maps' size, so
+/// `slot & 1023` already gives every slot a bucket of its own.
 pub const SLOT_NONE: u32 = 0;
 pub const SLOT_GROUP_BIT: u32 = 0x8000_0000;
 
@@ -308,21 +406,11 @@ pub fn encode_key(plan: &KeyPlan, key: &KeyValue, ifindex: &dyn Fn(usize) -> Opt
         single => vec![single],
     };
     match plan {
-        KeyPlan::Direct { fields } => {
+        KeyPlan::Direct { fields, mix } => {
             if fields.len() != parts.len() {
                 return Err(EncodeError::Shape);
             }
-            if let ([f], [KeyValue::Const(Const::Ipv4(addr))]) = (fields.as_slice(), parts.as_slice()) {
-                debug_assert!(f.field.key_bits() == Some(32));
-                // Loaded straight from the packet: wire byte order.
-                return Ok(addr.octets().to_vec());
-            }
-            let mut value: u32 = 0;
-            for (f, part) in fields.iter().zip(parts) {
-                let v = scalar(part, ifindex)? as u32;
-                value |= v.checked_shl(f.shift).unwrap_or(0);
-            }
-            Ok(value.to_ne_bytes().to_vec())
+            Ok(mix.apply(pack_direct(fields, &parts, ifindex)?).to_ne_bytes().to_vec())
         }
         KeyPlan::Hashed { fields, size } => {
             if fields.len() != parts.len() {
@@ -358,6 +446,22 @@ pub fn encode_key(plan: &KeyPlan, key: &KeyValue, ifindex: &dyn Fn(usize) -> Opt
             Ok(bytes)
         }
     }
+}
+
+/// A direct key's fields packed into the `__u32` the ingress program
+/// computes before the mix.
+fn pack_direct(fields: &[DirectField], parts: &[&KeyValue], ifindex: &dyn Fn(usize) -> Option<u32>) -> Result<u32, EncodeError> {
+    if let ([f], [KeyValue::Const(Const::Ipv4(addr))]) = (fields, parts) {
+        debug_assert!(f.field.key_bits() == Some(32));
+        // Loaded straight from the packet: wire byte order.
+        return Ok(u32::from_ne_bytes(addr.octets()));
+    }
+    let mut value: u32 = 0;
+    for (f, part) in fields.iter().zip(parts) {
+        let v = scalar(part, ifindex)? as u32;
+        value |= v.checked_shl(f.shift).unwrap_or(0);
+    }
+    Ok(value)
 }
 
 /// An integer key part: a number, or a device's ifindex.

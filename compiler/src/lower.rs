@@ -124,7 +124,10 @@ fn key_plan(key: &crate::model::Key) -> KeyPlan {
                     DirectField { field, shift, bits }
                 })
                 .collect();
-            KeyPlan::Direct { fields }
+            // Every direct key is mixed, whatever its width: the table, not
+            // the field, decides whether the low bits vary (VLANs 0, 64,
+            // 128... share a bucket of a 64-entry map as surely as a /16).
+            KeyPlan::Direct { fields, mix: KeyMix::Fmix32 }
         }
         _ => {
             let mut offset: u32 = 0;
@@ -179,10 +182,11 @@ mod tests {
     #[test]
     fn narrow_composites_stay_direct_and_pack_first_field_high() {
         let ir = ir(&format!("table {{ key = (vlan.id, ip.proto) }}\n{BASE}route (100, 6) -> b\n"));
-        let KeyPlan::Direct { fields } = &ir.code.key else { panic!("{:?}", ir.code.key) };
-        assert_eq!((fields[0].shift, fields[1].shift), (8, 0));
+        let KeyPlan::Direct { fields, mix } = &ir.code.key else { panic!("{:?}", ir.code.key) };
+        assert_eq!((fields[0].shift, fields[1].shift, *mix), (8, 0, KeyMix::Fmix32));
         let bytes = encode_key(&ir.code.key, &ir.data.routes[0].key, &|_| None).unwrap();
-        assert_eq!(bytes, ((100u32 << 8) | 6).to_ne_bytes());
+        assert_eq!(bytes, fmix32((100u32 << 8) | 6).to_ne_bytes());
+        assert_eq!(ir.code.key.packed_of_stored(&bytes), Some((100u32 << 8) | 6));
     }
 
     #[test]
@@ -194,13 +198,14 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_direct_keys_keep_wire_order_and_ports_resolve_at_load() {
+    fn ipv4_direct_keys_mix_their_wire_order_and_ports_resolve_at_load() {
         let v4 = ir(&format!("table {{ key = ipv4.dst }}\n{BASE}route 10.0.0.1 -> b\n"));
-        assert_eq!(encode_key(&v4.code.key, &v4.data.routes[0].key, &|_| None).unwrap(), [10, 0, 0, 1]);
+        let wire = u32::from_ne_bytes([10, 0, 0, 1]);
+        assert_eq!(encode_key(&v4.code.key, &v4.data.routes[0].key, &|_| None).unwrap(), fmix32(wire).to_ne_bytes());
         let port = ir(&format!("table {{ key = ingress.port }}\n{BASE}route a -> b\n"));
         assert_eq!(port.data.routes[0].key, KeyValue::Device(0));
         assert_eq!(encode_key(&port.code.key, &port.data.routes[0].key, &|_| None), Err(EncodeError::UnresolvedDevice(0)));
-        assert_eq!(encode_key(&port.code.key, &port.data.routes[0].key, &|_| Some(7)).unwrap(), 7u32.to_ne_bytes());
+        assert_eq!(encode_key(&port.code.key, &port.data.routes[0].key, &|_| Some(7)).unwrap(), fmix32(7).to_ne_bytes());
     }
 
     #[test]

@@ -47,7 +47,7 @@ struct Context {
     numa: Vec<String>,
 }
 
-const HELPERS: [&str; 9] = ["parse", "outer_tag", "copy", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
+const HELPERS: [&str; 10] = ["parse", "outer_tag", "mix", "copy", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
 
 #[derive(Serialize)]
 struct OnMiss {
@@ -353,7 +353,7 @@ fn key_context(code: &CodePlan) -> KeyContext {
     let mut types = Vec::new();
     let mut locals = Vec::new();
     let plan = match &code.key {
-        KeyPlan::Direct { fields } => {
+        KeyPlan::Direct { fields, mix } => {
             locals.push("__u32 key;".to_string());
             locals.push("long action;".to_string());
             let parts: Vec<String> = fields
@@ -363,7 +363,18 @@ fn key_context(code: &CodePlan) -> KeyContext {
                     s => format!("((__u32){} << {s})", read(f.field).0),
                 })
                 .collect();
-            lines.push(format!("key = {};", parts.join(" | ")));
+            let packed = match parts.as_slice() {
+                // One field: without the parentheses `read` puts around an
+                // operator (the call has its own).
+                [one] => unwrap_parens(one).to_string(),
+                _ => parts.join(" | "),
+            };
+            // The same function as `KeyMix::apply`, which the runtime uses
+            // for every key it writes or looks up.
+            lines.push(match mix {
+                KeyMix::None => format!("key = {packed};"),
+                KeyMix::Fmix32 => format!("key = devmapc_mix({packed});"),
+            });
             lines.push("action = bpf_redirect_map(&devmapc_routes, key, DEVMAPC_ON_MISS);".into());
             if code.counters {
                 lines.push("if (action == XDP_REDIRECT) {\n\t\tdevmapc_count(&devmapc_key_counters, key, bytes);\n\t\treturn action;\n\t}".into());
@@ -428,6 +439,25 @@ fn key_context(code: &CodePlan) -> KeyContext {
         }
     }
     KeyContext { text, plan, parse, want_ip, want_l4: want_l4.into(), types, locals, lines }
+}
+
+/// `expr` without one pair of parentheses that encloses all of it.
+fn unwrap_parens(expr: &str) -> &str {
+    let Some(inner) = expr.strip_prefix('(').and_then(|e| e.strip_suffix(')')) else {
+        return expr;
+    };
+    let mut depth = 0i32;
+    for c in inner.chars() {
+        depth += match c {
+            '(' => 1,
+            ')' => -1,
+            _ => 0,
+        };
+        if depth < 0 {
+            return expr; // `(a) | (b)`: the first ')' closes the first '('
+        }
+    }
+    inner
 }
 
 fn slot_lookup() -> Vec<String> {
@@ -758,6 +788,19 @@ mod tests {
     }
 
     const PROGRAMS: &str = "egress tag(v: u16) { vlan.id = v }\negress mac(m: mac) { eth.src = m }\n";
+
+    #[test]
+    fn a_direct_key_is_mixed_once_and_the_helper_written_once() {
+        let table = |key: &str| c(&format!("table {{ key = {key} }}\ndevice a {{ ifname = \"a\" }}\ningress {{ on = [a] }}\n"));
+        let vlan = table("vlan.id");
+        assert!(vlan.contains("key = devmapc_mix(bpf_ntohs(p.vlan->tci) & 0x0fff);"), "{vlan}");
+        assert_eq!(vlan.matches("static __always_inline __u32 devmapc_mix(").count(), 1);
+        let pair = table("(vlan.id, ip.proto)");
+        assert!(pair.contains("key = devmapc_mix(((__u32)(bpf_ntohs(p.vlan->tci) & 0x0fff) << 8) | p.l4proto);"), "{pair}");
+        assert!(!table("eth.dst").contains("devmapc_mix"), "lowered keys go through a hash map");
+        assert_eq!(unwrap_parens("(a) | (b)"), "(a) | (b)");
+        assert_eq!(unwrap_parens("((a) | (b))"), "(a) | (b)");
+    }
 
     /// The same spec with other routes, bindings, arguments, members and
     /// default route, on the same lines: the C is byte-identical.

@@ -186,6 +186,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A key found in a key-stage map: a direct key un-mixed, so that it reads
+/// as the packet's value (an IPv4 address's bytes, a VLAN id...), not as
+/// the mixed number the map stores.
+fn read_back_key(plan: &KeyPlan, stored: &[u8]) -> String {
+    match plan.packed_of_stored(stored) {
+        Some(packed) if packed.to_ne_bytes() != stored => {
+            format!("key {} (read back, stored as {})", hex(&packed.to_ne_bytes()), hex(stored))
+        }
+        _ => format!("key {} (read back)", hex(stored)),
+    }
+}
+
 // -------------------------------------------------------------------- state
 
 /// What a map is to the plan: decides what its values refer to and when
@@ -1924,7 +1936,7 @@ pub fn read_state<H: Handles + ?Sized>(handles: &H, ir: &Ir) -> Result<State, Pl
                     u32::from_ne_bytes(key[..4].try_into().unwrap_or_default())
                 ),
                 Role::Default => "default route (read back)".into(),
-                Role::Keys | Role::Counters => format!("key {} (read back)", hex(&key)),
+                Role::Keys | Role::Counters => read_back_key(&ir.code.key, &key),
             };
             map.entries.insert(key, Entry { value, why });
         }
@@ -1938,6 +1950,21 @@ pub fn read_state<H: Handles + ?Sized>(handles: &H, ir: &Ir) -> Result<State, Pl
 mod tests {
     use super::*;
     use devmapc::model::Binding;
+
+    #[test]
+    fn direct_keys_read_back_as_the_packet_value() {
+        use devmapc::fields::Field;
+        use devmapc::ir::{fmix32, DirectField, KeyMix};
+        let fields = vec![DirectField { field: Field::Ipv4Dst, shift: 0, bits: 32 }];
+        let addr = u32::from_ne_bytes([10, 1, 0, 1]);
+        let mixed = KeyPlan::Direct { fields: fields.clone(), mix: KeyMix::Fmix32 };
+        assert_eq!(
+            read_back_key(&mixed, &fmix32(addr).to_ne_bytes()),
+            format!("key 0a010001 (read back, stored as {})", hex(&fmix32(addr).to_ne_bytes()))
+        );
+        let unmixed = KeyPlan::Direct { fields, mix: KeyMix::None };
+        assert_eq!(read_back_key(&unmixed, &addr.to_ne_bytes()), "key 0a010001 (read back)");
+    }
     use std::time::Instant;
 
     /// Lowers a spec's text (no clang, no kernel).
@@ -2119,6 +2146,8 @@ mod tests {
         let s = desired(&ir, &devices(&ir)).unwrap();
         let at = |map: &str, key: &[u8]| s.get(map, key).map(|e| (e.value.clone(), e.why.clone()));
         let k = |n: u32| n.to_ne_bytes().to_vec();
+        // Direct keys are stored mixed; slots and ifindexes are not.
+        let mixed = |n: u32| devmapc::ir::fmix32(n).to_ne_bytes().to_vec();
         let b = DevmapVal {
             ifindex: 101,
             program: Some("devmapc_egress_tag".into()),
@@ -2146,22 +2175,22 @@ mod tests {
             Some((Value::Devmap(b.clone()), "group g: member b".into()))
         );
         assert_eq!(
-            at(names::ROUTES, &k(100)),
+            at(names::ROUTES, &mixed(100)),
             Some((Value::Devmap(b), "route 100 -> b (line 8)".into()))
         );
         assert_eq!(
-            at(names::KEY_COUNTERS, &k(100)),
+            at(names::KEY_COUNTERS, &mixed(100)),
             Some((Value::Counter, "route 100 -> b (line 8): counter".into()))
         );
         assert_eq!(
-            at(names::GROUP_KEYS, &k(200)),
+            at(names::GROUP_KEYS, &mixed(200)),
             Some((
                 Value::Slot(SLOT_GROUP_BIT),
                 "route 200 -> g (line 9)".into()
             ))
         );
         assert_eq!(
-            at(names::KEY_COUNTERS, &k(200)),
+            at(names::KEY_COUNTERS, &mixed(200)),
             None,
             "a group route counts under its group"
         );
@@ -2427,11 +2456,11 @@ mod tests {
         assert_eq!(
             ops(&plan),
             [
-                "+ devmapc_key_counters route 10.0.0.2 -> b (line 9): counter",
                 "+ devmapc_key_counters route 10.0.0.4 -> c (line 10): counter",
+                "+ devmapc_key_counters route 10.0.0.2 -> b (line 9): counter",
                 "+ devmapc_group_keys route 10.0.0.1 -> g (line 8)",
-                "+ devmapc_routes route 10.0.0.2 -> b (line 9)",
                 "+ devmapc_routes route 10.0.0.4 -> c (line 10)",
+                "+ devmapc_routes route 10.0.0.2 -> b (line 9)",
                 "- devmapc_group_keys route 10.0.0.2 -> g (line 9)",
                 "- devmapc_routes route 10.0.0.1 -> b (line 8)",
                 "- devmapc_routes route 10.0.0.3 -> c (line 10)",
@@ -2503,8 +2532,8 @@ mod tests {
                 "+ devmapc_args_tag arguments of device b",
                 "+ devmapc_key_counters route b -> a (line 7): counter",
                 "~ devmapc_slots device b: slot",
-                "~ devmapc_routes route a -> b (line 6)",
                 "+ devmapc_routes route b -> a (line 7)",
+                "~ devmapc_routes route a -> b (line 6)",
                 "- devmapc_routes route b -> a (line 7)",
                 "- devmapc_key_counters route b -> a (line 7): counter",
                 "- devmapc_args_tag arguments of device b",

@@ -820,8 +820,10 @@ fn trusting_the_last_apply_plans_the_changed_routes_only() {
     // trusted apply that changes another route...
     let pinned = apply::Pinned::open(&rig.pins).unwrap();
     let routes = pinned.map_fd(names::ROUTES).unwrap();
+    // Direct keys are stored mixed (docs/build.md).
+    let stored = devmapc::ir::fmix32(u32::from_ne_bytes([10, 0, 0, 3])).to_ne_bytes();
     let rc = rig.ns.enter(|| unsafe {
-        libbpf_rs::libbpf_sys::bpf_map_delete_elem(routes.as_raw_fd(), [10u8, 0, 0, 3].as_ptr().cast())
+        libbpf_rs::libbpf_sys::bpf_map_delete_elem(routes.as_raw_fd(), stored.as_ptr().cast())
     });
     assert_eq!(rc, 0);
     let v3 = build(&spec("on_miss = drop", "route 10.0.0.2 -> b\nroute 10.0.0.3 -> c"));

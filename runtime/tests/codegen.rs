@@ -332,6 +332,53 @@ fn protocol_and_port_keys_need_the_first_fragment() {
     assert_eq!(rig.ingress(&fragment, "a"), (XDP_DROP, Counted::Miss), "a later fragment has no ports");
 }
 
+/// Direct keys are stored mixed: the runtime's encoder (`encode_key`) and
+/// the generated C (`devmapc_mix`) must compute the same key, for every
+/// kind of direct key. Each spec routes one key; the matching frame must
+/// hit that route (its per-key counter, found through the encoder, moves)
+/// and a frame one value away must miss.
+#[test]
+fn every_direct_key_kind_hits_the_key_the_runtime_stored() {
+    require_privileged!();
+    let b = Ipv4Addr::new(198, 51, 100, 7);
+    let udp = |sport: u16, dport: u16| Frame::new().ipv4(A, Ipv4Addr::new(10, 1, 0, 1)).udp(sport, dport);
+    let tcp = |sport: u16, dport: u16| Frame::new().ipv4(A, Ipv4Addr::new(10, 1, 0, 1)).tcp(sport, dport);
+    let cases: Vec<(&str, &str, Frame, Frame)> = vec![
+        ("vlan.id", "100", udp(1000, 53).vlan(100, 0), udp(1000, 53).vlan(101, 0)),
+        ("ipv4.dst", "10.1.0.1", udp(1000, 53), Frame::new().ipv4(A, Ipv4Addr::new(10, 1, 0, 2)).udp(1000, 53)),
+        ("ipv4.src", "192.0.2.1", udp(1000, 53), Frame::new().ipv4(b, Ipv4Addr::new(10, 1, 0, 1)).udp(1000, 53)),
+        ("ip.proto", "17", udp(1000, 53), tcp(1000, 53)),
+        ("l4.sport", "1000", udp(1000, 53), udp(1001, 53)),
+        ("l4.dport", "53", udp(1000, 53), udp(1000, 54)),
+        ("(vlan.id, ip.proto)", "(100, 17)", udp(1000, 53).vlan(100, 0), tcp(1000, 53).vlan(100, 0)),
+        ("(vlan.id, l4.dport)", "(100, 53)", udp(1000, 53).vlan(100, 0), udp(1000, 53).vlan(4, 0)),
+        ("(ip.proto, l4.dport)", "(6, 443)", tcp(1000, 443), udp(1000, 443)),
+        ("(l4.sport, l4.dport)", "(1000, 53)", udp(1000, 53), udp(53, 1000)),
+    ];
+    for (key, route_key, hit, miss) in cases {
+        let rig = Rig::new(&format!(
+            "table {{ key = {key}, on_miss = drop }}
+             device a {{ ifname = \"a\" }}
+             device b {{ ifname = \"b\" }}
+             ingress {{ on = [a] }}
+             route {route_key} -> b"
+        ));
+        assert!(matches!(rig.ir.code.key, devmapc::ir::KeyPlan::Direct { mix: devmapc::ir::KeyMix::Fmix32, .. }), "{key}: {:?}", rig.ir.code.key);
+        assert_eq!(rig.ingress(&hit.build(), "a"), (XDP_REDIRECT, route(route_key)), "{key}: the routed key");
+        assert_eq!(rig.ingress(&miss.build(), "a"), (XDP_DROP, Counted::Miss), "{key}: another key");
+    }
+    // ingress.port: the ifindex, resolved at load, mixed like the others.
+    let rig = Rig::new(
+        "table { key = ingress.port, on_miss = drop }
+         device a { ifname = \"a\" }
+         device b { ifname = \"b\" }
+         ingress { on = [a, b] }
+         route a -> b",
+    );
+    assert_eq!(rig.ingress(&udp(1000, 53).build(), "a"), (XDP_REDIRECT, route("a")));
+    assert_eq!(rig.ingress(&udp(1000, 53).build(), "b"), (XDP_DROP, Counted::Miss));
+}
+
 #[test]
 fn an_ingress_port_key_needs_no_packet_byte() {
     require_privileged!();
@@ -429,10 +476,18 @@ fn egress_programs_set_the_device_mac_and_keep_the_ipv4_checksum_right() {
 
 #[test]
 fn keys_encode_as_the_generated_code_reads_them() {
-    // A direct IPv4 key keeps wire order; an LPM key leads with its length.
-    let plan = devmapc::ir::KeyPlan::Direct { fields: vec![devmapc::ir::DirectField { field: devmapc::fields::Field::Ipv4Dst, shift: 0, bits: 32 }] };
+    // A direct IPv4 key is loaded in wire order, then mixed (a manifest of
+    // a build before keys were mixed has no `mix`: its keys stay as they
+    // were); an LPM key leads with its length.
+    let fields = vec![devmapc::ir::DirectField { field: devmapc::fields::Field::Ipv4Dst, shift: 0, bits: 32 }];
+    let plan = devmapc::ir::KeyPlan::Direct { fields: fields.clone(), mix: devmapc::ir::KeyMix::Fmix32 };
     let key = KeyValue::Const(Const::Ipv4(Ipv4Addr::new(10, 0, 0, 1)));
-    assert_eq!(encode_key(&plan, &key, &|_| None).unwrap(), [10, 0, 0, 1]);
+    assert_eq!(encode_key(&plan, &key, &|_| None).unwrap(), devmapc::ir::fmix32(u32::from_ne_bytes([10, 0, 0, 1])).to_ne_bytes());
+    let old: devmapc::ir::KeyPlan = serde_json::from_str(r#"{ "kind": "direct", "fields": [ { "field": "ipv4.dst", "shift": 0, "bits": 32 } ] }"#).unwrap();
+    assert_eq!(old, devmapc::ir::KeyPlan::Direct { fields, mix: devmapc::ir::KeyMix::None });
+    assert_eq!(encode_key(&old, &key, &|_| None).unwrap(), [10, 0, 0, 1]);
+    assert!(!serde_json::to_string(&old).unwrap().contains("mix"), "an old plan serialises as it was: same code hash");
+    assert!(serde_json::to_string(&plan).unwrap().contains(r#""mix":"fmix32""#));
     let lpm = devmapc::ir::KeyPlan::Lpm { field: devmapc::fields::Field::Ipv4Dst, address_bytes: 4 };
     let prefix = KeyValue::Prefix(PrefixValue::V4(Ipv4Addr::new(10, 0, 0, 0), 8));
     assert_eq!(encode_key(&lpm, &prefix, &|_| None).unwrap()[4..], [10, 0, 0, 0]);

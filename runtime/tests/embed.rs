@@ -124,7 +124,7 @@ fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
         assert_eq!(changed.ops.len(), 1, "{changed:?}");
         let op = &changed.ops[0];
         assert_eq!(op.map, names::ROUTES);
-        assert_eq!(op.key, 10u32.to_ne_bytes());
+        assert_eq!(op.key, devmapc::ir::fmix32(10).to_ne_bytes(), "VLAN 10, mixed");
         assert!(matches!(op.op, Op::Replace { .. }), "{op:?}");
         // The pinned manifest holds the change, with the build's code hash.
         let status = engine.status().unwrap();

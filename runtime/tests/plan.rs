@@ -123,10 +123,11 @@ const NOWHERE: Device = Device {
     mac: [2, 0, 0, 0, 0, 0x99],
 };
 
-/// Packets counted under direct key `key`, all CPUs.
+/// Packets counted under direct key `key` (the VLAN id; the map stores it
+/// mixed, as every direct key), all CPUs.
 fn key_packets(obj: &Object, key: u32) -> Option<u64> {
     let map = bpf::map(obj, names::KEY_COUNTERS).unwrap();
-    map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+    map.lookup_percpu(&devmapc::ir::fmix32(key).to_ne_bytes(), MapFlags::ANY)
         .unwrap()
         .map(|cpus| {
             cpus.iter()

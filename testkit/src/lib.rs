@@ -1,6 +1,7 @@
 //! Test support for devmapc, never published: what code-generation, runtime
 //! and `devmapc test` tests need to talk to a real kernel, and the tests that
-//! pin the kernel facts of `shared/design/KERNEL.md` (`tests/kernel_facts.rs`).
+//! pin the kernel facts devmapc relies on (`tests/kernel_facts.rs`,
+//! described in docs/kernel.md).
 //!
 //! - [`privileged`]: may this process load BPF and build namespaces?
 //!   [`require_privileged!`] skips (loudly) or fails a test that cannot run.

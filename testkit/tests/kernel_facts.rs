@@ -1,5 +1,5 @@
-//! One test per fact of `shared/design/KERNEL.md` that devmapc relies on,
-//! named after the fact. A kernel that behaves differently fails here first,
+//! One test per kernel fact devmapc relies on (docs/kernel.md says which
+//! test pins which fact), named after the fact. A kernel that behaves differently fails here first,
 //! with the fact's name, instead of somewhere deep in a runtime test.
 //!
 //! Map facts use maps created with `MapHandle::create`; program facts use the
@@ -197,6 +197,74 @@ fn devmap_hash_max_entries_0_rejected() {
     require_privileged!();
     assert_eq!(errno(create(4, 8, 0, 0)), libc::EINVAL);
     create(4, 8, 1, 0).unwrap();
+}
+
+/// The bucket of a DEVMAP_HASH key is `key & (n_buckets - 1)`, with
+/// `n_buckets = roundup_pow_of_two(max_entries)`: the key is not hashed.
+/// Seen without timing: `get_next_key` walks the buckets in index order and
+/// each bucket's list newest first, so the order of the keys read back is
+/// the order of `key & 7` for a map of 6 entries (8 buckets), ties newest
+/// first. Hashed keys, or 16 buckets, would come back in another order.
+#[test]
+fn devmap_hash_bucket_is_key_and_buckets_minus_1() {
+    require_privileged!();
+    let ns = Netns::new().unwrap();
+    let map = devmap_hash(6);
+    let inserted = [0x10u32, 0x03, 0x21, 0x08, 0x1f, 0x0b];
+    ns.enter(|| {
+        for k in inserted {
+            map.update(&key(k), &entry(1), MapFlags::NO_EXIST).unwrap();
+        }
+    });
+    let read: Vec<u32> = map
+        .keys()
+        .map(|k| u32::from_ne_bytes(k.try_into().unwrap()))
+        .collect();
+    // Bucket 0: 0x08, 0x10 (newest first); 1: 0x21; 3: 0x0b, 0x03; 7: 0x1f.
+    assert_eq!(read, [0x08, 0x10, 0x21, 0x0b, 0x03, 0x1f], "{read:x?}");
+}
+
+/// A lookup walks its bucket's list, so a miss in a bucket holding many
+/// keys costs about one comparison per key. Same map, same run: 4,096 keys
+/// sharing their low 12 bits (one bucket of 4,096), then a missing key in
+/// that bucket against one in an empty bucket. Times are compared as a
+/// ratio within the run (the kernel's own per-run average), never as
+/// absolute figures.
+#[test]
+fn devmap_hash_miss_walks_its_bucket() {
+    require_privileged!();
+    const KEYS: u32 = 4096;
+    let ns = Netns::new().unwrap();
+    let obj = bpf::load_with(objects::REDIRECT, |open| {
+        let mut map = open.maps_mut().find(|m| m.name() == "tx_ports").expect("tx_ports");
+        map.set_max_entries(KEYS)
+    })
+    .unwrap();
+    let map = bpf::map(&obj, "tx_ports").unwrap();
+    ns.enter(|| {
+        for k in 1..=KEYS {
+            map.update(&key(k << 12), &entry(1), MapFlags::NO_EXIST).unwrap();
+        }
+    });
+    let prog = bpf::prog(&obj, "redirect").unwrap();
+    let frame = udp_frame();
+    let miss_ns = |k: u32| {
+        set_cfg(&obj, RedirectCfg { key: k, flags: 2, ..Default::default() });
+        let run = bpf::test_run(&prog, &frame, None, 200).unwrap();
+        assert_eq!(run.retval, 2, "key {k:#x} misses (XDP_PASS from the flags)");
+        run.duration_ns.max(1)
+    };
+    // The fastest of a few alternating runs: noise only adds time.
+    let (mut crowded, mut empty) = (u64::MAX, u64::MAX);
+    for _ in 0..5 {
+        crowded = crowded.min(miss_ns(0));
+        empty = empty.min(miss_ns(1));
+    }
+    println!("miss beside {KEYS} keys of its bucket: {crowded} ns, in an empty bucket: {empty} ns");
+    assert!(
+        crowded >= 20 * empty,
+        "a miss beside {KEYS} keys of its bucket: {crowded} ns; in an empty bucket: {empty} ns"
+    );
 }
 
 // ------------------------------------------------------------ syscall side

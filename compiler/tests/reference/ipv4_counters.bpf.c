@@ -55,6 +55,20 @@ struct {
 	__uint(max_entries, 1024);
 } slot_counters SEC(".maps");
 
+/* DEVMAP_HASH does not hash its key (bucket = key & (buckets - 1)): a
+ * program that keys it by packet fields must mix them, or adjacent keys
+ * share one bucket and every lookup walks it. murmur3's fmix32, as the
+ * generated code does (docs/kernel.md). */
+static __always_inline __u32 mix(__u32 x)
+{
+	x ^= x >> 16;
+	x *= 0x85ebca6bu;
+	x ^= x >> 13;
+	x *= 0xc2b2ae35u;
+	x ^= x >> 16;
+	return x;
+}
+
 static __always_inline void count(void *map, __u32 key, __u64 bytes)
 {
 	struct counter *c = bpf_map_lookup_elem(map, &key);
@@ -88,6 +102,7 @@ int ipv4_router_counted(struct xdp_md *ctx)
 	void *cursor = eth + 1;
 	struct iphdr *ip;
 	__be16 proto;
+	__u32 key;
 	long action;
 
 	if (cursor > data_end)
@@ -109,9 +124,10 @@ int ipv4_router_counted(struct xdp_md *ctx)
 	ip = cursor;
 	if ((void *)(ip + 1) > data_end)
 		goto miss;
-	action = bpf_redirect_map(&routes, ip->daddr, XDP_PASS);
+	key = mix(ip->daddr);
+	action = bpf_redirect_map(&routes, key, XDP_PASS);
 	if (action == XDP_REDIRECT) {
-		count(&key_counters, ip->daddr, bytes);
+		count(&key_counters, key, bytes);
 		return action;
 	}
 miss:

@@ -26,6 +26,20 @@ struct {
 	__uint(max_entries, 1);
 } default_slot SEC(".maps");
 
+/* DEVMAP_HASH does not hash its key (bucket = key & (buckets - 1)): a
+ * program that keys it by packet fields must mix them, or adjacent keys
+ * share one bucket and every lookup walks it. murmur3's fmix32, as the
+ * generated code does (docs/kernel.md). */
+static __always_inline __u32 mix(__u32 x)
+{
+	x ^= x >> 16;
+	x *= 0x85ebca6bu;
+	x ^= x >> 13;
+	x *= 0xc2b2ae35u;
+	x ^= x >> 16;
+	return x;
+}
+
 SEC("xdp")
 int port_patch(struct xdp_md *ctx)
 {
@@ -33,7 +47,7 @@ int port_patch(struct xdp_md *ctx)
 	__u32 *slot;
 	long action;
 
-	action = bpf_redirect_map(&routes, ctx->ingress_ifindex, XDP_PASS);
+	action = bpf_redirect_map(&routes, mix(ctx->ingress_ifindex), XDP_PASS);
 	if (action == XDP_REDIRECT)
 		return action;
 	slot = bpf_map_lookup_elem(&default_slot, &zero);

@@ -34,6 +34,20 @@ struct {
 	__uint(max_entries, 1);
 } default_slot SEC(".maps");
 
+/* DEVMAP_HASH does not hash its key (bucket = key & (buckets - 1)): a
+ * program that keys it by packet fields must mix them, or adjacent keys
+ * share one bucket and every lookup walks it. murmur3's fmix32, as the
+ * generated code does (docs/kernel.md). */
+static __always_inline __u32 mix(__u32 x)
+{
+	x ^= x >> 16;
+	x *= 0x85ebca6bu;
+	x ^= x >> 13;
+	x *= 0xc2b2ae35u;
+	x ^= x >> 16;
+	return x;
+}
+
 static __always_inline long miss(void)
 {
 	__u32 zero = 0;
@@ -57,7 +71,7 @@ int vlan_switch(struct xdp_md *ctx)
 		goto miss;
 	if (eth->h_proto != bpf_htons(ETH_P_8021Q) && eth->h_proto != bpf_htons(ETH_P_8021AD))
 		goto miss;
-	action = bpf_redirect_map(&routes, bpf_ntohs(tag->tci) & 0x0fff, XDP_PASS);
+	action = bpf_redirect_map(&routes, mix(bpf_ntohs(tag->tci) & 0x0fff), XDP_PASS);
 	if (action == XDP_REDIRECT)
 		return action;
 miss:
