@@ -96,7 +96,7 @@ pub fn validate(ir: &Ir) -> Result<(), String> {
         }
     }
     match &code.key {
-        KeyPlan::Direct { fields } => {
+        KeyPlan::Direct { fields, .. } => {
             if fields.is_empty() || fields.len() > 32 {
                 return Err(format!("a direct key of {} fields", fields.len()));
             }

@@ -243,7 +243,15 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         drift = diff(&kernel, &wanted);
     }
 
-    let key_counts = read_key_counters(&pinned);
+    // Indexed by key: one lookup per route, not a search of every counter.
+    let key_counts: Option<std::collections::HashMap<Vec<u8>, Count>> =
+        read_key_counters(&pinned).map(|counts| counts.into_iter().collect());
+    let drifted: std::collections::HashSet<&[u8]> = drift
+        .ops
+        .iter()
+        .filter(|op| [names::ROUTES, names::KEYS, names::GROUP_KEYS].contains(&op.map.as_str()))
+        .map(|op| op.key.as_slice())
+        .collect();
     let ifindex = |d: usize| resolved.get(d).and_then(|l| l.as_ref().map(|l| l.ifindex));
     let target_text = |t: TargetRef| match t {
         TargetRef::Device(d) => {
@@ -262,22 +270,12 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         .map(|route| {
             let key = encode_key(&ir.code.key, &route.key, &ifindex).ok();
             let count = match (&ir.code.key, route.target, &key, &key_counts) {
-                (KeyPlan::Direct { .. }, TargetRef::Device(_), Some(k), Some(counts)) => Some(
-                    counts
-                        .iter()
-                        .find(|(key, _)| key == k)
-                        .map(|(_, c)| *c)
-                        .unwrap_or_default(),
-                ),
+                (KeyPlan::Direct { .. }, TargetRef::Device(_), Some(k), Some(counts)) => {
+                    Some(counts.get(k).copied().unwrap_or_default())
+                }
                 _ => None,
             };
-            let drift = key.as_ref().is_some_and(|k| {
-                drift.ops.iter().any(|op| {
-                    &op.key == k
-                        && [names::ROUTES, names::KEYS, names::GROUP_KEYS]
-                            .contains(&op.map.as_str())
-                })
-            });
+            let drift = key.as_ref().is_some_and(|k| drifted.contains(k.as_slice()));
             RouteStatus {
                 key: route.text.clone(),
                 target: target_text(route.target),
