@@ -106,6 +106,7 @@ impl Checker {
         let programs: Vec<ProgramDef> = items.programs.iter().map(|p| self.program(p)).collect();
         let devices: Vec<Option<DeviceDef>> = items.devices.iter().map(|d| self.device(d, &items.programs, &programs)).collect();
         self.distinct_interfaces(&devices, &items.devices);
+        self.device_count(&items.devices);
         let groups: Vec<GroupDef> = items.groups.iter().map(|g| self.group(g)).collect();
         let ingress = self.ingress(&items.ingress);
         let (routes, default_route) = self.routes(&items.routes, table.as_ref());
@@ -517,6 +518,17 @@ impl Checker {
 
     fn stmt(&mut self, stmt: &ast::Stmt, scope: &mut Scope) -> Option<Stmt> {
         match &stmt.kind {
+            StmtKind::If(if_) => self.if_stmt(if_, scope),
+            _ => self.simple_stmt(stmt, scope),
+        }
+    }
+
+    /// Every statement but `if`, out of the recursion: in a debug build a
+    /// frame holds the locals of every arm, and each level of a nested `if`
+    /// must not pay for them (docs/language.md, nesting limit).
+    #[inline(never)]
+    fn simple_stmt(&mut self, stmt: &ast::Stmt, scope: &mut Scope) -> Option<Stmt> {
+        match &stmt.kind {
             StmtKind::Drop => Some(Stmt::Drop),
             StmtKind::Pass => Some(Stmt::Pass),
             StmtKind::Assign { field, value } => {
@@ -571,7 +583,7 @@ impl Checker {
                     None => Some(Stmt::VlanPop),
                 }
             }
-            StmtKind::If(if_) => self.if_stmt(if_, scope),
+            StmtKind::If(_) => unreachable!("`stmt` checks `if`"),
         }
     }
 
@@ -732,6 +744,16 @@ impl Checker {
                 Some(if matches!(cond.kind, CondKind::Or(_)) { Cond::Or(parts) } else { Cond::And(parts) })
             }
             CondKind::Not(inner) => Some(Cond::Not(Box::new(self.cond(inner, scope)?))),
+            CondKind::Has(_) | CondKind::Compare { .. } => self.leaf_cond(cond, scope),
+        }
+    }
+
+    /// `has(...)` and comparisons, out of the recursion of `cond` (see
+    /// `simple_stmt`).
+    #[inline(never)]
+    fn leaf_cond(&mut self, cond: &ast::Cond, scope: &mut Scope) -> Option<Cond> {
+        match &cond.kind {
+            CondKind::Or(_) | CondKind::And(_) | CondKind::Not(_) => unreachable!("`cond` checks these"),
             CondKind::Has(header) => match Header::from_has(&header.name) {
                 Some(h) => Some(Cond::Has(h)),
                 None => {
@@ -1123,6 +1145,20 @@ impl Checker {
             }
         }
         (defs, default.map(|(t, _)| t))
+    }
+
+    /// Device `i` is slot `1 + i` of the deployment, and the slot maps
+    /// (and the per-slot counters, whose index 0 counts misses) hold
+    /// `MAX_SLOTS` entries: one device more would fail at apply.
+    fn device_count(&mut self, devices: &[&ast::Device]) {
+        let max = crate::render::MAX_SLOTS as usize - 1;
+        if let Some(over) = devices.get(max) {
+            self.error(
+                Diagnostic::new(Code::TooManyDevices, over.name.span, format!("{} devices: a deployment holds at most {max}", devices.len()))
+                    .label(format!("device {} of {}", max + 1, devices.len()))
+                    .help(format!("a spec declares at most {max} devices; split the network over several specs")),
+            );
+        }
     }
 
     /// Routes keyed on a port that has no ingress program never match.
@@ -1790,6 +1826,22 @@ mod tests {
     fn codes(src: &str) -> Vec<&'static str> {
         let checked = crate::check_source(src);
         checked.diagnostics.iter().map(|d| d.code.as_str().trim_start_matches("devmap::")).collect()
+    }
+
+    #[test]
+    fn a_deployment_holds_1023_devices() {
+        // Each device in group `all`, so that none is unreached.
+        let spec = |n: usize| {
+            let names: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+            let devices: String = names.iter().map(|d| format!("device {d} {{ ifname = \"{d}\" }}\n")).collect();
+            format!("table {{ key = vlan.id }}\n{devices}group all {{ {} }}\ningress {{ on = [d0] }}\nroute 1 -> all\n", names.join(", "))
+        };
+        assert_eq!(codes(&spec(1023)), Vec::<&str>::new());
+        let src = spec(1024);
+        let checked = crate::check_source(&src);
+        assert_eq!(codes(&src), ["E034"]);
+        let d = &checked.diagnostics[0];
+        assert_eq!(&src[d.primary.span.start..d.primary.span.end], "d1023");
     }
 
     fn messages(src: &str) -> Vec<String> {

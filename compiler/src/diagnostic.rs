@@ -76,6 +76,13 @@ pub enum Code {
     BadTest,
     /// A packet layer or field that does not exist, or is misplaced.
     BadPacket,
+    /// Brackets or `else if` branches nested deeper than the language
+    /// allows.
+    TooDeep,
+    /// Text that is not UTF-8.
+    NotUtf8,
+    /// More devices than a deployment has slots for.
+    TooManyDevices,
 
     /// A device that no route reaches and that receives no traffic.
     UnreachedDevice,
@@ -128,6 +135,9 @@ impl Code {
         Code::BadPrefix,
         Code::BadTest,
         Code::BadPacket,
+        Code::TooDeep,
+        Code::NotUtf8,
+        Code::TooManyDevices,
         Code::UnreachedDevice,
         Code::UnusedProgram,
         Code::UnusedGroup,
@@ -172,6 +182,9 @@ impl Code {
             BadPrefix => "devmap::E029",
             BadTest => "devmap::E030",
             BadPacket => "devmap::E031",
+            TooDeep => "devmap::E032",
+            NotUtf8 => "devmap::E033",
+            TooManyDevices => "devmap::E034",
             UnreachedDevice => "devmap::W001",
             UnusedProgram => "devmap::W002",
             UnusedGroup => "devmap::W003",
