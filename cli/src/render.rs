@@ -26,8 +26,8 @@ pub fn diagnostics(file: &str, source: &str, diagnostics: &[Diagnostic], format:
                 let report = miette::Report::new(d.clone()).with_source_code(source.clone());
                 let mut out = String::new();
                 match handler.render_report(&mut out, report.as_ref()) {
-                    Ok(()) => eprintln!("{out}"),
-                    Err(_) => eprintln!("{}: {}: {}", file, d.code, d.message),
+                    Ok(()) => crate::err(&out),
+                    Err(_) => crate::err(&format!("{}: {}: {}", file, d.code, d.message)),
                 }
             }
         }
@@ -38,8 +38,8 @@ pub fn diagnostics(file: &str, source: &str, diagnostics: &[Diagnostic], format:
 pub fn summary(file: &str, errors: usize, warnings: usize, deny_warnings: bool) {
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     match (errors, warnings) {
-        (0, 0) => eprintln!("{file}: ok"),
-        (0, w) if !deny_warnings => eprintln!("{file}: ok, {}", plural(w, "warning")),
-        (e, w) => eprintln!("{file}: failed, {}, {}", plural(e, "error"), plural(w, "warning")),
+        (0, 0) => crate::err(&format!("{file}: ok")),
+        (0, w) if !deny_warnings => crate::err(&format!("{file}: ok, {}", plural(w, "warning"))),
+        (e, w) => crate::err(&format!("{file}: failed, {}, {}", plural(e, "error"), plural(w, "warning"))),
     }
 }
