@@ -496,6 +496,7 @@ impl Checker {
             params.push(ParamDef { name: param.name.name.clone(), ty });
         }
         let mut scope = Scope { params: &params, used: vec![false; params.len()], vlan: HashSet::new(), untyped };
+        self.program_size(program);
         let body = self.stmts(&program.body, &mut scope);
         for (i, used) in scope.used.iter().enumerate() {
             if !used && !repeated[i] {
@@ -510,6 +511,53 @@ impl Checker {
         self.vlan_params.push(scope.vlan);
         self.untyped_params.push(scope.untyped);
         ProgramDef { name: program.name.name.clone(), params, body, span: program.span }
+    }
+
+    /// An egress program is one BPF function: past [`MAX_PROGRAM_SIZE`]
+    /// statements and tests, clang takes minutes over it (or crashes, on a
+    /// condition of 50,000 terms) and the verifier would refuse it.
+    fn program_size(&mut self, program: &ast::Egress) {
+        // Statements and the tests of conditions, in source order, without
+        // recursion: the first beyond the limit is the one to point at.
+        let mut todo: Vec<Either<'_>> = program.body.members.iter().rev().map(Either::Stmt).collect();
+        let mut size = 0;
+        while let Some(next) = todo.pop() {
+            let span = match next {
+                Either::Stmt(stmt) => {
+                    if let StmtKind::If(if_) = &stmt.kind {
+                        match &if_.otherwise {
+                            Some(ast::Else::Block(b)) => todo.extend(b.members.iter().rev().map(Either::Stmt)),
+                            Some(ast::Else::If(s)) => todo.push(Either::Stmt(s)),
+                            None => {}
+                        }
+                        todo.extend(if_.then.members.iter().rev().map(Either::Stmt));
+                        todo.push(Either::Cond(&if_.cond));
+                        continue;
+                    }
+                    stmt.span
+                }
+                Either::Cond(cond) => match &cond.kind {
+                    CondKind::Or(parts) | CondKind::And(parts) => {
+                        todo.extend(parts.iter().rev().map(Either::Cond));
+                        continue;
+                    }
+                    CondKind::Not(inner) => {
+                        todo.push(Either::Cond(inner));
+                        continue;
+                    }
+                    _ => cond.span,
+                },
+            };
+            size += 1;
+            if size > MAX_PROGRAM_SIZE {
+                self.error(
+                    Diagnostic::new(Code::ProgramTooLarge, span, format!("egress program `{}` has more than {MAX_PROGRAM_SIZE} statements and tests", program.name.name))
+                        .label(format!("statement or test {}", MAX_PROGRAM_SIZE + 1))
+                        .help("an egress program is compiled into one BPF function; decide by routes (a key and a table) rather than by a long program"),
+                );
+                return;
+            }
+        }
     }
 
     fn stmts(&mut self, block: &Block<ast::Stmt>, scope: &mut Scope) -> Vec<Stmt> {
@@ -1813,6 +1861,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     d[a.len()][b.len()]
+}
+
+/// How many statements and condition tests (comparisons, `has`) an egress
+/// program may hold (docs/language.md).
+pub const MAX_PROGRAM_SIZE: usize = 1024;
+
+/// A node of a program's body, for walking it without recursion.
+enum Either<'a> {
+    Stmt(&'a ast::Stmt),
+    Cond(&'a ast::Cond),
 }
 
 #[cfg(test)]

@@ -83,6 +83,9 @@ pub enum Code {
     NotUtf8,
     /// More devices than a deployment has slots for.
     TooManyDevices,
+    /// An egress program with more statements and tests than one BPF
+    /// function can hold.
+    ProgramTooLarge,
 
     /// A device that no route reaches and that receives no traffic.
     UnreachedDevice,
@@ -138,6 +141,7 @@ impl Code {
         Code::TooDeep,
         Code::NotUtf8,
         Code::TooManyDevices,
+        Code::ProgramTooLarge,
         Code::UnreachedDevice,
         Code::UnusedProgram,
         Code::UnusedGroup,
@@ -185,6 +189,7 @@ impl Code {
             TooDeep => "devmap::E032",
             NotUtf8 => "devmap::E033",
             TooManyDevices => "devmap::E034",
+            ProgramTooLarge => "devmap::E035",
             UnreachedDevice => "devmap::W001",
             UnusedProgram => "devmap::W002",
             UnusedGroup => "devmap::W003",

@@ -139,17 +139,21 @@ fn long_flat_input_works() {
     let formatted = devmapc::fmt::format_source(&odd).unwrap();
     assert!(formatted.contains("if !(vlan.id == 1) {"), "{formatted}");
 
-    let ands = format!("{HEAD}egress e {{\nif {} {{ drop }}\n}}\n", vec!["vlan.id == 1"; n].join(" && "));
-    assert_eq!(whole_pipeline(ands), []);
+    // Long conditions parse, format and check; past 1024 tests a program
+    // is too large for one BPF function (E035, before clang would crash).
+    let ands = |n| format!("{HEAD}egress e {{\nif {} {{ drop }}\n}}\n", vec!["vlan.id == 1"; n].join(" && "));
+    assert_eq!(whole_pipeline(ands(n)), [Code::ProgramTooLarge]);
+    assert_eq!(whole_pipeline(ands(1023)), []);
+    assert_eq!(whole_pipeline(ands(1024)), [Code::ProgramTooLarge], "1024 tests and the `drop`");
     let ors = format!("{HEAD}egress e {{\nif {} {{ drop }}\n}}\n", vec!["!(vlan.id == 1)"; n].join(" ||\n"));
-    assert_eq!(whole_pipeline(ors), []);
+    assert_eq!(whole_pipeline(ors), [Code::ProgramTooLarge]);
     let comments = format!("{HEAD}egress e {{ drop }}\n{}{}", "/* ( [ { */\n".repeat(n), "// ( [ {\n".repeat(n));
     assert_eq!(whole_pipeline(comments), []);
     let strings = format!("{HEAD}egress e {{ drop }}\ngroup g {{ a }}\ndevice b {{ ifname = \"{}\" }}\n", "(".repeat(n));
     let codes = whole_pipeline(strings);
     assert!(!codes.contains(&Code::TooDeep), "brackets in a string do not nest: {codes:?}");
     // Many short `else if` chains one after the other are not one long one.
-    let chains = format!("{HEAD}egress e {{\n{}}}\n", "if vlan.id == 1 { drop } else if vlan.id == 2 { drop }\n".repeat(1000));
+    let chains = format!("{HEAD}egress e {{\n{}}}\n", "if vlan.id == 1 { drop } else if vlan.id == 2 { drop }\n".repeat(250));
     assert_eq!(whole_pipeline(chains), []);
     let layers = format!("{HEAD}egress e {{ drop }}\ntest \"t\" {{\nsend a {}\nexpect drop\n}}\n", vec!["eth()"; n].join(" / "));
     let codes = whole_pipeline(layers);
