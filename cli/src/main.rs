@@ -319,7 +319,7 @@ fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
 fn format_bytes(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Result<String, Vec<devmapc::Diagnostic>>) {
     match devmapc::decode(bytes) {
         Ok(source) => (source.into(), devmapc::fmt::format_source(source)),
-        Err((source, diagnostic)) => (source.into(), Err(vec![diagnostic])),
+        Err((source, diagnostic)) => (source.into(), Err(vec![*diagnostic])),
     }
 }
 

@@ -27,7 +27,7 @@ pub use parse::parse;
 /// (E033) at the first byte that is not, and the text given back with it is
 /// the bytes decoded lossily, for rendering. Everything before that byte is
 /// unchanged, so the diagnostic's span is the `U+FFFD` that stands for it.
-pub fn decode(bytes: &[u8]) -> Result<&str, (String, Diagnostic)> {
+pub fn decode(bytes: &[u8]) -> Result<&str, (String, Box<Diagnostic>)> {
     let error = match std::str::from_utf8(bytes) {
         Ok(text) => return Ok(text),
         Err(error) => error,
@@ -38,7 +38,7 @@ pub fn decode(bytes: &[u8]) -> Result<&str, (String, Diagnostic)> {
     let diagnostic = Diagnostic::new(Code::NotUtf8, ast::Span::new(at, at + char::REPLACEMENT_CHARACTER.len_utf8()), "the spec is not UTF-8 text")
         .label(format!("byte {} is not UTF-8", bad.join(" ")))
         .help("save the spec as UTF-8 (names are ASCII; strings and comments may hold any UTF-8 text)");
-    Err((text, diagnostic))
+    Err((text, Box::new(diagnostic)))
 }
 
 /// [`decode`], then [`check_source`]: the text the diagnostics point into
@@ -46,7 +46,7 @@ pub fn decode(bytes: &[u8]) -> Result<&str, (String, Diagnostic)> {
 pub fn check_bytes(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Checked) {
     match decode(bytes) {
         Ok(text) => (text.into(), check_source(text)),
-        Err((text, diagnostic)) => (text.into(), Checked { model: None, diagnostics: vec![diagnostic] }),
+        Err((text, diagnostic)) => (text.into(), Checked { model: None, diagnostics: vec![*diagnostic] }),
     }
 }
 
