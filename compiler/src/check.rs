@@ -68,7 +68,14 @@ struct Checker {
     /// Declared names that are already an error (E003): they still resolve,
     /// so that every use of one is not an error too, but get no warning.
     misnamed: HashSet<String>,
+    /// Declared names compared so far for "did you mean" (see `near`).
+    near_miss_spent: std::cell::Cell<usize>,
 }
+
+/// How many declared names "did you mean" compares against in one spec:
+/// thousands of unknown names among thousands of declared ones would take
+/// quadratic time. Past it, unknown names get no suggestion.
+const NEAR_MISS_BUDGET: usize = 1_000_000;
 
 /// The items of a spec, sorted by kind, in source order.
 #[derive(Default)]
@@ -199,6 +206,16 @@ impl Checker {
         }
     }
 
+    /// [`suggest`] among declared names, while the budget lasts.
+    fn near<'a>(&self, name: &str, candidates: impl ExactSizeIterator<Item = &'a str>) -> Option<&'a str> {
+        let spent = self.near_miss_spent.get().saturating_add(candidates.len());
+        self.near_miss_spent.set(spent);
+        if spent > NEAR_MISS_BUDGET {
+            return None;
+        }
+        suggest(name, candidates)
+    }
+
     /// A declared device or group, or an E005 that suggests the nearest
     /// name.
     fn target(&mut self, ident: &Ident, context: &str) -> Option<Target> {
@@ -207,7 +224,7 @@ impl Checker {
         }
         let mut d = Diagnostic::new(Code::UnknownDevice, ident.span, format!("unknown device or group `{}` in {context}", ident.name))
             .label("not declared");
-        d = match suggest(&ident.name, self.targets.keys().map(String::as_str)) {
+        d = match self.near(&ident.name, self.targets.keys().map(String::as_str)) {
             Some(near) => d.help(format!("did you mean `{near}`?")),
             None => d.help(format!("declare it: `device {} {{ ifname = \"...\" }}`", ident.name)),
         };
@@ -942,7 +959,7 @@ impl Checker {
         };
         let Some(&index) = self.programs.get(&name.name) else {
             let mut d = Diagnostic::new(Code::UnknownProgram, name.span, format!("unknown egress program `{}`", name.name)).label("not declared");
-            d = match suggest(&name.name, self.programs.keys().map(String::as_str)) {
+            d = match self.near(&name.name, self.programs.keys().map(String::as_str)) {
                 Some(near) => d.help(format!("did you mean `{near}`?")),
                 None => d.help(format!("declare it: `egress {} {{ ... }}`", name.name)),
             };
@@ -1662,7 +1679,7 @@ impl Checker {
         // (`donwlink`) counts as a use of that one: the typo is the error,
         // and what it meant is not also unused.
         let resolve = |name: &str| {
-            let near = || suggest(name, self.targets.keys().map(String::as_str)).and_then(|n| self.targets.get(n));
+            let near = || self.near(name, self.targets.keys().map(String::as_str)).and_then(|n| self.targets.get(n));
             self.targets.get(name).or_else(near).map(|(t, _)| *t)
         };
         // Routes whose key or target is an error still count: no warning on
@@ -1741,7 +1758,7 @@ impl Checker {
             })
             .map(|name| match self.programs.contains_key(name) {
                 true => name.to_string(),
-                false => suggest(name, self.programs.keys().map(String::as_str)).unwrap_or(name).to_string(),
+                false => self.near(name, self.programs.keys().map(String::as_str)).unwrap_or(name).to_string(),
             })
             .collect();
         for (i, program) in items.programs.iter().enumerate() {

@@ -180,3 +180,19 @@ fn bytes_that_are_not_utf8_are_located() {
     assert_eq!(d.primary.span.start, "route 1 -> a // ".len());
     assert_eq!(devmapc::decode("// é\n".as_bytes()).ok(), Some("// é\n"));
 }
+
+/// "Did you mean" compares an unknown name with every declared one: with
+/// thousands of each that is quadratic, so it stops suggesting after a
+/// fixed amount of work (the errors are all still reported).
+#[test]
+fn near_miss_suggestions_are_bounded() {
+    let devices: String = (0..1000).map(|i| format!("device dev{i} {{ ifname = \"dev{i}\" }}\n")).collect();
+    let routes: String = (0..3000).map(|i| format!("route {} -> dex{}\n", i + 2, i % 1000)).collect();
+    let src = format!("table {{ key = vlan.id, max_entries = 4096 }}\n{devices}ingress {{ on = [dev0] }}\nroute 1 -> dev1\n{routes}");
+    let diagnostics = on_small_stack(move || check_source(&src).diagnostics);
+    let unknown: Vec<_> = diagnostics.iter().filter(|d| d.code == Code::UnknownDevice).collect();
+    assert_eq!(unknown.len(), 3000);
+    let suggests = |d: &devmapc::Diagnostic| d.help.as_deref().is_some_and(|h| h.starts_with("did you mean"));
+    assert!(suggests(unknown[0]), "{:?}", unknown[0].help);
+    assert!(!suggests(unknown[2999]), "{:?}", unknown[2999].help);
+}
