@@ -343,8 +343,9 @@ fn diagnostics(
     match format {
         MessageFormat::Human => crate::render::diagnostics(file, source, diagnostics, format),
         MessageFormat::Json => {
+            let index = LineIndex::new(source);
             for d in diagnostics {
-                let mut line = d.to_json(file, source);
+                let mut line = d.to_json_indexed(file, source, &index);
                 if let Some(object) = line.as_object_mut() {
                     object.insert("type".into(), json!("diagnostic"));
                 }
