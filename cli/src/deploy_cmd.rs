@@ -2,7 +2,7 @@
 //! line. Every decision is `devmapc_runtime`'s; this file parses, builds
 //! when given a spec, and prints.
 
-use crate::{out, render, MessageFormat};
+use crate::{err, out, render, MessageFormat};
 use devmapc::ir::Ir;
 use devmapc::scratch::PrivateDir;
 use devmapc_runtime::apply::{self, Kind, Options};
@@ -55,15 +55,13 @@ fn build(spec: &Path) -> Result<Built, String> {
         .build();
     let outputs = match result {
         Ok(outputs) => outputs,
-        Err(devmapc::BuildError::Spec { diagnostics, .. }) => {
-            if let Ok(source) = std::fs::read_to_string(spec) {
-                render::diagnostics(
-                    &spec.display().to_string(),
-                    &source,
-                    &diagnostics,
-                    MessageFormat::Human,
-                );
-            }
+        Err(devmapc::BuildError::Spec { source, diagnostics, .. }) => {
+            render::diagnostics(
+                &spec.display().to_string(),
+                &source,
+                &diagnostics,
+                MessageFormat::Human,
+            );
             return Err(format!(
                 "{} has errors: nothing was applied",
                 spec.display()
@@ -174,10 +172,10 @@ fn watch(args: &ApplyArgs, opts: &Options) -> Result<ExitCode, String> {
     let events = devmapc_runtime::watch::LinkEvents::open()
         .map_err(|e| format!("cannot listen to link events: {e}"))?;
     let mut stamp = modified(&args.spec);
-    eprintln!(
+    err(&format!(
         "watching {} and the network devices (Ctrl-C stops; the deployment stays)",
         args.spec.display()
-    );
+    ));
     loop {
         let link_change = events
             .wait(Duration::from_millis(500))
@@ -205,7 +203,7 @@ fn watch(args: &ApplyArgs, opts: &Options) -> Result<ExitCode, String> {
                 print_report(&report);
             }
             Err(e) => {
-                eprintln!("error: {why}, re-apply failed (the previous configuration stays): {e}")
+                err(&format!("error: {why}, re-apply failed (the previous configuration stays): {e}"))
             }
         }
     }

@@ -3,11 +3,15 @@
 //! is the library's.
 //!
 //! Exit codes: 0 success, 1 the spec has errors (or a `--check` found work
-//! to do), 2 usage or I/O errors.
+//! to do), 2 usage or I/O errors. Every line goes through `output`, which
+//! keeps them when the reader of a pipe went away.
 
 mod deploy_cmd;
+mod output;
 mod render;
 mod test;
+
+pub use output::{err, out};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -216,7 +220,7 @@ fn main() -> ExitCode {
     let _tmp = match builds.then(private_tmpdir).transpose() {
         Ok(dir) => dir,
         Err(message) => {
-            eprintln!("error: {message}");
+            err(&format!("error: {message}"));
             return ExitCode::from(2);
         }
     };
@@ -234,13 +238,14 @@ fn main() -> ExitCode {
         Command::Status { name, json, pin_root } => deploy_cmd::status_cmd(name.as_deref(), &pin_root, json),
         Command::Detach { name, pin_root } => deploy_cmd::detach_cmd(&name, &pin_root),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            err(&format!("error: {message}"));
             ExitCode::from(2)
         }
-    }
+    };
+    output::exit_code(code)
 }
 
 /// A private directory for every temporary file of this process (devmapc's
@@ -283,37 +288,24 @@ fn remove_on_signal(dir: PathBuf) {
     });
 }
 
-/// Prints a line on standard output. A reader that went away (`| head`)
-/// ends the program quietly instead of with a panic.
-pub fn out(line: &str) {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = writeln!(stdout, "{line}") {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("error: cannot write to standard output: {e}");
-        std::process::exit(2);
-    }
-}
-
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+/// A spec file's bytes.
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn check(files: &[PathBuf], deny_warnings: bool, format: MessageFormat) -> Result<ExitCode, String> {
     let mut failed = false;
     let mut io_error = false;
     for path in files {
-        let source = match read(path) {
-            Ok(s) => s,
+        let bytes = match read(path) {
+            Ok(bytes) => bytes,
             Err(e) => {
-                eprintln!("error: {e}");
+                err(&format!("error: {e}"));
                 io_error = true;
                 continue;
             }
         };
-        let checked = devmapc::check_source(&source);
+        let (source, checked) = devmapc::check_bytes(&bytes);
         let name = path.display().to_string();
         render::diagnostics(&name, &source, &checked.diagnostics, format);
         let errors = checked.diagnostics.iter().filter(|d| d.is_error()).count();
@@ -330,9 +322,10 @@ fn check(files: &[PathBuf], deny_warnings: bool, format: MessageFormat) -> Resul
 
 fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
     if files.len() == 1 && files[0] == Path::new("-") {
-        let mut source = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut source).map_err(|e| format!("cannot read standard input: {e}"))?;
-        return Ok(match devmapc::fmt::format_source(&source) {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map_err(|e| format!("cannot read standard input: {e}"))?;
+        let (source, formatted) = format_bytes(&bytes);
+        return Ok(match formatted {
             Ok(out_text) => {
                 out(out_text.trim_end_matches('\n'));
                 ExitCode::SUCCESS
@@ -350,12 +343,13 @@ fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
     let (mut changed, mut broken) = (0, 0);
     for path in &paths {
         let real = fmt_target(path)?;
-        let source = read(&real)?;
-        let formatted = match devmapc::fmt::format_source(&source) {
+        let bytes = read(&real)?;
+        let (source, formatted) = format_bytes(&bytes);
+        let formatted = match formatted {
             Ok(out) => out,
             Err(diagnostics) => {
                 render::diagnostics(&path.display().to_string(), &source, &diagnostics, MessageFormat::Human);
-                eprintln!("error: {} was not formatted: it does not parse", path.display());
+                err(&format!("error: {} was not formatted: it does not parse", path.display()));
                 broken += 1;
                 continue;
             }
@@ -373,6 +367,15 @@ fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
     }
     let failed = broken > 0 || (check_only && changed > 0);
     Ok(ExitCode::from(u8::from(failed)))
+}
+
+/// A spec's bytes formatted, or the diagnostics that stop it, with the text
+/// they point into.
+fn format_bytes(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Result<String, Vec<devmapc::Diagnostic>>) {
+    match devmapc::decode(bytes) {
+        Ok(source) => (source.into(), devmapc::fmt::format_source(source)),
+        Err((source, diagnostic)) => (source.into(), Err(vec![*diagnostic])),
+    }
 }
 
 /// A file as given, or every `.devmap` file below a directory, sorted.
@@ -468,7 +471,7 @@ fn build(specs: &[PathBuf], out_dir: &Path, emit: &str, check_only: bool) -> Res
                     render::diagnostics(&spec.display().to_string(), &source, &outputs.spec_warnings, MessageFormat::Human);
                 }
                 for line in &outputs.clang_output {
-                    eprintln!("clang: {line}");
+                    err(&format!("clang: {line}"));
                 }
                 let written = [&outputs.c, &outputs.obj, &outputs.skel, &outputs.manifest];
                 for path in written.into_iter().flatten() {
@@ -483,14 +486,13 @@ fn build(specs: &[PathBuf], out_dir: &Path, emit: &str, check_only: bool) -> Res
                     }
                 }
             }
-            Err(devmapc::BuildError::Spec { diagnostics, .. }) => {
-                let source = read(spec)?;
+            Err(devmapc::BuildError::Spec { source, diagnostics, .. }) => {
                 render::diagnostics(&spec.display().to_string(), &source, &diagnostics, MessageFormat::Human);
-                eprintln!("error: {} was not built: it has errors", spec.display());
+                err(&format!("error: {} was not built: it has errors", spec.display()));
                 failed = true;
             }
             Err(e) => {
-                eprintln!("error: building {}: {e}", spec.display());
+                err(&format!("error: building {}: {e}", spec.display()));
                 // Files that cannot be read or written, or no clang: the
                 // spec is not at fault.
                 io_error |= matches!(e, devmapc::BuildError::Io { .. } | devmapc::BuildError::NoClang { .. });

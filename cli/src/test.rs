@@ -124,12 +124,12 @@ pub fn run(
             Err(SpecError::Environment(message)) => {
                 env_errors += 1;
                 match format {
-                    MessageFormat::Human => eprintln!("error: {}: {message}", spec.display()),
+                    MessageFormat::Human => crate::err(&format!("error: {}: {message}", spec.display())),
                     MessageFormat::Json => out(&json!({ "type": "error", "spec": spec.display().to_string(), "message": message }).to_string()),
                 }
             }
             Err(SpecError::Interrupted) => {
-                eprintln!("interrupted: the sandbox is gone, nothing is left behind");
+                crate::err("interrupted: the sandbox is gone, nothing is left behind");
                 return Ok(ExitCode::from(130));
             }
         }
@@ -163,14 +163,14 @@ fn run_spec(
     totals: &mut Totals,
 ) -> Result<(), SpecError> {
     let name = spec.display().to_string();
-    let source = crate::read(spec).map_err(SpecError::Environment)?;
-    let checked = devmapc::check_source(&source);
+    let bytes = crate::read(spec).map_err(SpecError::Environment)?;
+    let (source, checked) = devmapc::check_bytes(&bytes);
     // Warnings too: a test may not mean what it says (W006: a packet sent
     // where no XDP program sees it).
     diagnostics(&name, &source, &checked.diagnostics, format);
     let Some(model) = checked.model else {
         if format == MessageFormat::Human {
-            eprintln!("error: {name}: not tested: the spec has errors");
+            crate::err(&format!("error: {name}: not tested: the spec has errors"));
         }
         return Err(SpecError::Spec);
     };
@@ -309,8 +309,9 @@ fn diagnostics(
     match format {
         MessageFormat::Human => crate::render::diagnostics(file, source, diagnostics, format),
         MessageFormat::Json => {
+            let index = LineIndex::new(source);
             for d in diagnostics {
-                let mut line = d.to_json(file, source);
+                let mut line = d.to_json_indexed(file, source, &index);
                 if let Some(object) = line.as_object_mut() {
                     object.insert("type".into(), json!("diagnostic"));
                 }

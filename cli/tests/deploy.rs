@@ -180,6 +180,21 @@ impl Rig {
     }
 }
 
+/// The writing end of a pipe whose reader is gone: every write fails with
+/// EPIPE.
+fn closed_pipe() -> Stdio {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just made and are owned here.
+    let (reader, writer) = unsafe {
+        use std::os::fd::FromRawFd;
+        (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1]))
+    };
+    drop(reader);
+    Stdio::from(writer)
+}
+
 fn ok(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -423,6 +438,16 @@ fn status_shows_routes_counters_and_drift_and_detach_leaves_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "drift exits 1");
     assert!(String::from_utf8_lossy(&out.stdout).contains("DRIFT"));
+    // `status | head`: the drift code stands when the reader went away.
+    for json in [&[][..], &["--json"]] {
+        let code = rig
+            .devmapc(&[&["status", rig.pins.to_str().unwrap()][..], json].concat())
+            .stdout(closed_pipe())
+            .stderr(closed_pipe())
+            .status()
+            .unwrap();
+        assert_eq!(code.code(), Some(1), "drift exits 1 with nobody reading ({json:?})");
+    }
     let repaired = ok(&rig.apply(&path, &[]));
     assert!(repaired.contains("1 added"), "{repaired}");
 

@@ -24,7 +24,7 @@
 //! identifier ([`output_name`]).
 
 use crate::diagnostic::render_plain;
-use crate::{check_source, ir::Ir, lower, render, typed, Diagnostic};
+use crate::{ir::Ir, lower, render, typed, Diagnostic};
 use std::ffi::OsString;
 use crate::scratch::PrivateDir;
 use std::fmt;
@@ -97,8 +97,10 @@ pub struct Outputs {
 #[derive(Debug)]
 pub enum BuildError {
     Io { path: PathBuf, error: std::io::Error },
-    /// The spec has errors; the message shows them all, located.
-    Spec { file: String, rendered: String, diagnostics: Vec<Diagnostic> },
+    /// The spec has errors; the message shows them all, located. `source`
+    /// is the text they point into (a spec that is not UTF-8 decoded
+    /// lossily).
+    Spec { file: String, source: String, rendered: String, diagnostics: Vec<Diagnostic> },
     /// No clang to compile with.
     NoClang { tried: Vec<String> },
     /// clang or the skeleton generator failed.
@@ -111,7 +113,7 @@ impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BuildError::Io { path, error } => write!(f, "{}: {error}", path.display()),
-            BuildError::Spec { file, rendered, diagnostics } => {
+            BuildError::Spec { file, rendered, diagnostics, .. } => {
                 let errors = diagnostics.iter().filter(|d| d.is_error()).count();
                 write!(f, "{file} has {errors} error{}:\n\n{rendered}", if errors == 1 { "" } else { "s" })
             }
@@ -176,13 +178,13 @@ impl Builder {
                 error: std::io::Error::other("no output directory: call .out_dir(...) (OUT_DIR is only set in build scripts)"),
             })?,
         };
-        let source = std::fs::read_to_string(&self.spec).map_err(|error| BuildError::Io { path: self.spec.clone(), error })?;
+        let bytes = std::fs::read(&self.spec).map_err(|error| BuildError::Io { path: self.spec.clone(), error })?;
         let file_name = self.spec.file_name().and_then(|n| n.to_str()).unwrap_or("spec.devmap").to_string();
-        let checked = check_source(&source);
+        let (source, checked) = crate::check_bytes(&bytes);
         let Some(model) = checked.model else {
             let file = self.spec.display().to_string();
             let rendered = render_plain(&file, &source, &checked.diagnostics);
-            return Err(BuildError::Spec { file, rendered, diagnostics: checked.diagnostics });
+            return Err(BuildError::Spec { file, source: source.into_owned(), rendered, diagnostics: checked.diagnostics });
         };
         if in_build_script {
             for line in render_plain(&self.spec.display().to_string(), &source, &checked.diagnostics).lines().filter(|l| !l.is_empty()) {

@@ -68,7 +68,14 @@ struct Checker {
     /// Declared names that are already an error (E003): they still resolve,
     /// so that every use of one is not an error too, but get no warning.
     misnamed: HashSet<String>,
+    /// Declared names compared so far for "did you mean" (see `near`).
+    near_miss_spent: std::cell::Cell<usize>,
 }
+
+/// How many declared names "did you mean" compares against in one spec:
+/// thousands of unknown names among thousands of declared ones would take
+/// quadratic time. Past it, unknown names get no suggestion.
+const NEAR_MISS_BUDGET: usize = 1_000_000;
 
 /// The items of a spec, sorted by kind, in source order.
 #[derive(Default)]
@@ -106,6 +113,7 @@ impl Checker {
         let programs: Vec<ProgramDef> = items.programs.iter().map(|p| self.program(p)).collect();
         let devices: Vec<Option<DeviceDef>> = items.devices.iter().map(|d| self.device(d, &items.programs, &programs)).collect();
         self.distinct_interfaces(&devices, &items.devices);
+        self.device_count(&items.devices);
         let groups: Vec<GroupDef> = items.groups.iter().map(|g| self.group(g)).collect();
         let ingress = self.ingress(&items.ingress);
         let (routes, default_route) = self.routes(&items.routes, table.as_ref());
@@ -198,6 +206,16 @@ impl Checker {
         }
     }
 
+    /// [`suggest`] among declared names, while the budget lasts.
+    fn near<'a>(&self, name: &str, candidates: impl ExactSizeIterator<Item = &'a str>) -> Option<&'a str> {
+        let spent = self.near_miss_spent.get().saturating_add(candidates.len());
+        self.near_miss_spent.set(spent);
+        if spent > NEAR_MISS_BUDGET {
+            return None;
+        }
+        suggest(name, candidates)
+    }
+
     /// A declared device or group, or an E005 that suggests the nearest
     /// name.
     fn target(&mut self, ident: &Ident, context: &str) -> Option<Target> {
@@ -206,7 +224,7 @@ impl Checker {
         }
         let mut d = Diagnostic::new(Code::UnknownDevice, ident.span, format!("unknown device or group `{}` in {context}", ident.name))
             .label("not declared");
-        d = match suggest(&ident.name, self.targets.keys().map(String::as_str)) {
+        d = match self.near(&ident.name, self.targets.keys().map(String::as_str)) {
             Some(near) => d.help(format!("did you mean `{near}`?")),
             None => d.help(format!("declare it: `device {} {{ ifname = \"...\" }}`", ident.name)),
         };
@@ -495,6 +513,7 @@ impl Checker {
             params.push(ParamDef { name: param.name.name.clone(), ty });
         }
         let mut scope = Scope { params: &params, used: vec![false; params.len()], vlan: HashSet::new(), untyped };
+        self.program_size(program);
         let body = self.stmts(&program.body, &mut scope);
         for (i, used) in scope.used.iter().enumerate() {
             if !used && !repeated[i] {
@@ -511,11 +530,69 @@ impl Checker {
         ProgramDef { name: program.name.name.clone(), params, body, span: program.span }
     }
 
+    /// An egress program is one BPF function: past [`MAX_PROGRAM_SIZE`]
+    /// statements and tests, clang takes minutes over it (or crashes, on a
+    /// condition of 50,000 terms) and the verifier would refuse it.
+    fn program_size(&mut self, program: &ast::Egress) {
+        // Statements and the tests of conditions, in source order, without
+        // recursion: the first beyond the limit is the one to point at.
+        let mut todo: Vec<Either<'_>> = program.body.members.iter().rev().map(Either::Stmt).collect();
+        let mut size = 0;
+        while let Some(next) = todo.pop() {
+            let span = match next {
+                Either::Stmt(stmt) => {
+                    if let StmtKind::If(if_) = &stmt.kind {
+                        match &if_.otherwise {
+                            Some(ast::Else::Block(b)) => todo.extend(b.members.iter().rev().map(Either::Stmt)),
+                            Some(ast::Else::If(s)) => todo.push(Either::Stmt(s)),
+                            None => {}
+                        }
+                        todo.extend(if_.then.members.iter().rev().map(Either::Stmt));
+                        todo.push(Either::Cond(&if_.cond));
+                        continue;
+                    }
+                    stmt.span
+                }
+                Either::Cond(cond) => match &cond.kind {
+                    CondKind::Or(parts) | CondKind::And(parts) => {
+                        todo.extend(parts.iter().rev().map(Either::Cond));
+                        continue;
+                    }
+                    CondKind::Not(inner) => {
+                        todo.push(Either::Cond(inner));
+                        continue;
+                    }
+                    _ => cond.span,
+                },
+            };
+            size += 1;
+            if size > MAX_PROGRAM_SIZE {
+                self.error(
+                    Diagnostic::new(Code::ProgramTooLarge, span, format!("egress program `{}` has more than {MAX_PROGRAM_SIZE} statements and tests", program.name.name))
+                        .label(format!("statement or test {}", MAX_PROGRAM_SIZE + 1))
+                        .help("an egress program is compiled into one BPF function; decide by routes (a key and a table) rather than by a long program"),
+                );
+                return;
+            }
+        }
+    }
+
     fn stmts(&mut self, block: &Block<ast::Stmt>, scope: &mut Scope) -> Vec<Stmt> {
         block.members.iter().filter_map(|s| self.stmt(s, scope)).collect()
     }
 
     fn stmt(&mut self, stmt: &ast::Stmt, scope: &mut Scope) -> Option<Stmt> {
+        match &stmt.kind {
+            StmtKind::If(if_) => self.if_stmt(if_, scope),
+            _ => self.simple_stmt(stmt, scope),
+        }
+    }
+
+    /// Every statement but `if`, out of the recursion: in a debug build a
+    /// frame holds the locals of every arm, and each level of a nested `if`
+    /// must not pay for them (docs/language.md, nesting limit).
+    #[inline(never)]
+    fn simple_stmt(&mut self, stmt: &ast::Stmt, scope: &mut Scope) -> Option<Stmt> {
         match &stmt.kind {
             StmtKind::Drop => Some(Stmt::Drop),
             StmtKind::Pass => Some(Stmt::Pass),
@@ -571,7 +648,7 @@ impl Checker {
                     None => Some(Stmt::VlanPop),
                 }
             }
-            StmtKind::If(if_) => self.if_stmt(if_, scope),
+            StmtKind::If(_) => unreachable!("`stmt` checks `if`"),
         }
     }
 
@@ -732,6 +809,16 @@ impl Checker {
                 Some(if matches!(cond.kind, CondKind::Or(_)) { Cond::Or(parts) } else { Cond::And(parts) })
             }
             CondKind::Not(inner) => Some(Cond::Not(Box::new(self.cond(inner, scope)?))),
+            CondKind::Has(_) | CondKind::Compare { .. } => self.leaf_cond(cond, scope),
+        }
+    }
+
+    /// `has(...)` and comparisons, out of the recursion of `cond` (see
+    /// `simple_stmt`).
+    #[inline(never)]
+    fn leaf_cond(&mut self, cond: &ast::Cond, scope: &mut Scope) -> Option<Cond> {
+        match &cond.kind {
+            CondKind::Or(_) | CondKind::And(_) | CondKind::Not(_) => unreachable!("`cond` checks these"),
             CondKind::Has(header) => match Header::from_has(&header.name) {
                 Some(h) => Some(Cond::Has(h)),
                 None => {
@@ -872,7 +959,7 @@ impl Checker {
         };
         let Some(&index) = self.programs.get(&name.name) else {
             let mut d = Diagnostic::new(Code::UnknownProgram, name.span, format!("unknown egress program `{}`", name.name)).label("not declared");
-            d = match suggest(&name.name, self.programs.keys().map(String::as_str)) {
+            d = match self.near(&name.name, self.programs.keys().map(String::as_str)) {
                 Some(near) => d.help(format!("did you mean `{near}`?")),
                 None => d.help(format!("declare it: `egress {} {{ ... }}`", name.name)),
             };
@@ -1123,6 +1210,20 @@ impl Checker {
             }
         }
         (defs, default.map(|(t, _)| t))
+    }
+
+    /// Device `i` is slot `1 + i` of the deployment, and the slot maps
+    /// (and the per-slot counters, whose index 0 counts misses) hold
+    /// `MAX_SLOTS` entries: one device more would fail at apply.
+    fn device_count(&mut self, devices: &[&ast::Device]) {
+        let max = crate::render::MAX_SLOTS as usize - 1;
+        if let Some(over) = devices.get(max) {
+            self.error(
+                Diagnostic::new(Code::TooManyDevices, over.name.span, format!("{} devices: a deployment holds at most {max}", devices.len()))
+                    .label(format!("device {} of {}", max + 1, devices.len()))
+                    .help(format!("a spec declares at most {max} devices; split the network over several specs")),
+            );
+        }
     }
 
     /// Routes keyed on a port that has no ingress program never match.
@@ -1578,7 +1679,7 @@ impl Checker {
         // (`donwlink`) counts as a use of that one: the typo is the error,
         // and what it meant is not also unused.
         let resolve = |name: &str| {
-            let near = || suggest(name, self.targets.keys().map(String::as_str)).and_then(|n| self.targets.get(n));
+            let near = || self.near(name, self.targets.keys().map(String::as_str)).and_then(|n| self.targets.get(n));
             self.targets.get(name).or_else(near).map(|(t, _)| *t)
         };
         // Routes whose key or target is an error still count: no warning on
@@ -1657,7 +1758,7 @@ impl Checker {
             })
             .map(|name| match self.programs.contains_key(name) {
                 true => name.to_string(),
-                false => suggest(name, self.programs.keys().map(String::as_str)).unwrap_or(name).to_string(),
+                false => self.near(name, self.programs.keys().map(String::as_str)).unwrap_or(name).to_string(),
             })
             .collect();
         for (i, program) in items.programs.iter().enumerate() {
@@ -1779,6 +1880,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
+/// How many statements and condition tests (comparisons, `has`) an egress
+/// program may hold (docs/language.md).
+pub const MAX_PROGRAM_SIZE: usize = 1024;
+
+/// A node of a program's body, for walking it without recursion.
+enum Either<'a> {
+    Stmt(&'a ast::Stmt),
+    Cond(&'a ast::Cond),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1790,6 +1901,22 @@ mod tests {
     fn codes(src: &str) -> Vec<&'static str> {
         let checked = crate::check_source(src);
         checked.diagnostics.iter().map(|d| d.code.as_str().trim_start_matches("devmap::")).collect()
+    }
+
+    #[test]
+    fn a_deployment_holds_1023_devices() {
+        // Each device in group `all`, so that none is unreached.
+        let spec = |n: usize| {
+            let names: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+            let devices: String = names.iter().map(|d| format!("device {d} {{ ifname = \"{d}\" }}\n")).collect();
+            format!("table {{ key = vlan.id }}\n{devices}group all {{ {} }}\ningress {{ on = [d0] }}\nroute 1 -> all\n", names.join(", "))
+        };
+        assert_eq!(codes(&spec(1023)), Vec::<&str>::new());
+        let src = spec(1024);
+        let checked = crate::check_source(&src);
+        assert_eq!(codes(&src), ["E034"]);
+        let d = &checked.diagnostics[0];
+        assert_eq!(&src[d.primary.span.start..d.primary.span.end], "d1023");
     }
 
     fn messages(src: &str) -> Vec<String> {

@@ -76,6 +76,16 @@ pub enum Code {
     BadTest,
     /// A packet layer or field that does not exist, or is misplaced.
     BadPacket,
+    /// Brackets or `else if` branches nested deeper than the language
+    /// allows.
+    TooDeep,
+    /// Text that is not UTF-8.
+    NotUtf8,
+    /// More devices than a deployment has slots for.
+    TooManyDevices,
+    /// An egress program with more statements and tests than one BPF
+    /// function can hold.
+    ProgramTooLarge,
 
     /// A device that no route reaches and that receives no traffic.
     UnreachedDevice,
@@ -128,6 +138,10 @@ impl Code {
         Code::BadPrefix,
         Code::BadTest,
         Code::BadPacket,
+        Code::TooDeep,
+        Code::NotUtf8,
+        Code::TooManyDevices,
+        Code::ProgramTooLarge,
         Code::UnreachedDevice,
         Code::UnusedProgram,
         Code::UnusedGroup,
@@ -172,6 +186,10 @@ impl Code {
             BadPrefix => "devmap::E029",
             BadTest => "devmap::E030",
             BadPacket => "devmap::E031",
+            TooDeep => "devmap::E032",
+            NotUtf8 => "devmap::E033",
+            TooManyDevices => "devmap::E034",
+            ProgramTooLarge => "devmap::E035",
             UnreachedDevice => "devmap::W001",
             UnusedProgram => "devmap::W002",
             UnusedGroup => "devmap::W003",
@@ -271,7 +289,12 @@ impl Diagnostic {
     /// `file`, `line`, `column`, `end_line`, `end_column` (1-based, columns
     /// in characters), `code`, `severity`, `message`, `help`, and `labels`.
     pub fn to_json(&self, file: &str, source: &str) -> serde_json::Value {
-        let index = LineIndex::new(source);
+        self.to_json_indexed(file, source, &LineIndex::new(source))
+    }
+
+    /// [`Diagnostic::to_json`] with the source's line index made once, for
+    /// the many diagnostics of one file (each index costs a pass over it).
+    pub fn to_json_indexed(&self, file: &str, source: &str, index: &LineIndex) -> serde_json::Value {
         let (line, column) = index.line_col(source, self.primary.span.start);
         let (end_line, end_column) = index.line_col(source, self.primary.span.end);
         let label = |l: &Label| {
@@ -341,6 +364,16 @@ impl LineIndex {
     pub fn new(source: &str) -> LineIndex {
         let newlines = source.match_indices('\n').map(|(i, _)| i + 1);
         LineIndex { line_starts: std::iter::once(0).chain(newlines).collect() }
+    }
+
+    /// The 0-based line of a byte offset.
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|&start| start <= offset) - 1
+    }
+
+    /// Where a 0-based line starts; `None` past the last line.
+    pub fn line_start(&self, line: usize) -> Option<usize> {
+        self.line_starts.get(line).copied()
     }
 
     pub fn line_col(&self, source: &str, offset: usize) -> (usize, usize) {

@@ -497,6 +497,20 @@ mod tests {
         assert_eq!(crate::parse::parse(&out).unwrap(), crate::parse::parse(src).unwrap());
     }
 
+    /// docs/language.md, 13: hex integers keep the number of digits they
+    /// were written with, in lower case.
+    #[test]
+    fn hex_integers_keep_their_width() {
+        let src = "route (0x0800, 0X8100, 0xABCD, 0x1, 2048) -> a\n";
+        assert_eq!(fmt(src), "route (0x0800, 0x8100, 0xabcd, 0x1, 2048) -> a\n");
+    }
+
+    #[test]
+    fn negations_that_cancel_are_dropped() {
+        let src = "egress e { if !!has(vlan) && !!!(vlan.id == 1) || !(!(has(ipv4))) { drop } }\n";
+        assert_eq!(fmt(src), "egress e {\n    if has(vlan) && !(vlan.id == 1) || has(ipv4) {\n        drop\n    }\n}\n");
+    }
+
     #[test]
     fn a_comment_inside_a_line_is_kept() {
         let src = "route /* why */ 1 -> a\nroute 2 -> b\n";

@@ -382,9 +382,28 @@ impl Ir {
         stable_hash(&json)
     }
 
-    /// The hash of the data part.
+    /// The hash of the data part: what the maps hold, and nothing of how
+    /// the spec says it. Lines, the text a key was written as (`0x10` or
+    /// `16`), and the order of the routes leave it alone, so comments and
+    /// layout do not count; every key, target, device binding, argument,
+    /// group membership, ingress device and the XDP mode do. (The order of
+    /// devices counts: device `i` is slot `1 + i`.)
     pub fn data_hash(&self) -> String {
-        stable_hash(&serde_json::to_vec(&self.data).expect("the IR serialises"))
+        let mut data = self.data.clone();
+        data.devices.iter_mut().for_each(|d| d.line = 0);
+        for r in &mut data.routes {
+            r.line = 0;
+            r.text.clear();
+        }
+        let mut routes: Vec<Vec<u8>> = data.routes.iter().map(|r| serde_json::to_vec(r).expect("the IR serialises")).collect();
+        routes.sort();
+        data.routes.clear();
+        let mut bytes = serde_json::to_vec(&data).expect("the IR serialises");
+        for r in routes {
+            bytes.push(b'\n');
+            bytes.extend(r);
+        }
+        stable_hash(&bytes)
     }
 }
 

@@ -19,6 +19,12 @@ struct DevmapParser;
 /// Parses a whole spec. On any error the AST is `None` and the diagnostics
 /// say why; a spec that parses may still be meaningless (see `check`).
 pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
+    // pest and every later stage recurse once per level of nesting: a text
+    // nested deeper than any spec needs is refused before it can overflow
+    // the stack.
+    if let Some(too_deep) = too_deep(source) {
+        return Err(vec![too_deep]);
+    }
     match DevmapParser::parse(Rule::file, source) {
         Ok(mut pairs) => {
             let mut builder = Builder { diagnostics: Vec::new() };
@@ -43,6 +49,98 @@ pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
             Err(recover(source, error))
         }
     }
+}
+
+/// How deep a spec may nest: `{ }`, `( )` and `[ ]` inside each other, and
+/// the branches of an `else if` chain (each is one level deeper in the
+/// syntax tree). At this depth the parser, the checker, the formatter, the
+/// code generator and the C compiler (whose own limit is 256 brackets; a
+/// level of the spec is at most two in C) all stay well inside a 2 MiB
+/// thread stack. docs/language.md documents it.
+pub const MAX_NESTING: usize = 100;
+
+/// The first point where the text nests deeper than [`MAX_NESTING`], as an
+/// E032 diagnostic; `None` for a text within the limit. A scan of the bytes,
+/// without recursion: brackets in strings and comments do not count, and a
+/// bracket without its partner is left for the parser to report.
+fn too_deep(source: &str) -> Option<Diagnostic> {
+    let bytes = source.as_bytes();
+    // One frame per open bracket (the first is the file): the `else if`
+    // levels of the chain being read at that level.
+    let mut frames: Vec<usize> = vec![0];
+    let mut depth = 0;
+    // The last word was `else` (white space and comments may follow).
+    let mut after_else = false;
+    // A `}` just closed a block: unless `else` comes next, the chain of
+    // the level it returned to has ended.
+    let mut block_closed = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &bytes[i..];
+        match bytes[i] {
+            b'/' if rest.starts_with(b"//") => {
+                i += rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+                continue;
+            }
+            b'/' if rest.starts_with(b"/*") => {
+                i += rest[2..].windows(2).position(|w| w == b"*/").map_or(rest.len(), |n| n + 4);
+                continue;
+            }
+            b' ' | b'\t' | b'\r' | b'\n' => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let len = rest.iter().position(|b| !(b.is_ascii_alphanumeric() || *b == b'_')).unwrap_or(rest.len()).max(1);
+        let word = &rest[..len];
+        let chain = frames.last_mut().expect("the file's frame is never popped");
+        if block_closed && word != b"else" {
+            depth -= *chain;
+            *chain = 0;
+        }
+        block_closed = false;
+        match bytes[i] {
+            b'"' => {
+                // A string runs to its closing quote or the end of the line.
+                i += rest[1..].iter().position(|&b| b == b'"' || b == b'\n').map_or(rest.len(), |n| n + 2);
+                after_else = false;
+                continue;
+            }
+            b'{' | b'(' | b'[' => {
+                frames.push(0);
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(nesting_error(i, 1, "bracket"));
+                }
+            }
+            b'}' | b')' | b']' => {
+                if frames.len() > 1 {
+                    depth -= 1 + frames.pop().unwrap_or(0);
+                }
+                block_closed = bytes[i] == b'}';
+            }
+            _ if word == b"if" && after_else => {
+                *chain += 1;
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(nesting_error(i, len, "`else if`"));
+                }
+            }
+            _ => {}
+        }
+        after_else = word == b"else";
+        i += len;
+    }
+    None
+}
+
+fn nesting_error(at: usize, width: usize, what: &str) -> Diagnostic {
+    Diagnostic::new(Code::TooDeep, Span::new(at, at + width), format!("the spec nests deeper than {MAX_NESTING} levels"))
+        .label(format!("this {what} is level {}", MAX_NESTING + 1))
+        .help(format!(
+            "a spec nests at most {MAX_NESTING} levels of `{{ }}`, `( )`, `[ ]` and `else if` branches; split the condition or the chain (several `if`s, or a key and routes)"
+        ))
 }
 
 /// Collects the syntax errors of every broken item: the first from the
@@ -401,12 +499,20 @@ impl Builder {
             Rule::cond_not => {
                 let inner: Vec<Pair<Rule>> = pair.into_inner().collect();
                 let (nots, atom) = inner.split_at(inner.len() - 1);
-                let mut cond = self.cond(atom[0].clone());
-                for not in nots.iter().rev() {
-                    let span = Span::new(not.as_span().start(), cond.span.end);
-                    cond = Cond { kind: CondKind::Not(Box::new(cond)), span };
+                let cond = self.cond(atom[0].clone());
+                // `!!c` and `!(!c)` say `c`: a negation never holds another
+                // one, so that 20,000 `!` are not 20,000 levels of the tree
+                // (and `fmt`, which writes `!!c` for them, keeps the tree).
+                if nots.len() % 2 == 0 {
+                    return cond;
                 }
-                cond
+                match cond.kind {
+                    CondKind::Not(inner) => *inner,
+                    kind => {
+                        let span = Span::new(nots[0].as_span().start(), cond.span.end);
+                        Cond { kind: CondKind::Not(Box::new(Cond { kind, span: cond.span })), span }
+                    }
+                }
             }
             Rule::has => Cond { kind: CondKind::Has(ident(children(pair).next().unwrap())), span },
             Rule::compare => {

@@ -41,8 +41,14 @@ fn relative(path: &Path) -> String {
     rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
+/// A file's text; a file that is not UTF-8 (E033's) decoded as the
+/// diagnostics see it.
 fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    match devmapc::decode(&bytes) {
+        Ok(text) => text.to_string(),
+        Err((text, _)) => text,
+    }
 }
 
 /// `E014` for `devmap::E014`.
@@ -115,7 +121,8 @@ fn check_bad_file(path: &Path) -> Result<(String, String), String> {
         return Err(format!("{file}: the first line must be a `//` comment saying what the file checks"));
     }
     let expected = markers(&file, &source)?;
-    let checked = check_source(&source);
+    let bytes = std::fs::read(path).expect("read above");
+    let (_, checked) = devmapc::check_bytes(&bytes);
     let diagnostics = &checked.diagnostics;
     spans_ok(&file, &source, diagnostics)?;
 

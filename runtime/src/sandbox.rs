@@ -82,8 +82,11 @@ impl Netns {
             .unwrap_or_else(|e| panic!("cannot enter the sandbox's network namespace: {e}"));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         if let Err(e) = setns(&original) {
-            eprintln!(
-                "FATAL: cannot switch the thread back from the sandbox's network namespace: {e}"
+            // Not eprintln!, which panics when standard error is a closed
+            // pipe: the abort must be reached.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("FATAL: cannot switch the thread back from the sandbox's network namespace: {e}\n").as_bytes(),
             );
             std::process::abort();
         }
