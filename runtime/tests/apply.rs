@@ -275,7 +275,7 @@ fn the_same_spec_in_another_object_is_a_code_upgrade() {
     let dir = tempfile::tempdir().unwrap();
     let clang = dir.path().join("clang");
     let real = devmapc::builder::find_clang().unwrap();
-    std::fs::write(&clang, format!("#!/bin/sh\nexec {} \"$@\" -mcpu=v2\n", real.display())).unwrap();
+    std::fs::write(&clang, format!("#!/bin/sh\nexec {} \"$@\" -mcpu=v3\n", real.display())).unwrap();
     std::fs::set_permissions(&clang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let path = dir.path().join("fwd.devmap");
     std::fs::write(&path, &text).unwrap();
