@@ -3,7 +3,9 @@
 //! own): a dry run that finds the apply would fail exits 1; `--make-ready`
 //! puts GRO back when the apply then fails; pin directories with trailing
 //! slashes are the same directories; an empty directory devmapc did not
-//! make is never removed.
+//! make is never removed; a manifest rebuilt alone never loads the stale
+//! object beside it; a deployment without its ownership record is left
+//! alone.
 
 use devmapc_testkit::netns::Netns;
 use devmapc_testkit::pins::PinDir;
@@ -62,6 +64,10 @@ impl Rig {
         let mut args = vec!["apply", spec.to_str().unwrap(), "--pin-dir", pin_dir];
         args.extend(extra);
         self.devmapc(&args)
+    }
+
+    fn apply_file(&self, manifest: &Path, pin_dir: &str) -> Output {
+        self.devmapc(&["apply", manifest.to_str().unwrap(), "--pin-dir", pin_dir, "--allow-not-ready"])
     }
 
     fn gro(&self, dev: &str) -> bool {
@@ -155,4 +161,81 @@ fn a_pin_dir_off_bpffs_is_not_blamed_on_ip_netns_exec() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("not on a bpffs"), "{}", text(&out));
     assert!(!text(&out).contains("ip netns exec"), "{}", text(&out));
+}
+
+/// The command-line flow of a stale object: `build` with `on_miss = pass`,
+/// the spec edited to `on_miss = drop`, only the manifest rebuilt. The
+/// fresh manifest names the old object: `apply` refuses before loading.
+#[test]
+fn a_manifest_rebuilt_alone_does_not_load_the_stale_object_beside_it() {
+    require_privileged!();
+    let rig = Rig::new();
+    let spec = rig.dir.path().join("s.devmap");
+    let out_dir = rig.dir.path().join("out");
+    let out_str = out_dir.to_str().unwrap();
+    std::fs::write(&spec, SPEC.replace("ipv4.dst }", "ipv4.dst, on_miss = pass }")).unwrap();
+    let out = rig.devmapc(&["build", "-o", out_str, spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let object = std::fs::read(out_dir.join("s.bpf.o")).unwrap();
+
+    std::fs::write(&spec, SPEC.replace("ipv4.dst }", "ipv4.dst, on_miss = drop }")).unwrap();
+    let out = rig.devmapc(&["build", "-o", out_str, "--emit", "manifest", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(std::fs::read(out_dir.join("s.bpf.o")).unwrap(), object, "the old object is left as it was");
+
+    let manifest = out_dir.join("s.manifest.json");
+    let pins = rig.pins.to_str().unwrap();
+    let out = rig.apply_file(&manifest, pins);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("stale"), "{}", text(&out));
+    assert!(!rig.pins.exists(), "nothing was loaded or pinned");
+
+    // Both rebuilt: the new program is what gets loaded.
+    let out = rig.devmapc(&["build", "-o", out_str, spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = rig.apply_file(&manifest, pins);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = rig.devmapc(&["status", pins, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = devmapc::builder::object_digest(&std::fs::read(out_dir.join("s.bpf.o")).unwrap());
+    assert_eq!(status["object_sha256"], digest.as_str(), "status names the object that runs");
+}
+
+/// A deployment without an ownership record (as an older devmapc left it,
+/// or with its record removed by hand): neither `apply` nor `detach`
+/// guesses which of its pins are devmapc's; both refuse and change nothing.
+#[test]
+fn a_deployment_without_its_ownership_record_is_left_alone() {
+    require_privileged!();
+    let rig = Rig::new();
+    let pins = rig.pins.to_str().unwrap().to_string();
+    let out = rig.apply(&pins, &["--allow-not-ready"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::remove_file(rig.pins.join("owned")).unwrap();
+    let before = entries(&rig.pins);
+
+    let out = rig.devmapc(&["detach", &pins]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(entries(&rig.pins), before, "detach removed nothing");
+    let out = rig.apply(&pins, &["--allow-not-ready"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(entries(&rig.pins), before, "apply changed nothing");
+}
+
+/// Every path under `dir`, sorted.
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+            all.push(e.path());
+        }
+    }
+    all.sort();
+    all
 }
