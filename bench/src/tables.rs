@@ -114,10 +114,14 @@ fn kinds() -> Vec<Kind> {
         },
         Kind {
             key: "(ip.proto, l4.dport)",
-            limit: 65_535,
-            what: "TCP ports from 0 up",
-            value: |i| pair(6, i),
-            frame: |i| Frame::new().ipv4(SRC, DST).tcp(1000, i as u16).pad_to(60).build(),
+            // Ports are read from TCP and UDP only: every port of each.
+            limit: (2 << 16) - 1,
+            what: "TCP ports from 0 up, then UDP ports from 0 up",
+            value: |i| pair(if i >> 16 == 0 { 6 } else { 17 }, i & 0xffff),
+            frame: |i| match i >> 16 {
+                0 => Frame::new().ipv4(SRC, DST).tcp(1000, i as u16).pad_to(60).build(),
+                _ => udp(1000, i & 0xffff).pad_to(60).build(),
+            },
         },
         Kind {
             key: "(l4.sport, l4.dport)",
