@@ -80,7 +80,7 @@ fn nothing_cites_notes_kept_outside_the_repository() {
         let Some(text) = text(path) else { continue };
         for (i, line) in text.lines().enumerate() {
             for needle in &needles {
-                // "design brief" in any case; the file names as written.
+                // The two-word needle in any case; the file names as written.
                 let hit = if needle.contains(' ') {
                     line.to_lowercase().contains(needle.as_str())
                 } else {
