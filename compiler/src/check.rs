@@ -31,7 +31,7 @@ pub fn check(spec: &ast::Spec) -> Checked {
     Checked { model, diagnostics }
 }
 
-/// Longest name a spec may use (LANGUAGE.md, Lexical rules).
+/// Longest name a spec may use (docs/language.md, 2.5 Names).
 pub const MAX_NAME_LEN: usize = 64;
 
 /// Keywords of C (C89 to C23): names reach the generated C.

@@ -2,7 +2,7 @@
 //!
 //! A key of at most 32 bits is the DEVMAP_HASH key itself; a wider or
 //! composite key goes through a hash to a slot, `lpm(...)` through an LPM
-//! trie to a slot (KERNEL.md: the DEVMAP_HASH key is exactly 4 bytes).
+//! trie to a slot (docs/kernel.md: the DEVMAP_HASH key is exactly 4 bytes).
 //! Everything here is a pure function of the model: no I/O, no kernel.
 
 use crate::diagnostic::LineIndex;

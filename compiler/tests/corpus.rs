@@ -281,14 +281,16 @@ fn markers_are_parsed() {
     assert!(markers("t", "x //~\n").is_err());
 }
 
-/// The examples of the design brief (LANGUAGE.md), kept verbatim in
-/// tests/specs/language/: they are normative, so they must check without a
-/// single diagnostic exactly as written (not only once formatted), and
-/// formatting them must keep their meaning.
+/// The first spec of the language reference (docs/language.md, 1 A first
+/// spec), kept in tests/specs/language/ as a person would write it, with
+/// hand-aligned columns rather than in `devmapc fmt`'s layout: it is the
+/// spec a reader meets first, so it must check without a single diagnostic
+/// exactly as written (not only once formatted), and formatting it must
+/// keep its meaning.
 #[test]
-fn language_brief_examples_check_clean_as_written() {
+fn language_reference_examples_check_clean_as_written() {
     let files = specs("tests/specs/language");
-    assert!(!files.is_empty(), "tests/specs/language holds the brief's examples");
+    assert!(!files.is_empty(), "tests/specs/language holds the language reference's examples");
     for path in files {
         let source = read(&path);
         let checked = devmapc::check_source(&source);

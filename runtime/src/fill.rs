@@ -2,8 +2,9 @@
 //! arguments, the default route) into a loaded object's maps.
 //!
 //! What goes where is planned by `plan.rs` ([`desired`], ordered by
-//! [`diff`]); DEVMAP_HASH has no batch operations (KERNEL.md), so filling is
-//! one `bpf()` call per entry, never pointing at something not yet there.
+//! [`diff`]); DEVMAP_HASH has no batch operations (docs/kernel.md), so
+//! filling is one `bpf()` call per entry, never pointing at something not
+//! yet there.
 
 use crate::plan::{write_fresh, PlanError};
 use devmapc::ir::{Ir, ParamType, ProgramPlan};

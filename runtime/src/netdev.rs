@@ -4,7 +4,7 @@
 //!
 //! The second question matters because the kernel sends redirected frames
 //! later, at flush, and a target that cannot take them drops them silently
-//! although the program returned `XDP_REDIRECT` (KERNEL.md). [`readiness`]
+//! although the program returned `XDP_REDIRECT` (docs/kernel.md). [`readiness`]
 //! says why a target cannot, and what to do about it.
 //!
 //! Everything asks the kernel through sockets opened for the call, so it

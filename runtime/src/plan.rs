@@ -28,7 +28,7 @@
 //! # Ordering
 //!
 //! The kernel offers no transaction and DEVMAP_HASH no batch operation
-//! (KERNEL.md), so a change is a sequence of single-entry updates, each
+//! (docs/kernel.md), so a change is a sequence of single-entry updates, each
 //! visible to packets at once. Entries refer to each other:
 //!
 //! - a key-stage entry (`devmapc_keys`, `devmapc_group_keys`,
@@ -106,7 +106,8 @@
 //! [`execute`] makes one `bpf()` call per operation: an add with
 //! `BPF_NOEXIST` (an array entry always exists: `BPF_ANY`), so it never
 //! silently overwrites an entry the plan did not know about; a change with
-//! `BPF_EXIST` (which a DEVMAP_HASH ignores, KERNEL.md); a removal with
+//! `BPF_EXIST` (which on a DEVMAP_HASH inserts a missing key instead of
+//! failing: docs/kernel.md); a removal with
 //! `BPF_MAP_DELETE_ELEM`. On the first failure it undoes what it did, in
 //! reverse (an add by a removal, a change by writing the old value back, a
 //! removal by putting the entry back; a removed counter comes back with the

@@ -12,7 +12,7 @@
 //!   `dev<ifindex>`). The spec is deployed here.
 //! - the **wire side** holds the peers, each with the same name as its
 //!   device, up, with GRO on: a veth accepts redirected XDP frames only when
-//!   its peer has a native XDP program or GRO on (KERNEL.md).
+//!   its peer has a native XDP program or GRO on (docs/kernel.md).
 //!
 //! Both have IPv6 disabled (before any device exists) and no addresses, so
 //! the kernel sends nothing on its own: no router solicitations, no DAD, no

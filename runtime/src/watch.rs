@@ -1,7 +1,7 @@
 //! Link events for `devmapc apply --watch`.
 //!
 //! When a device goes away the kernel deletes its DEVMAP_HASH entries and
-//! its XDP link (KERNEL.md). When one with the same name comes back it has
+//! its XDP link (docs/kernel.md). When one with the same name comes back it has
 //! a new ifindex: the next apply resolves it again, finds the entries
 //! missing and re-adds them. This module only says *when* to look: it
 //! listens to rtnetlink's link group (`RTMGRP_LINK`) of the current network

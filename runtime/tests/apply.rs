@@ -7,7 +7,7 @@
 //!
 //! Each test builds a namespace with veth pairs `dmcX`/`pdmcX` and the test
 //! kit's `count` program on every far end (which also makes the targets
-//! ready: KERNEL.md), and pins under `/sys/fs/bpf/devmapc-test-<pid>-<n>`.
+//! ready: docs/kernel.md), and pins under `/sys/fs/bpf/devmapc-test-<pid>-<n>`.
 //! Frames are real: sent from an AF_PACKET socket into `pdmca`, they arrive
 //! on `dmca`, where the deployment's link runs the ingress program.
 
@@ -406,7 +406,8 @@ fn a_re_created_device_gets_its_entries_back_on_the_next_apply() {
     let rig = Rig::new();
     let v1 = build(&spec("on_miss = drop", ROUTES));
     rig.apply(&v1).unwrap();
-    // The kernel removes every entry of a device that goes away (KERNEL.md).
+    // The kernel removes every entry of a device that goes away
+    // (docs/kernel.md, Lifecycle).
     rig.ns.delete_link("dmcc").unwrap();
     let (c, peer) = rig.ns.veth("dmcc", "pdmcc").unwrap();
     let _count = Rig::count_on(&rig.ns, &rig.counts, peer.ifindex);

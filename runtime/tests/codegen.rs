@@ -7,7 +7,7 @@
 //! keeps (per key for direct keys, per slot for lowered ones, per group):
 //! a plain PROG_TEST_RUN does not send anything, it only returns the
 //! action. Egress bodies run through their plain-XDP twins, since the
-//! kernel refuses to test-run `xdp/devmap` programs (KERNEL.md).
+//! kernel refuses to test-run `xdp/devmap` programs (docs/kernel.md).
 
 use devmapc::ir::{encode_key, names, Ir, TargetRef};
 use devmapc::model::{Const, KeyValue, PrefixValue};

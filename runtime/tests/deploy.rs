@@ -8,7 +8,7 @@
 //! `/sys/fs/bpf/devmapc-test-<pid>-<n>`, removed when the test ends, also
 //! when it fails. Delivery is counted by the test kit's `count` program on
 //! the far end of each target's veth pair (a veth takes redirected frames
-//! only when its peer has an XDP program: KERNEL.md).
+//! only when its peer has an XDP program: docs/kernel.md).
 
 use devmapc::ir::{names, Ir};
 use devmapc::model::XdpMode;
