@@ -1,11 +1,11 @@
 //! `devmapc test`: runs the `test` blocks of specs in throwaway network
-//! namespaces (the work is `devmapc_runtime::spectest`'s; this is the
+//! namespaces (the work is `devmapc_spectest`'s; this is the
 //! terminal and JSON output, and the exit code).
 
 use crate::{out, MessageFormat};
 use devmapc::diagnostic::LineIndex;
-use devmapc_runtime::sandbox::Sandbox;
-use devmapc_runtime::spectest::{self, Failure, Options, TestOutcome, Watch};
+use devmapc_spectest::sandbox::Sandbox;
+use devmapc_spectest::{self as spectest, Failure, Options, TestOutcome, Watch};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

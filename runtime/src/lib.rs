@@ -7,17 +7,12 @@
 
 pub mod apply;
 pub mod bpffs;
-pub mod capture;
 pub mod deploy;
 pub mod embed;
 pub mod fill;
-pub mod inject;
 pub mod netdev;
-pub mod packet;
 pub mod pins;
 pub mod plan;
-pub mod sandbox;
-pub mod spectest;
 pub mod status;
 pub mod watch;
 

@@ -99,15 +99,10 @@ pub struct TestRun {
     pub duration_ns: u64,
 }
 
-pub const XDP_ABORTED: u32 = 0;
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
-pub const XDP_TX: u32 = 3;
-pub const XDP_REDIRECT: u32 = 4;
-
-// The `xdp_md` context and the SIGCHLD guard live in the runtime, which
-// `devmapc test` drives the same way.
-use devmapc_runtime::inject::{xdp_md, SigchldBlocked};
+// The XDP actions, the `xdp_md` context and the SIGCHLD guard are the test
+// engine's (devmapc-spectest), which `devmapc test` drives the same way.
+pub use devmapc_spectest::inject::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
+use devmapc_spectest::inject::{xdp_md, SigchldBlocked};
 
 /// Run `prog` on `packet` `repeat` times (0 counts as 1). With
 /// `ingress_ifindex`, the program sees that device as `ctx->ingress_ifindex`
@@ -175,7 +170,7 @@ pub fn test_run_live(
     repeat: u32,
     batch_size: u32,
 ) -> libbpf_rs::Result<LiveRun> {
-    let duration_ns = devmapc_runtime::inject::test_run_live(
+    let duration_ns = devmapc_spectest::inject::test_run_live(
         prog.as_fd(),
         packet,
         ingress_ifindex,

@@ -450,5 +450,5 @@ fn ethtool_value(dev: &str, cmd: u32, data: u32) -> io::Result<u32> {
 /// thread's namespace from an AF_PACKET socket: on a veth, each arrives on
 /// the peer as a real received frame (through its XDP program, if any).
 pub fn send_frames(ifindex: u32, frame: &[u8], n: u64) -> io::Result<()> {
-    devmapc_runtime::inject::send_on_wire(frame, ifindex, n)
+    devmapc_spectest::inject::send_on_wire(frame, ifindex, n)
 }

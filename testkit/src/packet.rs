@@ -1,5 +1,5 @@
-//! Test frames: the runtime's packet builder and parser
-//! ([`devmapc_runtime::packet`]), which `devmapc test` uses too; re-exported
+//! Test frames: the test engine's packet builder and parser
+//! ([`devmapc_spectest::packet`]), which `devmapc test` uses too; re-exported
 //! here so tests keep writing `devmapc_testkit::packet::Frame`.
 
-pub use devmapc_runtime::packet::*;
+pub use devmapc_spectest::packet::*;

@@ -24,7 +24,7 @@
 //! `SIGKILL`); the devices, the attached programs and every map entry
 //! pointing at them go with them.
 
-use crate::netdev;
+use devmapc_runtime::netdev;
 use devmapc::ir::DeviceData;
 use devmapc::model::Binding;
 use std::collections::{HashMap, HashSet};
@@ -348,11 +348,11 @@ impl Sandbox {
     }
 
     /// The plan's devices as found on the device side, for
-    /// [`crate::Loaded::fill`].
-    pub fn resolved(&self) -> Vec<crate::Device> {
+    /// [`devmapc_runtime::Loaded::fill`].
+    pub fn resolved(&self) -> Vec<devmapc_runtime::Device> {
         self.devices
             .iter()
-            .map(|d| crate::Device {
+            .map(|d| devmapc_runtime::Device {
                 ifindex: d.ifindex,
                 mac: d.mac,
             })

@@ -22,12 +22,16 @@
 //! The library prints nothing: results are data ([`TestOutcome`]), rendered
 //! by the CLI.
 
-use crate::capture::{self, Capture};
-use crate::deploy::{self, Attachment, DeployError, Loaded};
-use crate::inject;
-use crate::packet::{self, Frame, Parsed, VlanTag};
-use crate::plan::{self, Handles};
+pub mod capture;
+pub mod inject;
+pub mod packet;
+pub mod sandbox;
+
+use crate::capture::Capture;
+use crate::packet::{Frame, Parsed, VlanTag};
 use crate::sandbox::Sandbox;
+use devmapc_runtime::deploy::{self, Attachment, DeployError, Loaded};
+use devmapc_runtime::plan::{self, Handles};
 use devmapc::ast::Span;
 use devmapc::fields::LayerKind;
 use devmapc::ir::Ir;
@@ -80,7 +84,7 @@ pub fn deploy(sandbox: &Sandbox, obj: &Path, ir: &Ir) -> Result<Deployed, Deploy
             let plan = plan::diff(&plan::State::fresh(ir), &plan::desired(ir, &devices)?);
             plan::execute(&handles, &plan)?;
             if ir.code.access == Access::ReadOnly {
-                let name = crate::apply::key_map(ir);
+                let name = devmapc_runtime::apply::key_map(ir);
                 let fd = handles.map_fd(name).ok_or_else(|| {
                     DeployError::Mismatch(format!("the object has no map {name}"))
                 })?;

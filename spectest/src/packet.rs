@@ -2,7 +2,7 @@
 //! by layer, and split received ones back into layers and fields.
 //!
 //! ```
-//! use devmapc_runtime::packet::{parse, Frame};
+//! use devmapc_spectest::packet::{parse, Frame};
 //! use std::net::Ipv4Addr;
 //!
 //! let frame = Frame::new()
