@@ -28,14 +28,17 @@ use devmapc_runtime::netdev;
 use devmapc::ir::DeviceData;
 use devmapc::model::Binding;
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// An anonymous network namespace, alive while this value is.
+/// A network namespace held by a file descriptor (anonymous, unless
+/// [`Netns::open`]ed by a path), alive while this value is.
 #[derive(Debug)]
 pub struct Netns {
     file: File,
@@ -68,6 +71,33 @@ impl Netns {
             }
         }
         Ok(ns)
+    }
+
+    /// An existing namespace (one that `ip netns add` named under
+    /// `/run/netns`, say), held open while this value is. Changes nothing
+    /// in it.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Netns> {
+        Ok(Netns {
+            file: File::open(path)?,
+        })
+    }
+
+    /// A [`Command`] whose child switches into this namespace (the network
+    /// namespace only) before `exec`.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> io::Result<Command> {
+        let handle = self.file.try_clone()?;
+        let mut command = Command::new(program);
+        // SAFETY: only the async-signal-safe setns(2) runs in the child; the
+        // command owns the descriptor it uses.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(command)
     }
 
     /// Runs `f` with the calling thread switched into this namespace, and
@@ -104,23 +134,12 @@ impl Netns {
 
     /// Runs `ip -batch -` inside this namespace with `commands`, one a line.
     pub fn ip_batch(&self, commands: &[String]) -> io::Result<()> {
-        let fd = self.file.as_raw_fd();
-        let mut command = Command::new("ip");
+        let mut command = self.command("ip")?;
         command
             .args(["-batch", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: only the async-signal-safe setns(2) runs in the child; the
-        // fd stays open in the parent until the child is reaped.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let mut child = command
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run `ip` (iproute2): {e}")))?;

@@ -20,11 +20,13 @@
 //!
 //! Every new namespace gets `lo` up and IPv6 disabled, so the kernel sends no
 //! router solicitations or MLD reports that would disturb frame counts.
+//!
+//! Entering and commands are those of the test engine's namespaces
+//! ([`devmapc_spectest::sandbox::Netns`]), which this one holds open: the
+//! name is what this type adds, for `ip -n` and for tests that look
+//! namespaces up in `/run/netns`.
 
-use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -49,6 +51,9 @@ static SWEEP: Once = Once::new();
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// The namespace, held open (entered, and commands run in it, through
+    /// this).
+    handle: devmapc_spectest::sandbox::Netns,
 }
 
 /// A device inside a namespace.
@@ -95,8 +100,15 @@ impl Netns {
                 )
             })?;
         }
+        let handle = match devmapc_spectest::sandbox::Netns::open(Path::new(NETNS_DIR).join(&name)) {
+            Ok(handle) => handle,
+            Err(e) => {
+                let _ = run_checked(Command::new("ip").args(["netns", "del", &name]));
+                return Err(io::Error::new(e.kind(), format!("opening {NETNS_DIR}/{name}: {e}")));
+            }
+        };
         // From here on, Drop deletes the namespace if the setup below fails.
-        let ns = Netns { name };
+        let ns = Netns { name, handle };
         ns.ip(&["link", "set", "dev", "lo", "up"])?;
         ns.sysctl("net/ipv6/conf/all/disable_ipv6", "1")?;
         ns.sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
@@ -121,18 +133,7 @@ impl Netns {
     /// A [`Command`] whose child switches into this namespace (network
     /// namespace only: `/sys/fs/bpf` stays the host's) before `exec`.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> io::Result<Command> {
-        let handle = File::open(self.path())?;
-        let mut command = Command::new(program);
-        // SAFETY: only the async-signal-safe setns(2) runs in the child.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        Ok(command)
+        self.handle.command(program)
     }
 
     /// Run `program args` inside the namespace; returns stdout, or an error
@@ -144,27 +145,11 @@ impl Netns {
     /// Run `f` with the current thread switched into this namespace, and
     /// switch back afterwards (also when `f` panics). Nested calls work.
     ///
-    /// Panics if the thread cannot be switched: a thread left in the wrong
-    /// namespace would make every later result meaningless.
+    /// Panics if the thread cannot be switched in, and aborts if it cannot
+    /// be switched back: a thread left in the wrong namespace would make
+    /// every later result meaningless.
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        let original = File::open("/proc/thread-self/ns/net")
-            .unwrap_or_else(|e| panic!("opening /proc/thread-self/ns/net: {e}"));
-        let target = File::open(self.path())
-            .unwrap_or_else(|e| panic!("opening {}: {e}", self.path().display()));
-        setns(&target).unwrap_or_else(|e| panic!("setns into {}: {e}", self.name));
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        if let Err(e) = setns(&original) {
-            // Unwinding further would run other code in the wrong namespace.
-            eprintln!(
-                "FATAL: cannot switch the thread back from {}: {e}",
-                self.name
-            );
-            std::process::abort();
-        }
-        match result {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        self.handle.enter(f)
     }
 
     /// Write `value` to `/proc/sys/<key>` inside the namespace
@@ -350,14 +335,6 @@ fn sweep_stale() {
             let _ = run_checked(Command::new("ip").args(["netns", "del", &name]));
         }
     }
-}
-
-fn setns(ns: &File) -> io::Result<()> {
-    // SAFETY: plain syscall on a valid, open namespace file descriptor.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn run_checked(command: &mut Command) -> io::Result<String> {
