@@ -89,6 +89,8 @@ struct GroupContext {
 #[derive(Serialize)]
 struct ProgramContext {
     name: String,
+    /// The section comment's text, dashes and name, as wide as the others.
+    banner: String,
     line: u32,
     fields: Vec<String>,
     uses_args: bool,
@@ -438,6 +440,8 @@ fn key_context(code: &CodePlan) -> KeyContext {
             }
         }
     }
+    // One tab in, as the statements of the function; a label at column 0.
+    let lines = lines.into_iter().map(|l| if l.starts_with("miss:") { l } else { format!("\t{l}") }).collect();
     KeyContext { text, plan, parse, want_ip, want_l4: want_l4.into(), types, locals, lines }
 }
 
@@ -540,8 +544,14 @@ fn program_context(p: &ProgramPlan) -> ProgramContext {
         printer.line("/* Tags this program pushed, in front of the frame's own. */\n__u32 pushed = 0;".into());
     }
     printer.stmts(&p.body);
-    ProgramContext { name: p.name.clone(), line: p.line, fields, uses_args, want_ip: want.0, want_l4: want.1.into(), body: printer.lines }
+    let title = format!(" egress program `{}`", p.name);
+    let banner = format!("{}{title}", "-".repeat(BANNER_WIDTH.saturating_sub(title.len()).max(3)));
+    ProgramContext { name: p.name.clone(), banner, line: p.line, fields, uses_args, want_ip: want.0, want_l4: want.1.into(), body: printer.lines }
 }
+
+/// The width of a section comment's text between `/* ` and ` */`, as in
+/// the template's fixed ones (`---- maps`).
+const BANNER_WIDTH: usize = 71;
 
 /// Whether an egress body has a `vlan.push` anywhere.
 fn pushes(body: &[Stmt]) -> bool {
