@@ -1040,6 +1040,54 @@ mod tests {
         assert!(q.contains("devmapc_parse(data, data_end, &p, 1, 0);"), "{q}");
     }
 
+    /// The body of egress program `name` in the C of `text`.
+    fn body(text: &str, name: &str) -> String {
+        text.split(&format!("devmapc_body_{name}(")).nth(1).unwrap().split("\n}\n").next().unwrap().to_string()
+    }
+
+    /// A header tested once is not tested again until the frame moves; an
+    /// `else` knows what a false `!has(...)` shows; `else if` chains.
+    #[test]
+    fn guards_are_tested_once_and_else_if_chains() {
+        let text = c("table { key = vlan.id }\negress p(v: u16, w: u16) {\n    if has(vlan) {\n        vlan.id = v\n        vlan.pop()\n        vlan.id = w\n    }\n    if !has(vlan) { vlan.push(v) } else { vlan.id = w }\n    if vlan.id == v { vlan.id = w } else if vlan.id == w { vlan.id = v } else { drop }\n}\ndevice a { ifname = \"a\", egress = p(1, 2) }\ningress { on = [a] }\nroute 1 -> a\n");
+        let p = body(&text, "p");
+        // Under `if (p.vlan)`, the first write is bare; after the pop, the
+        // outer tag may be gone: the second is guarded again.
+        assert!(p.contains("\tif (p.vlan) {\n\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_v & 0x0fff));\n\t\tif (devmapc_vlan_pop(ctx) < 0)"), "{p}");
+        assert!(p.contains("\t\tif (p.vlan)\n\t\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_w & 0x0fff));\n\t}"), "{p}");
+        assert!(p.contains("} else {\n\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_w & 0x0fff));\n\t}"), "{p}");
+        assert!(p.contains("\tif (p.vlan && (bpf_ntohs(p.vlan->tci) & 0x0fff) == args->p_v)\n\t\tp.vlan->tci = "), "{p}");
+        assert!(p.contains("\n\telse if (p.vlan && (bpf_ntohs(p.vlan->tci) & 0x0fff) == args->p_w)\n\t\tp.vlan->tci = "), "{p}");
+        assert!(p.contains("\n\telse\n\t\treturn XDP_DROP;"), "{p}");
+        assert!(!p.contains("else {\n\t\tif"), "{p}");
+    }
+
+    /// The headers are found again after a push or pop only when a later
+    /// statement reads one; then the pushed tags are counted.
+    #[test]
+    fn a_move_is_followed_by_a_reparse_only_when_something_reads_the_headers() {
+        let text = c("table { key = vlan.id }\negress last { ipv4.ttl -= 1, vlan.pop() }\negress push_last(v: u16) { vlan.push(v) }\negress then_read(v: u16) { vlan.push(v), if has(ipv4) { drop } }\ndevice a { ifname = \"a\", egress = last }\ndevice b { ifname = \"b\", egress = push_last(1) }\ndevice c { ifname = \"c\", egress = then_read(1) }\ningress { on = [a] }\nroute 1 -> a\n");
+        let last = body(&text, "last");
+        assert!(last.contains("\tif (p.vlan && devmapc_vlan_pop(ctx) < 0)\n\t\treturn XDP_DROP;\n\treturn XDP_PASS;"), "{last}");
+        assert_eq!(last.matches("devmapc_parse(").count(), 1, "{last}");
+        let push_last = body(&text, "push_last");
+        assert!(!push_last.contains("pushed") && push_last.matches("devmapc_parse").count() == 1, "{push_last}");
+        let then_read = body(&text, "then_read");
+        assert!(then_read.contains("\t__u32 pushed = 0;\n\tconst struct devmapc_args_then_read *args"), "declared with the locals: {then_read}");
+        assert!(then_read.contains("pushed++;\n\tdata = (void *)(long)ctx->data;\n\tdata_end = (void *)(long)ctx->data_end;\n\tdevmapc_parse_pushed(data, data_end, &p, 1, 0, pushed);\n\tif (p.ip4)\n\t\treturn XDP_DROP;"), "{then_read}");
+    }
+
+    /// Conditions test pointers as pointers, with parentheses only where C
+    /// needs them (clang warns on `a && b || c`); blank lines are blank.
+    #[test]
+    fn conditions_read_as_c_and_blank_lines_are_blank() {
+        let text = c("table { key = vlan.id }\negress p(m: mac) {\n    if !has(ipv4) || ipv4.ttl > 3 && has(ipv6) { drop }\n    if !(has(ipv4) || has(ipv6)) { drop }\n    if has(ipv4) { eth.src = eth.dst }\n}\ndevice a { ifname = \"a\", egress = p(02:00:00:00:00:01) }\ningress { on = [a] }\nroute 1 -> a\n");
+        let p = body(&text, "p");
+        assert!(p.contains("\tif (!p.ip4 || (p.ip4 && p.ip4->ttl > 3 && p.ip6))\n"), "{p}");
+        assert!(p.contains("\tif (!(p.ip4 || p.ip6))\n"), "{p}");
+        assert!(p.contains("\t\tif (p.eth) {\n\t\t\t__u8 mac[ETH_ALEN];\n\n\t\t\tdevmapc_set_mac(mac, p.eth->h_dest);"), "{p}");
+    }
+
     #[test]
     fn the_c_says_where_it_came_from_and_is_stable() {
         let src = "table { key = ipv4.dst }\ndevice a { ifname = \"a\" }\ningress { on = [a] }\nroute 10.0.0.1 -> a\n";

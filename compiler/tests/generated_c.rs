@@ -63,6 +63,30 @@ fn every_spec_renders_its_snapshot() {
     assert!(failures.is_empty(), "the generated C differs from its snapshot for {failures:?} (see above)");
 }
 
+/// Kernel style, checked on every spec's C: an SPDX line first that says
+/// what the `license` section tells the kernel, no run of blank lines, no
+/// trailing white space, labels at column 0, NULL for null pointers.
+#[test]
+fn the_generated_c_is_tidy() {
+    for (name, path) in specs() {
+        let c = generated_c(&path);
+        assert!(c.starts_with("/* SPDX-License-Identifier: (GPL-2.0 OR MIT) */\n"), "{name}");
+        assert!(c.contains("char LICENSE[] SEC(\"license\") = \"Dual MIT/GPL\";"), "{name}: the SPDX line says what the kernel is told");
+        assert!(!c.contains("\n\n\n"), "{name}: a run of blank lines");
+        for line in c.lines() {
+            assert_eq!(line, line.trim_end(), "{name}: trailing white space");
+            let code = line.trim_start();
+            if code.ends_with(':') && !code.contains(' ') {
+                assert_eq!(line, code, "{name}: a label not at column 0");
+            }
+            for pointer in ["eth", "vlan", "ip4", "ip6", "l4"] {
+                assert!(!code.starts_with(&format!("p->{pointer} = 0;")), "{name}: 0 for NULL in {line:?}");
+                assert!(!code.contains(&format!("p.{pointer} != 0")), "{name}: a pointer compared with 0 in {line:?}");
+            }
+        }
+    }
+}
+
 /// A snapshot whose spec was removed or renamed would linger unnoticed
 /// (insta only compares the snapshots a run asserts).
 #[test]
