@@ -89,8 +89,12 @@ struct GroupContext {
 #[derive(Serialize)]
 struct ProgramContext {
     name: String,
+    /// The section comment's text, dashes and name, as wide as the others.
+    banner: String,
     line: u32,
     fields: Vec<String>,
+    /// Declarations of the body besides the fixed ones.
+    locals: Vec<String>,
     uses_args: bool,
     want_ip: u8,
     want_l4: u8,
@@ -438,6 +442,8 @@ fn key_context(code: &CodePlan) -> KeyContext {
             }
         }
     }
+    // One tab in, as the statements of the function; a label at column 0.
+    let lines = lines.into_iter().map(|l| if l.starts_with("miss:") { l } else { format!("\t{l}") }).collect();
     KeyContext { text, plan, parse, want_ip, want_l4: want_l4.into(), types, locals, lines }
 }
 
@@ -534,20 +540,65 @@ fn program_context(p: &ProgramPlan) -> ProgramContext {
         fields.push("__u8 devmapc_unused".into());
     }
     let want = body_depth(&p.body);
-    let pushes = pushes(&p.body);
-    let mut printer = Body { params: &p.params, lines: Vec::new(), depth: 0, want, pushes };
+    let pushes = pushes(&p.body, false);
+    let mut locals = Vec::new();
     if pushes {
-        printer.line("/* Tags this program pushed, in front of the frame's own. */\n__u32 pushed = 0;".into());
+        locals.push("/* Tags this program pushed, in front of the frame's own. */".to_string());
+        locals.push("__u32 pushed = 0;".to_string());
     }
-    printer.stmts(&p.body);
-    ProgramContext { name: p.name.clone(), line: p.line, fields, uses_args, want_ip: want.0, want_l4: want.1.into(), body: printer.lines }
+    // One tab in, as the statements of the function.
+    let mut printer = Body { params: &p.params, lines: Vec::new(), depth: 1, want, pushes, known: Vec::new() };
+    printer.stmts(&p.body, false);
+    let title = format!(" egress program `{}`", p.name);
+    let banner = format!("{}{title}", "-".repeat(BANNER_WIDTH.saturating_sub(title.len()).max(3)));
+    ProgramContext { name: p.name.clone(), banner, line: p.line, fields, locals, uses_args, want_ip: want.0, want_l4: want.1.into(), body: printer.lines }
 }
 
-/// Whether an egress body has a `vlan.push` anywhere.
-fn pushes(body: &[Stmt]) -> bool {
+/// The width of a section comment's text between `/* ` and ` */`, as in
+/// the template's fixed ones (`---- maps`).
+const BANNER_WIDTH: usize = 71;
+
+/// Whether an egress body has a `vlan.push` that a later statement needs
+/// counted: one followed by a statement that reads the headers (`after`:
+/// whether something after `body` does).
+fn pushes(body: &[Stmt], after: bool) -> bool {
+    body.iter().enumerate().any(|(i, s)| {
+        let later = after || body[i + 1..].iter().any(reads);
+        match s {
+            Stmt::VlanPush(_) => later,
+            Stmt::If { then, otherwise, .. } => pushes(then, later) || pushes(otherwise, later),
+            _ => false,
+        }
+    })
+}
+
+/// Whether a statement reads a header of the frame (through `p`), so that
+/// the headers must be found again after the frame moved in front of it.
+fn reads(stmt: &Stmt) -> bool {
+    fn operand(o: &Operand) -> bool {
+        matches!(o, Operand::Field(f) if read(*f).1.is_some())
+    }
+    fn cond(c: &Cond) -> bool {
+        match c {
+            Cond::Or(cs) | Cond::And(cs) => cs.iter().any(cond),
+            Cond::Not(c) => cond(c),
+            Cond::Has(_) => true,
+            Cond::Compare { left, right, .. } => operand(left) || operand(right),
+        }
+    }
+    match stmt {
+        Stmt::Drop | Stmt::Pass => false,
+        Stmt::Assign { .. } | Stmt::Decrement { .. } | Stmt::VlanPop => true,
+        Stmt::VlanPush(o) => operand(o),
+        Stmt::If { cond: c, then, otherwise } => cond(c) || then.iter().any(reads) || otherwise.iter().any(reads),
+    }
+}
+
+/// Whether statements move the frame (push or pop a tag) anywhere.
+fn moves(body: &[Stmt]) -> bool {
     body.iter().any(|s| match s {
-        Stmt::VlanPush(_) => true,
-        Stmt::If { then, otherwise, .. } => pushes(then) || pushes(otherwise),
+        Stmt::VlanPush(_) | Stmt::VlanPop => true,
+        Stmt::If { then, otherwise, .. } => moves(then) || moves(otherwise),
         _ => false,
     })
 }
@@ -603,29 +654,41 @@ struct Body<'a> {
     lines: Vec<String>,
     depth: usize,
     want: (u8, bool),
-    /// The body pushes tags: it counts them in `pushed`, which the parser
-    /// skips (the limit of two tags is on the frame's own).
+    /// The body pushes tags that a later statement needs counted: it counts
+    /// them in `pushed`, which the parser skips (the limit of two tags is on
+    /// the frame's own).
     pushes: bool,
+    /// Headers known present where the next statement runs: tested by an
+    /// enclosing `if`, and not moved since. A statement guarded by one of
+    /// them does not test it again.
+    known: Vec<&'static str>,
 }
 
 impl Body<'_> {
     fn line(&mut self, text: String) {
         for l in text.lines() {
-            self.lines.push(format!("{}{l}", "\t".repeat(self.depth)));
+            // A blank line stays blank, with no indentation.
+            self.lines.push(if l.is_empty() { String::new() } else { format!("{}{l}", "\t".repeat(self.depth)) });
         }
     }
 
-    fn stmts(&mut self, body: &[Stmt]) {
-        for s in body {
-            self.stmt(s);
+    /// `after`: whether a statement after `body` reads the headers.
+    fn stmts(&mut self, body: &[Stmt], after: bool) {
+        for (i, s) in body.iter().enumerate() {
+            let later = after || body[i + 1..].iter().any(reads);
+            self.stmt(s, later);
         }
     }
 
     /// Re-reads the headers after the frame moved (VLAN push or pop): the
     /// verifier forgets packet pointers across bpf_xdp_adjust_head, and the
     /// headers are now elsewhere. Every header the frame had is found again,
-    /// however many tags the program pushed in front of it.
-    fn reparse(&self) -> String {
+    /// however many tags the program pushed in front of it. Nothing when no
+    /// later statement reads a header.
+    fn reparse(&self, later: bool) -> String {
+        if !later {
+            return String::new();
+        }
         let (ip, l4) = (self.want.0, u8::from(self.want.1));
         let parse = if self.pushes {
             format!("devmapc_parse_pushed(data, data_end, &p, {ip}, {l4}, pushed);")
@@ -635,58 +698,143 @@ impl Body<'_> {
         format!("data = (void *)(long)ctx->data;\ndata_end = (void *)(long)ctx->data_end;\n{parse}")
     }
 
-    fn stmt(&mut self, stmt: &Stmt) {
+    /// `text` under `guards` (C conditions joined with `&&`), leaving out
+    /// those already known: the bare statement when none is left, else an
+    /// `if`, with braces when `text` is more than one statement.
+    fn guarded(&mut self, guards: &[&'static str], text: &str, block: bool) {
+        let left: Vec<&str> = guards.iter().copied().filter(|g| !self.known.contains(g)).collect();
+        if left.is_empty() {
+            self.line(text.to_string());
+        } else if block {
+            self.line(format!("if ({}) {{\n{}\n}}", left.join(" && "), indent(text)));
+        } else {
+            self.line(format!("if ({})\n{}", left.join(" && "), indent(text)));
+        }
+    }
+
+    /// A push or pop (`call`) under `guards`, dropping the frame when it
+    /// fails, and `then` after it: the headers move, nothing is known of
+    /// them any more.
+    fn moved(&mut self, guards: &[&'static str], call: &str, then: &str) {
+        let check = format!("if ({call} < 0)\n\treturn XDP_DROP;");
+        if then.is_empty() {
+            let left: Vec<&str> = guards.iter().copied().filter(|g| !self.known.contains(g)).collect();
+            let test = left.into_iter().chain([format!("{call} < 0").as_str()]).collect::<Vec<_>>().join(" && ");
+            self.line(format!("if ({test})\n\treturn XDP_DROP;"));
+        } else {
+            self.guarded(guards, &format!("{check}\n{then}"), true);
+        }
+        self.known.clear();
+    }
+
+    fn stmt(&mut self, stmt: &Stmt, later: bool) {
         match stmt {
             Stmt::Drop => self.line("return XDP_DROP;".into()),
             Stmt::Pass => self.line("return XDP_PASS;".into()),
             Stmt::Assign { field: Field::VlanId, value } => {
                 let (v, guard) = self.operand(value);
-                let guard = join_guards(&["p.vlan".to_string()], guard);
-                self.line(format!("if ({guard})\n\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (({v}) & 0x0fff));"));
+                let guards: Vec<&'static str> = ["p.vlan"].into_iter().chain(guard.filter(|g| *g != "p.vlan")).collect();
+                let v = if simple(&v) || unwrap_parens(&v) != v { v } else { format!("({v})") };
+                self.guarded(&guards, &format!("p.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | ({v} & 0x0fff));"), false);
             }
             Stmt::Assign { field, value } => {
                 let (to, _) = read(*field);
                 let (from, guard) = self.operand(value);
-                let guard = join_guards(&["p.eth".to_string()], guard);
+                let guards: Vec<&'static str> = ["p.eth"].into_iter().chain(guard.filter(|g| *g != "p.eth")).collect();
                 if matches!(value, Operand::Field(Field::EthSrc | Field::EthDst)) {
-                    self.line(format!("if ({guard}) {{\n\t__u8 mac[ETH_ALEN];\n\n\tdevmapc_set_mac(mac, {from});\n\tdevmapc_set_mac({to}, mac);\n}}"));
+                    // A block of its own for the copy, even with no guard.
+                    let block = format!("{{\n\t__u8 mac[ETH_ALEN];\n\n\tdevmapc_set_mac(mac, {from});\n\tdevmapc_set_mac({to}, mac);\n}}");
+                    let left: Vec<&str> = guards.iter().copied().filter(|g| !self.known.contains(g)).collect();
+                    match left.as_slice() {
+                        [] => self.line(block),
+                        gs => self.line(format!("if ({}) {block}", gs.join(" && "))),
+                    }
                 } else {
-                    self.line(format!("if ({guard})\n\tdevmapc_set_mac({to}, {from});"));
+                    self.guarded(&guards, &format!("devmapc_set_mac({to}, {from});"), false);
                 }
             }
-            Stmt::Decrement { field: Field::Ipv4Ttl, amount } => self.line(format!("if (p.ip4)\n\tdevmapc_ttl_sub(p.ip4, {amount});")),
+            Stmt::Decrement { field: Field::Ipv4Ttl, amount } => self.guarded(&["p.ip4"], &format!("devmapc_ttl_sub(p.ip4, {amount});"), false),
             Stmt::Decrement { amount, .. } => {
-                self.line(format!("if (p.ip6)\n\tp.ip6->hop_limit = p.ip6->hop_limit > {amount} ? p.ip6->hop_limit - {amount} : 0;"))
+                self.guarded(&["p.ip6"], &format!("p.ip6->hop_limit = p.ip6->hop_limit > {amount} ? p.ip6->hop_limit - {amount} : 0;"), false)
             }
             Stmt::VlanPush(value) => {
                 let (v, guard) = self.operand(value);
-                let body = format!("if (devmapc_vlan_push(ctx, {v}) < 0)\n\treturn XDP_DROP;\npushed++;\n{}", self.reparse());
-                match guard {
-                    Some(g) => self.line(format!("if ({g}) {{\n{}\n}}", indent(&body))),
-                    None => self.line(body),
-                }
+                let count = if self.pushes && later { "pushed++;\n" } else { "" };
+                let then = format!("{count}{}", self.reparse(later));
+                self.moved(&guard.into_iter().collect::<Vec<_>>(), &format!("devmapc_vlan_push(ctx, {v})"), &then);
             }
             Stmt::VlanPop => {
                 // The outer tag goes: one of ours while there are any.
-                let ours = if self.pushes { "if (pushed)\n\tpushed--;\n" } else { "" };
-                let body = format!("if (devmapc_vlan_pop(ctx) < 0)\n\treturn XDP_DROP;\n{ours}{}", self.reparse());
-                self.line(format!("if (p.vlan) {{\n{}\n}}", indent(&body)));
+                let ours = if self.pushes && later { "if (pushed)\n\tpushed--;\n" } else { "" };
+                let then = format!("{ours}{}", self.reparse(later));
+                self.moved(&["p.vlan"], "devmapc_vlan_pop(ctx)", &then);
             }
-            Stmt::If { cond, then, otherwise } => {
-                let c = self.cond(cond);
-                self.line(format!("if ({c}) {{"));
-                self.depth += 1;
-                self.stmts(then);
-                self.depth -= 1;
-                if !otherwise.is_empty() {
-                    self.line("} else {".into());
-                    self.depth += 1;
-                    self.stmts(otherwise);
-                    self.depth -= 1;
+            Stmt::If { .. } => self.chain(stmt, later),
+        }
+    }
+
+    /// An `if` and the `else if`s of its `else` branches: without braces
+    /// when every branch is one line, with braces on every branch if not.
+    fn chain(&mut self, stmt: &Stmt, later: bool) {
+        // The links: (condition, statements), the last maybe without one.
+        let mut links: Vec<(Option<&Cond>, &[Stmt])> = Vec::new();
+        let mut at = stmt;
+        loop {
+            let Stmt::If { cond, then, otherwise } = at else { unreachable!("only an if starts a chain") };
+            links.push((Some(cond), then));
+            match otherwise.as_slice() {
+                [] => break,
+                [next @ Stmt::If { .. }] => at = next,
+                rest => {
+                    links.push((None, rest));
+                    break;
                 }
-                self.line("}".into());
             }
         }
+        let outer = self.known.clone();
+        // What the conditions of the links before this one, all false, show.
+        let mut previous: Vec<&'static str> = Vec::new();
+        let mut moved = false;
+        let mut printed: Vec<(Option<String>, Vec<String>)> = Vec::new();
+        for (cond, body) in &links {
+            // In a branch: what was known, what the conditions before it
+            // show by being false, and what its own shows by being true.
+            self.known = outer.clone();
+            self.known.extend(previous.iter().copied());
+            let c = cond.map(|c| self.cond(c));
+            if let Some(c) = cond {
+                facts(c, &mut self.known);
+                false_facts(c, &mut previous);
+            }
+            let lines = std::mem::take(&mut self.lines);
+            self.depth += 1;
+            self.stmts(body, later);
+            self.depth -= 1;
+            let inner = std::mem::replace(&mut self.lines, lines);
+            moved |= moves(body);
+            printed.push((c, inner));
+        }
+        let braces = printed.iter().any(|(_, inner)| inner.len() != 1);
+        for (i, (c, inner)) in printed.into_iter().enumerate() {
+            let head = match (i, c) {
+                (0, Some(c)) => format!("if ({c})"),
+                (_, Some(c)) => format!("else if ({c})"),
+                (_, None) => "else".to_string(),
+            };
+            if braces {
+                let head = if i == 0 { format!("{head} {{") } else { format!("}} {head} {{") };
+                self.line(head);
+            } else {
+                self.line(head);
+            }
+            self.lines.extend(inner);
+        }
+        if braces {
+            self.line("}".into());
+        }
+        // After the chain: what was known before it, unless a branch moved
+        // the frame.
+        self.known = if moved { Vec::new() } else { outer };
     }
 
     /// A value as C, and the guard under which it can be read.
@@ -699,18 +847,25 @@ impl Body<'_> {
     }
 
     fn cond(&self, c: &Cond) -> String {
+        // Parentheses around an operand of `||` whose outer operator is
+        // `&&` (clang warns without them), and around an `||` in an `&&`.
+        let join = |cs: &[Cond], op: &str, wrap: &dyn Fn(&Cond, &str) -> bool| {
+            cs.iter()
+                .map(|c| {
+                    let text = self.cond(c);
+                    if wrap(c, &text) { format!("({text})") } else { text }
+                })
+                .collect::<Vec<_>>()
+                .join(op)
+        };
         match c {
-            Cond::Or(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" || "),
-            Cond::And(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" && "),
-            Cond::Not(c) => format!("!({})", self.cond(c)),
-            Cond::Has(h) => match h {
-                Header::Eth => "p.eth != 0".into(),
-                Header::Vlan => "p.vlan != 0".into(),
-                Header::Ipv4 => "p.ip4 != 0".into(),
-                Header::Ipv6 => "p.ip6 != 0".into(),
-                Header::Ip => "p.ip != 0".into(),
-                Header::L4 | Header::Meta => "p.l4 != 0".into(),
-            },
+            Cond::Or(cs) => join(cs, " || ", &|c, text| matches!(c, Cond::And(_)) || (matches!(c, Cond::Compare { .. }) && text.contains(" && "))),
+            Cond::And(cs) => join(cs, " && ", &|c, _| matches!(c, Cond::Or(_))),
+            Cond::Not(c) => {
+                let text = self.cond(c);
+                if simple(&text) { format!("!{text}") } else { format!("!({text})") }
+            }
+            Cond::Has(h) => present(*h).into(),
             Cond::Compare { left, op, right } => {
                 let (l, lg) = self.operand(left);
                 let (r, rg) = self.operand(right);
@@ -727,7 +882,12 @@ impl Body<'_> {
                     format!("{l} {} {r}", op.as_str())
                 };
                 // A comparison on a header the packet lacks is false.
-                let guards: Vec<&str> = [lg, rg].into_iter().flatten().collect();
+                let mut guards: Vec<&str> = Vec::new();
+                for g in [lg, rg].into_iter().flatten() {
+                    if !guards.contains(&g) && !self.known.contains(&g) {
+                        guards.push(g);
+                    }
+                }
                 match guards.as_slice() {
                     [] => test,
                     gs => format!("{} && {test}", gs.join(" && ")),
@@ -737,14 +897,48 @@ impl Body<'_> {
     }
 }
 
-fn join_guards(base: &[String], extra: Option<&str>) -> String {
-    let mut all: Vec<String> = base.to_vec();
-    if let Some(e) = extra {
-        if !all.iter().any(|g| g == e) {
-            all.push(e.to_string());
-        }
+/// The C test of a header's presence.
+fn present(h: Header) -> &'static str {
+    match h {
+        Header::Eth => "p.eth",
+        Header::Vlan => "p.vlan",
+        Header::Ipv4 => "p.ip4",
+        Header::Ipv6 => "p.ip6",
+        Header::Ip => "p.ip",
+        Header::L4 | Header::Meta => "p.l4",
     }
-    all.join(" && ")
+}
+
+/// The headers a condition, when true, shows present.
+fn facts(c: &Cond, out: &mut Vec<&'static str>) {
+    match c {
+        Cond::And(cs) => cs.iter().for_each(|c| facts(c, out)),
+        Cond::Has(h) => out.push(present(*h)),
+        Cond::Compare { left, right, .. } => {
+            for o in [left, right] {
+                if let Operand::Field(f) = o {
+                    out.extend(read(*f).1);
+                }
+            }
+        }
+        Cond::Or(_) | Cond::Not(_) => {}
+    }
+}
+
+/// The headers a condition, when false, shows present: `!has(vlan)`
+/// false is `has(vlan)` true.
+fn false_facts(c: &Cond, out: &mut Vec<&'static str>) {
+    match c {
+        Cond::Not(c) => facts(c, out),
+        Cond::Or(cs) => cs.iter().for_each(|c| false_facts(c, out)),
+        Cond::And(_) | Cond::Has(_) | Cond::Compare { .. } => {}
+    }
+}
+
+/// Whether a C expression is one name, member access or number, which
+/// needs no parentheses as an operand.
+fn simple(expr: &str) -> bool {
+    !expr.is_empty() && expr.chars().all(|c| c.is_ascii_alphanumeric() || "_.->".contains(c))
 }
 
 fn indent(text: &str) -> String {
@@ -846,11 +1040,60 @@ mod tests {
         assert!(q.contains("devmapc_parse(data, data_end, &p, 1, 0);"), "{q}");
     }
 
+    /// The body of egress program `name` in the C of `text`.
+    fn body(text: &str, name: &str) -> String {
+        text.split(&format!("devmapc_body_{name}(")).nth(1).unwrap().split("\n}\n").next().unwrap().to_string()
+    }
+
+    /// A header tested once is not tested again until the frame moves; an
+    /// `else` knows what a false `!has(...)` shows; `else if` chains.
+    #[test]
+    fn guards_are_tested_once_and_else_if_chains() {
+        let text = c("table { key = vlan.id }\negress p(v: u16, w: u16) {\n    if has(vlan) {\n        vlan.id = v\n        vlan.pop()\n        vlan.id = w\n    }\n    if !has(vlan) { vlan.push(v) } else { vlan.id = w }\n    if vlan.id == v { vlan.id = w } else if vlan.id == w { vlan.id = v } else { drop }\n}\ndevice a { ifname = \"a\", egress = p(1, 2) }\ningress { on = [a] }\nroute 1 -> a\n");
+        let p = body(&text, "p");
+        // Under `if (p.vlan)`, the first write is bare; after the pop, the
+        // outer tag may be gone: the second is guarded again.
+        assert!(p.contains("\tif (p.vlan) {\n\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_v & 0x0fff));\n\t\tif (devmapc_vlan_pop(ctx) < 0)"), "{p}");
+        assert!(p.contains("\t\tif (p.vlan)\n\t\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_w & 0x0fff));\n\t}"), "{p}");
+        assert!(p.contains("} else {\n\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_w & 0x0fff));\n\t}"), "{p}");
+        assert!(p.contains("\tif (p.vlan && (bpf_ntohs(p.vlan->tci) & 0x0fff) == args->p_v)\n\t\tp.vlan->tci = "), "{p}");
+        assert!(p.contains("\n\telse if (p.vlan && (bpf_ntohs(p.vlan->tci) & 0x0fff) == args->p_w)\n\t\tp.vlan->tci = "), "{p}");
+        assert!(p.contains("\n\telse\n\t\treturn XDP_DROP;"), "{p}");
+        assert!(!p.contains("else {\n\t\tif"), "{p}");
+    }
+
+    /// The headers are found again after a push or pop only when a later
+    /// statement reads one; then the pushed tags are counted.
+    #[test]
+    fn a_move_is_followed_by_a_reparse_only_when_something_reads_the_headers() {
+        let text = c("table { key = vlan.id }\negress last { ipv4.ttl -= 1, vlan.pop() }\negress push_last(v: u16) { vlan.push(v) }\negress then_read(v: u16) { vlan.push(v), if has(ipv4) { drop } }\ndevice a { ifname = \"a\", egress = last }\ndevice b { ifname = \"b\", egress = push_last(1) }\ndevice c { ifname = \"c\", egress = then_read(1) }\ningress { on = [a] }\nroute 1 -> a\n");
+        let last = body(&text, "last");
+        assert!(last.contains("\tif (p.vlan && devmapc_vlan_pop(ctx) < 0)\n\t\treturn XDP_DROP;\n\treturn XDP_PASS;"), "{last}");
+        assert_eq!(last.matches("devmapc_parse(").count(), 1, "{last}");
+        let push_last = body(&text, "push_last");
+        assert!(!push_last.contains("pushed") && push_last.matches("devmapc_parse").count() == 1, "{push_last}");
+        let then_read = body(&text, "then_read");
+        assert!(then_read.contains("\t__u32 pushed = 0;\n\tconst struct devmapc_args_then_read *args"), "declared with the locals: {then_read}");
+        assert!(then_read.contains("pushed++;\n\tdata = (void *)(long)ctx->data;\n\tdata_end = (void *)(long)ctx->data_end;\n\tdevmapc_parse_pushed(data, data_end, &p, 1, 0, pushed);\n\tif (p.ip4)\n\t\treturn XDP_DROP;"), "{then_read}");
+    }
+
+    /// Conditions test pointers as pointers, with parentheses only where C
+    /// needs them (clang warns on `a && b || c`); blank lines are blank.
+    #[test]
+    fn conditions_read_as_c_and_blank_lines_are_blank() {
+        let text = c("table { key = vlan.id }\negress p(m: mac) {\n    if !has(ipv4) || ipv4.ttl > 3 && has(ipv6) { drop }\n    if !(has(ipv4) || has(ipv6)) { drop }\n    if has(ipv4) { eth.src = eth.dst }\n}\ndevice a { ifname = \"a\", egress = p(02:00:00:00:00:01) }\ningress { on = [a] }\nroute 1 -> a\n");
+        let p = body(&text, "p");
+        assert!(p.contains("\tif (!p.ip4 || (p.ip4 && p.ip4->ttl > 3 && p.ip6))\n"), "{p}");
+        assert!(p.contains("\tif (!(p.ip4 || p.ip6))\n"), "{p}");
+        assert!(p.contains("\t\tif (p.eth) {\n\t\t\t__u8 mac[ETH_ALEN];\n\n\t\t\tdevmapc_set_mac(mac, p.eth->h_dest);"), "{p}");
+    }
+
     #[test]
     fn the_c_says_where_it_came_from_and_is_stable() {
         let src = "table { key = ipv4.dst }\ndevice a { ifname = \"a\" }\ningress { on = [a] }\nroute 10.0.0.1 -> a\n";
         let text = c(src);
-        assert!(text.starts_with("/* Generated by devmapc from t.devmap — do not edit."));
+        // The SPDX line first (kernel style), then where the C came from.
+        assert!(text.starts_with("/* SPDX-License-Identifier: (GPL-2.0 OR MIT) */\n/* Generated by devmapc from t.devmap — do not edit."));
         assert_eq!(text, c(src));
         // The ingress program parses IPv4 only: no IPv6 and no L4 for this key.
         assert!(text.contains("devmapc_parse(data, data_end, &p, 1, 0);"), "{text}");
