@@ -395,6 +395,64 @@ fn what_a_killed_apply_leaves_in_tmpdir_is_swept_by_the_next_run_and_nothing_els
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), PRECIOUS);
 }
 
+/// `TMPDIR` is `nobody`'s symlink to a root-owned directory: devmapc makes
+/// its private directory in the resolved path and hands that path on, so
+/// clang (a stand-in that records its `TMPDIR`) never works through a link
+/// `nobody` could repoint.
+#[test]
+fn a_symlinked_tmpdir_is_used_by_its_resolved_path() {
+    require_privileged!();
+    let shared = shared_dir();
+    let real = tempfile::tempdir().unwrap();
+    let link = shared.path().join("lnk");
+    let plant = nobody_sh("ln -s \"$1\" \"$2\"", &[real.path(), &link]).status().unwrap();
+    assert!(plant.success());
+    let tools = tempfile::tempdir().unwrap();
+    let seen = tools.path().join("seen");
+    let clang = tools.path().join("clang");
+    std::fs::write(&clang, format!("#!/bin/sh\necho \"$TMPDIR\" >> {}\nexec {} \"$@\"\n", seen.display(), real_clang())).unwrap();
+    std::fs::set_permissions(&clang, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (dir, spec) = spec_named("s.devmap");
+    let run = Command::new(DEVMAPC)
+        .arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .env("TMPDIR", &link)
+        .env("DEVMAPC_CLANG", &clang)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    let resolved = std::fs::canonicalize(real.path()).unwrap();
+    assert!(!seen.is_empty());
+    for line in seen.lines() {
+        assert!(Path::new(line).starts_with(&resolved) && !line.contains("lnk"), "{line}");
+    }
+}
+
+/// `TMPDIR` is a root-owned directory inside one of `nobody`'s, who could
+/// rename it away and put a symlink to their own in its place: refused,
+/// naming the directory on the way.
+#[test]
+fn a_tmpdir_below_another_users_directory_is_refused() {
+    require_privileged!();
+    let top = tempfile::tempdir().unwrap();
+    let home = top.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let rt = home.join("rt");
+    std::fs::create_dir(&rt).unwrap();
+    let (dir, spec) = spec_named("s.devmap");
+    let run = Command::new(DEVMAPC).args(["build", "--emit", "c"]).arg(&spec).arg("-o").arg(dir.path()).env("TMPDIR", &rt).output().unwrap();
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    let said = text(&run);
+    assert!(said.contains("is not a safe place for private files") && said.contains(&format!("{} (on the way to", home.display())), "{said}");
+    assert!(said.contains("owned by another user"), "{said}");
+    assert!(!dir.path().join("s.bpf.c").exists());
+    assert_eq!(std::fs::read_dir(&rt).unwrap().count(), 0);
+}
+
 /// `probe-c.devmap` and `probe_c.devmap` are both named `probe_c`: applying
 /// the second where the first is deployed is refused, and the first keeps
 /// running.
