@@ -14,6 +14,9 @@ mod test;
 pub use output::{err, out};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use rustix::fs::{Mode, OFlags};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -57,9 +60,11 @@ enum Command {
     /// Formatting never changes what a spec means, and formatting twice
     /// changes nothing. A file with syntax errors is reported and left
     /// untouched. `-` formats standard input to standard output. A file is
-    /// replaced whole (a new file beside it, renamed over it) keeping its
-    /// mode and owner; a spec that is a symlink stays one: the file it
-    /// points to is rewritten.
+    /// replaced whole (a new file beside it, renamed over it, in the
+    /// directory it was read from) keeping its mode and owner. In a
+    /// directory no symlink is followed (each is listed as skipped); a spec
+    /// named here that is a symlink is followed only when the caller or
+    /// root owns the link (then the file it points to is rewritten).
     #[command(after_help = "Examples:\n  devmapc fmt examples/*.devmap\n  devmapc fmt --check specs/   # in CI: exit 1 if a file would change")]
     Fmt {
         /// The .devmap files to format (directories: every .devmap below).
@@ -336,36 +341,14 @@ fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
             }
         });
     }
-    let mut paths = Vec::new();
+    let mut run = FmtRun { check_only, changed: 0, broken: 0 };
     for path in files {
-        collect_specs(path, &mut paths)?;
-    }
-    let (mut changed, mut broken) = (0, 0);
-    for path in &paths {
-        let real = fmt_target(path)?;
-        let bytes = read(&real)?;
-        let (source, formatted) = format_bytes(&bytes);
-        let formatted = match formatted {
-            Ok(out) => out,
-            Err(diagnostics) => {
-                render::diagnostics(&path.display().to_string(), &source, &diagnostics, MessageFormat::Human);
-                err(&format!("error: {} was not formatted: it does not parse", path.display()));
-                broken += 1;
-                continue;
-            }
-        };
-        if formatted == source {
-            continue;
-        }
-        changed += 1;
-        if check_only {
-            out(&format!("would reformat {}", path.display()));
-        } else {
-            write_atomically(&real, &formatted)?;
-            out(&format!("formatted {}", path.display()));
+        match open_named(path)? {
+            Named::File(dir, name) => run.file(dir.as_fd(), &name, path)?,
+            Named::Dir(dir) => run.walk(&dir, path)?,
         }
     }
-    let failed = broken > 0 || (check_only && changed > 0);
+    let failed = run.broken > 0 || (check_only && run.changed > 0);
     Ok(ExitCode::from(u8::from(failed)))
 }
 
@@ -378,63 +361,146 @@ fn format_bytes(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Result<String, Vec<
     }
 }
 
-/// A file as given, or every `.devmap` file below a directory, sorted.
-fn collect_specs(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    if !path.is_dir() {
-        out.push(path.to_path_buf());
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| format!("cannot list {}: {e}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() || entry.extension().is_some_and(|e| e == "devmap") {
-            collect_specs(&entry, out)?;
+/// A spec named on the command line, opened: a regular file (its
+/// directory and its name in it) or a directory to walk.
+enum Named {
+    File(OwnedFd, std::ffi::OsString),
+    Dir(OwnedFd),
+}
+
+/// How many symlinks a name on the command line may go through.
+const MAX_LINKS: usize = 8;
+
+/// Opens what `path` names. Its directory is opened once and the name
+/// looked up in it without following a symlink; a symlink is followed
+/// (the next name resolved the same way) only when the caller or root owns
+/// it: anyone else's link, e.g. planted in a shared directory, is refused,
+/// like the kernel's protected_symlinks does in sticky directories.
+fn open_named(path: &Path) -> Result<Named, String> {
+    use rustix::fs::{AtFlags, FileType};
+    let mut current = path.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        let Some(name) = current.file_name().map(|n| n.to_os_string()) else {
+            // `.`, `..`, `/`: a directory by its path.
+            let dir = devmapc::scratch::open_dir(&current).map_err(|e| format!("cannot read {}: {e}", current.display()))?;
+            return Ok(Named::Dir(dir));
+        };
+        let parent = current.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = devmapc::scratch::open_dir(parent).map_err(|e| format!("cannot read {}: {e}", current.display()))?;
+        let st = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink => {
+                let me = rustix::process::geteuid().as_raw();
+                if st.st_uid != 0 && st.st_uid != me {
+                    return Err(format!(
+                        "{} is a symlink owned by another user (uid {}): fmt follows only symlinks of its caller or root; \
+                         name the file it points to if you trust it",
+                        current.display(),
+                        st.st_uid
+                    ));
+                }
+                let target = rustix::fs::readlinkat(&dir, &name, Vec::new()).map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
+                current = parent.join(std::ffi::OsStr::from_bytes(target.as_bytes()));
+            }
+            FileType::Directory => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let sub = rustix::fs::openat(&dir, &name, flags, Mode::empty()).map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
+                return Ok(Named::Dir(sub));
+            }
+            FileType::RegularFile => return Ok(Named::File(dir, name)),
+            // Never opened: opening a device can do something.
+            _ => return Err(format!("{} is not a regular file", current.display())),
         }
     }
-    Ok(())
+    Err(format!("cannot read {}: more than {MAX_LINKS} symlinks on the way", path.display()))
 }
 
-/// The file `fmt` rewrites for `path`: the file itself, or, when `path` is
-/// a symlink, the file it points to (the link stays as it is).
-fn fmt_target(path: &Path) -> Result<PathBuf, String> {
-    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    Ok(real)
+/// The counts of one `fmt` run.
+struct FmtRun {
+    check_only: bool,
+    changed: usize,
+    broken: usize,
 }
 
-/// Replaces `real` (a resolved path, see [`fmt_target`]) so that a crash
-/// leaves the old or the new text, never half of one. The text goes to a
-/// fresh file created exclusively (random name) in the same directory,
-/// gets the old file's mode (and owner, when root), is synced, then
-/// renamed over the old one: no name anyone planted is written through.
-fn write_atomically(real: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::MetadataExt;
-    let fail = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", real.display());
-    let meta = std::fs::symlink_metadata(real).map_err(|e| fail("read", e))?;
-    let dir = real.parent().expect("a resolved file has a directory");
-    let name = real.file_name().expect("a resolved file has a name").to_string_lossy();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".fmt")
-        .tempfile_in(dir)
-        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
-    tmp.write_all(text.as_bytes()).map_err(|e| fail("write", e))?;
-    let file = tmp.as_file();
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid())).map_err(|e| fail("keep the owner of", e))?;
+impl FmtRun {
+    /// Every `.devmap` file below the directory `dir` (shown as `shown`),
+    /// in name order, each directory opened from its parent without
+    /// following symlinks. Symlinks are skipped and listed as skipped:
+    /// anyone who can write in the tree could point one anywhere.
+    fn walk(&mut self, dir: &OwnedFd, shown: &Path) -> Result<(), String> {
+        use rustix::fs::{AtFlags, FileType};
+        let list_error = |e: rustix::io::Errno| format!("cannot list {}: {}", shown.display(), std::io::Error::from(e));
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(dir).map_err(list_error)? {
+            let name = entry.map_err(list_error)?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(std::ffi::OsString::from_vec(name));
+            }
+        }
+        names.sort();
+        for name in names {
+            let path = shown.join(&name);
+            let Ok(st) = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) else {
+                // Gone since it was listed.
+                continue;
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Symlink => err(&format!("skipped {}: a symlink (fmt follows none inside a directory)", path.display())),
+                FileType::Directory => {
+                    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                    let sub = rustix::fs::openat(dir, &name, flags, Mode::empty())
+                        .map_err(|e| format!("cannot list {}: {}", path.display(), std::io::Error::from(e)))?;
+                    self.walk(&sub, &path)?;
+                }
+                _ if Path::new(&name).extension().is_none_or(|e| e != "devmap") => {}
+                FileType::RegularFile => self.file(dir.as_fd(), &name, &path)?,
+                _ => return Err(format!("{} is not a regular file", path.display())),
+            }
+        }
+        Ok(())
     }
-    // After the owner: chown clears set-id bits.
-    file.set_permissions(meta.permissions()).map_err(|e| fail("keep the mode of", e))?;
-    file.sync_all().map_err(|e| fail("write", e))?;
-    tmp.persist(real).map_err(|e| fail("replace", e.error))?;
-    Ok(())
+
+    /// Formats the file `name` in `dir` (shown as `shown`). Read, checked
+    /// and replaced through `dir` only: opened without following a
+    /// symlink, its mode and owner taken from that descriptor, the new
+    /// text put beside it and renamed over it by
+    /// [`devmapc::scratch::replace_at`], so a crash leaves the old or the
+    /// new text, and nothing renamed meanwhile redirects the write.
+    fn file(&mut self, dir: BorrowedFd<'_>, name: &std::ffi::OsStr, shown: &Path) -> Result<(), String> {
+        // Checked a moment ago, checked again on the descriptor: NONBLOCK
+        // and NOCTTY keep a fifo or a terminal swapped in meanwhile from
+        // blocking or becoming ours.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let cannot = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", shown.display());
+        let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(|e| cannot("read", e.into()))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| cannot("read", e.into()))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(format!("{} is not a regular file", shown.display()));
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes).map_err(|e| cannot("read", e))?;
+        let (source, formatted) = format_bytes(&bytes);
+        let formatted = match formatted {
+            Ok(out) => out,
+            Err(diagnostics) => {
+                render::diagnostics(&shown.display().to_string(), &source, &diagnostics, MessageFormat::Human);
+                err(&format!("error: {} was not formatted: it does not parse", shown.display()));
+                self.broken += 1;
+                return Ok(());
+            }
+        };
+        if formatted == source {
+            return Ok(());
+        }
+        self.changed += 1;
+        if self.check_only {
+            out(&format!("would reformat {}", shown.display()));
+        } else {
+            devmapc::scratch::replace_at(dir, name, formatted.as_bytes(), Some(&st)).map_err(|e| cannot("replace", e))?;
+            out(&format!("formatted {}", shown.display()));
+        }
+        Ok(())
+    }
 }
 
 fn build(specs: &[PathBuf], out_dir: &Path, emit: &str, check_only: bool) -> Result<ExitCode, String> {

@@ -169,9 +169,120 @@ fn fmt_never_writes_through_a_planted_name() {
     }
 }
 
+/// Blocks until a file open for reading only is closed at `path` (the
+/// reader has read it), at most 30 s.
+fn wait_for_read(path: &Path, start: impl FnOnce()) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: inotify on a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    assert!(fd >= 0);
+    assert!(unsafe { libc::inotify_add_watch(fd, c_path.as_ptr(), libc::IN_CLOSE_NOWRITE) } >= 0);
+    start();
+    let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut poll, 1, 30_000) } == 1;
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    ready
+}
+
+/// `fmt` of a spec in a directory of `nobody`'s: once root's fmt has read
+/// the spec (and formats it, slowly: a big file), `nobody` renames the
+/// spec's directory away and puts a symlink to a root-only directory in
+/// its place, where a file of the same name lives. The write goes to the
+/// directory fmt read from, never to root's file.
+#[test]
+fn fmt_writes_where_it_read_even_if_the_directory_is_swapped_meanwhile() {
+    require_privileged!();
+    let (_keep, victim) = victim();
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
+    let d = home.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+    let spec = d.join("victim");
+    let mut big = MESSY.replace("key=vlan.id", "key=ipv4.dst").lines().filter(|l| !l.starts_with("route")).collect::<Vec<_>>().join("\n");
+    for i in 0..50_000u32 {
+        big.push_str(&format!("\nroute 10.{}.{}.{}->uplink", i >> 16, (i >> 8) & 255, i & 255));
+    }
+    std::fs::write(&spec, &big).unwrap();
+    std::os::unix::fs::chown(&spec, Some(65534), Some(65534)).unwrap();
+
+    let mut fmt = None;
+    let read = wait_for_read(&spec, || fmt = Some(Command::new(DEVMAPC).arg("fmt").arg(&spec).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()));
+    assert!(read, "fmt did not read the spec");
+    let old = home.path().join("d.old");
+    let swap = nobody_sh("mv \"$1\" \"$2\" && ln -s \"$3\" \"$1\"", &[&d, &old, victim.parent().unwrap()]).status().unwrap();
+    assert!(swap.success());
+    let run = fmt.unwrap().wait_with_output().unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), PRECIOUS, "{}", text(&run));
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let formatted = std::fs::read_to_string(old.join("victim")).unwrap();
+    assert!(formatted.starts_with("table {\n    key = ipv4.dst\n}\n") && formatted.contains("\nroute 10.0.0.1 -> uplink\n"), "{}", &formatted[..200]);
+    assert_eq!(std::fs::read_dir(&old).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(victim.parent().unwrap()).unwrap().count(), 1);
+}
+
+/// `fmt DIR` follows no symlink below DIR: in a shared directory `nobody`
+/// links a root-only directory, a root-owned spec and the directory
+/// itself (a loop). Root's `fmt` of the shared directory formats the
+/// real spec there, lists the links as skipped and leaves root's files.
+#[test]
+fn fmt_of_a_directory_follows_no_symlink_in_it() {
+    require_privileged!();
+    let shared = shared_dir();
+    let roots = tempfile::tempdir().unwrap();
+    let roots_spec = roots.path().join("prod.devmap");
+    std::fs::write(&roots_spec, MESSY).unwrap();
+    let plain = shared.path().join("plain.devmap");
+    std::fs::write(&plain, MESSY).unwrap();
+    let plant = nobody_sh(
+        "ln -s \"$1\" \"$4/sub\" && ln -s \"$2\" \"$4/s.devmap\" && ln -s . \"$4/loop\"",
+        &[roots.path(), &roots_spec, Path::new("unused"), shared.path()],
+    )
+    .status()
+    .unwrap();
+    assert!(plant.success());
+    for check in [true, false] {
+        let mut cmd = Command::new(DEVMAPC);
+        cmd.arg("fmt");
+        if check {
+            cmd.arg("--check");
+        }
+        let run = cmd.arg(shared.path()).output().unwrap();
+        let said = text(&run);
+        assert_eq!(run.status.code(), Some(u8::from(check).into()), "{said}");
+        for link in ["loop", "s.devmap", "sub"] {
+            assert!(said.contains(&format!("skipped {}: a symlink", shared.path().join(link).display())), "{said}");
+        }
+        assert_eq!(said.matches("reformat").count() + said.matches("formatted").count(), 1, "{said}");
+    }
+    assert_eq!(std::fs::read_to_string(&roots_spec).unwrap(), MESSY);
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), FORMATTED);
+}
+
+/// A spec named on the command line that is `nobody`'s symlink (to a
+/// root-owned spec) is refused: it is not root's to point anywhere.
+#[test]
+fn fmt_refuses_a_named_symlink_of_another_user() {
+    require_privileged!();
+    let shared = shared_dir();
+    let roots = tempfile::tempdir().unwrap();
+    let roots_spec = roots.path().join("prod.devmap");
+    std::fs::write(&roots_spec, MESSY).unwrap();
+    let link = shared.path().join("s.devmap");
+    let plant = nobody_sh("ln -s \"$1\" \"$2\"", &[&roots_spec, &link]).status().unwrap();
+    assert!(plant.success());
+    let run = Command::new(DEVMAPC).arg("fmt").arg(&link).output().unwrap();
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    assert!(text(&run).contains("is a symlink owned by another user (uid 65534)"), "{}", text(&run));
+    assert_eq!(std::fs::read_to_string(&roots_spec).unwrap(), MESSY);
+}
+
 /// A spec that is a symlink stays one: `fmt` rewrites the file it points
 /// to (keeping that file's mode and owner), never replaces the link with a
-/// root-owned copy.
+/// root-owned copy. Here the link is the caller's own.
 #[test]
 fn fmt_of_a_symlinked_spec_rewrites_the_file_it_points_to() {
     let dir = tempfile::tempdir().unwrap();
@@ -393,6 +504,64 @@ fn what_a_killed_apply_leaves_in_tmpdir_is_swept_by_the_next_run_and_nothing_els
         assert!(shared.path().join(name).join(".lock").is_file(), "{name} was removed");
     }
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), PRECIOUS);
+}
+
+/// `TMPDIR` is `nobody`'s symlink to a root-owned directory: devmapc makes
+/// its private directory in the resolved path and hands that path on, so
+/// clang (a stand-in that records its `TMPDIR`) never works through a link
+/// `nobody` could repoint.
+#[test]
+fn a_symlinked_tmpdir_is_used_by_its_resolved_path() {
+    require_privileged!();
+    let shared = shared_dir();
+    let real = tempfile::tempdir().unwrap();
+    let link = shared.path().join("lnk");
+    let plant = nobody_sh("ln -s \"$1\" \"$2\"", &[real.path(), &link]).status().unwrap();
+    assert!(plant.success());
+    let tools = tempfile::tempdir().unwrap();
+    let seen = tools.path().join("seen");
+    let clang = tools.path().join("clang");
+    std::fs::write(&clang, format!("#!/bin/sh\necho \"$TMPDIR\" >> {}\nexec {} \"$@\"\n", seen.display(), real_clang())).unwrap();
+    std::fs::set_permissions(&clang, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (dir, spec) = spec_named("s.devmap");
+    let run = Command::new(DEVMAPC)
+        .arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .env("TMPDIR", &link)
+        .env("DEVMAPC_CLANG", &clang)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    let resolved = std::fs::canonicalize(real.path()).unwrap();
+    assert!(!seen.is_empty());
+    for line in seen.lines() {
+        assert!(Path::new(line).starts_with(&resolved) && !line.contains("lnk"), "{line}");
+    }
+}
+
+/// `TMPDIR` is a root-owned directory inside one of `nobody`'s, who could
+/// rename it away and put a symlink to their own in its place: refused,
+/// naming the directory on the way.
+#[test]
+fn a_tmpdir_below_another_users_directory_is_refused() {
+    require_privileged!();
+    let top = tempfile::tempdir().unwrap();
+    let home = top.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let rt = home.join("rt");
+    std::fs::create_dir(&rt).unwrap();
+    let (dir, spec) = spec_named("s.devmap");
+    let run = Command::new(DEVMAPC).args(["build", "--emit", "c"]).arg(&spec).arg("-o").arg(dir.path()).env("TMPDIR", &rt).output().unwrap();
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    let said = text(&run);
+    assert!(said.contains("is not a safe place for private files") && said.contains(&format!("{} (on the way to", home.display())), "{said}");
+    assert!(said.contains("owned by another user"), "{said}");
+    assert!(!dir.path().join("s.bpf.c").exists());
+    assert_eq!(std::fs::read_dir(&rt).unwrap().count(), 0);
 }
 
 /// `probe-c.devmap` and `probe_c.devmap` are both named `probe_c`: applying

@@ -28,8 +28,6 @@ use crate::{ir::Ir, lower, render, typed, Diagnostic};
 use std::ffi::OsString;
 use crate::scratch::PrivateDir;
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -253,39 +251,39 @@ impl Builder {
             publish.push((typed_file, &mut outputs.typed));
         }
         std::fs::create_dir_all(&out_dir).map_err(|error| BuildError::Io { path: out_dir.clone(), error })?;
+        // Every output goes into this one directory, whatever is renamed
+        // on the way to it meanwhile.
+        let out_fd = crate::scratch::open_dir(&out_dir).map_err(|error| BuildError::Io { path: out_dir.clone(), error })?;
         for (file, slot) in publish {
-            *slot = Some(publish_file(&staged(&file), &out_dir.join(&file))?);
+            *slot = Some(publish_file(&staged(&file), std::os::fd::AsFd::as_fd(&out_fd), &out_dir.join(&file))?);
         }
         outputs.clang_output = clang_output;
         Ok(outputs)
     }
 }
 
-/// Moves a staged output to `target`, unless `target` is a regular file
-/// with the same bytes already (its time stays, so cargo rebuilds nothing).
-/// The bytes go to a fresh file created exclusively beside `target`, then
-/// renamed over it: whatever `target` was (a symlink included) is replaced,
-/// never written through, and a reader sees the old file or the new one.
-fn publish_file(staged: &Path, target: &Path) -> Result<PathBuf, BuildError> {
+/// Moves a staged output to `target` (in the directory `dir`), unless
+/// `target` is a regular file with the same bytes already (its time stays,
+/// so cargo rebuilds nothing). [`replace_at`](crate::scratch::replace_at)
+/// does it relative to `dir`: whatever `target` was (a symlink included)
+/// is replaced, never written through, and a reader sees the old file or
+/// the new one.
+fn publish_file(staged: &Path, dir: std::os::fd::BorrowedFd<'_>, target: &Path) -> Result<PathBuf, BuildError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |error| BuildError::Io { path, error }
     };
     let bytes = std::fs::read(staged).map_err(io(staged))?;
-    let same = std::fs::symlink_metadata(target).is_ok_and(|m| m.is_file()) && std::fs::read(target).is_ok_and(|old| old == bytes);
+    let name = target.file_name().expect("an output file");
+    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC;
+    let same = rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty()).ok().map(std::fs::File::from).is_some_and(|mut old| {
+        let mut old_bytes = Vec::new();
+        old.metadata().is_ok_and(|m| m.is_file()) && std::io::Read::read_to_end(&mut old, &mut old_bytes).is_ok() && old_bytes == bytes
+    });
     if same {
         return Ok(target.to_path_buf());
     }
-    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = target.file_name().expect("an output file").to_string_lossy();
-    let mut file = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
-    file.write_all(&bytes).map_err(io(file.path()))?;
-    file.as_file().sync_all().map_err(io(target))?;
-    file.persist(target).map_err(|e| BuildError::Io { path: target.to_path_buf(), error: e.error })?;
+    crate::scratch::replace_at(dir, name, &bytes, None).map_err(io(target))?;
     Ok(target.to_path_buf())
 }
 

@@ -12,10 +12,19 @@
 //! [`PrivateDir`] a process makes sweeps `$TMPDIR` ([`sweep`]): it removes
 //! the directories named like its own whose owner is this user, that are
 //! no symlink, and whose lock it can take (their process died).
+//!
+//! `$TMPDIR` is resolved once and every directory of the resolved path is
+//! checked ([`check_parent`]): the private directory is made in that path,
+//! which nobody else can rename anything in. Files replaced in a directory
+//! that is not private ([`replace_at`]) are created and renamed relative
+//! to one descriptor of that directory, never by a path that could be
+//! repointed in between.
 
+use rustix::fs::{AtFlags, Mode, OFlags, Stat};
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -40,21 +49,23 @@ pub struct PrivateDir {
 
 impl PrivateDir {
     /// A private directory in `$TMPDIR` for `purpose` (`apply`, `test`, ...:
-    /// lowercase letters). Sweeps the leftovers of killed runs first (once
-    /// per process), and refuses a `$TMPDIR` that others could rename
-    /// things in (writable by others without the sticky bit, or owned by
-    /// another user).
+    /// lowercase letters), made in its resolved path. Refuses a `$TMPDIR`
+    /// any directory of which others could rename things in (see
+    /// [`check_parent`]), then sweeps the leftovers of killed runs (once
+    /// per process).
     pub fn new(purpose: &str) -> io::Result<PrivateDir> {
-        let parent = std::env::temp_dir();
+        let parent = check_parent(&std::env::temp_dir())?;
         static SWEEP: std::sync::Once = std::sync::Once::new();
         SWEEP.call_once(|| sweep(&parent));
         PrivateDir::new_in(&parent, purpose)
     }
 
-    /// A private directory in `parent` for `purpose`.
+    /// A private directory for `purpose` in `parent`, resolved and checked
+    /// by [`check_parent`]: [`path`](Self::path) has no symlink in it.
     pub fn new_in(parent: &Path, purpose: &str) -> io::Result<PrivateDir> {
         assert!(!purpose.is_empty() && purpose.bytes().all(|b| b.is_ascii_lowercase()), "purpose {purpose:?}");
-        check_parent(parent)?;
+        let parent = check_parent(parent)?;
+        let parent = parent.as_path();
         let prefix = format!("{PREFIX}{purpose}.");
         let dir = tempfile::Builder::new()
             .prefix(&prefix)
@@ -105,27 +116,94 @@ fn open_new(path: &Path, mode: u32) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
 }
 
-/// A directory others could rename our directory in (so swap it for
-/// theirs) is no place for private files: one owned by another user (not
-/// root), or writable by others without the sticky bit.
-fn check_parent(parent: &Path) -> io::Result<()> {
-    let meta = std::fs::metadata(parent)?;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    let mode = meta.mode();
-    let shared = mode & 0o022 != 0 && mode & 0o1000 == 0;
-    if (meta.uid() != 0 && meta.uid() != me) || shared {
+/// `parent` resolved (once), if it is a safe place for private files:
+/// every directory of the resolved path, from `/` down, is owned by root
+/// or this user and not writable by others unless sticky. Anywhere else
+/// someone could rename a directory on the way and put theirs instead.
+fn check_parent(parent: &Path) -> io::Result<PathBuf> {
+    let resolved = std::fs::canonicalize(parent).map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {}: {e}", parent.display())))?;
+    let me = rustix::process::geteuid().as_raw();
+    let mut dirs: Vec<&Path> = resolved.ancestors().collect();
+    dirs.reverse();
+    for dir in dirs {
+        let meta = std::fs::symlink_metadata(dir)?;
+        let mode = meta.mode();
+        let why = if !meta.is_dir() {
+            // Resolved a moment ago: someone is swapping it.
+            "no longer a directory"
+        } else if meta.uid() != 0 && meta.uid() != me {
+            "owned by another user"
+        } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            "writable by others without the sticky bit"
+        } else {
+            continue;
+        };
+        let on_the_way = if dir == resolved { String::new() } else { format!(" (on the way to {})", resolved.display()) };
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "{} is not a safe place for private files: it is {} (point TMPDIR at a directory \
-                 only you can write, or a sticky one like /tmp)",
+                "{} is not a safe place for private files: {}{on_the_way} is {why} (point TMPDIR at a \
+                 directory only you and root can write all the way from /, or a sticky one like /tmp)",
                 parent.display(),
-                if shared { "writable by others without the sticky bit" } else { "owned by another user" }
+                dir.display(),
             ),
         ));
     }
-    Ok(())
+    Ok(resolved)
+}
+
+/// Opens the directory `path` (following symlinks, once), for
+/// [`replace_at`] and `*at` lookups that must all happen in that one
+/// directory whatever is renamed meanwhile.
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+}
+
+/// Replaces `name` in the directory `dir` by a file with `bytes`, relative
+/// to that descriptor only: a fresh name (random) is created exclusively
+/// (`O_EXCL | O_NOFOLLOW`), written, given `like`'s mode (and owner, when
+/// root; without `like`: 0666 less the umask), synced, and renamed over
+/// `name`. Whatever `name` was, a symlink included, is replaced, never
+/// written through; a reader sees the old file or the new one. On failure
+/// the fresh file is removed and `name` is as it was.
+pub fn replace_at(dir: BorrowedFd<'_>, name: &OsStr, bytes: &[u8], like: Option<&Stat>) -> io::Result<()> {
+    let (tmp_name, file) = create_fresh_at(dir, name, if like.is_some() { 0o600 } else { 0o666 })?;
+    let written = (|| -> io::Result<()> {
+        let mut file = File::from(file);
+        file.write_all(bytes)?;
+        if let Some(st) = like {
+            if rustix::process::geteuid().is_root() {
+                rustix::fs::fchown(&file, Some(rustix::fs::Uid::from_raw(st.st_uid)), Some(rustix::fs::Gid::from_raw(st.st_gid)))?;
+            }
+            // After the owner: chown clears set-id bits.
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+        }
+        file.sync_all()?;
+        rustix::fs::renameat(dir, &tmp_name, dir, name)?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = rustix::fs::unlinkat(dir, &tmp_name, AtFlags::empty());
+    }
+    written
+}
+
+/// A new file `.<name>.<random>.tmp` in `dir`, created exclusively.
+fn create_fresh_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<(OsString, OwnedFd)> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    for _ in 0..16 {
+        let mut random = [0u8; 8];
+        rustix::rand::getrandom(&mut random[..], rustix::rand::GetRandomFlags::empty())?;
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{:016x}.tmp", u64::from_ne_bytes(random)));
+        match rustix::fs::openat(dir, &tmp_name, flags, Mode::from_raw_mode(mode)) {
+            Ok(fd) => return Ok((tmp_name, fd)),
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, "cannot find a fresh name for a temporary file"))
 }
 
 /// Removes the private directories in `parent` whose process died: named
@@ -269,5 +347,53 @@ mod tests {
         assert!(err.to_string().contains("without the sticky bit"), "{err}");
         std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         PrivateDir::new_in(parent.path(), "unit").unwrap();
+    }
+
+    #[test]
+    fn every_directory_on_the_way_is_checked_and_the_path_resolved() {
+        let top = tempfile::tempdir().unwrap();
+        // A shared directory (no sticky bit) above a private one: whoever
+        // can write it can rename `private` away and put theirs instead.
+        let shared = top.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let private = shared.join("private");
+        std::fs::create_dir(&private).unwrap();
+        let err = PrivateDir::new_in(&private, "unit").unwrap_err();
+        assert!(err.to_string().contains(&format!("{} (on the way to", shared.display())), "{err}");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Through a symlink: made in the resolved path.
+        let link = top.path().join("link");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        let dir = PrivateDir::new_in(&link, "unit").unwrap();
+        assert_eq!(dir.path().parent().unwrap(), std::fs::canonicalize(&private).unwrap());
+    }
+
+    #[test]
+    fn replace_at_stays_in_the_directory_it_opened() {
+        let top = tempfile::tempdir().unwrap();
+        let (first, second) = (top.path().join("first"), top.path().join("second"));
+        std::fs::create_dir(&first).unwrap();
+        std::fs::create_dir(&second).unwrap();
+        std::fs::write(first.join("f"), "old").unwrap();
+        std::fs::write(second.join("f"), "other").unwrap();
+        std::fs::set_permissions(first.join("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        let dir = open_dir(&first).unwrap();
+        let like = rustix::fs::statat(&dir, "f", AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        // The path is repointed after the open: the descriptor is not.
+        std::fs::rename(&first, top.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&second, &first).unwrap();
+        replace_at(std::os::fd::AsFd::as_fd(&dir), OsStr::new("f"), b"new", Some(&like)).unwrap();
+        assert_eq!(std::fs::read_to_string(second.join("f")).unwrap(), "other");
+        let moved = top.path().join("moved/f");
+        assert_eq!(std::fs::read_to_string(&moved).unwrap(), "new");
+        assert_eq!(std::fs::metadata(&moved).unwrap().mode() & 0o7777, 0o640);
+        assert_eq!(std::fs::read_dir(top.path().join("moved")).unwrap().count(), 1);
+        // A symlink in place of the name is replaced, not written through.
+        std::fs::remove_file(&moved).unwrap();
+        std::os::unix::fs::symlink(second.join("f"), &moved).unwrap();
+        replace_at(std::os::fd::AsFd::as_fd(&dir), OsStr::new("f"), b"newer", None).unwrap();
+        assert_eq!(std::fs::read_to_string(second.join("f")).unwrap(), "other");
+        assert!(std::fs::symlink_metadata(&moved).unwrap().is_file());
     }
 }
