@@ -2,7 +2,7 @@
  * on_miss = pass): Ethernet, up to two VLAN tags, IPv4, then the
  * destination address as the DEVMAP_HASH key; `route default` as in
  * vlan.bpf.c. Compared against the generated program in
- * compiler/tests/kernel.rs. */
+ * runtime/tests/codegen.rs and by the benchmarks (bench/). */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -35,19 +35,7 @@ struct {
 	__uint(max_entries, 1);
 } default_slot SEC(".maps");
 
-/* DEVMAP_HASH does not hash its key (bucket = key & (buckets - 1)): a
- * program that keys it by packet fields must mix them, or adjacent keys
- * share one bucket and every lookup walks it. murmur3's fmix32, as the
- * generated code does (docs/kernel.md). */
-static __always_inline __u32 mix(__u32 x)
-{
-	x ^= x >> 16;
-	x *= 0x85ebca6bu;
-	x ^= x >> 13;
-	x *= 0xc2b2ae35u;
-	x ^= x >> 16;
-	return x;
-}
+#include "mix.h"
 
 static __always_inline long miss(void)
 {
