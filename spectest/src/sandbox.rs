@@ -83,21 +83,35 @@ impl Netns {
     }
 
     /// A [`Command`] whose child switches into this namespace (the network
-    /// namespace only) before `exec`.
+    /// namespace only) before `exec`. The command holds a descriptor of the
+    /// namespace of its own until it is dropped.
     pub fn command(&self, program: impl AsRef<OsStr>) -> io::Result<Command> {
         let handle = self.file.try_clone()?;
         let mut command = Command::new(program);
-        // SAFETY: only the async-signal-safe setns(2) runs in the child; the
-        // command owns the descriptor it uses.
+        Self::enter_before_exec(&mut command, handle.as_raw_fd());
+        // The closure below keeps `handle` open as long as the command.
+        // SAFETY: no code runs in the child; the closure only owns the file.
         unsafe {
             command.pre_exec(move || {
-                if libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                let _ = &handle;
+                Ok(())
+            });
+        }
+        Ok(command)
+    }
+
+    /// Makes `command`'s child switch into the namespace open at `fd`
+    /// before `exec`; `fd` must stay open until the child is spawned.
+    fn enter_before_exec(command: &mut Command, fd: std::os::fd::RawFd) {
+        // SAFETY: only the async-signal-safe setns(2) runs in the child.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        Ok(command)
     }
 
     /// Runs `f` with the calling thread switched into this namespace, and
@@ -134,7 +148,10 @@ impl Netns {
 
     /// Runs `ip -batch -` inside this namespace with `commands`, one a line.
     pub fn ip_batch(&self, commands: &[String]) -> io::Result<()> {
-        let mut command = self.command("ip")?;
+        // Through this namespace's own descriptor, open as long as `self`
+        // (no copy: the sandbox holds exactly its two namespaces).
+        let mut command = Command::new("ip");
+        Self::enter_before_exec(&mut command, self.file.as_raw_fd());
         command
             .args(["-batch", "-"])
             .stdin(Stdio::piped())
