@@ -1,9 +1,9 @@
 //! Hostile pin directories: symlinks planted inside a deployment's pin
 //! directory (`next`, `links/<dev>`, `maps`, `progs`, `links`, the marker)
 //! that lead into another, real deployment; another's objects pinned into
-//! it; a stale object under a fresh manifest; a link detached behind
-//! devmapc's back; and the rough edges of interrupted or damaged
-//! deployments. Whatever apply, status or detach does to the deployment
+//! it; a stale object under a fresh manifest, or a hand-edited code part;
+//! a link detached behind devmapc's back; and the rough edges of
+//! interrupted or damaged deployments. Whatever apply, status or detach does to the deployment
 //! under attack, the other one keeps every pin and stays attached.
 //!
 //! Each deployment lives in a namespace of its own with veths `hpa`/`phpa`
@@ -339,6 +339,47 @@ fn a_stale_object_under_a_fresh_manifest_is_refused_before_loading() {
     let s = d.status().unwrap();
     let digest = devmapc::builder::object_digest(&std::fs::read(&d.build.obj).unwrap());
     assert_eq!(s.object_sha256.as_deref(), Some(digest.as_str()));
+}
+
+/// A manifest whose code part was edited by hand after the build (the key
+/// no longer mixed, the miss action changed), `object_sha256` untouched:
+/// the object does not do what it says. Refused before anything is loaded.
+#[test]
+fn a_hand_edited_code_part_is_refused_before_loading() {
+    require_privileged!();
+    let b = build(&spec("pass", "route 10.0.0.2 -> b"));
+    let manifest = b.dir.path().join("hostile.manifest.json");
+    let built = std::fs::read_to_string(&manifest).unwrap();
+    let edits: [(&str, &str, serde_json::Value); 2] =
+        [("key", "mix", "none".into()), ("on_miss", "", "drop".into())];
+    for (field, sub, value) in edits {
+        let mut doc: serde_json::Value = serde_json::from_str(&built).unwrap();
+        let at = &mut doc["ir"]["code"][field];
+        if sub.is_empty() { *at = value } else { at[sub] = value }
+        std::fs::write(&manifest, doc.to_string()).unwrap();
+        let err = deploy::read_manifest_file(&manifest).unwrap_err();
+        assert!(err.to_string().contains("code part was changed after the build"), "{field}: {err}");
+        let edited: Ir = serde_json::from_value(doc["ir"].clone()).unwrap();
+        let err = deploy::load(&b.obj, &edited).unwrap_err();
+        assert!(err.to_string().contains("code part was changed"), "{field}: {err}");
+    }
+    // A manifest without the binding (an older devmapc's): refused too.
+    let mut doc: serde_json::Value = serde_json::from_str(&built).unwrap();
+    doc.as_object_mut().unwrap().remove("code_sha256");
+    std::fs::write(&manifest, doc.to_string()).unwrap();
+    let err = deploy::read_manifest_file(&manifest).unwrap_err();
+    assert!(err.to_string().contains("no `code_sha256`"), "{err}");
+
+    // The manifests the runtime makes itself (routes changed in memory,
+    // not in the build's file) carry a correct binding.
+    let d = Deployment::new();
+    let mut moved = d.build.ir.clone();
+    moved.data.routes.truncate(0);
+    let changed = Build { obj: d.build.obj.clone(), ir: moved, dir: tempfile::tempdir().unwrap() };
+    d.apply(&changed).unwrap_or_else(|e| panic!("{e}"));
+    let pinned = devmapc::manifest::parse(&deploy::read_manifest(&d.pins).unwrap()).unwrap();
+    assert!(pinned.ir.data.routes.is_empty(), "the re-made manifest is pinned");
+    assert_eq!(pinned.code_is_bound(), Some(true));
 }
 
 #[test]
