@@ -233,6 +233,25 @@ fn a_hand_edited_code_part_is_refused_by_apply_and_dry_run() {
     }
 }
 
+/// A map pin removed by hand: `status` reports drift (exit 1), not an
+/// error (exit 2); `apply` repairs it.
+#[test]
+fn a_hand_deleted_map_pin_is_drift_for_status() {
+    require_privileged!();
+    let rig = Rig::new();
+    let pins = rig.pins.to_str().unwrap().to_string();
+    let out = rig.apply(&pins, &["--allow-not-ready"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::remove_file(rig.pins.join("maps/devmapc_routes")).unwrap();
+    let out = rig.devmapc(&["status", &pins]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("map devmapc_routes: its pin is gone"), "{}", text(&out));
+    let out = rig.apply(&pins, &["--allow-not-ready"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = rig.devmapc(&["status", &pins]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
 /// A deployment without an ownership record (as an older devmapc left it,
 /// or with its record removed by hand): neither `apply` nor `detach`
 /// guesses which of its pins are devmapc's; both refuse and change nothing.

@@ -885,7 +885,7 @@ fn full_diff(
 
 /// The maps of `ir`'s object that are not pinned in `dir` (removed by
 /// hand): a data change cannot write them, a reload can.
-fn missing_maps(dir: &Path, ir: &Ir) -> Vec<String> {
+pub(crate) fn missing_maps(dir: &Path, ir: &Ir) -> Vec<String> {
     let Ok(root) = DirFd::open(dir) else {
         return Vec::new();
     };

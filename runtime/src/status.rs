@@ -91,6 +91,9 @@ pub struct Status {
     /// detached or running another program, an `ingress.on` device without
     /// a link. Counts as drift; `apply` repairs it.
     pub link_drift: Vec<String>,
+    /// Maps of the deployment whose pins are gone (removed by hand): drift
+    /// that `apply` repairs by loading the programs again.
+    pub missing_maps: Vec<String>,
 }
 
 /// Reads the deployment pinned in `dir`.
@@ -219,7 +222,14 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
     // Drift: the kernel's entries against the plan, with today's ifindexes.
     let mut drift = Plan::default();
     let mut drift_unknown = None;
-    if ir.code.access == Access::WriteOnly {
+    // A map whose pin is gone cannot be read back: drift in itself.
+    let missing_maps = crate::apply::missing_maps(dir, &ir);
+    if !missing_maps.is_empty() {
+        drift_unknown = Some(format!(
+            "the pin of map {} is gone, so the kernel's entries cannot be read back",
+            missing_maps.join(", ")
+        ));
+    } else if ir.code.access == Access::WriteOnly {
         drift_unknown = Some(format!(
             "map {} is write_only: it cannot be read back",
             key_map(&ir)
@@ -313,6 +323,7 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         other_netns: crate::apply::netns_mismatch(dir),
         object_sha256: doc.object_sha256,
         link_drift,
+        missing_maps,
     })
 }
 
@@ -424,6 +435,13 @@ impl fmt::Display for Status {
         for d in &self.link_drift {
             writeln!(f, "drift: {d}")?;
         }
+        for m in &self.missing_maps {
+            writeln!(
+                f,
+                "drift: map {m}: its pin is gone (removed by hand?): `devmapc apply` repairs it \
+                 (loads the programs again with fresh maps, filled completely)"
+            )?;
+        }
         match &self.drift_unknown {
             Some(why) => writeln!(f, "drift: unknown: {why}")?,
             None if self.drift.is_empty() && !self.link_drift.is_empty() => writeln!(
@@ -451,6 +469,7 @@ impl Status {
     pub fn needs_attention(&self) -> bool {
         !self.drift.is_empty()
             || !self.link_drift.is_empty()
+            || !self.missing_maps.is_empty()
             || self.devices.iter().any(|d| d.ifindex.is_none())
             || self.other_netns.is_some()
     }
@@ -466,6 +485,7 @@ impl Status {
             "code_hash": self.code_hash,
             "object_sha256": self.object_sha256,
             "link_drift": self.link_drift,
+            "missing_maps": self.missing_maps,
             "data_hash": self.data_hash,
             "links": self.links.iter().map(|l| json!({
                 "device": l.device,

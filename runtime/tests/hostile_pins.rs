@@ -443,11 +443,18 @@ fn an_interrupted_first_apply_is_described_by_status_and_repaired_by_apply() {
 }
 
 #[test]
-fn a_hand_deleted_map_pin_is_repaired_by_the_next_apply() {
+fn a_hand_deleted_map_pin_is_drift_and_repaired_by_the_next_apply() {
     require_privileged!();
     let d = Deployment::new();
     let routes = deploy::pin_name(std::ffi::OsStr::new(names::ROUTES));
     std::fs::remove_file(d.pin_path(&format!("maps/{routes}"))).unwrap();
+    // Status reports it as drift (exit 1), not as an error.
+    let s = d.status().unwrap_or_else(|e| panic!("status: {e}"));
+    assert!(s.needs_attention(), "{s}");
+    assert_eq!(s.missing_maps, [names::ROUTES], "{s}");
+    let text = s.to_string();
+    assert!(text.contains("its pin is gone") && text.contains("`devmapc apply` repairs it"), "{text}");
+    assert!(!text.contains("drift: none"), "{text}");
     let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.kind, Kind::Code, "{report}");
     assert!(report.repaired.iter().any(|r| r.contains(names::ROUTES)), "{report}");
