@@ -410,6 +410,61 @@ fn a_link_detached_behind_devmapcs_back_is_drift_and_apply_reattaches() {
     assert_eq!(d.xdp_prog(), s.links[0].link.map(|l| l.prog_id));
 }
 
+/// The link detached, then another program attached to the device by hand
+/// (`ip link set dev hpa xdpgeneric pinned ...`): status names it and says
+/// apply refuses until it is removed, not that apply repairs it.
+#[test]
+fn a_foreign_program_on_a_detached_device_is_named_by_status() {
+    require_privileged!();
+    let d = Deployment::new();
+    let other = Deployment::new();
+    let link = open_pin(&d.pin_path("links/hpa"));
+    // SAFETY: a valid link fd.
+    assert_eq!(unsafe { libbpf_sys::bpf_link_detach(link.as_raw_fd()) }, 0);
+    let prog = open_pin(&other.pin_path(&format!("progs/{}", names::INGRESS)));
+    let hpa = ifindex(&d.ns, "hpa") as i32;
+    // SAFETY: a valid program fd; no options.
+    let rc = d.ns.enter(|| unsafe {
+        libbpf_sys::bpf_xdp_attach(hpa, prog.as_raw_fd(), libbpf_sys::XDP_FLAGS_SKB_MODE, std::ptr::null())
+    });
+    assert_eq!(rc, 0, "attach the foreign program");
+    let foreign_id = d.xdp_prog().expect("the foreign program runs");
+
+    let s = d.status().unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.needs_attention(), "{s}");
+    let text = s.to_string();
+    assert!(text.contains(&format!("another XDP program is attached to hpa (program id {foreign_id}")), "{text}");
+    assert!(text.contains("refuses until it is removed"), "{text}");
+    let hpa_line = text.lines().find(|l| l.trim_start().starts_with("hpa ")).expect("the link's line");
+    assert!(!hpa_line.contains("repairs it"), "{hpa_line}");
+    assert_eq!(s.foreign_xdp.len(), 1, "{s}");
+    // And apply does refuse.
+    let err = d.apply(&d.build).unwrap_err();
+    assert!(err.to_string().contains(&format!("program id {foreign_id}")), "{err}");
+}
+
+/// Another deployment's ownership record pinned as this one's: status
+/// says the record belongs to another directory and nothing is touched, as
+/// apply and detach do, never that an interrupted apply is to be repaired.
+#[test]
+fn a_foreign_ownership_record_is_not_called_an_interrupted_apply() {
+    require_privileged!();
+    let d = Deployment::new();
+    let other = Deployment::new();
+    let before = other.snapshot();
+    std::fs::remove_file(d.pin_path(devmapc_runtime::pins::OWNED)).unwrap();
+    pin_again(&other.pin_path(devmapc_runtime::pins::OWNED), &d.pin_path(devmapc_runtime::pins::OWNED));
+
+    let err = d.status().unwrap_err().to_string();
+    assert!(err.contains("made for another directory") && err.contains("nothing in it is touched"), "{err}");
+    assert!(!err.contains("interrupted") && !err.contains("repairs"), "{err}");
+    let err = d.apply(&d.build).unwrap_err().to_string();
+    assert!(err.contains("made for another directory"), "{err}");
+    let err = d.ns.enter(|| deploy::detach(&d.pins)).unwrap_err().to_string();
+    assert!(err.contains("made for another directory"), "{err}");
+    other.assert_intact(&before);
+}
+
 #[test]
 fn a_link_that_runs_another_program_is_drift() {
     require_privileged!();
@@ -436,6 +491,8 @@ fn an_interrupted_first_apply_is_described_by_status_and_repaired_by_apply() {
     let text = err.to_string();
     assert!(text.contains("interrupted") && text.contains("links"), "{text}");
     assert!(text.contains("`devmapc apply` repairs") && text.contains("`devmapc detach`"), "{text}");
+    let listed = text.split_once("pins are there (").and_then(|(_, rest)| rest.split_once(')')).unwrap().0;
+    assert!(!listed.split(", ").any(|name| name == deploy::MANIFEST_PIN), "{text}");
     let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.kind, Kind::First, "{report}");
     assert!(!report.repaired.is_empty(), "{report}");
