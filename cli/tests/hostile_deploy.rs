@@ -161,6 +161,13 @@ fn a_pin_dir_off_bpffs_is_not_blamed_on_ip_netns_exec() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("not on a bpffs"), "{}", text(&out));
     assert!(!text(&out).contains("ip netns exec"), "{}", text(&out));
+    // detach there: nothing of devmapc's can be there, not "cannot pin".
+    std::fs::create_dir(&off).unwrap();
+    let out = rig.devmapc(&["detach", off.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("nothing of devmapc's can be there"), "{}", text(&out));
+    assert!(!text(&out).contains("cannot pin"), "{}", text(&out));
+    assert!(off.is_dir(), "left in place");
 }
 
 /// The command-line flow of a stale object: `build` with `on_miss = pass`,

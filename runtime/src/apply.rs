@@ -408,7 +408,7 @@ impl Lock {
 
     /// Locks `dir`, which must exist (for detach).
     pub fn acquire_existing(dir: &Path) -> Result<Lock, DeployError> {
-        pin_dir_ready(dir)?;
+        deploy::deployed_pin_dir_ready(dir)?;
         if !dir.is_dir() {
             return Err(DeployError::NotDeployed {
                 dir: dir.to_path_buf(),

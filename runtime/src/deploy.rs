@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::pins::{self, DirFd};
-pub use crate::bpffs::{pin_dir_ready, pin_dir_would_mount, prepare_pin_dir, BPF_FS_MAGIC};
+pub use crate::bpffs::{deployed_pin_dir_ready, pin_dir_ready, pin_dir_would_mount, prepare_pin_dir, BPF_FS_MAGIC};
 /// Where deployments are pinned unless told otherwise: `<root>/<name>/`.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/devmapc";
 /// The pin of the manifest map inside a pin directory.
@@ -1548,7 +1548,7 @@ pub struct Detached {
 /// makes. Nothing is followed; anything else in `dir` (a planted symlink,
 /// another's pin) is left in place, and the error names it.
 pub fn detach(dir: &Path) -> Result<Detached, DeployError> {
-    pin_dir_ready(dir)?;
+    deployed_pin_dir_ready(dir)?;
     let root = open_pin_dir(dir)?;
     let record = pins::Record::read(&root)?;
     let marked = crate::apply::is_ours(dir);

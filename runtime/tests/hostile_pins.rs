@@ -541,6 +541,23 @@ fn a_pin_dir_off_bpffs_gets_the_right_explanation() {
     assert!(text.contains("mount -t bpf"), "{text}");
 }
 
+/// `detach` of a directory off bpffs: nothing of devmapc's can be there,
+/// and the error says so, not that pins cannot be made there.
+#[test]
+fn detach_off_bpffs_says_nothing_can_be_deployed_there() {
+    require_privileged!();
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in [tmp.path().to_path_buf(), tmp.path().join("absent")] {
+        for err in [deploy::detach(&dir).unwrap_err(), apply::Lock::acquire_existing(&dir).unwrap_err()] {
+            let text = err.to_string();
+            assert!(matches!(err, DeployError::NotDeployed { .. }), "{err}");
+            assert!(!text.contains("cannot pin"), "{text}");
+            assert!(text.contains("not on a bpffs") && text.contains("nothing of devmapc's can be there"), "{text}");
+        }
+    }
+    assert!(tmp.path().is_dir(), "left in place");
+}
+
 #[test]
 fn a_record_replacement_cut_short_does_not_block_detach() {
     require_privileged!();
