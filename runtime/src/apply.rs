@@ -52,7 +52,7 @@
 
 use crate::deploy::{
     self, attach, check, check_privileges, entries, io_error, link_info, open_pin_dir,
-    parse_manifest_doc, pin_dir_ready, pin_dir_would_mount, pin_manifest_in, prepare_pin_dir,
+    parse_manifest_doc, pin_dir_would_mount, pin_manifest_in, prepare_pin_dir,
     read_manifest, remove_pins, remove_staged, Attachment, DeployError, LinkInfo, MANIFEST_PIN,
 };
 use crate::pins::{self, DirFd, Entry, Record};
