@@ -4,8 +4,8 @@
 //! puts GRO back when the apply then fails; pin directories with trailing
 //! slashes are the same directories; an empty directory devmapc did not
 //! make is never removed; a manifest rebuilt alone never loads the stale
-//! object beside it; a deployment without its ownership record is left
-//! alone.
+//! object beside it, nor a hand-edited code part; a deployment without its
+//! ownership record is left alone.
 
 use devmapc_testkit::netns::Netns;
 use devmapc_testkit::pins::PinDir;
@@ -161,6 +161,13 @@ fn a_pin_dir_off_bpffs_is_not_blamed_on_ip_netns_exec() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("not on a bpffs"), "{}", text(&out));
     assert!(!text(&out).contains("ip netns exec"), "{}", text(&out));
+    // detach there: nothing of devmapc's can be there, not "cannot pin".
+    std::fs::create_dir(&off).unwrap();
+    let out = rig.devmapc(&["detach", off.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("nothing of devmapc's can be there"), "{}", text(&out));
+    assert!(!text(&out).contains("cannot pin"), "{}", text(&out));
+    assert!(off.is_dir(), "left in place");
 }
 
 /// The command-line flow of a stale object: `build` with `on_miss = pass`,
@@ -200,6 +207,56 @@ fn a_manifest_rebuilt_alone_does_not_load_the_stale_object_beside_it() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let digest = devmapc::builder::object_digest(&std::fs::read(out_dir.join("s.bpf.o")).unwrap());
     assert_eq!(status["object_sha256"], digest.as_str(), "status names the object that runs");
+}
+
+/// `build`, then the manifest's code part edited by hand (`key.mix`,
+/// `on_miss`), its `object_sha256` untouched: `apply` and `apply --dry-run`
+/// refuse before loading; nothing is pinned.
+#[test]
+fn a_hand_edited_code_part_is_refused_by_apply_and_dry_run() {
+    require_privileged!();
+    let rig = Rig::new();
+    let spec = rig.spec();
+    let out_dir = rig.dir.path().join("out");
+    let out = rig.devmapc(&["build", "-o", out_dir.to_str().unwrap(), spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let manifest = out_dir.join("hostile.manifest.json");
+    let built = std::fs::read_to_string(&manifest).unwrap();
+    let pins = rig.pins.to_str().unwrap();
+    for (pointer, value) in [("/ir/code/key/mix", "none"), ("/ir/code/on_miss", "drop")] {
+        let mut doc: serde_json::Value = serde_json::from_str(&built).unwrap();
+        let at = doc.pointer_mut(pointer).unwrap_or_else(|| panic!("{pointer} in {built}"));
+        assert_ne!(*at, value, "{pointer}: an edit");
+        *at = value.into();
+        std::fs::write(&manifest, doc.to_string()).unwrap();
+        for extra in [&[][..], &["--dry-run"][..]] {
+            let mut args = vec!["apply", manifest.to_str().unwrap(), "--pin-dir", pins, "--allow-not-ready"];
+            args.extend(extra);
+            let out = rig.devmapc(&args);
+            assert_eq!(out.status.code(), Some(2), "{pointer} {extra:?}: {}", text(&out));
+            assert!(text(&out).contains("code part was changed after the build"), "{}", text(&out));
+            assert!(!rig.pins.exists(), "nothing was loaded or pinned");
+        }
+    }
+}
+
+/// A map pin removed by hand: `status` reports drift (exit 1), not an
+/// error (exit 2); `apply` repairs it.
+#[test]
+fn a_hand_deleted_map_pin_is_drift_for_status() {
+    require_privileged!();
+    let rig = Rig::new();
+    let pins = rig.pins.to_str().unwrap().to_string();
+    let out = rig.apply(&pins, &["--allow-not-ready"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::remove_file(rig.pins.join("maps/devmapc_routes")).unwrap();
+    let out = rig.devmapc(&["status", &pins]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("map devmapc_routes: its pin is gone"), "{}", text(&out));
+    let out = rig.apply(&pins, &["--allow-not-ready"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = rig.devmapc(&["status", &pins]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 /// A deployment without an ownership record (as an older devmapc left it,

@@ -290,7 +290,9 @@ fn publish_file(staged: &Path, dir: std::os::fd::BorrowedFd<'_>, target: &Path) 
 /// The manifest: everything the runtime needs to load and fill the object
 /// without the spec. `object_sha256` ([`object_digest`] of the object it
 /// was built with) binds it to that object: the runtime refuses to load
-/// any other.
+/// any other. `code_sha256` ([`code_binding`]) binds the code part of the
+/// plan to that object in turn: the runtime refuses a manifest whose code
+/// part was edited after the build.
 pub fn manifest(ir: &Ir, name: &str, object_sha256: Option<&str>) -> String {
     manifest_with_code_hash(ir, name, &ir.code_hash(), object_sha256)
 }
@@ -310,6 +312,7 @@ pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str, object_sha2
     });
     if let Some(digest) = object_sha256 {
         value["object_sha256"] = digest.into();
+        value["code_sha256"] = code_binding(digest, &ir.code, code_hash).into();
     }
     let mut text = serde_json::to_string_pretty(&value).expect("the manifest serialises");
     text.push('\n');
@@ -321,6 +324,22 @@ pub fn manifest_with_code_hash(ir: &Ir, name: &str, code_hash: &str, object_sha2
 pub fn object_digest(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The manifest's `code_sha256`: the SHA-256, in lowercase hex, of
+/// `object_sha256`, a newline, `ir.code` as compact JSON, a newline and
+/// `code_hash`. The runtime recomputes it from the manifest alone (from the
+/// code part as it reads it back), so a code part edited or damaged after
+/// the build no longer matches. It is a check against mistakes, not a
+/// signature: whoever can rewrite the manifest can rewrite this too.
+pub fn code_binding(object_sha256: &str, code: &crate::ir::CodePlan, code_hash: &str) -> String {
+    use sha2::Digest;
+    let code = serde_json::to_string(code).expect("the IR serialises");
+    let mut hasher = sha2::Sha256::new();
+    for part in [object_sha256, "\n", &code, "\n", code_hash] {
+        hasher.update(part.as_bytes());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `vlan-switch.devmap` → `vlan_switch`: the name of a build's files, of

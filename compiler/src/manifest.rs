@@ -27,6 +27,10 @@ pub struct Manifest {
     /// built with; `None` in manifests of an older devmapc.
     #[serde(default)]
     pub object_sha256: Option<String>,
+    /// [`crate::builder::code_binding`] of `object_sha256`, the code part
+    /// of `ir` and `code_hash`; `None` in manifests of an older devmapc.
+    #[serde(default)]
+    pub code_sha256: Option<String>,
     pub ir: Ir,
 }
 
@@ -42,13 +46,24 @@ pub fn parse(text: &str) -> Result<Manifest, String> {
     if doc.devmapc_manifest != VERSION {
         return Err(format!("`devmapc_manifest: {}`, this devmapc reads {VERSION}", doc.devmapc_manifest));
     }
-    if let Some(digest) = &doc.object_sha256 {
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("`object_sha256` is not a SHA-256 in hex".into());
+    for (field, digest) in [("object_sha256", &doc.object_sha256), ("code_sha256", &doc.code_sha256)] {
+        if digest.as_ref().is_some_and(|d| d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(format!("`{field}` is not a SHA-256 in hex"));
         }
     }
     validate(&doc.ir)?;
     Ok(doc)
+}
+
+impl Manifest {
+    /// Whether `code_sha256` is [`crate::builder::code_binding`] of the
+    /// manifest's own `object_sha256`, code part and `code_hash`: `None`
+    /// when either digest is absent (an older devmapc's manifest).
+    pub fn code_is_bound(&self) -> Option<bool> {
+        let (object, expected) = (self.object_sha256.as_deref()?, self.code_sha256.as_deref()?);
+        let found = crate::builder::code_binding(object, &self.ir.code, &self.code_hash);
+        Some(found.eq_ignore_ascii_case(expected))
+    }
 }
 
 /// Checks that the plan's parts refer to each other within bounds: what
@@ -150,6 +165,25 @@ mod tests {
     }
 
     #[test]
+    fn the_code_part_is_bound_to_the_object() {
+        assert_eq!(parse(&built()).unwrap().code_is_bound(), Some(true));
+        let edits: Vec<Box<dyn FnOnce(&mut serde_json::Value)>> = vec![
+            Box::new(|d| d["ir"]["code"]["key"]["mix"] = "none".into()),
+            Box::new(|d| d["ir"]["code"]["on_miss"] = "drop".into()),
+            Box::new(|d| d["code_hash"] = "0".into()),
+            Box::new(|d| d["object_sha256"] = "1".repeat(64).into()),
+        ];
+        for edit in edits {
+            assert_eq!(edited(edit).unwrap().code_is_bound(), Some(false));
+        }
+        // A data change leaves it bound; a manifest without it is unbound.
+        let doc = edited(|d| d["ir"]["data"]["routes"] = serde_json::json!([])).unwrap();
+        assert_eq!(doc.code_is_bound(), Some(true));
+        let doc = edited(|d| drop(d.as_object_mut().unwrap().remove("code_sha256"))).unwrap();
+        assert_eq!(doc.code_is_bound(), None);
+    }
+
+    #[test]
     fn hostile_manifests_are_errors() {
         let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>)> = vec![
             ("targets device", Box::new(|d| d["ir"]["data"]["routes"][0]["target"]["index"] = 99.into())),
@@ -161,6 +195,7 @@ mod tests {
             ("outside 32 bits", Box::new(|d| d["ir"]["code"]["key"]["fields"][0]["shift"] = 40.into())),
             ("in group", Box::new(|d| d["ir"]["data"]["devices"][1]["groups"] = serde_json::json!([3]))),
             ("SHA-256", Box::new(|d| d["object_sha256"] = "zz".into())),
+            ("`code_sha256` is not", Box::new(|d| d["code_sha256"] = "zz".into())),
             ("reads 1", Box::new(|d| d["devmapc_manifest"] = 2.into())),
             ("invalid type", Box::new(|d| d["ir"]["data"]["devices"] = serde_json::json!({"a": 1}))),
             ("invalid type: floating point", Box::new(|d| d["ir"]["code"]["max_entries"] = serde_json::json!(1e300))),

@@ -52,7 +52,7 @@
 
 use crate::deploy::{
     self, attach, check, check_privileges, entries, io_error, link_info, open_pin_dir,
-    parse_manifest_doc, pin_dir_ready, pin_dir_would_mount, pin_manifest_in, prepare_pin_dir,
+    parse_manifest_doc, pin_dir_would_mount, pin_manifest_in, prepare_pin_dir,
     read_manifest, remove_pins, remove_staged, Attachment, DeployError, LinkInfo, MANIFEST_PIN,
 };
 use crate::pins::{self, DirFd, Entry, Record};
@@ -408,7 +408,7 @@ impl Lock {
 
     /// Locks `dir`, which must exist (for detach).
     pub fn acquire_existing(dir: &Path) -> Result<Lock, DeployError> {
-        pin_dir_ready(dir)?;
+        deploy::deployed_pin_dir_ready(dir)?;
         if !dir.is_dir() {
             return Err(DeployError::NotDeployed {
                 dir: dir.to_path_buf(),
@@ -885,7 +885,7 @@ fn full_diff(
 
 /// The maps of `ir`'s object that are not pinned in `dir` (removed by
 /// hand): a data change cannot write them, a reload can.
-fn missing_maps(dir: &Path, ir: &Ir) -> Vec<String> {
+pub(crate) fn missing_maps(dir: &Path, ir: &Ir) -> Vec<String> {
     let Ok(root) = DirFd::open(dir) else {
         return Vec::new();
     };

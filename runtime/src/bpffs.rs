@@ -28,6 +28,32 @@ pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub const HOST_BPFFS: &str = "/sys/fs/bpf";
 const SYSFS_MAGIC: i64 = 0x6265_6572;
 
+/// [`pin_dir_ready`] for a directory that is to hold a deployment already
+/// (detach): one not on a bpffs holds nothing of devmapc's, and the error
+/// says so rather than that pins cannot be made there.
+pub fn deployed_pin_dir_ready(dir: &Path) -> Result<(), DeployError> {
+    match pin_dir_ready(dir) {
+        Err(DeployError::NotBpffs { checked, fs, netns_exec, .. }) => Err(DeployError::NotDeployed {
+            dir: dir.to_path_buf(),
+            why: if netns_exec {
+                format!(
+                    "{} is on {fs}, not on a bpffs: this is what `ip netns exec` shows (it \
+                     mounts a fresh /sys, which hides the host's /sys/fs/bpf). Run `nsenter \
+                     --net=/run/netns/NAME devmapc ...` instead; nothing was changed",
+                    checked.display()
+                )
+            } else {
+                format!(
+                    "{} is on {fs}, not on a bpffs, and BPF objects are only ever pinned on a \
+                     bpffs: nothing of devmapc's can be there; nothing was changed",
+                    checked.display()
+                )
+            },
+        }),
+        other => other,
+    }
+}
+
 /// Checks that pins can be made under `dir`: `dir`, or its nearest
 /// existing parent when it does not exist yet, is on a bpffs.
 ///

@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::pins::{self, DirFd};
-pub use crate::bpffs::{pin_dir_ready, pin_dir_would_mount, prepare_pin_dir, BPF_FS_MAGIC};
+pub use crate::bpffs::{deployed_pin_dir_ready, pin_dir_ready, pin_dir_would_mount, prepare_pin_dir, BPF_FS_MAGIC};
 /// Where deployments are pinned unless told otherwise: `<root>/<name>/`.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/devmapc";
 /// The pin of the manifest map inside a pin directory.
@@ -751,7 +751,7 @@ pub fn read_manifest_file(path: &Path) -> Result<(PathBuf, Ir), DeployError> {
     let object = path.with_file_name(&doc.object);
     let bytes = std::fs::read(&object).map_err(|e| io_error("cannot read", &object, e))?;
     let digest = devmapc::builder::object_digest(&bytes);
-    check_object_digest(path, doc.object_sha256.as_deref(), &object, &digest)?;
+    check_manifest(path, &doc, &object, &digest)?;
     Ok((object, doc.ir))
 }
 
@@ -778,6 +778,36 @@ pub fn check_object_digest(
         None => Err(DeployError::Mismatch(format!(
             "{} has no `object_sha256` (an older devmapc wrote it), so nothing shows that {} \
              is the object it was built with: rebuild with `devmapc build`; nothing was loaded",
+            manifest.display(),
+            object.display()
+        ))),
+    }
+}
+
+/// [`check_object_digest`], then refuses a manifest whose code part (the
+/// plan's `code`, `code_hash`) is not the one built with that object: its
+/// `code_sha256` ([`devmapc::builder::code_binding`]) does not match, or is
+/// missing.
+pub(crate) fn check_manifest(
+    manifest: &Path,
+    doc: &ManifestDoc,
+    object: &Path,
+    found: &str,
+) -> Result<(), DeployError> {
+    check_object_digest(manifest, doc.object_sha256.as_deref(), object, found)?;
+    match doc.code_is_bound() {
+        Some(true) => Ok(()),
+        Some(false) => Err(DeployError::Mismatch(format!(
+            "the manifest's code part was changed after the build: {}'s `code_sha256` does not \
+             match its `ir.code` and `code_hash`, so it does not describe {}. Rebuild with \
+             `devmapc build`; nothing was loaded",
+            manifest.display(),
+            object.display()
+        ))),
+        None => Err(DeployError::Mismatch(format!(
+            "{} has no `code_sha256` (an older devmapc wrote it), so nothing shows that its \
+             code part is the one {} was built with: rebuild with `devmapc build`; nothing was \
+             loaded",
             manifest.display(),
             object.display()
         ))),
@@ -833,7 +863,7 @@ fn sibling_manifest(
     let Ok(doc) = parse_manifest_doc(&text) else {
         return Ok(None);
     };
-    check_object_digest(&path, doc.object_sha256.as_deref(), obj_path, digest)?;
+    check_manifest(&path, &doc, obj_path, digest)?;
     Ok((doc.ir == *ir).then_some(text))
 }
 
@@ -1518,7 +1548,7 @@ pub struct Detached {
 /// makes. Nothing is followed; anything else in `dir` (a planted symlink,
 /// another's pin) is left in place, and the error names it.
 pub fn detach(dir: &Path) -> Result<Detached, DeployError> {
-    pin_dir_ready(dir)?;
+    deployed_pin_dir_ready(dir)?;
     let root = open_pin_dir(dir)?;
     let record = pins::Record::read(&root)?;
     let marked = crate::apply::is_ours(dir);

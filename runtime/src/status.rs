@@ -38,6 +38,9 @@ pub struct LinkStatus {
     /// What is wrong with it, in words (`None`: it runs the deployment's
     /// ingress program on its device).
     pub problem: Option<String>,
+    /// Another XDP program attached to its device, in words: `apply`
+    /// refuses until it is removed, so the problem is not one apply repairs.
+    pub foreign: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -89,15 +92,27 @@ pub struct Status {
     pub object_sha256: Option<String>,
     /// The kernel's program and links against the deployment: a link
     /// detached or running another program, an `ingress.on` device without
-    /// a link. Counts as drift; `apply` repairs it.
+    /// a link. Counts as drift; `apply` repairs it, unless `foreign_xdp`
+    /// names a program in its way.
     pub link_drift: Vec<String>,
+    /// XDP programs devmapc did not attach on `ingress.on` devices that
+    /// lost their link: `apply` refuses until they are removed.
+    pub foreign_xdp: Vec<String>,
+    /// Maps of the deployment whose pins are gone (removed by hand): drift
+    /// that `apply` repairs by loading the programs again.
+    pub missing_maps: Vec<String>,
 }
 
 /// Reads the deployment pinned in `dir`.
 pub fn status(dir: &Path) -> Result<Status, DeployError> {
     let text = match read_manifest(dir) {
         Ok(text) => text,
-        Err(DeployError::NotDeployed { .. }) if crate::apply::is_ours(dir) => {
+        // Only a manifest that is not there at all, under a record of this
+        // directory: a foreign record, or a manifest pin that cannot be
+        // read, is its own error (apply and detach refuse those too).
+        Err(DeployError::NotDeployed { .. })
+            if crate::apply::is_ours(dir) && manifest_missing_under_own_record(dir) =>
+        {
             return Err(uncommitted(dir))
         }
         Err(e) => return Err(e),
@@ -111,6 +126,7 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
 
     let mut links = Vec::new();
     let mut link_drift = Vec::new();
+    let mut foreign_xdp_list = Vec::new();
     for (device, (_, link)) in crate::apply::owned_links(dir)? {
         let mode = link
             .and_then(|l| netdev::by_index(l.ifindex).ok().map(|d| (l, d)))
@@ -128,6 +144,7 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
             link,
             mode,
             problem: None,
+            foreign: None,
         });
     }
 
@@ -146,6 +163,11 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
             .zip(&resolved)
             .find(|(d, _)| crate::apply::link_label(&d.binding) == l.device);
         let device_here = spec_device.is_some_and(|(_, r)| r.is_some());
+        if let (Some(info), Some((_, Some(device)))) = (l.link, spec_device) {
+            if info.ifindex == 0 {
+                l.foreign = foreign_xdp(device, None);
+            }
+        }
         l.problem = match l.link {
             None => Some("its link cannot be read".to_string()),
             Some(info) if info.ifindex == 0 && device_here => Some(
@@ -172,6 +194,7 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         if let Some(p) = &l.problem {
             link_drift.push(format!("link {}: {p}", l.device));
         }
+        foreign_xdp_list.extend(l.foreign.clone());
     }
     for (d, r) in ir.data.devices.iter().zip(&resolved) {
         let label = crate::apply::link_label(&d.binding);
@@ -180,6 +203,7 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
                 "device `{}` (line {}) is in `ingress.on` but has no link",
                 d.name, d.line
             ));
+            foreign_xdp_list.extend(r.as_ref().and_then(|r| foreign_xdp(r, None)));
         }
     }
     let slot_counts = read_counters(&pinned, names::COUNTERS);
@@ -219,7 +243,14 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
     // Drift: the kernel's entries against the plan, with today's ifindexes.
     let mut drift = Plan::default();
     let mut drift_unknown = None;
-    if ir.code.access == Access::WriteOnly {
+    // A map whose pin is gone cannot be read back: drift in itself.
+    let missing_maps = crate::apply::missing_maps(dir, &ir);
+    if !missing_maps.is_empty() {
+        drift_unknown = Some(format!(
+            "the pin of map {} is gone, so the kernel's entries cannot be read back",
+            missing_maps.join(", ")
+        ));
+    } else if ir.code.access == Access::WriteOnly {
         drift_unknown = Some(format!(
             "map {} is write_only: it cannot be read back",
             key_map(&ir)
@@ -313,7 +344,53 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         other_netns: crate::apply::netns_mismatch(dir),
         object_sha256: doc.object_sha256,
         link_drift,
+        foreign_xdp: foreign_xdp_list,
+        missing_maps,
     })
+}
+
+/// The XDP program attached to `device` other than `ours`, in words, with
+/// what it means for `apply` (which refuses to replace it).
+fn foreign_xdp(device: &netdev::Link, ours: Option<u32>) -> Option<String> {
+    let xdp = &device.xdp;
+    let (mode, id) = [("native", xdp.driver), ("generic", xdp.generic), ("offloaded", xdp.offload)]
+        .into_iter()
+        .find_map(|(mode, id)| id.filter(|id| Some(*id) != ours).map(|id| (mode, id)))?;
+    let name = prog_name(id).map_or(String::new(), |n| format!(" `{n}`"));
+    Some(format!(
+        "another XDP program is attached to {} (program id {id}{name}, {mode} mode), not by \
+         this deployment: `devmapc apply` refuses until it is removed",
+        device.name
+    ))
+}
+
+/// A program's name by id (`None`: gone, or unreadable).
+fn prog_name(id: u32) -> Option<String> {
+    // SAFETY: no pointers; a new fd is ours.
+    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info is a zeroed bpf_prog_info of `len` bytes.
+    if unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) } != 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = info.name.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+    Some(String::from_utf8_lossy(&bytes).into_owned()).filter(|n| !n.is_empty())
+}
+
+/// `dir` has no manifest pin at all and its ownership record is its own
+/// (or absent): what a first apply interrupted before it committed leaves.
+fn manifest_missing_under_own_record(dir: &Path) -> bool {
+    let Ok(root) = crate::pins::DirFd::open(dir) else {
+        return false;
+    };
+    root.entry(crate::deploy::MANIFEST_PIN) == crate::pins::Entry::Missing
+        && crate::pins::Record::read(&root).is_ok()
 }
 
 /// The pin directory holds devmapc's marker but no manifest: a first apply
@@ -380,12 +457,13 @@ impl fmt::Display for Status {
                     info.id,
                     info.prog_id
                 )?,
-                (_, problem) => writeln!(
-                    f,
-                    "  {:<16} {} (`devmapc apply` repairs it)",
-                    l.device,
-                    problem.as_deref().unwrap_or("cannot be read")
-                )?,
+                (_, problem) => {
+                    let problem = problem.as_deref().unwrap_or("cannot be read");
+                    match &l.foreign {
+                        Some(foreign) => writeln!(f, "  {:<16} {problem}; {foreign}", l.device)?,
+                        None => writeln!(f, "  {:<16} {problem} (`devmapc apply` repairs it)", l.device)?,
+                    }
+                }
             }
         }
         writeln!(f, "routes:")?;
@@ -424,8 +502,23 @@ impl fmt::Display for Status {
         for d in &self.link_drift {
             writeln!(f, "drift: {d}")?;
         }
+        for d in &self.foreign_xdp {
+            writeln!(f, "drift: {d}")?;
+        }
+        for m in &self.missing_maps {
+            writeln!(
+                f,
+                "drift: map {m}: its pin is gone (removed by hand?): `devmapc apply` repairs it \
+                 (loads the programs again with fresh maps, filled completely)"
+            )?;
+        }
         match &self.drift_unknown {
             Some(why) => writeln!(f, "drift: unknown: {why}")?,
+            None if self.drift.is_empty() && !self.foreign_xdp.is_empty() => writeln!(
+                f,
+                "drift: the maps match the last apply, the links do not, and `devmapc apply` \
+                 refuses until the XDP program above is removed from its device"
+            )?,
             None if self.drift.is_empty() && !self.link_drift.is_empty() => writeln!(
                 f,
                 "drift: the maps match the last apply, the links do not: `devmapc apply` \
@@ -451,6 +544,7 @@ impl Status {
     pub fn needs_attention(&self) -> bool {
         !self.drift.is_empty()
             || !self.link_drift.is_empty()
+            || !self.missing_maps.is_empty()
             || self.devices.iter().any(|d| d.ifindex.is_none())
             || self.other_netns.is_some()
     }
@@ -466,6 +560,8 @@ impl Status {
             "code_hash": self.code_hash,
             "object_sha256": self.object_sha256,
             "link_drift": self.link_drift,
+            "foreign_xdp": self.foreign_xdp,
+            "missing_maps": self.missing_maps,
             "data_hash": self.data_hash,
             "links": self.links.iter().map(|l| json!({
                 "device": l.device,
@@ -474,6 +570,7 @@ impl Status {
                 "prog_id": l.link.map(|i| i.prog_id),
                 "mode": l.mode.map(|m| mode_name(Some(m))),
                 "problem": l.problem,
+                "foreign": l.foreign,
             })).collect::<Vec<_>>(),
             "routes": self.routes.iter().map(|r| json!({
                 "key": r.key, "target": r.target, "line": r.line,

@@ -1,9 +1,9 @@
 //! Hostile pin directories: symlinks planted inside a deployment's pin
 //! directory (`next`, `links/<dev>`, `maps`, `progs`, `links`, the marker)
 //! that lead into another, real deployment; another's objects pinned into
-//! it; a stale object under a fresh manifest; a link detached behind
-//! devmapc's back; and the rough edges of interrupted or damaged
-//! deployments. Whatever apply, status or detach does to the deployment
+//! it; a stale object under a fresh manifest, or a hand-edited code part;
+//! a link detached behind devmapc's back; and the rough edges of
+//! interrupted or damaged deployments. Whatever apply, status or detach does to the deployment
 //! under attack, the other one keeps every pin and stays attached.
 //!
 //! Each deployment lives in a namespace of its own with veths `hpa`/`phpa`
@@ -341,6 +341,47 @@ fn a_stale_object_under_a_fresh_manifest_is_refused_before_loading() {
     assert_eq!(s.object_sha256.as_deref(), Some(digest.as_str()));
 }
 
+/// A manifest whose code part was edited by hand after the build (the key
+/// no longer mixed, the miss action changed), `object_sha256` untouched:
+/// the object does not do what it says. Refused before anything is loaded.
+#[test]
+fn a_hand_edited_code_part_is_refused_before_loading() {
+    require_privileged!();
+    let b = build(&spec("pass", "route 10.0.0.2 -> b"));
+    let manifest = b.dir.path().join("hostile.manifest.json");
+    let built = std::fs::read_to_string(&manifest).unwrap();
+    let edits: [(&str, &str, serde_json::Value); 2] =
+        [("key", "mix", "none".into()), ("on_miss", "", "drop".into())];
+    for (field, sub, value) in edits {
+        let mut doc: serde_json::Value = serde_json::from_str(&built).unwrap();
+        let at = &mut doc["ir"]["code"][field];
+        if sub.is_empty() { *at = value } else { at[sub] = value }
+        std::fs::write(&manifest, doc.to_string()).unwrap();
+        let err = deploy::read_manifest_file(&manifest).unwrap_err();
+        assert!(err.to_string().contains("code part was changed after the build"), "{field}: {err}");
+        let edited: Ir = serde_json::from_value(doc["ir"].clone()).unwrap();
+        let err = deploy::load(&b.obj, &edited).unwrap_err();
+        assert!(err.to_string().contains("code part was changed"), "{field}: {err}");
+    }
+    // A manifest without the binding (an older devmapc's): refused too.
+    let mut doc: serde_json::Value = serde_json::from_str(&built).unwrap();
+    doc.as_object_mut().unwrap().remove("code_sha256");
+    std::fs::write(&manifest, doc.to_string()).unwrap();
+    let err = deploy::read_manifest_file(&manifest).unwrap_err();
+    assert!(err.to_string().contains("no `code_sha256`"), "{err}");
+
+    // The manifests the runtime makes itself (routes changed in memory,
+    // not in the build's file) carry a correct binding.
+    let d = Deployment::new();
+    let mut moved = d.build.ir.clone();
+    moved.data.routes.truncate(0);
+    let changed = Build { obj: d.build.obj.clone(), ir: moved, dir: tempfile::tempdir().unwrap() };
+    d.apply(&changed).unwrap_or_else(|e| panic!("{e}"));
+    let pinned = devmapc::manifest::parse(&deploy::read_manifest(&d.pins).unwrap()).unwrap();
+    assert!(pinned.ir.data.routes.is_empty(), "the re-made manifest is pinned");
+    assert_eq!(pinned.code_is_bound(), Some(true));
+}
+
 #[test]
 fn a_link_detached_behind_devmapcs_back_is_drift_and_apply_reattaches() {
     require_privileged!();
@@ -369,6 +410,61 @@ fn a_link_detached_behind_devmapcs_back_is_drift_and_apply_reattaches() {
     assert_eq!(d.xdp_prog(), s.links[0].link.map(|l| l.prog_id));
 }
 
+/// The link detached, then another program attached to the device by hand
+/// (`ip link set dev hpa xdpgeneric pinned ...`): status names it and says
+/// apply refuses until it is removed, not that apply repairs it.
+#[test]
+fn a_foreign_program_on_a_detached_device_is_named_by_status() {
+    require_privileged!();
+    let d = Deployment::new();
+    let other = Deployment::new();
+    let link = open_pin(&d.pin_path("links/hpa"));
+    // SAFETY: a valid link fd.
+    assert_eq!(unsafe { libbpf_sys::bpf_link_detach(link.as_raw_fd()) }, 0);
+    let prog = open_pin(&other.pin_path(&format!("progs/{}", names::INGRESS)));
+    let hpa = ifindex(&d.ns, "hpa") as i32;
+    // SAFETY: a valid program fd; no options.
+    let rc = d.ns.enter(|| unsafe {
+        libbpf_sys::bpf_xdp_attach(hpa, prog.as_raw_fd(), libbpf_sys::XDP_FLAGS_SKB_MODE, std::ptr::null())
+    });
+    assert_eq!(rc, 0, "attach the foreign program");
+    let foreign_id = d.xdp_prog().expect("the foreign program runs");
+
+    let s = d.status().unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.needs_attention(), "{s}");
+    let text = s.to_string();
+    assert!(text.contains(&format!("another XDP program is attached to hpa (program id {foreign_id}")), "{text}");
+    assert!(text.contains("refuses until it is removed"), "{text}");
+    let hpa_line = text.lines().find(|l| l.trim_start().starts_with("hpa ")).expect("the link's line");
+    assert!(!hpa_line.contains("repairs it"), "{hpa_line}");
+    assert_eq!(s.foreign_xdp.len(), 1, "{s}");
+    // And apply does refuse.
+    let err = d.apply(&d.build).unwrap_err();
+    assert!(err.to_string().contains(&format!("program id {foreign_id}")), "{err}");
+}
+
+/// Another deployment's ownership record pinned as this one's: status
+/// says the record belongs to another directory and nothing is touched, as
+/// apply and detach do, never that an interrupted apply is to be repaired.
+#[test]
+fn a_foreign_ownership_record_is_not_called_an_interrupted_apply() {
+    require_privileged!();
+    let d = Deployment::new();
+    let other = Deployment::new();
+    let before = other.snapshot();
+    std::fs::remove_file(d.pin_path(devmapc_runtime::pins::OWNED)).unwrap();
+    pin_again(&other.pin_path(devmapc_runtime::pins::OWNED), &d.pin_path(devmapc_runtime::pins::OWNED));
+
+    let err = d.status().unwrap_err().to_string();
+    assert!(err.contains("made for another directory") && err.contains("nothing in it is touched"), "{err}");
+    assert!(!err.contains("interrupted") && !err.contains("repairs"), "{err}");
+    let err = d.apply(&d.build).unwrap_err().to_string();
+    assert!(err.contains("made for another directory"), "{err}");
+    let err = d.ns.enter(|| deploy::detach(&d.pins)).unwrap_err().to_string();
+    assert!(err.contains("made for another directory"), "{err}");
+    other.assert_intact(&before);
+}
+
 #[test]
 fn a_link_that_runs_another_program_is_drift() {
     require_privileged!();
@@ -395,6 +491,8 @@ fn an_interrupted_first_apply_is_described_by_status_and_repaired_by_apply() {
     let text = err.to_string();
     assert!(text.contains("interrupted") && text.contains("links"), "{text}");
     assert!(text.contains("`devmapc apply` repairs") && text.contains("`devmapc detach`"), "{text}");
+    let listed = text.split_once("pins are there (").and_then(|(_, rest)| rest.split_once(')')).unwrap().0;
+    assert!(!listed.split(", ").any(|name| name == deploy::MANIFEST_PIN), "{text}");
     let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.kind, Kind::First, "{report}");
     assert!(!report.repaired.is_empty(), "{report}");
@@ -402,11 +500,18 @@ fn an_interrupted_first_apply_is_described_by_status_and_repaired_by_apply() {
 }
 
 #[test]
-fn a_hand_deleted_map_pin_is_repaired_by_the_next_apply() {
+fn a_hand_deleted_map_pin_is_drift_and_repaired_by_the_next_apply() {
     require_privileged!();
     let d = Deployment::new();
     let routes = deploy::pin_name(std::ffi::OsStr::new(names::ROUTES));
     std::fs::remove_file(d.pin_path(&format!("maps/{routes}"))).unwrap();
+    // Status reports it as drift (exit 1), not as an error.
+    let s = d.status().unwrap_or_else(|e| panic!("status: {e}"));
+    assert!(s.needs_attention(), "{s}");
+    assert_eq!(s.missing_maps, [names::ROUTES], "{s}");
+    let text = s.to_string();
+    assert!(text.contains("its pin is gone") && text.contains("`devmapc apply` repairs it"), "{text}");
+    assert!(!text.contains("drift: none"), "{text}");
     let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.kind, Kind::Code, "{report}");
     assert!(report.repaired.iter().any(|r| r.contains(names::ROUTES)), "{report}");
@@ -434,6 +539,23 @@ fn a_pin_dir_off_bpffs_gets_the_right_explanation() {
     assert!(matches!(err, DeployError::NotBpffs { .. }), "{err}");
     assert!(!text.contains("ip netns exec"), "{text}");
     assert!(text.contains("mount -t bpf"), "{text}");
+}
+
+/// `detach` of a directory off bpffs: nothing of devmapc's can be there,
+/// and the error says so, not that pins cannot be made there.
+#[test]
+fn detach_off_bpffs_says_nothing_can_be_deployed_there() {
+    require_privileged!();
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in [tmp.path().to_path_buf(), tmp.path().join("absent")] {
+        for err in [deploy::detach(&dir).unwrap_err(), apply::Lock::acquire_existing(&dir).unwrap_err()] {
+            let text = err.to_string();
+            assert!(matches!(err, DeployError::NotDeployed { .. }), "{err}");
+            assert!(!text.contains("cannot pin"), "{text}");
+            assert!(text.contains("not on a bpffs") && text.contains("nothing of devmapc's can be there"), "{text}");
+        }
+    }
+    assert!(tmp.path().is_dir(), "left in place");
 }
 
 #[test]
