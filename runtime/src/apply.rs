@@ -58,7 +58,7 @@ use crate::deploy::{
 use crate::pins::{self, DirFd, Entry, Record};
 use crate::fill::Device;
 use crate::netdev::{self, Link, NotReady, PeerName};
-use crate::plan::{desired, diff, diff_routes, execute, read_state, Handles, Plan, State};
+use crate::plan::{check_capacity, desired, diff, diff_routes, execute, read_state, Handles, Plan, State};
 use devmapc::ir::{names, Ir, TargetRef};
 use devmapc::model::{Access, Binding, XdpMode};
 use libbpf_rs::libbpf_sys;
@@ -880,7 +880,11 @@ fn full_diff(
         current.relabel(&before);
     }
     current.relabel(&wanted);
-    Ok((diff(&current, &wanted), current))
+    let plan = diff(&current, &wanted);
+    // Refused before any change, and by --dry-run: an add into a full map
+    // would fail midway.
+    check_capacity(&current, &plan)?;
+    Ok((plan, current))
 }
 
 /// The maps of `ir`'s object that are not pinned in `dir` (removed by

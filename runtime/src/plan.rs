@@ -419,8 +419,9 @@ impl State {
     }
 
     /// Applies one operation to the model, as [`execute`] does to the
-    /// kernel, and as strictly: an add of a present key, or a change or
-    /// removal whose old value is not the present one, is refused.
+    /// kernel, and as strictly: an add of a present key, an add to a full
+    /// map (the kernel's E2BIG), or a change or removal whose old value is
+    /// not the present one, is refused.
     pub fn apply_op(&mut self, op: &MapOp) -> Result<(), String> {
         let map = self
             .maps
@@ -431,6 +432,9 @@ impl State {
             Op::Insert(value) => {
                 if present.is_some() {
                     return Err(format!("{op}: the key is present"));
+                }
+                if map.entries.len() >= map.max_entries as usize {
+                    return Err(format!("{op}: the map is full ({} entries)", map.max_entries));
                 }
                 map.entries.insert(
                     op.key.clone(),
@@ -859,7 +863,9 @@ pub fn diff_routes(old: &Ir, new: &Ir, devices: &[Device]) -> Result<Option<Plan
         },
     };
     let (old_changed, new_changed) = (only(old, o, &after), only(new, n, &before));
-    // (The checker keeps a spec's routes within `max_entries`.)
+    // (The checker keeps a spec's routes within `max_entries`, and keys
+    // that leave are removed first, so no map holds more than the larger
+    // of the two tables at any step: no capacity to check here.)
     Ok(Some(diff(
         &desired(&old_changed, devices)?,
         &desired(&new_changed, devices)?,
@@ -1136,6 +1142,40 @@ pub fn diff(old: &State, new: &State) -> Plan {
     order(ops, old, new)
 }
 
+/// Checks that `plan`, run from `old`, never needs more entries in a map
+/// than it holds: every add into a map that is full at that moment would
+/// fail with E2BIG midway. `Full` names the map and the most entries it
+/// would need. (Counts only: cheap for a large table.)
+pub fn check_capacity(old: &State, plan: &Plan) -> Result<(), PlanError> {
+    let mut sizes: HashMap<&str, (usize, usize)> = old
+        .maps
+        .iter()
+        .map(|(name, m)| (name.as_str(), (m.entries.len(), m.entries.len())))
+        .collect();
+    for op in &plan.ops {
+        let Some((now, peak)) = sizes.get_mut(op.map.as_str()) else {
+            continue;
+        };
+        match op.op {
+            Op::Insert(_) => *now += 1,
+            Op::Delete { .. } => *now = now.saturating_sub(1),
+            Op::Replace { .. } => {}
+        }
+        *peak = (*peak).max(*now);
+    }
+    for (name, m) in &old.maps {
+        let (_, peak) = sizes[name.as_str()];
+        if m.role != Role::Default && peak > m.max_entries as usize {
+            return Err(PlanError::Full {
+                map: name.clone(),
+                entries: peak,
+                max_entries: m.max_entries,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Orders operations: a topological sort over the two reference rules,
 /// with (stage, map, key) as the tie-break; a cycle is broken at its
 /// earliest change, with a warning.
@@ -1262,8 +1302,53 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
         }
     }
 
+    // Rule 4: keys that leave the table (in no key-stage map of `new`) and
+    // their counters are removed before anything else: a table filled to
+    // `max_entries` then has room for the keys that arrive. Nothing leads
+    // to a key-stage entry, and a counter is only led to by its own key
+    // (removed just before it, rule 2), so no reference dangles; a key
+    // that leaves already leads where it will (nothing), and no other key
+    // is touched.
+    let departing: Vec<bool> = ops
+        .iter()
+        .map(|op| {
+            matches!(op.op, Op::Delete { .. })
+                && matches!(role(op), Role::Keys | Role::Counters)
+                && !key_maps.iter().any(|m| new.get(m, &op.key).is_some())
+        })
+        .collect();
+    // ... but after a change of the default route (as before this rule: a
+    // key that misses takes the default route, so it reaches the new
+    // default, not the old one), unless the default route itself waits
+    // for that key to leave (rule 2 through a slot): no new cycle.
+    if let Some(d) = (0..n).find(|&d| role(&ops[d]) == Role::Default) {
+        let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, next) in succ.iter().enumerate() {
+            for &(j, _) in next {
+                preds[j].push(i);
+            }
+        }
+        let mut before_d = vec![false; n];
+        let mut todo = vec![d];
+        while let Some(j) = todo.pop() {
+            for &i in &preds[j] {
+                if !before_d[i] {
+                    before_d[i] = true;
+                    todo.push(i);
+                }
+            }
+        }
+        for i in (0..n).filter(|&i| departing[i] && !before_d[i]) {
+            succ[d].push((i, false));
+            pending_writes[i] += 1;
+        }
+    }
     let mut by_rank: Vec<usize> = (0..n).collect();
-    let stages: Vec<u8> = ops.iter().map(|op| stage(&role(op), &op.op)).collect();
+    let stages: Vec<u8> = ops
+        .iter()
+        .zip(&departing)
+        .map(|(op, &departs)| if departs { 0 } else { 1 + stage(&role(op), &op.op) })
+        .collect();
     by_rank.sort_by(|&a, &b| {
         (stages[a], &ops[a].map, &ops[a].key).cmp(&(stages[b], &ops[b].map, &ops[b].key))
     });
@@ -1273,7 +1358,8 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
     }
 
     // Removals that no add or change waits for, even indirectly, wait for
-    // all of them: removals come last unless a reference needs one early.
+    // all of them: removals come last unless a reference needs one early,
+    // or their key leaves the table.
     let mut early = vec![false; n];
     let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, next) in succ.iter().enumerate() {
@@ -1282,7 +1368,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
         }
     }
     let mut todo: Vec<usize> = (0..n)
-        .filter(|&i| ops[i].op.new_value().is_some())
+        .filter(|&i| ops[i].op.new_value().is_some() || departing[i])
         .collect();
     while let Some(i) = todo.pop() {
         if !early[i] {
@@ -2240,8 +2326,7 @@ mod tests {
     }
 
     #[test]
-    fn adds_and_changes_come_before_removals_but_routes_that_go_leave_first_what_changes_under_them(
-    ) {
+    fn routes_that_go_leave_before_what_changes_under_them_after_the_default_route() {
         let old = state(LPM);
         let new = state(
             "table { key = lpm(ipv4.dst) }
@@ -2271,9 +2356,9 @@ mod tests {
                 "+ devmapc_keys route 10.4.0.0/16 -> e (line 11)",
                 "~ devmapc_default default route -> e",
                 "- devmapc_keys route 10.2.0.0/16 -> d (line 10)",
-                "~ devmapc_slots device d: slot",
                 "- devmapc_keys route 10.3.0.0/16 -> b (line 11)",
                 "~ devmapc_args_tag arguments of device b",
+                "~ devmapc_slots device d: slot",
             ]
         );
         assert!(plan.warnings.is_empty());
@@ -2457,6 +2542,9 @@ mod tests {
         assert_eq!(
             ops(&plan),
             [
+                // 10.0.0.3 leaves the table: first, making room.
+                "- devmapc_routes route 10.0.0.3 -> c (line 10)",
+                "- devmapc_key_counters route 10.0.0.3 -> c (line 10): counter",
                 "+ devmapc_key_counters route 10.0.0.4 -> c (line 10): counter",
                 "+ devmapc_key_counters route 10.0.0.2 -> b (line 9): counter",
                 "+ devmapc_group_keys route 10.0.0.1 -> g (line 8)",
@@ -2464,11 +2552,80 @@ mod tests {
                 "+ devmapc_routes route 10.0.0.2 -> b (line 9)",
                 "- devmapc_group_keys route 10.0.0.2 -> g (line 9)",
                 "- devmapc_routes route 10.0.0.1 -> b (line 8)",
-                "- devmapc_routes route 10.0.0.3 -> c (line 10)",
                 "- devmapc_key_counters route 10.0.0.1 -> b (line 8): counter",
-                "- devmapc_key_counters route 10.0.0.3 -> c (line 10): counter",
             ]
         );
+    }
+
+    /// A table of `max_entries = 2`, full before and after, keyed `key`
+    /// with `routes` (a route's key text is `k(n)`).
+    fn full_table(key: &str, k: &dyn Fn(u32) -> String, routes: &[(u32, &str)]) -> State {
+        let routes: String = routes
+            .iter()
+            .map(|(n, t)| format!("route {} -> {t}\n", k(*n)))
+            .collect();
+        state(&format!(
+            "table {{ key = {key}, max_entries = 2 }}
+            device a {{ ifname = \"a\" }}
+            device b {{ ifname = \"b\", egress = tag(10) }}
+            device c {{ ifname = \"c\" }}
+            egress tag(v: u16) {{ vlan.id = v }}
+            group g {{ b, c }}
+            ingress {{ on = [a] }}
+            {routes}"
+        ))
+    }
+
+    #[test]
+    fn a_full_table_changes_in_place_keys_that_leave_go_first() {
+        let direct = |n: u32| format!("10.0.0.{n}");
+        let hashed = |n: u32| format!("({n}, 02:00:00:00:00:0{n})");
+        let lpm = |n: u32| format!("10.{n}.0.0/16");
+        let kinds: [(&str, &dyn Fn(u32) -> String); 3] =
+            [("ipv4.dst", &direct), ("(vlan.id, eth.dst)", &hashed), ("lpm(ipv4.dst)", &lpm)];
+        let changes: [(&str, &[(u32, &str)], &[(u32, &str)]); 5] = [
+            ("replace one key", &[(1, "b"), (2, "b")], &[(1, "b"), (3, "b")]),
+            ("replace all keys", &[(1, "b"), (2, "c")], &[(3, "c"), (4, "b")]),
+            ("keys trade device and group", &[(1, "b"), (2, "g")], &[(1, "g"), (2, "c")]),
+            ("one moves, one is replaced", &[(1, "b"), (2, "c")], &[(1, "g"), (3, "b")]),
+            ("a group key is replaced", &[(1, "g"), (2, "g")], &[(1, "g"), (3, "b")]),
+        ];
+        for (key, k) in kinds {
+            for (what, before, after) in changes {
+                let (old, new) = (full_table(key, k, before), full_table(key, k, after));
+                // walk() runs the plan on a model that refuses an add into a
+                // full map, as the kernel does.
+                let plan = walk(&old, &new);
+                check_capacity(&old, &plan).unwrap_or_else(|e| panic!("{key}, {what}: {e}\n{plan}"));
+                // Every removal of a key that leaves precedes every add.
+                let leaving = |op: &MapOp| {
+                    matches!(op.op, Op::Delete { .. })
+                        && [names::ROUTES, names::GROUP_KEYS, names::KEYS]
+                            .iter()
+                            .all(|m| new.get(m, &op.key).is_none())
+                };
+                let first_add = plan.ops.iter().position(|op| matches!(op.op, Op::Insert(_)));
+                let last_leave = plan.ops.iter().rposition(|op| leaving(op));
+                if let (Some(add), Some(leave)) = (first_add, last_leave) {
+                    assert!(leave < add, "{key}, {what}: a key leaves after an add\n{plan}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_plan_that_overfills_a_map_is_refused_before_any_change() {
+        let k = |n: u32| format!("10.0.0.{n}");
+        let old = full_table("ipv4.dst", &k, &[(1, "b"), (2, "b")]);
+        let new = full_table("ipv4.dst", &k, &[(1, "b"), (3, "b")]);
+        // The order of old: the add before the removal.
+        let mut plan = diff(&old, &new);
+        plan.ops.sort_by_key(|op| matches!(op.op, Op::Delete { .. }));
+        match check_capacity(&old, &plan) {
+            Err(PlanError::Full { map, entries: 3, max_entries: 2 }) => assert_eq!(map, names::KEY_COUNTERS),
+            other => panic!("{other:?}\n{plan}"),
+        }
+        assert!(check_capacity(&old, &diff(&old, &new)).is_ok());
     }
 
     #[test]
@@ -2530,13 +2687,14 @@ mod tests {
         assert_eq!(
             ops(&plan),
             [
+                // The old interface's key leaves the table: first.
+                "- devmapc_routes route b -> a (line 7)",
+                "- devmapc_key_counters route b -> a (line 7): counter",
                 "+ devmapc_args_tag arguments of device b",
                 "+ devmapc_key_counters route b -> a (line 7): counter",
                 "~ devmapc_slots device b: slot",
                 "+ devmapc_routes route b -> a (line 7)",
                 "~ devmapc_routes route a -> b (line 6)",
-                "- devmapc_routes route b -> a (line 7)",
-                "- devmapc_key_counters route b -> a (line 7): counter",
                 "- devmapc_args_tag arguments of device b",
             ]
         );
@@ -2589,9 +2747,9 @@ mod tests {
   devmapc_args_tag       0 added      1 changed      0 removed
   devmapc_keys           1 added      0 changed      1 removed
 in order:
-  1. ~ devmapc_args_tag  arguments of device c  [bytes 1400 => bytes 1500]
-  2. + devmapc_keys      route 10.9.0.0/16 -> a (line 11)  [slot 1]
-  3. - devmapc_keys      route 10.3.0.0/16 -> b (line 11)  [slot 2]
+  1. - devmapc_keys      route 10.3.0.0/16 -> b (line 11)  [slot 2]
+  2. ~ devmapc_args_tag  arguments of device c  [bytes 1400 => bytes 1500]
+  3. + devmapc_keys      route 10.9.0.0/16 -> a (line 11)  [slot 1]
 ";
         assert_eq!(text, expected);
         assert_eq!(text, walk(&old, &new).to_string(), "deterministic");
