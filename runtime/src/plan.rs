@@ -7,6 +7,7 @@
 //! desired(ir, devices) -> State    every entry the data plan needs (what fill writes)
 //! read_state(handles, ir) -> State what the kernel holds, read back
 //! diff(old, new) -> Plan           the operations, ordered; Display for --dry-run
+//! check_capacity(old, &plan)       no step overfills a map (else E2BIG midway)
 //! execute(handles, &plan)          one bpf() call per operation, undone on failure
 //! ```
 //!
@@ -44,18 +45,20 @@
 //!
 //! | stage | operations |
 //! |---|---|
-//! | 0 | argument entries added or changed |
-//! | 1 | key counters added |
-//! | 2 | device slots and group members added or changed |
-//! | 3 | key-stage entries (routes) added or changed |
-//! | 4 | the default route changed |
-//! | 5 | key-stage entries removed |
-//! | 6 | key counters removed |
-//! | 7 | device slots and group members removed |
-//! | 8 | argument entries removed |
+//! | 0 | keys that leave the table removed, with their counters (rule 4) |
+//! | 1 | argument entries added or changed |
+//! | 2 | key counters added |
+//! | 3 | device slots and group members added or changed |
+//! | 4 | key-stage entries (routes) added or changed |
+//! | 5 | the default route changed |
+//! | 6 | key-stage entries removed |
+//! | 7 | key counters removed |
+//! | 8 | device slots and group members removed |
+//! | 9 | argument entries removed |
 //!
-//! and within a stage by map and key, except where three rules over
-//! references demand otherwise (a topological sort, stages as tie-break):
+//! and within a stage by map and key, except where four rules over
+//! references and capacity demand otherwise (a topological sort, stages as
+//! tie-break):
 //!
 //! 1. **An entry is written before anything is made to lead to it**, so no
 //!    packet ever finds a reference to something missing, and a new route
@@ -72,6 +75,19 @@
 //!    old one** (the data path reads `devmapc_routes` first, so the key
 //!    switches at one of the two operations and is never missing).
 //!
+//! 4. **A key that leaves the table is removed before anything is added**
+//!    (a key in no key-stage map of the new state, and its counter after
+//!    it): a table filled to `max_entries` then has room for the keys that
+//!    arrive, and no map ever holds more than the larger of the two tables
+//!    (the checker keeps each within `max_entries`). Nothing leads to a
+//!    key-stage entry, so the removal touches no other key; the key itself
+//!    already leads where it will (nothing). Only a change of the default
+//!    route runs before it (a key that misses takes the default route),
+//!    unless that change waits for the key to leave (rule 2). A key that
+//!    stays, or moves between `devmapc_routes` and `devmapc_group_keys`, is
+//!    not concerned: the first changes in place, the second follows rule 3
+//!    (its new map holds only keys of the new table by then).
+//!
 //! "Leads to" is transitive: a route leads to its slot and to the argument
 //! entry of the slot's device. So a route that goes is removed *before* the
 //! arguments of its device change, not after: otherwise it would briefly
@@ -86,8 +102,9 @@
 //! before (device, egress program, arguments) or to exactly what it leads
 //! to after (nothing, for a key added or removed), and nothing points at a
 //! missing entry; a key that stays is changed in place (one `Replace`) and
-//! never disappears. Removals come after all adds and changes unless an add
-//! or a change waits for one (rule 2).
+//! never disappears. Removals of keys that leave come first (rule 4);
+//! other removals come after all adds and changes unless an add or a change
+//! waits for one (rule 2).
 //!
 //! The rules contradict each other only in a cycle: two devices trade slots
 //! (reordered in the spec) or interfaces, or two routes trade devices whose
@@ -1054,19 +1071,20 @@ impl fmt::Display for Plan {
 }
 
 /// When an operation runs, before the references are considered (the
-/// table in the module's documentation).
+/// table in the module's documentation; stage 0, keys that leave, is
+/// decided by [`order`]).
 fn stage(role: &Role, op: &Op) -> u8 {
     let write = !matches!(op, Op::Delete { .. });
     match (role, write) {
-        (Role::Args { .. }, true) => 0,
-        (Role::Counters, true) => 1,
-        (Role::Slots | Role::Group { .. }, true) => 2,
-        (Role::Keys, true) => 3,
-        (Role::Default, true) => 4,
-        (Role::Keys | Role::Default, false) => 5,
-        (Role::Counters, false) => 6,
-        (Role::Slots | Role::Group { .. }, false) => 7,
-        (Role::Args { .. }, false) => 8,
+        (Role::Args { .. }, true) => 1,
+        (Role::Counters, true) => 2,
+        (Role::Slots | Role::Group { .. }, true) => 3,
+        (Role::Keys, true) => 4,
+        (Role::Default, true) => 5,
+        (Role::Keys | Role::Default, false) => 6,
+        (Role::Counters, false) => 7,
+        (Role::Slots | Role::Group { .. }, false) => 8,
+        (Role::Args { .. }, false) => 9,
     }
 }
 
@@ -1347,7 +1365,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
     let stages: Vec<u8> = ops
         .iter()
         .zip(&departing)
-        .map(|(op, &departs)| if departs { 0 } else { 1 + stage(&role(op), &op.op) })
+        .map(|(op, &departs)| if departs { 0 } else { stage(&role(op), &op.op) })
         .collect();
     by_rank.sort_by(|&a, &b| {
         (stages[a], &ops[a].map, &ops[a].key).cmp(&(stages[b], &ops[b].map, &ops[b].key))
