@@ -88,6 +88,13 @@
 //!    not concerned: the first changes in place, the second follows rule 3
 //!    (its new map holds only keys of the new table by then).
 //!
+//! Other maps can fill up too: devices that all move to new interfaces
+//! need old and new argument entries (keyed by ifindex) side by side. So an
+//! add into a map that is full at that point in the order waits for the
+//! next removal from that map that the rules allow (a device's new
+//! arguments, its slot, then its old arguments, one device at a time);
+//! [`check_capacity`] refuses a plan that overfills a map all the same.
+//!
 //! "Leads to" is transitive: a route leads to its slot and to the argument
 //! entry of the slot's device. So a route that goes is removed *before* the
 //! arguments of its device change, not after: otherwise it would briefly
@@ -1409,6 +1416,18 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
     for i in (0..n).filter(|&i| pending_writes[i] == 0 && pending_leavers[i] == 0) {
         ready(i, &mut heap, &mut later);
     }
+    // Capacity: an add into a map that is full at that point waits for a
+    // removal from it (one that is ready, or becomes so: a device's new
+    // arguments, its slot, then its old arguments, one device at a time).
+    // If none comes, the add runs anyway and `check_capacity` refuses it.
+    let mut room: HashMap<&str, (usize, usize)> = old
+        .maps
+        .iter()
+        .filter(|(_, m)| m.role != Role::Default)
+        .map(|(name, m)| (name.as_str(), (m.entries.len(), m.max_entries as usize)))
+        .collect();
+    let mut blocked: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut overfull = false;
     let mut done = vec![false; n];
     let mut out: Vec<usize> = Vec::with_capacity(n);
     let mut warnings = Vec::new();
@@ -1417,6 +1436,22 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
             let i = by_rank[r];
             if done[i] {
                 continue;
+            }
+            if let Some((now, max)) = room.get_mut(ops[i].map.as_str()) {
+                match ops[i].op {
+                    Op::Insert(_) if *now >= *max && !overfull => {
+                        blocked.entry(ops[i].map.as_str()).or_default().push(r);
+                        continue;
+                    }
+                    Op::Insert(_) => *now += 1,
+                    Op::Delete { .. } => {
+                        *now = now.saturating_sub(1);
+                        for r in blocked.remove(ops[i].map.as_str()).unwrap_or_default() {
+                            heap.push(Reverse(r));
+                        }
+                    }
+                    Op::Replace { .. } => {}
+                }
             }
             done[i] = true;
             out.push(i);
@@ -1436,6 +1471,14 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
         }
         if out.len() == n {
             break;
+        }
+        if !blocked.is_empty() {
+            // Adds that no removal makes room for: the plan overfills a map.
+            overfull = true;
+            for (_, rs) in blocked.drain() {
+                heap.extend(rs.into_iter().map(Reverse));
+            }
+            continue;
         }
         // A cycle: change the earliest entry that only waits for entries
         // to move away from it (one always exists: see the module docs).
@@ -2629,6 +2672,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn devices_that_all_move_interface_change_their_arguments_one_at_a_time() {
+        // 1023 devices (the most a spec may have) with egress arguments, all
+        // on new interfaces: old and new arguments together (2046) do not
+        // fit the argument map (1024). Each device's new arguments, its slot
+        // and its old arguments go in turn once the map is full.
+        let spec = |base: u32| {
+            let mut text = String::from(
+                "table { key = ipv4.dst }
+                egress tag(v: u16) { vlan.id = v }
+                ingress { on = [d0] }
+                route 10.0.0.1 -> d1\n",
+            );
+            for d in 0..1023 {
+                text += &format!("device d{d} {{ ifindex = {}, egress = tag(1) }}\n", base + d);
+            }
+            text
+        };
+        let (old, new) = (state(&spec(1)), state(&spec(5001)));
+        let plan = walk(&old, &new);
+        check_capacity(&old, &plan).unwrap_or_else(|e| panic!("{e}"));
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
     }
 
     #[test]
