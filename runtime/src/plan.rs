@@ -2644,7 +2644,8 @@ mod tests {
         let lpm = |n: u32| format!("10.{n}.0.0/16");
         let kinds: [(&str, &dyn Fn(u32) -> String); 3] =
             [("ipv4.dst", &direct), ("(vlan.id, eth.dst)", &hashed), ("lpm(ipv4.dst)", &lpm)];
-        let changes: [(&str, &[(u32, &str)], &[(u32, &str)]); 5] = [
+        type Routes<'a> = &'a [(u32, &'a str)];
+        let changes: [(&str, Routes, Routes); 5] = [
             ("replace one key", &[(1, "b"), (2, "b")], &[(1, "b"), (3, "b")]),
             ("replace all keys", &[(1, "b"), (2, "c")], &[(3, "c"), (4, "b")]),
             ("keys trade device and group", &[(1, "b"), (2, "g")], &[(1, "g"), (2, "c")]),
@@ -2666,7 +2667,7 @@ mod tests {
                             .all(|m| new.get(m, &op.key).is_none())
                 };
                 let first_add = plan.ops.iter().position(|op| matches!(op.op, Op::Insert(_)));
-                let last_leave = plan.ops.iter().rposition(|op| leaving(op));
+                let last_leave = plan.ops.iter().rposition(leaving);
                 if let (Some(add), Some(leave)) = (first_add, last_leave) {
                     assert!(leave < add, "{key}, {what}: a key leaves after an add\n{plan}");
                 }
