@@ -30,7 +30,8 @@
 //!      On a failure everything pinned so far is removed.
 //!    - **data change** (same `code_hash`) — read the kernel's entries back,
 //!      [`diff`] them against the new plan and [`execute`] the operations
-//!      (adds and changes before removals; undone on failure), so the map
+//!      (keys that leave first, then adds and changes, then the other
+//!      removals; refused if a map would overfill; undone on failure), so the map
 //!      operations are proportional to the change and a live map is never
 //!      cleared. With [`Options::trust_last_apply`], after a finished apply
 //!      with the same devices, only the routes that differ are planned
