@@ -109,8 +109,9 @@ enum Command {
     /// `ingress.on` device; everything is pinned under
     /// /sys/fs/bpf/devmapc/NAME, so it keeps running after devmapc exits.
     /// A later apply of the same spec with changed routes, devices or
-    /// arguments rewrites only the map entries that differ (adds and changes
-    /// before removals, never clearing a live map); a changed key, egress
+    /// arguments rewrites only the map entries that differ (keys that leave
+    /// first, so a full table has room, then adds and changes before the
+    /// other removals, never clearing a live map); a changed key, egress
     /// program or map setting loads new programs into fresh maps and swaps
     /// them in atomically (bpf_link_update). Either way, when a step fails
     /// the previous configuration keeps serving. Concurrent applies wait

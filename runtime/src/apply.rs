@@ -30,7 +30,8 @@
 //!      On a failure everything pinned so far is removed.
 //!    - **data change** (same `code_hash`) — read the kernel's entries back,
 //!      [`diff`] them against the new plan and [`execute`] the operations
-//!      (adds and changes before removals; undone on failure), so the map
+//!      (keys that leave first, then adds and changes, then the other
+//!      removals; refused if a map would overfill; undone on failure), so the map
 //!      operations are proportional to the change and a live map is never
 //!      cleared. With [`Options::trust_last_apply`], after a finished apply
 //!      with the same devices, only the routes that differ are planned
@@ -58,7 +59,7 @@ use crate::deploy::{
 use crate::pins::{self, DirFd, Entry, Record};
 use crate::fill::Device;
 use crate::netdev::{self, Link, NotReady, PeerName};
-use crate::plan::{desired, diff, diff_routes, execute, read_state, Handles, Plan, State};
+use crate::plan::{check_capacity, desired, diff, diff_routes, execute, read_state, Handles, Plan, State};
 use devmapc::ir::{names, Ir, TargetRef};
 use devmapc::model::{Access, Binding, XdpMode};
 use libbpf_rs::libbpf_sys;
@@ -880,7 +881,11 @@ fn full_diff(
         current.relabel(&before);
     }
     current.relabel(&wanted);
-    Ok((diff(&current, &wanted), current))
+    let plan = diff(&current, &wanted);
+    // Refused before any change, and by --dry-run: an add into a full map
+    // would fail midway.
+    check_capacity(&current, &plan)?;
+    Ok((plan, current))
 }
 
 /// The maps of `ir`'s object that are not pinned in `dir` (removed by

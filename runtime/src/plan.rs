@@ -7,6 +7,7 @@
 //! desired(ir, devices) -> State    every entry the data plan needs (what fill writes)
 //! read_state(handles, ir) -> State what the kernel holds, read back
 //! diff(old, new) -> Plan           the operations, ordered; Display for --dry-run
+//! check_capacity(old, &plan)       no step overfills a map (else E2BIG midway)
 //! execute(handles, &plan)          one bpf() call per operation, undone on failure
 //! ```
 //!
@@ -44,18 +45,20 @@
 //!
 //! | stage | operations |
 //! |---|---|
-//! | 0 | argument entries added or changed |
-//! | 1 | key counters added |
-//! | 2 | device slots and group members added or changed |
-//! | 3 | key-stage entries (routes) added or changed |
-//! | 4 | the default route changed |
-//! | 5 | key-stage entries removed |
-//! | 6 | key counters removed |
-//! | 7 | device slots and group members removed |
-//! | 8 | argument entries removed |
+//! | 0 | keys that leave the table removed, with their counters (rule 4) |
+//! | 1 | argument entries added or changed |
+//! | 2 | key counters added |
+//! | 3 | device slots and group members added or changed |
+//! | 4 | key-stage entries (routes) added or changed |
+//! | 5 | the default route changed |
+//! | 6 | key-stage entries removed |
+//! | 7 | key counters removed |
+//! | 8 | device slots and group members removed |
+//! | 9 | argument entries removed |
 //!
-//! and within a stage by map and key, except where three rules over
-//! references demand otherwise (a topological sort, stages as tie-break):
+//! and within a stage by map and key, except where four rules over
+//! references and capacity demand otherwise (a topological sort, stages as
+//! tie-break):
 //!
 //! 1. **An entry is written before anything is made to lead to it**, so no
 //!    packet ever finds a reference to something missing, and a new route
@@ -72,6 +75,26 @@
 //!    old one** (the data path reads `devmapc_routes` first, so the key
 //!    switches at one of the two operations and is never missing).
 //!
+//! 4. **A key that leaves the table is removed before anything is added**
+//!    (a key in no key-stage map of the new state, and its counter after
+//!    it): a table filled to `max_entries` then has room for the keys that
+//!    arrive, and no map ever holds more than the larger of the two tables
+//!    (the checker keeps each within `max_entries`). Nothing leads to a
+//!    key-stage entry, so the removal touches no other key; the key itself
+//!    already leads where it will (nothing). Only a change of the default
+//!    route runs before it (a key that misses takes the default route),
+//!    unless that change waits for the key to leave (rule 2). A key that
+//!    stays, or moves between `devmapc_routes` and `devmapc_group_keys`, is
+//!    not concerned: the first changes in place, the second follows rule 3
+//!    (its new map holds only keys of the new table by then).
+//!
+//! Other maps can fill up too: devices that all move to new interfaces
+//! need old and new argument entries (keyed by ifindex) side by side. So an
+//! add into a map that is full at that point in the order waits for the
+//! next removal from that map that the rules allow (a device's new
+//! arguments, its slot, then its old arguments, one device at a time);
+//! [`check_capacity`] refuses a plan that overfills a map all the same.
+//!
 //! "Leads to" is transitive: a route leads to its slot and to the argument
 //! entry of the slot's device. So a route that goes is removed *before* the
 //! arguments of its device change, not after: otherwise it would briefly
@@ -86,8 +109,9 @@
 //! before (device, egress program, arguments) or to exactly what it leads
 //! to after (nothing, for a key added or removed), and nothing points at a
 //! missing entry; a key that stays is changed in place (one `Replace`) and
-//! never disappears. Removals come after all adds and changes unless an add
-//! or a change waits for one (rule 2).
+//! never disappears. Removals of keys that leave come first (rule 4);
+//! other removals come after all adds and changes unless an add or a change
+//! waits for one (rule 2).
 //!
 //! The rules contradict each other only in a cycle: two devices trade slots
 //! (reordered in the spec) or interfaces, or two routes trade devices whose
@@ -419,8 +443,9 @@ impl State {
     }
 
     /// Applies one operation to the model, as [`execute`] does to the
-    /// kernel, and as strictly: an add of a present key, or a change or
-    /// removal whose old value is not the present one, is refused.
+    /// kernel, and as strictly: an add of a present key, an add to a full
+    /// map (the kernel's E2BIG), or a change or removal whose old value is
+    /// not the present one, is refused.
     pub fn apply_op(&mut self, op: &MapOp) -> Result<(), String> {
         let map = self
             .maps
@@ -431,6 +456,9 @@ impl State {
             Op::Insert(value) => {
                 if present.is_some() {
                     return Err(format!("{op}: the key is present"));
+                }
+                if map.entries.len() >= map.max_entries as usize {
+                    return Err(format!("{op}: the map is full ({} entries)", map.max_entries));
                 }
                 map.entries.insert(
                     op.key.clone(),
@@ -859,7 +887,9 @@ pub fn diff_routes(old: &Ir, new: &Ir, devices: &[Device]) -> Result<Option<Plan
         },
     };
     let (old_changed, new_changed) = (only(old, o, &after), only(new, n, &before));
-    // (The checker keeps a spec's routes within `max_entries`.)
+    // (The checker keeps a spec's routes within `max_entries`, and keys
+    // that leave are removed first, so no map holds more than the larger
+    // of the two tables at any step: no capacity to check here.)
     Ok(Some(diff(
         &desired(&old_changed, devices)?,
         &desired(&new_changed, devices)?,
@@ -1048,19 +1078,20 @@ impl fmt::Display for Plan {
 }
 
 /// When an operation runs, before the references are considered (the
-/// table in the module's documentation).
+/// table in the module's documentation; stage 0, keys that leave, is
+/// decided by [`order`]).
 fn stage(role: &Role, op: &Op) -> u8 {
     let write = !matches!(op, Op::Delete { .. });
     match (role, write) {
-        (Role::Args { .. }, true) => 0,
-        (Role::Counters, true) => 1,
-        (Role::Slots | Role::Group { .. }, true) => 2,
-        (Role::Keys, true) => 3,
-        (Role::Default, true) => 4,
-        (Role::Keys | Role::Default, false) => 5,
-        (Role::Counters, false) => 6,
-        (Role::Slots | Role::Group { .. }, false) => 7,
-        (Role::Args { .. }, false) => 8,
+        (Role::Args { .. }, true) => 1,
+        (Role::Counters, true) => 2,
+        (Role::Slots | Role::Group { .. }, true) => 3,
+        (Role::Keys, true) => 4,
+        (Role::Default, true) => 5,
+        (Role::Keys | Role::Default, false) => 6,
+        (Role::Counters, false) => 7,
+        (Role::Slots | Role::Group { .. }, false) => 8,
+        (Role::Args { .. }, false) => 9,
     }
 }
 
@@ -1134,6 +1165,40 @@ pub fn diff(old: &State, new: &State) -> Plan {
         }
     }
     order(ops, old, new)
+}
+
+/// Checks that `plan`, run from `old`, never needs more entries in a map
+/// than it holds: every add into a map that is full at that moment would
+/// fail with E2BIG midway. `Full` names the map and the most entries it
+/// would need. (Counts only: cheap for a large table.)
+pub fn check_capacity(old: &State, plan: &Plan) -> Result<(), PlanError> {
+    let mut sizes: HashMap<&str, (usize, usize)> = old
+        .maps
+        .iter()
+        .map(|(name, m)| (name.as_str(), (m.entries.len(), m.entries.len())))
+        .collect();
+    for op in &plan.ops {
+        let Some((now, peak)) = sizes.get_mut(op.map.as_str()) else {
+            continue;
+        };
+        match op.op {
+            Op::Insert(_) => *now += 1,
+            Op::Delete { .. } => *now = now.saturating_sub(1),
+            Op::Replace { .. } => {}
+        }
+        *peak = (*peak).max(*now);
+    }
+    for (name, m) in &old.maps {
+        let (_, peak) = sizes[name.as_str()];
+        if m.role != Role::Default && peak > m.max_entries as usize {
+            return Err(PlanError::Full {
+                map: name.clone(),
+                entries: peak,
+                max_entries: m.max_entries,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Orders operations: a topological sort over the two reference rules,
@@ -1262,8 +1327,53 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
         }
     }
 
+    // Rule 4: keys that leave the table (in no key-stage map of `new`) and
+    // their counters are removed before anything else: a table filled to
+    // `max_entries` then has room for the keys that arrive. Nothing leads
+    // to a key-stage entry, and a counter is only led to by its own key
+    // (removed just before it, rule 2), so no reference dangles; a key
+    // that leaves already leads where it will (nothing), and no other key
+    // is touched.
+    let departing: Vec<bool> = ops
+        .iter()
+        .map(|op| {
+            matches!(op.op, Op::Delete { .. })
+                && matches!(role(op), Role::Keys | Role::Counters)
+                && !key_maps.iter().any(|m| new.get(m, &op.key).is_some())
+        })
+        .collect();
+    // ... but after a change of the default route (as before this rule: a
+    // key that misses takes the default route, so it reaches the new
+    // default, not the old one), unless the default route itself waits
+    // for that key to leave (rule 2 through a slot): no new cycle.
+    if let Some(d) = (0..n).find(|&d| role(&ops[d]) == Role::Default) {
+        let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, next) in succ.iter().enumerate() {
+            for &(j, _) in next {
+                preds[j].push(i);
+            }
+        }
+        let mut before_d = vec![false; n];
+        let mut todo = vec![d];
+        while let Some(j) = todo.pop() {
+            for &i in &preds[j] {
+                if !before_d[i] {
+                    before_d[i] = true;
+                    todo.push(i);
+                }
+            }
+        }
+        for i in (0..n).filter(|&i| departing[i] && !before_d[i]) {
+            succ[d].push((i, false));
+            pending_writes[i] += 1;
+        }
+    }
     let mut by_rank: Vec<usize> = (0..n).collect();
-    let stages: Vec<u8> = ops.iter().map(|op| stage(&role(op), &op.op)).collect();
+    let stages: Vec<u8> = ops
+        .iter()
+        .zip(&departing)
+        .map(|(op, &departs)| if departs { 0 } else { stage(&role(op), &op.op) })
+        .collect();
     by_rank.sort_by(|&a, &b| {
         (stages[a], &ops[a].map, &ops[a].key).cmp(&(stages[b], &ops[b].map, &ops[b].key))
     });
@@ -1273,7 +1383,8 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
     }
 
     // Removals that no add or change waits for, even indirectly, wait for
-    // all of them: removals come last unless a reference needs one early.
+    // all of them: removals come last unless a reference needs one early,
+    // or their key leaves the table.
     let mut early = vec![false; n];
     let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, next) in succ.iter().enumerate() {
@@ -1282,7 +1393,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
         }
     }
     let mut todo: Vec<usize> = (0..n)
-        .filter(|&i| ops[i].op.new_value().is_some())
+        .filter(|&i| ops[i].op.new_value().is_some() || departing[i])
         .collect();
     while let Some(i) = todo.pop() {
         if !early[i] {
@@ -1305,6 +1416,18 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
     for i in (0..n).filter(|&i| pending_writes[i] == 0 && pending_leavers[i] == 0) {
         ready(i, &mut heap, &mut later);
     }
+    // Capacity: an add into a map that is full at that point waits for a
+    // removal from it (one that is ready, or becomes so: a device's new
+    // arguments, its slot, then its old arguments, one device at a time).
+    // If none comes, the add runs anyway and `check_capacity` refuses it.
+    let mut room: HashMap<&str, (usize, usize)> = old
+        .maps
+        .iter()
+        .filter(|(_, m)| m.role != Role::Default)
+        .map(|(name, m)| (name.as_str(), (m.entries.len(), m.max_entries as usize)))
+        .collect();
+    let mut blocked: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut overfull = false;
     let mut done = vec![false; n];
     let mut out: Vec<usize> = Vec::with_capacity(n);
     let mut warnings = Vec::new();
@@ -1313,6 +1436,22 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
             let i = by_rank[r];
             if done[i] {
                 continue;
+            }
+            if let Some((now, max)) = room.get_mut(ops[i].map.as_str()) {
+                match ops[i].op {
+                    Op::Insert(_) if *now >= *max && !overfull => {
+                        blocked.entry(ops[i].map.as_str()).or_default().push(r);
+                        continue;
+                    }
+                    Op::Insert(_) => *now += 1,
+                    Op::Delete { .. } => {
+                        *now = now.saturating_sub(1);
+                        for r in blocked.remove(ops[i].map.as_str()).unwrap_or_default() {
+                            heap.push(Reverse(r));
+                        }
+                    }
+                    Op::Replace { .. } => {}
+                }
             }
             done[i] = true;
             out.push(i);
@@ -1332,6 +1471,14 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
         }
         if out.len() == n {
             break;
+        }
+        if !blocked.is_empty() {
+            // Adds that no removal makes room for: the plan overfills a map.
+            overfull = true;
+            for (_, rs) in blocked.drain() {
+                heap.extend(rs.into_iter().map(Reverse));
+            }
+            continue;
         }
         // A cycle: change the earliest entry that only waits for entries
         // to move away from it (one always exists: see the module docs).
@@ -2240,8 +2387,7 @@ mod tests {
     }
 
     #[test]
-    fn adds_and_changes_come_before_removals_but_routes_that_go_leave_first_what_changes_under_them(
-    ) {
+    fn routes_that_go_leave_before_what_changes_under_them_after_the_default_route() {
         let old = state(LPM);
         let new = state(
             "table { key = lpm(ipv4.dst) }
@@ -2271,9 +2417,9 @@ mod tests {
                 "+ devmapc_keys route 10.4.0.0/16 -> e (line 11)",
                 "~ devmapc_default default route -> e",
                 "- devmapc_keys route 10.2.0.0/16 -> d (line 10)",
-                "~ devmapc_slots device d: slot",
                 "- devmapc_keys route 10.3.0.0/16 -> b (line 11)",
                 "~ devmapc_args_tag arguments of device b",
+                "~ devmapc_slots device d: slot",
             ]
         );
         assert!(plan.warnings.is_empty());
@@ -2457,6 +2603,9 @@ mod tests {
         assert_eq!(
             ops(&plan),
             [
+                // 10.0.0.3 leaves the table: first, making room.
+                "- devmapc_routes route 10.0.0.3 -> c (line 10)",
+                "- devmapc_key_counters route 10.0.0.3 -> c (line 10): counter",
                 "+ devmapc_key_counters route 10.0.0.4 -> c (line 10): counter",
                 "+ devmapc_key_counters route 10.0.0.2 -> b (line 9): counter",
                 "+ devmapc_group_keys route 10.0.0.1 -> g (line 8)",
@@ -2464,11 +2613,105 @@ mod tests {
                 "+ devmapc_routes route 10.0.0.2 -> b (line 9)",
                 "- devmapc_group_keys route 10.0.0.2 -> g (line 9)",
                 "- devmapc_routes route 10.0.0.1 -> b (line 8)",
-                "- devmapc_routes route 10.0.0.3 -> c (line 10)",
                 "- devmapc_key_counters route 10.0.0.1 -> b (line 8): counter",
-                "- devmapc_key_counters route 10.0.0.3 -> c (line 10): counter",
             ]
         );
+    }
+
+    /// A table of `max_entries = 2`, full before and after, keyed `key`
+    /// with `routes` (a route's key text is `k(n)`).
+    fn full_table(key: &str, k: &dyn Fn(u32) -> String, routes: &[(u32, &str)]) -> State {
+        let routes: String = routes
+            .iter()
+            .map(|(n, t)| format!("route {} -> {t}\n", k(*n)))
+            .collect();
+        state(&format!(
+            "table {{ key = {key}, max_entries = 2 }}
+            device a {{ ifname = \"a\" }}
+            device b {{ ifname = \"b\", egress = tag(10) }}
+            device c {{ ifname = \"c\" }}
+            egress tag(v: u16) {{ vlan.id = v }}
+            group g {{ b, c }}
+            ingress {{ on = [a] }}
+            {routes}"
+        ))
+    }
+
+    #[test]
+    fn a_full_table_changes_in_place_keys_that_leave_go_first() {
+        let direct = |n: u32| format!("10.0.0.{n}");
+        let hashed = |n: u32| format!("({n}, 02:00:00:00:00:0{n})");
+        let lpm = |n: u32| format!("10.{n}.0.0/16");
+        let kinds: [(&str, &dyn Fn(u32) -> String); 3] =
+            [("ipv4.dst", &direct), ("(vlan.id, eth.dst)", &hashed), ("lpm(ipv4.dst)", &lpm)];
+        type Routes<'a> = &'a [(u32, &'a str)];
+        let changes: [(&str, Routes, Routes); 5] = [
+            ("replace one key", &[(1, "b"), (2, "b")], &[(1, "b"), (3, "b")]),
+            ("replace all keys", &[(1, "b"), (2, "c")], &[(3, "c"), (4, "b")]),
+            ("keys trade device and group", &[(1, "b"), (2, "g")], &[(1, "g"), (2, "c")]),
+            ("one moves, one is replaced", &[(1, "b"), (2, "c")], &[(1, "g"), (3, "b")]),
+            ("a group key is replaced", &[(1, "g"), (2, "g")], &[(1, "g"), (3, "b")]),
+        ];
+        for (key, k) in kinds {
+            for (what, before, after) in changes {
+                let (old, new) = (full_table(key, k, before), full_table(key, k, after));
+                // walk() runs the plan on a model that refuses an add into a
+                // full map, as the kernel does.
+                let plan = walk(&old, &new);
+                check_capacity(&old, &plan).unwrap_or_else(|e| panic!("{key}, {what}: {e}\n{plan}"));
+                // Every removal of a key that leaves precedes every add.
+                let leaving = |op: &MapOp| {
+                    matches!(op.op, Op::Delete { .. })
+                        && [names::ROUTES, names::GROUP_KEYS, names::KEYS]
+                            .iter()
+                            .all(|m| new.get(m, &op.key).is_none())
+                };
+                let first_add = plan.ops.iter().position(|op| matches!(op.op, Op::Insert(_)));
+                let last_leave = plan.ops.iter().rposition(leaving);
+                if let (Some(add), Some(leave)) = (first_add, last_leave) {
+                    assert!(leave < add, "{key}, {what}: a key leaves after an add\n{plan}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn devices_that_all_move_interface_change_their_arguments_one_at_a_time() {
+        // 1023 devices (the most a spec may have) with egress arguments, all
+        // on new interfaces: old and new arguments together (2046) do not
+        // fit the argument map (1024). Each device's new arguments, its slot
+        // and its old arguments go in turn once the map is full.
+        let spec = |base: u32| {
+            let mut text = String::from(
+                "table { key = ipv4.dst }
+                egress tag(v: u16) { vlan.id = v }
+                ingress { on = [d0] }
+                route 10.0.0.1 -> d1\n",
+            );
+            for d in 0..1023 {
+                text += &format!("device d{d} {{ ifindex = {}, egress = tag(1) }}\n", base + d);
+            }
+            text
+        };
+        let (old, new) = (state(&spec(1)), state(&spec(5001)));
+        let plan = walk(&old, &new);
+        check_capacity(&old, &plan).unwrap_or_else(|e| panic!("{e}"));
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    }
+
+    #[test]
+    fn a_plan_that_overfills_a_map_is_refused_before_any_change() {
+        let k = |n: u32| format!("10.0.0.{n}");
+        let old = full_table("ipv4.dst", &k, &[(1, "b"), (2, "b")]);
+        let new = full_table("ipv4.dst", &k, &[(1, "b"), (3, "b")]);
+        // The order of old: the add before the removal.
+        let mut plan = diff(&old, &new);
+        plan.ops.sort_by_key(|op| matches!(op.op, Op::Delete { .. }));
+        match check_capacity(&old, &plan) {
+            Err(PlanError::Full { map, entries: 3, max_entries: 2 }) => assert_eq!(map, names::KEY_COUNTERS),
+            other => panic!("{other:?}\n{plan}"),
+        }
+        assert!(check_capacity(&old, &diff(&old, &new)).is_ok());
     }
 
     #[test]
@@ -2530,13 +2773,14 @@ mod tests {
         assert_eq!(
             ops(&plan),
             [
+                // The old interface's key leaves the table: first.
+                "- devmapc_routes route b -> a (line 7)",
+                "- devmapc_key_counters route b -> a (line 7): counter",
                 "+ devmapc_args_tag arguments of device b",
                 "+ devmapc_key_counters route b -> a (line 7): counter",
                 "~ devmapc_slots device b: slot",
                 "+ devmapc_routes route b -> a (line 7)",
                 "~ devmapc_routes route a -> b (line 6)",
-                "- devmapc_routes route b -> a (line 7)",
-                "- devmapc_key_counters route b -> a (line 7): counter",
                 "- devmapc_args_tag arguments of device b",
             ]
         );
@@ -2589,9 +2833,9 @@ mod tests {
   devmapc_args_tag       0 added      1 changed      0 removed
   devmapc_keys           1 added      0 changed      1 removed
 in order:
-  1. ~ devmapc_args_tag  arguments of device c  [bytes 1400 => bytes 1500]
-  2. + devmapc_keys      route 10.9.0.0/16 -> a (line 11)  [slot 1]
-  3. - devmapc_keys      route 10.3.0.0/16 -> b (line 11)  [slot 2]
+  1. - devmapc_keys      route 10.3.0.0/16 -> b (line 11)  [slot 2]
+  2. ~ devmapc_args_tag  arguments of device c  [bytes 1400 => bytes 1500]
+  3. + devmapc_keys      route 10.9.0.0/16 -> a (line 11)  [slot 1]
 ";
         assert_eq!(text, expected);
         assert_eq!(text, walk(&old, &new).to_string(), "deterministic");

@@ -2,7 +2,8 @@
 //! a data change is a small diff; a code change swaps programs under live
 //! links; a failed apply leaves the previous configuration serving; traffic
 //! to unchanged routes loses nothing while routes change and code is
-//! upgraded; entries of a re-created device come back on the next apply;
+//! upgraded, and while a route of a full table is swapped; entries of a
+//! re-created device come back on the next apply;
 //! `access` and `numa_node` do what the language says.
 //!
 //! Each test builds a namespace with veth pairs `dmcX`/`pdmcX` and the test
@@ -486,6 +487,84 @@ fn traffic_to_unchanged_routes_loses_nothing_through_route_changes_and_code_upgr
     assert!(sent > 1000, "only {sent} frames sent");
     eprintln!("sent {sent}, received {received} through 100 route changes and 10 code upgrades");
     assert_eq!(received, sent, "frames lost to an unchanged route");
+}
+
+#[test]
+fn a_full_table_swaps_a_route_in_place_and_unchanged_routes_lose_nothing() {
+    require_privileged!();
+    let rig = Arc::new(Rig::new());
+    // max_entries = 2 and two routes: every key-stage map and the counters
+    // are full, so a swap only fits if the key that goes leaves first.
+    let full = |third: &str| build(&spec("on_miss = drop, max_entries = 2", &format!("route 10.0.0.2 -> b\nroute {third} -> c")));
+    let (v1, v2) = (full("10.0.0.3"), full("10.0.0.4"));
+    rig.apply(&v1).unwrap_or_else(|e| panic!("{e}"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let (rig, stop, sent) = (rig.clone(), stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let base = rig.received("dmcb");
+            while !stop.load(Ordering::Relaxed) {
+                rig.send([10, 0, 0, 2], 16);
+                let total = sent.fetch_add(16, Ordering::Relaxed) + 16;
+                wait_until(Duration::from_millis(200), || rig.received("dmcb") - base >= total);
+            }
+            base
+        })
+    };
+    let trusted = Options {
+        trust_last_apply: true,
+        ..Options::new(&*rig.pins)
+    };
+    let dry = Options {
+        dry_run: true,
+        ..Options::new(&*rig.pins)
+    };
+    let mut result = Ok(());
+    for i in 0..20 {
+        let b = if i % 2 == 0 { &v2 } else { &v1 };
+        // Both planners: the read-back diff and the routes-only one.
+        let opts = if i % 4 < 2 { &trusted } else { &dry };
+        let report = if std::ptr::eq(opts, &dry) {
+            let planned = rig.ns.enter(|| apply::apply(&b.obj, &b.ir, opts));
+            if let Err(e) = planned {
+                result = Err(format!("dry run {i}: {e}"));
+                break;
+            }
+            rig.apply(b)
+        } else {
+            rig.ns.enter(|| apply::apply(&b.obj, &b.ir, opts))
+        };
+        match report {
+            Ok(r) if r.kind == Kind::Data => {}
+            Ok(r) => {
+                result = Err(format!("apply {i}: {r}"));
+                break;
+            }
+            Err(e) => {
+                result = Err(format!("apply {i}: {e}"));
+                break;
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let base = sender.join().unwrap();
+    result.unwrap_or_else(|e| panic!("{e}"));
+    let sent = sent.load(Ordering::Relaxed);
+    wait_until(Duration::from_secs(3), || rig.received("dmcb") - base >= sent);
+    assert!(sent > 100, "only {sent} frames sent");
+    assert_eq!(rig.received("dmcb") - base, sent, "frames lost to an unchanged route");
+
+    // The last apply was v1; one more swap: the new route works, the old
+    // one is gone, nothing drifted.
+    let report = rig.apply(&v2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.kind, Kind::Data, "{report}");
+    rig.delivers([10, 0, 0, 4], 10, &[("dmcb", 0), ("dmcc", 10)]);
+    rig.delivers([10, 0, 0, 3], 10, &[("dmcb", 0), ("dmcc", 0)]);
+    rig.delivers([10, 0, 0, 2], 10, &[("dmcb", 10), ("dmcc", 0)]);
+    assert!(rig.drift().is_empty());
 }
 
 /// The map pinned at `path`, opened read-write.
