@@ -2,7 +2,7 @@
 
 use crate::MessageFormat;
 use devmapc::ast::Span;
-use devmapc::diagnostic::LineIndex;
+use devmapc::diagnostic::{LineIndex, SHOWN};
 use devmapc::Diagnostic;
 use miette::{MietteError, MietteSpanContents, SourceSpan, SpanContents};
 use std::io::IsTerminal;
@@ -12,10 +12,6 @@ fn colour() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// How many diagnostics of one file the terminal shows. Past this a reader
-/// fixes the first ones and runs again; printing the rest would only cost
-/// time. JSON lists them all.
-pub const SHOWN: usize = 100;
 
 /// A line longer than this (in bytes) is shown clipped around its labels.
 const LONG_LINE: usize = 200;

@@ -1,5 +1,5 @@
 //! Hostile input to the compiler: nesting far beyond what any spec needs,
-//! and bytes that are not text.
+//! bytes that are not text, and many diagnostics on very long lines.
 //!
 //! Every stage recurses once per level of nesting, so a spec nests at most
 //! `MAX_NESTING` levels (E032, found by a scan before the parser runs).
@@ -195,4 +195,21 @@ fn near_miss_suggestions_are_bounded() {
     let suggests = |d: &devmapc::Diagnostic| d.help.as_deref().is_some_and(|h| h.starts_with("did you mean"));
     assert!(suggests(unknown[0]), "{:?}", unknown[0].help);
     assert!(!suggests(unknown[2999]), "{:?}", unknown[2999].help);
+}
+
+/// The plain rendering (what a failed build.rs build prints) of many
+/// diagnostics on a very long line: the first hundred, each with the line
+/// clipped around its span (on character boundaries), then a count.
+#[test]
+fn plain_rendering_of_many_errors_on_a_long_line_is_bounded() {
+    // 150 unknown settings on one line of about 1 MB of two-byte characters.
+    let settings: Vec<String> = (0..150).map(|i| format!("s{i} = \"{}\"", "ü".repeat(3000))).collect();
+    let src = format!("{HEAD}egress e {{ drop }}\ndevice b {{ ifname = \"b\", {} }}\nroute 2 -> b\n", settings.join(", "));
+    let checked = check_source(&src);
+    assert_eq!(checked.diagnostics.len(), 150, "{:?}", checked.diagnostics.iter().map(|d| d.code).collect::<Vec<_>>());
+    let text = devmapc::diagnostic::render_plain("x.devmap", &src, &checked.diagnostics);
+    assert_eq!(text.matches("error[devmap::E008]").count(), 100);
+    assert!(text.ends_with("... and 50 more (50 errors, 0 warnings)\n"), "{}", &text[text.len() - 200..]);
+    assert!(text.contains("| …üü"), "clipped before the span");
+    assert!(text.len() < 100 * 2048, "{} bytes", text.len());
 }
