@@ -194,6 +194,8 @@ impl Excerpt {
             }
             self.text.push_str(&source[content_end..full_end]);
         }
+        // A byte order mark is no column (see `LineIndex::line_col`).
+        let line_start = if line == 0 && source.starts_with('\u{feff}') { 3 } else { line_start };
         self.kept.push(Kept { at, line, line_start, parts });
     }
 

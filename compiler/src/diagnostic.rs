@@ -379,7 +379,11 @@ impl LineIndex {
     pub fn line_col(&self, source: &str, offset: usize) -> (usize, usize) {
         let offset = offset.min(source.len());
         let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
-        let start = self.line_starts[line];
+        let mut start = self.line_starts[line];
+        // A byte order mark is no column: editors do not show it.
+        if line == 0 && source.starts_with('\u{feff}') && offset >= 3 {
+            start = 3;
+        }
         let column = source.get(start..offset).map_or(offset - start, |s| s.chars().count());
         (line + 1, column + 1)
     }
@@ -411,12 +415,15 @@ pub fn render_plain(file: &str, source: &str, diagnostics: &[Diagnostic]) -> Str
     for d in diagnostics.iter().take(SHOWN) {
         let start = d.primary.span.start.min(source.len());
         let (line, column) = index.line_col(source, start);
-        let line_start = index.line_start(line - 1).unwrap_or(0);
+        let mut line_start = index.line_start(line - 1).unwrap_or(0);
+        if line == 1 && source.starts_with('\u{feff}') {
+            line_start = 3; // not shown, and no column
+        }
         let mut line_end = index.line_start(line).map_or(source.len(), |next| next - 1);
         if source[line_start..line_end].ends_with('\r') {
             line_end -= 1;
         }
-        let start = start.min(line_end);
+        let start = start.clamp(line_start, line_end);
         let from = source[line_start..start].char_indices().rev().take(PLAIN_CONTEXT).last().map_or(start, |(i, _)| line_start + i);
         let to = source[start..line_end].char_indices().nth(2 * PLAIN_CONTEXT).map_or(line_end, |(i, _)| start + i);
         let (before, after) = (if from > line_start { "…" } else { "" }, if to < line_end { "…" } else { "" });
