@@ -76,7 +76,7 @@ fn more(hidden: &[Diagnostic]) -> String {
 /// side of each label end, an ellipsis for each part left out), so one
 /// diagnostic costs its labels and their context, not its lines. The diagnostic's spans are moved into the excerpt; line
 /// numbers and columns are given back as the whole text has them.
-struct Excerpt {
+pub(crate) struct Excerpt {
     text: String,
     /// Runs of consecutive lines of the source, in order.
     runs: Vec<Run>,
@@ -105,9 +105,25 @@ struct Kept {
 
 impl Excerpt {
     fn new(source: &str, index: &LineIndex, d: &Diagnostic) -> (Excerpt, Diagnostic) {
+        let spans: Vec<Span> = std::iter::once(d.primary.span).chain(d.secondary.iter().map(|l| l.span)).collect();
+        let (excerpt, spans) = Excerpt::around(source, index, &spans);
+        let mut moved = d.clone();
+        moved.message = shorten(&d.message);
+        moved.help = d.help.as_deref().map(shorten);
+        moved.primary.span = spans[0];
+        moved.primary.text = shorten(&d.primary.text);
+        for (label, &span) in moved.secondary.iter_mut().zip(&spans[1..]) {
+            label.span = span;
+            label.text = shorten(&label.text);
+        }
+        (excerpt, moved)
+    }
+
+    /// The excerpt around `spans` (at least one), and the spans moved into it.
+    pub(crate) fn around(source: &str, index: &LineIndex, spans: &[Span]) -> (Excerpt, Vec<Span>) {
         let len = source.len();
-        let clamp = |s: Span| Span::new(s.start.min(len), s.end.min(len).max(s.start.min(len)));
-        let spans: Vec<Span> = std::iter::once(d.primary.span).chain(d.secondary.iter().map(|l| l.span)).map(clamp).collect();
+        let clamp = |s: &Span| Span::new(s.start.min(len), s.end.min(len).max(s.start.min(len)));
+        let spans: Vec<Span> = spans.iter().map(clamp).collect();
         let last_line = index.line_of(len);
         // The lines each label needs, with one line of context (miette's).
         let mut ranges: Vec<(usize, usize)> = spans.iter().map(|s| (index.line_of(s.start).saturating_sub(1), (index.line_of(s.end) + 1).min(last_line))).collect();
@@ -132,15 +148,7 @@ impl Excerpt {
             }
             excerpt.runs.push(Run { at, end: excerpt.text.len(), first_line: first });
         }
-        let mut moved = d.clone();
-        moved.message = shorten(&d.message);
-        moved.help = d.help.as_deref().map(shorten);
-        moved.primary.span = excerpt.map(index, spans[0]);
-        moved.primary.text = shorten(&d.primary.text);
-        for (label, &span) in moved.secondary.iter_mut().zip(&spans[1..]) {
-            label.span = excerpt.map(index, span);
-            label.text = shorten(&label.text);
-        }
+        let moved = spans.iter().map(|&s| excerpt.map(index, s)).collect();
         (excerpt, moved)
     }
 
@@ -213,7 +221,7 @@ impl Excerpt {
 
 /// A message, label or help line cut to [`LONG_TEXT`] characters: they
 /// may quote the spec (a name, a string), which can be as long as a line.
-fn shorten(text: &str) -> String {
+pub(crate) fn shorten(text: &str) -> String {
     match text.char_indices().nth(LONG_TEXT) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
