@@ -142,9 +142,12 @@ impl Excerpt {
         let mut excerpt = Excerpt { text: String::new(), runs: Vec::new(), kept: Vec::new() };
         for (first, last) in merged {
             let at = excerpt.text.len();
+            // A line without a label is shown around the column of the
+            // run's first label, so that the lines shown line up.
+            let column = points.iter().find(|p| (first..=last).contains(&p.0)).map_or(0, |p| p.1 - index.line_start(p.0).unwrap_or(0));
             for line in first..=last {
                 let on_line: Vec<usize> = points.iter().filter(|p| p.0 == line).map(|p| p.1).collect();
-                excerpt.keep(source, index, line, &on_line);
+                excerpt.keep(source, index, line, &on_line, column);
             }
             excerpt.runs.push(Run { at, end: excerpt.text.len(), first_line: first });
         }
@@ -153,8 +156,9 @@ impl Excerpt {
     }
 
     /// Adds a line of the source: whole if it is short, else the parts
-    /// around `points` (the label ends on it, sorted), or its start.
-    fn keep(&mut self, source: &str, index: &LineIndex, line: usize, points: &[usize]) {
+    /// around `points` (the label ends on it, sorted), or around `column`
+    /// (in bytes) when it has none.
+    fn keep(&mut self, source: &str, index: &LineIndex, line: usize, points: &[usize], column: usize) {
         let line_start = index.line_start(line).unwrap_or(source.len());
         let full_end = index.line_start(line + 1).unwrap_or(source.len());
         let mut content_end = full_end;
@@ -175,7 +179,12 @@ impl Excerpt {
         if content_end - line_start <= LONG_LINE {
             windows.push((line_start, full_end));
         } else if points.is_empty() {
-            windows.push((line_start, ahead(line_start, 2 * CONTEXT)));
+            // From where a label at `column` is shown from (on ASCII text).
+            let mut from = (line_start + column.saturating_sub(CONTEXT)).min(content_end);
+            while !source.is_char_boundary(from) {
+                from -= 1;
+            }
+            windows.push((from, ahead(from, 2 * CONTEXT)));
         } else {
             for &p in points {
                 let (from, to) = (back(p), ahead(p, CONTEXT));
