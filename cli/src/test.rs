@@ -218,6 +218,8 @@ fn run_spec(
         .and_then(|n| n.to_str())
         .unwrap_or("spec.devmap");
     let ir = devmapc::lower::lower(&model, file_name, &source);
+    // One index for every outcome and failure of the file (each is a pass).
+    let index = LineIndex::new(&source);
 
     // The sandbox, the spec deployed in it, and the sockets watching it.
     let sandbox = Sandbox::new(&ir.data.devices)
@@ -259,7 +261,7 @@ fn run_spec(
                 outcome.name,
                 if outcome.passed() { "ok" } else { "FAILED" }
             )),
-            MessageFormat::Json => out(&outcome_json(&name, &source, &outcome).to_string()),
+            MessageFormat::Json => out(&outcome_json(&name, &source, &index, &outcome).to_string()),
         }
         if !outcome.passed() {
             failed.push(outcome);
@@ -279,7 +281,7 @@ fn run_spec(
                     out(&format!("error: {error}"));
                 }
                 for f in &outcome.failures {
-                    out(&render_failure(&name, &source, f));
+                    out(&render_failure(&name, &source, &index, f));
                 }
             }
             out("\nfailures:");
@@ -321,25 +323,26 @@ fn diagnostics(
     }
 }
 
-/// The failure located in the spec (miette), then what was seen, field by
-/// field.
-fn render_failure(file: &str, source: &str, f: &Failure) -> String {
+/// The failure located in the spec (miette, from an excerpt of the lines
+/// around it: see `render::Excerpt`), then what was seen, field by field.
+fn render_failure(file: &str, source: &str, index: &LineIndex, f: &Failure) -> String {
     let theme = if colour() {
         miette::GraphicalTheme::unicode()
     } else {
         miette::GraphicalTheme::unicode_nocolor()
     };
     let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
+    let (excerpt, spans) = crate::render::Excerpt::around(source, index, &[f.span]);
     let diagnostic =
-        miette::MietteDiagnostic::new(f.message.clone()).with_labels([miette::LabeledSpan::at(
-            f.span.start..f.span.end,
-            f.label.clone(),
+        miette::MietteDiagnostic::new(crate::render::shorten(&f.message)).with_labels([miette::LabeledSpan::at(
+            spans[0].start..spans[0].end,
+            crate::render::shorten(&f.label),
         )]);
     let report = miette::Report::new(diagnostic)
-        .with_source_code(miette::NamedSource::new(file, source.to_string()));
+        .with_source_code(miette::NamedSource::new(file, excerpt));
     let mut text = String::new();
     if handler.render_report(&mut text, report.as_ref()).is_err() {
-        let (line, column) = LineIndex::new(source).line_col(source, f.span.start);
+        let (line, column) = index.line_col(source, f.span.start);
         text = format!("{file}:{line}:{column}: {}\n", f.message);
     }
     let details: String = spectest::describe(f)
@@ -352,8 +355,7 @@ fn render_failure(file: &str, source: &str, f: &Failure) -> String {
     )
 }
 
-fn outcome_json(file: &str, source: &str, outcome: &TestOutcome) -> serde_json::Value {
-    let index = LineIndex::new(source);
+fn outcome_json(file: &str, source: &str, index: &LineIndex, outcome: &TestOutcome) -> serde_json::Value {
     let (line, _) = index.line_col(source, outcome.span.start);
     let failures: Vec<serde_json::Value> = outcome
         .failures

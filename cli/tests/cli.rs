@@ -354,6 +354,27 @@ fn fmt_rewrites_to_canonical_form_then_check_passes() {
     assert_eq!(dir.read("messy.devmap"), formatted);
 }
 
+/// A spec saved with a UTF-8 byte order mark (as some Windows editors do):
+/// `check` accepts it at the columns the editor shows, `fmt` drops the mark.
+#[test]
+fn a_byte_order_mark_is_accepted_and_fmt_drops_it() {
+    let dir = Dir::new();
+    dir.create("bom.devmap", &format!("\u{feff}{CLEAN}"));
+    dir.create("bad.devmap", &format!("\u{feff}{BAD}"));
+    assert_exit(&dir.run(&["check", "bom.devmap"]), 0);
+    let out = dir.run(&["check", "--message-format", "json", "bad.devmap"]);
+    assert_exit(&out, 1);
+    let json = json_lines(&out);
+    assert_eq!((json[0]["line"].as_u64(), json[0]["column"].as_u64()), (Some(9), Some(7)));
+    assert_eq!((json[0]["related"][0]["line"].as_u64(), json[0]["related"][0]["column"].as_u64()), (Some(1), Some(15)));
+    let out = dir.run(&["check", "bad.devmap"]);
+    assert!(stderr(&out).contains("bad.devmap:1:15]") && stderr(&out).contains("bad.devmap:9:7]"), "{}", stderr(&out));
+    let out = dir.run(&["fmt", "--check", "bom.devmap"]);
+    assert_exit(&out, 1);
+    assert_exit(&dir.run(&["fmt", "bom.devmap"]), 0);
+    assert_eq!(dir.read("bom.devmap"), CLEAN);
+}
+
 #[test]
 fn fmt_a_directory_formats_every_spec_below_it() {
     let dir = Dir::new();

@@ -7,6 +7,8 @@
 //!   fails with EPIPE, or run a real `| head -1` in bash.
 //! - A spec that is not text: a spec error (exit 1) located at its first
 //!   bad byte, not an I/O error.
+//! - Many diagnostics on long lines: the terminal output stays bounded (the
+//!   first hundred, each clipped around its span); JSON lists them all.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
@@ -152,4 +154,58 @@ fn a_spec_that_is_not_utf8_is_a_located_spec_error() {
     }
     assert_eq!(std::fs::read(dir.path().join("latin1.devmap")).unwrap(), latin1, "fmt leaves it alone");
     assert!(!dir.path().join("out").exists(), "build wrote nothing");
+}
+
+/// Runs `devmapc check` on one spec; returns the exit code, stdout, stderr.
+fn check(dir: &Path, spec: &str, args: &[&str]) -> (Option<i32>, Vec<u8>, Vec<u8>) {
+    std::fs::write(dir.join("spec.devmap"), spec).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_devmapc")).arg("check").args(args).arg("spec.devmap").current_dir(dir).env("NO_COLOR", "1").output().unwrap();
+    (output.status.code(), output.stdout, output.stderr)
+}
+
+/// 20,000 errors on 20 KB lines: printed whole, that was 400 MB and minutes.
+/// The terminal shows the first hundred, each in a few lines clipped around
+/// its span, and counts the rest; JSON lists every one, one line each.
+#[test]
+fn many_errors_on_long_lines_print_a_bounded_report() {
+    let dir = dir_with(&[]);
+    let head = "table { key = vlan.id }\ndevice uplink { ifname = \"eth0\" }\ndevice red { ifname = \"veth-red\" }\ningress { on = [uplink] }\nroute 100 -> red\n";
+    // Every `vlan(type = 1)` is an error (`vlan` has no field `type`).
+    let layers = vec!["vlan(type = 1)"; 1340].join(" / ");
+    let tests: String = (0..15).map(|i| format!("test \"t{i}\" {{\n    send uplink eth() / {layers} / ipv4()\n    expect red\n}}\n")).collect();
+    let spec = format!("{head}{tests}");
+    assert!(layers.len() > 20_000);
+
+    let (code, stdout, _) = check(dir.path(), &spec, &["--message-format", "json"]);
+    assert_eq!(code, Some(1));
+    let all = String::from_utf8(stdout).unwrap().lines().count();
+    assert!(all > 20_000, "JSON lists every diagnostic: {all}");
+
+    let (code, _, stderr) = check(dir.path(), &spec, &[]);
+    assert_eq!(code, Some(1));
+    let text = String::from_utf8_lossy(&stderr);
+    assert_eq!(text.matches("devmap::E031").count(), 100, "the first hundred are shown");
+    let more = format!("... and {} more errors (devmapc check --message-format json lists them all)", all - 100);
+    assert!(text.contains(&more), "{}", &text[text.len().saturating_sub(500)..]);
+    assert!(text.contains(&format!("spec.devmap: failed, {all} errors")));
+    // A few KB per diagnostic shown, however long the lines and many the errors.
+    assert!(stderr.len() < 100 * 4096, "{} bytes on stderr", stderr.len());
+}
+
+/// Diagnostics at both ends of a 1 MB line (of two-byte characters), and
+/// one whose message quotes a 1 MB name: each line is shown clipped around
+/// the span, on character boundaries, and the message is cut short.
+#[test]
+fn diagnostics_on_a_very_long_line_show_it_clipped() {
+    let dir = dir_with(&[]);
+    let long = "ü".repeat(500_000);
+    let spec = format!("{BAD}device blue {{ note = \"{long}\", ifindex = \"2\" }}\ndevice green {{ ifname = \"{long}\" }}\nroute 200 -> blue\nroute 300 -> green\n");
+    let (code, _, stderr) = check(dir.path(), &spec, &[]);
+    assert_eq!(code, Some(1));
+    let text = String::from_utf8(stderr).expect("clipped on character boundaries");
+    for wanted in ["devmap::E008", "spec.devmap:7:15]", "devmap::E011", "spec.devmap:7:1000036]", "devmap::E018", "spec.devmap:8:"] {
+        assert!(text.contains(wanted), "{wanted}: {text}");
+    }
+    assert!(text.contains('…'), "{text}");
+    assert!(text.len() < 16 * 1024, "{} bytes on stderr", text.len());
 }

@@ -379,7 +379,11 @@ impl LineIndex {
     pub fn line_col(&self, source: &str, offset: usize) -> (usize, usize) {
         let offset = offset.min(source.len());
         let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
-        let start = self.line_starts[line];
+        let mut start = self.line_starts[line];
+        // A byte order mark is no column: editors do not show it.
+        if line == 0 && source.starts_with('\u{feff}') && offset >= 3 {
+            start = 3;
+        }
         let column = source.get(start..offset).map_or(offset - start, |s| s.chars().count());
         (line + 1, column + 1)
     }
@@ -391,21 +395,46 @@ pub fn sort(diagnostics: &mut [Diagnostic]) {
     diagnostics.sort_by_key(|d| (d.primary.span.start, d.severity() == Severity::Warning, d.code));
 }
 
+/// How many diagnostics of one file are drawn for a reader (the CLI's
+/// terminal output, [`render_plain`]); the rest are counted. Past this a
+/// reader fixes the first ones and runs again.
+pub const SHOWN: usize = 100;
+
+/// Characters of a source line shown on each side of a span's start in
+/// [`render_plain`]: a line can be megabytes long.
+const PLAIN_CONTEXT: usize = 100;
+
 /// Renders diagnostics as plain text in the rustc style, with the source
 /// line and a caret underline: what build.rs users see in a failed build.
-/// (The CLI renders with miette's graphical handler instead.)
+/// (The CLI renders with miette's graphical handler instead.) At most
+/// [`SHOWN`] diagnostics, then a count of the rest; a long line is clipped
+/// around the span, so each diagnostic costs its context, not its line.
 pub fn render_plain(file: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
     let index = LineIndex::new(source);
     let mut out = String::new();
-    for d in diagnostics {
-        let (line, column) = index.line_col(source, d.primary.span.start);
-        let text = source.lines().nth(line - 1).unwrap_or("");
-        let width = source[d.primary.span.start..d.primary.span.end.min(source.len())].lines().next().map_or(1, |s| s.chars().count().max(1));
+    for d in diagnostics.iter().take(SHOWN) {
+        let start = d.primary.span.start.min(source.len());
+        let (line, column) = index.line_col(source, start);
+        let mut line_start = index.line_start(line - 1).unwrap_or(0);
+        if line == 1 && source.starts_with('\u{feff}') {
+            line_start = 3; // not shown, and no column
+        }
+        let mut line_end = index.line_start(line).map_or(source.len(), |next| next - 1);
+        if source[line_start..line_end].ends_with('\r') {
+            line_end -= 1;
+        }
+        let start = start.clamp(line_start, line_end);
+        let from = source[line_start..start].char_indices().rev().take(PLAIN_CONTEXT).last().map_or(start, |(i, _)| line_start + i);
+        let to = source[start..line_end].char_indices().nth(2 * PLAIN_CONTEXT).map_or(line_end, |(i, _)| start + i);
+        let (before, after) = (if from > line_start { "…" } else { "" }, if to < line_end { "…" } else { "" });
+        let text = format!("{before}{}{after}", &source[from..to]);
+        let indent = before.chars().count() + source[from..start].chars().count();
+        let width = source[start..d.primary.span.end.clamp(start, to)].chars().count().max(1);
         let gutter = " ".repeat(line.to_string().len());
         out.push_str(&format!("{}[{}]: {}\n", d.severity().as_str(), d.code, d.message));
         out.push_str(&format!("{gutter}--> {file}:{line}:{column}\n"));
         out.push_str(&format!("{gutter} |\n{line} | {text}\n"));
-        out.push_str(&format!("{gutter} | {}{} {}\n", " ".repeat(column - 1), "^".repeat(width), d.primary.text));
+        out.push_str(&format!("{gutter} | {}{} {}\n", " ".repeat(indent), "^".repeat(width), d.primary.text));
         for l in &d.secondary {
             let (sl, sc) = index.line_col(source, l.span.start);
             out.push_str(&format!("{gutter} = note: {file}:{sl}:{sc}: {}\n", l.text));
@@ -414,6 +443,10 @@ pub fn render_plain(file: &str, source: &str, diagnostics: &[Diagnostic]) -> Str
             out.push_str(&format!("{gutter} = help: {help}\n"));
         }
         out.push('\n');
+    }
+    if let Some(hidden) = diagnostics.get(SHOWN..).filter(|h| !h.is_empty()) {
+        let errors = hidden.iter().filter(|d| d.is_error()).count();
+        out.push_str(&format!("... and {} more ({errors} errors, {} warnings)\n", hidden.len(), hidden.len() - errors));
     }
     out
 }

@@ -295,6 +295,11 @@ fn describe_found(rest: &str) -> String {
             let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':' || *c == '.').collect();
             format!("`{word}`")
         }
+        // A character that shows as nothing would read "found ``".
+        Some('\u{feff}') => "U+FEFF, a byte order mark (allowed only at the very start of the file)".into(),
+        Some(c) if c.is_control() || c.is_whitespace() || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}') => {
+            format!("the invisible character U+{:04X}", c as u32)
+        }
         Some(c) => format!("`{c}`"),
     }
 }
@@ -789,6 +794,11 @@ mod tests {
         assert_eq!(errors[0].message, "expected `(`, `,` or `]`, found `b`");
         let errors = parse("table { max_entries = }\n").unwrap_err();
         assert_eq!(errors[0].message, "expected a value, found `}`");
+        // Characters that show as nothing are named by their code point.
+        let errors = parse("route 1 -> a\n\u{feff}route 2 -> b\n").unwrap_err();
+        assert!(errors[0].message.ends_with("found U+FEFF, a byte order mark (allowed only at the very start of the file)"), "{}", errors[0].message);
+        let errors = parse("route 1 ->\u{200b} a\n").unwrap_err();
+        assert!(errors[0].message.ends_with("found the invisible character U+200B"), "{}", errors[0].message);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Hostile input to the compiler: nesting far beyond what any spec needs,
-//! and bytes that are not text.
+//! bytes that are not text, a byte order mark, and many diagnostics on very
+//! long lines.
 //!
 //! Every stage recurses once per level of nesting, so a spec nests at most
 //! `MAX_NESTING` levels (E032, found by a scan before the parser runs).
@@ -195,4 +196,52 @@ fn near_miss_suggestions_are_bounded() {
     let suggests = |d: &devmapc::Diagnostic| d.help.as_deref().is_some_and(|h| h.starts_with("did you mean"));
     assert!(suggests(unknown[0]), "{:?}", unknown[0].help);
     assert!(!suggests(unknown[2999]), "{:?}", unknown[2999].help);
+}
+
+/// The plain rendering (what a failed build.rs build prints) of many
+/// diagnostics on a very long line: the first hundred, each with the line
+/// clipped around its span (on character boundaries), then a count.
+#[test]
+fn plain_rendering_of_many_errors_on_a_long_line_is_bounded() {
+    // 150 unknown settings on one line of about 1 MB of two-byte characters.
+    let settings: Vec<String> = (0..150).map(|i| format!("s{i} = \"{}\"", "ü".repeat(3000))).collect();
+    let src = format!("{HEAD}egress e {{ drop }}\ndevice b {{ ifname = \"b\", {} }}\nroute 2 -> b\n", settings.join(", "));
+    let checked = check_source(&src);
+    assert_eq!(checked.diagnostics.len(), 150, "{:?}", checked.diagnostics.iter().map(|d| d.code).collect::<Vec<_>>());
+    let text = devmapc::diagnostic::render_plain("x.devmap", &src, &checked.diagnostics);
+    assert_eq!(text.matches("error[devmap::E008]").count(), 100);
+    assert!(text.ends_with("... and 50 more (50 errors, 0 warnings)\n"), "{}", &text[text.len() - 200..]);
+    assert!(text.contains("| …üü"), "clipped before the span");
+    assert!(text.len() < 100 * 2048, "{} bytes", text.len());
+}
+
+/// A UTF-8 byte order mark at the start is skipped, without moving the
+/// spans (offsets into the text as read) or counting as a column; anywhere
+/// else it is a syntax error. `fmt` drops it.
+#[test]
+fn a_byte_order_mark_is_skipped_at_the_start_only() {
+    let plain = format!("{HEAD}egress e {{ drop }}\nroute 10.0.0.1 -> a\n");
+    let with_bom = format!("\u{feff}{plain}");
+    let (a, b) = (check_source(&plain).diagnostics, check_source(&with_bom).diagnostics);
+    assert_eq!(a.iter().map(|d| d.code).collect::<Vec<_>>(), [Code::RouteKeyType]);
+    assert_eq!(b.iter().map(|d| d.code).collect::<Vec<_>>(), [Code::RouteKeyType]);
+    assert_eq!(&with_bom[b[0].primary.span.start..b[0].primary.span.end], "10.0.0.1");
+    assert_eq!(b[0].primary.span.start, a[0].primary.span.start + 3);
+    // Same lines and columns with and without it, the table's key on line 1 too.
+    let json = |src: &str, d: &devmapc::Diagnostic| d.to_json("x.devmap", src);
+    assert_eq!(json(&plain, &a[0]), json(&with_bom, &b[0]));
+    assert_eq!(json(&with_bom, &b[0])["related"][0]["column"], 15);
+    let rendered = devmapc::diagnostic::render_plain("x.devmap", &with_bom, &b);
+    assert_eq!(rendered, devmapc::diagnostic::render_plain("x.devmap", &plain, &a));
+
+    for elsewhere in [format!(" \u{feff}{plain}"), format!("\u{feff}\u{feff}{plain}"), format!("{HEAD}\u{feff}egress e {{ drop }}\n")] {
+        let codes: Vec<Code> = check_source(&elsewhere).diagnostics.iter().map(|d| d.code).collect();
+        assert_eq!(codes, [Code::Syntax], "{elsewhere:?}");
+    }
+
+    let good = format!("\u{feff}{HEAD}egress e {{ drop }}\n");
+    let spec = devmapc::parse(&good).expect("a leading byte order mark parses");
+    let formatted = devmapc::fmt::format(&good, &spec);
+    assert!(!formatted.starts_with('\u{feff}'), "{formatted:?}");
+    assert_eq!(devmapc::parse(&formatted).expect("the formatted text parses"), spec);
 }

@@ -144,6 +144,9 @@ impl Checker {
         // After one layer out of place the order of the rest says little
         // (`udp() / ipv4()` is one mistake, not two): report the first.
         let mut order_reported = false;
+        // Every tag past the second is the same mistake: one error, with
+        // the count, however many layers the packet has.
+        let tags = packet.layers.iter().filter(|l| LayerKind::from_name(&l.name.name) == Some(LayerKind::Vlan)).count();
         for layer in &packet.layers {
             let Some(kind) = LayerKind::from_name(&layer.name.name) else {
                 let names: Vec<&str> = LayerKind::ALL.iter().map(|l| l.name()).collect();
@@ -169,14 +172,20 @@ impl Checker {
             };
             if misplaced && !order_reported {
                 order_reported = true;
+                let too_many = kind == LayerKind::Vlan && vlans > 2;
                 let why = match (previous, kind) {
                     (None, _) => "a packet starts with `eth(...)`".to_string(),
-                    (_, LayerKind::Vlan) if vlans > 2 => "a frame carries at most two VLAN tags".to_string(),
+                    (_, LayerKind::Vlan) if too_many => "the third tag".to_string(),
                     (Some(LayerKind::Payload), _) => "`payload` is the last layer".to_string(),
                     (Some(p), k) => format!("`{}` cannot follow `{}`", k.name(), p.name()),
                 };
+                let message = if too_many {
+                    format!("this packet has {tags} VLAN layers, at most two tags fit in a frame")
+                } else {
+                    format!("layer `{}` is out of place", kind.name())
+                };
                 self.error(
-                    Diagnostic::new(Code::BadPacket, layer.span, format!("layer `{}` is out of place", kind.name()))
+                    Diagnostic::new(Code::BadPacket, layer.span, message)
                         .label(why)
                         .help("layers go outermost first: eth / vlan (up to two) / ipv4 or ipv6 / udp or tcp / payload"),
                 );

@@ -96,6 +96,11 @@ fn one_misplaced_layer_is_one_error() {
     // Two layers swapped: one mistake.
     assert_eq!(codes(&test("eth() / udp() / ipv4()")), ["E031"]);
     assert_eq!(codes(&test("eth() / vlan(id = 1) / vlan(id = 2) / ipv4() / udp()")), Vec::<&str>::new());
+    // Many tags: still one error, which counts them.
+    let tags = vec!["vlan(id = 1)"; 4000].join(" / ");
+    let src = test(&format!("eth() / {tags} / ipv4()"));
+    assert_eq!(codes(&src), ["E031"]);
+    assert_eq!(messages(&src), ["this packet has 4000 VLAN layers, at most two tags fit in a frame"]);
 }
 
 #[test]
