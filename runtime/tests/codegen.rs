@@ -504,6 +504,9 @@ enum C {
     Dport(u16),
     Proto(u8),
     VlanId(u16),
+    /// `ipv4.src == 192.0.2.1`, `ipv6.dst == ::1`: what the test frames carry.
+    Ipv4Src,
+    Ipv6Dst,
     Not(Box<C>),
     And(Vec<C>),
     Or(Vec<C>),
@@ -540,6 +543,8 @@ impl C {
             C::Dport(n) => format!("l4.dport == {n}"),
             C::Proto(n) => format!("ip.proto == {n}"),
             C::VlanId(n) => format!("vlan.id == {n}"),
+            C::Ipv4Src => format!("ipv4.src == {A}"),
+            C::Ipv6Dst => "ipv6.dst == ::1".into(),
             C::Not(c) => format!("!({})", c.text()),
             C::And(cs) => cs.iter().map(|c| format!("({})", c.text())).collect::<Vec<_>>().join(" && "),
             C::Or(cs) => cs.iter().map(|c| format!("({})", c.text())).collect::<Vec<_>>().join(" || "),
@@ -561,6 +566,8 @@ impl C {
             C::Dport(n) => s.dport == Some(*n),
             C::Proto(n) => s.proto == Some(*n),
             C::VlanId(n) => s.vlan == Some(*n),
+            C::Ipv4Src => s.ttl.is_some(),
+            C::Ipv6Dst => s.hop_limit.is_some(),
             C::Not(c) => !c.eval(s),
             C::And(cs) => cs.iter().all(|c| c.eval(s)),
             C::Or(cs) => cs.iter().any(|c| c.eval(s)),
@@ -596,18 +603,22 @@ fn conditions() -> Vec<C> {
         or(&[C::Proto(6), C::VlanId(3), C::TtlOver(3)]),
         and(&[not(C::VlanId(4)), or(&[has("l4"), C::Proto(1)])]),
         or(&[C::VlanId(7), C::HopLimitOver(3)]),
+        or(&[C::Ipv4Src, C::Ipv6Dst]),
+        not(or(&[C::Ipv6Dst, and(&[C::Ipv4Src, has("l4")])])),
     ]);
     out
 }
 
 /// How the condition is reached: alone, after a tag edit, as an `else if`,
-/// after writes under `has()` (ttl 64 is then 63, a tag's id 5).
-const SHAPES: [(&str, &str); 5] = [
+/// after writes under `has()` (ttl 64 is then 63, a tag's id 5), after
+/// an `else` of `!has()`.
+const SHAPES: [(&str, &str); 6] = [
     ("plain", "if COND { drop }"),
     ("push", "vlan.push(7)\n    if COND { drop }"),
     ("pop", "vlan.pop()\n    if COND { drop }"),
     ("elif", "vlan.push(7)\n    if has(ipv4) && ipv4.ttl == 0 { drop } else if COND { drop }"),
     ("writes", "if has(ipv4) { ipv4.ttl -= 1 }\n    if has(vlan) { vlan.id = 5 }\n    if COND { drop }"),
+    ("else", "if !has(vlan) { vlan.push(5) } else { vlan.id = 5 }\n    if COND { drop }"),
 ];
 
 #[test]
@@ -644,6 +655,7 @@ fn every_shape_of_header_test_passes_the_verifier_and_decides_right() {
                     "push" | "elif" => Some(7),
                     "pop" => tags.get(1).copied(),
                     "writes" => tags.first().map(|_| 5),
+                    "else" => Some(5),
                     _ => tags.first().copied(),
                 };
                 let ttl = if *shape == "writes" { ttl.map(|t| t - 1) } else { *ttl };
