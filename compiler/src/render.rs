@@ -307,7 +307,7 @@ fn read(field: Field) -> (String, Option<&'static str>) {
         Field::Ipv6Src => ("p.ip6->saddr.in6_u.u6_addr8", Some("p.ip6")),
         Field::Ipv6Dst => ("p.ip6->daddr.in6_u.u6_addr8", Some("p.ip6")),
         Field::Ipv6HopLimit => ("p.ip6->hop_limit", Some("p.ip6")),
-        Field::IpProto => ("p.l4proto", Some("p.ip")),
+        Field::IpProto => ("p.l4proto", Some(HAS_IP)),
         Field::L4Sport => ("bpf_ntohs(p.l4->src)", Some("p.l4")),
         Field::L4Dport => ("bpf_ntohs(p.l4->dst)", Some("p.l4")),
     };
@@ -801,7 +801,11 @@ impl Body<'_> {
             // show by being false, and what its own shows by being true.
             self.known = outer.clone();
             self.known.extend(previous.iter().copied());
-            let c = cond.map(|c| self.cond(c));
+            // A lone `has()` needs no parentheses of its own in `if (...)`.
+            let c = cond.map(|c| match c {
+                Cond::Has(h) => has_test(*h).to_string(),
+                _ => self.cond(c),
+            });
             if let Some(c) = cond {
                 facts(c, &mut self.known);
                 false_facts(c, &mut previous);
@@ -863,9 +867,9 @@ impl Body<'_> {
             Cond::And(cs) => join(cs, " && ", &|c, _| matches!(c, Cond::Or(_))),
             Cond::Not(c) => {
                 let text = self.cond(c);
-                if simple(&text) { format!("!{text}") } else { format!("!({text})") }
+                if simple(&text) || matches!(**c, Cond::Has(_)) { format!("!{text}") } else { format!("!({text})") }
             }
-            Cond::Has(h) => present(*h).into(),
+            Cond::Has(h) => format!("({})", has_test(*h)),
             Cond::Compare { left, op, right } => {
                 let (l, lg) = self.operand(left);
                 let (r, rg) = self.operand(right);
@@ -897,15 +901,34 @@ impl Body<'_> {
     }
 }
 
-/// The C test of a header's presence.
+/// The guard of a read of an IP field (`ip.proto`): IPv4 or IPv6 present.
+const HAS_IP: &str = "(p.has & DEVMAPC_HAS_IP)";
+
+/// The guard a read of a header's fields needs, as `read` gives it: what a
+/// true `has(h)` makes known.
 fn present(h: Header) -> &'static str {
     match h {
         Header::Eth => "p.eth",
         Header::Vlan => "p.vlan",
         Header::Ipv4 => "p.ip4",
         Header::Ipv6 => "p.ip6",
-        Header::Ip => "p.ip",
+        Header::Ip => HAS_IP,
         Header::L4 | Header::Meta => "p.l4",
+    }
+}
+
+/// The C test of `has(h)`, without parentheses: a flag the parser sets,
+/// never the header's pointer, since clang folds `p.ip4 || p.ip6` (and
+/// `&&`, `!` of such tests) into arithmetic on the pointers, which the
+/// verifier refuses.
+fn has_test(h: Header) -> &'static str {
+    match h {
+        Header::Eth => "p.has & DEVMAPC_HAS_ETH",
+        Header::Vlan => "p.has & DEVMAPC_HAS_VLAN",
+        Header::Ipv4 => "p.has & DEVMAPC_HAS_IPV4",
+        Header::Ipv6 => "p.has & DEVMAPC_HAS_IPV6",
+        Header::Ip => "p.has & DEVMAPC_HAS_IP",
+        Header::L4 | Header::Meta => "p.has & DEVMAPC_HAS_L4",
     }
 }
 
@@ -1051,9 +1074,9 @@ mod tests {
     fn guards_are_tested_once_and_else_if_chains() {
         let text = c("table { key = vlan.id }\negress p(v: u16, w: u16) {\n    if has(vlan) {\n        vlan.id = v\n        vlan.pop()\n        vlan.id = w\n    }\n    if !has(vlan) { vlan.push(v) } else { vlan.id = w }\n    if vlan.id == v { vlan.id = w } else if vlan.id == w { vlan.id = v } else { drop }\n}\ndevice a { ifname = \"a\", egress = p(1, 2) }\ningress { on = [a] }\nroute 1 -> a\n");
         let p = body(&text, "p");
-        // Under `if (p.vlan)`, the first write is bare; after the pop, the
-        // outer tag may be gone: the second is guarded again.
-        assert!(p.contains("\tif (p.vlan) {\n\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_v & 0x0fff));\n\t\tif (devmapc_vlan_pop(ctx) < 0)"), "{p}");
+        // Under `if (p.has & DEVMAPC_HAS_VLAN)`, the first write is bare;
+        // after the pop, the outer tag may be gone: the second is guarded again.
+        assert!(p.contains("\tif (p.has & DEVMAPC_HAS_VLAN) {\n\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_v & 0x0fff));\n\t\tif (devmapc_vlan_pop(ctx) < 0)"), "{p}");
         assert!(p.contains("\t\tif (p.vlan)\n\t\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_w & 0x0fff));\n\t}"), "{p}");
         assert!(p.contains("} else {\n\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_w & 0x0fff));\n\t}"), "{p}");
         assert!(p.contains("\tif (p.vlan && (bpf_ntohs(p.vlan->tci) & 0x0fff) == args->p_v)\n\t\tp.vlan->tci = "), "{p}");
@@ -1074,17 +1097,19 @@ mod tests {
         assert!(!push_last.contains("pushed") && push_last.matches("devmapc_parse").count() == 1, "{push_last}");
         let then_read = body(&text, "then_read");
         assert!(then_read.contains("\t__u32 pushed = 0;\n\tconst struct devmapc_args_then_read *args"), "declared with the locals: {then_read}");
-        assert!(then_read.contains("pushed++;\n\tdata = (void *)(long)ctx->data;\n\tdata_end = (void *)(long)ctx->data_end;\n\tdevmapc_parse_pushed(data, data_end, &p, 1, 0, pushed);\n\tif (p.ip4)\n\t\treturn XDP_DROP;"), "{then_read}");
+        assert!(then_read.contains("pushed++;\n\tdata = (void *)(long)ctx->data;\n\tdata_end = (void *)(long)ctx->data_end;\n\tdevmapc_parse_pushed(data, data_end, &p, 1, 0, pushed);\n\tif (p.has & DEVMAPC_HAS_IPV4)\n\t\treturn XDP_DROP;"), "{then_read}");
     }
 
-    /// Conditions test pointers as pointers, with parentheses only where C
-    /// needs them (clang warns on `a && b || c`); blank lines are blank.
+    /// `has()` tests the parser's flags, never the headers' pointers (which
+    /// clang would OR together); parentheses only where C needs them (clang
+    /// warns on `a && b || c`); blank lines are blank.
     #[test]
     fn conditions_read_as_c_and_blank_lines_are_blank() {
         let text = c("table { key = vlan.id }\negress p(m: mac) {\n    if !has(ipv4) || ipv4.ttl > 3 && has(ipv6) { drop }\n    if !(has(ipv4) || has(ipv6)) { drop }\n    if has(ipv4) { eth.src = eth.dst }\n}\ndevice a { ifname = \"a\", egress = p(02:00:00:00:00:01) }\ningress { on = [a] }\nroute 1 -> a\n");
         let p = body(&text, "p");
-        assert!(p.contains("\tif (!p.ip4 || (p.ip4 && p.ip4->ttl > 3 && p.ip6))\n"), "{p}");
-        assert!(p.contains("\tif (!(p.ip4 || p.ip6))\n"), "{p}");
+        assert!(p.contains("\tif (!(p.has & DEVMAPC_HAS_IPV4) || (p.ip4 && p.ip4->ttl > 3 && (p.has & DEVMAPC_HAS_IPV6)))\n"), "{p}");
+        assert!(p.contains("\tif (!((p.has & DEVMAPC_HAS_IPV4) || (p.has & DEVMAPC_HAS_IPV6)))\n"), "{p}");
+        assert!(p.contains("\tif (p.has & DEVMAPC_HAS_IPV4) {\n"), "{p}");
         assert!(p.contains("\t\tif (p.eth) {\n\t\t\t__u8 mac[ETH_ALEN];\n\n\t\t\tdevmapc_set_mac(mac, p.eth->h_dest);"), "{p}");
     }
 
