@@ -75,11 +75,7 @@ fn find_clang() -> PathBuf {
         if runs(&clang) {
             return clang;
         }
-        panic!(
-            "DEVMAPC_CLANG={} does not run (`{} --version` failed)",
-            clang.display(),
-            clang.display()
-        );
+        panic!("DEVMAPC_CLANG={} does not run (`{} --version` failed)", clang.display(), clang.display());
     }
     let candidates =
         std::iter::once("clang".to_string()).chain((14..=19).rev().map(|v| format!("clang-{v}")));
@@ -95,11 +91,7 @@ fn find_clang() -> PathBuf {
 }
 
 fn runs(clang: &Path) -> bool {
-    Command::new(clang)
-        .arg("--version")
-        .output()
-        .map(|out| out.status.success())
-        .unwrap_or(false)
+    Command::new(clang).arg("--version").output().map(|out| out.status.success()).unwrap_or(false)
 }
 
 /// `/usr/include/<multiarch triple>` for the target, where Debian keeps

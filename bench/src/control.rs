@@ -22,11 +22,7 @@ use std::time::Instant;
 /// route; `extra` goes before the routes.
 pub fn routes_spec(n: usize, moved: Option<usize>, flip: bool, extra: &str) -> String {
     let mut s = String::with_capacity(n * 32 + 512);
-    writeln!(
-        s,
-        "table {{ key = ipv4.dst, max_entries = 65536, counters = off, on_miss = drop }}"
-    )
-    .unwrap();
+    writeln!(s, "table {{ key = ipv4.dst, max_entries = 65536, counters = off, on_miss = drop }}").unwrap();
     writeln!(
         s,
         "device a {{ ifname = \"a\" }}\ndevice b {{ ifname = \"b\" }}\ndevice c {{ ifname = \"c\" }}"
@@ -106,7 +102,12 @@ fn adjacent_routes(cfg: &Config, rig: &Rig, reps: usize) -> Result<(String, Vec<
             let status = rig.ns.enter(|| devmapc_runtime::status::status(&pins.0))?;
             status_t.push(t.elapsed().as_secs_f64());
             if !status.drift.is_empty() || status.routes.len() != n {
-                return Err(format!("status at {n} routes: {} routes, drift {:?}", status.routes.len(), status.drift).into());
+                return Err(format!(
+                    "status at {n} routes: {} routes, drift {:?}",
+                    status.routes.len(),
+                    status.drift
+                )
+                .into());
             }
         }
         let (path, ir) = builds[i % 2];
@@ -120,8 +121,12 @@ fn adjacent_routes(cfg: &Config, rig: &Rig, reps: usize) -> Result<(String, Vec<
     rig.ns.enter(|| devmapc_runtime::deploy::detach(&pins.0))?;
     let mut md = String::new();
     let mut missed = Vec::new();
-    writeln!(md, "### {n} adjacent `ipv4.dst` routes: apply, status, re-apply
-").unwrap();
+    writeln!(
+        md,
+        "### {n} adjacent `ipv4.dst` routes: apply, status, re-apply
+"
+    )
+    .unwrap();
     writeln!(
         md,
         "Routes 10.0.0.0 and up, one per address, alternating between two devices, counters on; the library calls behind `devmapc apply` and `devmapc status` on a pinned deployment (the CLI adds the build). The re-apply reads every entry back (drift repair) and changes one route; {} re-applies, alternating between the two versions; `status` (routes, counters, drift) before the first two. Target: seconds, not minutes.\n",
@@ -132,7 +137,12 @@ fn adjacent_routes(cfg: &Config, rig: &Rig, reps: usize) -> Result<(String, Vec<
     writeln!(md, "| build (check, lower, render, clang) | {} |", ms(build_time)).unwrap();
     writeln!(md, "| first apply (load, {n} map writes, attach) | {} |", ms(first)).unwrap();
     writeln!(md, "| **status** | **{}** |", ms_spread(&status_t)).unwrap();
-    writeln!(md, "| **re-apply, 1 route changed** (read back, diff, 1 map operation) | **{}** |\n", ms_spread(&reapply_t)).unwrap();
+    writeln!(
+        md,
+        "| **re-apply, 1 route changed** (read back, diff, 1 map operation) | **{}** |\n",
+        ms_spread(&reapply_t)
+    )
+    .unwrap();
     for (what, sample) in [("status", &status_t), ("a one-route re-apply", &reapply_t)] {
         if sample.median() >= 10.0 {
             missed.push(format!("{what} at {n} adjacent routes: {} (target: seconds)", ms(sample.median())));
@@ -143,17 +153,16 @@ fn adjacent_routes(cfg: &Config, rig: &Rig, reps: usize) -> Result<(String, Vec<
 
 /// Every route and slot entry of `ir` as (map fd, key, value), encoded
 /// beforehand, for the bare loop.
-fn entries(obj: &Object, ir: &Ir, devices: &[Device]) -> Result<Vec<(i32, Vec<u8>, [u8; 8])>> {
+/// One map write: the map's fd, the key, the value.
+type Entry = (i32, Vec<u8>, [u8; 8]);
+
+fn entries(obj: &Object, ir: &Ir, devices: &[Device]) -> Result<Vec<Entry>> {
     let routes = bpf::map(obj, names::ROUTES)?.as_fd().as_raw_fd();
     let slots = bpf::map(obj, names::SLOTS)?.as_fd().as_raw_fd();
     let ifindex = |d: usize| devices.get(d).map(|dev| dev.ifindex);
     let mut out = Vec::with_capacity(ir.data.routes.len() + devices.len());
     for (i, d) in devices.iter().enumerate() {
-        out.push((
-            slots,
-            (1 + i as u32).to_ne_bytes().to_vec(),
-            bpf::devmap_val(d.ifindex, None),
-        ));
+        out.push((slots, (1 + i as u32).to_ne_bytes().to_vec(), bpf::devmap_val(d.ifindex, None)));
     }
     for route in &ir.data.routes {
         let TargetRef::Device(d) = route.target else {
@@ -185,10 +194,7 @@ fn bare_loop(entries: &[(i32, Vec<u8>, [u8; 8])]) -> Result<()> {
 
 /// `3`, or `1–3` when the counts differ.
 fn count_text(counts: &[usize]) -> String {
-    let (mn, mx) = (
-        counts.iter().min().copied().unwrap_or(0),
-        counts.iter().max().copied().unwrap_or(0),
-    );
+    let (mn, mx) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
     if mn == mx {
         format!("{mn}")
     } else {
@@ -201,19 +207,11 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     let dir = rig.dir.path().to_path_buf();
     let mut md = String::new();
     let mut missed = Vec::new();
-    let sizes: &[usize] = if cfg.quick {
-        &[1_000, 10_000]
-    } else {
-        &[1_000, 10_000, 65_536]
-    };
+    let sizes: &[usize] = if cfg.quick { &[1_000, 10_000] } else { &[1_000, 10_000, 65_536] };
     let reps = if cfg.quick { 3 } else { 7 };
 
     // ---- fill
-    writeln!(
-        md,
-        "### Filling a table (DEVMAP_HASH has no batch operations)\n"
-    )
-    .unwrap();
+    writeln!(md, "### Filling a table (DEVMAP_HASH has no batch operations)\n").unwrap();
     writeln!(
         md,
         "`ipv4.dst` routes over two devices (counters off), into a freshly loaded object each time: devmapc's `fill` (encodes each route's key and writes it, then the slots and default) against a bare loop of `bpf_map_update_elem` over the same, already encoded entries. {reps} pairs, alternating; ratio = bare time ÷ devmapc time, per pair (target ≥ 0.9×).\n"
@@ -227,11 +225,8 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     .unwrap();
     for &n in sizes {
         eprintln!("  control: fill {n}");
-        let (obj_path, ir) = rig::build(
-            &dir.join(format!("fill{n}")),
-            "fill",
-            &routes_spec(n, None, false, ""),
-        )?;
+        let (obj_path, ir) =
+            rig::build(&dir.join(format!("fill{n}")), "fill", &routes_spec(n, None, false, ""))?;
         let devices = rig.devices(&ir);
         let time_fill = || -> f64 {
             let obj = bpf::load(&obj_path).expect("load");
@@ -258,25 +253,16 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
             rig.ns.enter(|| {
                 let t = Instant::now();
                 let routes = bpf::map(&obj, names::ROUTES).expect("routes");
-                let values: Vec<[u8; 8]> = devices
-                    .iter()
-                    .map(|d| bpf::devmap_val(d.ifindex, None))
-                    .collect();
+                let values: Vec<[u8; 8]> = devices.iter().map(|d| bpf::devmap_val(d.ifindex, None)).collect();
                 let ifindex = |d: usize| devices.get(d).map(|dev| dev.ifindex);
                 for route in &ir.data.routes {
-                    let TargetRef::Device(d) = route.target else {
-                        panic!("bench routes go to devices")
-                    };
+                    let TargetRef::Device(d) = route.target else { panic!("bench routes go to devices") };
                     let key = encode_key(&ir.code.key, &route.key, &ifindex).expect("key");
-                    routes
-                        .update(&key, &values[d], MapFlags::ANY)
-                        .expect("update");
+                    routes.update(&key, &values[d], MapFlags::ANY).expect("update");
                 }
                 let slots = bpf::map(&obj, names::SLOTS).expect("slots");
                 for (i, v) in values.iter().enumerate() {
-                    slots
-                        .update(&(1 + i as u32).to_ne_bytes(), v, MapFlags::ANY)
-                        .expect("update");
+                    slots.update(&(1 + i as u32).to_ne_bytes(), v, MapFlags::ANY).expect("update");
                 }
                 t.elapsed().as_secs_f64()
             })
@@ -284,10 +270,8 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
         let p = Paired::measure(reps, time_bare, time_fill);
         let h = Paired::measure(reps, time_bare, time_hoisted);
         if p.ratio.median() < 0.9 {
-            missed.push(format!(
-                "fill of {n} routes: {:.3}× of a bare loop (target ≥ 0.9×)",
-                p.ratio.median()
-            ));
+            missed
+                .push(format!("fill of {n} routes: {:.3}× of a bare loop (target ≥ 0.9×)", p.ratio.median()));
         }
         writeln!(
             md,
@@ -306,23 +290,15 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     let n = if cfg.quick { 10_000 } else { 65_536 };
     eprintln!("  control: apply 1 of {n}");
     let moved = n / 2 + 1;
-    let (old_path, old_ir) = rig::build(
-        &dir.join("apply-old"),
-        "apply",
-        &routes_spec(n, None, false, ""),
-    )?;
-    let (new_path, new_ir) = rig::build(
-        &dir.join("apply-new"),
-        "apply",
-        &routes_spec(n, Some(moved), false, ""),
-    )?;
+    let (old_path, old_ir) = rig::build(&dir.join("apply-old"), "apply", &routes_spec(n, None, false, ""))?;
+    let (new_path, new_ir) =
+        rig::build(&dir.join("apply-new"), "apply", &routes_spec(n, Some(moved), false, ""))?;
     if old_ir.code_hash() != new_ir.code_hash() {
         return Err("moving a route changed the code hash".into());
     }
     let devices = rig.devices(&old_ir);
     let obj = bpf::load(&old_path)?;
-    rig.ns
-        .enter(|| devmapc_runtime::fill(&obj, &old_ir, &devices))?;
+    rig.ns.enter(|| devmapc_runtime::fill(&obj, &old_ir, &devices))?;
     let (mut read, mut want, mut diff, mut exec, mut total, mut from_plan) = Default::default();
     let mut ops = Vec::new();
     let mut trusted_ops = Vec::new();
@@ -374,9 +350,7 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     }
     let ops_text = count_text(&ops);
     if ops.iter().any(|&o| o != 1) {
-        missed.push(format!(
-            "apply of 1 changed route in {n}: {ops_text} map operations (target: O(1))"
-        ));
+        missed.push(format!("apply of 1 changed route in {n}: {ops_text} map operations (target: O(1))"));
     }
     if from_plan.median() >= 0.010 || trusted_ops.iter().any(|&o| o != 1) {
         missed.push(format!(
@@ -408,12 +382,7 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     writeln!(md, "| reading back: desired | {} |", ms_spread(&want)).unwrap();
     writeln!(md, "| reading back: diff | {} |", ms_spread(&diff)).unwrap();
     writeln!(md, "| reading back: execute | {} |", ms_spread(&exec)).unwrap();
-    writeln!(
-        md,
-        "| reading back: total (map operations: {ops_text}) | {} |\n",
-        ms_spread(&total)
-    )
-    .unwrap();
+    writeln!(md, "| reading back: total (map operations: {ops_text}) | {} |\n", ms_spread(&total)).unwrap();
 
     // ---- the same through apply::apply, end to end, on a pinned deployment
     let e2e = {
@@ -423,8 +392,7 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
             trust_last_apply: true,
             ..devmapc_runtime::apply::Options::new(&pins.0)
         };
-        rig.ns
-            .enter(|| devmapc_runtime::apply::apply(&old_path, &old_ir, &opts))?;
+        rig.ns.enter(|| devmapc_runtime::apply::apply(&old_path, &old_ir, &opts))?;
         let builds = [(&new_path, &new_ir), (&old_path, &old_ir)];
         let mut times = Sample::default();
         for i in 0..reps * 2 {
@@ -486,15 +454,10 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     let attachment = rig.ns.enter(|| v1.attach_ingress(a, XdpMode::Native))?;
     let link = attachment.pin(&pins.0, "a")?;
     drop(attachment);
-    let (mut loads, mut fills, mut swaps) =
-        (Sample::default(), Sample::default(), Sample::default());
+    let (mut loads, mut fills, mut swaps) = (Sample::default(), Sample::default(), Sample::default());
     let mut keep = vec![v1];
     for i in 0..reps * 2 {
-        let (path, ir) = if i % 2 == 0 {
-            (&v2_path, &v2_ir)
-        } else {
-            (&v1_path, &v1_ir)
-        };
+        let (path, ir) = if i % 2 == 0 { (&v2_path, &v2_ir) } else { (&v1_path, &v1_ir) };
         let (next, l, f) = load(path, ir)?;
         let t = Instant::now();
         let info = deploy::swap(&link, next.ingress())?;
@@ -517,12 +480,7 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     writeln!(md, "| step | time |\n|---|---|").unwrap();
     writeln!(md, "| load (verifier included) | {} |", ms_spread(&loads)).unwrap();
     writeln!(md, "| fill (100 routes) | {} |", ms_spread(&fills)).unwrap();
-    writeln!(
-        md,
-        "| **swap** (`bpf_link_update`) | **{}** |\n",
-        ms_spread(&swaps)
-    )
-    .unwrap();
+    writeln!(md, "| **swap** (`bpf_link_update`) | **{}** |\n", ms_spread(&swaps)).unwrap();
     drop(keep);
     Ok((md, missed))
 }

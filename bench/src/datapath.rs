@@ -46,10 +46,7 @@ struct Case {
 }
 
 fn udp(dst: [u8; 4]) -> Frame {
-    Frame::new()
-        .ipv4(SRC, Ipv4Addr::from(dst))
-        .udp(1000, 53)
-        .pad_to(60)
+    Frame::new().ipv4(SRC, Ipv4Addr::from(dst)).udp(1000, 53).pad_to(60)
 }
 
 fn cases() -> Vec<Case> {
@@ -147,23 +144,14 @@ fn spec(case: &Case, counters: bool, egress: bool) -> String {
     } else {
         writeln!(s, "device b {{ ifname = \"b\" }}").unwrap();
     }
-    writeln!(
-        s,
-        "ingress {{ on = [a] }}\nroute {} -> b\nroute default -> b",
-        case.route
-    )
-    .unwrap();
+    writeln!(s, "ingress {{ on = [a] }}\nroute {} -> b\nroute default -> b", case.route).unwrap();
     s
 }
 
 /// One side of a comparison, loaded and filled.
 enum Side {
-    Generated(Loaded),
-    Reference {
-        obj: Object,
-        prog: String,
-        _egress: Option<Object>,
-    },
+    Generated(Box<Loaded>),
+    Reference { obj: Object, prog: String, _egress: Option<Object> },
 }
 
 /// Attaches the side's program natively to an idle veth of its own, and
@@ -189,9 +177,7 @@ fn park(rig: &Rig, side: Side) -> Result<Parked> {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let (dev, _) = rig.ns.veth(&format!("s{n}"), &format!("ps{n}"))?;
-    let link = rig
-        .ns
-        .enter(|| side.prog().attach_xdp(dev.ifindex as i32))?;
+    let link = rig.ns.enter(|| side.prog().attach_xdp(dev.ifindex as i32))?;
     Ok(Parked { side, _link: link })
 }
 
@@ -233,7 +219,7 @@ fn load_generated(rig: &Rig, obj: &Path, ir: &Ir) -> Result<Side> {
     let loaded = deploy::load(obj, ir)?;
     let devices = rig.devices(ir);
     rig.ns.enter(|| loaded.fill(&devices))?;
-    Ok(Side::Generated(loaded))
+    Ok(Side::Generated(Box::new(loaded)))
 }
 
 /// Loads a reference and writes what the generated program's maps hold for
@@ -265,25 +251,13 @@ fn load_reference(
     };
     rig.ns.enter(|| -> Result<()> {
         let slots = bpf::map(&ref_obj, "slots")?;
-        slots.update(
-            &1u32.to_ne_bytes(),
-            &bpf::devmap_val(a.ifindex, None),
-            MapFlags::ANY,
-        )?;
-        slots.update(
-            &2u32.to_ne_bytes(),
-            &bpf::devmap_val(b.ifindex, egress_fd),
-            MapFlags::ANY,
-        )?;
+        slots.update(&1u32.to_ne_bytes(), &bpf::devmap_val(a.ifindex, None), MapFlags::ANY)?;
+        slots.update(&2u32.to_ne_bytes(), &bpf::devmap_val(b.ifindex, egress_fd), MapFlags::ANY)?;
         match case.ref_key {
             RefKey::Direct(key) => {
                 let key = fmix32(key(rig));
                 let routes = bpf::map(&ref_obj, "routes")?;
-                routes.update(
-                    &key.to_ne_bytes(),
-                    &bpf::devmap_val(b.ifindex, egress_fd),
-                    MapFlags::ANY,
-                )?;
+                routes.update(&key.to_ne_bytes(), &bpf::devmap_val(b.ifindex, egress_fd), MapFlags::ANY)?;
                 if counters {
                     let cpus = libbpf_rs::num_possible_cpus()?;
                     let zero = vec![vec![0u8; 16]; cpus];
@@ -305,11 +279,7 @@ fn load_reference(
         )?;
         Ok(())
     })?;
-    Ok(Side::Reference {
-        obj: ref_obj,
-        prog: prog.to_string(),
-        _egress: egress_obj,
-    })
+    Ok(Side::Reference { obj: ref_obj, prog: prog.to_string(), _egress: egress_obj })
 }
 
 /// The two sides decide alike: without a default route the hit frame is
@@ -318,11 +288,8 @@ fn sanity(rig: &Rig, case: &Case, side: &Side) -> Result<()> {
     let (a, b) = (rig.iface("a").ifindex, rig.iface("b").ifindex);
     let miss_on = if case.miss_on_b { b } else { a };
     let prog = side.prog();
-    let run = |frame: &[u8], on: u32| {
-        rig.ns
-            .enter(|| bpf::test_run(&prog, frame, Some(on), 1))
-            .map(|r| r.retval)
-    };
+    let run =
+        |frame: &[u8], on: u32| rig.ns.enter(|| bpf::test_run(&prog, frame, Some(on), 1)).map(|r| r.retval);
     side.set_default(0)?;
     let without = (run(&(case.hit)(), a)?, run(&(case.miss)(), miss_on)?);
     side.set_default(2)?;
@@ -358,10 +325,7 @@ fn ns_per_packet(rig: &Rig, side: &Side, frame: &[u8], on: u32, repeat: u32) -> 
                 let elapsed = start.elapsed();
                 assert_eq!(run.retval, XDP_REDIRECT);
                 if std::env::var_os("DEVMAPC_BENCH_DEBUG").is_some() {
-                    eprintln!(
-                        "kernel {} ns, wall {elapsed:?} for {per_run}",
-                        run.duration_ns
-                    );
+                    eprintln!("kernel {} ns, wall {elapsed:?} for {per_run}", run.duration_ns);
                 }
                 elapsed.as_secs_f64() * 1e9 / per_run as f64
             })
@@ -377,10 +341,7 @@ fn live_mpps(rig: &Rig, side: &Side, frame: &[u8], frames: u32, lost: &mut (u64,
     let a = rig.iface("a").ifindex;
     let dropped = || {
         let b = rig.ns.stats("b").map_or(0, |s| s.tx_dropped + s.rx_dropped);
-        let pb = rig
-            .ns
-            .stats("pb")
-            .map_or(0, |s| s.tx_dropped + s.rx_dropped);
+        let pb = rig.ns.stats("pb").map_or(0, |s| s.tx_dropped + s.rx_dropped);
         b + pb
     };
     let (before, dropped_before) = (rig.received("b"), dropped());
@@ -405,11 +366,8 @@ pub fn run(cfg: &Config) -> Result<Results> {
     let dir = rig.dir.path().to_path_buf();
     // Pairs for Mpps, pairs for ns/packet (each side the fastest of
     // NS_SUB_RUNS runs: cheap, so many more pairs), repeat, live frames.
-    let (reps, ns_reps, repeat, frames) = if cfg.quick {
-        (3, 3, 100_000, 200_000)
-    } else {
-        (11, 31, 2_000_000, 2_000_000)
-    };
+    let (reps, ns_reps, repeat, frames) =
+        if cfg.quick { (3, 3, 100_000, 200_000) } else { (11, 31, 2_000_000, 2_000_000) };
     let a = rig.iface("a").ifindex;
     let b = rig.iface("b").ifindex;
     let mut md = String::new();
@@ -422,17 +380,10 @@ pub fn run(cfg: &Config) -> Result<Results> {
 
     for (n, case) in cases().iter().enumerate() {
         eprintln!("  data path: {}", case.label);
-        let (obj, ir) = rig::build(
-            &dir.join(format!("k{n}")),
-            "bench",
-            &spec(case, false, false),
-        )?;
+        let (obj, ir) = rig::build(&dir.join(format!("k{n}")), "bench", &spec(case, false, false))?;
         let generated = park(&rig, load_generated(&rig, &obj, &ir)?)?;
         let ref_obj = rig::compile_reference(case.reference, &dir)?;
-        let reference = park(
-            &rig,
-            load_reference(&rig, case, &ref_obj, case.ref_prog, false, None)?,
-        )?;
+        let reference = park(&rig, load_reference(&rig, case, &ref_obj, case.ref_prog, false, None)?)?;
         sanity(&rig, case, &generated)?;
         sanity(&rig, case, &reference)?;
 
@@ -517,19 +468,13 @@ pub fn run(cfg: &Config) -> Result<Results> {
     // references with the same (ipv4_counters.bpf.c, egress.bpf.c); then
     // what counters cost the generated program.
     let cases = cases();
-    let case = cases
-        .iter()
-        .find(|c| c.label == "ipv4.dst")
-        .expect("ipv4.dst");
+    let case = cases.iter().find(|c| c.label == "ipv4.dst").expect("ipv4.dst");
     let hit = (case.hit)();
     let mut cost = String::new();
     let mut variants: Vec<(bool, bool, Parked, Parked)> = Vec::new();
     for (counters, egress) in [(false, true), (true, false), (true, true)] {
-        let (obj, ir) = rig::build(
-            &dir.join(format!("v{counters}{egress}")),
-            "bench",
-            &spec(case, counters, egress),
-        )?;
+        let (obj, ir) =
+            rig::build(&dir.join(format!("v{counters}{egress}")), "bench", &spec(case, counters, egress))?;
         let generated = park(&rig, load_generated(&rig, &obj, &ir)?)?;
         let (file, prog) = if counters {
             ("ipv4_counters.bpf.c", "ipv4_router_counted")
@@ -539,14 +484,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
         let ref_obj = rig::compile_reference(file, &dir)?;
         let reference = park(
             &rig,
-            load_reference(
-                &rig,
-                case,
-                &ref_obj,
-                prog,
-                counters,
-                egress.then_some(egress_ref.as_path()),
-            )?,
+            load_reference(&rig, case, &ref_obj, prog, counters, egress.then_some(egress_ref.as_path()))?,
         )?;
         sanity(&rig, case, &generated)?;
         sanity(&rig, case, &reference)?;
@@ -564,11 +502,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
             &mut live,
             &mut missed,
             "`ipv4.dst`",
-            if *egress {
-                "`eth.src = egress.mac`"
-            } else {
-                "none"
-            },
+            if *egress { "`eth.src = egress.mac`" } else { "none" },
             if *counters { "on" } else { "off" },
             &p,
             lost_g,
@@ -584,11 +518,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
             writeln!(
                 timing,
                 "| `ipv4.dst`, counters on{} | {:.1} / {:.1} | {} | | |",
-                if *egress {
-                    ", egress program in the route (not run by a plain test run)"
-                } else {
-                    ""
-                },
+                if *egress { ", egress program in the route (not run by a plain test run)" } else { "" },
                 tns.a.median(),
                 tns.b.median(),
                 tns.ratio_text()
@@ -601,15 +531,8 @@ pub fn run(cfg: &Config) -> Result<Results> {
     // and without the egress program, and for `lpm(ipv4.dst)` (a lowered
     // key: counted per slot in a PERCPU_ARRAY).
     let cost_dir = dir.join("cost");
-    for (label, egress) in [
-        ("ipv4.dst", false),
-        ("ipv4.dst", true),
-        ("lpm(ipv4.dst)", false),
-    ] {
-        let case = cases
-            .iter()
-            .find(|c| c.label == label)
-            .expect("a benchmarked key");
+    for (label, egress) in [("ipv4.dst", false), ("ipv4.dst", true), ("lpm(ipv4.dst)", false)] {
+        let case = cases.iter().find(|c| c.label == label).expect("a benchmarked key");
         let hit = (case.hit)();
         let load = |counters: bool| -> Result<Parked> {
             let (obj, ir) = rig::build(
@@ -634,20 +557,12 @@ pub fn run(cfg: &Config) -> Result<Results> {
         );
         // Cost: how much slower with counters (1 - Mpps ratio).
         let mpps_cost = 1.0 - p.ratio.median();
-        let egress_text = if egress {
-            "`eth.src = egress.mac`"
-        } else {
-            "none"
-        };
+        let egress_text = if egress { "`eth.src = egress.mac`" } else { "none" };
         if mpps_cost >= 0.05 {
             missed.push(format!(
                 "counters cost {:.1} % of Mpps for `{label}`{} (target < 5 %)",
                 mpps_cost * 100.0,
-                if egress {
-                    " with an egress program"
-                } else {
-                    ""
-                }
+                if egress { " with an egress program" } else { "" }
             ));
         }
         writeln!(
@@ -664,11 +579,7 @@ pub fn run(cfg: &Config) -> Result<Results> {
         .unwrap();
     }
 
-    writeln!(
-        md,
-        "### Verifier and JIT: exact counts from `bpf_prog_info`\n"
-    )
-    .unwrap();
+    writeln!(md, "### Verifier and JIT: exact counts from `bpf_prog_info`\n").unwrap();
     writeln!(md, "Generated / hand-written; the ratio is of verified instructions (target ≤ 1.00×). Counters off, no egress program, `route default` present.\n").unwrap();
     writeln!(
         md,
@@ -686,11 +597,8 @@ pub fn run(cfg: &Config) -> Result<Results> {
         "| key | hit ns gen / ref | hit ratio | miss ns gen / ref | miss ratio |\n|---|---:|---:|---:|---:|\n{timing}"
     )
     .unwrap();
-    writeln!(
-        md,
-        "### Mpps: live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`) redirected into a veth pair\n"
-    )
-    .unwrap();
+    writeln!(md, "### Mpps: live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`) redirected into a veth pair\n")
+        .unwrap();
     writeln!(
         md,
         "{frames} 60-byte UDP frames per run arriving on `a`, redirected to `b`, counted by an XDP program on `b`'s peer; Mpps from the wall clock of the run; median of {reps} pairs, ratio per pair (target ≥ 0.97×). *lost (veth drops)*: frames sent but not counted behind `b`, over all runs of that side, and in brackets the drops the veth pair reports itself (`ip -s link`: its queue was full, the receiver's NAPI fell behind — not a decision of the program).\n"
@@ -702,20 +610,14 @@ pub fn run(cfg: &Config) -> Result<Results> {
     )
     .unwrap();
     writeln!(md, "### What counters cost (generated programs)\n").unwrap();
-    writeln!(
-        md,
-        "With counters / without, same run, alternating (target: cost < 5 %, i.e. ratio > 0.95).\n"
-    )
-    .unwrap();
+    writeln!(md, "With counters / without, same run, alternating (target: cost < 5 %, i.e. ratio > 0.95).\n")
+        .unwrap();
     writeln!(
         md,
         "| key | egress program | Mpps with / without | ratio | cost | ns/packet with / without, ratio |\n|---|---|---:|---:|---:|---|\n{cost}"
     )
     .unwrap();
-    Ok(Results {
-        markdown: md,
-        missed,
-    })
+    Ok(Results { markdown: md, missed })
 }
 
 #[allow(clippy::too_many_arguments)]

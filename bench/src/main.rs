@@ -54,12 +54,7 @@ fn main() {
         compiler::child(&args[1..]);
         return;
     }
-    let option = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let option = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("usage: devmapc-bench [--quick] [--only datapath,tables,control,zeroloss,compiler] [--write BENCHMARKS.md]");
         return;
@@ -71,10 +66,7 @@ fn main() {
         None => SECTIONS.iter().map(|s| s.to_string()).collect(),
     };
     if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-        eprintln!(
-            "devmapc-bench: unknown section {bad:?} (sections: {})",
-            SECTIONS.join(", ")
-        );
+        eprintln!("devmapc-bench: unknown section {bad:?} (sections: {})", SECTIONS.join(", "));
         std::process::exit(2);
     }
     let kernel = only.iter().any(|s| s != "compiler");
@@ -92,14 +84,8 @@ fn main() {
     let mut failed = false;
     writeln!(report, "{}", machine(quick)).unwrap();
     let titles = [
-        (
-            "datapath",
-            "## 1. Data path: generated against hand-written C",
-        ),
-        (
-            "tables",
-            "## 1b. Data path: tables of adjacent keys",
-        ),
+        ("datapath", "## 1. Data path: generated against hand-written C"),
+        ("tables", "## 1b. Data path: tables of adjacent keys"),
         ("control", "## 2. Control plane"),
         ("zeroloss", "## 3. Zero loss under change"),
         ("compiler", "## 4. Compiler: check and build"),
@@ -141,12 +127,7 @@ fn main() {
         }
         writeln!(report).unwrap();
     }
-    writeln!(
-        report,
-        "The whole run took {:.0} s.",
-        started.elapsed().as_secs_f64()
-    )
-    .unwrap();
+    writeln!(report, "The whole run took {:.0} s.", started.elapsed().as_secs_f64()).unwrap();
 
     match option("--write") {
         Some(path) => {
@@ -180,34 +161,22 @@ fn machine(quick: bool) -> String {
     let cpu = read("/proc/cpuinfo")
         .lines()
         .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem = read("/proc/meminfo")
         .lines()
         .find_map(|l| {
-            l.strip_prefix("MemTotal:").map(|v| {
-                v.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap_or(0)
-            })
+            l.strip_prefix("MemTotal:")
+                .map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0))
         })
         .unwrap_or(0);
     let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
     let clang = devmapc::builder::find_clang()
         .ok()
         .and_then(|c| std::process::Command::new(c).arg("--version").output().ok())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
         .unwrap_or_else(|| "no clang".into());
     let rustc = std::process::Command::new("rustc")
         .arg("--version")

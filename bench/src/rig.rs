@@ -31,9 +31,7 @@ pub fn build(dir: &Path, name: &str, spec: &str) -> Result<(PathBuf, Ir)> {
 
 /// The hand-written references, kept with the compiler's tests.
 pub fn reference_source(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../compiler/tests/reference")
-        .join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../compiler/tests/reference").join(file)
 }
 
 /// Compiles a reference with the clang and flags devmapc uses for
@@ -72,38 +70,21 @@ impl Rig {
             ifaces.push(iface);
             peers.push(peer);
         }
-        Ok(Rig {
-            ifaces,
-            peers,
-            counts,
-            _counting: counting,
-            dir: tempfile::tempdir()?,
-            ns,
-        })
+        Ok(Rig { ifaces, peers, counts, _counting: counting, dir: tempfile::tempdir()?, ns })
     }
 
     pub fn iface(&self, name: &str) -> &Iface {
-        self.ifaces
-            .iter()
-            .find(|i| i.name == name)
-            .unwrap_or_else(|| panic!("no device {name}"))
+        self.ifaces.iter().find(|i| i.name == name).unwrap_or_else(|| panic!("no device {name}"))
     }
 
     pub fn peer(&self, name: &str) -> &Iface {
-        let i = self
-            .ifaces
-            .iter()
-            .position(|i| i.name == name)
-            .unwrap_or_else(|| panic!("no device {name}"));
+        let i = self.ifaces.iter().position(|i| i.name == name).unwrap_or_else(|| panic!("no device {name}"));
         &self.peers[i]
     }
 
     pub fn device(&self, name: &str) -> Device {
         let i = self.iface(name);
-        Device {
-            ifindex: i.ifindex,
-            mac: i.mac,
-        }
+        Device { ifindex: i.ifindex, mac: i.mac }
     }
 
     /// The kernel's devices for the plan's devices (bound by ifname).
@@ -121,9 +102,7 @@ impl Rig {
     /// Frames counted behind device `name` (on its peer) so far.
     pub fn received(&self, name: &str) -> u64 {
         let counts = bpf::map(&self.counts, "counts").expect("the counter's map");
-        bpf::rx_count(&counts, self.peer(name).ifindex)
-            .expect("reading the counter")
-            .0
+        bpf::rx_count(&counts, self.peer(name).ifindex).expect("reading the counter").0
     }
 
     /// Waits until the count behind `name` stops moving (frames still in a
@@ -151,20 +130,14 @@ impl PinDir {
         if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(pid) = name
-                    .strip_prefix("devmapc-bench-")
-                    .and_then(|r| r.split('-').next())
-                {
+                if let Some(pid) = name.strip_prefix("devmapc-bench-").and_then(|r| r.split('-').next()) {
                     if !Path::new("/proc").join(pid).exists() {
                         let _ = std::fs::remove_dir_all(entry.path());
                     }
                 }
             }
         }
-        PinDir(PathBuf::from(format!(
-            "/sys/fs/bpf/devmapc-bench-{}-{label}",
-            std::process::id()
-        )))
+        PinDir(PathBuf::from(format!("/sys/fs/bpf/devmapc-bench-{}-{label}", std::process::id())))
     }
 }
 

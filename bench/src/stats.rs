@@ -90,13 +90,7 @@ impl fmt::Display for Spread<'_> {
         if self.0.len() <= 1 {
             write!(f, "{:.d$}", self.0.median())
         } else {
-            write!(
-                f,
-                "{:.d$} [{:.d$}, {:.d$}]",
-                self.0.median(),
-                self.0.min(),
-                self.0.max()
-            )
+            write!(f, "{:.d$} [{:.d$}, {:.d$}]", self.0.median(), self.0.min(), self.0.max())
         }
     }
 }

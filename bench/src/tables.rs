@@ -61,14 +61,18 @@ fn kinds() -> Vec<Kind> {
             limit: 1 << 24,
             what: "addresses from 10.0.0.0 up",
             value: |i| KeyValue::Const(Const::Ipv4(Ipv4Addr::from(BASE + i as u32))),
-            frame: |i| Frame::new().ipv4(SRC, Ipv4Addr::from(BASE + i as u32)).udp(1000, 53).pad_to(60).build(),
+            frame: |i| {
+                Frame::new().ipv4(SRC, Ipv4Addr::from(BASE + i as u32)).udp(1000, 53).pad_to(60).build()
+            },
         },
         Kind {
             key: "ipv4.src",
             limit: 1 << 24,
             what: "addresses from 10.0.0.0 up",
             value: |i| KeyValue::Const(Const::Ipv4(Ipv4Addr::from(BASE + i as u32))),
-            frame: |i| Frame::new().ipv4(Ipv4Addr::from(BASE + i as u32), DST).udp(1000, 53).pad_to(60).build(),
+            frame: |i| {
+                Frame::new().ipv4(Ipv4Addr::from(BASE + i as u32), DST).udp(1000, 53).pad_to(60).build()
+            },
         },
         Kind {
             key: "l4.dport",
@@ -103,7 +107,14 @@ fn kinds() -> Vec<Kind> {
             limit: 4_094 * 256,
             what: "VLAN 1 protocol 0 up: every protocol of each VLAN",
             value: |i| pair(1 + (i >> 8), i & 0xff),
-            frame: |i| Frame::new().ipv4(SRC, DST).proto((i & 0xff) as u8).vlan(1 + (i >> 8) as u16, 0).pad_to(60).build(),
+            frame: |i| {
+                Frame::new()
+                    .ipv4(SRC, DST)
+                    .proto((i & 0xff) as u8)
+                    .vlan(1 + (i >> 8) as u16, 0)
+                    .pad_to(60)
+                    .build()
+            },
         },
         Kind {
             key: "(vlan.id, l4.dport)",
@@ -182,18 +193,23 @@ impl Table {
             for key in keys {
                 // SAFETY: a DEVMAP_HASH fd, a 4-byte key, an 8-byte value.
                 let rc = unsafe {
-                    libbpf_sys::bpf_map_update_elem(fd, key.as_ptr().cast(), value.as_ptr().cast(), libbpf_sys::BPF_NOEXIST as u64)
+                    libbpf_sys::bpf_map_update_elem(
+                        fd,
+                        key.as_ptr().cast(),
+                        value.as_ptr().cast(),
+                        libbpf_sys::BPF_NOEXIST as u64,
+                    )
                 };
                 if rc < 0 {
-                    return Err(format!("{} keys: {}", keys.len(), std::io::Error::from_raw_os_error(-rc)).into());
+                    return Err(
+                        format!("{} keys: {}", keys.len(), std::io::Error::from_raw_os_error(-rc)).into()
+                    );
                 }
             }
             Ok(())
         })?;
         let (dev, _) = rig.ns.veth(&format!("t{n}"), &format!("pt{n}"))?;
-        let link = rig
-            .ns
-            .enter(|| bpf::prog(&obj, names::INGRESS)?.attach_xdp(dev.ifindex as i32))?;
+        let link = rig.ns.enter(|| bpf::prog(&obj, names::INGRESS)?.attach_xdp(dev.ifindex as i32))?;
         Ok(Table { _link: link, obj })
     }
 
@@ -221,7 +237,9 @@ impl Table {
 /// runtime encodes route keys.
 fn stored_keys(plan: &KeyPlan, kind: &Kind, range: std::ops::Range<usize>) -> Result<Vec<Vec<u8>>> {
     range
-        .map(|i| encode_key(plan, &(kind.value)(i), &|_| None).map_err(|e| format!("{}: {e:?}", kind.key).into()))
+        .map(|i| {
+            encode_key(plan, &(kind.value)(i), &|_| None).map_err(|e| format!("{}: {e:?}", kind.key).into())
+        })
         .collect()
 }
 
@@ -230,11 +248,8 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     let dir = rig.dir.path().to_path_buf();
     let a = rig.iface("a").ifindex;
     let b = rig.iface("b").ifindex;
-    let (sizes, reps, budget): (&[usize], usize, f64) = if cfg.quick {
-        (&[4_096], 3, 0.002)
-    } else {
-        (&[4_096, 65_536, 1_048_576], 7, 0.02)
-    };
+    let (sizes, reps, budget): (&[usize], usize, f64) =
+        if cfg.quick { (&[4_096], 3, 0.002) } else { (&[4_096, 65_536, 1_048_576], 7, 0.02) };
     let mut rows = String::new();
     let mut missed = Vec::new();
     // Each loaded program gets a veth of its own to be attached to.
@@ -251,7 +266,8 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
         for &size in sizes {
             let n = size.min(kind.limit);
             let (hit_i, miss_i) = (n / 2, n);
-            let single = Table::load(&rig, &path, &stored_keys(&ir.code.key, kind, hit_i..hit_i + 1)?, park())?;
+            let single =
+                Table::load(&rig, &path, &stored_keys(&ir.code.key, kind, hit_i..hit_i + 1)?, park())?;
             let (big_path, big_ir) = build(&dir.join(format!("k{k}-{n}")), kind.key, n, false)?;
             let table = Table::load(&rig, &big_path, &stored_keys(&big_ir.code.key, kind, 0..n)?, park())?;
             let (hit, miss) = ((kind.frame)(hit_i), (kind.frame)(miss_i));
@@ -291,7 +307,8 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
             (0..n)
                 .map(|i| {
                     let ifindex = if i == 0 { a } else { b + i as u32 };
-                    encode_key(&ir.code.key, &port_value(i), &|_| Some(ifindex)).map_err(|e| format!("ingress.port: {e:?}").into())
+                    encode_key(&ir.code.key, &port_value(i), &|_| Some(ifindex))
+                        .map_err(|e| format!("ingress.port: {e:?}").into())
                 })
                 .collect()
         };
@@ -314,7 +331,14 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
                 miss_p.ratio.median()
             ));
         }
-        row(&mut rows, "`ingress.port`", size, "ifindexes: the route's, then those right above the missing one", &hit_p, &miss_p);
+        row(
+            &mut rows,
+            "`ingress.port`",
+            size,
+            "ifindexes: the route's, then those right above the missing one",
+            &hit_p,
+            &miss_p,
+        );
     }
 
     // The same comparison for a program without the mix (as devmapc built
@@ -338,7 +362,14 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
         || table.ns(&rig, &miss, a, XDP_PASS, budget),
         || single.ns(&rig, &miss, a, XDP_PASS, budget),
     );
-    row(&mut rows, "`ipv4.dst` **without the key mix** (for comparison; not what devmapc builds)", n, kind.what, &hit_p, &miss_p);
+    row(
+        &mut rows,
+        "`ipv4.dst` **without the key mix** (for comparison; not what devmapc builds)",
+        n,
+        kind.what,
+        &hit_p,
+        &miss_p,
+    );
 
     let mut md = String::new();
     writeln!(

@@ -64,19 +64,10 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     let gen = bpf::load(objects::REDIRECT)?;
     let pa = rig.peer("a").ifindex;
     rig.ns.enter(|| -> Result<()> {
-        bpf::map(&gen, "tx_ports")?.update(
-            &1u32.to_ne_bytes(),
-            &bpf::devmap_val(pa, None),
-            MapFlags::ANY,
-        )?;
+        bpf::map(&gen, "tx_ports")?.update(&1u32.to_ne_bytes(), &bpf::devmap_val(pa, None), MapFlags::ANY)?;
         bpf::map(&gen, "cfg")?.update(
             &0u32.to_ne_bytes(),
-            &RedirectCfg {
-                key: 1,
-                key_from_ingress: false,
-                flags: 0,
-            }
-            .to_bytes(),
+            &RedirectCfg { key: 1, key_from_ingress: false, flags: 0 }.to_bytes(),
             MapFlags::ANY,
         )?;
         Ok(())
@@ -92,15 +83,13 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     // Traffic alone first: that the path delivers everything.
     let baseline = {
         let before = rig.received("b");
-        rig.ns
-            .enter(|| bpf::test_run_live(&gen_prog, &frame, g, CHUNK, 0))?;
+        rig.ns.enter(|| bpf::test_run_live(&gen_prog, &frame, g, CHUNK, 0))?;
         rig.settled("b", Duration::from_secs(2)) - before
     };
     if baseline != CHUNK as u64 {
-        return Err(format!(
-            "the traffic path delivers {baseline} of {CHUNK} frames with nothing changing"
-        )
-        .into());
+        return Err(
+            format!("the traffic path delivers {baseline} of {CHUNK} frames with nothing changing").into()
+        );
     }
 
     struct Outcome {
@@ -112,46 +101,45 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
         ops: Vec<usize>,
     }
     // Runs `change` while the generator sends, then counts.
-    let with_traffic =
-        |change: &mut dyn FnMut() -> Result<(Sample, Vec<usize>)>| -> Result<Outcome> {
-            let stop = AtomicBool::new(false);
-            let sent = AtomicU64::new(0);
-            let (b0, c0) = (rig.received("b"), rig.received("c"));
-            let start = Instant::now();
-            let ns = &rig.ns;
-            let gen_fd = gen_prog.as_fd().as_raw_fd();
-            let frame = &frame;
-            let result = std::thread::scope(|s| {
-                let sender = s.spawn(|| {
-                    // SAFETY: the program outlives the scope.
-                    let prog = unsafe { BorrowedFd::borrow_raw(gen_fd) };
-                    ns.enter(|| {
-                        while !stop.load(Ordering::Relaxed) {
-                            bpf::test_run_live(&prog, frame, g, CHUNK, 0).expect("generator");
-                            sent.fetch_add(CHUNK as u64, Ordering::Relaxed);
-                        }
-                    })
-                });
-                // Let the traffic start.
-                std::thread::sleep(Duration::from_millis(20));
-                let result = change();
-                std::thread::sleep(Duration::from_millis(20));
-                stop.store(true, Ordering::Relaxed);
-                sender.join().expect("the sender");
-                result
+    let with_traffic = |change: &mut dyn FnMut() -> Result<(Sample, Vec<usize>)>| -> Result<Outcome> {
+        let stop = AtomicBool::new(false);
+        let sent = AtomicU64::new(0);
+        let (b0, c0) = (rig.received("b"), rig.received("c"));
+        let start = Instant::now();
+        let ns = &rig.ns;
+        let gen_fd = gen_prog.as_fd().as_raw_fd();
+        let frame = &frame;
+        let result = std::thread::scope(|s| {
+            let sender = s.spawn(|| {
+                // SAFETY: the program outlives the scope.
+                let prog = unsafe { BorrowedFd::borrow_raw(gen_fd) };
+                ns.enter(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        bpf::test_run_live(&prog, frame, g, CHUNK, 0).expect("generator");
+                        sent.fetch_add(CHUNK as u64, Ordering::Relaxed);
+                    }
+                })
             });
-            let seconds = start.elapsed().as_secs_f64();
-            let (times, ops) = result?;
-            let received = rig.settled("b", Duration::from_secs(3)) - b0;
-            Ok(Outcome {
-                sent: sent.load(Ordering::Relaxed),
-                received,
-                elsewhere: rig.received("c") - c0,
-                seconds,
-                times,
-                ops,
-            })
-        };
+            // Let the traffic start.
+            std::thread::sleep(Duration::from_millis(20));
+            let result = change();
+            std::thread::sleep(Duration::from_millis(20));
+            stop.store(true, Ordering::Relaxed);
+            sender.join().expect("the sender");
+            result
+        });
+        let seconds = start.elapsed().as_secs_f64();
+        let (times, ops) = result?;
+        let received = rig.settled("b", Duration::from_secs(3)) - b0;
+        Ok(Outcome {
+            sent: sent.load(Ordering::Relaxed),
+            received,
+            elsewhere: rig.received("c") - c0,
+            seconds,
+            times,
+            ops,
+        })
+    };
 
     // (a) re-applies against the kernel's maps, alternating versions.
     eprintln!("  zero loss: {applies} re-applies");
@@ -163,10 +151,7 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
             let (cur, next) = (irs[i % 2], irs[(i + 1) % 2]);
             let t = Instant::now();
             let p = rig.ns.enter(|| -> Result<plan::Plan> {
-                let p = plan::diff(
-                    &plan::read_state(&first, cur)?,
-                    &plan::desired(next, &devices)?,
-                );
+                let p = plan::diff(&plan::read_state(&first, cur)?, &plan::desired(next, &devices)?);
                 plan::execute(&first, &p)?;
                 Ok(p)
             })?;
@@ -180,10 +165,7 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
         rig.ns.enter(|| {
             plan::execute(
                 &first,
-                &plan::diff(
-                    &plan::read_state(&first, &ir_b)?,
-                    &plan::desired(&ir_a, &devices)?,
-                ),
+                &plan::diff(&plan::read_state(&first, &ir_b)?, &plan::desired(&ir_a, &devices)?),
             )
             .map_err(rig::Error::from)
         })?;
@@ -195,11 +177,7 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     let upgrade = with_traffic(&mut || {
         let mut times = Sample::default();
         for i in 0..upgrades {
-            let (path, ir) = if i % 2 == 0 {
-                (&obj_v2, &ir_v2)
-            } else {
-                (&obj_a, &ir_a)
-            };
+            let (path, ir) = if i % 2 == 0 { (&obj_v2, &ir_v2) } else { (&obj_a, &ir_a) };
             let t = Instant::now();
             let next = deploy::load(path, ir)?;
             rig.ns.enter(|| next.fill(&devices))?;
@@ -221,7 +199,9 @@ pub fn run(cfg: &Config) -> Result<(String, Vec<String>)> {
     writeln!(md, "| change | count | time per change | map ops per change | traffic time | frames sent | received | lost | to another device |\n|---|---:|---|---:|---:|---:|---:|---:|---:|").unwrap();
     for (label, n, o) in [
         (
-            format!("(a) re-apply of {others} other routes moving between b and c, read back from the kernel"),
+            format!(
+                "(a) re-apply of {others} other routes moving between b and c, read back from the kernel"
+            ),
             applies,
             &reapply,
         ),

@@ -37,35 +37,18 @@ fn build(spec: &Path) -> Result<Built, String> {
     if spec.to_string_lossy().ends_with(".manifest.json") {
         let (object, ir) = read_manifest_file(spec).map_err(|e| e.to_string())?;
         let name = devmapc::builder::output_name(Path::new(&ir.spec))?;
-        return Ok(Built {
-            object,
-            ir,
-            name,
-            _scratch: None,
-        });
+        return Ok(Built { object, ir, name, _scratch: None });
     }
     // Refused before anything is built.
     let name = devmapc::builder::output_name(spec)?;
-    let scratch = PrivateDir::new("apply")
-        .map_err(|e| format!("cannot make a private directory: {e}"))?;
+    let scratch = PrivateDir::new("apply").map_err(|e| format!("cannot make a private directory: {e}"))?;
     let emit = devmapc::Emit::parse("obj,manifest")?;
-    let result = devmapc::Builder::new(spec)
-        .out_dir(scratch.path())
-        .emit(emit)
-        .build();
+    let result = devmapc::Builder::new(spec).out_dir(scratch.path()).emit(emit).build();
     let outputs = match result {
         Ok(outputs) => outputs,
         Err(devmapc::BuildError::Spec { source, diagnostics, .. }) => {
-            render::diagnostics(
-                &spec.display().to_string(),
-                &source,
-                &diagnostics,
-                MessageFormat::Human,
-            );
-            return Err(format!(
-                "{} has errors: nothing was applied",
-                spec.display()
-            ));
+            render::diagnostics(&spec.display().to_string(), &source, &diagnostics, MessageFormat::Human);
+            return Err(format!("{} has errors: nothing was applied", spec.display()));
         }
         Err(e) => {
             return Err(format!("building {}: {e}", spec.display()));
@@ -79,17 +62,9 @@ fn build(spec: &Path) -> Result<Built, String> {
             MessageFormat::Human,
         );
     }
-    let manifest = outputs
-        .manifest
-        .clone()
-        .ok_or("the build wrote no manifest")?;
+    let manifest = outputs.manifest.clone().ok_or("the build wrote no manifest")?;
     let (object, ir) = read_manifest_file(&manifest).map_err(|e| e.to_string())?;
-    Ok(Built {
-        object,
-        ir,
-        name,
-        _scratch: Some(scratch),
-    })
+    Ok(Built { object, ir, name, _scratch: Some(scratch) })
 }
 
 /// Refuses to apply over the deployment of another spec file
@@ -177,9 +152,7 @@ fn watch(args: &ApplyArgs, opts: &Options) -> Result<ExitCode, String> {
         args.spec.display()
     ));
     loop {
-        let link_change = events
-            .wait(Duration::from_millis(500))
-            .map_err(|e| format!("link events: {e}"))?;
+        let link_change = events.wait(Duration::from_millis(500)).map_err(|e| format!("link events: {e}"))?;
         let now = modified(&args.spec);
         let spec_change = now != stamp;
         if !link_change && !spec_change {
@@ -189,22 +162,15 @@ fn watch(args: &ApplyArgs, opts: &Options) -> Result<ExitCode, String> {
         std::thread::sleep(Duration::from_millis(100));
         while events.wait(Duration::from_millis(50)).unwrap_or(false) {}
         stamp = now;
-        let why = if spec_change {
-            "the spec changed"
-        } else {
-            "network devices changed"
-        };
-        match build(&args.spec)
-            .and_then(|b| apply::apply(&b.object, &b.ir, opts).map_err(|e| e.to_string()))
+        let why = if spec_change { "the spec changed" } else { "network devices changed" };
+        match build(&args.spec).and_then(|b| apply::apply(&b.object, &b.ir, opts).map_err(|e| e.to_string()))
         {
             Ok(report) if report.kind == Kind::Unchanged && report.repaired.is_empty() => {}
             Ok(report) => {
                 out(&format!("{why}: re-applied"));
                 print_report(&report);
             }
-            Err(e) => {
-                err(&format!("error: {why}, re-apply failed (the previous configuration stays): {e}"))
-            }
+            Err(e) => err(&format!("error: {why}, re-apply failed (the previous configuration stays): {e}")),
         }
     }
 }
@@ -271,11 +237,8 @@ pub fn status_cmd(target: Option<&str>, root: &Path, json: bool) -> Result<ExitC
         }
     }
     if json {
-        let doc = if target.is_some() {
-            docs.pop().unwrap_or_default()
-        } else {
-            serde_json::Value::Array(docs)
-        };
+        let doc =
+            if target.is_some() { docs.pop().unwrap_or_default() } else { serde_json::Value::Array(docs) };
         out(&doc.to_string());
     }
     Ok(ExitCode::from(u8::from(drift)))
@@ -287,15 +250,8 @@ pub fn detach_cmd(target: &str, root: &Path) -> Result<ExitCode, String> {
     let _lock = apply::Lock::acquire_existing(&dir).map_err(|e| e.to_string())?;
     let detached = deploy::detach(&dir).map_err(|e| e.to_string())?;
     for (label, info) in &detached.links {
-        out(&format!(
-            "detached {label} (link {}, program {})",
-            info.id, info.prog_id
-        ));
+        out(&format!("detached {label} (link {}, program {})", info.id, info.prog_id));
     }
-    out(&format!(
-        "removed {} pins and {}",
-        detached.pins,
-        dir.display()
-    ));
+    out(&format!("removed {} pins and {}", detached.pins, dir.display()));
     Ok(ExitCode::SUCCESS)
 }

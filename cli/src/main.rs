@@ -41,7 +41,9 @@ enum Command {
     ///
     /// Exits 0 when no spec has an error (warnings are allowed unless
     /// --deny-warnings), 1 when one has, 2 when a file cannot be read.
-    #[command(after_help = "Examples:\n  devmapc check examples/*.devmap\n  devmapc check --deny-warnings --message-format json router.devmap")]
+    #[command(
+        after_help = "Examples:\n  devmapc check examples/*.devmap\n  devmapc check --deny-warnings --message-format json router.devmap"
+    )]
     Check {
         /// The .devmap files to check.
         #[arg(required = true, value_name = "FILE")]
@@ -65,7 +67,9 @@ enum Command {
     /// directory no symlink is followed (each is listed as skipped); a spec
     /// named here that is a symlink is followed only when the caller or
     /// root owns the link (then the file it points to is rewritten).
-    #[command(after_help = "Examples:\n  devmapc fmt examples/*.devmap\n  devmapc fmt --check specs/   # in CI: exit 1 if a file would change")]
+    #[command(
+        after_help = "Examples:\n  devmapc fmt examples/*.devmap\n  devmapc fmt --check specs/   # in CI: exit 1 if a file would change"
+    )]
     Fmt {
         /// The .devmap files to format (directories: every .devmap below).
         #[arg(required = true, value_name = "FILE")]
@@ -84,7 +88,9 @@ enum Command {
     /// routes, arguments and the code and data hashes, for the runtime).
     /// Outputs are byte-identical on every build of the same spec. clang is
     /// found via DEVMAPC_CLANG, else `clang`, `clang-19` ... on PATH.
-    #[command(after_help = "Examples:\n  devmapc build examples/vlan-switch.devmap -o gen/\n  devmapc build --emit c,manifest specs/*.devmap -o gen/\n  devmapc build --check specs/*.devmap -o gen/   # in CI: exit 1 if gen/ is stale")]
+    #[command(
+        after_help = "Examples:\n  devmapc build examples/vlan-switch.devmap -o gen/\n  devmapc build --emit c,manifest specs/*.devmap -o gen/\n  devmapc build --check specs/*.devmap -o gen/   # in CI: exit 1 if gen/ is stale"
+    )]
     Build {
         /// The .devmap files to build.
         #[arg(required = true, value_name = "SPEC")]
@@ -122,7 +128,9 @@ enum Command {
     /// checked to be able to take XDP frames. To apply inside a namespace,
     /// use `nsenter --net=/run/netns/NAME devmapc apply ...` (not `ip netns
     /// exec`, whose private /sys hides /sys/fs/bpf).
-    #[command(after_help = "Examples:\n  devmapc apply examples/vlan-switch.devmap\n  devmapc apply --dry-run examples/vlan-switch.devmap   # print the plan, change nothing\n  nsenter --net=/run/netns/lab devmapc apply --make-ready lab.devmap\n  devmapc apply --watch fabric.devmap   # follow device churn and spec edits")]
+    #[command(
+        after_help = "Examples:\n  devmapc apply examples/vlan-switch.devmap\n  devmapc apply --dry-run examples/vlan-switch.devmap   # print the plan, change nothing\n  nsenter --net=/run/netns/lab devmapc apply --make-ready lab.devmap\n  devmapc apply --watch fabric.devmap   # follow device churn and spec edits"
+    )]
     Apply {
         /// The .devmap spec (or a build's NAME.manifest.json).
         #[arg(value_name = "SPEC")]
@@ -158,7 +166,9 @@ enum Command {
     /// Exits 1 when the kernel's maps differ from the last apply, when a
     /// device of the spec is gone, or when run from another network
     /// namespace than the deployment's (it warns); 2 on errors.
-    #[command(after_help = "Examples:\n  devmapc status                 # every deployment\n  devmapc status vlan_switch --json")]
+    #[command(
+        after_help = "Examples:\n  devmapc status                 # every deployment\n  devmapc status vlan_switch --json"
+    )]
     Status {
         /// A deployment's NAME (under --pin-root) or its pin directory;
         /// without it, every deployment.
@@ -194,7 +204,9 @@ enum Command {
     /// (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN). Exits 0 when every test
     /// passes, 1 when one fails (or a spec has errors), 2 when the tests
     /// could not run, 130 when interrupted. See docs/testing.md.
-    #[command(after_help = "Examples:\n  sudo devmapc test examples/*.devmap\n  sudo devmapc test --filter vlan --timeout 500 router.devmap\n  sudo devmapc test --message-format json specs/*.devmap   # in CI")]
+    #[command(
+        after_help = "Examples:\n  sudo devmapc test examples/*.devmap\n  sudo devmapc test --filter vlan --timeout 500 router.devmap\n  sudo devmapc test --message-format json specs/*.devmap   # in CI"
+    )]
     Test {
         /// The .devmap files whose tests to run.
         #[arg(required = true, value_name = "SPEC")]
@@ -234,12 +246,23 @@ fn main() -> ExitCode {
         remove_on_signal(dir.path().to_path_buf());
     }
     let result = match cli.command {
-        Command::Check { files, deny_warnings, message_format } => check(&files, deny_warnings, message_format),
+        Command::Check { files, deny_warnings, message_format } => {
+            check(&files, deny_warnings, message_format)
+        }
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Build { specs, out_dir, emit, check } => build(&specs, &out_dir, &emit, check),
-        Command::Test { specs, filter, message_format, timeout } => test::run(&specs, filter.as_deref(), message_format, timeout),
+        Command::Test { specs, filter, message_format, timeout } => {
+            test::run(&specs, filter.as_deref(), message_format, timeout)
+        }
         Command::Apply { spec, pin_dir, dry_run, make_ready, allow_not_ready, watch } => {
-            deploy_cmd::apply_cmd(&deploy_cmd::ApplyArgs { spec, pin_dir, dry_run, make_ready, allow_not_ready, watch })
+            deploy_cmd::apply_cmd(&deploy_cmd::ApplyArgs {
+                spec,
+                pin_dir,
+                dry_run,
+                make_ready,
+                allow_not_ready,
+                watch,
+            })
         }
         Command::Status { name, json, pin_root } => deploy_cmd::status_cmd(name.as_deref(), &pin_root, json),
         Command::Detach { name, pin_root } => deploy_cmd::detach_cmd(&name, &pin_root),
@@ -259,7 +282,8 @@ fn main() -> ExitCode {
 /// place to remove on exit, and for the next run's sweep after a
 /// `kill -9`. Called before any thread is started.
 fn private_tmpdir() -> Result<devmapc::scratch::PrivateDir, String> {
-    let dir = devmapc::scratch::PrivateDir::new("run").map_err(|e| format!("cannot make a private directory: {e}"))?;
+    let dir = devmapc::scratch::PrivateDir::new("run")
+        .map_err(|e| format!("cannot make a private directory: {e}"))?;
     std::env::set_var("TMPDIR", dir.path());
     Ok(dir)
 }
@@ -323,13 +347,20 @@ fn check(files: &[PathBuf], deny_warnings: bool, format: MessageFormat) -> Resul
             render::summary(&name, errors, warnings, deny_warnings);
         }
     }
-    Ok(ExitCode::from(if io_error { 2 } else if failed { 1 } else { 0 }))
+    Ok(ExitCode::from(if io_error {
+        2
+    } else if failed {
+        1
+    } else {
+        0
+    }))
 }
 
 fn fmt(files: &[PathBuf], check_only: bool) -> Result<ExitCode, String> {
     if files.len() == 1 && files[0] == Path::new("-") {
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map_err(|e| format!("cannot read standard input: {e}"))?;
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
         let (source, formatted) = format_bytes(&bytes);
         return Ok(match formatted {
             Ok(out_text) => {
@@ -383,12 +414,15 @@ fn open_named(path: &Path) -> Result<Named, String> {
     for _ in 0..MAX_LINKS {
         let Some(name) = current.file_name().map(|n| n.to_os_string()) else {
             // `.`, `..`, `/`: a directory by its path.
-            let dir = devmapc::scratch::open_dir(&current).map_err(|e| format!("cannot read {}: {e}", current.display()))?;
+            let dir = devmapc::scratch::open_dir(&current)
+                .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
             return Ok(Named::Dir(dir));
         };
         let parent = current.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let dir = devmapc::scratch::open_dir(parent).map_err(|e| format!("cannot read {}: {e}", current.display()))?;
-        let st = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
+        let dir = devmapc::scratch::open_dir(parent)
+            .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
+        let st = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
         match FileType::from_raw_mode(st.st_mode) {
             FileType::Symlink => {
                 let me = rustix::process::geteuid().as_raw();
@@ -400,12 +434,14 @@ fn open_named(path: &Path) -> Result<Named, String> {
                         st.st_uid
                     ));
                 }
-                let target = rustix::fs::readlinkat(&dir, &name, Vec::new()).map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
+                let target = rustix::fs::readlinkat(&dir, &name, Vec::new())
+                    .map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
                 current = parent.join(std::ffi::OsStr::from_bytes(target.as_bytes()));
             }
             FileType::Directory => {
                 let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let sub = rustix::fs::openat(&dir, &name, flags, Mode::empty()).map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
+                let sub = rustix::fs::openat(&dir, &name, flags, Mode::empty())
+                    .map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
                 return Ok(Named::Dir(sub));
             }
             FileType::RegularFile => return Ok(Named::File(dir, name)),
@@ -430,7 +466,8 @@ impl FmtRun {
     /// anyone who can write in the tree could point one anywhere.
     fn walk(&mut self, dir: &OwnedFd, shown: &Path) -> Result<(), String> {
         use rustix::fs::{AtFlags, FileType};
-        let list_error = |e: rustix::io::Errno| format!("cannot list {}: {}", shown.display(), std::io::Error::from(e));
+        let list_error =
+            |e: rustix::io::Errno| format!("cannot list {}: {}", shown.display(), std::io::Error::from(e));
         let mut names = Vec::new();
         for entry in rustix::fs::Dir::read_from(dir).map_err(list_error)? {
             let name = entry.map_err(list_error)?.file_name().to_bytes().to_vec();
@@ -446,11 +483,15 @@ impl FmtRun {
                 continue;
             };
             match FileType::from_raw_mode(st.st_mode) {
-                FileType::Symlink => err(&format!("skipped {}: a symlink (fmt follows none inside a directory)", path.display())),
+                FileType::Symlink => err(&format!(
+                    "skipped {}: a symlink (fmt follows none inside a directory)",
+                    path.display()
+                )),
                 FileType::Directory => {
                     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                    let sub = rustix::fs::openat(dir, &name, flags, Mode::empty())
-                        .map_err(|e| format!("cannot list {}: {}", path.display(), std::io::Error::from(e)))?;
+                    let sub = rustix::fs::openat(dir, &name, flags, Mode::empty()).map_err(|e| {
+                        format!("cannot list {}: {}", path.display(), std::io::Error::from(e))
+                    })?;
                     self.walk(&sub, &path)?;
                 }
                 _ if Path::new(&name).extension().is_none_or(|e| e != "devmap") => {}
@@ -479,12 +520,18 @@ impl FmtRun {
             return Err(format!("{} is not a regular file", shown.display()));
         }
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes).map_err(|e| cannot("read", e))?;
+        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes)
+            .map_err(|e| cannot("read", e))?;
         let (source, formatted) = format_bytes(&bytes);
         let formatted = match formatted {
             Ok(out) => out,
             Err(diagnostics) => {
-                render::diagnostics(&shown.display().to_string(), &source, &diagnostics, MessageFormat::Human);
+                render::diagnostics(
+                    &shown.display().to_string(),
+                    &source,
+                    &diagnostics,
+                    MessageFormat::Human,
+                );
                 err(&format!("error: {} was not formatted: it does not parse", shown.display()));
                 self.broken += 1;
                 return Ok(());
@@ -497,7 +544,8 @@ impl FmtRun {
         if self.check_only {
             out(&format!("would reformat {}", shown.display()));
         } else {
-            devmapc::scratch::replace_at(dir, name, formatted.as_bytes(), Some(&st)).map_err(|e| cannot("replace", e))?;
+            devmapc::scratch::replace_at(dir, name, formatted.as_bytes(), Some(&st))
+                .map_err(|e| cannot("replace", e))?;
             out(&format!("formatted {}", shown.display()));
         }
         Ok(())
@@ -524,7 +572,10 @@ fn build(specs: &[PathBuf], out_dir: &Path, emit: &str, check_only: bool) -> Res
         return Err(format!("the output directory {} is not a directory", out_dir.display()));
     }
     let scratch = if check_only {
-        Some(devmapc::scratch::PrivateDir::new("check").map_err(|e| format!("cannot make a private directory: {e}"))?)
+        Some(
+            devmapc::scratch::PrivateDir::new("check")
+                .map_err(|e| format!("cannot make a private directory: {e}"))?,
+        )
     } else {
         None
     };
@@ -535,7 +586,12 @@ fn build(specs: &[PathBuf], out_dir: &Path, emit: &str, check_only: bool) -> Res
         match devmapc::Builder::new(spec).out_dir(target).emit(emit).build() {
             Ok(outputs) => {
                 if let Ok(source) = std::fs::read_to_string(spec) {
-                    render::diagnostics(&spec.display().to_string(), &source, &outputs.spec_warnings, MessageFormat::Human);
+                    render::diagnostics(
+                        &spec.display().to_string(),
+                        &source,
+                        &outputs.spec_warnings,
+                        MessageFormat::Human,
+                    );
                 }
                 for line in &outputs.clang_output {
                     err(&format!("clang: {line}"));

@@ -35,7 +35,8 @@ impl Stream {
         if self.closed.load(Ordering::Relaxed) {
             return None;
         }
-        let result = to.write_all(text.as_bytes()).and_then(|()| to.write_all(b"\n")).and_then(|()| to.flush());
+        let result =
+            to.write_all(text.as_bytes()).and_then(|()| to.write_all(b"\n")).and_then(|()| to.flush());
         match result {
             Ok(()) => None,
             Err(e) if e.kind() == ErrorKind::BrokenPipe => {

@@ -12,7 +12,6 @@ fn colour() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-
 /// A line longer than this (in bytes) is shown clipped around its labels.
 const LONG_LINE: usize = 200;
 
@@ -37,12 +36,17 @@ pub fn diagnostics(file: &str, source: &str, diagnostics: &[Diagnostic], format:
             }
         }
         MessageFormat::Human => {
-            let theme = if colour() { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+            let theme = if colour() {
+                miette::GraphicalTheme::unicode()
+            } else {
+                miette::GraphicalTheme::unicode_nocolor()
+            };
             let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
             let (shown, hidden) = diagnostics.split_at(diagnostics.len().min(SHOWN));
             for d in shown {
                 let (excerpt, moved) = Excerpt::new(source, &index, d);
-                let report = miette::Report::new(moved).with_source_code(miette::NamedSource::new(file, excerpt));
+                let report =
+                    miette::Report::new(moved).with_source_code(miette::NamedSource::new(file, excerpt));
                 let mut out = String::new();
                 match handler.render_report(&mut out, report.as_ref()) {
                     Ok(()) => crate::err(&out),
@@ -50,7 +54,10 @@ pub fn diagnostics(file: &str, source: &str, diagnostics: &[Diagnostic], format:
                 }
             }
             if !hidden.is_empty() {
-                crate::err(&format!("... and {} (devmapc check --message-format json lists them all)\n", more(hidden)));
+                crate::err(&format!(
+                    "... and {} (devmapc check --message-format json lists them all)\n",
+                    more(hidden)
+                ));
             }
         }
     }
@@ -105,7 +112,8 @@ struct Kept {
 
 impl Excerpt {
     fn new(source: &str, index: &LineIndex, d: &Diagnostic) -> (Excerpt, Diagnostic) {
-        let spans: Vec<Span> = std::iter::once(d.primary.span).chain(d.secondary.iter().map(|l| l.span)).collect();
+        let spans: Vec<Span> =
+            std::iter::once(d.primary.span).chain(d.secondary.iter().map(|l| l.span)).collect();
         let (excerpt, spans) = Excerpt::around(source, index, &spans);
         let mut moved = d.clone();
         moved.message = shorten(&d.message);
@@ -126,7 +134,10 @@ impl Excerpt {
         let spans: Vec<Span> = spans.iter().map(clamp).collect();
         let last_line = index.line_of(len);
         // The lines each label needs, with one line of context (miette's).
-        let mut ranges: Vec<(usize, usize)> = spans.iter().map(|s| (index.line_of(s.start).saturating_sub(1), (index.line_of(s.end) + 1).min(last_line))).collect();
+        let mut ranges: Vec<(usize, usize)> = spans
+            .iter()
+            .map(|s| (index.line_of(s.start).saturating_sub(1), (index.line_of(s.end) + 1).min(last_line)))
+            .collect();
         ranges.sort();
         let mut merged: Vec<(usize, usize)> = Vec::new();
         for (first, last) in ranges {
@@ -137,14 +148,20 @@ impl Excerpt {
                 _ => merged.push((first, last)),
             }
         }
-        let mut points: Vec<(usize, usize)> = spans.iter().flat_map(|s| [(index.line_of(s.start), s.start), (index.line_of(s.end), s.end)]).collect();
+        let mut points: Vec<(usize, usize)> = spans
+            .iter()
+            .flat_map(|s| [(index.line_of(s.start), s.start), (index.line_of(s.end), s.end)])
+            .collect();
         points.sort();
         let mut excerpt = Excerpt { text: String::new(), runs: Vec::new(), kept: Vec::new() };
         for (first, last) in merged {
             let at = excerpt.text.len();
             // A line without a label is shown around the column of the
             // run's first label, so that the lines shown line up.
-            let column = points.iter().find(|p| (first..=last).contains(&p.0)).map_or(0, |p| p.1 - index.line_start(p.0).unwrap_or(0));
+            let column = points
+                .iter()
+                .find(|p| (first..=last).contains(&p.0))
+                .map_or(0, |p| p.1 - index.line_start(p.0).unwrap_or(0));
             for line in first..=last {
                 let on_line: Vec<usize> = points.iter().filter(|p| p.0 == line).map(|p| p.1).collect();
                 excerpt.keep(source, index, line, &on_line, column);
@@ -168,7 +185,9 @@ impl Excerpt {
                 content_end -= 1;
             }
         }
-        let back = |p: usize| source[line_start..p].char_indices().rev().take(CONTEXT).last().map_or(p, |(i, _)| line_start + i);
+        let back = |p: usize| {
+            source[line_start..p].char_indices().rev().take(CONTEXT).last().map_or(p, |(i, _)| line_start + i)
+        };
         let ahead = |p: usize, n: usize| {
             if p >= content_end {
                 return full_end;
@@ -220,7 +239,9 @@ impl Excerpt {
     fn map(&self, index: &LineIndex, span: Span) -> Span {
         let place = |offset: usize| {
             let line = index.line_of(offset);
-            let Some(kept) = self.kept.get(self.kept.partition_point(|k| k.line < line)) else { return self.text.len() };
+            let Some(kept) = self.kept.get(self.kept.partition_point(|k| k.line < line)) else {
+                return self.text.len();
+            };
             let part = kept.parts[kept.parts.partition_point(|p| p.0 <= offset).saturating_sub(1)];
             part.1 + offset.saturating_sub(part.0)
         };
@@ -238,10 +259,19 @@ pub(crate) fn shorten(text: &str) -> String {
 }
 
 impl miette::SourceCode for Excerpt {
-    fn read_span<'a>(&'a self, span: &SourceSpan, before: usize, after: usize) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
         let (start, end) = (span.offset(), span.offset() + span.len());
         let run = self.runs.iter().find(|r| r.at <= start && end <= r.end).ok_or(MietteError::OutOfBounds)?;
-        let inner = self.text[run.at..run.end].read_span(&SourceSpan::new((start - run.at).into(), span.len()), before, after)?;
+        let inner = self.text[run.at..run.end].read_span(
+            &SourceSpan::new((start - run.at).into(), span.len()),
+            before,
+            after,
+        )?;
         // miette's column: bytes from the line's start, for a span read
         // without context (the one it prints in the header).
         let column = if before == 0 {

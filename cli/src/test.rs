@@ -112,9 +112,7 @@ pub fn run(
         return Err(message);
     }
     catch_signals();
-    let options = Options {
-        timeout: Duration::from_millis(timeout_ms.max(1)),
-    };
+    let options = Options { timeout: Duration::from_millis(timeout_ms.max(1)) };
     let mut totals = Totals::default();
     let (mut spec_errors, mut env_errors) = (0, 0);
     for spec in specs {
@@ -125,7 +123,10 @@ pub fn run(
                 env_errors += 1;
                 match format {
                     MessageFormat::Human => crate::err(&format!("error: {}: {message}", spec.display())),
-                    MessageFormat::Json => out(&json!({ "type": "error", "spec": spec.display().to_string(), "message": message }).to_string()),
+                    MessageFormat::Json => out(
+                        &json!({ "type": "error", "spec": spec.display().to_string(), "message": message })
+                            .to_string(),
+                    ),
                 }
             }
             Err(SpecError::Interrupted) => {
@@ -174,11 +175,7 @@ fn run_spec(
         }
         return Err(SpecError::Spec);
     };
-    let selected: Vec<_> = model
-        .tests
-        .iter()
-        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
-        .collect();
+    let selected: Vec<_> = model.tests.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))).collect();
     let filtered_out = model.tests.len() - selected.len();
     match format {
         MessageFormat::Human => out(&format!("\nrunning {} test{} from {name}", selected.len(), if selected.len() == 1 { "" } else { "s" })),
@@ -198,25 +195,14 @@ fn run_spec(
     // ends; after a kill -9, by the next devmapc's sweep).
     let dir = devmapc::scratch::PrivateDir::new("test")
         .map_err(|e| SpecError::Environment(format!("cannot make a private directory: {e}")))?;
-    let emit = devmapc::Emit {
-        c: false,
-        obj: true,
-        skel: false,
-        manifest: false,
-    };
-    let outputs = devmapc::Builder::new(spec)
-        .out_dir(dir.path())
-        .emit(emit)
-        .build();
+    let emit = devmapc::Emit { c: false, obj: true, skel: false, manifest: false };
+    let outputs = devmapc::Builder::new(spec).out_dir(dir.path()).emit(emit).build();
     interrupted()?;
     let obj = match outputs {
         Ok(o) => o.obj.expect("emitted"),
         Err(e) => return Err(SpecError::Environment(format!("cannot build it: {e}"))),
     };
-    let file_name = spec
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("spec.devmap");
+    let file_name = spec.file_name().and_then(|n| n.to_str()).unwrap_or("spec.devmap");
     let ir = devmapc::lower::lower(&model, file_name, &source);
     // One index for every outcome and failure of the file (each is a pass).
     let index = LineIndex::new(&source);
@@ -225,28 +211,17 @@ fn run_spec(
     let sandbox = Sandbox::new(&ir.data.devices)
         .map_err(|e| SpecError::Environment(format!("cannot build the test sandbox: {e}")))?;
     interrupted()?;
-    let deployed = spectest::deploy(&sandbox, &obj, &ir).map_err(|e| {
-        SpecError::Environment(format!("cannot deploy it in the test sandbox: {e}"))
-    })?;
+    let deployed = spectest::deploy(&sandbox, &obj, &ir)
+        .map_err(|e| SpecError::Environment(format!("cannot deploy it in the test sandbox: {e}")))?;
     let watch = Watch::new(&sandbox).map_err(|e| {
-        SpecError::Environment(format!(
-            "cannot open packet sockets in the test sandbox: {e}"
-        ))
+        SpecError::Environment(format!("cannot open packet sockets in the test sandbox: {e}"))
     })?;
 
     let mut failed: Vec<TestOutcome> = Vec::new();
     let (mut passed, mut failures) = (0, 0);
     for test in selected {
         interrupted()?;
-        let outcome = spectest::run_test(
-            &model,
-            test,
-            &sandbox,
-            &deployed,
-            &watch,
-            options,
-            &INTERRUPTED,
-        );
+        let outcome = spectest::run_test(&model, test, &sandbox, &deployed, &watch, options, &INTERRUPTED);
         if outcome.error.as_deref() == Some("interrupted") {
             return Err(SpecError::Interrupted);
         }
@@ -256,11 +231,9 @@ fn run_spec(
             failures += 1;
         }
         match format {
-            MessageFormat::Human => out(&format!(
-                "test {} ... {}",
-                outcome.name,
-                if outcome.passed() { "ok" } else { "FAILED" }
-            )),
+            MessageFormat::Human => {
+                out(&format!("test {} ... {}", outcome.name, if outcome.passed() { "ok" } else { "FAILED" }))
+            }
             MessageFormat::Json => out(&outcome_json(&name, &source, &index, &outcome).to_string()),
         }
         if !outcome.passed() {
@@ -290,24 +263,19 @@ fn run_spec(
             }
         }
         let verdict = if failures == 0 { "ok" } else { "FAILED" };
-        let filtered = if filtered_out > 0 {
-            format!(", {filtered_out} filtered out")
-        } else {
-            String::new()
-        };
-        out(&format!("\ntest result: {verdict}. {passed} passed, {failures} failed{filtered}; finished in {:.2}s", started.elapsed().as_secs_f64()));
+        let filtered =
+            if filtered_out > 0 { format!(", {filtered_out} filtered out") } else { String::new() };
+        out(&format!(
+            "\ntest result: {verdict}. {passed} passed, {failures} failed{filtered}; finished in {:.2}s",
+            started.elapsed().as_secs_f64()
+        ));
     }
     Ok(())
 }
 
 /// A spec's diagnostics: rendered on stderr, or one JSON line each on
 /// stdout with `"type": "diagnostic"`, like the other events of the stream.
-fn diagnostics(
-    file: &str,
-    source: &str,
-    diagnostics: &[devmapc::Diagnostic],
-    format: MessageFormat,
-) {
+fn diagnostics(file: &str, source: &str, diagnostics: &[devmapc::Diagnostic], format: MessageFormat) {
     match format {
         MessageFormat::Human => crate::render::diagnostics(file, source, diagnostics, format),
         MessageFormat::Json => {
@@ -326,33 +294,21 @@ fn diagnostics(
 /// The failure located in the spec (miette, from an excerpt of the lines
 /// around it: see `render::Excerpt`), then what was seen, field by field.
 fn render_failure(file: &str, source: &str, index: &LineIndex, f: &Failure) -> String {
-    let theme = if colour() {
-        miette::GraphicalTheme::unicode()
-    } else {
-        miette::GraphicalTheme::unicode_nocolor()
-    };
+    let theme =
+        if colour() { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
     let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
     let (excerpt, spans) = crate::render::Excerpt::around(source, index, &[f.span]);
-    let diagnostic =
-        miette::MietteDiagnostic::new(crate::render::shorten(&f.message)).with_labels([miette::LabeledSpan::at(
-            spans[0].start..spans[0].end,
-            crate::render::shorten(&f.label),
-        )]);
-    let report = miette::Report::new(diagnostic)
-        .with_source_code(miette::NamedSource::new(file, excerpt));
+    let diagnostic = miette::MietteDiagnostic::new(crate::render::shorten(&f.message)).with_labels([
+        miette::LabeledSpan::at(spans[0].start..spans[0].end, crate::render::shorten(&f.label)),
+    ]);
+    let report = miette::Report::new(diagnostic).with_source_code(miette::NamedSource::new(file, excerpt));
     let mut text = String::new();
     if handler.render_report(&mut text, report.as_ref()).is_err() {
         let (line, column) = index.line_col(source, f.span.start);
         text = format!("{file}:{line}:{column}: {}\n", f.message);
     }
-    let details: String = spectest::describe(f)
-        .lines()
-        .map(|l| format!("  {l}\n"))
-        .collect();
-    format!(
-        "{}{details}",
-        text.trim_end_matches('\n').to_string() + "\n"
-    )
+    let details: String = spectest::describe(f).lines().map(|l| format!("  {l}\n")).collect();
+    format!("{}{details}", text.trim_end_matches('\n').to_string() + "\n")
 }
 
 fn outcome_json(file: &str, source: &str, index: &LineIndex, outcome: &TestOutcome) -> serde_json::Value {
@@ -407,14 +363,8 @@ mod tests {
         assert_eq!(missing_for_test(u64::MAX), None);
         let root_without_raw = !(1u64 << CAP_NET_RAW);
         let message = missing_for_test(root_without_raw).unwrap();
-        assert!(
-            message.contains("missing capabilities CAP_NET_RAW;"),
-            "{message}"
-        );
+        assert!(message.contains("missing capabilities CAP_NET_RAW;"), "{message}");
         let message = missing_for_test(0).unwrap();
-        assert!(
-            message.contains("CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN"),
-            "{message}"
-        );
+        assert!(message.contains("CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN"), "{message}");
     }
 }

@@ -49,7 +49,8 @@ route 100 -> red
 const MESSY: &str = "// A clean spec.\ntable {key=vlan.id}\n\n\n\ndevice   uplink {ifname=\"eth0\"}\ndevice red {\n  ifname = \"veth-red\"\n}\ningress {on=[ uplink ]}\nroute 100->red   // the only route\n";
 
 /// A spec with a syntax error (`=>` for `->`).
-const BROKEN: &str = "table {key=vlan.id}\ndevice   uplink {ifname=\"eth0\"}\ningress {on=[uplink]}\nroute 100 => uplink\n";
+const BROKEN: &str =
+    "table {key=vlan.id}\ndevice   uplink {ifname=\"eth0\"}\ningress {on=[uplink]}\nroute 100 => uplink\n";
 
 /// A temporary directory for one test, removed when the test ends.
 struct Dir {
@@ -58,7 +59,12 @@ struct Dir {
 
 impl Dir {
     fn new() -> Dir {
-        Dir { tmp: tempfile::Builder::new().prefix("devmapc-cli-test").tempdir().expect("a temporary directory") }
+        Dir {
+            tmp: tempfile::Builder::new()
+                .prefix("devmapc-cli-test")
+                .tempdir()
+                .expect("a temporary directory"),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -79,7 +85,12 @@ impl Dir {
     /// `devmapc ARGS...` run in the directory, colour off, no terminal.
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_devmapc"));
-        cmd.args(args).current_dir(self.path()).env("NO_COLOR", "1").env_remove("CLICOLOR_FORCE").env_remove("FORCE_COLOR").stdin(Stdio::null());
+        cmd.args(args)
+            .current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("CLICOLOR_FORCE")
+            .env_remove("FORCE_COLOR")
+            .stdin(Stdio::null());
         cmd
     }
 
@@ -90,7 +101,13 @@ impl Dir {
     /// Runs with `input` on standard input.
     fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
-        let mut child = self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run devmapc");
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run devmapc");
         child.stdin.take().unwrap().write_all(input.as_bytes()).expect("write standard input");
         child.wait_with_output().expect("wait for devmapc")
     }
@@ -107,7 +124,13 @@ fn stderr(out: &Output) -> String {
 /// Asserts the exit code, showing both outputs when it is wrong.
 #[track_caller]
 fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(out.status.code(), Some(code), "wrong exit status\n--- stdout\n{}\n--- stderr\n{}", stdout(out), stderr(out));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "wrong exit status\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(out),
+        stderr(out)
+    );
 }
 
 /// The repository's root (the parent of `cli/`).
@@ -119,7 +142,10 @@ fn root() -> PathBuf {
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     stdout(out)
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line:?}")))
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line:?}"))
+        })
         .collect()
 }
 
@@ -222,7 +248,8 @@ fn check_json_is_one_object_per_diagnostic_pointing_at_the_text() {
     let diagnostics = json_lines(&out);
     assert_eq!(diagnostics.len(), 4, "{}", stdout(&out));
     for d in &diagnostics {
-        for key in ["file", "line", "column", "end_line", "end_column", "code", "severity", "message", "help"] {
+        for key in ["file", "line", "column", "end_line", "end_column", "code", "severity", "message", "help"]
+        {
             assert!(d.get(key).is_some(), "`{key}` missing from {d}");
         }
         assert_eq!(d["file"], "spec.devmap");
@@ -231,7 +258,15 @@ fn check_json_is_one_object_per_diagnostic_pointing_at_the_text() {
     }
     let found: Vec<(String, u64, u64, String, String)> = diagnostics
         .iter()
-        .map(|d| (d["code"].as_str().unwrap().to_string(), d["line"].as_u64().unwrap(), d["column"].as_u64().unwrap(), d["severity"].as_str().unwrap().to_string(), text_at(source, d)))
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap().to_string(),
+                d["line"].as_u64().unwrap(),
+                d["column"].as_u64().unwrap(),
+                d["severity"].as_str().unwrap().to_string(),
+                text_at(source, d),
+            )
+        })
         .collect();
     let expected = [
         ("devmap::W001", 5, 8, "warning", "blue"),
@@ -239,7 +274,10 @@ fn check_json_is_one_object_per_diagnostic_pointing_at_the_text() {
         ("devmap::E015", 11, 7, "error", "4096"),
         ("devmap::E005", 11, 15, "error", "rde"),
     ];
-    let expected: Vec<(String, u64, u64, String, String)> = expected.iter().map(|(c, l, col, s, t)| (c.to_string(), *l, *col, s.to_string(), t.to_string())).collect();
+    let expected: Vec<(String, u64, u64, String, String)> = expected
+        .iter()
+        .map(|(c, l, col, s, t)| (c.to_string(), *l, *col, s.to_string(), t.to_string()))
+        .collect();
     assert_eq!(found, expected);
     // Human output goes to standard error; JSON alone is on standard output.
     assert!(!stdout(&out).contains("failed"), "{}", stdout(&out));
@@ -281,7 +319,11 @@ fn no_colour_with_no_color_set_and_no_terminal() {
     dir.create("bad.devmap", BAD);
     dir.create("warns.devmap", WARNS);
     dir.create("broken.devmap", BROKEN);
-    for args in [&["check", "bad.devmap", "warns.devmap"][..], &["check", "--message-format", "json", "bad.devmap"][..], &["fmt", "--check", "broken.devmap"][..]] {
+    for args in [
+        &["check", "bad.devmap", "warns.devmap"][..],
+        &["check", "--message-format", "json", "bad.devmap"][..],
+        &["fmt", "--check", "broken.devmap"][..],
+    ] {
         let out = dir.run(args);
         for (what, text) in [("stdout", stdout(&out)), ("stderr", stderr(&out))] {
             assert!(!text.contains('\x1b'), "devmapc {args:?} wrote an escape sequence on {what}: {text:?}");
@@ -297,11 +339,17 @@ fn no_colour_with_no_color_set_and_no_terminal() {
 #[test]
 fn check_every_bad_corpus_file() {
     let dir = root().join("tests/specs/bad");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).expect("tests/specs/bad").map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "devmap")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/specs/bad")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "devmap"))
+        .collect();
     files.sort();
     assert!(!files.is_empty());
     let mut failures = Vec::new();
-    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_devmapc")).args(args).env("NO_COLOR", "1").output().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_devmapc")).args(args).env("NO_COLOR", "1").output().unwrap()
+    };
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let file = path.to_str().unwrap();
@@ -344,7 +392,11 @@ fn fmt_rewrites_to_canonical_form_then_check_passes() {
     let formatted = dir.read("messy.devmap");
     assert_eq!(formatted, devmapc::fmt::format_source(MESSY).unwrap());
     assert!(formatted.contains("// the only route"), "comments survive: {formatted}");
-    assert_eq!(devmapc::parse(&formatted).unwrap(), devmapc::parse(MESSY).unwrap(), "formatting keeps the meaning");
+    assert_eq!(
+        devmapc::parse(&formatted).unwrap(),
+        devmapc::parse(MESSY).unwrap(),
+        "formatting keeps the meaning"
+    );
     let out = dir.run(&["fmt", "--check", "messy.devmap"]);
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "");
@@ -366,9 +418,16 @@ fn a_byte_order_mark_is_accepted_and_fmt_drops_it() {
     assert_exit(&out, 1);
     let json = json_lines(&out);
     assert_eq!((json[0]["line"].as_u64(), json[0]["column"].as_u64()), (Some(9), Some(7)));
-    assert_eq!((json[0]["related"][0]["line"].as_u64(), json[0]["related"][0]["column"].as_u64()), (Some(1), Some(15)));
+    assert_eq!(
+        (json[0]["related"][0]["line"].as_u64(), json[0]["related"][0]["column"].as_u64()),
+        (Some(1), Some(15))
+    );
     let out = dir.run(&["check", "bad.devmap"]);
-    assert!(stderr(&out).contains("bad.devmap:1:15]") && stderr(&out).contains("bad.devmap:9:7]"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("bad.devmap:1:15]") && stderr(&out).contains("bad.devmap:9:7]"),
+        "{}",
+        stderr(&out)
+    );
     let out = dir.run(&["fmt", "--check", "bom.devmap"]);
     assert_exit(&out, 1);
     assert_exit(&dir.run(&["fmt", "bom.devmap"]), 0);
@@ -385,7 +444,10 @@ fn fmt_a_directory_formats_every_spec_below_it() {
     let out = dir.run(&["fmt", "--check", "specs"]);
     assert_exit(&out, 1);
     let listed = stdout(&out);
-    assert!(listed.contains("a.devmap") && listed.contains("b.devmap") && !listed.contains("notes.txt"), "{listed}");
+    assert!(
+        listed.contains("a.devmap") && listed.contains("b.devmap") && !listed.contains("notes.txt"),
+        "{listed}"
+    );
     assert_exit(&dir.run(&["fmt", "specs"]), 0);
     assert_exit(&dir.run(&["fmt", "--check", "specs"]), 0);
     assert_eq!(dir.read("specs/notes.txt"), "route   not a spec\n");
@@ -401,7 +463,10 @@ fn fmt_leaves_a_file_with_a_syntax_error_untouched() {
     let err = stderr(&out);
     assert!(err.contains("devmap::E001") && err.contains("broken.devmap"), "{err}");
     // No temporary file is left behind.
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names, ["broken.devmap"]);
     // `--check` says the same and exits the same.
     let out = dir.run(&["fmt", "--check", "broken.devmap"]);
@@ -447,7 +512,11 @@ fn help_of_each_subcommand_mentions_its_options() {
         assert_exit(&out, 0);
         let help = stdout(&out);
         for option in options {
-            assert!(help.contains(option), "`devmapc {}` does not mention `{option}`:\n{help}", args.join(" "));
+            assert!(
+                help.contains(option),
+                "`devmapc {}` does not mention `{option}`:\n{help}",
+                args.join(" ")
+            );
         }
     }
 }
@@ -479,13 +548,21 @@ fn build_is_deterministic_and_check_finds_stale_outputs() {
             .unwrap();
         assert!(status.success());
     }
-    for file in ["vlan_switch.bpf.c", "vlan_switch.bpf.o", "vlan_switch.skel.rs", "vlan_switch.manifest.json"] {
+    for file in ["vlan_switch.bpf.c", "vlan_switch.bpf.o", "vlan_switch.skel.rs", "vlan_switch.manifest.json"]
+    {
         let a = std::fs::read(first.path().join(file)).unwrap();
         let b = std::fs::read(second.path().join("nested").join(file)).unwrap();
         assert!(a == b, "{file} differs between two builds");
     }
     let check = |dir: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_devmapc")).arg("build").arg("--check").arg(&spec).arg("-o").arg(dir).output().unwrap()
+        std::process::Command::new(env!("CARGO_BIN_EXE_devmapc"))
+            .arg("build")
+            .arg("--check")
+            .arg(&spec)
+            .arg("-o")
+            .arg(dir)
+            .output()
+            .unwrap()
     };
     assert!(check(first.path()).status.success());
     std::fs::write(first.path().join("vlan_switch.bpf.c"), "/* edited */").unwrap();

@@ -49,13 +49,8 @@ impl Rig {
     fn new() -> Rig {
         let ns = Netns::new().unwrap();
         let counts = bpf::load(objects::COUNT).unwrap();
-        let mut rig = Rig {
-            ns,
-            counts,
-            counting: vec![],
-            pins: PinDir::new(),
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let mut rig =
+            Rig { ns, counts, counting: vec![], pins: PinDir::new(), dir: tempfile::tempdir().unwrap() };
         for name in ["dmca", "dmcb", "dmcc"] {
             rig.pair(name);
         }
@@ -66,11 +61,7 @@ impl Rig {
     fn pair(&mut self, name: &str) -> u32 {
         let (_, peer) = self.ns.veth(name, &format!("p{name}")).unwrap();
         let counter = bpf::prog(&self.counts, "count").unwrap();
-        self.counting.push(
-            self.ns
-                .enter(|| counter.attach_xdp(peer.ifindex as i32))
-                .unwrap(),
-        );
+        self.counting.push(self.ns.enter(|| counter.attach_xdp(peer.ifindex as i32)).unwrap());
         peer.ifindex
     }
 
@@ -114,31 +105,20 @@ impl Rig {
     }
 
     fn status(&self) -> serde_json::Value {
-        let out = self
-            .devmapc(&["status", self.pins.to_str().unwrap(), "--json"])
-            .output()
-            .unwrap();
+        let out = self.devmapc(&["status", self.pins.to_str().unwrap(), "--json"]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(&text).unwrap_or_else(|e| {
-            panic!(
-                "status: {e}\nstdout: {text}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
+            panic!("status: {e}\nstdout: {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
         })
     }
 
     fn received(&self, dev: &str) -> u64 {
         let ifindex = self.ns.ifindex(&format!("p{dev}")).unwrap();
-        bpf::rx_count(&bpf::map(&self.counts, "counts").unwrap(), ifindex)
-            .unwrap()
-            .0
+        bpf::rx_count(&bpf::map(&self.counts, "counts").unwrap(), ifindex).unwrap().0
     }
 
     fn send(&self, dst: [u8; 4], n: u64) {
-        let frame = Frame::new()
-            .ipv4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::from(dst))
-            .udp(1000, 53)
-            .build();
+        let frame = Frame::new().ipv4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::from(dst)).udp(1000, 53).build();
         let ifindex = self.ns.ifindex("pdmca").unwrap();
         self.ns.enter(|| send_frames(ifindex, &frame, n)).unwrap();
     }
@@ -158,25 +138,12 @@ impl Rig {
         assert_eq!(links[0]["prog_id"], links[1]["prog_id"], "{s:#}");
         assert_eq!(s["drift"]["known"], true, "{s:#}");
         assert_eq!(s["link_drift"].as_array().unwrap().len(), 0, "{s:#}");
-        assert_eq!(
-            s["drift"]["operations"].as_array().unwrap().len(),
-            0,
-            "{s:#}"
-        );
-        let leftovers: Vec<_> = std::fs::read_dir(&*self.pins)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        let mut names: Vec<String> = leftovers
-            .iter()
-            .map(|n| n.to_string_lossy().into_owned())
-            .collect();
+        assert_eq!(s["drift"]["operations"].as_array().unwrap().len(), 0, "{s:#}");
+        let leftovers: Vec<_> =
+            std::fs::read_dir(&*self.pins).unwrap().flatten().map(|e| e.file_name()).collect();
+        let mut names: Vec<String> = leftovers.iter().map(|n| n.to_string_lossy().into_owned()).collect();
         names.sort();
-        assert_eq!(
-            names,
-            ["devices", "devmapc", "links", "manifest", "maps", "netns", "owned", "progs"]
-        );
+        assert_eq!(names, ["devices", "devmapc", "links", "manifest", "maps", "netns", "owned", "progs"]);
     }
 }
 
@@ -197,11 +164,7 @@ fn closed_pipe() -> Stdio {
 
 fn ok(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     stdout
 }
 
@@ -218,11 +181,7 @@ fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
-fn wait_for(
-    rx: &mpsc::Receiver<String>,
-    timeout: Duration,
-    f: impl Fn(&str) -> bool,
-) -> Option<String> {
+fn wait_for(rx: &mpsc::Receiver<String>, timeout: Duration, f: impl Fn(&str) -> bool) -> Option<String> {
     let end = std::time::Instant::now() + timeout;
     while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
         match rx.recv_timeout(left) {
@@ -248,22 +207,13 @@ fn kill_9_during_a_first_apply_is_repaired_by_the_next() {
     let v1 = rig.write(&spec("on_miss = drop", ROUTES));
     for point in ["first-before-attach", "first-before-commit"] {
         rig.apply_killed_at(&v1, point);
-        assert!(
-            !rig.pins.join("manifest").exists(),
-            "{point}: nothing committed"
-        );
+        assert!(!rig.pins.join("manifest").exists(), "{point}: nothing committed");
         let out = ok(&rig.apply(&v1, &[]));
-        assert!(
-            out.contains("repaired: removed a first load"),
-            "{point}: {out}"
-        );
+        assert!(out.contains("repaired: removed a first load"), "{point}: {out}");
         assert!(out.contains("first apply"), "{out}");
         rig.assert_consistent();
         assert!(rig.delivers([10, 0, 0, 3], "dmcc", 10));
-        ok(&rig
-            .devmapc(&["detach", rig.pins.to_str().unwrap()])
-            .output()
-            .unwrap());
+        ok(&rig.devmapc(&["detach", rig.pins.to_str().unwrap()]).output().unwrap());
     }
 }
 
@@ -275,36 +225,22 @@ fn kill_9_during_a_code_upgrade_leaves_old_or_new_serving_and_the_next_apply_rep
     let v2 = spec("on_miss = pass", ROUTES);
     let path = rig.write(&v1);
     ok(&rig.apply(&path, &[]));
-    for (point, forward) in [
-        ("upgrade-before-swap", false),
-        ("upgrade-mid-swap", true),
-        ("promote", true),
-    ] {
+    for (point, forward) in [("upgrade-before-swap", false), ("upgrade-mid-swap", true), ("promote", true)] {
         let old = rig.status()["code_hash"].clone();
         rig.write(&v2);
         rig.apply_killed_at(&path, point);
         // Frames still flow, whichever program serves.
-        assert!(
-            rig.delivers([10, 0, 0, 3], "dmcc", 10),
-            "{point}: delivery after the kill"
-        );
+        assert!(rig.delivers([10, 0, 0, 3], "dmcc", 10), "{point}: delivery after the kill");
         // Re-apply what was being applied: repaired, then up to date.
         let out = ok(&rig.apply(&path, &[]));
         assert!(out.contains("repaired:"), "{point}: {out}");
         if forward {
             assert!(out.contains("finished a code upgrade"), "{point}: {out}");
         } else {
-            assert!(
-                out.contains("removed the staged programs"),
-                "{point}: {out}"
-            );
+            assert!(out.contains("removed the staged programs"), "{point}: {out}");
         }
         rig.assert_consistent();
-        assert_ne!(
-            rig.status()["code_hash"],
-            old,
-            "{point}: the new code serves"
-        );
+        assert_ne!(rig.status()["code_hash"], old, "{point}: the new code serves");
         assert!(rig.delivers([10, 0, 0, 2], "dmcb", 10));
         // Back to v1 for the next round.
         rig.write(&v1);
@@ -318,16 +254,10 @@ fn kill_9_between_two_map_operations_is_repaired_by_the_next_apply() {
     let rig = Rig::new();
     let path = rig.write(&spec("on_miss = drop", ROUTES));
     ok(&rig.apply(&path, &[]));
-    rig.write(&spec(
-        "on_miss = drop",
-        "route 10.0.0.2 -> c\nroute 10.0.0.4 -> b\nroute 10.0.0.5 -> b",
-    ));
+    rig.write(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.4 -> b\nroute 10.0.0.5 -> b"));
     rig.apply_killed_at(&path, "data-mid-plan");
     let s = rig.status();
-    assert!(
-        !s["drift"]["operations"].as_array().unwrap().is_empty(),
-        "half applied: {s:#}"
-    );
+    assert!(!s["drift"]["operations"].as_array().unwrap().is_empty(), "half applied: {s:#}");
     // Every entry is one of the two specs': the first operation removed
     // 10.0.0.3, which leaves the table (keys that leave go first), and
     // 10.0.0.2 still goes to b (its move to c comes later).
@@ -347,14 +277,7 @@ fn watch_reinstalls_a_re_created_device_and_follows_spec_edits() {
     let path = rig.write(&spec("on_miss = drop", ROUTES));
     let pins = rig.pins.to_str().unwrap().to_string();
     let mut watch = rig
-        .devmapc(&[
-            "apply",
-            path.to_str().unwrap(),
-            "--pin-dir",
-            &pins,
-            "--watch",
-            "--make-ready",
-        ])
+        .devmapc(&["apply", path.to_str().unwrap(), "--pin-dir", &pins, "--watch", "--make-ready"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -369,24 +292,16 @@ fn watch_reinstalls_a_re_created_device_and_follows_spec_edits() {
     rig.ns.delete_link("dmcc").unwrap();
     rig.pair("dmcc");
     let reapplied = wait_for(&out, Duration::from_secs(10), |l| l.contains("re-applied"));
+    assert!(reapplied.is_some(), "no re-apply after the device came back");
     assert!(
-        reapplied.is_some(),
-        "no re-apply after the device came back"
+        wait_until(Duration::from_secs(5), || rig.status()["drift"]["operations"] == serde_json::json!([]))
     );
-    assert!(wait_until(Duration::from_secs(5), || rig.status()["drift"]
-        ["operations"]
-        == serde_json::json!([])));
     assert!(rig.delivers([10, 0, 0, 3], "dmcc", 10), "delivery restored");
 
     // The spec changes: 10.0.0.3 now goes to b.
     std::thread::sleep(Duration::from_millis(1100)); // a new mtime
-    rig.write(&spec(
-        "on_miss = drop",
-        "route 10.0.0.2 -> b\nroute 10.0.0.3 -> b",
-    ));
-    assert!(wait_for(&out, Duration::from_secs(10), |l| l
-        .contains("the spec changed"))
-    .is_some());
+    rig.write(&spec("on_miss = drop", "route 10.0.0.2 -> b\nroute 10.0.0.3 -> b"));
+    assert!(wait_for(&out, Duration::from_secs(10), |l| l.contains("the spec changed")).is_some());
     assert!(rig.delivers([10, 0, 0, 3], "dmcb", 10));
 
     kill9(&mut watch);
@@ -407,23 +322,11 @@ fn status_shows_routes_counters_and_drift_and_detach_leaves_nothing() {
     ok(&rig.apply(&path, &[]));
     assert!(rig.delivers([10, 0, 0, 2], "dmcb", 4));
     let s = rig.status();
-    let route = s["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["key"] == "10.0.0.2")
-        .unwrap()
-        .clone();
+    let route = s["routes"].as_array().unwrap().iter().find(|r| r["key"] == "10.0.0.2").unwrap().clone();
     assert_eq!(route["target"], "b");
     assert_eq!(route["count"]["packets"], 4, "{s:#}");
-    let human = ok(&rig
-        .devmapc(&["status", rig.pins.to_str().unwrap()])
-        .output()
-        .unwrap());
-    assert!(
-        human.contains("10.0.0.2 → b") && human.contains("drift: none"),
-        "{human}"
-    );
+    let human = ok(&rig.devmapc(&["status", rig.pins.to_str().unwrap()]).output().unwrap());
+    assert!(human.contains("10.0.0.2 → b") && human.contains("drift: none"), "{human}");
 
     // Drift: an entry removed behind devmapc's back.
     let map = rig.pins.join("maps").join("devmapc_routes");
@@ -435,10 +338,7 @@ fn status_shows_routes_counters_and_drift_and_detach_leaves_nothing() {
         .status()
         .unwrap();
     assert!(status.success());
-    let out = rig
-        .devmapc(&["status", rig.pins.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = rig.devmapc(&["status", rig.pins.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "drift exits 1");
     assert!(String::from_utf8_lossy(&out.stdout).contains("DRIFT"));
     // `status | head`: the drift code stands when the reader went away.
@@ -458,10 +358,7 @@ fn status_shows_routes_counters_and_drift_and_detach_leaves_nothing() {
     // although it cannot compute the drift; the next apply (with the
     // device back) repairs it.
     rig.ns.delete_link("dmcc").unwrap();
-    let out = rig
-        .devmapc(&["status", rig.pins.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = rig.devmapc(&["status", rig.pins.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "a missing device exits 1");
     assert!(String::from_utf8_lossy(&out.stdout).contains("drift: unknown: device `c`"));
     let mut rig = rig;
@@ -487,18 +384,10 @@ fn status_shows_routes_counters_and_drift_and_detach_leaves_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let out = in_other(&[
-        "apply",
-        path.to_str().unwrap(),
-        "--pin-dir",
-        rig.pins.to_str().unwrap(),
-    ]);
+    let out = in_other(&["apply", path.to_str().unwrap(), "--pin-dir", rig.pins.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("was applied in network namespace net:["),
-        "{err}"
-    );
+    assert!(err.contains("was applied in network namespace net:["), "{err}");
     assert!(rig.delivers([10, 0, 0, 2], "dmcb", 1), "still serving");
 
     // Under `ip netns exec` (a private /sys), status says why it sees
@@ -510,29 +399,14 @@ fn status_shows_routes_counters_and_drift_and_detach_leaves_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("ip netns exec") && err.contains("nsenter"),
-        "{err}"
-    );
+    assert!(err.contains("ip netns exec") && err.contains("nsenter"), "{err}");
 
-    let out = ok(&rig
-        .devmapc(&["detach", rig.pins.to_str().unwrap()])
-        .output()
-        .unwrap());
-    assert!(
-        out.contains("detached dmca") && out.contains("detached dmcb"),
-        "{out}"
-    );
+    let out = ok(&rig.devmapc(&["detach", rig.pins.to_str().unwrap()]).output().unwrap());
+    assert!(out.contains("detached dmca") && out.contains("detached dmcb"), "{out}");
     assert!(!rig.pins.exists());
     let xdp = rig.ns.ip(&["-j", "link", "show", "dev", "dmca"]).unwrap();
-    assert!(
-        !xdp.contains("\"xdp\""),
-        "no XDP program left on dmca: {xdp}"
-    );
-    let again = rig
-        .devmapc(&["detach", rig.pins.to_str().unwrap()])
-        .output()
-        .unwrap();
+    assert!(!xdp.contains("\"xdp\""), "no XDP program left on dmca: {xdp}");
+    let again = rig.devmapc(&["detach", rig.pins.to_str().unwrap()]).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing deployed"));
 }
@@ -545,14 +419,8 @@ fn a_missing_device_is_named_with_its_line_and_nothing_is_applied() {
     let out = rig.apply(&path, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("device `c` (line 4)") && err.contains("dmcgone"),
-        "{err}"
-    );
-    assert!(
-        !rig.pins.exists(),
-        "not even an empty pin directory is left"
-    );
+    assert!(err.contains("device `c` (line 4)") && err.contains("dmcgone"), "{err}");
+    assert!(!rig.pins.exists(), "not even an empty pin directory is left");
 }
 
 /// `apply`, `status` and `detach` as a user without capabilities: one line
@@ -570,16 +438,11 @@ fn without_privileges_each_command_names_the_missing_capabilities() {
         vec!["status", pins],
         vec!["detach", pins],
     ] {
-        let out = as_nobody(Command::new(DEVMAPC).args(&args))
-            .output()
-            .unwrap();
+        let out = as_nobody(Command::new(DEVMAPC).args(&args)).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.contains("missing capabilities CAP_BPF, CAP_NET_ADMIN"),
-            "{args:?}: {stderr}"
-        );
+        assert!(stderr.contains("missing capabilities CAP_BPF, CAP_NET_ADMIN"), "{args:?}: {stderr}");
     }
     assert!(!rig.pins.exists(), "nothing was pinned");
 }

@@ -105,7 +105,8 @@ fn fmt_works_and_keeps_its_exit_code_when_nobody_reads() {
 #[test]
 fn build_works_and_keeps_its_exit_code_when_nobody_reads() {
     let dir = dir_with(&[("good.devmap", GOOD), ("bad.devmap", BAD)]);
-    let (code, open) = run(dir.path(), &["build", "--emit", "c,manifest", "-o", "out", "good.devmap"], Closed::Stdout);
+    let (code, open) =
+        run(dir.path(), &["build", "--emit", "c,manifest", "-o", "out", "good.devmap"], Closed::Stdout);
     assert_eq!(code, Some(0), "{open}");
     assert!(dir.path().join("out/good.manifest.json").exists());
     let (code, _) = run(dir.path(), &["build", "--emit", "c", "-o", "out", "bad.devmap"], Closed::Both);
@@ -128,11 +129,28 @@ fn help_to_a_closed_pipe_is_no_error() {
 fn check_into_head_reports_the_errors_exit_code() {
     let dir = dir_with(&[("bad.devmap", BAD)]);
     // 64 KiB of diagnostics at least: the writes go on after head exits.
-    let many = format!("{BAD}{}", (0..2000).map(|i| format!("route 10.0.{}.{} -> red\n", i / 250, i % 250)).collect::<String>());
+    let many = format!(
+        "{BAD}{}",
+        (0..2000).map(|i| format!("route 10.0.{}.{} -> red\n", i / 250, i % 250)).collect::<String>()
+    );
     std::fs::write(dir.path().join("many.devmap"), many).unwrap();
-    let script = format!("'{}' check many.devmap 2>&1 | head -1 >/dev/null; echo \"${{PIPESTATUS[0]}}\"", env!("CARGO_BIN_EXE_devmapc"));
-    let output = Command::new("bash").arg("-c").arg(&script).current_dir(dir.path()).env("NO_COLOR", "1").output().expect("bash");
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1", "{}", String::from_utf8_lossy(&output.stderr));
+    let script = format!(
+        "'{}' check many.devmap 2>&1 | head -1 >/dev/null; echo \"${{PIPESTATUS[0]}}\"",
+        env!("CARGO_BIN_EXE_devmapc")
+    );
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("bash");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "1",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -141,16 +159,32 @@ fn a_spec_that_is_not_utf8_is_a_located_spec_error() {
     let mut latin1 = BAD.replace("route 10.0.0.1 -> red\n", "").into_bytes();
     latin1.extend_from_slice(b"route 101 -> red  // Caf\xe9\n");
     std::fs::write(dir.path().join("latin1.devmap"), &latin1).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_devmapc")).args(["check", "--message-format", "json", "latin1.devmap"]).current_dir(dir.path()).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_devmapc"))
+        .args(["check", "--message-format", "json", "latin1.devmap"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON diagnostic");
     assert_eq!(json["code"], "devmap::E033");
     assert_eq!((json["line"].as_u64(), json["column"].as_u64()), (Some(6), Some(25)));
-    for args in [&["check", "latin1.devmap"][..], &["fmt", "latin1.devmap"], &["build", "--emit", "c", "-o", "out", "latin1.devmap"]] {
-        let output = Command::new(env!("CARGO_BIN_EXE_devmapc")).args(args).current_dir(dir.path()).env("NO_COLOR", "1").output().unwrap();
+    for args in [
+        &["check", "latin1.devmap"][..],
+        &["fmt", "latin1.devmap"],
+        &["build", "--emit", "c", "-o", "out", "latin1.devmap"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_devmapc"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains("devmap::E033") && stderr.contains("latin1.devmap:6:25"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("devmap::E033") && stderr.contains("latin1.devmap:6:25"),
+            "{args:?}: {stderr}"
+        );
     }
     assert_eq!(std::fs::read(dir.path().join("latin1.devmap")).unwrap(), latin1, "fmt leaves it alone");
     assert!(!dir.path().join("out").exists(), "build wrote nothing");
@@ -159,7 +193,14 @@ fn a_spec_that_is_not_utf8_is_a_located_spec_error() {
 /// Runs `devmapc check` on one spec; returns the exit code, stdout, stderr.
 fn check(dir: &Path, spec: &str, args: &[&str]) -> (Option<i32>, Vec<u8>, Vec<u8>) {
     std::fs::write(dir.join("spec.devmap"), spec).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_devmapc")).arg("check").args(args).arg("spec.devmap").current_dir(dir).env("NO_COLOR", "1").output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_devmapc"))
+        .arg("check")
+        .args(args)
+        .arg("spec.devmap")
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
     (output.status.code(), output.stdout, output.stderr)
 }
 
@@ -172,7 +213,9 @@ fn many_errors_on_long_lines_print_a_bounded_report() {
     let head = "table { key = vlan.id }\ndevice uplink { ifname = \"eth0\" }\ndevice red { ifname = \"veth-red\" }\ningress { on = [uplink] }\nroute 100 -> red\n";
     // Every `vlan(type = 1)` is an error (`vlan` has no field `type`).
     let layers = vec!["vlan(type = 1)"; 1340].join(" / ");
-    let tests: String = (0..15).map(|i| format!("test \"t{i}\" {{\n    send uplink eth() / {layers} / ipv4()\n    expect red\n}}\n")).collect();
+    let tests: String = (0..15)
+        .map(|i| format!("test \"t{i}\" {{\n    send uplink eth() / {layers} / ipv4()\n    expect red\n}}\n"))
+        .collect();
     let spec = format!("{head}{tests}");
     assert!(layers.len() > 20_000);
 
@@ -185,7 +228,8 @@ fn many_errors_on_long_lines_print_a_bounded_report() {
     assert_eq!(code, Some(1));
     let text = String::from_utf8_lossy(&stderr);
     assert_eq!(text.matches("devmap::E031").count(), 100, "the first hundred are shown");
-    let more = format!("... and {} more errors (devmapc check --message-format json lists them all)", all - 100);
+    let more =
+        format!("... and {} more errors (devmapc check --message-format json lists them all)", all - 100);
     assert!(text.contains(&more), "{}", &text[text.len().saturating_sub(500)..]);
     assert!(text.contains(&format!("spec.devmap: failed, {all} errors")));
     // A few KB per diagnostic shown, however long the lines and many the errors.
@@ -203,7 +247,14 @@ fn diagnostics_on_a_very_long_line_show_it_clipped() {
     let (code, _, stderr) = check(dir.path(), &spec, &[]);
     assert_eq!(code, Some(1));
     let text = String::from_utf8(stderr).expect("clipped on character boundaries");
-    for wanted in ["devmap::E008", "spec.devmap:7:15]", "devmap::E011", "spec.devmap:7:1000036]", "devmap::E018", "spec.devmap:8:"] {
+    for wanted in [
+        "devmap::E008",
+        "spec.devmap:7:15]",
+        "devmap::E011",
+        "spec.devmap:7:1000036]",
+        "devmap::E018",
+        "spec.devmap:8:",
+    ] {
         assert!(text.contains(wanted), "{wanted}: {text}");
     }
     assert!(text.contains('…'), "{text}");

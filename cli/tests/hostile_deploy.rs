@@ -35,11 +35,7 @@ impl Rig {
         let ns = Netns::new().unwrap();
         ns.veth("hda", "phda").unwrap();
         ns.veth("hdb", "phdb").unwrap();
-        Rig {
-            ns,
-            pins: PinDir::new(),
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Rig { ns, pins: PinDir::new(), dir: tempfile::tempdir().unwrap() }
     }
 
     fn spec(&self) -> PathBuf {
@@ -76,11 +72,7 @@ impl Rig {
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]

@@ -116,14 +116,24 @@ fn names_planted_in_a_shared_tmpdir_are_never_written_through() {
     let spec = spec.to_str().unwrap();
     let out = tempfile::tempdir().unwrap();
 
-    let check = run_against_planter(shared.path(), &victim, DEVMAPC, &["build", "--check", spec, "-o", out.path().to_str().unwrap()]);
+    let check = run_against_planter(
+        shared.path(),
+        &victim,
+        DEVMAPC,
+        &["build", "--check", spec, "-o", out.path().to_str().unwrap()],
+    );
     assert_eq!(check.status.code(), Some(1), "{}", text(&check));
     assert!(text(&check).contains("stale: "), "{}", text(&check));
 
     let ns = Netns::new().unwrap();
     let pins = PinDir::new();
     let net = format!("--net={}", ns.path().display());
-    let dry = run_against_planter(shared.path(), &victim, "nsenter", &[&net, DEVMAPC, "apply", "--dry-run", spec, "--pin-dir", pins.to_str().unwrap()]);
+    let dry = run_against_planter(
+        shared.path(),
+        &victim,
+        "nsenter",
+        &[&net, DEVMAPC, "apply", "--dry-run", spec, "--pin-dir", pins.to_str().unwrap()],
+    );
     // Built, then stopped at the devices this namespace lacks.
     assert_eq!(dry.status.code(), Some(2), "{}", text(&dry));
     assert!(!text(&dry).contains("building"), "{}", text(&dry));
@@ -202,7 +212,12 @@ fn fmt_writes_where_it_read_even_if_the_directory_is_swapped_meanwhile() {
     std::fs::create_dir(&d).unwrap();
     std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
     let spec = d.join("victim");
-    let mut big = MESSY.replace("key=vlan.id", "key=ipv4.dst").lines().filter(|l| !l.starts_with("route")).collect::<Vec<_>>().join("\n");
+    let mut big = MESSY
+        .replace("key=vlan.id", "key=ipv4.dst")
+        .lines()
+        .filter(|l| !l.starts_with("route"))
+        .collect::<Vec<_>>()
+        .join("\n");
     for i in 0..50_000u32 {
         big.push_str(&format!("\nroute 10.{}.{}.{}->uplink", i >> 16, (i >> 8) & 255, i & 255));
     }
@@ -210,16 +225,33 @@ fn fmt_writes_where_it_read_even_if_the_directory_is_swapped_meanwhile() {
     std::os::unix::fs::chown(&spec, Some(65534), Some(65534)).unwrap();
 
     let mut fmt = None;
-    let read = wait_for_read(&spec, || fmt = Some(Command::new(DEVMAPC).arg("fmt").arg(&spec).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()));
+    let read = wait_for_read(&spec, || {
+        fmt = Some(
+            Command::new(DEVMAPC)
+                .arg("fmt")
+                .arg(&spec)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    });
     assert!(read, "fmt did not read the spec");
     let old = home.path().join("d.old");
-    let swap = nobody_sh("mv \"$1\" \"$2\" && ln -s \"$3\" \"$1\"", &[&d, &old, victim.parent().unwrap()]).status().unwrap();
+    let swap = nobody_sh("mv \"$1\" \"$2\" && ln -s \"$3\" \"$1\"", &[&d, &old, victim.parent().unwrap()])
+        .status()
+        .unwrap();
     assert!(swap.success());
     let run = fmt.unwrap().wait_with_output().unwrap();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), PRECIOUS, "{}", text(&run));
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let formatted = std::fs::read_to_string(old.join("victim")).unwrap();
-    assert!(formatted.starts_with("table {\n    key = ipv4.dst\n}\n") && formatted.contains("\nroute 10.0.0.1 -> uplink\n"), "{}", &formatted[..200]);
+    assert!(
+        formatted.starts_with("table {\n    key = ipv4.dst\n}\n")
+            && formatted.contains("\nroute 10.0.0.1 -> uplink\n"),
+        "{}",
+        &formatted[..200]
+    );
     assert_eq!(std::fs::read_dir(&old).unwrap().count(), 1);
     assert_eq!(std::fs::read_dir(victim.parent().unwrap()).unwrap().count(), 1);
 }
@@ -254,7 +286,10 @@ fn fmt_of_a_directory_follows_no_symlink_in_it() {
         let said = text(&run);
         assert_eq!(run.status.code(), Some(u8::from(check).into()), "{said}");
         for link in ["loop", "s.devmap", "sub"] {
-            assert!(said.contains(&format!("skipped {}: a symlink", shared.path().join(link).display())), "{said}");
+            assert!(
+                said.contains(&format!("skipped {}: a symlink", shared.path().join(link).display())),
+                "{said}"
+            );
         }
         assert_eq!(said.matches("reformat").count() + said.matches("formatted").count(), 1, "{said}");
     }
@@ -302,7 +337,8 @@ fn fmt_of_a_symlinked_spec_rewrites_the_file_it_points_to() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }
 
-const MESSY: &str = "table {key=vlan.id}\ndevice   uplink {ifname=\"eth0\"}\ningress {on=[ uplink ]}\nroute 100->uplink\n";
+const MESSY: &str =
+    "table {key=vlan.id}\ndevice   uplink {ifname=\"eth0\"}\ningress {on=[ uplink ]}\nroute 100->uplink\n";
 const FORMATTED: &str = "table {\n    key = vlan.id\n}\n\ndevice uplink { ifname = \"eth0\" }\ningress { on = [uplink] }\nroute 100 -> uplink\n";
 
 /// A spec file with `CLEAN`'s text under `name` in a fresh directory.
@@ -319,13 +355,18 @@ fn spec_named(name: &str) -> (tempfile::TempDir, PathBuf) {
 /// is written, by `build` and by `apply`.
 #[test]
 fn spec_file_names_that_give_no_identifier_are_refused_before_anything_is_built() {
-    for name in ["x_.devmap", "x*.devmap", "probé.devmap", ".devmap", "-x.devmap", "a--b.devmap", "fn.devmap"] {
+    for name in ["x_.devmap", "x*.devmap", "probé.devmap", ".devmap", "-x.devmap", "a--b.devmap", "fn.devmap"]
+    {
         let (dir, spec) = spec_named(name);
         let out = dir.path().join("out");
         let run = Command::new(DEVMAPC).arg("build").arg(&spec).arg("-o").arg(&out).output().unwrap();
         assert_eq!(run.status.code(), Some(2), "{name}: {}", text(&run));
         let said = text(&run);
-        assert!(said.contains(&format!("cannot name the outputs of `{name}`")) && said.contains("rename the file"), "{said}");
+        assert!(
+            said.contains(&format!("cannot name the outputs of `{name}`"))
+                && said.contains("rename the file"),
+            "{said}"
+        );
         assert!(!said.contains("panicked"), "{said}");
         assert!(!out.exists(), "{name}: the output directory was made");
 
@@ -335,7 +376,13 @@ fn spec_file_names_that_give_no_identifier_are_refused_before_anything_is_built(
     }
     // A name that normalises to an identifier still builds.
     let (dir, spec) = spec_named("Edge-Router.devmap");
-    let run = Command::new(DEVMAPC).args(["build", "--emit", "c,manifest"]).arg(&spec).arg("-o").arg(dir.path()).output().unwrap();
+    let run = Command::new(DEVMAPC)
+        .args(["build", "--emit", "c,manifest"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     assert!(dir.path().join("edge_router.manifest.json").is_file());
 }
@@ -387,7 +434,14 @@ fn real_clang() -> String {
 /// fails after the C was written.
 fn failing_clang(dir: &Path) -> PathBuf {
     let path = dir.join("clang");
-    std::fs::write(&path, format!("#!/bin/sh\n[ \"$1\" = --version ] && exec {} --version\necho 'error: no' >&2\nexit 1\n", real_clang())).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && exec {} --version\necho 'error: no' >&2\nexit 1\n",
+            real_clang()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -397,7 +451,13 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
     let mut all: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap(), e.metadata().unwrap().modified().unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+                e.metadata().unwrap().modified().unwrap(),
+            )
+        })
         .collect();
     all.sort();
     all
@@ -411,7 +471,14 @@ fn a_failed_build_leaves_the_previous_outputs_and_no_partial_file() {
     let (dir, spec) = spec_named("s.devmap");
     let out = dir.path().join("out");
     let tmp = tempfile::tempdir().unwrap();
-    let ok = Command::new(DEVMAPC).arg("build").arg(&spec).arg("-o").arg(&out).env("TMPDIR", tmp.path()).output().unwrap();
+    let ok = Command::new(DEVMAPC)
+        .arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(&out)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
     let before = snapshot(&out);
     assert_eq!(before.len(), 4);
@@ -434,7 +501,14 @@ fn a_failed_build_leaves_the_previous_outputs_and_no_partial_file() {
 
     // Into a directory that did not exist: it still does not.
     let fresh = dir.path().join("fresh");
-    let bad = Command::new(DEVMAPC).arg("build").arg(&spec).arg("-o").arg(&fresh).env("DEVMAPC_CLANG", failing_clang(dir.path())).output().unwrap();
+    let bad = Command::new(DEVMAPC)
+        .arg("build")
+        .arg(&spec)
+        .arg("-o")
+        .arg(&fresh)
+        .env("DEVMAPC_CLANG", failing_clang(dir.path()))
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     assert!(!fresh.exists());
 }
@@ -451,7 +525,15 @@ fn what_a_killed_apply_leaves_in_tmpdir_is_swept_by_the_next_run_and_nothing_els
     let started = tools.path().join("started");
     // A clang that says where it is, then takes its time.
     let clang = tools.path().join("clang");
-    std::fs::write(&clang, format!("#!/bin/sh\n[ \"$1\" = --version ] && exec {} --version\necho $$ > {}\nexec sleep 60\n", real_clang(), started.display())).unwrap();
+    std::fs::write(
+        &clang,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && exec {} --version\necho $$ > {}\nexec sleep 60\n",
+            real_clang(),
+            started.display()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&clang, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let theirs = ["devmapc-apply.AAAAAAAAAA", "devmapc-build.BBBBBBBBBB"];
@@ -475,7 +557,8 @@ fn what_a_killed_apply_leaves_in_tmpdir_is_swept_by_the_next_run_and_nothing_els
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_until(Duration::from_secs(30), || std::fs::read_to_string(&started).is_ok_and(|s| s.ends_with('\n'))));
+    assert!(wait_until(Duration::from_secs(30), || std::fs::read_to_string(&started)
+        .is_ok_and(|s| s.ends_with('\n'))));
     apply.kill().unwrap();
     apply.wait().unwrap();
     let sleeper: i32 = std::fs::read_to_string(&started).unwrap().trim().parse().unwrap();
@@ -484,10 +567,21 @@ fn what_a_killed_apply_leaves_in_tmpdir_is_swept_by_the_next_run_and_nothing_els
 
     // The process's private directory, with the apply's and the build's
     // inside.
-    let left: Vec<_> = roots_devmapc_entries(shared.path()).into_iter().filter(|n| n != "devmapc-check.CCCCCCCCCC").collect();
+    let left: Vec<_> = roots_devmapc_entries(shared.path())
+        .into_iter()
+        .filter(|n| n != "devmapc-check.CCCCCCCCCC")
+        .collect();
     assert!(left.len() == 1 && left[0].starts_with("devmapc-run."), "{left:?}");
-    let inside: Vec<_> = std::fs::read_dir(shared.path().join(&left[0])).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert!(inside.iter().any(|n| n.starts_with("devmapc-apply.")) && inside.iter().any(|n| n.starts_with("devmapc-build.")), "{inside:?}");
+    let inside: Vec<_> = std::fs::read_dir(shared.path().join(&left[0]))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        inside.iter().any(|n| n.starts_with("devmapc-apply."))
+            && inside.iter().any(|n| n.starts_with("devmapc-build.")),
+        "{inside:?}"
+    );
 
     let next = Command::new(DEVMAPC)
         .args(["build", "--emit", "c", "--check"])
@@ -521,7 +615,11 @@ fn a_symlinked_tmpdir_is_used_by_its_resolved_path() {
     let tools = tempfile::tempdir().unwrap();
     let seen = tools.path().join("seen");
     let clang = tools.path().join("clang");
-    std::fs::write(&clang, format!("#!/bin/sh\necho \"$TMPDIR\" >> {}\nexec {} \"$@\"\n", seen.display(), real_clang())).unwrap();
+    std::fs::write(
+        &clang,
+        format!("#!/bin/sh\necho \"$TMPDIR\" >> {}\nexec {} \"$@\"\n", seen.display(), real_clang()),
+    )
+    .unwrap();
     std::fs::set_permissions(&clang, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (dir, spec) = spec_named("s.devmap");
     let run = Command::new(DEVMAPC)
@@ -555,10 +653,21 @@ fn a_tmpdir_below_another_users_directory_is_refused() {
     let rt = home.join("rt");
     std::fs::create_dir(&rt).unwrap();
     let (dir, spec) = spec_named("s.devmap");
-    let run = Command::new(DEVMAPC).args(["build", "--emit", "c"]).arg(&spec).arg("-o").arg(dir.path()).env("TMPDIR", &rt).output().unwrap();
+    let run = Command::new(DEVMAPC)
+        .args(["build", "--emit", "c"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(dir.path())
+        .env("TMPDIR", &rt)
+        .output()
+        .unwrap();
     assert_eq!(run.status.code(), Some(2), "{}", text(&run));
     let said = text(&run);
-    assert!(said.contains("is not a safe place for private files") && said.contains(&format!("{} (on the way to", home.display())), "{said}");
+    assert!(
+        said.contains("is not a safe place for private files")
+            && said.contains(&format!("{} (on the way to", home.display())),
+        "{said}"
+    );
     assert!(said.contains("owned by another user"), "{said}");
     assert!(!dir.path().join("s.bpf.c").exists());
     assert_eq!(std::fs::read_dir(&rt).unwrap().count(), 0);
@@ -575,7 +684,9 @@ fn a_spec_is_not_applied_over_the_deployment_of_another_spec_of_the_same_name() 
         ns.veth(a, b).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let text_of = |vid: u32| format!("table {{ key = vlan.id }}\ndevice a {{ ifname = \"hfa\" }}\ndevice b {{ ifname = \"hfb\" }}\ningress {{ on = [a] }}\nroute {vid} -> b\n");
+    let text_of = |vid: u32| {
+        format!("table {{ key = vlan.id }}\ndevice a {{ ifname = \"hfa\" }}\ndevice b {{ ifname = \"hfb\" }}\ningress {{ on = [a] }}\nroute {vid} -> b\n")
+    };
     let (first, second) = (dir.path().join("probe-c.devmap"), dir.path().join("probe_c.devmap"));
     std::fs::write(&first, text_of(100)).unwrap();
     std::fs::write(&second, text_of(200)).unwrap();
@@ -596,11 +707,21 @@ fn a_spec_is_not_applied_over_the_deployment_of_another_spec_of_the_same_name() 
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
     let refused = apply(&second);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
-    assert!(text(&refused).contains("is the deployment of probe-c.devmap, not of probe_c.devmap"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("is the deployment of probe-c.devmap, not of probe_c.devmap"),
+        "{}",
+        text(&refused)
+    );
     // The same spec again is an ordinary re-apply.
     let again = apply(&first);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
-    let detach = Command::new("nsenter").arg(format!("--net={}", ns.path().display())).arg(DEVMAPC).arg("detach").arg(&*pins).output().unwrap();
+    let detach = Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .arg(DEVMAPC)
+        .arg("detach")
+        .arg(&*pins)
+        .output()
+        .unwrap();
     assert_eq!(detach.status.code(), Some(0), "{}", text(&detach));
 }
 
@@ -615,7 +736,15 @@ fn an_interrupted_build_removes_its_temporary_files() {
         let tmp = tempfile::tempdir().unwrap();
         let started = tools.path().join("started");
         let clang = tools.path().join("clang");
-        std::fs::write(&clang, format!("#!/bin/sh\n[ \"$1\" = --version ] && exec {} --version\necho $$ > {}\nexec sleep 60\n", real_clang(), started.display())).unwrap();
+        std::fs::write(
+            &clang,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = --version ] && exec {} --version\necho $$ > {}\nexec sleep 60\n",
+                real_clang(),
+                started.display()
+            ),
+        )
+        .unwrap();
         std::fs::set_permissions(&clang, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut apply = Command::new(DEVMAPC)
             .arg("apply")
@@ -627,7 +756,8 @@ fn an_interrupted_build_removes_its_temporary_files() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        assert!(wait_until(Duration::from_secs(30), || std::fs::read_to_string(&started).is_ok_and(|s| s.ends_with('\n'))));
+        assert!(wait_until(Duration::from_secs(30), || std::fs::read_to_string(&started)
+            .is_ok_and(|s| s.ends_with('\n'))));
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
         // SAFETY: a signal to the devmapc this test started.
         unsafe { libc::kill(apply.id() as i32, signal) };

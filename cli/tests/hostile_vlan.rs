@@ -59,7 +59,8 @@ fn a_push_onto_two_tags_keeps_the_ip_header_in_reach() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("push.devmap");
     std::fs::write(&path, SPEC).unwrap();
-    let out = Command::new(BIN).arg("test").arg(&path).current_dir(root()).env("NO_COLOR", "1").output().unwrap();
+    let out =
+        Command::new(BIN).arg("test").arg(&path).current_dir(root()).env("NO_COLOR", "1").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");

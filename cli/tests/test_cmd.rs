@@ -12,19 +12,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_devmapc");
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn devmapc(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(root())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
+    Command::new(BIN).args(args).current_dir(root()).env("NO_COLOR", "1").output().unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -85,13 +77,7 @@ fn every_example_passes() {
         .parse()
         .unwrap();
     assert!(passed >= 60, "{stdout}");
-    assert_eq!(
-        stdout
-            .lines()
-            .filter(|l| l.starts_with("test ") && l.ends_with(" ... ok"))
-            .count(),
-        passed
-    );
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("test ") && l.ends_with(" ... ok")).count(), passed);
 }
 
 #[test]
@@ -105,27 +91,12 @@ fn a_packet_expected_on_the_wrong_device_fails_pointing_at_the_expectation() {
     let out = devmapc(&["test", &path]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("test vlan 100 goes to c ... FAILED"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("test vlan 200 goes to c ... ok"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("expected a packet to leave c, and none did"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains(&format!("[{path}:12:5]")),
-        "points at the expect line: {stdout}"
-    );
+    assert!(stdout.contains("test vlan 100 goes to c ... FAILED"), "{stdout}");
+    assert!(stdout.contains("test vlan 200 goes to c ... ok"), "{stdout}");
+    assert!(stdout.contains("expected a packet to leave c, and none did"), "{stdout}");
+    assert!(stdout.contains(&format!("[{path}:12:5]")), "points at the expect line: {stdout}");
     assert!(stdout.contains("seen: left b: eth("), "{stdout}");
-    assert!(
-        stdout.lines().any(|l| l.trim() == "vlan.id  7"),
-        "the field compared: {stdout}"
-    );
+    assert!(stdout.lines().any(|l| l.trim() == "vlan.id  7"), "the field compared: {stdout}");
     assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
 }
 
@@ -137,25 +108,11 @@ fn a_wrong_field_shows_a_field_by_field_diff() {
     let out = devmapc(&["test", &path]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("the packet that left b does not match the pattern"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("the packet that left b does not match the pattern"), "{stdout}");
     assert!(stdout.contains(&format!("[{path}:12:5]")), "{stdout}");
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.trim() == "- vlan.id    expected 8, seen 7"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.lines().any(|l| l.trim() == "udp.dport  9"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("ingress verdict: XDP_REDIRECT on a"),
-        "{stdout}"
-    );
+    assert!(stdout.lines().any(|l| l.trim() == "- vlan.id    expected 8, seen 7"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.trim() == "udp.dport  9"), "{stdout}");
+    assert!(stdout.contains("ingress verdict: XDP_REDIRECT on a"), "{stdout}");
 }
 
 #[test]
@@ -171,10 +128,7 @@ fn expect_drop_fails_when_the_packet_is_delivered() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("test delivered ... FAILED"), "{stdout}");
     assert!(stdout.contains("test really dropped ... ok"), "{stdout}");
-    assert!(
-        stdout.contains("expected the packet to be dropped, but 1 packet came out"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("expected the packet to be dropped, but 1 packet came out"), "{stdout}");
     assert!(stdout.contains(&format!("[{path}:12:5]")), "{stdout}");
     assert!(stdout.contains("seen: left c: eth("), "{stdout}");
 }
@@ -193,26 +147,13 @@ fn pass_hairpin_extra_copies_and_several_sends() {
     let out = devmapc(&["test", &path]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    for ok in [
-        "untagged goes nowhere",
-        "back out of a",
-        "two sends, two packets",
-    ] {
+    for ok in ["untagged goes nowhere", "back out of a", "two sends, two packets"] {
         assert!(stdout.contains(&format!("test {ok} ... ok")), "{stdout}");
     }
-    assert!(
-        stdout.contains("test one expect for two packets ... FAILED"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("a packet that no `expect` names left c"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("test one expect for two packets ... FAILED"), "{stdout}");
+    assert!(stdout.contains("a packet that no `expect` names left c"), "{stdout}");
     assert!(stdout.contains("test not passed ... FAILED"), "{stdout}");
-    assert!(
-        stdout.contains("expected the packet to go up the stack of a, and it did not"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("expected the packet to go up the stack of a, and it did not"), "{stdout}");
 
     // And a miss that does go up the stack.
     let (_dir, path) = spec(
@@ -246,24 +187,12 @@ fn a_send_without_ingress_is_not_forwarded_and_egress_mac_is_checked() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stderr.contains("W006"), "the warning is shown: {stderr}");
-    assert!(
-        stdout.contains("test c meets no program ... FAILED"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("no XDP program on c (not in ingress.on)"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("test c meets no program ... FAILED"), "{stdout}");
+    assert!(stdout.contains("no XDP program on c (not in ingress.on)"), "{stdout}");
     assert!(stdout.contains("test c passes it up ... ok"), "{stdout}");
-    assert!(
-        stdout.contains("test b stamps its address ... ok"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("test b stamps its address ... ok"), "{stdout}");
     // c has no egress program: the frame keeps the sender's address.
-    assert!(
-        stdout.contains("test not c's address ... FAILED"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("test not c's address ... FAILED"), "{stdout}");
     assert!(
         stdout.contains("expected on c: eth(src = egress.mac (") && stdout.contains("- eth.src"),
         "{stdout}"
@@ -277,19 +206,14 @@ fn json_lines_for_ci() {
     let (_dir, path) = spec(&format!("{BASE}test \"bad\" {{\n    send a eth() / vlan(id = 100)\n    expect b vlan(id = 1)\n}}\ntest \"good\" {{\n    send a eth() / vlan(id = 100)\n    expect b vlan(id = 7)\n}}\n"));
     let out = devmapc(&["test", "--message-format", "json", &path]);
     assert_eq!(out.status.code(), Some(1));
-    let lines: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines[0]["type"], "suite");
     assert_eq!(lines[0]["test_count"], 2);
     assert_eq!(lines[1]["name"], "bad");
     assert_eq!(lines[1]["event"], "failed");
     let failure = &lines[1]["failures"][0];
-    assert_eq!(
-        (failure["line"].as_u64(), failure["column"].as_u64()),
-        (Some(12), Some(5))
-    );
+    assert_eq!((failure["line"].as_u64(), failure["column"].as_u64()), (Some(12), Some(5)));
     assert_eq!(failure["seen"][0]["device"], "b");
     assert_eq!(
         failure["seen"][0]["diff"][0],
@@ -311,9 +235,7 @@ fn without_privileges_one_message_and_no_run() {
     require_privileged!();
     // As `nobody`, without any capability.
     let out = devmapc_testkit::privileged::as_nobody(
-        Command::new(BIN)
-            .args(["test", "examples/vlan-switch.devmap"])
-            .current_dir(root()),
+        Command::new(BIN).args(["test", "examples/vlan-switch.devmap"]).current_dir(root()),
     )
     .output()
     .unwrap();
@@ -321,10 +243,7 @@ fn without_privileges_one_message_and_no_run() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(text(&out.stdout), "", "nothing ran");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("missing capabilities CAP_BPF, CAP_NET_ADMIN"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("missing capabilities CAP_BPF, CAP_NET_ADMIN"), "{stderr}");
 }
 
 /// The network namespaces `pid` holds open (`net:[inode]`), its own
@@ -421,19 +340,9 @@ fn nothing_is_left_after_an_interrupted_or_failed_run() {
     let status = child.wait().unwrap();
     assert!(started.elapsed() < Duration::from_secs(3), "stops promptly");
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
     assert_eq!(status.code(), Some(130), "{stdout}\n{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(!stdout.contains("test fails"), "stopped mid-run: {stdout}");
@@ -443,10 +352,8 @@ fn nothing_is_left_after_an_interrupted_or_failed_run() {
     assert_eq!(named_namespaces(), before, "no namespace in /run/netns");
 
     // A failed run leaves nothing either.
-    let out = Command::new(BIN)
-        .args(["test", "--timeout", "10", "--filter", "fails", &path])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).args(["test", "--timeout", "10", "--filter", "fails", &path]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert_eq!(named_namespaces(), before);
     for ns in &held {

@@ -279,9 +279,15 @@ pub struct Stmt {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StmtKind {
     /// `field = value`
-    Assign { field: Path, value: Value },
+    Assign {
+        field: Path,
+        value: Value,
+    },
     /// `field -= amount`
-    Decrement { field: Path, amount: Value },
+    Decrement {
+        field: Path,
+        amount: Value,
+    },
     /// `vlan.push(x)`, `vlan.pop()`
     Call(Call),
     Drop,
@@ -319,7 +325,11 @@ pub enum CondKind {
     Not(Box<Cond>),
     /// `has(vlan)`
     Has(Ident),
-    Compare { left: Value, op: CmpOp, right: Value },
+    Compare {
+        left: Value,
+        op: CmpOp,
+        right: Value,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,9 +24,9 @@
 //! identifier ([`output_name`]).
 
 use crate::diagnostic::render_plain;
+use crate::scratch::PrivateDir;
 use crate::{ir::Ir, lower, render, typed, Diagnostic};
 use std::ffi::OsString;
-use crate::scratch::PrivateDir;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -94,17 +94,32 @@ pub struct Outputs {
 /// Why a build failed.
 #[derive(Debug)]
 pub enum BuildError {
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The spec has errors; the message shows them all, located. `source`
     /// is the text they point into (a spec that is not UTF-8 decoded
     /// lossily).
-    Spec { file: String, source: String, rendered: String, diagnostics: Vec<Diagnostic> },
+    Spec {
+        file: String,
+        source: String,
+        rendered: String,
+        diagnostics: Vec<Diagnostic>,
+    },
     /// No clang to compile with.
-    NoClang { tried: Vec<String> },
+    NoClang {
+        tried: Vec<String>,
+    },
     /// clang or the skeleton generator failed.
-    Compile { message: String },
+    Compile {
+        message: String,
+    },
     /// The spec's file name gives no name for the outputs.
-    Name { spec: PathBuf, why: String },
+    Name {
+        spec: PathBuf,
+        why: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -164,7 +179,8 @@ impl Builder {
 
     /// Checks, lowers, renders and compiles the spec.
     pub fn build(&self) -> Result<Outputs, BuildError> {
-        let in_build_script = std::env::var_os("OUT_DIR").is_some() && std::env::var_os("CARGO_MANIFEST_DIR").is_some();
+        let in_build_script =
+            std::env::var_os("OUT_DIR").is_some() && std::env::var_os("CARGO_MANIFEST_DIR").is_some();
         if in_build_script {
             println!("cargo:rerun-if-changed={}", self.spec.display());
             println!("cargo:rerun-if-env-changed=DEVMAPC_CLANG");
@@ -173,25 +189,38 @@ impl Builder {
             Some(dir) => dir.clone(),
             None => std::env::var_os("OUT_DIR").map(PathBuf::from).ok_or_else(|| BuildError::Io {
                 path: self.spec.clone(),
-                error: std::io::Error::other("no output directory: call .out_dir(...) (OUT_DIR is only set in build scripts)"),
+                error: std::io::Error::other(
+                    "no output directory: call .out_dir(...) (OUT_DIR is only set in build scripts)",
+                ),
             })?,
         };
-        let bytes = std::fs::read(&self.spec).map_err(|error| BuildError::Io { path: self.spec.clone(), error })?;
+        let bytes =
+            std::fs::read(&self.spec).map_err(|error| BuildError::Io { path: self.spec.clone(), error })?;
         let file_name = self.spec.file_name().and_then(|n| n.to_str()).unwrap_or("spec.devmap").to_string();
         let (source, checked) = crate::check_bytes(&bytes);
         let Some(model) = checked.model else {
             let file = self.spec.display().to_string();
             let rendered = render_plain(&file, &source, &checked.diagnostics);
-            return Err(BuildError::Spec { file, source: source.into_owned(), rendered, diagnostics: checked.diagnostics });
+            return Err(BuildError::Spec {
+                file,
+                source: source.into_owned(),
+                rendered,
+                diagnostics: checked.diagnostics,
+            });
         };
         if in_build_script {
-            for line in render_plain(&self.spec.display().to_string(), &source, &checked.diagnostics).lines().filter(|l| !l.is_empty()) {
+            for line in render_plain(&self.spec.display().to_string(), &source, &checked.diagnostics)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
                 println!("cargo:warning={line}");
             }
         }
         let ir = lower::lower(&model, &file_name, &source);
-        let name = output_name(&self.spec).map_err(|why| BuildError::Name { spec: self.spec.clone(), why })?;
-        let mut outputs = Outputs { name: name.clone(), spec_warnings: checked.diagnostics, ..Outputs::default() };
+        let name =
+            output_name(&self.spec).map_err(|why| BuildError::Name { spec: self.spec.clone(), why })?;
+        let mut outputs =
+            Outputs { name: name.clone(), spec_warnings: checked.diagnostics, ..Outputs::default() };
         let mut emit = self.emit;
         let typed = self.typed.unwrap_or(in_build_script && emit.obj && emit.manifest);
         if typed {
@@ -202,7 +231,8 @@ impl Builder {
         // Everything is made in a private directory first and moved into
         // place only when all of it was made: a failed build leaves the
         // previous outputs as they were, and no half-written file.
-        let stage = PrivateDir::new("build").map_err(|error| BuildError::Io { path: std::env::temp_dir(), error })?;
+        let stage =
+            PrivateDir::new("build").map_err(|error| BuildError::Io { path: std::env::temp_dir(), error })?;
         let staged = |file: &str| stage.path().join(file);
         let write = |file: &str, bytes: &[u8]| {
             stage.create(file, bytes).map_err(|error| BuildError::Io { path: staged(file), error })
@@ -227,8 +257,14 @@ impl Builder {
                 Some(c) => c.clone(),
                 None => find_clang()?,
             };
-            clang_output = compile(&clang, &staged(&c_file), &staged(&obj_file), emit.skel.then(|| staged(&skel_file)).as_deref())?;
-            let object = std::fs::read(staged(&obj_file)).map_err(|error| BuildError::Io { path: staged(&obj_file), error })?;
+            clang_output = compile(
+                &clang,
+                &staged(&c_file),
+                &staged(&obj_file),
+                emit.skel.then(|| staged(&skel_file)).as_deref(),
+            )?;
+            let object = std::fs::read(staged(&obj_file))
+                .map_err(|error| BuildError::Io { path: staged(&obj_file), error })?;
             object_sha256 = Some(object_digest(&object));
             if in_build_script {
                 for line in &clang_output {
@@ -253,9 +289,11 @@ impl Builder {
         std::fs::create_dir_all(&out_dir).map_err(|error| BuildError::Io { path: out_dir.clone(), error })?;
         // Every output goes into this one directory, whatever is renamed
         // on the way to it meanwhile.
-        let out_fd = crate::scratch::open_dir(&out_dir).map_err(|error| BuildError::Io { path: out_dir.clone(), error })?;
+        let out_fd = crate::scratch::open_dir(&out_dir)
+            .map_err(|error| BuildError::Io { path: out_dir.clone(), error })?;
         for (file, slot) in publish {
-            *slot = Some(publish_file(&staged(&file), std::os::fd::AsFd::as_fd(&out_fd), &out_dir.join(&file))?);
+            *slot =
+                Some(publish_file(&staged(&file), std::os::fd::AsFd::as_fd(&out_fd), &out_dir.join(&file))?);
         }
         outputs.clang_output = clang_output;
         Ok(outputs)
@@ -268,18 +306,30 @@ impl Builder {
 /// does it relative to `dir`: whatever `target` was (a symlink included)
 /// is replaced, never written through, and a reader sees the old file or
 /// the new one.
-fn publish_file(staged: &Path, dir: std::os::fd::BorrowedFd<'_>, target: &Path) -> Result<PathBuf, BuildError> {
+fn publish_file(
+    staged: &Path,
+    dir: std::os::fd::BorrowedFd<'_>,
+    target: &Path,
+) -> Result<PathBuf, BuildError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |error| BuildError::Io { path, error }
     };
     let bytes = std::fs::read(staged).map_err(io(staged))?;
     let name = target.file_name().expect("an output file");
-    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC;
-    let same = rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty()).ok().map(std::fs::File::from).is_some_and(|mut old| {
-        let mut old_bytes = Vec::new();
-        old.metadata().is_ok_and(|m| m.is_file()) && std::io::Read::read_to_end(&mut old, &mut old_bytes).is_ok() && old_bytes == bytes
-    });
+    let flags = rustix::fs::OFlags::RDONLY
+        | rustix::fs::OFlags::NOFOLLOW
+        | rustix::fs::OFlags::NONBLOCK
+        | rustix::fs::OFlags::CLOEXEC;
+    let same = rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty())
+        .ok()
+        .map(std::fs::File::from)
+        .is_some_and(|mut old| {
+            let mut old_bytes = Vec::new();
+            old.metadata().is_ok_and(|m| m.is_file())
+                && std::io::Read::read_to_end(&mut old, &mut old_bytes).is_ok()
+                && old_bytes == bytes
+        });
     if same {
         return Ok(target.to_path_buf());
     }
@@ -361,7 +411,8 @@ pub fn output_name(spec: &Path) -> Result<String, String> {
     if let Some(c) = stem.chars().find(|c| !c.is_ascii_alphanumeric() && *c != '-' && *c != '_') {
         return refuse(format!("`{c}` is not an ASCII letter, digit, `-` or `_`"));
     }
-    let mut name: String = stem.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_lowercase() }).collect();
+    let mut name: String =
+        stem.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_lowercase() }).collect();
     if name.starts_with('_') || name.ends_with('_') || name.contains("__") {
         return refuse(format!("`{stem}` has a `-` or `_` that is not between two letters or digits"));
     }
@@ -380,10 +431,11 @@ pub fn output_name(spec: &Path) -> Result<String, String> {
 const MAX_NAME: usize = 64;
 
 const RUST_KEYWORDS: &[&str] = &[
-    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn", "else",
-    "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro", "match", "mod",
-    "move", "mut", "override", "priv", "pub", "ref", "return", "self", "static", "struct", "super", "trait", "true",
-    "try", "type", "typeof", "union", "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn",
+    "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop",
+    "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "self", "static",
+    "struct", "super", "trait", "true", "try", "type", "typeof", "union", "unsafe", "unsized", "use",
+    "virtual", "where", "while", "yield",
 ];
 
 /// The clang to use: `DEVMAPC_CLANG`, else the first that runs of `clang`,
@@ -524,7 +576,10 @@ mod tests {
         assert!(text.contains("has 1 error"), "{text}");
         assert!(text.contains("error[devmap::E014]: route key `10.0.0.1` is an IPv4 address"), "{text}");
         assert!(text.contains("bad.devmap:4:7"), "{text}");
-        assert!(text.contains("4 | route 10.0.0.1 -> a\n  |       ^^^^^^^^ expected a number 0..=4095"), "{text}");
+        assert!(
+            text.contains("4 | route 10.0.0.1 -> a\n  |       ^^^^^^^^ expected a number 0..=4095"),
+            "{text}"
+        );
         assert!(text.contains("= help: "), "{text}");
     }
 

@@ -424,9 +424,18 @@ pub fn render_plain(file: &str, source: &str, diagnostics: &[Diagnostic]) -> Str
             line_end -= 1;
         }
         let start = start.clamp(line_start, line_end);
-        let from = source[line_start..start].char_indices().rev().take(PLAIN_CONTEXT).last().map_or(start, |(i, _)| line_start + i);
-        let to = source[start..line_end].char_indices().nth(2 * PLAIN_CONTEXT).map_or(line_end, |(i, _)| start + i);
-        let (before, after) = (if from > line_start { "…" } else { "" }, if to < line_end { "…" } else { "" });
+        let from = source[line_start..start]
+            .char_indices()
+            .rev()
+            .take(PLAIN_CONTEXT)
+            .last()
+            .map_or(start, |(i, _)| line_start + i);
+        let to = source[start..line_end]
+            .char_indices()
+            .nth(2 * PLAIN_CONTEXT)
+            .map_or(line_end, |(i, _)| start + i);
+        let (before, after) =
+            (if from > line_start { "…" } else { "" }, if to < line_end { "…" } else { "" });
         let text = format!("{before}{}{after}", &source[from..to]);
         let indent = before.chars().count() + source[from..start].chars().count();
         let width = source[start..d.primary.span.end.clamp(start, to)].chars().count().max(1);
@@ -446,7 +455,11 @@ pub fn render_plain(file: &str, source: &str, diagnostics: &[Diagnostic]) -> Str
     }
     if let Some(hidden) = diagnostics.get(SHOWN..).filter(|h| !h.is_empty()) {
         let errors = hidden.iter().filter(|d| d.is_error()).count();
-        out.push_str(&format!("... and {} more ({errors} errors, {} warnings)\n", hidden.len(), hidden.len() - errors));
+        out.push_str(&format!(
+            "... and {} more ({errors} errors, {} warnings)\n",
+            hidden.len(),
+            hidden.len() - errors
+        ));
     }
     out
 }

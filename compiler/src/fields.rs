@@ -9,7 +9,9 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ty {
     /// An unsigned integer from 0 to `max`.
-    Uint { max: u64 },
+    Uint {
+        max: u64,
+    },
     Mac,
     Ipv4,
     Ipv6,
@@ -205,7 +207,8 @@ impl Field {
     /// The fields that can be used in a given way, as "`a`, `b`", for help
     /// lines.
     pub fn list(filter: impl Fn(Field) -> bool) -> String {
-        let names: Vec<String> = FIELDS.iter().filter(|f| filter(f.field)).map(|f| format!("`{}`", f.path)).collect();
+        let names: Vec<String> =
+            FIELDS.iter().filter(|f| filter(f.field)).map(|f| format!("`{}`", f.path)).collect();
         names.join(", ")
     }
 }
@@ -229,7 +232,15 @@ pub enum LayerKind {
 }
 
 impl LayerKind {
-    pub const ALL: [LayerKind; 7] = [LayerKind::Eth, LayerKind::Vlan, LayerKind::Ipv4, LayerKind::Ipv6, LayerKind::Udp, LayerKind::Tcp, LayerKind::Payload];
+    pub const ALL: [LayerKind; 7] = [
+        LayerKind::Eth,
+        LayerKind::Vlan,
+        LayerKind::Ipv4,
+        LayerKind::Ipv6,
+        LayerKind::Udp,
+        LayerKind::Tcp,
+        LayerKind::Payload,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

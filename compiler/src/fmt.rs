@@ -74,8 +74,19 @@ struct Printer<'s> {
 
 impl<'s> Printer<'s> {
     fn new(src: &'s str) -> Printer<'s> {
-        let comments = scan_comments(src).into_iter().map(|span| Comment { span, blank_before: blank_above(src, span.start) }).collect();
-        Printer { src, comments, next: 0, lines: Vec::new(), indent: 0, pending_blank: false, block_start: true }
+        let comments = scan_comments(src)
+            .into_iter()
+            .map(|span| Comment { span, blank_before: blank_above(src, span.start) })
+            .collect();
+        Printer {
+            src,
+            comments,
+            next: 0,
+            lines: Vec::new(),
+            indent: 0,
+            pending_blank: false,
+            block_start: true,
+        }
     }
 
     fn push(&mut self, text: String, blank_before: bool) {
@@ -181,7 +192,9 @@ impl<'s> Printer<'s> {
         }
         match item {
             Item::Table(t) => self.settings_block(t.span.start, "table".into(), &t.settings),
-            Item::Device(d) => self.settings_block(d.span.start, format!("device {}", d.name.name), &d.settings),
+            Item::Device(d) => {
+                self.settings_block(d.span.start, format!("device {}", d.name.name), &d.settings)
+            }
             Item::Ingress(i) => self.settings_block(i.span.start, "ingress".into(), &i.settings),
             Item::Group(g) => {
                 self.open(g.span.start, g.members.span.start + 1, format!("group {} {{", g.name.name));
@@ -192,15 +205,19 @@ impl<'s> Printer<'s> {
                 self.trailing(g.span.end);
             }
             Item::Egress(e) => {
-                let params: Vec<String> = e.params.iter().map(|p| format!("{}: {}", p.name.name, p.ty.name)).collect();
-                let params = if params.is_empty() { String::new() } else { format!("({})", params.join(", ")) };
+                let params: Vec<String> =
+                    e.params.iter().map(|p| format!("{}: {}", p.name.name, p.ty.name)).collect();
+                let params =
+                    if params.is_empty() { String::new() } else { format!("({})", params.join(", ")) };
                 self.open(e.span.start, e.body.span.start + 1, format!("egress {}{params} {{", e.name.name));
                 self.stmts(&e.body);
                 self.close(e.body.span.end, "");
                 self.trailing(e.span.end);
             }
             Item::Test(t) => {
-                let open = self.src[t.body.span.start..].find('{').map_or(t.body.span.start, |i| t.body.span.start + i + 1);
+                let open = self.src[t.body.span.start..]
+                    .find('{')
+                    .map_or(t.body.span.start, |i| t.body.span.start + i + 1);
                 self.open(t.span.start, open, format!("test {} {{", string(&t.name.text)));
                 for s in &t.body.members {
                     self.line(s.span, test_stmt(s));
@@ -292,10 +309,15 @@ fn align_trailing(lines: &mut [Line]) {
             continue;
         }
         let mut j = i + 1;
-        while j < lines.len() && lines[j].trailing.is_some() && !lines[j].blank_before && !lines[j - 1].text.contains('\n') {
+        while j < lines.len()
+            && lines[j].trailing.is_some()
+            && !lines[j].blank_before
+            && !lines[j - 1].text.contains('\n')
+        {
             j += 1;
         }
-        let width = lines[i..j].iter().map(|l| l.indent * INDENT.len() + l.text.chars().count()).max().unwrap_or(0);
+        let width =
+            lines[i..j].iter().map(|l| l.indent * INDENT.len() + l.text.chars().count()).max().unwrap_or(0);
         for line in &mut lines[i..j] {
             let pad = width - line.indent * INDENT.len() - line.text.chars().count() + 2;
             let comment = line.trailing.take().unwrap();
@@ -311,7 +333,8 @@ fn one_line(item: &Item) -> Option<String> {
         if b.members.is_empty() {
             return "{}".to_string();
         }
-        let s: Vec<String> = b.members.iter().map(|s| format!("{} = {}", s.name.name, value(&s.value))).collect();
+        let s: Vec<String> =
+            b.members.iter().map(|s| format!("{} = {}", s.name.name, value(&s.value))).collect();
         format!("{{ {} }}", s.join(", "))
     };
     Some(match item {
@@ -353,7 +376,9 @@ fn cond(c: &Cond, parent: u8) -> String {
         // `!(ipv4.ttl == 1)`, not `!ipv4.ttl == 1`, which reads wrongly.
         CondKind::Not(inner) => (format!("!{}", cond(inner, 4)), 4),
         CondKind::Has(h) => (format!("has({})", h.name), 5),
-        CondKind::Compare { left, op, right } => (format!("{} {} {}", value(left), op.as_str(), value(right)), 3),
+        CondKind::Compare { left, op, right } => {
+            (format!("{} {} {}", value(left), op.as_str(), value(right)), 3)
+        }
     };
     if strength < parent {
         format!("({text})")
@@ -409,7 +434,9 @@ fn string(text: &str) -> String {
 pub fn value(v: &Value) -> String {
     match &v.kind {
         ValueKind::Int(Int { value, hex_digits: 0 }) => value.to_string(),
-        ValueKind::Int(Int { value, hex_digits }) => format!("0x{value:0width$x}", width = *hex_digits as usize),
+        ValueKind::Int(Int { value, hex_digits }) => {
+            format!("0x{value:0width$x}", width = *hex_digits as usize)
+        }
         ValueKind::Mac(m) => m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
         ValueKind::Ipv4(a) => a.to_string(),
         ValueKind::Ipv6(a) => a.to_string(),
@@ -508,7 +535,10 @@ mod tests {
     #[test]
     fn negations_that_cancel_are_dropped() {
         let src = "egress e { if !!has(vlan) && !!!(vlan.id == 1) || !(!(has(ipv4))) { drop } }\n";
-        assert_eq!(fmt(src), "egress e {\n    if has(vlan) && !(vlan.id == 1) || has(ipv4) {\n        drop\n    }\n}\n");
+        assert_eq!(
+            fmt(src),
+            "egress e {\n    if has(vlan) && !(vlan.id == 1) || has(ipv4) {\n        drop\n    }\n}\n"
+        );
     }
 
     #[test]

@@ -395,7 +395,8 @@ impl Ir {
             r.line = 0;
             r.text.clear();
         }
-        let mut routes: Vec<Vec<u8>> = data.routes.iter().map(|r| serde_json::to_vec(r).expect("the IR serialises")).collect();
+        let mut routes: Vec<Vec<u8>> =
+            data.routes.iter().map(|r| serde_json::to_vec(r).expect("the IR serialises")).collect();
         routes.sort();
         data.routes.clear();
         let mut bytes = serde_json::to_vec(&data).expect("the IR serialises");
@@ -419,7 +420,11 @@ pub enum EncodeError {
 
 /// The bytes a route key is stored as in the key stage's map. `ifindex`
 /// resolves a device (for `ingress.port` keys) at load time.
-pub fn encode_key(plan: &KeyPlan, key: &KeyValue, ifindex: &dyn Fn(usize) -> Option<u32>) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_key(
+    plan: &KeyPlan,
+    key: &KeyValue,
+    ifindex: &dyn Fn(usize) -> Option<u32>,
+) -> Result<Vec<u8>, EncodeError> {
     let parts: Vec<&KeyValue> = match key {
         KeyValue::Composite(parts) => parts.iter().collect(),
         single => vec![single],
@@ -457,7 +462,9 @@ pub fn encode_key(plan: &KeyPlan, key: &KeyValue, ifindex: &dyn Fn(usize) -> Opt
         KeyPlan::Lpm { address_bytes, .. } => {
             let (len, addr): (u8, Vec<u8>) = match parts.as_slice() {
                 [KeyValue::Prefix(PrefixValue::V4(a, l))] if *address_bytes == 4 => (*l, a.octets().to_vec()),
-                [KeyValue::Prefix(PrefixValue::V6(a, l))] if *address_bytes == 16 => (*l, a.octets().to_vec()),
+                [KeyValue::Prefix(PrefixValue::V6(a, l))] if *address_bytes == 16 => {
+                    (*l, a.octets().to_vec())
+                }
                 _ => return Err(EncodeError::Shape),
             };
             let mut bytes = u32::from(len).to_ne_bytes().to_vec();
@@ -469,7 +476,11 @@ pub fn encode_key(plan: &KeyPlan, key: &KeyValue, ifindex: &dyn Fn(usize) -> Opt
 
 /// A direct key's fields packed into the `__u32` the ingress program
 /// computes before the mix.
-fn pack_direct(fields: &[DirectField], parts: &[&KeyValue], ifindex: &dyn Fn(usize) -> Option<u32>) -> Result<u32, EncodeError> {
+fn pack_direct(
+    fields: &[DirectField],
+    parts: &[&KeyValue],
+    ifindex: &dyn Fn(usize) -> Option<u32>,
+) -> Result<u32, EncodeError> {
     if let ([f], [KeyValue::Const(Const::Ipv4(addr))]) = (fields, parts) {
         debug_assert!(f.field.key_bits() == Some(32));
         // Loaded straight from the packet: wire byte order.

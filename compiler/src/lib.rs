@@ -4,6 +4,7 @@
 //! [`parse()`] text → [`ast::Spec`]; [`check()`] AST → [`model::Model`] and
 //! diagnostics; [`fmt::format`] AST + text → canonical text.
 #![doc = include_str!("../../ARCHITECTURE.md")]
+#![forbid(unsafe_code)]
 
 pub mod ast;
 pub mod builder;
@@ -36,10 +37,18 @@ pub fn decode(bytes: &[u8]) -> Result<&str, (String, Box<Diagnostic>)> {
     };
     let at = error.valid_up_to();
     let text = String::from_utf8_lossy(bytes).into_owned();
-    let bad: Vec<String> = bytes[at..].iter().take(error.error_len().unwrap_or(bytes.len() - at)).map(|b| format!("0x{b:02x}")).collect();
-    let diagnostic = Diagnostic::new(Code::NotUtf8, ast::Span::new(at, at + char::REPLACEMENT_CHARACTER.len_utf8()), "the spec is not UTF-8 text")
-        .label(format!("byte {} is not UTF-8", bad.join(" ")))
-        .help("save the spec as UTF-8 (names are ASCII; strings and comments may hold any UTF-8 text)");
+    let bad: Vec<String> = bytes[at..]
+        .iter()
+        .take(error.error_len().unwrap_or(bytes.len() - at))
+        .map(|b| format!("0x{b:02x}"))
+        .collect();
+    let diagnostic = Diagnostic::new(
+        Code::NotUtf8,
+        ast::Span::new(at, at + char::REPLACEMENT_CHARACTER.len_utf8()),
+        "the spec is not UTF-8 text",
+    )
+    .label(format!("byte {} is not UTF-8", bad.join(" ")))
+    .help("save the spec as UTF-8 (names are ASCII; strings and comments may hold any UTF-8 text)");
     Err((text, Box::new(diagnostic)))
 }
 

@@ -55,7 +55,15 @@ pub fn lower(model: &Model, spec: &str, source: &str) -> Ir {
         })
         .collect();
 
-    let groups = model.groups.iter().map(|g| GroupPlan { name: g.name.clone(), line: line(g.span.start), map: format!("devmapc_group_{}", g.name) }).collect();
+    let groups = model
+        .groups
+        .iter()
+        .map(|g| GroupPlan {
+            name: g.name.clone(),
+            line: line(g.span.start),
+            map: format!("devmapc_group_{}", g.name),
+        })
+        .collect();
 
     let code = CodePlan {
         key: key_plan(&model.table.key),
@@ -82,7 +90,13 @@ pub fn lower(model: &Model, spec: &str, source: &str) -> Ir {
             program: d.egress.as_ref().map(|e| e.program),
             args: d.egress.as_ref().map(|e| e.args.clone()).unwrap_or_default(),
             ingress: model.ingress.on.contains(&i),
-            groups: model.groups.iter().enumerate().filter(|(_, g)| g.members.contains(&i)).map(|(gi, _)| gi).collect(),
+            groups: model
+                .groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.members.contains(&i))
+                .map(|(gi, _)| gi)
+                .collect(),
             line: line(d.span.start),
         })
         .collect();
@@ -91,12 +105,23 @@ pub fn lower(model: &Model, spec: &str, source: &str) -> Ir {
         .iter()
         .map(|r| RouteData {
             key: r.key.clone(),
-            text: source.get(r.span.start..r.span.end).and_then(|s| s.strip_prefix("route")).and_then(|s| s.split("->").next()).unwrap_or("").trim().to_string(),
+            text: source
+                .get(r.span.start..r.span.end)
+                .and_then(|s| s.strip_prefix("route"))
+                .and_then(|s| s.split("->").next())
+                .unwrap_or("")
+                .trim()
+                .to_string(),
             target: target(r.target),
             line: line(r.span.start),
         })
         .collect();
-    let data = DataPlan { xdp_mode: model.ingress.mode, devices, routes, default_route: model.default_route.map(target) };
+    let data = DataPlan {
+        xdp_mode: model.ingress.mode,
+        devices,
+        routes,
+        default_route: model.default_route.map(target),
+    };
 
     Ir { spec: spec.to_string(), code, data }
 }
@@ -161,7 +186,9 @@ fn reads_egress_mac(stmt: &crate::model::Stmt) -> bool {
     }
     match stmt {
         Stmt::Assign { value, .. } | Stmt::VlanPush(value) => operand(value),
-        Stmt::If { cond: c, then, otherwise } => cond(c) || then.iter().chain(otherwise).any(reads_egress_mac),
+        Stmt::If { cond: c, then, otherwise } => {
+            cond(c) || then.iter().chain(otherwise).any(reads_egress_mac)
+        }
         Stmt::Decrement { .. } | Stmt::VlanPop | Stmt::Drop | Stmt::Pass => false,
     }
 }
@@ -191,7 +218,8 @@ mod tests {
 
     #[test]
     fn wide_keys_are_hashed_in_network_order() {
-        let ir = ir(&format!("table {{ key = (vlan.id, eth.dst) }}\n{BASE}route (100, 02:00:00:00:00:01) -> b\n"));
+        let ir =
+            ir(&format!("table {{ key = (vlan.id, eth.dst) }}\n{BASE}route (100, 02:00:00:00:00:01) -> b\n"));
         assert!(matches!(ir.code.key, KeyPlan::Hashed { size: 8, .. }));
         let bytes = encode_key(&ir.code.key, &ir.data.routes[0].key, &|_| None).unwrap();
         assert_eq!(bytes, [0, 100, 2, 0, 0, 0, 0, 1]);
@@ -201,16 +229,27 @@ mod tests {
     fn ipv4_direct_keys_mix_their_wire_order_and_ports_resolve_at_load() {
         let v4 = ir(&format!("table {{ key = ipv4.dst }}\n{BASE}route 10.0.0.1 -> b\n"));
         let wire = u32::from_ne_bytes([10, 0, 0, 1]);
-        assert_eq!(encode_key(&v4.code.key, &v4.data.routes[0].key, &|_| None).unwrap(), fmix32(wire).to_ne_bytes());
+        assert_eq!(
+            encode_key(&v4.code.key, &v4.data.routes[0].key, &|_| None).unwrap(),
+            fmix32(wire).to_ne_bytes()
+        );
         let port = ir(&format!("table {{ key = ingress.port }}\n{BASE}route a -> b\n"));
         assert_eq!(port.data.routes[0].key, KeyValue::Device(0));
-        assert_eq!(encode_key(&port.code.key, &port.data.routes[0].key, &|_| None), Err(EncodeError::UnresolvedDevice(0)));
-        assert_eq!(encode_key(&port.code.key, &port.data.routes[0].key, &|_| Some(7)).unwrap(), fmix32(7).to_ne_bytes());
+        assert_eq!(
+            encode_key(&port.code.key, &port.data.routes[0].key, &|_| None),
+            Err(EncodeError::UnresolvedDevice(0))
+        );
+        assert_eq!(
+            encode_key(&port.code.key, &port.data.routes[0].key, &|_| Some(7)).unwrap(),
+            fmix32(7).to_ne_bytes()
+        );
     }
 
     #[test]
     fn lpm_keys_lead_with_the_prefix_length() {
-        let ir = ir(&format!("table {{ key = lpm(ipv4.dst) }}\n{BASE}route 10.0.0.0/8 -> b\nroute 10.1.2.3 -> a\n"));
+        let ir = ir(&format!(
+            "table {{ key = lpm(ipv4.dst) }}\n{BASE}route 10.0.0.0/8 -> b\nroute 10.1.2.3 -> a\n"
+        ));
         let bytes = encode_key(&ir.code.key, &ir.data.routes[1].key, &|_| None).unwrap();
         assert_eq!(bytes, [32u32.to_ne_bytes().as_slice(), &[10, 1, 2, 3]].concat());
         assert_eq!(ir.data.routes[0].text, "10.0.0.0/8");
@@ -220,11 +259,16 @@ mod tests {
     fn data_changes_leave_the_code_hash_alone() {
         let prog = "egress tag(v: u16) { vlan.id = v }\ndevice c { ifname = \"c\", egress = tag(5) }\n";
         let one = ir(&format!("table {{ key = vlan.id }}\n{BASE}{prog}route 1 -> b\nroute 2 -> c\n"));
-        let two = ir(&format!("table {{ key = vlan.id }}\n{BASE}{}route 1 -> a\nroute 3 -> c\n", prog.replace("tag(5)", "tag(6)")));
+        let two = ir(&format!(
+            "table {{ key = vlan.id }}\n{BASE}{}route 1 -> a\nroute 3 -> c\n",
+            prog.replace("tag(5)", "tag(6)")
+        ));
         assert_eq!(one.code_hash(), two.code_hash());
         assert_ne!(one.data_hash(), two.data_hash());
         assert_eq!(two.data.devices[2].args, vec![Const::Uint(6)]);
-        let three = ir(&format!("table {{ key = vlan.id, counters = off }}\n{BASE}{prog}route 1 -> b\nroute 2 -> c\n"));
+        let three = ir(&format!(
+            "table {{ key = vlan.id, counters = off }}\n{BASE}{prog}route 1 -> b\nroute 2 -> c\n"
+        ));
         assert_ne!(one.code_hash(), three.code_hash());
     }
 }

@@ -70,13 +70,23 @@ impl Manifest {
 /// the runtime indexes, offsets and allocates from it.
 pub fn validate(ir: &Ir) -> Result<(), String> {
     let (code, data) = (&ir.code, &ir.data);
-    let many = |what: &str, n: usize| if n > MAX_ITEMS { Err(format!("{n} {what}: at most {MAX_ITEMS}")) } else { Ok(()) };
+    let many = |what: &str, n: usize| {
+        if n > MAX_ITEMS {
+            Err(format!("{n} {what}: at most {MAX_ITEMS}"))
+        } else {
+            Ok(())
+        }
+    };
     many("devices", data.devices.len())?;
     many("groups", code.groups.len())?;
     many("egress programs", code.programs.len())?;
     let target = |t: &TargetRef, what: &str| match *t {
-        TargetRef::Device(d) if d >= data.devices.len() => Err(format!("{what} targets device {d}, the plan has {}", data.devices.len())),
-        TargetRef::Group(g) if g >= code.groups.len() => Err(format!("{what} targets group {g}, the plan has {}", code.groups.len())),
+        TargetRef::Device(d) if d >= data.devices.len() => {
+            Err(format!("{what} targets device {d}, the plan has {}", data.devices.len()))
+        }
+        TargetRef::Group(g) if g >= code.groups.len() => {
+            Err(format!("{what} targets group {g}, the plan has {}", code.groups.len()))
+        }
         _ => Ok(()),
     };
     for (i, route) in data.routes.iter().enumerate() {
@@ -88,10 +98,20 @@ pub fn validate(ir: &Ir) -> Result<(), String> {
     for d in &data.devices {
         if let Some(p) = d.program {
             let Some(program) = code.programs.get(p) else {
-                return Err(format!("device `{}` runs egress program {p}, the plan has {}", d.name, code.programs.len()));
+                return Err(format!(
+                    "device `{}` runs egress program {p}, the plan has {}",
+                    d.name,
+                    code.programs.len()
+                ));
             };
             if d.args.len() != program.params.len() {
-                return Err(format!("device `{}` gives {} arguments to `{}`, which takes {}", d.name, d.args.len(), program.name, program.params.len()));
+                return Err(format!(
+                    "device `{}` gives {} arguments to `{}`, which takes {}",
+                    d.name,
+                    d.args.len(),
+                    program.name,
+                    program.params.len()
+                ));
             }
         }
         if let Some(g) = d.groups.iter().find(|g| **g >= code.groups.len()) {
@@ -100,11 +120,17 @@ pub fn validate(ir: &Ir) -> Result<(), String> {
     }
     for p in &code.programs {
         if p.args_size > MAX_ARGS_SIZE {
-            return Err(format!("egress program `{}` has {} bytes of arguments: at most {MAX_ARGS_SIZE}", p.name, p.args_size));
+            return Err(format!(
+                "egress program `{}` has {} bytes of arguments: at most {MAX_ARGS_SIZE}",
+                p.name, p.args_size
+            ));
         }
         let fits = |offset: u32, size: u32| offset.checked_add(size).is_some_and(|end| end <= p.args_size);
         if let Some(param) = p.params.iter().find(|q| !fits(q.offset, q.ty.size())) {
-            return Err(format!("parameter `{}` of `{}` lies outside its {} bytes of arguments", param.name, p.name, p.args_size));
+            return Err(format!(
+                "parameter `{}` of `{}` lies outside its {} bytes of arguments",
+                param.name, p.name, p.args_size
+            ));
         }
         if p.egress_mac_offset.is_some_and(|at| !fits(at, 6)) {
             return Err(format!("the egress MAC of `{}` lies outside its arguments", p.name));
@@ -117,7 +143,10 @@ pub fn validate(ir: &Ir) -> Result<(), String> {
             }
             for f in fields {
                 if f.bits == 0 || f.bits > 32 || f.shift.checked_add(f.bits).is_none_or(|end| end > 32) {
-                    return Err(format!("a direct key field of {} bits at bit {}: outside 32 bits", f.bits, f.shift));
+                    return Err(format!(
+                        "a direct key field of {} bits at bit {}: outside 32 bits",
+                        f.bits, f.shift
+                    ));
                 }
             }
         }
@@ -125,7 +154,10 @@ pub fn validate(ir: &Ir) -> Result<(), String> {
             if *size == 0 || *size > MAX_HASHED_KEY || fields.is_empty() || fields.len() > 64 {
                 return Err(format!("a hashed key of {size} bytes and {} fields", fields.len()));
             }
-            if fields.iter().any(|f| f.size == 0 || f.offset.checked_add(f.size).is_none_or(|end| end > *size)) {
+            if fields
+                .iter()
+                .any(|f| f.size == 0 || f.offset.checked_add(f.size).is_none_or(|end| end > *size))
+            {
                 return Err(format!("a hashed key field outside the key's {size} bytes"));
             }
         }
@@ -164,10 +196,13 @@ mod tests {
         assert_eq!(doc.ir.data.devices.len(), 2);
     }
 
+    /// A change made to a manifest's JSON.
+    type Edit = dyn FnOnce(&mut serde_json::Value);
+
     #[test]
     fn the_code_part_is_bound_to_the_object() {
         assert_eq!(parse(&built()).unwrap().code_is_bound(), Some(true));
-        let edits: Vec<Box<dyn FnOnce(&mut serde_json::Value)>> = vec![
+        let edits: Vec<Box<Edit>> = vec![
             Box::new(|d| d["ir"]["code"]["key"]["mix"] = "none".into()),
             Box::new(|d| d["ir"]["code"]["on_miss"] = "drop".into()),
             Box::new(|d| d["code_hash"] = "0".into()),
@@ -185,20 +220,34 @@ mod tests {
 
     #[test]
     fn hostile_manifests_are_errors() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>)> = vec![
+        let cases: Vec<(&str, Box<Edit>)> = vec![
             ("targets device", Box::new(|d| d["ir"]["data"]["routes"][0]["target"]["index"] = 99.into())),
-            ("targets group", Box::new(|d| d["ir"]["data"]["routes"][0]["target"] = serde_json::json!({"kind": "group", "index": 0}))),
+            (
+                "targets group",
+                Box::new(|d| {
+                    d["ir"]["data"]["routes"][0]["target"] = serde_json::json!({"kind": "group", "index": 0})
+                }),
+            ),
             ("egress program 5", Box::new(|d| d["ir"]["data"]["devices"][0]["program"] = 5.into())),
             ("arguments", Box::new(|d| d["ir"]["data"]["devices"][0]["args"] = serde_json::json!([]))),
-            ("bytes of arguments", Box::new(|d| d["ir"]["code"]["programs"][0]["args_size"] = u32::MAX.into())),
-            ("outside its", Box::new(|d| d["ir"]["code"]["programs"][0]["params"][0]["offset"] = u32::MAX.into())),
+            (
+                "bytes of arguments",
+                Box::new(|d| d["ir"]["code"]["programs"][0]["args_size"] = u32::MAX.into()),
+            ),
+            (
+                "outside its",
+                Box::new(|d| d["ir"]["code"]["programs"][0]["params"][0]["offset"] = u32::MAX.into()),
+            ),
             ("outside 32 bits", Box::new(|d| d["ir"]["code"]["key"]["fields"][0]["shift"] = 40.into())),
             ("in group", Box::new(|d| d["ir"]["data"]["devices"][1]["groups"] = serde_json::json!([3]))),
             ("SHA-256", Box::new(|d| d["object_sha256"] = "zz".into())),
             ("`code_sha256` is not", Box::new(|d| d["code_sha256"] = "zz".into())),
             ("reads 1", Box::new(|d| d["devmapc_manifest"] = 2.into())),
             ("invalid type", Box::new(|d| d["ir"]["data"]["devices"] = serde_json::json!({"a": 1}))),
-            ("invalid type: floating point", Box::new(|d| d["ir"]["code"]["max_entries"] = serde_json::json!(1e300))),
+            (
+                "invalid type: floating point",
+                Box::new(|d| d["ir"]["code"]["max_entries"] = serde_json::json!(1e300)),
+            ),
             ("invalid value", Box::new(|d| d["ir"]["code"]["max_entries"] = serde_json::json!(-1))),
         ];
         for (expect, edit) in cases {
@@ -214,26 +263,30 @@ mod tests {
     fn mutated_numbers_never_panic() {
         use proptest::prelude::*;
         let text = built();
-        let digits: Vec<usize> = text.char_indices().filter(|(_, c)| c.is_ascii_digit()).map(|(i, _)| i).collect();
+        let digits: Vec<usize> =
+            text.char_indices().filter(|(_, c)| c.is_ascii_digit()).map(|(i, _)| i).collect();
         let mut runner = proptest::test_runner::TestRunner::default();
         runner
-            .run(&(proptest::collection::vec((0..digits.len(), "[0-9]{1,12}|-1|1e99|null|\\[\\]"), 1..6)), |edits| {
-                let mut t = text.clone();
-                for (at, with) in edits.iter().rev() {
-                    let i = digits[*at].min(t.len().saturating_sub(1));
-                    if t.is_char_boundary(i) && t.is_char_boundary(i + 1) {
-                        t.replace_range(i..i + 1, with);
-                    }
-                }
-                if let Ok(doc) = parse(&t) {
-                    for d in &doc.ir.data.devices {
-                        if let Some(p) = d.program {
-                            prop_assert!(p < doc.ir.code.programs.len());
+            .run(
+                &(proptest::collection::vec((0..digits.len(), "[0-9]{1,12}|-1|1e99|null|\\[\\]"), 1..6)),
+                |edits| {
+                    let mut t = text.clone();
+                    for (at, with) in edits.iter().rev() {
+                        let i = digits[*at].min(t.len().saturating_sub(1));
+                        if t.is_char_boundary(i) && t.is_char_boundary(i + 1) {
+                            t.replace_range(i..i + 1, with);
                         }
                     }
-                }
-                Ok(())
-            })
+                    if let Ok(doc) = parse(&t) {
+                        for d in &doc.ir.data.devices {
+                            if let Some(p) = d.program {
+                                prop_assert!(p < doc.ir.code.programs.len());
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )
             .unwrap();
     }
 
@@ -242,7 +295,9 @@ mod tests {
         // Unknown fields are skipped without recursion; nesting where a
         // value is read stops at serde_json's recursion limit: an error,
         // never a stack overflow.
-        let deep = |at: &str| format!("{{\"devmapc_manifest\": 1, \"{at}\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = |at: &str| {
+            format!("{{\"devmapc_manifest\": 1, \"{at}\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000))
+        };
         assert!(parse(&deep("x")).is_err());
         let nested = format!("{{\"devmapc_manifest\": 1, \"object\": \"o\", \"code_hash\": \"\", \"data_hash\": \"\", \"ir\": {}}}", deep("ir"));
         assert!(parse(&nested).is_err());

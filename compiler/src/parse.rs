@@ -45,7 +45,8 @@ pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
             // global: turning it off again could race with another thread's
             // error and change its message).
             pest::set_error_detail(true);
-            let error = DevmapParser::parse(Rule::file, source).expect_err("a text that failed to parse fails again");
+            let error =
+                DevmapParser::parse(Rule::file, source).expect_err("a text that failed to parse fails again");
             Err(recover(source, error))
         }
     }
@@ -92,7 +93,8 @@ fn too_deep(source: &str) -> Option<Diagnostic> {
             }
             _ => {}
         }
-        let len = rest.iter().position(|b| !(b.is_ascii_alphanumeric() || *b == b'_')).unwrap_or(rest.len()).max(1);
+        let len =
+            rest.iter().position(|b| !(b.is_ascii_alphanumeric() || *b == b'_')).unwrap_or(rest.len()).max(1);
         let word = &rest[..len];
         let chain = frames.last_mut().expect("the file's frame is never popped");
         if block_closed && word != b"else" {
@@ -197,9 +199,14 @@ fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> D
     // The rules that failed are reported where they started; the tokens
     // tried may have got further (past a literal, into a string). The
     // furthest point is where the text stopped making sense.
-    let further = attempts.as_ref().filter(|a| a.max_position > pos && a.max_position <= chunk.len()).map(|a| a.max_position);
+    let further = attempts
+        .as_ref()
+        .filter(|a| a.max_position > pos && a.max_position <= chunk.len())
+        .map(|a| a.max_position);
     let mut expected: Vec<String> = match (&error.variant, further) {
-        (ErrorVariant::ParsingError { positives, .. }, None) => positives.iter().filter_map(|r| describe_rule(*r)).map(String::from).collect(),
+        (ErrorVariant::ParsingError { positives, .. }, None) => {
+            positives.iter().filter_map(|r| describe_rule(*r)).map(String::from).collect()
+        }
         (ErrorVariant::CustomError { message }, None) => vec![message.clone()],
         (_, Some(_)) => Vec::new(),
     };
@@ -207,14 +214,22 @@ fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> D
     let line_start = chunk[..pos].rfind('\n').map_or(0, |i| i + 1);
     if let Some(open) = open_string(&chunk[line_start..pos]).map(|i| line_start + i) {
         // Inside a string that never closes: point at its opening quote.
-        return Diagnostic::new(Code::Syntax, Span::new(base + open, base + open + 1), "this string is not closed")
-            .label("the string starts here and runs to the end of the line")
-            .help("close it with `\"` on the same line; strings cannot span lines");
+        return Diagnostic::new(
+            Code::Syntax,
+            Span::new(base + open, base + open + 1),
+            "this string is not closed",
+        )
+        .label("the string starts here and runs to the end of the line")
+        .help("close it with `\"` on the same line; strings cannot span lines");
     }
     if let Some(c) = chunk[pos..].chars().next().filter(|c| c.is_alphabetic() && !c.is_ascii()) {
-        return Diagnostic::new(Code::Syntax, Span::new(base + pos, base + pos + c.len_utf8()), format!("`{c}` cannot be part of a name"))
-            .label("not an ASCII letter")
-            .help("names are made of ASCII letters, digits and `_` (they reach the generated C)");
+        return Diagnostic::new(
+            Code::Syntax,
+            Span::new(base + pos, base + pos + c.len_utf8()),
+            format!("`{c}` cannot be part of a name"),
+        )
+        .label("not an ASCII letter")
+        .help("names are made of ASCII letters, digits and `_` (they reach the generated C)");
     }
     // Right after a name, the letters that could continue it are no help.
     let after_word = chunk[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
@@ -235,7 +250,9 @@ fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> D
     // Where a whole value may stand, the characters that start one are
     // noise next to "a value".
     if expected.iter().any(|e| e == "a value" || e.starts_with("a layer field")) {
-        expected.retain(|e| !matches!(e.as_str(), "`\"`" | "`(`" | "`0x`" | "`0X`" | "`:`" | "`[`" | "a name" | "a number"));
+        expected.retain(|e| {
+            !matches!(e.as_str(), "`\"`" | "`(`" | "`0x`" | "`0X`" | "`:`" | "`[`" | "a name" | "a number")
+        });
     }
     if expected.is_empty() && end_of_line {
         expected.push("the end of the line".into());
@@ -253,7 +270,11 @@ fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> D
     };
     let width = chunk[pos..].chars().next().filter(|c| *c != '\n').map_or(0, |c| {
         let word = chunk[pos..].find(|c: char| c.is_whitespace()).unwrap_or(chunk.len() - pos);
-        if c.is_ascii_alphanumeric() || c == '_' { word } else { c.len_utf8() }
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word
+        } else {
+            c.len_utf8()
+        }
     });
     let span = Span::new(base + pos, base + pos + width);
     Diagnostic::new(Code::Syntax, span, message)
@@ -292,12 +313,19 @@ fn describe_found(rest: &str) -> String {
         None => "the end of the file".into(),
         Some('\n') | Some('\r') => "the end of the line".into(),
         Some(c) if c.is_ascii_alphanumeric() || c == '_' => {
-            let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':' || *c == '.').collect();
+            let word: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':' || *c == '.')
+                .collect();
             format!("`{word}`")
         }
         // A character that shows as nothing would read "found ``".
         Some('\u{feff}') => "U+FEFF, a byte order mark (allowed only at the very start of the file)".into(),
-        Some(c) if c.is_control() || c.is_whitespace() || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}') => {
+        Some(c)
+            if c.is_control()
+                || c.is_whitespace()
+                || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}') =>
+        {
             format!("the invisible character U+{:04X}", c as u32)
         }
         Some(c) => format!("`{c}`"),
@@ -335,7 +363,12 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::cond | Rule::cond_and | Rule::cond_not | Rule::compare => "a condition",
         Rule::packet | Rule::layer => "a packet layer (`eth(...)`)",
         Rule::layer_arg => "a layer field (`name = value`)",
-        Rule::if_stmt | Rule::drop_stmt | Rule::pass_stmt | Rule::call_stmt | Rule::decrement | Rule::assign => "a statement",
+        Rule::if_stmt
+        | Rule::drop_stmt
+        | Rule::pass_stmt
+        | Rule::call_stmt
+        | Rule::decrement
+        | Rule::assign => "a statement",
         Rule::expect_out => "a device",
         Rule::args => "`(`",
         _ => return None,
@@ -359,7 +392,23 @@ fn ident(pair: Pair<Rule>) -> Ident {
 
 /// The pairs of a node without its keyword tokens.
 fn children(pair: Pair<Rule>) -> impl Iterator<Item = Pair<Rule>> {
-    pair.into_inner().filter(|p| !matches!(p.as_rule(), Rule::kw_table | Rule::kw_device | Rule::kw_egress | Rule::kw_group | Rule::kw_ingress | Rule::kw_route | Rule::kw_test | Rule::kw_if | Rule::kw_else | Rule::kw_has | Rule::kw_send | Rule::kw_expect))
+    pair.into_inner().filter(|p| {
+        !matches!(
+            p.as_rule(),
+            Rule::kw_table
+                | Rule::kw_device
+                | Rule::kw_egress
+                | Rule::kw_group
+                | Rule::kw_ingress
+                | Rule::kw_route
+                | Rule::kw_test
+                | Rule::kw_if
+                | Rule::kw_else
+                | Rule::kw_has
+                | Rule::kw_send
+                | Rule::kw_expect
+        )
+    })
 }
 
 impl Builder {
@@ -389,7 +438,8 @@ impl Builder {
                 let mut inner = children(pair);
                 let name = ident(inner.next().unwrap());
                 let block = inner.next().unwrap();
-                let members = Block { span: span_of(&block), members: block.into_inner().map(ident).collect() };
+                let members =
+                    Block { span: span_of(&block), members: block.into_inner().map(ident).collect() };
                 Item::Group(Group { name, members, span })
             }
             Rule::route => {
@@ -653,9 +703,16 @@ impl Builder {
                     Ok(n) if n <= max => n,
                     _ => {
                         self.diagnostics.push(
-                            Diagnostic::new(Code::BadPrefix, span_of(&len_pair), format!("prefix length {} is longer than the address", len_pair.as_str()))
-                                .label(format!("at most {max}"))
-                                .help(format!("an {} prefix is 0 to {max} bits long", if v4 { "IPv4" } else { "IPv6" })),
+                            Diagnostic::new(
+                                Code::BadPrefix,
+                                span_of(&len_pair),
+                                format!("prefix length {} is longer than the address", len_pair.as_str()),
+                            )
+                            .label(format!("at most {max}"))
+                            .help(format!(
+                                "an {} prefix is 0 to {max} bits long",
+                                if v4 { "IPv4" } else { "IPv6" }
+                            )),
                         );
                         0
                     }
@@ -711,9 +768,13 @@ impl Builder {
                 Ok(n) => octets[i] = n,
                 Err(_) => {
                     self.diagnostics.push(
-                        Diagnostic::new(Code::BadLiteral, Span::new(start, start + part.len()), format!("`{text}` is not an IPv4 address"))
-                            .label(format!("octet {part} is above 255"))
-                            .help("each of the four parts of an IPv4 address is 0 to 255"),
+                        Diagnostic::new(
+                            Code::BadLiteral,
+                            Span::new(start, start + part.len()),
+                            format!("`{text}` is not an IPv4 address"),
+                        )
+                        .label(format!("octet {part} is above 255"))
+                        .help("each of the four parts of an IPv4 address is 0 to 255"),
                     );
                     return Ipv4Addr::UNSPECIFIED;
                 }
@@ -748,11 +809,26 @@ mod tests {
 
     #[test]
     fn literals_are_told_apart() {
-        let spec = parse("route (02:00:00:00:00:01, fe80::1, 10.0.0.1, 10.0.0.0/8, 2001:db8::/32, 0x10, 7) -> x\n").unwrap();
+        let spec =
+            parse("route (02:00:00:00:00:01, fe80::1, 10.0.0.1, 10.0.0.0/8, 2001:db8::/32, 0x10, 7) -> x\n")
+                .unwrap();
         let Item::Route(route) = &spec.items[0] else { panic!("not a route") };
-        let RouteKey::Value(Value { kind: ValueKind::Tuple(parts), .. }) = &route.key else { panic!("not a tuple") };
+        let RouteKey::Value(Value { kind: ValueKind::Tuple(parts), .. }) = &route.key else {
+            panic!("not a tuple")
+        };
         let kinds: Vec<&str> = parts.iter().map(|v| v.kind.describe()).collect();
-        assert_eq!(kinds, ["a MAC address", "an IPv6 address", "an IPv4 address", "an IPv4 prefix", "an IPv6 prefix", "an integer", "an integer"]);
+        assert_eq!(
+            kinds,
+            [
+                "a MAC address",
+                "an IPv6 address",
+                "an IPv4 address",
+                "an IPv4 prefix",
+                "an IPv6 prefix",
+                "an integer",
+                "an integer"
+            ]
+        );
     }
 
     #[test]
@@ -765,7 +841,8 @@ mod tests {
     fn every_broken_item_is_reported() {
         let src = "route 1 -> \nroute 2 -> b\ndevice { }\nroute 3 -> c\n";
         let errors = parse(src).unwrap_err();
-        let lines: Vec<usize> = errors.iter().map(|d| src[..d.primary.span.start].matches('\n').count() + 1).collect();
+        let lines: Vec<usize> =
+            errors.iter().map(|d| src[..d.primary.span.start].matches('\n').count() + 1).collect();
         assert_eq!(lines, [1, 3]);
     }
 
@@ -796,7 +873,13 @@ mod tests {
         assert_eq!(errors[0].message, "expected a value, found `}`");
         // Characters that show as nothing are named by their code point.
         let errors = parse("route 1 -> a\n\u{feff}route 2 -> b\n").unwrap_err();
-        assert!(errors[0].message.ends_with("found U+FEFF, a byte order mark (allowed only at the very start of the file)"), "{}", errors[0].message);
+        assert!(
+            errors[0]
+                .message
+                .ends_with("found U+FEFF, a byte order mark (allowed only at the very start of the file)"),
+            "{}",
+            errors[0].message
+        );
         let errors = parse("route 1 ->\u{200b} a\n").unwrap_err();
         assert!(errors[0].message.ends_with("found the invisible character U+200B"), "{}", errors[0].message);
     }
@@ -811,7 +894,11 @@ mod tests {
 
     #[test]
     fn a_quote_in_a_comment_is_not_a_string() {
-        for src in ["route 1 -> // the \"red one\n", "route 1 -> /* \"x */\n", "device a { ifname = \"x\" } /* \" */ y\n"] {
+        for src in [
+            "route 1 -> // the \"red one\n",
+            "route 1 -> /* \"x */\n",
+            "device a { ifname = \"x\" } /* \" */ y\n",
+        ] {
             let errors = parse(src).unwrap_err();
             assert_ne!(errors[0].message, "this string is not closed", "{src:?}");
         }

@@ -47,7 +47,18 @@ struct Context {
     numa: Vec<String>,
 }
 
-const HELPERS: [&str; 10] = ["parse", "outer_tag", "mix", "copy", "set_mac", "mac_eq", "bytes16_eq", "ttl_sub", "vlan_push", "vlan_pop"];
+const HELPERS: [&str; 10] = [
+    "parse",
+    "outer_tag",
+    "mix",
+    "copy",
+    "set_mac",
+    "mac_eq",
+    "bytes16_eq",
+    "ttl_sub",
+    "vlan_push",
+    "vlan_pop",
+];
 
 #[derive(Serialize)]
 struct OnMiss {
@@ -112,7 +123,8 @@ fn context(ir: &Ir) -> Context {
     let programs: Vec<ProgramContext> = code.programs.iter().map(program_context).collect();
     let generated: Vec<&String> = key.lines.iter().chain(programs.iter().flat_map(|p| &p.body)).collect();
     let calls = |name: &str| generated.iter().any(|l| l.contains(&format!("devmapc_{name}(")));
-    let mut helpers: std::collections::BTreeMap<&'static str, bool> = HELPERS.iter().map(|h| (*h, calls(h))).collect();
+    let mut helpers: std::collections::BTreeMap<&'static str, bool> =
+        HELPERS.iter().map(|h| (*h, calls(h))).collect();
     helpers.insert("parse", key.parse || !programs.is_empty());
     // set_mac is written with copy.
     let copy = helpers["copy"] || helpers["set_mac"];
@@ -125,7 +137,11 @@ fn context(ir: &Ir) -> Context {
         counters: code.counters,
         key,
         maps: maps(code),
-        groups: code.groups.iter().map(|g| GroupContext { name: g.name.clone(), map: g.map.clone(), line: g.line }).collect(),
+        groups: code
+            .groups
+            .iter()
+            .map(|g| GroupContext { name: g.name.clone(), map: g.map.clone(), line: g.line })
+            .collect(),
         programs,
         helpers,
         numa: numa_extra(code),
@@ -156,16 +172,21 @@ fn table_flags(code: &CodePlan, base: &[&str]) -> Vec<String> {
 /// `access` is about the table alone).
 fn numa_extra(code: &CodePlan) -> Vec<String> {
     match code.numa_node {
-        Some(node) => vec![
-            "__uint(map_flags, BPF_F_NUMA_NODE);".into(),
-            format!("__uint(numa_node, {node});"),
-        ],
+        Some(node) => {
+            vec!["__uint(map_flags, BPF_F_NUMA_NODE);".into(), format!("__uint(numa_node, {node});")]
+        }
         None => Vec::new(),
     }
 }
 
 fn maps(code: &CodePlan) -> Vec<MapContext> {
-    let map = |name: &str, comment: String, map_type: &'static str, key: &str, value: &str, max_entries: String, extra: Vec<String>| MapContext {
+    let map = |name: &str,
+               comment: String,
+               map_type: &'static str,
+               key: &str,
+               value: &str,
+               max_entries: String,
+               extra: Vec<String>| MapContext {
         name: name.into(),
         comment,
         map_type,
@@ -175,11 +196,7 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
         // `numa_node` places every map of the data path on the node, but
         // per-CPU maps, which live on every CPU's node (the kernel refuses
         // BPF_F_NUMA_NODE for them).
-        extra: if extra.is_empty() && !map_type.contains("PERCPU") {
-            numa_extra(code)
-        } else {
-            extra
-        },
+        extra: if extra.is_empty() && !map_type.contains("PERCPU") { numa_extra(code) } else { extra },
     };
     let devmap_val = "struct bpf_devmap_val";
     let mut maps = Vec::new();
@@ -197,7 +214,8 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
             if !code.groups.is_empty() {
                 maps.push(map(
                     names::GROUP_KEYS,
-                    "Keys routed to a group → the group's slot (checked after a miss in devmapc_routes).".into(),
+                    "Keys routed to a group → the group's slot (checked after a miss in devmapc_routes)."
+                        .into(),
                     "BPF_MAP_TYPE_HASH",
                     "__u32",
                     "__u32",
@@ -238,7 +256,8 @@ fn maps(code: &CodePlan) -> Vec<MapContext> {
     }
     maps.push(map(
         names::SLOTS,
-        "Device slots → {egress ifindex, egress program}: targets of lowered keys and of `route default`.".into(),
+        "Device slots → {egress ifindex, egress program}: targets of lowered keys and of `route default`."
+            .into(),
         "BPF_MAP_TYPE_DEVMAP_HASH",
         "__u32",
         devmap_val,
@@ -408,7 +427,9 @@ fn key_context(code: &CodePlan) -> KeyContext {
             "hashed: a BPF_MAP_TYPE_HASH gives the slot"
         }
         KeyPlan::Lpm { field, address_bytes } => {
-            types.push(format!("struct devmapc_lpm_key {{\n\t__u32 prefixlen;\n\t__u8 addr[{address_bytes}];\n}};"));
+            types.push(format!(
+                "struct devmapc_lpm_key {{\n\t__u32 prefixlen;\n\t__u8 addr[{address_bytes}];\n}};"
+            ));
             locals.push("struct devmapc_lpm_key key;".into());
             locals.push("__u32 *slot;".into());
             lines.push(format!("key.prefixlen = {};", address_bytes * 8));
@@ -443,7 +464,8 @@ fn key_context(code: &CodePlan) -> KeyContext {
         }
     }
     // One tab in, as the statements of the function; a label at column 0.
-    let lines = lines.into_iter().map(|l| if l.starts_with("miss:") { l } else { format!("\t{l}") }).collect();
+    let lines =
+        lines.into_iter().map(|l| if l.starts_with("miss:") { l } else { format!("\t{l}") }).collect();
     KeyContext { text, plan, parse, want_ip, want_l4: want_l4.into(), types, locals, lines }
 }
 
@@ -547,11 +569,22 @@ fn program_context(p: &ProgramPlan) -> ProgramContext {
         locals.push("__u32 pushed = 0;".to_string());
     }
     // One tab in, as the statements of the function.
-    let mut printer = Body { params: &p.params, lines: Vec::new(), depth: 1, want, pushes, known: Vec::new() };
+    let mut printer =
+        Body { params: &p.params, lines: Vec::new(), depth: 1, want, pushes, known: Vec::new() };
     printer.stmts(&p.body, false);
     let title = format!(" egress program `{}`", p.name);
     let banner = format!("{}{title}", "-".repeat(BANNER_WIDTH.saturating_sub(title.len()).max(3)));
-    ProgramContext { name: p.name.clone(), banner, line: p.line, fields, locals, uses_args, want_ip: want.0, want_l4: want.1.into(), body: printer.lines }
+    ProgramContext {
+        name: p.name.clone(),
+        banner,
+        line: p.line,
+        fields,
+        locals,
+        uses_args,
+        want_ip: want.0,
+        want_l4: want.1.into(),
+        body: printer.lines,
+    }
 }
 
 /// The width of a section comment's text between `/* ` and ` */`, as in
@@ -590,7 +623,9 @@ fn reads(stmt: &Stmt) -> bool {
         Stmt::Drop | Stmt::Pass => false,
         Stmt::Assign { .. } | Stmt::Decrement { .. } | Stmt::VlanPop => true,
         Stmt::VlanPush(o) => operand(o),
-        Stmt::If { cond: c, then, otherwise } => cond(c) || then.iter().any(reads) || otherwise.iter().any(reads),
+        Stmt::If { cond: c, then, otherwise } => {
+            cond(c) || then.iter().any(reads) || otherwise.iter().any(reads)
+        }
     }
 }
 
@@ -668,7 +703,11 @@ impl Body<'_> {
     fn line(&mut self, text: String) {
         for l in text.lines() {
             // A blank line stays blank, with no indentation.
-            self.lines.push(if l.is_empty() { String::new() } else { format!("{}{l}", "\t".repeat(self.depth)) });
+            self.lines.push(if l.is_empty() {
+                String::new()
+            } else {
+                format!("{}{l}", "\t".repeat(self.depth))
+            });
         }
     }
 
@@ -719,7 +758,8 @@ impl Body<'_> {
         let check = format!("if ({call} < 0)\n\treturn XDP_DROP;");
         if then.is_empty() {
             let left: Vec<&str> = guards.iter().copied().filter(|g| !self.known.contains(g)).collect();
-            let test = left.into_iter().chain([format!("{call} < 0").as_str()]).collect::<Vec<_>>().join(" && ");
+            let test =
+                left.into_iter().chain([format!("{call} < 0").as_str()]).collect::<Vec<_>>().join(" && ");
             self.line(format!("if ({test})\n\treturn XDP_DROP;"));
         } else {
             self.guarded(guards, &format!("{check}\n{then}"), true);
@@ -733,18 +773,25 @@ impl Body<'_> {
             Stmt::Pass => self.line("return XDP_PASS;".into()),
             Stmt::Assign { field: Field::VlanId, value } => {
                 let (v, guard) = self.operand(value);
-                let guards: Vec<&'static str> = ["p.vlan"].into_iter().chain(guard.filter(|g| *g != "p.vlan")).collect();
+                let guards: Vec<&'static str> =
+                    ["p.vlan"].into_iter().chain(guard.filter(|g| *g != "p.vlan")).collect();
                 let v = if simple(&v) || unwrap_parens(&v) != v { v } else { format!("({v})") };
-                self.guarded(&guards, &format!("p.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | ({v} & 0x0fff));"), false);
+                self.guarded(
+                    &guards,
+                    &format!("p.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | ({v} & 0x0fff));"),
+                    false,
+                );
             }
             Stmt::Assign { field, value } => {
                 let (to, _) = read(*field);
                 let (from, guard) = self.operand(value);
-                let guards: Vec<&'static str> = ["p.eth"].into_iter().chain(guard.filter(|g| *g != "p.eth")).collect();
+                let guards: Vec<&'static str> =
+                    ["p.eth"].into_iter().chain(guard.filter(|g| *g != "p.eth")).collect();
                 if matches!(value, Operand::Field(Field::EthSrc | Field::EthDst)) {
                     // A block of its own for the copy, even with no guard.
                     let block = format!("{{\n\t__u8 mac[ETH_ALEN];\n\n\tdevmapc_set_mac(mac, {from});\n\tdevmapc_set_mac({to}, mac);\n}}");
-                    let left: Vec<&str> = guards.iter().copied().filter(|g| !self.known.contains(g)).collect();
+                    let left: Vec<&str> =
+                        guards.iter().copied().filter(|g| !self.known.contains(g)).collect();
                     match left.as_slice() {
                         [] => self.line(block),
                         gs => self.line(format!("if ({}) {block}", gs.join(" && "))),
@@ -753,15 +800,23 @@ impl Body<'_> {
                     self.guarded(&guards, &format!("devmapc_set_mac({to}, {from});"), false);
                 }
             }
-            Stmt::Decrement { field: Field::Ipv4Ttl, amount } => self.guarded(&["p.ip4"], &format!("devmapc_ttl_sub(p.ip4, {amount});"), false),
-            Stmt::Decrement { amount, .. } => {
-                self.guarded(&["p.ip6"], &format!("p.ip6->hop_limit = p.ip6->hop_limit > {amount} ? p.ip6->hop_limit - {amount} : 0;"), false)
+            Stmt::Decrement { field: Field::Ipv4Ttl, amount } => {
+                self.guarded(&["p.ip4"], &format!("devmapc_ttl_sub(p.ip4, {amount});"), false)
             }
+            Stmt::Decrement { amount, .. } => self.guarded(
+                &["p.ip6"],
+                &format!("p.ip6->hop_limit = p.ip6->hop_limit > {amount} ? p.ip6->hop_limit - {amount} : 0;"),
+                false,
+            ),
             Stmt::VlanPush(value) => {
                 let (v, guard) = self.operand(value);
                 let count = if self.pushes && later { "pushed++;\n" } else { "" };
                 let then = format!("{count}{}", self.reparse(later));
-                self.moved(&guard.into_iter().collect::<Vec<_>>(), &format!("devmapc_vlan_push(ctx, {v})"), &then);
+                self.moved(
+                    &guard.into_iter().collect::<Vec<_>>(),
+                    &format!("devmapc_vlan_push(ctx, {v})"),
+                    &then,
+                );
             }
             Stmt::VlanPop => {
                 // The outer tag goes: one of ours while there are any.
@@ -857,17 +912,27 @@ impl Body<'_> {
             cs.iter()
                 .map(|c| {
                     let text = self.cond(c);
-                    if wrap(c, &text) { format!("({text})") } else { text }
+                    if wrap(c, &text) {
+                        format!("({text})")
+                    } else {
+                        text
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join(op)
         };
         match c {
-            Cond::Or(cs) => join(cs, " || ", &|c, text| matches!(c, Cond::And(_)) || (matches!(c, Cond::Compare { .. }) && text.contains(" && "))),
+            Cond::Or(cs) => join(cs, " || ", &|c, text| {
+                matches!(c, Cond::And(_)) || (matches!(c, Cond::Compare { .. }) && text.contains(" && "))
+            }),
             Cond::And(cs) => join(cs, " && ", &|c, _| matches!(c, Cond::Or(_))),
             Cond::Not(c) => {
                 let text = self.cond(c);
-                if simple(&text) || matches!(**c, Cond::Has(_)) { format!("!{text}") } else { format!("!({text})") }
+                if simple(&text) || matches!(**c, Cond::Has(_)) {
+                    format!("!{text}")
+                } else {
+                    format!("!({text})")
+                }
             }
             Cond::Has(h) => format!("({})", has_test(*h)),
             Cond::Compare { left, op, right } => {
@@ -877,11 +942,20 @@ impl Body<'_> {
                     Operand::Field(f) => Some(*f),
                     _ => None,
                 });
-                let bytes = matches!(field.map(|f| f.ty()), Some(crate::fields::Ty::Mac | crate::fields::Ty::Ipv6));
+                let bytes =
+                    matches!(field.map(|f| f.ty()), Some(crate::fields::Ty::Mac | crate::fields::Ty::Ipv6));
                 let test = if bytes {
-                    let eq = if field.map(|f| f.ty()) == Some(crate::fields::Ty::Mac) { "devmapc_mac_eq" } else { "devmapc_bytes16_eq" };
+                    let eq = if field.map(|f| f.ty()) == Some(crate::fields::Ty::Mac) {
+                        "devmapc_mac_eq"
+                    } else {
+                        "devmapc_bytes16_eq"
+                    };
                     let call = format!("{eq}({l}, {r})");
-                    if *op == crate::ast::CmpOp::Ne { format!("!{call}") } else { call }
+                    if *op == crate::ast::CmpOp::Ne {
+                        format!("!{call}")
+                    } else {
+                        call
+                    }
                 } else {
                     format!("{l} {} {r}", op.as_str())
                 };
@@ -972,9 +1046,15 @@ fn indent(text: &str) -> String {
 fn constant(c: Const) -> String {
     match c {
         Const::Uint(n) => n.to_string(),
-        Const::Mac(m) => format!("(const __u8[ETH_ALEN]){{{}}}", m.iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", ")),
+        Const::Mac(m) => format!(
+            "(const __u8[ETH_ALEN]){{{}}}",
+            m.iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", ")
+        ),
         Const::Ipv4(a) => format!("bpf_htonl(0x{:08x}) /* {a} */", u32::from(a)),
-        Const::Ipv6(a) => format!("(const __u8[16]){{{}}} /* {a} */", a.octets().iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", ")),
+        Const::Ipv6(a) => format!(
+            "(const __u8[16]){{{}}} /* {a} */",
+            a.octets().iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -1008,12 +1088,17 @@ mod tests {
 
     #[test]
     fn a_direct_key_is_mixed_once_and_the_helper_written_once() {
-        let table = |key: &str| c(&format!("table {{ key = {key} }}\ndevice a {{ ifname = \"a\" }}\ningress {{ on = [a] }}\n"));
+        let table = |key: &str| {
+            c(&format!("table {{ key = {key} }}\ndevice a {{ ifname = \"a\" }}\ningress {{ on = [a] }}\n"))
+        };
         let vlan = table("vlan.id");
         assert!(vlan.contains("key = devmapc_mix(bpf_ntohs(p.vlan->tci) & 0x0fff);"), "{vlan}");
         assert_eq!(vlan.matches("static __always_inline __u32 devmapc_mix(").count(), 1);
         let pair = table("(vlan.id, ip.proto)");
-        assert!(pair.contains("key = devmapc_mix(((__u32)(bpf_ntohs(p.vlan->tci) & 0x0fff) << 8) | p.l4proto);"), "{pair}");
+        assert!(
+            pair.contains("key = devmapc_mix(((__u32)(bpf_ntohs(p.vlan->tci) & 0x0fff) << 8) | p.l4proto);"),
+            "{pair}"
+        );
         assert!(!table("eth.dst").contains("devmapc_mix"), "lowered keys go through a hash map");
         assert_eq!(unwrap_parens("(a) | (b)"), "(a) | (b)");
         assert_eq!(unwrap_parens("((a) | (b))"), "(a) | (b)");
@@ -1029,8 +1114,20 @@ mod tests {
                 args.0, args.1
             )
         };
-        let one = c(&spec("ifname = \"a\"", "ifname = \"b\"", "ifindex = 3", ("5", "02:00:00:00:00:01"), "route 1 -> b\nroute 2 -> g"));
-        let two = c(&spec("ifname = \"eth9\"", "ifindex = 7", "ifname = \"x\"", ("4000", "02:00:00:00:00:02"), "route 7 -> c\nroute default -> a"));
+        let one = c(&spec(
+            "ifname = \"a\"",
+            "ifname = \"b\"",
+            "ifindex = 3",
+            ("5", "02:00:00:00:00:01"),
+            "route 1 -> b\nroute 2 -> g",
+        ));
+        let two = c(&spec(
+            "ifname = \"eth9\"",
+            "ifindex = 7",
+            "ifname = \"x\"",
+            ("4000", "02:00:00:00:00:02"),
+            "route 7 -> c\nroute default -> a",
+        ));
         assert_eq!(one, two);
     }
 
@@ -1054,18 +1151,36 @@ mod tests {
     #[test]
     fn only_programs_that_push_count_their_tags() {
         let text = c("table { key = vlan.id }\negress p(v: u16) { if ipv4.ttl > 9 { vlan.push(v) }, vlan.pop(), ipv4.ttl -= 1 }\negress q { vlan.pop(), ipv4.ttl -= 1 }\ndevice a { ifname = \"a\", egress = p(1) }\ndevice b { ifname = \"b\", egress = q }\ningress { on = [a] }\nroute 1 -> b\n");
-        let body = |name: &str| text.split(&format!("devmapc_body_{name}(")).nth(1).unwrap().split("\n}\n").next().unwrap().to_string();
+        let body = |name: &str| {
+            text.split(&format!("devmapc_body_{name}("))
+                .nth(1)
+                .unwrap()
+                .split("\n}\n")
+                .next()
+                .unwrap()
+                .to_string()
+        };
         let (p, q) = (body("p"), body("q"));
         assert_eq!(p.matches("pushed++;").count(), 1, "{p}");
         assert!(p.contains("if (pushed)\n\t\t\tpushed--;"), "a pop takes one of ours first: {p}");
-        assert_eq!(p.matches("devmapc_parse_pushed(data, data_end, &p, 1, 0, pushed);").count(), 2, "after the push and the pop: {p}");
+        assert_eq!(
+            p.matches("devmapc_parse_pushed(data, data_end, &p, 1, 0, pushed);").count(),
+            2,
+            "after the push and the pop: {p}"
+        );
         assert!(!q.contains("pushed"), "{q}");
         assert!(q.contains("devmapc_parse(data, data_end, &p, 1, 0);"), "{q}");
     }
 
     /// The body of egress program `name` in the C of `text`.
     fn body(text: &str, name: &str) -> String {
-        text.split(&format!("devmapc_body_{name}(")).nth(1).unwrap().split("\n}\n").next().unwrap().to_string()
+        text.split(&format!("devmapc_body_{name}("))
+            .nth(1)
+            .unwrap()
+            .split("\n}\n")
+            .next()
+            .unwrap()
+            .to_string()
     }
 
     /// A header tested once is not tested again until the frame moves; an
@@ -1079,8 +1194,16 @@ mod tests {
         assert!(p.contains("\tif (p.has & DEVMAPC_HAS_VLAN) {\n\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_v & 0x0fff));\n\t\tif (devmapc_vlan_pop(ctx) < 0)"), "{p}");
         assert!(p.contains("\t\tif (p.vlan)\n\t\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_w & 0x0fff));\n\t}"), "{p}");
         assert!(p.contains("} else {\n\t\tp.vlan->tci = bpf_htons((bpf_ntohs(p.vlan->tci) & 0xf000) | (args->p_w & 0x0fff));\n\t}"), "{p}");
-        assert!(p.contains("\tif (p.vlan && (bpf_ntohs(p.vlan->tci) & 0x0fff) == args->p_v)\n\t\tp.vlan->tci = "), "{p}");
-        assert!(p.contains("\n\telse if (p.vlan && (bpf_ntohs(p.vlan->tci) & 0x0fff) == args->p_w)\n\t\tp.vlan->tci = "), "{p}");
+        assert!(
+            p.contains("\tif (p.vlan && (bpf_ntohs(p.vlan->tci) & 0x0fff) == args->p_v)\n\t\tp.vlan->tci = "),
+            "{p}"
+        );
+        assert!(
+            p.contains(
+                "\n\telse if (p.vlan && (bpf_ntohs(p.vlan->tci) & 0x0fff) == args->p_w)\n\t\tp.vlan->tci = "
+            ),
+            "{p}"
+        );
         assert!(p.contains("\n\telse\n\t\treturn XDP_DROP;"), "{p}");
         assert!(!p.contains("else {\n\t\tif"), "{p}");
     }
@@ -1091,12 +1214,23 @@ mod tests {
     fn a_move_is_followed_by_a_reparse_only_when_something_reads_the_headers() {
         let text = c("table { key = vlan.id }\negress last { ipv4.ttl -= 1, vlan.pop() }\negress push_last(v: u16) { vlan.push(v) }\negress then_read(v: u16) { vlan.push(v), if has(ipv4) { drop } }\ndevice a { ifname = \"a\", egress = last }\ndevice b { ifname = \"b\", egress = push_last(1) }\ndevice c { ifname = \"c\", egress = then_read(1) }\ningress { on = [a] }\nroute 1 -> a\n");
         let last = body(&text, "last");
-        assert!(last.contains("\tif (p.vlan && devmapc_vlan_pop(ctx) < 0)\n\t\treturn XDP_DROP;\n\treturn XDP_PASS;"), "{last}");
+        assert!(
+            last.contains(
+                "\tif (p.vlan && devmapc_vlan_pop(ctx) < 0)\n\t\treturn XDP_DROP;\n\treturn XDP_PASS;"
+            ),
+            "{last}"
+        );
         assert_eq!(last.matches("devmapc_parse(").count(), 1, "{last}");
         let push_last = body(&text, "push_last");
-        assert!(!push_last.contains("pushed") && push_last.matches("devmapc_parse").count() == 1, "{push_last}");
+        assert!(
+            !push_last.contains("pushed") && push_last.matches("devmapc_parse").count() == 1,
+            "{push_last}"
+        );
         let then_read = body(&text, "then_read");
-        assert!(then_read.contains("\t__u32 pushed = 0;\n\tconst struct devmapc_args_then_read *args"), "declared with the locals: {then_read}");
+        assert!(
+            then_read.contains("\t__u32 pushed = 0;\n\tconst struct devmapc_args_then_read *args"),
+            "declared with the locals: {then_read}"
+        );
         assert!(then_read.contains("pushed++;\n\tdata = (void *)(long)ctx->data;\n\tdata_end = (void *)(long)ctx->data_end;\n\tdevmapc_parse_pushed(data, data_end, &p, 1, 0, pushed);\n\tif (p.has & DEVMAPC_HAS_IPV4)\n\t\treturn XDP_DROP;"), "{then_read}");
     }
 
@@ -1110,7 +1244,12 @@ mod tests {
         assert!(p.contains("\tif (!(p.has & DEVMAPC_HAS_IPV4) || (p.ip4 && p.ip4->ttl > 3 && (p.has & DEVMAPC_HAS_IPV6)))\n"), "{p}");
         assert!(p.contains("\tif (!((p.has & DEVMAPC_HAS_IPV4) || (p.has & DEVMAPC_HAS_IPV6)))\n"), "{p}");
         assert!(p.contains("\tif (p.has & DEVMAPC_HAS_IPV4) {\n"), "{p}");
-        assert!(p.contains("\t\tif (p.eth) {\n\t\t\t__u8 mac[ETH_ALEN];\n\n\t\t\tdevmapc_set_mac(mac, p.eth->h_dest);"), "{p}");
+        assert!(
+            p.contains(
+                "\t\tif (p.eth) {\n\t\t\t__u8 mac[ETH_ALEN];\n\n\t\t\tdevmapc_set_mac(mac, p.eth->h_dest);"
+            ),
+            "{p}"
+        );
     }
 
     #[test]

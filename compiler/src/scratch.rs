@@ -24,7 +24,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -63,7 +63,10 @@ impl PrivateDir {
     /// A private directory for `purpose` in `parent`, resolved and checked
     /// by [`check_parent`]: [`path`](Self::path) has no symlink in it.
     pub fn new_in(parent: &Path, purpose: &str) -> io::Result<PrivateDir> {
-        assert!(!purpose.is_empty() && purpose.bytes().all(|b| b.is_ascii_lowercase()), "purpose {purpose:?}");
+        assert!(
+            !purpose.is_empty() && purpose.bytes().all(|b| b.is_ascii_lowercase()),
+            "purpose {purpose:?}"
+        );
         let parent = check_parent(parent)?;
         let parent = parent.as_path();
         let prefix = format!("{PREFIX}{purpose}.");
@@ -74,9 +77,7 @@ impl PrivateDir {
             .tempdir_in(parent)?;
         let lock = open_new(&dir.path().join(LOCK), 0o600)?;
         // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
         Ok(PrivateDir { dir, _lock: lock })
     }
 
@@ -113,7 +114,12 @@ pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 fn open_new(path: &Path, mode: u32) -> io::Result<File> {
-    OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// `parent` resolved (once), if it is a safe place for private files:
@@ -121,7 +127,8 @@ fn open_new(path: &Path, mode: u32) -> io::Result<File> {
 /// or this user and not writable by others unless sticky. Anywhere else
 /// someone could rename a directory on the way and put theirs instead.
 fn check_parent(parent: &Path) -> io::Result<PathBuf> {
-    let resolved = std::fs::canonicalize(parent).map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {}: {e}", parent.display())))?;
+    let resolved = std::fs::canonicalize(parent)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {}: {e}", parent.display())))?;
     let me = rustix::process::geteuid().as_raw();
     let mut dirs: Vec<&Path> = resolved.ancestors().collect();
     dirs.reverse();
@@ -138,7 +145,8 @@ fn check_parent(parent: &Path) -> io::Result<PathBuf> {
         } else {
             continue;
         };
-        let on_the_way = if dir == resolved { String::new() } else { format!(" (on the way to {})", resolved.display()) };
+        let on_the_way =
+            if dir == resolved { String::new() } else { format!(" (on the way to {})", resolved.display()) };
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
@@ -173,7 +181,11 @@ pub fn replace_at(dir: BorrowedFd<'_>, name: &OsStr, bytes: &[u8], like: Option<
         file.write_all(bytes)?;
         if let Some(st) = like {
             if rustix::process::geteuid().is_root() {
-                rustix::fs::fchown(&file, Some(rustix::fs::Uid::from_raw(st.st_uid)), Some(rustix::fs::Gid::from_raw(st.st_gid)))?;
+                rustix::fs::fchown(
+                    &file,
+                    Some(rustix::fs::Uid::from_raw(st.st_uid)),
+                    Some(rustix::fs::Gid::from_raw(st.st_gid)),
+                )?;
             }
             // After the owner: chown clears set-id bits.
             rustix::fs::fchmod(&file, Mode::from_raw_mode(st.st_mode & 0o7777))?;
@@ -239,7 +251,6 @@ fn is_private_name(name: &str) -> bool {
 /// is gone. Opened without following symlinks, checked through the
 /// descriptors.
 fn is_dead(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
     let Ok(dir_file) = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -250,30 +261,29 @@ fn is_dead(dir: &Path) -> bool {
     let Ok(meta) = dir_file.metadata() else {
         return false;
     };
-    // SAFETY: geteuid cannot fail.
-    if !meta.is_dir() || meta.uid() != unsafe { libc::geteuid() } {
+    if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
         return false;
     }
-    let lock_name = std::ffi::CString::new(std::ffi::OsStr::new(LOCK).as_bytes()).expect("no NUL");
-    // SAFETY: a valid directory descriptor and a NUL-terminated name.
-    let fd = unsafe {
-        libc::openat(dir_file.as_raw_fd(), lock_name.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
+    let lock = match rustix::fs::openat(&dir_file, LOCK, flags, rustix::fs::Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age > LOCKLESS_GRACE);
+            return e == rustix::io::Errno::NOENT && old;
+        }
     };
-    if fd < 0 {
-        let missing = io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT);
-        let old = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).is_some_and(|age| age > LOCKLESS_GRACE);
-        return missing && old;
-    }
-    // SAFETY: fd was just opened and is owned here.
-    let lock = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let Ok(lock_meta) = lock.metadata() else {
         return false;
     };
     if !lock_meta.is_file() || lock_meta.uid() != meta.uid() {
         return false;
     }
-    // SAFETY: flock on a descriptor we own; it is released when `lock` closes.
-    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    // Released when `lock` closes.
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
 }
 
 #[cfg(test)]

@@ -241,7 +241,12 @@ pub fn generate(ir: &Ir, name: &str) -> String {
 
     // Devices and groups.
     let device_names: Vec<&str> = ir.data.devices.iter().map(|d| d.name.as_str()).collect();
-    let device_docs: Vec<String> = ir.data.devices.iter().map(|d| format!("`{}` ({}), line {}.", d.name, binding_text(&d.binding), d.line)).collect();
+    let device_docs: Vec<String> = ir
+        .data
+        .devices
+        .iter()
+        .map(|d| format!("`{}` ({}), line {}.", d.name, binding_text(&d.binding), d.line))
+        .collect();
     named_enum(o, "Device", "A device of the spec.", &device_names, &device_docs);
     if has_groups {
         let group_names: Vec<&str> = ir.code.groups.iter().map(|g| g.name.as_str()).collect();
@@ -251,11 +256,23 @@ pub fn generate(ir: &Ir, name: &str) -> String {
             .iter()
             .enumerate()
             .map(|(g, group)| {
-                let members: Vec<&str> = ir.data.devices.iter().filter(|d| d.groups.contains(&g)).map(|d| d.name.as_str()).collect();
+                let members: Vec<&str> = ir
+                    .data
+                    .devices
+                    .iter()
+                    .filter(|d| d.groups.contains(&g))
+                    .map(|d| d.name.as_str())
+                    .collect();
                 format!("`{}`: {}, line {}.", group.name, members.join(", "), group.line)
             })
             .collect();
-        named_enum(o, "Group", "A group of the spec: a route to it floods its members.", &group_names, &group_docs);
+        named_enum(
+            o,
+            "Group",
+            "A group of the spec: a route to it floods its members.",
+            &group_names,
+            &group_docs,
+        );
     }
 
     // Targets.
@@ -278,9 +295,11 @@ pub fn generate(ir: &Ir, name: &str) -> String {
     writeln!(o, "    }}\n").unwrap();
     writeln!(o, "    fn from_ref(target: embed::TargetRef) -> Option<Target> {{").unwrap();
     writeln!(o, "        match target {{").unwrap();
-    writeln!(o, "            embed::TargetRef::Device(d) => Device::from_index(d).map(Target::Device),").unwrap();
+    writeln!(o, "            embed::TargetRef::Device(d) => Device::from_index(d).map(Target::Device),")
+        .unwrap();
     if has_groups {
-        writeln!(o, "            embed::TargetRef::Group(g) => Group::from_index(g).map(Target::Group),").unwrap();
+        writeln!(o, "            embed::TargetRef::Group(g) => Group::from_index(g).map(Target::Group),")
+            .unwrap();
     } else {
         writeln!(o, "            embed::TargetRef::Group(_) => None,").unwrap();
     }
@@ -404,18 +423,27 @@ pub fn generate(ir: &Ir, name: &str) -> String {
     writeln!(o, "    /// Loads, fills and attaches the spec as built, pinned in `pin_dir`").unwrap();
     writeln!(o, "    /// (default: [`Deployment::default_pin_dir`]); on an existing deployment,").unwrap();
     writeln!(o, "    /// makes the kernel match the build again (routes set since are undone).").unwrap();
-    writeln!(o, "    pub fn apply(pin_dir: Option<&::std::path::Path>) -> Result<Deployment, DeployError> {{").unwrap();
-    writeln!(o, "        let dir = pin_dir.map_or_else(Deployment::default_pin_dir, |d| d.to_path_buf());").unwrap();
+    writeln!(
+        o,
+        "    pub fn apply(pin_dir: Option<&::std::path::Path>) -> Result<Deployment, DeployError> {{"
+    )
+    .unwrap();
+    writeln!(o, "        let dir = pin_dir.map_or_else(Deployment::default_pin_dir, |d| d.to_path_buf());")
+        .unwrap();
     writeln!(o, "        Deployment::apply_with(Options::new(dir))").unwrap();
     writeln!(o, "    }}\n").unwrap();
     writeln!(o, "    /// [`Deployment::apply`] with the runtime's options (`make_ready`, ...).").unwrap();
     writeln!(o, "    pub fn apply_with(options: Options) -> Result<Deployment, DeployError> {{").unwrap();
     writeln!(o, "        embed::Deployment::apply(OBJECT, MANIFEST, options).map(Deployment)").unwrap();
     writeln!(o, "    }}\n").unwrap();
-    writeln!(o, "    /// The deployment of this build pinned in `pin_dir`, as it is: changes nothing.").unwrap();
-    writeln!(o, "    pub fn open(pin_dir: Option<&::std::path::Path>) -> Result<Deployment, DeployError> {{").unwrap();
-    writeln!(o, "        let dir = pin_dir.map_or_else(Deployment::default_pin_dir, |d| d.to_path_buf());").unwrap();
-    writeln!(o, "        embed::Deployment::open(OBJECT, MANIFEST, Options::new(dir)).map(Deployment)").unwrap();
+    writeln!(o, "    /// The deployment of this build pinned in `pin_dir`, as it is: changes nothing.")
+        .unwrap();
+    writeln!(o, "    pub fn open(pin_dir: Option<&::std::path::Path>) -> Result<Deployment, DeployError> {{")
+        .unwrap();
+    writeln!(o, "        let dir = pin_dir.map_or_else(Deployment::default_pin_dir, |d| d.to_path_buf());")
+        .unwrap();
+    writeln!(o, "        embed::Deployment::open(OBJECT, MANIFEST, Options::new(dir)).map(Deployment)")
+        .unwrap();
     writeln!(o, "    }}\n").unwrap();
     writeln!(o, "    /// Routes frames with `key` to `to`, replacing its route if it has one.").unwrap();
     match ir.code.access {
@@ -424,10 +452,15 @@ pub fn generate(ir: &Ir, name: &str) -> String {
         }
         Access::ReadOnly | Access::WriteOnly => {
             let access = if ir.code.access == Access::ReadOnly { "read_only" } else { "write_only" };
-            writeln!(o, "    /// The table is `access = {access}`: new programs are loaded and swapped in.").unwrap();
+            writeln!(o, "    /// The table is `access = {access}`: new programs are loaded and swapped in.")
+                .unwrap();
         }
     }
-    writeln!(o, "    pub fn set_route(&mut self, key: Key, to: impl Into<Target>) -> Result<Report, DeployError> {{").unwrap();
+    writeln!(
+        o,
+        "    pub fn set_route(&mut self, key: Key, to: impl Into<Target>) -> Result<Report, DeployError> {{"
+    )
+    .unwrap();
     writeln!(o, "        let key = embed::KeyPart::to_key_value(&key);").unwrap();
     writeln!(o, "        self.0.set_route(key, to.into().to_ref())").unwrap();
     writeln!(o, "    }}\n").unwrap();
@@ -455,7 +488,8 @@ pub fn generate(ir: &Ir, name: &str) -> String {
         writeln!(o, "    }}\n").unwrap();
         if has_groups {
             writeln!(o, "    /// Frames (and bytes) flooded to `group`.").unwrap();
-            writeln!(o, "    pub fn group_counters(&self, group: Group) -> Result<Count, DeployError> {{").unwrap();
+            writeln!(o, "    pub fn group_counters(&self, group: Group) -> Result<Count, DeployError> {{")
+                .unwrap();
             writeln!(o, "        self.0.group_counters(group.index())").unwrap();
             writeln!(o, "    }}\n").unwrap();
         }
@@ -489,8 +523,9 @@ pub fn generate(ir: &Ir, name: &str) -> String {
 fn allow_unused(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 1024);
     for line in text.lines() {
-        let item = ["pub const ", "pub enum ", "pub struct ", "pub type "].iter().any(|p| line.starts_with(p))
-            || (line.starts_with("impl ") && !line.contains(" for "));
+        let item =
+            ["pub const ", "pub enum ", "pub struct ", "pub type "].iter().any(|p| line.starts_with(p))
+                || (line.starts_with("impl ") && !line.contains(" for "));
         if item {
             out.push_str("#[allow(dead_code)]\n");
         }

@@ -29,7 +29,10 @@ fn root() -> PathBuf {
 /// the directory does not exist (yet).
 fn specs(dir: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(root().join(dir)) else { return Vec::new() };
-    let mut files: Vec<PathBuf> = entries.map(|e| e.expect("readable directory entry").path()).filter(|p| p.extension().is_some_and(|e| e == "devmap")).collect();
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("readable directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "devmap"))
+        .collect();
     files.sort();
     files
 }
@@ -85,9 +88,15 @@ fn markers(file: &str, source: &str) -> Result<BTreeSet<(usize, &'static str)>, 
 /// boundaries.
 fn spans_ok(file: &str, source: &str, diagnostics: &[Diagnostic]) -> Result<(), String> {
     for d in diagnostics {
-        for (what, span) in std::iter::once(("primary", d.primary.span)).chain(d.secondary.iter().map(|l| ("secondary", l.span))) {
+        for (what, span) in std::iter::once(("primary", d.primary.span))
+            .chain(d.secondary.iter().map(|l| ("secondary", l.span)))
+        {
             if span.start > span.end || span.end > source.len() {
-                return Err(format!("{file}: {what} span {span:?} of {} is outside the source ({} bytes)", d.code, source.len()));
+                return Err(format!(
+                    "{file}: {what} span {span:?} of {} is outside the source ({} bytes)",
+                    d.code,
+                    source.len()
+                ));
             }
             if !source.is_char_boundary(span.start) || !source.is_char_boundary(span.end) {
                 return Err(format!("{file}: {what} span {span:?} of {} is not on char boundaries", d.code));
@@ -100,10 +109,12 @@ fn spans_ok(file: &str, source: &str, diagnostics: &[Diagnostic]) -> Result<(), 
 /// The diagnostics as `devmapc check` prints them without colour, at a
 /// fixed width, so that the snapshot is the same on every machine.
 fn render(file: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
-    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor()).with_width(100);
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor()).with_width(100);
     let mut out = String::new();
     for d in diagnostics {
-        let report = miette::Report::new(d.clone()).with_source_code(miette::NamedSource::new(file, source.to_string()));
+        let report = miette::Report::new(d.clone())
+            .with_source_code(miette::NamedSource::new(file, source.to_string()));
         let mut one = String::new();
         handler.render_report(&mut one, report.as_ref()).expect("rendering into a String cannot fail");
         out.push_str(&one);
@@ -126,12 +137,18 @@ fn check_bad_file(path: &Path) -> Result<(String, String), String> {
     let diagnostics = &checked.diagnostics;
     spans_ok(&file, &source, diagnostics)?;
 
-    let found: BTreeSet<(usize, &'static str)> = diagnostics.iter().map(|d| (line_of(&source, d.primary.span.start), short(d.code))).collect();
+    let found: BTreeSet<(usize, &'static str)> =
+        diagnostics.iter().map(|d| (line_of(&source, d.primary.span.start), short(d.code))).collect();
     if found != expected {
-        let list = |set: &BTreeSet<(usize, &str)>| set.iter().map(|(l, c)| format!("{c} on line {l}")).collect::<Vec<_>>().join(", ");
+        let list = |set: &BTreeSet<(usize, &str)>| {
+            set.iter().map(|(l, c)| format!("{c} on line {l}")).collect::<Vec<_>>().join(", ")
+        };
         let missing: BTreeSet<_> = expected.difference(&found).copied().collect();
         let extra: BTreeSet<_> = found.difference(&expected).copied().collect();
-        let messages: Vec<String> = diagnostics.iter().map(|d| format!("  line {}: {}: {}", line_of(&source, d.primary.span.start), d.code, d.message)).collect();
+        let messages: Vec<String> = diagnostics
+            .iter()
+            .map(|d| format!("  line {}: {}: {}", line_of(&source, d.primary.span.start), d.code, d.message))
+            .collect();
         return Err(format!(
             "{file}: the diagnostics do not match the `//~` markers\n  marked but not reported: [{}]\n  reported but not marked: [{}]\n{}",
             list(&missing),
@@ -143,7 +160,9 @@ fn check_bad_file(path: &Path) -> Result<(String, String), String> {
     let errors = diagnostics.iter().filter(|d| d.severity() == Severity::Error).count();
     if name.starts_with('W') {
         if errors > 0 {
-            return Err(format!("{file}: a file named W... holds warnings only, but it has {errors} error(s)"));
+            return Err(format!(
+                "{file}: a file named W... holds warnings only, but it has {errors} error(s)"
+            ));
         }
     } else if errors == 0 {
         return Err(format!("{file}: a file not named W... must have at least one error"));
@@ -175,13 +194,22 @@ fn bad_specs_report_exactly_their_markers() {
                     });
                 });
                 if snapshot.is_err() {
-                    failures.push(format!("{}: the rendered diagnostics differ from the snapshot (see above)", relative(path)));
+                    failures.push(format!(
+                        "{}: the rendered diagnostics differ from the snapshot (see above)",
+                        relative(path)
+                    ));
                 }
             }
             Err(message) => failures.push(message),
         }
     }
-    assert!(failures.is_empty(), "{} of {} bad specs failed:\n\n{}", failures.len(), files.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} bad specs failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -199,8 +227,15 @@ fn bad_specs_cover_every_code() {
 /// name (`ls tests/specs/bad/E014*`).
 #[test]
 fn every_code_has_a_file_named_after_it() {
-    let names: Vec<String> = specs("tests/specs/bad").iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    let missing: Vec<&str> = Code::ALL.iter().map(|c| short(*c)).filter(|c| !names.iter().any(|n| n.starts_with(&format!("{c}_")))).collect();
+    let names: Vec<String> = specs("tests/specs/bad")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let missing: Vec<&str> = Code::ALL
+        .iter()
+        .map(|c| short(*c))
+        .filter(|c| !names.iter().any(|n| n.starts_with(&format!("{c}_"))))
+        .collect();
     assert!(missing.is_empty(), "no file in tests/specs/bad is named after {missing:?}");
 }
 
@@ -208,8 +243,13 @@ fn every_code_has_a_file_named_after_it() {
 /// (insta only compares the snapshots a run asserts).
 #[test]
 fn every_snapshot_has_its_spec() {
-    let Ok(entries) = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")) else { return };
-    let specs: BTreeSet<String> = specs("tests/specs/bad").iter().map(|p| p.file_stem().unwrap().to_string_lossy().into_owned()).collect();
+    let Ok(entries) = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")) else {
+        return;
+    };
+    let specs: BTreeSet<String> = specs("tests/specs/bad")
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
     let orphans: Vec<String> = entries
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter_map(|name| Some(name.strip_prefix("corpus__")?.strip_suffix(".snap")?.to_string()))
@@ -226,10 +266,16 @@ fn bad_specs_that_parse_format_to_the_same_ast() {
         let file = relative(&path);
         let source = read(&path);
         let Ok(ast) = parse(&source) else { continue };
-        let formatted = fmt::format_source(&source).unwrap_or_else(|d| panic!("{file} parses, but its formatting does not: {d:?}"));
-        let again = parse(&formatted).unwrap_or_else(|d| panic!("{file}: the formatted text does not parse: {d:?}\n{formatted}"));
+        let formatted = fmt::format_source(&source)
+            .unwrap_or_else(|d| panic!("{file} parses, but its formatting does not: {d:?}"));
+        let again = parse(&formatted)
+            .unwrap_or_else(|d| panic!("{file}: the formatted text does not parse: {d:?}\n{formatted}"));
         assert_eq!(again, ast, "{file}: formatting changed the AST\n{formatted}");
-        assert_eq!(fmt::format_source(&formatted).unwrap(), formatted, "{file}: formatting twice changes the text");
+        assert_eq!(
+            fmt::format_source(&formatted).unwrap(),
+            formatted,
+            "{file}: formatting twice changes the text"
+        );
     }
 }
 
@@ -240,20 +286,30 @@ fn check_good_file(path: &Path) -> Result<(), String> {
     let source = read(path);
     let checked = check_source(&source);
     if !checked.diagnostics.is_empty() {
-        let list: Vec<String> = checked.diagnostics.iter().map(|d| format!("  line {}: {}: {}", line_of(&source, d.primary.span.start), d.code, d.message)).collect();
+        let list: Vec<String> = checked
+            .diagnostics
+            .iter()
+            .map(|d| format!("  line {}: {}: {}", line_of(&source, d.primary.span.start), d.code, d.message))
+            .collect();
         return Err(format!("{file} should have no diagnostic, but has:\n{}", list.join("\n")));
     }
     if checked.model.is_none() {
         return Err(format!("{file}: no diagnostic, but no model either"));
     }
     let ast = parse(&source).map_err(|d| format!("{file} checks but does not parse: {d:?}"))?;
-    let formatted = fmt::format_source(&source).map_err(|d| format!("{file} parses but does not format: {d:?}"))?;
-    let again = parse(&formatted).map_err(|d| format!("{file}: the formatted text does not parse: {d:?}\n{formatted}"))?;
+    let formatted =
+        fmt::format_source(&source).map_err(|d| format!("{file} parses but does not format: {d:?}"))?;
+    let again = parse(&formatted)
+        .map_err(|d| format!("{file}: the formatted text does not parse: {d:?}\n{formatted}"))?;
     if again != ast {
         return Err(format!("{file}: formatting changed the AST; formatted text:\n{formatted}"));
     }
     if formatted != source {
-        let first = source.lines().zip(formatted.lines()).position(|(a, b)| a != b).map_or_else(|| source.lines().count().min(formatted.lines().count()) + 1, |i| i + 1);
+        let first = source
+            .lines()
+            .zip(formatted.lines())
+            .position(|(a, b)| a != b)
+            .map_or_else(|| source.lines().count().min(formatted.lines().count()) + 1, |i| i + 1);
         return Err(format!(
             "{file} is not in `devmapc fmt` form (first difference on line {first}); run `devmapc fmt {file}`\n  have: {:?}\n  want: {:?}",
             source.lines().nth(first - 1).unwrap_or_default(),
@@ -268,7 +324,13 @@ fn good_specs_and_examples_are_clean_and_formatted() {
     let files: Vec<PathBuf> = specs("examples").into_iter().chain(specs("tests/specs/good")).collect();
     assert!(!specs("tests/specs/good").is_empty(), "tests/specs/good has no spec");
     let failures: Vec<String> = files.iter().filter_map(|p| check_good_file(p).err()).collect();
-    assert!(failures.is_empty(), "{} of {} good specs failed:\n\n{}", failures.len(), files.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} good specs failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// The markers are read the way the test means them.
@@ -297,6 +359,11 @@ fn language_reference_examples_check_clean_as_written() {
         assert!(checked.diagnostics.is_empty(), "{}: {:#?}", relative(&path), checked.diagnostics);
         assert!(checked.model.is_some());
         let formatted = devmapc::fmt::format_source(&source).expect("it parses");
-        assert_eq!(devmapc::parse(&formatted).unwrap(), devmapc::parse(&source).unwrap(), "{}", relative(&path));
+        assert_eq!(
+            devmapc::parse(&formatted).unwrap(),
+            devmapc::parse(&source).unwrap(),
+            "{}",
+            relative(&path)
+        );
     }
 }

@@ -24,10 +24,15 @@ fn specs() -> Vec<(String, PathBuf)> {
     let mut all = Vec::new();
     for dir in DIRS {
         let Ok(entries) = std::fs::read_dir(root().join(dir)) else { continue };
-        let mut files: Vec<PathBuf> = entries.map(|e| e.expect("readable directory entry").path()).filter(|p| p.extension().is_some_and(|e| e == "devmap")).collect();
+        let mut files: Vec<PathBuf> = entries
+            .map(|e| e.expect("readable directory entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "devmap"))
+            .collect();
         files.sort();
         let prefix = dir.rsplit('/').next().expect("a directory has a name");
-        all.extend(files.into_iter().map(|p| (format!("{prefix}__{}", p.file_stem().unwrap().to_string_lossy()), p)));
+        all.extend(
+            files.into_iter().map(|p| (format!("{prefix}__{}", p.file_stem().unwrap().to_string_lossy()), p)),
+        );
     }
     all
 }
@@ -71,7 +76,10 @@ fn the_generated_c_is_tidy() {
     for (name, path) in specs() {
         let c = generated_c(&path);
         assert!(c.starts_with("/* SPDX-License-Identifier: (GPL-2.0 OR MIT) */\n"), "{name}");
-        assert!(c.contains("char LICENSE[] SEC(\"license\") = \"Dual MIT/GPL\";"), "{name}: the SPDX line says what the kernel is told");
+        assert!(
+            c.contains("char LICENSE[] SEC(\"license\") = \"Dual MIT/GPL\";"),
+            "{name}: the SPDX line says what the kernel is told"
+        );
         assert!(!c.contains("\n\n\n"), "{name}: a run of blank lines");
         for line in c.lines() {
             assert_eq!(line, line.trim_end(), "{name}: trailing white space");
@@ -81,7 +89,10 @@ fn the_generated_c_is_tidy() {
             }
             for pointer in ["eth", "vlan", "ip4", "ip6", "l4"] {
                 assert!(!code.starts_with(&format!("p->{pointer} = 0;")), "{name}: 0 for NULL in {line:?}");
-                assert!(!code.contains(&format!("p.{pointer} != 0")), "{name}: a pointer compared with 0 in {line:?}");
+                assert!(
+                    !code.contains(&format!("p.{pointer} != 0")),
+                    "{name}: a pointer compared with 0 in {line:?}"
+                );
             }
         }
     }
@@ -91,7 +102,9 @@ fn the_generated_c_is_tidy() {
 /// (insta only compares the snapshots a run asserts).
 #[test]
 fn every_snapshot_has_its_spec() {
-    let Ok(entries) = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")) else { return };
+    let Ok(entries) = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")) else {
+        return;
+    };
     let names: BTreeSet<String> = specs().into_iter().map(|(name, _)| name).collect();
     let orphans: Vec<String> = entries
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

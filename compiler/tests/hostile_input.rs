@@ -13,12 +13,18 @@
 use devmapc::parse::MAX_NESTING;
 use devmapc::{check_source, Code};
 
-const HEAD: &str = "table { key = vlan.id }\ndevice a { ifname = \"a\", egress = e }\ningress { on = [a] }\nroute 1 -> a\n";
+const HEAD: &str =
+    "table { key = vlan.id }\ndevice a { ifname = \"a\", egress = e }\ningress { on = [a] }\nroute 1 -> a\n";
 
 /// Runs `f` on a thread with a 2 MiB stack; a stack overflow aborts the
 /// whole test binary, which fails the run.
 fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::Builder::new().stack_size(2 << 20).spawn(f).expect("spawn a thread").join().expect("the thread did not panic")
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .expect("spawn a thread")
+        .join()
+        .expect("the thread did not panic")
 }
 
 /// Every stage on `src`: what `check` reported, and (for a spec without
@@ -47,21 +53,32 @@ fn nested(kind: &str, depth: usize) -> String {
     let inner = depth - 1;
     let body = match kind {
         // `if` inside `if`: each block one level.
-        "if" => format!("egress e {{\n{}drop\n{}}}\n", "if vlan.id == 1 {\n".repeat(inner), "}\n".repeat(inner)),
+        "if" => {
+            format!("egress e {{\n{}drop\n{}}}\n", "if vlan.id == 1 {\n".repeat(inner), "}\n".repeat(inner))
+        }
         // An `else if` chain: each branch one level, the last block one more.
         "else-if" => {
-            let branches: String = (1..inner).map(|i| format!(" else if vlan.id == {i} {{ drop }}")).collect();
+            let branches: String =
+                (1..inner).map(|i| format!(" else if vlan.id == {i} {{ drop }}")).collect();
             format!("egress e {{\nif vlan.id == 0 {{ drop }}{branches}\n}}\n")
         }
         // Parenthesised conditions.
-        "parens" => format!("egress e {{\nif {}vlan.id == 1{} {{ drop }}\n}}\n", "(".repeat(inner), ")".repeat(inner)),
+        "parens" => {
+            format!("egress e {{\nif {}vlan.id == 1{} {{ drop }}\n}}\n", "(".repeat(inner), ")".repeat(inner))
+        }
         // `!(` nested: one negation per level.
-        "not-parens" => format!("egress e {{\nif {}vlan.id == 1{} {{ drop }}\n}}\n", "!(".repeat(inner), ")".repeat(inner)),
+        "not-parens" => format!(
+            "egress e {{\nif {}vlan.id == 1{} {{ drop }}\n}}\n",
+            "!(".repeat(inner),
+            ")".repeat(inner)
+        ),
         // `!( ... )` alternating with `&&` and `||`: the deepest condition
         // tree a level can make (three nodes each), the most stack-hungry
         // input for the checker and the formatter.
         "mixed" => {
-            let cond = (0..inner).fold("vlan.id == 1".to_string(), |c, i| format!("vlan.id == {i} {} !({c})", if i % 2 == 1 { "&&" } else { "||" }));
+            let cond = (0..inner).fold("vlan.id == 1".to_string(), |c, i| {
+                format!("vlan.id == {i} {} !({c})", if i % 2 == 1 { "&&" } else { "||" })
+            });
             format!("egress e {{\nif {cond} {{ drop }}\n}}\n")
         }
         _ => unreachable!("{kind}"),
@@ -86,7 +103,11 @@ fn the_limit_is_reached_safely_by_every_kind_of_nesting() {
 #[test]
 fn values_nested_to_the_limit_are_checked_not_crashed() {
     for (open, close) in [("[", "]"), ("(", ")"), ("f(", ")")] {
-        let src = format!("{HEAD}egress e {{ drop }}\nroute {}1{} -> a\n", open.repeat(MAX_NESTING), close.repeat(MAX_NESTING));
+        let src = format!(
+            "{HEAD}egress e {{ drop }}\nroute {}1{} -> a\n",
+            open.repeat(MAX_NESTING),
+            close.repeat(MAX_NESTING)
+        );
         let codes = whole_pipeline(src);
         assert!(!codes.is_empty() && !codes.contains(&Code::TooDeep), "{open}: {codes:?}");
     }
@@ -98,26 +119,73 @@ fn values_nested_to_the_limit_are_checked_not_crashed() {
 fn far_beyond_the_limit_is_a_located_error() {
     for n in [100_000, 1_000_000] {
         let cases = [
-            ("ifs", format!("{HEAD}egress e {{\n{}drop\n{}}}\n", "if vlan.id == 1 {\n".repeat(n), "}\n".repeat(n))),
-            ("else-ifs", format!("{HEAD}egress e {{\nif vlan.id == 0 {{ drop }}{}\n}}\n", " else if vlan.id == 1 { drop }".repeat(n))),
-            ("parens", format!("{HEAD}egress e {{\nif {}vlan.id == 1{} {{ drop }}\n}}\n", "(".repeat(n), ")".repeat(n))),
-            ("lists", format!("{HEAD}device b {{ ifname = \"b\", x = {}{} }}\n", "[".repeat(n), "]".repeat(n))),
+            (
+                "ifs",
+                format!(
+                    "{HEAD}egress e {{\n{}drop\n{}}}\n",
+                    "if vlan.id == 1 {\n".repeat(n),
+                    "}\n".repeat(n)
+                ),
+            ),
+            (
+                "else-ifs",
+                format!(
+                    "{HEAD}egress e {{\nif vlan.id == 0 {{ drop }}{}\n}}\n",
+                    " else if vlan.id == 1 { drop }".repeat(n)
+                ),
+            ),
+            (
+                "parens",
+                format!(
+                    "{HEAD}egress e {{\nif {}vlan.id == 1{} {{ drop }}\n}}\n",
+                    "(".repeat(n),
+                    ")".repeat(n)
+                ),
+            ),
+            (
+                "lists",
+                format!("{HEAD}device b {{ ifname = \"b\", x = {}{} }}\n", "[".repeat(n), "]".repeat(n)),
+            ),
             ("calls", format!("{HEAD}route {}1{} -> a\n", "f(".repeat(n), ")".repeat(n))),
-            ("layers", format!("{HEAD}egress e {{ drop }}\ntest \"t\" {{\nsend a eth(type = {}1{})\nexpect drop\n}}\n", "(".repeat(n), ")".repeat(n))),
+            (
+                "layers",
+                format!(
+                    "{HEAD}egress e {{ drop }}\ntest \"t\" {{\nsend a eth(type = {}1{})\nexpect drop\n}}\n",
+                    "(".repeat(n),
+                    ")".repeat(n)
+                ),
+            ),
             // Unclosed: the scan does not wait for the partners.
             ("unclosed", format!("{HEAD}route {}", "[".repeat(n))),
         ];
         for (what, src) in cases {
             let diagnostics = on_small_stack(move || {
                 let d = check_source(&src).diagnostics;
-                d.into_iter().map(|d| (d.code, src[d.primary.span.start..d.primary.span.end].to_string(), src[..d.primary.span.start].to_string())).collect::<Vec<_>>()
+                d.into_iter()
+                    .map(|d| {
+                        (
+                            d.code,
+                            src[d.primary.span.start..d.primary.span.end].to_string(),
+                            src[..d.primary.span.start].to_string(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
             });
-            assert_eq!(diagnostics.len(), 1, "{what} x{n}: {:?}", diagnostics.iter().map(|d| d.0).collect::<Vec<_>>());
+            assert_eq!(
+                diagnostics.len(),
+                1,
+                "{what} x{n}: {:?}",
+                diagnostics.iter().map(|d| d.0).collect::<Vec<_>>()
+            );
             let (code, text, before) = &diagnostics[0];
             assert_eq!(*code, Code::TooDeep, "{what} x{n}");
-            assert!(text == "(" || text == "[" || text == "{" || text == "if", "{what} x{n}: points at {text:?}");
+            assert!(
+                text == "(" || text == "[" || text == "{" || text == "if",
+                "{what} x{n}: points at {text:?}"
+            );
             // Exactly MAX_NESTING levels are open before it.
-            let opened = before.matches(['(', '[', '{']).count() - before.matches([')', ']', '}']).count() + before.matches("else if").count();
+            let opened = before.matches(['(', '[', '{']).count() - before.matches([')', ']', '}']).count()
+                + before.matches("else if").count();
             assert_eq!(opened, MAX_NESTING, "{what} x{n}");
         }
     }
@@ -148,15 +216,25 @@ fn long_flat_input_works() {
     assert_eq!(whole_pipeline(ands(1024)), [Code::ProgramTooLarge], "1024 tests and the `drop`");
     let ors = format!("{HEAD}egress e {{\nif {} {{ drop }}\n}}\n", vec!["!(vlan.id == 1)"; n].join(" ||\n"));
     assert_eq!(whole_pipeline(ors), [Code::ProgramTooLarge]);
-    let comments = format!("{HEAD}egress e {{ drop }}\n{}{}", "/* ( [ { */\n".repeat(n), "// ( [ {\n".repeat(n));
+    let comments =
+        format!("{HEAD}egress e {{ drop }}\n{}{}", "/* ( [ { */\n".repeat(n), "// ( [ {\n".repeat(n));
     assert_eq!(whole_pipeline(comments), []);
-    let strings = format!("{HEAD}egress e {{ drop }}\ngroup g {{ a }}\ndevice b {{ ifname = \"{}\" }}\n", "(".repeat(n));
+    let strings = format!(
+        "{HEAD}egress e {{ drop }}\ngroup g {{ a }}\ndevice b {{ ifname = \"{}\" }}\n",
+        "(".repeat(n)
+    );
     let codes = whole_pipeline(strings);
     assert!(!codes.contains(&Code::TooDeep), "brackets in a string do not nest: {codes:?}");
     // Many short `else if` chains one after the other are not one long one.
-    let chains = format!("{HEAD}egress e {{\n{}}}\n", "if vlan.id == 1 { drop } else if vlan.id == 2 { drop }\n".repeat(250));
+    let chains = format!(
+        "{HEAD}egress e {{\n{}}}\n",
+        "if vlan.id == 1 { drop } else if vlan.id == 2 { drop }\n".repeat(250)
+    );
     assert_eq!(whole_pipeline(chains), []);
-    let layers = format!("{HEAD}egress e {{ drop }}\ntest \"t\" {{\nsend a {}\nexpect drop\n}}\n", vec!["eth()"; n].join(" / "));
+    let layers = format!(
+        "{HEAD}egress e {{ drop }}\ntest \"t\" {{\nsend a {}\nexpect drop\n}}\n",
+        vec!["eth()"; n].join(" / ")
+    );
     let codes = whole_pipeline(layers);
     assert!(!codes.contains(&Code::TooDeep), "{codes:?}");
 }
@@ -205,9 +283,17 @@ fn near_miss_suggestions_are_bounded() {
 fn plain_rendering_of_many_errors_on_a_long_line_is_bounded() {
     // 150 unknown settings on one line of about 1 MB of two-byte characters.
     let settings: Vec<String> = (0..150).map(|i| format!("s{i} = \"{}\"", "ü".repeat(3000))).collect();
-    let src = format!("{HEAD}egress e {{ drop }}\ndevice b {{ ifname = \"b\", {} }}\nroute 2 -> b\n", settings.join(", "));
+    let src = format!(
+        "{HEAD}egress e {{ drop }}\ndevice b {{ ifname = \"b\", {} }}\nroute 2 -> b\n",
+        settings.join(", ")
+    );
     let checked = check_source(&src);
-    assert_eq!(checked.diagnostics.len(), 150, "{:?}", checked.diagnostics.iter().map(|d| d.code).collect::<Vec<_>>());
+    assert_eq!(
+        checked.diagnostics.len(),
+        150,
+        "{:?}",
+        checked.diagnostics.iter().map(|d| d.code).collect::<Vec<_>>()
+    );
     let text = devmapc::diagnostic::render_plain("x.devmap", &src, &checked.diagnostics);
     assert_eq!(text.matches("error[devmap::E008]").count(), 100);
     assert!(text.ends_with("... and 50 more (50 errors, 0 warnings)\n"), "{}", &text[text.len() - 200..]);
@@ -234,7 +320,11 @@ fn a_byte_order_mark_is_skipped_at_the_start_only() {
     let rendered = devmapc::diagnostic::render_plain("x.devmap", &with_bom, &b);
     assert_eq!(rendered, devmapc::diagnostic::render_plain("x.devmap", &plain, &a));
 
-    for elsewhere in [format!(" \u{feff}{plain}"), format!("\u{feff}\u{feff}{plain}"), format!("{HEAD}\u{feff}egress e {{ drop }}\n")] {
+    for elsewhere in [
+        format!(" \u{feff}{plain}"),
+        format!("\u{feff}\u{feff}{plain}"),
+        format!("{HEAD}\u{feff}egress e {{ drop }}\n"),
+    ] {
         let codes: Vec<Code> = check_source(&elsewhere).diagnostics.iter().map(|d| d.code).collect();
         assert_eq!(codes, [Code::Syntax], "{elsewhere:?}");
     }

@@ -112,7 +112,8 @@ fn adjacent_ipv4_addresses_spread() {
         // One /20, the table of the original report.
         assert_spreads(&format!("{field} 10.1.0.0/20"), &plan, &two_16s[1 << 16..(1 << 16) + 4096]);
         // The .1 of every /24 of a /8: the low octet never varies.
-        let gateways: Vec<KeyValue> = (0..1u32 << 16).map(|i| v4(Ipv4Addr::from(base | i << 8 | 1))).collect();
+        let gateways: Vec<KeyValue> =
+            (0..1u32 << 16).map(|i| v4(Ipv4Addr::from(base | i << 8 | 1))).collect();
         assert_spreads(&format!("{field} x.y.z.1 across 10.0.0.0/8"), &plan, &gateways);
     }
 }
@@ -149,11 +150,14 @@ fn packed_composites_spread() {
     let composite = |parts: &[u64]| KeyValue::Composite(parts.iter().map(|p| uint(*p)).collect());
     // TCP and UDP per VLAN: unmixed, the protocol is the low byte, so a
     // 256-bucket map holds all TCP keys in one bucket.
-    let vlan_proto: Vec<KeyValue> = (0..4096).flat_map(|v| [composite(&[v, 6]), composite(&[v, 17])]).collect();
+    let vlan_proto: Vec<KeyValue> =
+        (0..4096).flat_map(|v| [composite(&[v, 6]), composite(&[v, 17])]).collect();
     assert_spreads("(vlan.id, ip.proto)", &plan("(vlan.id, ip.proto)"), &vlan_proto);
-    let vlan_port: Vec<KeyValue> = (100..116).flat_map(|v| (8000..9024).map(move |p| composite(&[v, p]))).collect();
+    let vlan_port: Vec<KeyValue> =
+        (100..116).flat_map(|v| (8000..9024).map(move |p| composite(&[v, p]))).collect();
     assert_spreads("(vlan.id, l4.dport)", &plan("(vlan.id, l4.dport)"), &vlan_port);
-    let proto_port: Vec<KeyValue> = [6, 17].iter().flat_map(|p| (1..=8192).map(move |q| composite(&[*p, q]))).collect();
+    let proto_port: Vec<KeyValue> =
+        [6, 17].iter().flat_map(|p| (1..=8192).map(move |q| composite(&[*p, q]))).collect();
     assert_spreads("(ip.proto, l4.dport)", &plan("(ip.proto, l4.dport)"), &proto_port);
     let ports: Vec<KeyValue> = (1024..1280).flat_map(|s| (0..256).map(move |d| composite(&[s, d]))).collect();
     assert_spreads("(l4.sport, l4.dport)", &plan("(l4.sport, l4.dport)"), &ports);

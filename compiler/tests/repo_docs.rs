@@ -57,10 +57,8 @@ fn text(path: &Path) -> Option<String> {
 /// What would cite the notes outside the repository. Built from pieces so
 /// that this file does not cite them itself.
 fn needles() -> Vec<String> {
-    let mut needles: Vec<String> = ["KERNEL", "LANGUAGE", "TOOLCHAIN", "STYLE"]
-        .iter()
-        .map(|name| format!("{name}.{}", "md"))
-        .collect();
+    let mut needles: Vec<String> =
+        ["KERNEL", "LANGUAGE", "TOOLCHAIN", "STYLE"].iter().map(|name| format!("{name}.{}", "md")).collect();
     needles.push(["shared", "design"].join("/"));
     needles.push(["design", "brief"].join(" "));
     needles
@@ -113,17 +111,12 @@ fn cited_tests(bullet: &str) -> Vec<String> {
             ('`', None) => quoted = Some(i + 1),
             ('`', Some(start)) => {
                 let word = &bullet[start..i];
-                if word.contains('_') && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
+                if word.contains('_') && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     names.push(word.to_string());
                 }
                 quoted = None;
             }
-            (':' | '.', None) => {
-                if chars.peek().is_none_or(|&(_, next)| next.is_whitespace()) {
-                    break;
-                }
-            }
+            (':' | '.', None) if chars.peek().is_none_or(|&(_, next)| next.is_whitespace()) => break,
             _ => {}
         }
     }
@@ -144,10 +137,7 @@ fn test_fns() -> std::collections::BTreeSet<String> {
             let Some(rest) = line.trim_start().strip_prefix("fn ") else {
                 continue;
             };
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             let is_test = lines[..i]
                 .iter()
                 .rev()
@@ -183,9 +173,7 @@ fn every_test_docs_kernel_md_cites_exists() {
     let mut cited = 0;
     let mut problems = Vec::new();
     for bullet in &bullets {
-        let Some(rest) = bullet
-            .strip_prefix("*Pinned by*")
-            .or_else(|| bullet.strip_prefix("*And by*"))
+        let Some(rest) = bullet.strip_prefix("*Pinned by*").or_else(|| bullet.strip_prefix("*And by*"))
         else {
             continue;
         };
@@ -200,27 +188,14 @@ fn every_test_docs_kernel_md_cites_exists() {
             }
         }
     }
-    assert!(
-        problems.is_empty(),
-        "docs/kernel.md cites tests that do not exist:\n{}",
-        problems.join("\n")
-    );
-    assert!(
-        cited >= 40,
-        "only {cited} tests cited: is docs/kernel.md still parsed right?"
-    );
+    assert!(problems.is_empty(), "docs/kernel.md cites tests that do not exist:\n{}", problems.join("\n"));
+    assert!(cited >= 40, "only {cited} tests cited: is docs/kernel.md still parsed right?");
 }
 
 #[test]
 fn cited_tests_are_read_up_to_the_end_of_the_clause() {
     assert_eq!(cited_tests(" `a_b` and `c_d`: then `e_f`"), ["a_b", "c_d"]);
-    assert_eq!(
-        cited_tests(" `a_b`\n (`runtime/tests/x.rs`). Not `c_d`"),
-        ["a_b"]
-    );
-    assert_eq!(
-        cited_tests(" `a_b` (same file) for `lo`, `x_y`."),
-        ["a_b", "x_y"]
-    );
+    assert_eq!(cited_tests(" `a_b`\n (`runtime/tests/x.rs`). Not `c_d`"), ["a_b"]);
+    assert_eq!(cited_tests(" `a_b` (same file) for `lo`, `x_y`."), ["a_b", "x_y"]);
     assert_eq!(cited_tests(" `a_b`, whose key is e.g. `c_d`"), ["a_b"]);
 }

@@ -38,8 +38,14 @@ fn config() -> Config {
 /// Every span of every diagnostic lies inside `src`, on char boundaries.
 fn spans_ok(src: &str, diagnostics: &[Diagnostic]) -> Result<(), TestCaseError> {
     for d in diagnostics {
-        for (what, span) in std::iter::once(("primary", d.primary.span)).chain(d.secondary.iter().map(|l| ("secondary", l.span))) {
-            prop_assert!(span.start <= span.end && span.end <= src.len(), "{what} span {span:?} of {d:?} is outside the input ({} bytes): {src:?}", src.len());
+        for (what, span) in std::iter::once(("primary", d.primary.span))
+            .chain(d.secondary.iter().map(|l| ("secondary", l.span)))
+        {
+            prop_assert!(
+                span.start <= span.end && span.end <= src.len(),
+                "{what} span {span:?} of {d:?} is outside the input ({} bytes): {src:?}",
+                src.len()
+            );
             prop_assert!(
                 src.is_char_boundary(span.start) && src.is_char_boundary(span.end),
                 "{what} span {span:?} of {d:?} is not on char boundaries: {src:?}"
@@ -54,7 +60,10 @@ fn spans_ok(src: &str, diagnostics: &[Diagnostic]) -> Result<(), TestCaseError> 
 fn holds(src: &str) -> Result<(), TestCaseError> {
     let checked = check_source(src);
     spans_ok(src, &checked.diagnostics)?;
-    prop_assert!(checked.model.is_none() || checked.diagnostics.iter().all(|d| !d.is_error()), "a model despite errors: {src:?}");
+    prop_assert!(
+        checked.model.is_none() || checked.diagnostics.iter().all(|d| !d.is_error()),
+        "a model despite errors: {src:?}"
+    );
     match parse(src) {
         Ok(spec) => {
             let formatted = fmt::format(src, &spec);
@@ -64,7 +73,13 @@ fn holds(src: &str) -> Result<(), TestCaseError> {
                     return Err(TestCaseError::fail(format!("the formatted text does not parse: {errors:?}\ninput: {src:?}\nformatted: {formatted:?}")));
                 }
             };
-            prop_assert_eq!(&again, &spec, "formatting changed the AST\ninput: {:?}\nformatted: {:?}", src, formatted);
+            prop_assert_eq!(
+                &again,
+                &spec,
+                "formatting changed the AST\ninput: {:?}\nformatted: {:?}",
+                src,
+                formatted
+            );
             let twice = fmt::format(&formatted, &again);
             prop_assert_eq!(&twice, &formatted, "formatting is not idempotent\ninput: {:?}", src);
             let direct = fmt::format_source(src).ok();
@@ -189,12 +204,101 @@ route 65536 -> web
 
 /// The tokens the mutators and the token soup insert.
 const TOKENS: &[&str] = &[
-    "{", "}", "(", ")", "[", "]", ",", "->", "/", "=", "-=", "==", "!=", "<=", ">=", "<", ">", "!", "&&", "||", ":", "::", ".", "\"",
-    "/*", "*/", "//", "\n", "\r", "\r\n", "\t", " ", "0x", "0", "1", "4095", "4096", "65536", "18446744073709551616", "02:00:00:00:00:01",
-    "10.0.0.1", "10.0.0.0/8", "256.1.1.1", "::", "::/0", "fe80::1", "2001:db8::/32", "1::2::3", "/129", "/33", "route", "table", "device",
-    "egress", "group", "ingress", "test", "default", "if", "else", "has", "drop", "pass", "send", "expect", "key", "max_entries", "on_miss",
-    "ifname", "ifindex", "on", "mode", "lpm", "vlan.id", "eth.dst", "ipv4.dst", "ipv6.dst", "ipv4.ttl", "egress.mac", "vlan.push", "vlan.pop",
-    "eth", "vlan", "ipv4", "ipv6", "udp", "tcp", "payload", "a", "b", "x", "é", "\u{0}", "\u{feff}", "𝕏",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "->",
+    "/",
+    "=",
+    "-=",
+    "==",
+    "!=",
+    "<=",
+    ">=",
+    "<",
+    ">",
+    "!",
+    "&&",
+    "||",
+    ":",
+    "::",
+    ".",
+    "\"",
+    "/*",
+    "*/",
+    "//",
+    "\n",
+    "\r",
+    "\r\n",
+    "\t",
+    " ",
+    "0x",
+    "0",
+    "1",
+    "4095",
+    "4096",
+    "65536",
+    "18446744073709551616",
+    "02:00:00:00:00:01",
+    "10.0.0.1",
+    "10.0.0.0/8",
+    "256.1.1.1",
+    "::",
+    "::/0",
+    "fe80::1",
+    "2001:db8::/32",
+    "1::2::3",
+    "/129",
+    "/33",
+    "route",
+    "table",
+    "device",
+    "egress",
+    "group",
+    "ingress",
+    "test",
+    "default",
+    "if",
+    "else",
+    "has",
+    "drop",
+    "pass",
+    "send",
+    "expect",
+    "key",
+    "max_entries",
+    "on_miss",
+    "ifname",
+    "ifindex",
+    "on",
+    "mode",
+    "lpm",
+    "vlan.id",
+    "eth.dst",
+    "ipv4.dst",
+    "ipv6.dst",
+    "ipv4.ttl",
+    "egress.mac",
+    "vlan.push",
+    "vlan.pop",
+    "eth",
+    "vlan",
+    "ipv4",
+    "ipv6",
+    "udp",
+    "tcp",
+    "payload",
+    "a",
+    "b",
+    "x",
+    "é",
+    "\u{0}",
+    "\u{feff}",
+    "𝕏",
 ];
 
 /// The `.devmap` files of the repository (examples and test specs), read
@@ -211,7 +315,11 @@ fn read_corpus() -> Vec<String> {
         collect(&root.join(dir), &mut files);
     }
     files.sort();
-    let mut texts: Vec<String> = files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).filter(|t| t.len() <= 64 * 1024).collect();
+    let mut texts: Vec<String> = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter(|t| t.len() <= 64 * 1024)
+        .collect();
     texts.extend(EMBEDDED.iter().map(|s| s.to_string()));
     texts
 }
@@ -290,7 +398,8 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
 /// Language tokens in random order, with random separators.
 fn token_soup() -> impl Strategy<Value = String> {
     let sep = prop::sample::select(&[" ", " ", " ", "\n", "", ", ", "\n\n", " // c\n", " /* c */ "][..]);
-    prop::collection::vec((prop::sample::select(TOKENS), sep), 0..80).prop_map(|parts| parts.into_iter().flat_map(|(t, s)| [t, s]).collect())
+    prop::collection::vec((prop::sample::select(TOKENS), sep), 0..80)
+        .prop_map(|parts| parts.into_iter().flat_map(|(t, s)| [t, s]).collect())
 }
 
 // --------------------------------------------- generated (mostly valid) specs
@@ -328,7 +437,10 @@ fn hex_case(s: String, upper: bool) -> String {
 fn ipv6_text() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<u128>().prop_map(|a| std::net::Ipv6Addr::from(a).to_string()),
-        (any::<[u16; 8]>(), any::<bool>()).prop_map(|(g, upper)| hex_case(g.iter().map(|x| format!("{x:x}")).collect::<Vec<_>>().join(":"), upper)),
+        (any::<[u16; 8]>(), any::<bool>()).prop_map(|(g, upper)| hex_case(
+            g.iter().map(|x| format!("{x:x}")).collect::<Vec<_>>().join(":"),
+            upper
+        )),
         (any::<u16>(), any::<u16>()).prop_map(|(a, b)| format!("{a:x}::{b:x}")),
         any::<[u8; 4]>().prop_map(|o| format!("::ffff:{}.{}.{}.{}", o[0], o[1], o[2], o[3])),
         Just("::".to_string()),
@@ -357,7 +469,11 @@ fn value() -> impl Strategy<Value = String> {
     leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 1..4).prop_map(|v| format!("({})", v.join(", "))),
-            (prop::collection::vec(inner.clone(), 0..4), any::<bool>()).prop_map(|(v, trailing)| format!("[{}{}]", v.join(", "), if trailing && !v.is_empty() { "," } else { "" })),
+            (prop::collection::vec(inner.clone(), 0..4), any::<bool>()).prop_map(|(v, trailing)| format!(
+                "[{}{}]",
+                v.join(", "),
+                if trailing && !v.is_empty() { "," } else { "" }
+            )),
             (path(), prop::collection::vec(inner, 0..3)).prop_map(|(p, v)| format!("{p}({})", v.join(", "))),
         ]
     })
@@ -384,9 +500,29 @@ fn block_of(members: Vec<(String, &'static str)>, open: &'static str) -> String 
 }
 
 fn settings() -> impl Strategy<Value = String> {
-    let setting = (prop::sample::select(&["key", "max_entries", "on_miss", "ifname", "ifindex", "egress", "on", "mode", "numa_node", "access", "counters", "typo"][..]), gap(), value())
+    let setting = (
+        prop::sample::select(
+            &[
+                "key",
+                "max_entries",
+                "on_miss",
+                "ifname",
+                "ifindex",
+                "egress",
+                "on",
+                "mode",
+                "numa_node",
+                "access",
+                "counters",
+                "typo",
+            ][..],
+        ),
+        gap(),
+        value(),
+    )
         .prop_map(|(n, g, v)| format!("{n}{g}={g}{v}"));
-    (prop::collection::vec((setting, sep()), 0..5), prop::sample::select(&["", " ", "\n", "\n\n"][..])).prop_map(|(m, open)| block_of(m, open))
+    (prop::collection::vec((setting, sep()), 0..5), prop::sample::select(&["", " ", "\n", "\n\n"][..]))
+        .prop_map(|(m, open)| block_of(m, open))
 }
 
 fn cond() -> impl Strategy<Value = String> {
@@ -416,8 +552,17 @@ fn stmt() -> impl Strategy<Value = String> {
         Just("pass".to_string()),
     ];
     simple.prop_recursive(3, 12, 3, |inner| {
-        let block = (prop::collection::vec((inner, sep()), 0..3), prop::sample::select(&["", " ", "\n"][..])).prop_map(|(m, open)| block_of(m, open)).boxed();
-        (cond(), block.clone(), prop::option::of((prop::sample::select(&[" ", "\n", " // c\n"][..]), prop_oneof![block.clone().prop_map(|b| (b, false)), block.prop_map(|b| (b, true))])))
+        let block = (prop::collection::vec((inner, sep()), 0..3), prop::sample::select(&["", " ", "\n"][..]))
+            .prop_map(|(m, open)| block_of(m, open))
+            .boxed();
+        (
+            cond(),
+            block.clone(),
+            prop::option::of((
+                prop::sample::select(&[" ", "\n", " // c\n"][..]),
+                prop_oneof![block.clone().prop_map(|b| (b, false)), block.prop_map(|b| (b, true))],
+            )),
+        )
             .prop_map(|(c, then, otherwise)| match otherwise {
                 None => format!("if {c} {then}"),
                 Some((ws, (b, false))) => format!("if {c} {then}{ws}else {b}"),
@@ -431,7 +576,11 @@ fn packet() -> impl Strategy<Value = String> {
         3 => (prop::sample::select(&["dst", "src", "id", "pcp", "ttl", "type", "dport", "sport", "hop_limit", "proto", "nope"][..]), value()).prop_map(|(f, v)| format!("{f} = {v}")),
         1 => value(),
     ];
-    let layer = (prop::sample::select(&["eth", "vlan", "ipv4", "ipv6", "udp", "tcp", "payload", "bogus"][..]), prop::collection::vec(arg, 0..3)).prop_map(|(l, a)| format!("{l}({})", a.join(", ")));
+    let layer = (
+        prop::sample::select(&["eth", "vlan", "ipv4", "ipv6", "udp", "tcp", "payload", "bogus"][..]),
+        prop::collection::vec(arg, 0..3),
+    )
+        .prop_map(|(l, a)| format!("{l}({})", a.join(", ")));
     prop::collection::vec(layer, 1..5).prop_map(|v| v.join(" / "))
 }
 
@@ -465,16 +614,33 @@ fn item() -> impl Strategy<Value = String> {
 
 /// Something between two items: newlines, and maybe comments.
 fn between() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(&["\n", "\n", "\n\n", "\n// a comment\n", "  // trailing\n", "\n/* block */\n\n", "\r\n", "\n\n\n", " /* a\n b */\n"][..])
+    prop::sample::select(
+        &[
+            "\n",
+            "\n",
+            "\n\n",
+            "\n// a comment\n",
+            "  // trailing\n",
+            "\n/* block */\n\n",
+            "\r\n",
+            "\n\n\n",
+            " /* a\n b */\n",
+        ][..],
+    )
 }
 
 fn spec() -> impl Strategy<Value = String> {
-    (prop::sample::select(&["", "// head\n", "\n\n", "/* head */\n"][..]), prop::collection::vec((item(), between()), 0..10))
-        .prop_map(|(head, items)| items.into_iter().fold(head.to_string(), |mut out, (i, b)| {
-            out.push_str(&i);
-            out.push_str(b);
-            out
-        }))
+    (
+        prop::sample::select(&["", "// head\n", "\n\n", "/* head */\n"][..]),
+        prop::collection::vec((item(), between()), 0..10),
+    )
+        .prop_map(|(head, items)| {
+            items.into_iter().fold(head.to_string(), |mut out, (i, b)| {
+                out.push_str(&i);
+                out.push_str(b);
+                out
+            })
+        })
 }
 
 // ---------------------------------------------------------------- the tests
@@ -541,7 +707,8 @@ fn the_generator_mostly_writes_valid_syntax() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let strategy = spec();
     let total = 200;
-    let parsed = (0..total).filter(|_| parse(&strategy.new_tree(&mut runner).unwrap().current()).is_ok()).count();
+    let parsed =
+        (0..total).filter(|_| parse(&strategy.new_tree(&mut runner).unwrap().current()).is_ok()).count();
     assert!(parsed * 3 >= total, "only {parsed} of {total} generated specs parse");
 }
 

@@ -25,7 +25,8 @@ fn specs() -> Vec<PathBuf> {
 
 fn generate(spec: &Path) -> String {
     let source = std::fs::read_to_string(spec).unwrap();
-    let model = devmapc::check_source(&source).model.unwrap_or_else(|| panic!("{} has errors", spec.display()));
+    let model =
+        devmapc::check_source(&source).model.unwrap_or_else(|| panic!("{} has errors", spec.display()));
     let file = spec.file_name().unwrap().to_str().unwrap();
     let ir = devmapc::lower::lower(&model, file, &source);
     devmapc::typed::generate(&ir, &output_name(spec).unwrap())
@@ -46,7 +47,11 @@ fn the_builder_writes_the_same_module_wherever_it_builds() {
     assert_eq!(text_a, text_b);
     assert_eq!(String::from_utf8(text_a).unwrap(), generate(&spec));
     // Outside a build script, the module is only written when asked for.
-    let plain = devmapc::Builder::new(&spec).out_dir(a).emit(devmapc::Emit::parse("manifest").unwrap()).build().unwrap();
+    let plain = devmapc::Builder::new(&spec)
+        .out_dir(a)
+        .emit(devmapc::Emit::parse("manifest").unwrap())
+        .build()
+        .unwrap();
     assert_eq!(plain.typed, None);
 }
 
@@ -128,5 +133,8 @@ fn keys_devices_groups_and_counters_have_their_types() {
     has(&module("patch_panel"), "The table is `access = read_only`");
     has(&module("service_steering"), "pub struct Key {\n    /// `ip.proto`\n    pub ip_proto: u8,\n    /// `l4.dport`\n    pub l4_dport: u16,\n}");
     has(&module("tenant_fabric"), "    pub vlan_id: VlanId,\n    /// `eth.dst`\n    pub eth_dst: Mac,\n");
-    has(&module("ipv6_flow"), "    pub ipv6_src: ::std::net::Ipv6Addr,\n    /// `l4.sport`\n    pub l4_sport: u16,\n");
+    has(
+        &module("ipv6_flow"),
+        "    pub ipv6_src: ::std::net::Ipv6Addr,\n    /// `l4.sport`\n    pub l4_sport: u16,\n",
+    );
 }

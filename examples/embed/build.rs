@@ -33,24 +33,12 @@ fn main() {
 
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("run by cargo"));
     let typed = out.join("typed");
-    let emit = devmapc::Emit {
-        c: false,
-        obj: true,
-        skel: false,
-        manifest: true,
-    };
+    let emit = devmapc::Emit { c: false, obj: true, skel: false, manifest: true };
     let mut all = String::from("// Every typed module built for the tests.\n");
     for spec in specs("..").into_iter().chain(specs("tests/specs")) {
-        let outputs = build(
-            devmapc::Builder::new(&spec)
-                .out_dir(&typed)
-                .emit(emit)
-                .typed(true),
-        );
+        let outputs = build(devmapc::Builder::new(&spec).out_dir(&typed).emit(emit).typed(true));
         let name = outputs.name;
-        all.push_str(&format!(
-            "pub mod {name} {{\n    include!(\"{name}.rs\");\n}}\n"
-        ));
+        all.push_str(&format!("pub mod {name} {{\n    include!(\"{name}.rs\");\n}}\n"));
     }
     let path = Path::new(&typed).join("all.rs");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(all.as_str()) {

@@ -52,13 +52,13 @@
 //! removed the entries of a vanished device) converges on the spec.
 
 use crate::deploy::{
-    self, attach, check, check_privileges, entries, io_error, link_info, open_pin_dir,
-    parse_manifest_doc, pin_dir_would_mount, pin_manifest_in, prepare_pin_dir,
-    read_manifest, remove_pins, remove_staged, Attachment, DeployError, LinkInfo, MANIFEST_PIN,
+    self, attach, check, check_privileges, entries, io_error, link_info, open_pin_dir, parse_manifest_doc,
+    pin_dir_would_mount, pin_manifest_in, prepare_pin_dir, read_manifest, remove_pins, remove_staged,
+    Attachment, DeployError, LinkInfo, MANIFEST_PIN,
 };
-use crate::pins::{self, DirFd, Entry, Record};
 use crate::fill::Device;
 use crate::netdev::{self, Link, NotReady, PeerName};
+use crate::pins::{self, DirFd, Entry, Record};
 use crate::plan::{check_capacity, desired, diff, diff_routes, execute, read_state, Handles, Plan, State};
 use devmapc::ir::{names, Ir, TargetRef};
 use devmapc::model::{Access, Binding, XdpMode};
@@ -92,9 +92,7 @@ pub const NETNS: &str = "netns";
 
 /// Where a symlink points, as text.
 fn link_text(path: &Path) -> Option<String> {
-    std::fs::read_link(path)
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
+    std::fs::read_link(path).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
 /// The calling thread's network namespace, as /proc names it.
@@ -166,22 +164,10 @@ pub enum Kind {
 /// A change to an XDP link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkChange {
-    Attached {
-        device: String,
-        mode: XdpMode,
-        warning: Option<String>,
-    },
-    Swapped {
-        device: String,
-    },
-    Reattached {
-        device: String,
-        mode: XdpMode,
-        why: String,
-    },
-    Detached {
-        device: String,
-    },
+    Attached { device: String, mode: XdpMode, warning: Option<String> },
+    Swapped { device: String },
+    Reattached { device: String, mode: XdpMode, why: String },
+    Detached { device: String },
 }
 
 impl fmt::Display for LinkChange {
@@ -230,11 +216,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let would = if self.dry_run { "would " } else { "" };
         if let Some(at) = &self.mounted_bpffs {
-            writeln!(
-                f,
-                "{would}mount a bpffs at {} (none was mounted; pins live there)",
-                at.display()
-            )?;
+            writeln!(f, "{would}mount a bpffs at {} (none was mounted; pins live there)", at.display())?;
         }
         for r in &self.repaired {
             writeln!(f, "repaired: {r}")?;
@@ -321,10 +303,7 @@ impl Pinned {
         if record.is_empty() {
             return Err(unrecorded(root.path()));
         }
-        let pinned = Pinned {
-            maps: open_all("maps")?,
-            progs: open_all("progs")?,
-        };
+        let pinned = Pinned { maps: open_all("maps")?, progs: open_all("progs")? };
         let dir = dir.path();
         if pinned.progs.is_empty() {
             return Err(DeployError::NotDeployed {
@@ -411,10 +390,7 @@ impl Lock {
     pub fn acquire_existing(dir: &Path) -> Result<Lock, DeployError> {
         deploy::deployed_pin_dir_ready(dir)?;
         if !dir.is_dir() {
-            return Err(DeployError::NotDeployed {
-                dir: dir.to_path_buf(),
-                why: "no such directory".into(),
-            });
+            return Err(DeployError::NotDeployed { dir: dir.to_path_buf(), why: "no such directory".into() });
         }
         Lock::take(dir, false)
     }
@@ -437,10 +413,7 @@ impl Lock {
             let held = file.metadata().map_err(|e| io_error("cannot stat", dir, e))?;
             match std::fs::symlink_metadata(dir) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                    return Ok(Lock {
-                        _dir: file,
-                        created: !existed,
-                    })
+                    return Ok(Lock { _dir: file, created: !existed })
                 }
                 _ if create => continue,
                 _ => {
@@ -459,11 +432,7 @@ impl Lock {
 /// Every device of the plan, resolved in the current network namespace; an
 /// error names the device and its line in the spec.
 pub fn resolve_devices(ir: &Ir) -> Result<Vec<Link>, DeployError> {
-    ir.data
-        .devices
-        .iter()
-        .map(|d| netdev::resolve_device(d).map_err(DeployError::Device))
-        .collect()
+    ir.data.devices.iter().map(|d| netdev::resolve_device(d).map_err(DeployError::Device)).collect()
 }
 
 /// The devices frames can be redirected to: route, group and default
@@ -496,58 +465,30 @@ pub fn redirect_targets(ir: &Ir) -> BTreeSet<usize> {
 /// ingress program is attached (a veth whose peer is one of the spec's own
 /// `ingress.on` devices in native mode is ready then). `make_ready` turns
 /// GRO on for veth peers first.
-pub fn check_targets(
-    ir: &Ir,
-    links: &[Link],
-    make_ready: bool,
-) -> Result<Vec<NotReady>, DeployError> {
-    let ingress: Vec<&Link> = ir
-        .data
-        .devices
-        .iter()
-        .zip(links)
-        .filter(|(d, _)| d.ingress)
-        .map(|(_, l)| l)
-        .collect();
-    let min_mtu = ingress
-        .iter()
-        .map(|l| l.mtu)
-        .max()
-        .unwrap_or(netdev::ETH_MIN_MTU);
+pub fn check_targets(ir: &Ir, links: &[Link], make_ready: bool) -> Result<Vec<NotReady>, DeployError> {
+    let ingress: Vec<&Link> =
+        ir.data.devices.iter().zip(links).filter(|(d, _)| d.ingress).map(|(_, l)| l).collect();
+    let min_mtu = ingress.iter().map(|l| l.mtu).max().unwrap_or(netdev::ETH_MIN_MTU);
     let native = ir.data.xdp_mode != XdpMode::Generic;
     let covered = |reason: &NotReady| match reason {
-        NotReady::VethPeerNotReady {
-            peer: PeerName::Here(peer),
-            ..
-        } => native && ingress.iter().any(|l| &l.name == peer),
+        NotReady::VethPeerNotReady { peer: PeerName::Here(peer), .. } => {
+            native && ingress.iter().any(|l| &l.name == peer)
+        }
         _ => false,
     };
     let mut reasons = Vec::new();
     for d in redirect_targets(ir) {
         let link = &links[d];
-        let mut found: Vec<NotReady> = netdev::readiness(link, min_mtu)
-            .into_iter()
-            .filter(|r| !covered(r))
-            .collect();
+        let mut found: Vec<NotReady> =
+            netdev::readiness(link, min_mtu).into_iter().filter(|r| !covered(r)).collect();
         // Only a peer in this namespace can be made ready from here; one
         // elsewhere stays a reason, which says where to fix it.
         if make_ready
-            && found.iter().any(|r| {
-                matches!(
-                    r,
-                    NotReady::VethPeerNotReady {
-                        peer: PeerName::Here(_),
-                        ..
-                    }
-                )
-            })
+            && found.iter().any(|r| matches!(r, NotReady::VethPeerNotReady { peer: PeerName::Here(_), .. }))
         {
             netdev::make_veth_ready(link).map_err(DeployError::Device)?;
             let again = netdev::by_index(link.ifindex).map_err(DeployError::Device)?;
-            found = netdev::readiness(&again, min_mtu)
-                .into_iter()
-                .filter(|r| !covered(r))
-                .collect();
+            found = netdev::readiness(&again, min_mtu).into_iter().filter(|r| !covered(r)).collect();
         }
         reasons.extend(found);
     }
@@ -570,11 +511,7 @@ pub fn link_label(binding: &Binding) -> String {
 pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployError> {
     check_privileges("cannot apply")?;
     let dir = opts.pin_dir.as_path();
-    let mounted_bpffs = if opts.dry_run {
-        pin_dir_would_mount(dir)?
-    } else {
-        prepare_pin_dir(dir)?
-    };
+    let mounted_bpffs = if opts.dry_run { pin_dir_would_mount(dir)? } else { prepare_pin_dir(dir)? };
     if opts.dry_run {
         return apply_locked(object, ir, opts, mounted_bpffs);
     }
@@ -587,12 +524,7 @@ pub fn apply(object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployErr
 /// [`apply`] for a caller that holds the pin directory's lock already, so
 /// that what it read of the deployment cannot change before its apply (the
 /// typed API's `set_route`: read the routes, change one, apply).
-pub fn apply_under_lock(
-    lock: &Lock,
-    object: &Path,
-    ir: &Ir,
-    opts: &Options,
-) -> Result<Report, DeployError> {
+pub fn apply_under_lock(lock: &Lock, object: &Path, ir: &Ir, opts: &Options) -> Result<Report, DeployError> {
     check_privileges("cannot apply")?;
     let result = apply_locked(object, ir, opts, None);
     tidy_after(lock, &opts.pin_dir, &result);
@@ -628,11 +560,7 @@ fn apply_locked(
         mounted_bpffs,
     };
     if let Some((applied_in, here)) = netns_mismatch(dir) {
-        return Err(DeployError::OtherNetns {
-            dir: dir.to_path_buf(),
-            applied_in,
-            here,
-        });
+        return Err(DeployError::OtherNetns { dir: dir.to_path_buf(), applied_in, here });
     }
     if !opts.dry_run {
         report.repaired = repair(dir)?;
@@ -648,13 +576,7 @@ fn apply_locked(
     if opts.dry_run {
         for r in reasons {
             // What `--make-ready` would fix: a veth peer here without GRO.
-            let fixable = matches!(
-                r,
-                NotReady::VethPeerNotReady {
-                    peer: PeerName::Here(_),
-                    ..
-                }
-            );
+            let fixable = matches!(r, NotReady::VethPeerNotReady { peer: PeerName::Here(_), .. });
             if opts.allow_not_ready {
                 report.warnings.push(r.to_string());
             } else if opts.make_ready && fixable {
@@ -780,11 +702,7 @@ fn apply_changes(
             let trusted = opts.trust_last_apply
                 && DirFd::open(dir).is_ok_and(|d| d.entry(APPLYING) == Entry::Missing)
                 && read_devices(dir).as_deref() == Some(&devices[..]);
-            let fast = if trusted {
-                diff_routes(&old, ir, &devices)?
-            } else {
-                None
-            };
+            let fast = if trusted { diff_routes(&old, ir, &devices)? } else { None };
             let mut current = None;
             report.plan = match fast {
                 Some(plan) => plan,
@@ -796,11 +714,7 @@ fn apply_changes(
                 }
             };
             if opts.dry_run {
-                report.kind = if report.plan.is_empty() {
-                    Kind::Unchanged
-                } else {
-                    Kind::Data
-                };
+                report.kind = if report.plan.is_empty() { Kind::Unchanged } else { Kind::Data };
                 report.links = planned_links(ir, &links, Some(dir));
                 if !report.links.is_empty() && report.kind == Kind::Unchanged {
                     report.kind = Kind::Data;
@@ -844,18 +758,12 @@ fn apply_changes(
             if marked {
                 let _ = std::fs::remove_dir(dir.join(APPLYING));
             }
-            report.kind = if report.plan.is_empty() && report.links.is_empty() {
-                Kind::Unchanged
-            } else {
-                Kind::Data
-            };
+            report.kind =
+                if report.plan.is_empty() && report.links.is_empty() { Kind::Unchanged } else { Kind::Data };
         }
     }
     for change in &report.links {
-        if let LinkChange::Attached {
-            warning: Some(w), ..
-        } = change
-        {
+        if let LinkChange::Attached { warning: Some(w), .. } = change {
             report.warnings.push(w.clone());
         }
     }
@@ -864,12 +772,7 @@ fn apply_changes(
 
 /// The plan from the kernel's entries (read back) to `new`'s, and those
 /// entries: what repairs any drift.
-fn full_diff(
-    pinned: &Pinned,
-    old: &Ir,
-    new: &Ir,
-    devices: &[Device],
-) -> Result<(Plan, State), DeployError> {
+fn full_diff(pinned: &Pinned, old: &Ir, new: &Ir, devices: &[Device]) -> Result<(Plan, State), DeployError> {
     let wanted = desired(new, devices)?;
     let mut current = read_state(pinned, new)?;
     // Name entries by the spec items they came from: the old plan's for
@@ -992,13 +895,9 @@ pub fn manifest_text(object: &Path, ir: &Ir) -> String {
 
 /// [`manifest_text`] with its `(code_hash, data_hash)`.
 fn manifest_and_hashes(object: &Path, ir: &Ir) -> (String, (String, String)) {
-    let file = object
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file = object.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let name = file.split('.').next().unwrap_or("devmapc").to_string();
-    let sibling =
-        std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json"))).ok();
+    let sibling = std::fs::read_to_string(object.with_file_name(format!("{name}.manifest.json"))).ok();
     let doc = sibling.as_deref().and_then(|text| parse_manifest_doc(text).ok());
     match (sibling, doc) {
         (Some(text), Some(doc)) if doc.ir == *ir => {
@@ -1033,16 +932,12 @@ fn first_load(
     let loaded = deploy::load(object, ir)?;
     let root = open_pin_dir(dir)?;
     if let Some(name) = root.names().map_err(|e| io_error("cannot list", dir, e))?.first() {
-        return Err(DeployError::AlreadyPinned {
-            path: dir.join(name),
-        });
+        return Err(DeployError::AlreadyPinned { path: dir.join(name) });
     }
     let result = (|| {
-        root.symlink(MARKER_TARGET, MARKER)
-            .map_err(|e| io_error("cannot create", &dir.join(MARKER), e))?;
+        root.symlink(MARKER_TARGET, MARKER).map_err(|e| io_error("cannot create", &dir.join(MARKER), e))?;
         if let Some(netns) = current_netns() {
-            root.symlink(&netns, NETNS)
-                .map_err(|e| io_error("cannot create", &dir.join(NETNS), e))?;
+            root.symlink(&netns, NETNS).map_err(|e| io_error("cannot create", &dir.join(NETNS), e))?;
         }
         loaded.pin_objects(&root, &root)?;
         let pinned = Pinned::open(dir)?;
@@ -1072,19 +967,13 @@ fn freeze_if_read_only(pinned: &Pinned, ir: &Ir) -> Result<(), DeployError> {
         return Ok(());
     }
     let name = key_map(ir);
-    let fd = pinned.map_fd(name).ok_or_else(|| {
-        DeployError::Mismatch(format!("the staged object has no map {name} pinned"))
-    })?;
+    let fd = pinned
+        .map_fd(name)
+        .ok_or_else(|| DeployError::Mismatch(format!("the staged object has no map {name} pinned")))?;
     // SAFETY: a valid map fd.
     check(unsafe { libbpf_sys::bpf_map_freeze(fd.as_raw_fd()) })
         .map(drop)
-        .map_err(|e| {
-            io_error(
-                format!("cannot freeze map {name} (access = read_only)"),
-                Path::new(name),
-                e,
-            )
-        })
+        .map_err(|e| io_error(format!("cannot freeze map {name} (access = read_only)"), Path::new(name), e))
 }
 
 /// Replaces `dir/manifest` atomically: pin the new one beside it, rename.
@@ -1134,17 +1023,11 @@ fn busy_ingress(ir: &Ir, links: &[Link], dir: &Path) -> Result<Vec<String>, Depl
             continue;
         };
         // Our own link's program, when it still holds this device.
-        let ours = existing
-            .get(&w.label)
-            .copied()
-            .flatten()
-            .filter(|i| i.ifindex == w.ifindex)
-            .map(|i| i.prog_id);
-        for (mode, id) in [
-            ("native", link.xdp.driver),
-            ("generic", link.xdp.generic),
-            ("offloaded", link.xdp.offload),
-        ] {
+        let ours =
+            existing.get(&w.label).copied().flatten().filter(|i| i.ifindex == w.ifindex).map(|i| i.prog_id);
+        for (mode, id) in
+            [("native", link.xdp.driver), ("generic", link.xdp.generic), ("offloaded", link.xdp.offload)]
+        {
             if let Some(id) = id.filter(|id| Some(*id) != ours) {
                 busy.push(format!(
                     "{} already runs XDP program id {id} in {mode} mode, not attached by \
@@ -1177,9 +1060,7 @@ fn undo_links(dir: &Path, made: &[String]) {
 /// The links pinned in `dir`, by label, with their fds and what the kernel
 /// says of them (`None`: the link cannot be read). Each is proven the
 /// deployment's by id; anything else in `links/` is an error.
-pub(crate) fn owned_links(
-    dir: &Path,
-) -> Result<BTreeMap<String, (OwnedFd, Option<LinkInfo>)>, DeployError> {
+pub(crate) fn owned_links(dir: &Path) -> Result<BTreeMap<String, (OwnedFd, Option<LinkInfo>)>, DeployError> {
     let mut out = BTreeMap::new();
     let root = open_pin_dir(dir)?;
     let record = Record::read(&root)?;
@@ -1226,10 +1107,7 @@ fn stale_link(info: Option<LinkInfo>, wanted: &WantedLink, mode: XdpMode) -> Opt
         );
     }
     if info.ifindex != wanted.ifindex {
-        return Some(format!(
-            "the device is now ifindex {} (was {})",
-            wanted.ifindex, info.ifindex
-        ));
+        return Some(format!("the device is now ifindex {} (was {})", wanted.ifindex, info.ifindex));
     }
     let actual = netdev::by_index(info.ifindex).ok().map(|l| {
         if l.xdp.driver == Some(info.prog_id) {
@@ -1239,12 +1117,8 @@ fn stale_link(info: Option<LinkInfo>, wanted: &WantedLink, mode: XdpMode) -> Opt
         }
     });
     match (mode, actual) {
-        (XdpMode::Native, Some(XdpMode::Generic)) => {
-            Some("the spec now asks for native mode".into())
-        }
-        (XdpMode::Generic, Some(XdpMode::Native)) => {
-            Some("the spec now asks for generic mode".into())
-        }
+        (XdpMode::Native, Some(XdpMode::Generic)) => Some("the spec now asks for native mode".into()),
+        (XdpMode::Generic, Some(XdpMode::Native)) => Some("the spec now asks for generic mode".into()),
         _ => None,
     }
 }
@@ -1257,27 +1131,17 @@ fn planned_links(ir: &Ir, links: &[Link], dir: Option<&Path>) -> Vec<LinkChange>
     let mut out = Vec::new();
     for w in &wanted {
         match existing.get(&w.label) {
-            None => out.push(LinkChange::Attached {
-                device: w.label.clone(),
-                mode,
-                warning: None,
-            }),
+            None => out.push(LinkChange::Attached { device: w.label.clone(), mode, warning: None }),
             Some(info) => {
                 if let Some(why) = stale_link(*info, w, mode) {
-                    out.push(LinkChange::Reattached {
-                        device: w.label.clone(),
-                        mode,
-                        why,
-                    });
+                    out.push(LinkChange::Reattached { device: w.label.clone(), mode, why });
                 }
             }
         }
     }
     for label in existing.keys() {
         if !wanted.iter().any(|w| &w.label == label) {
-            out.push(LinkChange::Detached {
-                device: label.clone(),
-            });
+            out.push(LinkChange::Detached { device: label.clone() });
         }
     }
     out
@@ -1340,9 +1204,7 @@ fn reconcile_links<H: Handles>(
                 } else if info.is_some_and(|i| i.prog_id != prog_id) {
                     let (fd, _) = &owned[&w.label];
                     deploy::swap_fd(fd.as_fd(), &links_dir.join(&w.label), prog)?;
-                    changes.push(LinkChange::Swapped {
-                        device: w.label.clone(),
-                    });
+                    changes.push(LinkChange::Swapped { device: w.label.clone() });
                 }
             }
         }
@@ -1352,9 +1214,7 @@ fn reconcile_links<H: Handles>(
             continue;
         }
         remove_link(dir, label)?;
-        changes.push(LinkChange::Detached {
-            device: label.clone(),
-        });
+        changes.push(LinkChange::Detached { device: label.clone() });
     }
     Ok(changes)
 }
@@ -1377,9 +1237,7 @@ fn upgrade(
     let old_ingress = old_pins.prog_fd(names::INGRESS);
     // Stage the new object, complete, under DIR/next.
     let staged = (|| {
-        let next = root
-            .make_sub(NEXT)
-            .map_err(|e| sub_error(&root, NEXT, e))?;
+        let next = root.make_sub(NEXT).map_err(|e| sub_error(&root, NEXT, e))?;
         loaded.pin_objects(&root, &next)?;
         let pinned = Pinned::open_in(&root, &Record::read(&root)?, &next)?;
         execute(&pinned, &report.plan)?;
@@ -1397,10 +1255,7 @@ fn upgrade(
     failpoint("upgrade-before-swap");
     // Swap every link that stays; undo the swaps on a failure.
     let new_ingress = new_pins.prog_fd(names::INGRESS).expect("pinned above");
-    let wanted_labels: BTreeSet<String> = wanted_links(ir, links)
-        .into_iter()
-        .map(|w| w.label)
-        .collect();
+    let wanted_labels: BTreeSet<String> = wanted_links(ir, links).into_iter().map(|w| w.label).collect();
     // Devices new to `ingress.on` get their link first, with the new
     // program: the step that can fail for reasons outside devmapc (another
     // program on the device) fails while the old code still serves.
@@ -1460,9 +1315,7 @@ fn upgrade(
     })?;
     report.links.extend(rest);
     if let Err(e) = migrate_counters(old, &old_pins, ir, &promoted) {
-        report
-            .warnings
-            .push(format!("counters were not carried over: {e}"));
+        report.warnings.push(format!("counters were not carried over: {e}"));
     }
     Ok(())
 }
@@ -1489,14 +1342,11 @@ fn promote(dir: &Path) -> Result<(), DeployError> {
             root.rmdir(sub).map_err(|e| io_error("cannot remove", live.path(), e))?;
         }
         failpoint("promote");
-        next.rename(sub, &root, sub)
-            .map_err(|e| io_error("cannot move", &next.path().join(sub), e))?;
+        next.rename(sub, &root, sub).map_err(|e| io_error("cannot move", &next.path().join(sub), e))?;
     }
-    if next.entry(MANIFEST_PIN) == Entry::Pin {
-        if pins::get_owned(&next, MANIFEST_PIN, &record)?.is_some() {
-            next.rename(MANIFEST_PIN, &root, MANIFEST_PIN)
-                .map_err(|e| io_error("cannot move", &next.path().join(MANIFEST_PIN), e))?;
-        }
+    if next.entry(MANIFEST_PIN) == Entry::Pin && pins::get_owned(&next, MANIFEST_PIN, &record)?.is_some() {
+        next.rename(MANIFEST_PIN, &root, MANIFEST_PIN)
+            .map_err(|e| io_error("cannot move", &next.path().join(MANIFEST_PIN), e))?;
     }
     root.rmdir(NEXT).map_err(|e| io_error("cannot remove", next.path(), e))
 }
@@ -1508,11 +1358,7 @@ fn migrate_counters(old: &Ir, from: &Pinned, new: &Ir, to: &Pinned) -> io::Resul
         return Ok(());
     }
     let slot_of = |ir: &Ir, name: &str| {
-        ir.data
-            .devices
-            .iter()
-            .position(|d| d.name == name)
-            .map(|d| TargetRef::Device(d).slot())
+        ir.data.devices.iter().position(|d| d.name == name).map(|d| TargetRef::Device(d).slot())
     };
     // Slot 0 (misses) stays slot 0.
     let mut pairs: Vec<(u32, u32)> = vec![(0, 0)];
@@ -1525,27 +1371,17 @@ fn migrate_counters(old: &Ir, from: &Pinned, new: &Ir, to: &Pinned) -> io::Resul
         from,
         to,
         names::COUNTERS,
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_ne_bytes().to_vec(), b.to_ne_bytes().to_vec())),
+        pairs.iter().map(|(a, b)| (a.to_ne_bytes().to_vec(), b.to_ne_bytes().to_vec())),
     )?;
     let group_pairs = old.code.groups.iter().enumerate().filter_map(|(a, g)| {
         let b = new.code.groups.iter().position(|h| h.name == g.name)?;
-        Some((
-            (a as u32).to_ne_bytes().to_vec(),
-            (b as u32).to_ne_bytes().to_vec(),
-        ))
+        Some(((a as u32).to_ne_bytes().to_vec(), (b as u32).to_ne_bytes().to_vec()))
     });
     add_counters(from, to, names::GROUP_COUNTERS, group_pairs)?;
     if old.code.key == new.code.key {
         if let Some(fd) = from.map_fd(names::KEY_COUNTERS) {
             let keys = map_keys(fd, 4)?;
-            add_counters(
-                from,
-                to,
-                names::KEY_COUNTERS,
-                keys.into_iter().map(|k| (k.clone(), k)),
-            )?;
+            add_counters(from, to, names::KEY_COUNTERS, keys.into_iter().map(|k| (k.clone(), k)))?;
         }
     }
     Ok(())
@@ -1593,11 +1429,7 @@ fn add_counters(
 fn lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<()> {
     // SAFETY: buffers of the map's key and (per-CPU) value sizes.
     check(unsafe {
-        libbpf_sys::bpf_map_lookup_elem(
-            fd.as_raw_fd(),
-            key.as_ptr().cast(),
-            value.as_mut_ptr().cast(),
-        )
+        libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_mut_ptr().cast())
     })
     .map(drop)
 }
@@ -1607,13 +1439,10 @@ fn map_keys(fd: BorrowedFd<'_>, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
     let mut next = vec![0u8; key_size];
     let mut prev: Option<Vec<u8>> = None;
     loop {
-        let prev_ptr = prev
-            .as_ref()
-            .map_or(std::ptr::null(), |p| p.as_ptr().cast());
+        let prev_ptr = prev.as_ref().map_or(std::ptr::null(), |p| p.as_ptr().cast());
         // SAFETY: key buffers of the map's key size.
-        let rc = unsafe {
-            libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev_ptr, next.as_mut_ptr().cast())
-        };
+        let rc =
+            unsafe { libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev_ptr, next.as_mut_ptr().cast()) };
         if rc < 0 {
             if -rc == libc::ENOENT {
                 return Ok(keys);
@@ -1651,9 +1480,7 @@ pub fn repair(dir: &Path) -> Result<Vec<String>, DeployError> {
                 Some(progs) if progs.entry(names::INGRESS) != Entry::Missing => {
                     let id = pins::get_owned(progs, names::INGRESS, &record)?
                         .and_then(|fd| prog_id(fd.as_fd()).ok());
-                    pinned_links(dir)?
-                        .values()
-                        .any(|i| i.is_some() && i.map(|i| i.prog_id) == id)
+                    pinned_links(dir)?.values().any(|i| i.is_some() && i.map(|i| i.prog_id) == id)
                 }
                 // The programs were already moved into place.
                 _ => true,
@@ -1674,7 +1501,9 @@ pub fn repair(dir: &Path) -> Result<Vec<String>, DeployError> {
             done.push("finished a code upgrade that was interrupted after its first swap".into());
         } else {
             remove_staged(dir)?;
-            done.push("removed the staged programs of a code upgrade that was interrupted before any swap".into());
+            done.push(
+                "removed the staged programs of a code upgrade that was interrupted before any swap".into(),
+            );
         }
     }
     for name in [MANIFEST_NEXT, DEVICES_NEXT] {

@@ -64,9 +64,7 @@ pub fn pin_dir_ready(dir: &Path) -> Result<(), DeployError> {
     let absolute = if dir.is_absolute() {
         dir.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map_err(|e| io_error("cannot resolve", dir, e))?
-            .join(dir)
+        std::env::current_dir().map_err(|e| io_error("cannot resolve", dir, e))?.join(dir)
     };
     for checked in absolute.ancestors() {
         match statfs_type(checked) {
@@ -78,17 +76,13 @@ pub fn pin_dir_ready(dir: &Path) -> Result<(), DeployError> {
                     fs: fs_name(fs),
                     // `ip netns exec` leaves a sysfs where the bpffs was.
                     netns_exec: fs == SYSFS_MAGIC,
-                })
+                });
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(io_error("cannot check the file system of", checked, e)),
         }
     }
-    Err(io_error(
-        "no existing parent of",
-        dir,
-        io::Error::from(io::ErrorKind::NotFound),
-    ))
+    Err(io_error("no existing parent of", dir, io::Error::from(io::ErrorKind::NotFound)))
 }
 
 /// Like [`pin_dir_ready`], for a command that is about to make pins: when
@@ -118,9 +112,7 @@ pub fn prepare_pin_dir_at(
 ) -> Result<Option<PathBuf>, DeployError> {
     match pin_dir_ready(dir) {
         Ok(()) => Ok(None),
-        Err(DeployError::NotBpffs { checked, .. })
-            if checked == mount_point && mount_outlives_us =>
-        {
+        Err(DeployError::NotBpffs { checked, .. }) if checked == mount_point && mount_outlives_us => {
             if !mount {
                 return Ok(Some(mount_point.to_path_buf()));
             }
@@ -131,17 +123,9 @@ pub fn prepare_pin_dir_at(
         }
         // Where the host's bpffs belongs, in a mount namespace that dies
         // with the command: what `ip netns exec` does.
-        Err(DeployError::NotBpffs {
-            dir,
-            checked,
-            fs,
-            ..
-        }) if checked == mount_point => Err(DeployError::NotBpffs {
-            dir,
-            checked,
-            fs,
-            netns_exec: true,
-        }),
+        Err(DeployError::NotBpffs { dir, checked, fs, .. }) if checked == mount_point => {
+            Err(DeployError::NotBpffs { dir, checked, fs, netns_exec: true })
+        }
         Err(e) => Err(e),
     }
 }
@@ -154,11 +138,7 @@ pub fn prepare_pin_dir_at(
 /// read (PID 1 can be closed even to root, as on this project's VMs) are
 /// passed over; our own unreadable is a no.
 pub fn in_host_mount_namespace() -> bool {
-    let ns = |pid: &str| {
-        std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
-            .map(|m| (m.dev(), m.ino()))
-            .ok()
-    };
+    let ns = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| (m.dev(), m.ino())).ok();
     let Some(mine) = ns("self") else {
         return false;
     };
@@ -182,10 +162,7 @@ pub fn in_host_mount_namespace() -> bool {
 
 fn parent_pid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|p| p.trim().parse().ok())
+    status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse().ok())
 }
 
 /// Mounts a bpffs at `mount_point` (mode 0700, nosuid, nodev, noexec: as
@@ -194,8 +171,7 @@ fn parent_pid(pid: u32) -> Option<u32> {
 /// each looks again once it holds it, so bpffs mounts never stack (a second
 /// one would hide the pins made in the first). False when one was there.
 fn mount_bpffs(mount_point: &Path) -> Result<bool, DeployError> {
-    let dir =
-        std::fs::File::open(mount_point).map_err(|e| io_error("cannot open", mount_point, e))?;
+    let dir = std::fs::File::open(mount_point).map_err(|e| io_error("cannot open", mount_point, e))?;
     // SAFETY: flock on a file descriptor we own; released when `dir` closes.
     if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
         let e = io::Error::last_os_error();
@@ -209,13 +185,7 @@ fn mount_bpffs(mount_point: &Path) -> Result<bool, DeployError> {
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     // SAFETY: all pointers are valid NUL-terminated strings for the call.
     let rc = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            target.as_ptr(),
-            c"bpf".as_ptr(),
-            flags,
-            c"mode=0700".as_ptr().cast(),
-        )
+        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), flags, c"mode=0700".as_ptr().cast())
     };
     if rc != 0 {
         let e = io::Error::last_os_error();

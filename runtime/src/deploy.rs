@@ -49,8 +49,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use crate::bpffs::{
+    deployed_pin_dir_ready, pin_dir_ready, pin_dir_would_mount, prepare_pin_dir, BPF_FS_MAGIC,
+};
 use crate::pins::{self, DirFd};
-pub use crate::bpffs::{deployed_pin_dir_ready, pin_dir_ready, pin_dir_would_mount, prepare_pin_dir, BPF_FS_MAGIC};
 /// Where deployments are pinned unless told otherwise: `<root>/<name>/`.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/devmapc";
 /// The pin of the manifest map inside a pin directory.
@@ -72,10 +74,7 @@ pub fn default_pin_dir(name: &str) -> PathBuf {
 #[derive(Debug)]
 pub enum DeployError {
     /// The process lacks capabilities (names them).
-    Privileges {
-        missing: Vec<&'static str>,
-        doing: String,
-    },
+    Privileges { missing: Vec<&'static str>, doing: String },
     /// The pin directory is not on a bpffs.
     NotBpffs {
         dir: PathBuf,
@@ -94,18 +93,9 @@ pub enum DeployError {
     /// The kernel lacks a feature the plan needs.
     Unsupported(String),
     /// The verifier rejected a program; `log_tail` is the end of its log.
-    Verifier {
-        object: PathBuf,
-        program: String,
-        error: String,
-        log_tail: String,
-    },
+    Verifier { object: PathBuf, program: String, error: String, log_tail: String },
     /// Opening or loading the object failed otherwise.
-    Load {
-        object: PathBuf,
-        error: String,
-        log_tail: String,
-    },
+    Load { object: PathBuf, error: String, log_tail: String },
     /// The object, the IR or the devices do not go together.
     Mismatch(String),
     /// Writing the plan into the maps failed.
@@ -128,11 +118,7 @@ pub enum DeployError {
     /// attach: one line per device.
     Busy(Vec<String>),
     /// The deployment was applied in another network namespace.
-    OtherNetns {
-        dir: PathBuf,
-        applied_in: String,
-        here: String,
-    },
+    OtherNetns { dir: PathBuf, applied_in: String, here: String },
     /// A map operation of an apply failed (and was rolled back).
     Apply(crate::ApplyError),
     /// The plan and the devices or maps do not go together.
@@ -142,11 +128,7 @@ pub enum DeployError {
     /// not pin): never followed, unpinned or detached.
     Foreign { path: PathBuf, what: String },
     /// A file system or BPF call on a path failed.
-    Io {
-        what: String,
-        path: PathBuf,
-        error: io::Error,
-    },
+    Io { what: String, path: PathBuf, error: io::Error },
 }
 
 impl fmt::Display for DeployError {
@@ -161,12 +143,7 @@ impl fmt::Display for DeployError {
                  another network namespace (`nsenter --net=/run/netns/NAME`)",
                 missing.join(", ")
             ),
-            DeployError::NotBpffs {
-                dir,
-                checked,
-                fs,
-                netns_exec: false,
-            } => write!(
+            DeployError::NotBpffs { dir, checked, fs, netns_exec: false } => write!(
                 f,
                 "cannot pin under {}: {} is on {fs}, not on a bpffs, and BPF objects can only be \
                  pinned on a bpffs. Pass `--pin-dir` (or `--pin-root`) a directory on a mounted \
@@ -198,22 +175,13 @@ impl fmt::Display for DeployError {
                 path.display()
             ),
             DeployError::Unsupported(what) => f.write_str(what),
-            DeployError::Verifier {
-                object,
-                program,
-                error,
-                log_tail,
-            } => write!(
+            DeployError::Verifier { object, program, error, log_tail } => write!(
                 f,
                 "the kernel's verifier rejected program `{program}` of {} ({error}); the end of \
                  its log:\n{log_tail}",
                 object.display()
             ),
-            DeployError::Load {
-                object,
-                error,
-                log_tail,
-            } => {
+            DeployError::Load { object, error, log_tail } => {
                 write!(f, "cannot load {}: {error}", object.display())?;
                 if !log_tail.is_empty() {
                     write!(f, "\nlibbpf said:\n{log_tail}")?;
@@ -222,12 +190,7 @@ impl fmt::Display for DeployError {
             }
             DeployError::Mismatch(what) => f.write_str(what),
             DeployError::Fill(e) => write!(f, "{e}"),
-            DeployError::Attach {
-                ifindex,
-                device,
-                mode,
-                error,
-            } => match device {
+            DeployError::Attach { ifindex, device, mode, error } => match device {
                 Some(device) => write!(
                     f,
                     "cannot attach the ingress program in {} mode to {device} (ifindex \
@@ -241,11 +204,7 @@ impl fmt::Display for DeployError {
                 ),
             },
             DeployError::Swap { link, error } => {
-                write!(
-                    f,
-                    "cannot swap the program of link {}: {error}",
-                    link.display()
-                )
+                write!(f, "cannot swap the program of link {}: {error}", link.display())
             }
             DeployError::Io { what, path, error } => {
                 write!(f, "{what} {}: {error}", path.display())?;
@@ -271,10 +230,7 @@ impl fmt::Display for DeployError {
                 )
             }
             DeployError::Busy(devices) => {
-                write!(
-                    f,
-                    "cannot attach the ingress program: a device takes one XDP program, and"
-                )?;
+                write!(f, "cannot attach the ingress program: a device takes one XDP program, and")?;
                 for d in devices {
                     write!(f, "\n  - {d}")?;
                 }
@@ -284,11 +240,7 @@ impl fmt::Display for DeployError {
                      `devmapc detach NAME` for another devmapc deployment). Nothing was changed."
                 )
             }
-            DeployError::OtherNetns {
-                dir,
-                applied_in,
-                here,
-            } => write!(
+            DeployError::OtherNetns { dir, applied_in, here } => write!(
                 f,
                 "the deployment in {} was applied in network namespace {applied_in}, and this \
                  is {here}: devices are looked up by name in the current namespace, so applying \
@@ -351,11 +303,7 @@ fn mode_name(mode: XdpMode) -> &'static str {
 }
 
 pub(crate) fn io_error(what: impl Into<String>, path: &Path, error: io::Error) -> DeployError {
-    DeployError::Io {
-        what: what.into(),
-        path: path.to_path_buf(),
-        error,
-    }
+    DeployError::Io { what: what.into(), path: path.to_path_buf(), error }
 }
 
 /// A libbpf return value (negative errno) as a `Result`.
@@ -369,11 +317,7 @@ pub(crate) fn check(rc: i32) -> Result<i32, io::Error> {
 
 pub(crate) fn cstring(path: &Path) -> Result<CString, DeployError> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        io_error(
-            "bad path",
-            path,
-            io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"),
-        )
+        io_error("bad path", path, io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"))
     })
 }
 
@@ -401,10 +345,7 @@ pub fn check_privileges(doing: &str) -> Result<(), DeployError> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(DeployError::Privileges {
-            missing,
-            doing: doing.to_string(),
-        })
+        Err(DeployError::Privileges { missing, doing: doing.to_string() })
     }
 }
 
@@ -454,9 +395,7 @@ pub fn probe() -> Result<Support, DeployError> {
             Ok(fd) => Ok(Some(fd)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
             Err(e) => Err(permission_error(DOING, &e).unwrap_or_else(|| {
-                DeployError::Unsupported(format!(
-                    "{DOING}: creating a devmap failed: {e} (kernel {kernel})"
-                ))
+                DeployError::Unsupported(format!("{DOING}: creating a devmap failed: {e} (kernel {kernel})"))
             })),
         }
     };
@@ -482,12 +421,7 @@ pub fn probe() -> Result<Support, DeployError> {
             ))
         })
     })?;
-    Ok(Support {
-        kernel,
-        devmap_hash,
-        egress_programs,
-        broadcast,
-    })
+    Ok(Support { kernel, devmap_hash, egress_programs, broadcast })
 }
 
 /// Refuses a plan this kernel cannot run, saying what is missing. Nothing
@@ -545,12 +479,7 @@ fn kernel_release() -> String {
     if unsafe { libc::uname(&mut uts) } != 0 {
         return "(unknown)".into();
     }
-    let bytes: Vec<u8> = uts
-        .release
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
+    let bytes: Vec<u8> = uts.release.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -570,25 +499,13 @@ fn create_map(
     };
     // SAFETY: valid name and options; the returned fd is ours.
     let fd = check(unsafe {
-        libbpf_sys::bpf_map_create(
-            kind,
-            name.as_ptr(),
-            key_size,
-            value_size,
-            max_entries,
-            &opts,
-        )
+        libbpf_sys::bpf_map_create(kind, name.as_ptr(), key_size, value_size, max_entries, &opts)
     })?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> libbpf_sys::bpf_insn {
-    let mut insn = libbpf_sys::bpf_insn {
-        code,
-        off,
-        imm,
-        ..Default::default()
-    };
+    let mut insn = libbpf_sys::bpf_insn { code, off, imm, ..Default::default() };
     insn.set_dst_reg(dst);
     insn.set_src_reg(src);
     insn
@@ -601,13 +518,7 @@ fn probe_broadcast(map: BorrowedFd<'_>) -> io::Result<bool> {
     let flags = libbpf_sys::BPF_F_BROADCAST as i32 | 2; // XDP_PASS on a miss
     let insns = [
         // r1 = map (ld_imm64 with a map fd: two instructions)
-        insn(
-            0x18,
-            1,
-            libbpf_sys::BPF_PSEUDO_MAP_FD as u8,
-            0,
-            map.as_raw_fd(),
-        ),
+        insn(0x18, 1, libbpf_sys::BPF_PSEUDO_MAP_FD as u8, 0, map.as_raw_fd()),
         insn(0, 0, 0, 0, 0),
         insn(0xb7, 2, 0, 0, 0),     // r2 = 0
         insn(0xb7, 3, 0, 0, flags), // r3 = flags
@@ -685,9 +596,7 @@ pub fn load(obj_path: &Path, ir: &Ir) -> Result<Loaded, DeployError> {
     let (result, log) = with_libbpf_log(|| -> Result<Object, (String, bool)> {
         let mut builder = ObjectBuilder::default();
         builder.name(&name).map_err(|e| (format!("{e:#}"), false))?;
-        let mut open = builder
-            .open_memory(&bytes)
-            .map_err(|e| (format!("{e:#}"), false))?;
+        let mut open = builder.open_memory(&bytes).map_err(|e| (format!("{e:#}"), false))?;
         for mut prog in open.progs_mut() {
             if prog.name().as_bytes().starts_with(b"devmapc_egress_") {
                 prog.set_attach_type(ProgramAttachType::XdpDevmap);
@@ -716,13 +625,7 @@ pub fn load(obj_path: &Path, ir: &Ir) -> Result<Loaded, DeployError> {
             });
         }
     };
-    let loaded = Loaded {
-        obj,
-        ir: ir.clone(),
-        name,
-        manifest,
-        path: obj_path.to_path_buf(),
-    };
+    let loaded = Loaded { obj, ir: ir.clone(), name, manifest, path: obj_path.to_path_buf() };
     loaded.check_matches()?;
     Ok(loaded)
 }
@@ -733,15 +636,11 @@ pub fn load(obj_path: &Path, ir: &Ir) -> Result<Loaded, DeployError> {
 /// [`load`] checks the bytes it loads again.
 pub fn read_manifest_file(path: &Path) -> Result<(PathBuf, Ir), DeployError> {
     let text = std::fs::read_to_string(path).map_err(|e| io_error("cannot read", path, e))?;
-    let doc = parse_manifest_doc(&text).map_err(|e| {
-        DeployError::Mismatch(format!("{} is not a devmapc manifest: {e}", path.display()))
-    })?;
+    let doc = parse_manifest_doc(&text)
+        .map_err(|e| DeployError::Mismatch(format!("{} is not a devmapc manifest: {e}", path.display())))?;
     // The object is a file name beside the manifest, never a path.
     let object_file = Path::new(&doc.object);
-    if doc.object.is_empty()
-        || object_file.components().count() != 1
-        || object_file.file_name().is_none()
-    {
+    if doc.object.is_empty() || object_file.components().count() != 1 || object_file.file_name().is_none() {
         return Err(DeployError::Mismatch(format!(
             "{} is not a devmapc manifest: `object` must name a file beside it, not {:?}",
             path.display(),
@@ -840,10 +739,7 @@ pub(crate) fn parse_manifest(text: &str) -> Result<(String, Ir), String> {
 
 /// `vlan_switch.bpf.o` → `vlan_switch`.
 fn object_name(path: &Path) -> String {
-    let file = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     file.split('.').next().unwrap_or("devmapc").to_string()
 }
 
@@ -926,11 +822,7 @@ fn verifier_log(log: &str) -> Option<(String, String)> {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = lines.len().saturating_sub(n);
-    lines[start..]
-        .iter()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    lines[start..].iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }
 
 impl Loaded {
@@ -976,10 +868,7 @@ impl Loaded {
         let missing: Vec<String> = progs
             .iter()
             .filter(|p| self.prog_fd(p).is_none())
-            .chain(
-                maps.iter()
-                    .filter(|m| !self.obj.maps().any(|map| map.name() == m.as_str())),
-            )
+            .chain(maps.iter().filter(|m| !self.obj.maps().any(|map| map.name() == m.as_str())))
             .cloned()
             .collect();
         if missing.is_empty() {
@@ -1049,10 +938,8 @@ impl Loaded {
             .chain(self.obj.progs().map(|p| unsafe { BorrowedFd::borrow_raw(p.as_fd().as_raw_fd()) }))
             .collect();
         pins::own(root, &fds)?;
-        let make = |sub: &str| {
-            into.make_sub(sub)
-                .map_err(|e| io_error("cannot create", &into.path().join(sub), e))
-        };
+        let make =
+            |sub: &str| into.make_sub(sub).map_err(|e| io_error("cannot create", &into.path().join(sub), e));
         let (maps, progs) = (make("maps")?, make("progs")?);
         for map in self.obj.maps() {
             maps.pin(map.as_fd(), &pin_name(map.name()))?;
@@ -1122,15 +1009,12 @@ pub fn pin_name(name: &std::ffi::OsStr) -> String {
 pub(crate) fn pin_fd_at(fd: BorrowedFd<'_>, at: &Path, path: &Path) -> Result<(), DeployError> {
     let c = cstring(at)?;
     // SAFETY: valid fd and C string.
-    check(unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) })
-        .map(drop)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EEXIST) => DeployError::AlreadyPinned {
-                path: path.to_path_buf(),
-            },
-            _ => permission_error("cannot pin", &e)
-                .unwrap_or_else(|| io_error("cannot pin", path, e)),
-        })
+    check(unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) }).map(drop).map_err(|e| {
+        match e.raw_os_error() {
+            Some(libc::EEXIST) => DeployError::AlreadyPinned { path: path.to_path_buf() },
+            _ => permission_error("cannot pin", &e).unwrap_or_else(|| io_error("cannot pin", path, e)),
+        }
+    })
 }
 
 pub(crate) fn open_pin(path: &Path) -> Result<OwnedFd, io::Error> {
@@ -1181,12 +1065,7 @@ pub(crate) fn read_blob_fd(name: &str, map: BorrowedFd<'_>) -> io::Result<Vec<u8
             &mut len,
         )
     })?;
-    let found: Vec<u8> = info
-        .name
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
+    let found: Vec<u8> = info.name.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
     if info.type_ != libbpf_sys::BPF_MAP_TYPE_ARRAY || found != name.as_bytes() {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a devmapc record"));
     }
@@ -1207,14 +1086,12 @@ pub(crate) fn read_blob_fd(name: &str, map: BorrowedFd<'_>) -> io::Result<Vec<u8
 /// [`crate::pins`]); a symlink there is refused.
 pub(crate) fn open_pin_dir(dir: &Path) -> Result<DirFd, DeployError> {
     DirFd::open(dir).map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) | Some(libc::ENOTDIR) => pins::foreign(
-            dir,
-            "the pin directory is a symlink or not a directory, and is not followed",
-        ),
-        Some(libc::ENOENT) => DeployError::NotDeployed {
-            dir: dir.to_path_buf(),
-            why: "no such directory".into(),
-        },
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+            pins::foreign(dir, "the pin directory is a symlink or not a directory, and is not followed")
+        }
+        Some(libc::ENOENT) => {
+            DeployError::NotDeployed { dir: dir.to_path_buf(), why: "no such directory".into() }
+        }
         _ => permission_error("cannot open the deployment", &e)
             .unwrap_or_else(|| io_error("cannot open", dir, e)),
     })
@@ -1264,10 +1141,7 @@ pub(crate) fn unpin_links<'a>(dir: &Path, labels: impl Iterator<Item = &'a str>,
 /// The manifest pinned in `dir` by [`Loaded::pin`] or an apply.
 pub fn read_manifest(dir: &Path) -> Result<String, DeployError> {
     let path = dir.join(MANIFEST_PIN);
-    let not_deployed = |why: String| DeployError::NotDeployed {
-        dir: dir.to_path_buf(),
-        why,
-    };
+    let not_deployed = |why: String| DeployError::NotDeployed { dir: dir.to_path_buf(), why };
     let root = match DirFd::open(dir) {
         Ok(root) => root,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -1279,16 +1153,12 @@ pub fn read_manifest(dir: &Path) -> Result<String, DeployError> {
     let map = match root.get(MANIFEST_PIN) {
         Ok(map) if record.is_empty() || record.owns(map.as_fd()) => Ok(map),
         Ok(_) => return Err(pins::foreign(&path, "a map this deployment did not pin")),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            return Err(pins::foreign(&path, &e.to_string()))
-        }
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(pins::foreign(&path, &e.to_string())),
         Err(e) => Err(e),
     };
     let bytes = map.and_then(|m| read_blob_fd(MANIFEST_MAP_NAME, m.as_fd())).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => not_deployed(format!("no {}", path.display())),
-        io::ErrorKind::InvalidData => {
-            not_deployed(format!("{} is not a devmapc manifest", path.display()))
-        }
+        io::ErrorKind::InvalidData => not_deployed(format!("{} is not a devmapc manifest", path.display())),
         _ => permission_error("cannot read the manifest", &e)
             .unwrap_or_else(|| io_error("cannot read", &path, e)),
     })?;
@@ -1324,17 +1194,8 @@ pub struct LinkInfo {
 /// `BPF_XDP` and `XDP_FLAGS_DRV_MODE` or `XDP_FLAGS_SKB_MODE`). `Auto`
 /// tries native mode, then generic mode, and then sets
 /// [`Attachment::warning`].
-pub fn attach(
-    prog: BorrowedFd<'_>,
-    ifindex: u32,
-    mode: XdpMode,
-) -> Result<Attachment, DeployError> {
-    let attached = |link, mode, warning| Attachment {
-        link,
-        ifindex,
-        mode,
-        warning,
-    };
+pub fn attach(prog: BorrowedFd<'_>, ifindex: u32, mode: XdpMode) -> Result<Attachment, DeployError> {
+    let attached = |link, mode, warning| Attachment { link, ifindex, mode, warning };
     match mode {
         XdpMode::Native | XdpMode::Generic => link_create(prog, ifindex, mode)
             .map(|link| attached(link, mode, None))
@@ -1404,23 +1265,14 @@ fn attach_error(ifindex: u32, mode: XdpMode, e: io::Error) -> DeployError {
         ),
         _ => e.to_string(),
     };
-    DeployError::Attach {
-        ifindex,
-        device: None,
-        mode,
-        error,
-    }
+    DeployError::Attach { ifindex, device: None, mode, error }
 }
 
 impl DeployError {
     /// Names the spec's device in an attach error (the kernel only knows
     /// the ifindex).
     pub fn on_device(mut self, name: impl FnOnce() -> String) -> DeployError {
-        if let DeployError::Attach {
-            device: device @ None,
-            ..
-        } = &mut self
-        {
+        if let DeployError::Attach { device: device @ None, .. } = &mut self {
             *device = Some(name());
         }
         self
@@ -1449,9 +1301,7 @@ impl Attachment {
         prepare_pin_dir(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         let root = open_pin_dir(dir)?;
-        let links = root
-            .make_sub("links")
-            .map_err(|e| io_error("cannot create", &dir.join("links"), e))?;
+        let links = root.make_sub("links").map_err(|e| io_error("cannot create", &dir.join("links"), e))?;
         pins::own(&root, &[self.link.as_fd()])?;
         links.pin(self.link.as_fd(), label)?;
         Ok(dir.join("links").join(label))
@@ -1487,13 +1337,9 @@ pub fn pinned_link_info(path: &Path) -> Result<LinkInfo, DeployError> {
 /// `new_prog`, atomically (`bpf_link_update`): the device never goes
 /// without a program. Returns the link as it is afterwards.
 pub fn swap(link_pin: &Path, new_prog: BorrowedFd<'_>) -> Result<LinkInfo, DeployError> {
-    let fail = |error: String| DeployError::Swap {
-        link: link_pin.to_path_buf(),
-        error,
-    };
-    let link = open_pin(link_pin).map_err(|e| {
-        permission_error("cannot swap programs", &e).unwrap_or_else(|| fail(e.to_string()))
-    })?;
+    let fail = |error: String| DeployError::Swap { link: link_pin.to_path_buf(), error };
+    let link = open_pin(link_pin)
+        .map_err(|e| permission_error("cannot swap programs", &e).unwrap_or_else(|| fail(e.to_string())))?;
     swap_fd(link.as_fd(), link_pin, new_prog)
 }
 
@@ -1503,16 +1349,11 @@ pub(crate) fn swap_fd(
     link_pin: &Path,
     new_prog: BorrowedFd<'_>,
 ) -> Result<LinkInfo, DeployError> {
-    let fail = |error: String| DeployError::Swap {
-        link: link_pin.to_path_buf(),
-        error,
-    };
+    let fail = |error: String| DeployError::Swap { link: link_pin.to_path_buf(), error };
     link_info(link.as_fd()).map_err(|e| fail(e.to_string()))?;
     // SAFETY: valid fds; no options.
-    check(unsafe {
-        libbpf_sys::bpf_link_update(link.as_raw_fd(), new_prog.as_raw_fd(), std::ptr::null())
-    })
-    .map_err(|e| {
+    check(unsafe { libbpf_sys::bpf_link_update(link.as_raw_fd(), new_prog.as_raw_fd(), std::ptr::null()) })
+        .map_err(|e| {
         permission_error("cannot swap programs", &e).unwrap_or_else(|| {
             fail(match e.raw_os_error() {
                 Some(libc::EINVAL) => format!(
@@ -1664,8 +1505,7 @@ pub(crate) fn remove_pins(dir: &Path) -> Result<usize, DeployError> {
     }
     // The record goes last, with the directory.
     if root.entry(pins::OWNED) == pins::Entry::Pin {
-        root.unlink_record(pins::OWNED)
-            .map_err(|e| io_error("cannot unpin", &dir.join(pins::OWNED), e))?;
+        root.unlink_record(pins::OWNED).map_err(|e| io_error("cannot unpin", &dir.join(pins::OWNED), e))?;
     }
     match std::fs::remove_dir(dir) {
         Ok(()) => Ok(removed),
@@ -1679,13 +1519,17 @@ pub(crate) fn remove_pins(dir: &Path) -> Result<usize, DeployError> {
 pub(crate) fn remove_staged(dir: &Path) -> Result<usize, DeployError> {
     let root = open_pin_dir(dir)?;
     let record = pins::Record::read(&root)?;
-    let Some(next) = root.sub(crate::apply::NEXT).map_err(|e| foreign_dir(dir, crate::apply::NEXT, e))? else {
+    let Some(next) = root.sub(crate::apply::NEXT).map_err(|e| foreign_dir(dir, crate::apply::NEXT, e))?
+    else {
         return Ok(0);
     };
     let mut left = Vec::new();
     let removed = remove_in(&next, &record, 1, &mut left)?;
     if !left.is_empty() {
-        return Err(pins::foreign(&next.path().to_path_buf(), &format!("it holds what devmapc did not make: {}", left.join(", "))));
+        return Err(pins::foreign(
+            next.path(),
+            &format!("it holds what devmapc did not make: {}", left.join(", ")),
+        ));
     }
     root.rmdir(crate::apply::NEXT).map_err(|e| io_error("cannot remove", next.path(), e))?;
     Ok(removed)
@@ -1712,9 +1556,12 @@ fn remove_in(
         match dir.entry(&name) {
             pins::Entry::Dir => {
                 let known = match depth {
-                    0 => ["links", "maps", "progs", crate::apply::NEXT, crate::apply::APPLYING].contains(&name.as_str()),
-                    1 => dir.path().file_name().is_some_and(|n| n == crate::apply::NEXT)
-                        && ["maps", "progs"].contains(&name.as_str()),
+                    0 => ["links", "maps", "progs", crate::apply::NEXT, crate::apply::APPLYING]
+                        .contains(&name.as_str()),
+                    1 => {
+                        dir.path().file_name().is_some_and(|n| n == crate::apply::NEXT)
+                            && ["maps", "progs"].contains(&name.as_str())
+                    }
                     _ => false,
                 };
                 if !known {
@@ -1766,20 +1613,14 @@ mod tests {
         let (program, tail) = verifier_log(&log).unwrap();
         assert_eq!(program, "devmapc_ingress");
         assert_eq!(tail.lines().count(), VERIFIER_LOG_TAIL);
-        assert!(
-            tail.ends_with("  invalid access to packet, off=100 size=1"),
-            "{tail}"
-        );
+        assert!(tail.ends_with("  invalid access to packet, off=100 size=1"), "{tail}");
         assert!(!tail.contains("END PROG"));
         assert_eq!(verifier_log("libbpf: failed to open\n"), None);
     }
 
     #[test]
     fn object_names() {
-        assert_eq!(
-            object_name(Path::new("/x/vlan_switch.bpf.o")),
-            "vlan_switch"
-        );
+        assert_eq!(object_name(Path::new("/x/vlan_switch.bpf.o")), "vlan_switch");
         assert_eq!(default_pin_dir("fwd"), Path::new("/sys/fs/bpf/devmapc/fwd"));
     }
 }

@@ -18,8 +18,8 @@
 use crate::apply;
 use crate::deploy::{self, io_error, manifest_hashes, parse_manifest, read_manifest};
 use devmapc::fields::Ty;
-use devmapc::scratch::PrivateDir;
 use devmapc::ir::{encode_key, names, Ir, KeyPlan};
+use devmapc::scratch::PrivateDir;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
@@ -53,31 +53,15 @@ impl Deployment {
     /// Prepares `object` and `manifest` (a build's files, as bytes) for the
     /// deployment at `opts.pin_dir`. Touches nothing in the kernel.
     pub fn new(object: &[u8], manifest: &str, opts: Options) -> Result<Deployment, DeployError> {
-        let bad = |why: String| {
-            DeployError::Mismatch(format!("the embedded manifest is unusable: {why}"))
-        };
+        let bad = |why: String| DeployError::Mismatch(format!("the embedded manifest is unusable: {why}"));
         let (object_file, built) = parse_manifest(manifest).map_err(bad)?;
-        let (code_hash, _) =
-            manifest_hashes(manifest).ok_or_else(|| bad("it has no code_hash".into()))?;
-        let name = object_file
-            .strip_suffix(".bpf.o")
-            .unwrap_or_default()
-            .to_string();
+        let (code_hash, _) = manifest_hashes(manifest).ok_or_else(|| bad("it has no code_hash".into()))?;
+        let name = object_file.strip_suffix(".bpf.o").unwrap_or_default().to_string();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(bad(format!(
-                "its object is named {object_file:?}, not NAME.bpf.o"
-            )));
+            return Err(bad(format!("its object is named {object_file:?}, not NAME.bpf.o")));
         }
         let files = Files::write(&name, object, manifest)?;
-        Ok(Deployment {
-            files,
-            name,
-            code_hash,
-            ir: built.clone(),
-            built,
-            opts,
-            report: None,
-        })
+        Ok(Deployment { files, name, code_hash, ir: built.clone(), built, opts, report: None })
     }
 
     /// Applies the build as built, in the current network namespace: a
@@ -114,10 +98,7 @@ impl Deployment {
             TargetRef::Group(g) => g < self.built.code.groups.len(),
         };
         if !valid {
-            return Err(DeployError::Mismatch(format!(
-                "{} has no route target {target:?}",
-                self.built.spec
-            )));
+            return Err(DeployError::Mismatch(format!("{} has no route target {target:?}", self.built.spec)));
         }
         let lock = self.lock()?;
         self.refresh()?;
@@ -126,12 +107,7 @@ impl Deployment {
             Some(route) => route.target = target,
             None => {
                 let text = key_text(&ir, &key);
-                ir.data.routes.push(RouteData {
-                    key,
-                    text,
-                    target,
-                    line: 0,
-                });
+                ir.data.routes.push(RouteData { key, text, target, line: 0 });
             }
         }
         self.run_routes(lock.as_ref(), ir)
@@ -191,10 +167,7 @@ impl Deployment {
     /// Frames and bytes redirected to device `device` (its index).
     pub fn counters(&self, device: usize) -> Result<Count, DeployError> {
         if device >= self.built.data.devices.len() {
-            return Err(DeployError::Mismatch(format!(
-                "{} has no device #{device}",
-                self.built.spec
-            )));
+            return Err(DeployError::Mismatch(format!("{} has no device #{device}", self.built.spec)));
         }
         let mut total = self.count(names::COUNTERS, TargetRef::Device(device).slot())?;
         // A direct key counts under its key, not its device's slot.
@@ -219,10 +192,7 @@ impl Deployment {
     /// Frames and bytes flooded to group `group` (its index).
     pub fn group_counters(&self, group: usize) -> Result<Count, DeployError> {
         if group >= self.built.code.groups.len() {
-            return Err(DeployError::Mismatch(format!(
-                "{} has no group #{group}",
-                self.built.spec
-            )));
+            return Err(DeployError::Mismatch(format!("{} has no group #{group}", self.built.spec)));
         }
         self.count(names::GROUP_COUNTERS, group as u32)
     }
@@ -286,14 +256,10 @@ impl Deployment {
             Err(e) => return Err(e),
         };
         let unreadable = |why: String| {
-            DeployError::Mismatch(format!(
-                "{} holds a manifest devmapc cannot read: {why}",
-                dir.display()
-            ))
+            DeployError::Mismatch(format!("{} holds a manifest devmapc cannot read: {why}", dir.display()))
         };
         let (_, ir) = parse_manifest(&text).map_err(unreadable)?;
-        let (code_hash, _) =
-            manifest_hashes(&text).ok_or_else(|| unreadable("no code_hash".into()))?;
+        let (code_hash, _) = manifest_hashes(&text).ok_or_else(|| unreadable("no code_hash".into()))?;
         let other = |what: &str| {
             DeployError::Mismatch(format!(
                 "{} runs another build than this program's {} ({what}): apply this build first, \
@@ -303,18 +269,9 @@ impl Deployment {
             ))
         };
         if code_hash != self.code_hash {
-            return Err(other(&format!(
-                "code {code_hash}, this program's {}",
-                self.code_hash
-            )));
+            return Err(other(&format!("code {code_hash}, this program's {}", self.code_hash)));
         }
-        let device_names = |ir: &Ir| {
-            ir.data
-                .devices
-                .iter()
-                .map(|d| d.name.clone())
-                .collect::<Vec<_>>()
-        };
+        let device_names = |ir: &Ir| ir.data.devices.iter().map(|d| d.name.clone()).collect::<Vec<_>>();
         if device_names(&ir) != device_names(&self.built) {
             return Err(other(&format!("devices {}", device_names(&ir).join(", "))));
         }
@@ -350,9 +307,7 @@ impl Deployment {
         let path = dir.join("maps").join(map);
         let root = deploy::open_pin_dir(dir)?;
         let record = crate::pins::Record::read(&root)?;
-        let maps = root
-            .sub("maps")
-            .map_err(|e| crate::apply::sub_error(&root, "maps", e))?;
+        let maps = root.sub("maps").map_err(|e| crate::apply::sub_error(&root, "maps", e))?;
         let found = match maps {
             Some(maps) => crate::pins::get_owned(&maps, map, &record)?,
             None => None,
@@ -389,8 +344,7 @@ impl Files {
     /// over the old one.
     fn write_manifest(dir: &PrivateDir, name: &str, text: &str) -> Result<PathBuf, DeployError> {
         let file = format!("{name}.manifest.json");
-        dir.replace(&file, text.as_bytes())
-            .map_err(|e| io_error("cannot write", &dir.path().join(&file), e))
+        dir.replace(&file, text.as_bytes()).map_err(|e| io_error("cannot write", &dir.path().join(&file), e))
     }
 }
 
@@ -414,12 +368,7 @@ fn check_key(ir: &Ir, key: &KeyValue) -> Result<(), String> {
             KeyValue::Prefix(PrefixValue::V6(a, l)) if fields[0].ty() == Ty::Ipv6 => {
                 Ipv6Prefix::new(*a, *l).is_some()
             }
-            _ => {
-                return Err(format!(
-                    "`{}` takes a prefix of its address family",
-                    fields[0]
-                ))
-            }
+            _ => return Err(format!("`{}` takes a prefix of its address family", fields[0])),
         };
         return if ok {
             Ok(())
@@ -450,11 +399,9 @@ pub fn key_text(ir: &Ir, key: &KeyValue) -> String {
         KeyValue::Const(Const::Mac(m)) => Mac(*m).to_string(),
         KeyValue::Const(Const::Ipv4(a)) => a.to_string(),
         KeyValue::Const(Const::Ipv6(a)) => a.to_string(),
-        KeyValue::Device(d) => ir
-            .data
-            .devices
-            .get(*d)
-            .map_or_else(|| format!("device #{d}"), |d| d.name.clone()),
+        KeyValue::Device(d) => {
+            ir.data.devices.get(*d).map_or_else(|| format!("device #{d}"), |d| d.name.clone())
+        }
         KeyValue::Prefix(PrefixValue::V4(a, l)) => format!("{a}/{l}"),
         KeyValue::Prefix(PrefixValue::V6(a, l)) => format!("{a}/{l}"),
         KeyValue::Composite(parts) => {
@@ -555,11 +502,7 @@ pub struct BadMac(pub String);
 
 impl fmt::Display for BadMac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` is not a MAC address (six hex bytes: 02:00:00:00:00:01)",
-            self.0
-        )
+        write!(f, "`{}` is not a MAC address (six hex bytes: 02:00:00:00:00:01)", self.0)
     }
 }
 
@@ -572,10 +515,7 @@ impl std::str::FromStr for Mac {
         let mut bytes = [0u8; 6];
         let mut parts = text.split(':');
         for b in &mut bytes {
-            let part = parts
-                .next()
-                .filter(|p| p.len() == 2)
-                .ok_or_else(|| BadMac(text.into()))?;
+            let part = parts.next().filter(|p| p.len() == 2).ok_or_else(|| BadMac(text.into()))?;
             *b = u8::from_str_radix(part, 16).map_err(|_| BadMac(text.into()))?;
         }
         if parts.next().is_some() {
@@ -672,22 +612,8 @@ macro_rules! prefix {
     };
 }
 
-prefix!(
-    Ipv4Prefix,
-    Ipv4Addr,
-    u32,
-    32,
-    V4,
-    "An IPv4 prefix (`lpm(ipv4.dst)`), `10.0.0.0/8`."
-);
-prefix!(
-    Ipv6Prefix,
-    Ipv6Addr,
-    u128,
-    128,
-    V6,
-    "An IPv6 prefix (`lpm(ipv6.dst)`), `2001:db8::/32`."
-);
+prefix!(Ipv4Prefix, Ipv4Addr, u32, 32, V4, "An IPv4 prefix (`lpm(ipv4.dst)`), `10.0.0.0/8`.");
+prefix!(Ipv6Prefix, Ipv6Addr, u128, 128, V6, "An IPv6 prefix (`lpm(ipv6.dst)`), `2001:db8::/32`.");
 
 #[cfg(test)]
 mod tests {
@@ -697,10 +623,7 @@ mod tests {
     fn value_types_check_their_ranges() {
         assert_eq!(VlanId::new(4095).map(VlanId::get), Some(4095));
         assert_eq!(VlanId::new(4096), None);
-        assert_eq!(
-            VlanId::from_key_value(&KeyValue::Const(Const::Uint(5000))),
-            None
-        );
+        assert_eq!(VlanId::from_key_value(&KeyValue::Const(Const::Uint(5000))), None);
         assert_eq!(u8::from_key_value(&KeyValue::Const(Const::Uint(256))), None);
         let p = Ipv4Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap();
         assert_eq!(p.to_string(), "10.0.0.0/8");
@@ -729,29 +652,17 @@ mod tests {
         let composite = ir("table { key = (ingress.port, vlan.id) }\n\
              device a { ifname = \"a\" }\ndevice b { ifname = \"b\" }\n\
              ingress { on = [a] }\nroute (a, 10) -> b\n");
-        let key = KeyValue::Composite(vec![
-            KeyValue::Device(1),
-            KeyValue::Const(Const::Uint(4095)),
-        ]);
+        let key = KeyValue::Composite(vec![KeyValue::Device(1), KeyValue::Const(Const::Uint(4095))]);
         assert_eq!(check_key(&composite, &key), Ok(()));
         assert_eq!(key_text(&composite, &key), "(b, 4095)");
-        let too_big = KeyValue::Composite(vec![
-            KeyValue::Device(1),
-            KeyValue::Const(Const::Uint(4096)),
-        ]);
-        assert_eq!(
-            check_key(&composite, &too_big),
-            Err("`vlan.id` takes an integer 0..=4095".into())
-        );
-        let no_device =
-            KeyValue::Composite(vec![KeyValue::Device(2), KeyValue::Const(Const::Uint(1))]);
+        let too_big = KeyValue::Composite(vec![KeyValue::Device(1), KeyValue::Const(Const::Uint(4096))]);
+        assert_eq!(check_key(&composite, &too_big), Err("`vlan.id` takes an integer 0..=4095".into()));
+        let no_device = KeyValue::Composite(vec![KeyValue::Device(2), KeyValue::Const(Const::Uint(1))]);
         assert!(check_key(&composite, &no_device).is_err());
         assert!(check_key(&composite, &KeyValue::Const(Const::Uint(1))).is_err());
 
-        let lpm = ir(
-            "table { key = lpm(ipv4.dst) }\ndevice a { ifname = \"a\" }\n\
-             ingress { on = [a] }\nroute 10.0.0.0/8 -> a\n",
-        );
+        let lpm = ir("table { key = lpm(ipv4.dst) }\ndevice a { ifname = \"a\" }\n\
+             ingress { on = [a] }\nroute 10.0.0.0/8 -> a\n");
         let prefix = |a: [u8; 4], l| KeyValue::Prefix(PrefixValue::V4(a.into(), l));
         assert_eq!(check_key(&lpm, &prefix([10, 1, 0, 0], 16)), Ok(()));
         assert_eq!(key_text(&lpm, &prefix([10, 1, 0, 0], 16)), "10.1.0.0/16");

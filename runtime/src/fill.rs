@@ -29,11 +29,7 @@ pub struct FillError {
 
 impl fmt::Display for FillError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot write {} into map {}: {}",
-            self.what, self.map, self.error
-        )
+        write!(f, "cannot write {} into map {}: {}", self.what, self.map, self.error)
     }
 }
 
@@ -50,15 +46,16 @@ pub struct ArgsError(pub String);
 /// written as they come ([`write_fresh`](crate::plan::write_fresh)), one `bpf()` call each.
 pub fn fill(obj: &Object, ir: &Ir, devices: &[Device]) -> Result<(), FillError> {
     write_fresh(obj, ir, devices).map_err(|e| match e {
-        PlanError::Write { map, what, error } => FillError {
-            map,
-            what,
-            error: libbpf_rs::Error::from(error),
-        },
+        PlanError::Write { map, what, error } => {
+            FillError { map, what, error: libbpf_rs::Error::from(error) }
+        }
         e => FillError {
             map: String::new(),
             what: e.to_string(),
-            error: libbpf_rs::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+            error: libbpf_rs::Error::from(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            )),
         },
     })
 }
@@ -79,9 +76,7 @@ pub fn encode_args(plan: &ProgramPlan, args: &[Const], mac: [u8; 6]) -> Result<V
         let field: Vec<u8> = match (param.ty, value) {
             (ParamType::U8, Const::Uint(n)) if *n <= 0xff => vec![*n as u8],
             (ParamType::U16, Const::Uint(n)) if *n <= 0xffff => (*n as u16).to_ne_bytes().to_vec(),
-            (ParamType::U32, Const::Uint(n)) if *n <= 0xffff_ffff => {
-                (*n as u32).to_ne_bytes().to_vec()
-            }
+            (ParamType::U32, Const::Uint(n)) if *n <= 0xffff_ffff => (*n as u32).to_ne_bytes().to_vec(),
             (ParamType::Mac, Const::Mac(m)) => m.to_vec(),
             (ParamType::Ipv4, Const::Ipv4(a)) => a.octets().to_vec(),
             (ParamType::Ipv6, Const::Ipv6(a)) => a.octets().to_vec(),

@@ -16,7 +16,9 @@ pub mod plan;
 pub mod status;
 pub mod watch;
 
-pub use deploy::{attach, detach, load, pin_dir_ready, probe, swap, Attachment, DeployError, Loaded, Support};
+pub use deploy::{
+    attach, detach, load, pin_dir_ready, probe, swap, Attachment, DeployError, Loaded, Support,
+};
 pub use fill::{fill, ArgsError, Device, FillError};
 pub use netdev::{NetdevError, NotReady};
 pub use plan::{desired, diff, execute, read_state, ApplyError, Handles, MapOp, Plan, PlanError, State};

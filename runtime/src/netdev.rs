@@ -99,10 +99,7 @@ impl Link {
 
 impl From<&Link> for Device {
     fn from(link: &Link) -> Device {
-        Device {
-            ifindex: link.ifindex,
-            mac: link.mac,
-        }
+        Device { ifindex: link.ifindex, mac: link.mac }
     }
 }
 
@@ -124,11 +121,7 @@ pub enum NetdevError {
     /// [`make_veth_ready`] on a veth whose peer is in another namespace.
     PeerElsewhere { name: String, peer: Peer },
     /// A device of the spec: its name and line, and what went wrong.
-    Device {
-        device: String,
-        line: u32,
-        error: Box<NetdevError>,
-    },
+    Device { device: String, line: u32, error: Box<NetdevError> },
 }
 
 impl NetdevError {
@@ -188,27 +181,14 @@ pub fn by_name(name: &str) -> Result<Link, NetdevError> {
     let mut ifname = name.as_bytes().to_vec();
     ifname.push(0);
     put_attr(&mut body, IFLA_IFNAME, &ifname);
-    get_one(
-        body,
-        || NetdevError::NoSuchName {
-            name: name.to_string(),
-        },
-        &format!("RTM_GETLINK for {name:?}"),
-    )
+    get_one(body, || NetdevError::NoSuchName { name: name.to_string() }, &format!("RTM_GETLINK for {name:?}"))
 }
 
 /// The device with index `ifindex` in the current network namespace.
 pub fn by_index(ifindex: u32) -> Result<Link, NetdevError> {
     let missing = || NetdevError::NoSuchIndex { ifindex };
-    let index = i32::try_from(ifindex)
-        .ok()
-        .filter(|&i| i > 0)
-        .ok_or_else(missing)?;
-    get_one(
-        ifinfomsg(index),
-        missing,
-        &format!("RTM_GETLINK for ifindex {ifindex}"),
-    )
+    let index = i32::try_from(ifindex).ok().filter(|&i| i > 0).ok_or_else(missing)?;
+    get_one(ifinfomsg(index), missing, &format!("RTM_GETLINK for ifindex {ifindex}"))
 }
 
 /// Every device of the current network namespace, by ifindex.
@@ -254,24 +234,17 @@ pub fn resolve_device(device: &DeviceData) -> Result<Link, NetdevError> {
     })
 }
 
-fn get_one(
-    body: Vec<u8>,
-    missing: impl Fn() -> NetdevError,
-    what: &str,
-) -> Result<Link, NetdevError> {
+fn get_one(body: Vec<u8>, missing: impl Fn() -> NetdevError, what: &str) -> Result<Link, NetdevError> {
     let replies = Socket::open(libc::NETLINK_ROUTE)
         .and_then(|mut s| s.request(RTM_GETLINK, 0, &body))
         .map_err(|e| match e {
             NlError::Os(error) if error.raw_os_error() == Some(libc::ENODEV) => missing(),
             e => e.into_netdev(what),
         })?;
-    let reply = replies.first().ok_or_else(|| NetdevError::Malformed {
-        what: format!("no answer to {what}"),
-    })?;
+    let reply =
+        replies.first().ok_or_else(|| NetdevError::Malformed { what: format!("no answer to {what}") })?;
     let mut link = parse_link(reply).map_err(|what| NetdevError::Malformed { what })?;
-    link.xdp_features = xdp_features(Some(link.ifindex))
-        .ok()
-        .and_then(|f| f.get(&link.ifindex).copied());
+    link.xdp_features = xdp_features(Some(link.ifindex)).ok().and_then(|f| f.get(&link.ifindex).copied());
     Ok(link)
 }
 
@@ -282,13 +255,9 @@ fn check_name(name: &str) -> Result<(), NetdevError> {
         || name.len() >= libc::IFNAMSIZ
         || name == "."
         || name == ".."
-        || name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+        || name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
     if bad {
-        return Err(NetdevError::BadName {
-            name: name.to_string(),
-        });
+        return Err(NetdevError::BadName { name: name.to_string() });
     }
     Ok(())
 }
@@ -302,17 +271,7 @@ pub fn gro(name: &str) -> Result<bool, NetdevError> {
 
 /// Turns GRO on or off for `name` (`ETHTOOL_SGRO`; needs CAP_NET_ADMIN).
 pub fn set_gro(name: &str, on: bool) -> Result<(), NetdevError> {
-    ethtool(
-        name,
-        ETHTOOL_SGRO,
-        on.into(),
-        if on {
-            "turn GRO on for"
-        } else {
-            "turn GRO off for"
-        },
-    )
-    .map(drop)
+    ethtool(name, ETHTOOL_SGRO, on.into(), if on { "turn GRO on for" } else { "turn GRO off for" }).map(drop)
 }
 
 const ETHTOOL_GGRO: u32 = 0x2b;
@@ -329,13 +288,8 @@ struct EthtoolValue {
 fn ethtool(name: &str, cmd: u32, data: u32, action: &str) -> Result<u32, NetdevError> {
     check_name(name)?;
     let os = |error: io::Error| match error.raw_os_error() {
-        Some(libc::ENODEV) => NetdevError::NoSuchName {
-            name: name.to_string(),
-        },
-        _ => NetdevError::Os {
-            what: format!("cannot {action} {name:?} (ethtool ioctl)"),
-            error,
-        },
+        Some(libc::ENODEV) => NetdevError::NoSuchName { name: name.to_string() },
+        _ => NetdevError::Os { what: format!("cannot {action} {name:?} (ethtool ioctl)"), error },
     };
     let mut value = EthtoolValue { cmd, data };
     // SAFETY: `ifreq` is plain old data; all zeros is a valid value.
@@ -353,13 +307,7 @@ fn ethtool(name: &str, cmd: u32, data: u32, action: &str) -> Result<u32, NetdevE
     let sock = unsafe { OwnedFd::from_raw_fd(sock) };
     // SAFETY: the argument points at a live `ifreq` whose data pointer points
     // at a live `ethtool_value`, both outliving the call.
-    let rc = unsafe {
-        libc::ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCETHTOOL as _,
-            &mut req as *mut libc::ifreq,
-        )
-    };
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut req as *mut libc::ifreq) };
     if rc != 0 {
         return Err(os(io::Error::last_os_error()));
     }
@@ -388,20 +336,11 @@ pub enum NotReady {
     VethPeerDown { name: String, peer: PeerName },
     /// A veth whose peer's MTU is below the minimum (the veth checks the
     /// frame against the *peer's* MTU too).
-    VethPeerMtuTooSmall {
-        name: String,
-        peer: String,
-        mtu: u32,
-        min: u32,
-    },
+    VethPeerMtuTooSmall { name: String, peer: String, mtu: u32, min: u32 },
     /// A veth whose peer has neither a native XDP program nor GRO on: the
     /// frames are dropped silently. `generic_xdp`: the peer has a
     /// generic-mode program, which does not count.
-    VethPeerNotReady {
-        name: String,
-        peer: PeerName,
-        generic_xdp: bool,
-    },
+    VethPeerNotReady { name: String, peer: PeerName, generic_xdp: bool },
     /// A veth whose peer is in another namespace, where it cannot be
     /// inspected from here, and the kernel gave no XDP features to decide.
     VethPeerUninspectable { name: String, peer: Peer },
@@ -423,10 +362,7 @@ impl fmt::Display for PeerName {
         match self {
             PeerName::Here(name) => f.write_str(name),
             PeerName::Elsewhere { ifindex, netnsid } => {
-                write!(
-                    f,
-                    "(ifindex {ifindex} in another network namespace, nsid {netnsid})"
-                )
+                write!(f, "(ifindex {ifindex} in another network namespace, nsid {netnsid})")
             }
         }
     }
@@ -529,11 +465,7 @@ pub fn readiness(link: &Link, min_mtu: u32) -> Vec<NotReady> {
         return out;
     }
     if link.mtu < min_mtu {
-        out.push(NotReady::MtuTooSmall {
-            name: name(),
-            mtu: link.mtu,
-            min: min_mtu,
-        });
+        out.push(NotReady::MtuTooSmall { name: name(), mtu: link.mtu, min: min_mtu });
     }
     if link.is("veth") {
         veth_readiness(link, min_mtu, &mut out);
@@ -542,10 +474,7 @@ pub fn readiness(link: &Link, min_mtu: u32) -> Vec<NotReady> {
             out.push(NotReady::NoCarrier { name: name() });
         }
         if link.xdp_xmit() == Some(false) {
-            out.push(NotReady::NoXdpXmit {
-                name: name(),
-                kind: link.kind.clone(),
-            });
+            out.push(NotReady::NoXdpXmit { name: name(), kind: link.kind.clone() });
         }
     }
     out
@@ -568,41 +497,25 @@ fn veth_readiness(link: &Link, min_mtu: u32, out: &mut Vec<NotReady>) {
     // A veth has carrier exactly when both ends are up.
     let peer_down = link.up && !link.lower_up;
     if let Some(netnsid) = peer.netnsid {
-        let peer_name = PeerName::Elsewhere {
-            ifindex: peer.ifindex,
-            netnsid,
-        };
+        let peer_name = PeerName::Elsewhere { ifindex: peer.ifindex, netnsid };
         if peer_down {
-            out.push(NotReady::VethPeerDown {
-                name: name(),
-                peer: peer_name.clone(),
-            });
+            out.push(NotReady::VethPeerDown { name: name(), peer: peer_name.clone() });
         }
         match link.xdp_xmit() {
             Some(true) => {}
-            Some(false) => out.push(NotReady::VethPeerNotReady {
-                name: name(),
-                peer: peer_name,
-                generic_xdp: false,
-            }),
+            Some(false) => {
+                out.push(NotReady::VethPeerNotReady { name: name(), peer: peer_name, generic_xdp: false })
+            }
             None => out.push(NotReady::VethPeerUninspectable { name: name(), peer }),
         }
         return;
     }
     let p = match by_index(peer.ifindex) {
         Ok(p) => p,
-        Err(e) => {
-            return out.push(NotReady::Unknown {
-                name: name(),
-                error: format!("its peer: {e}"),
-            })
-        }
+        Err(e) => return out.push(NotReady::Unknown { name: name(), error: format!("its peer: {e}") }),
     };
     if !p.up || peer_down {
-        out.push(NotReady::VethPeerDown {
-            name: name(),
-            peer: PeerName::Here(p.name.clone()),
-        });
+        out.push(NotReady::VethPeerDown { name: name(), peer: PeerName::Here(p.name.clone()) });
     }
     if p.mtu < min_mtu {
         out.push(NotReady::VethPeerMtuTooSmall {
@@ -615,12 +528,7 @@ fn veth_readiness(link: &Link, min_mtu: u32, out: &mut Vec<NotReady>) {
     let takes = p.xdp.driver.is_some()
         || match gro(&p.name) {
             Ok(on) => on,
-            Err(e) => {
-                return out.push(NotReady::Unknown {
-                    name: name(),
-                    error: format!("its peer: {e}"),
-                })
-            }
+            Err(e) => return out.push(NotReady::Unknown { name: name(), error: format!("its peer: {e}") }),
         };
     if !takes {
         out.push(NotReady::VethPeerNotReady {
@@ -631,10 +539,7 @@ fn veth_readiness(link: &Link, min_mtu: u32, out: &mut Vec<NotReady>) {
     } else if link.xdp_xmit() == Some(false) {
         // The kernel disagrees for a reason of its own (veth_set_xdp_features
         // also wants the peer's TX queues to fit this end's RX queues).
-        out.push(NotReady::NoXdpXmit {
-            name: name(),
-            kind: link.kind.clone(),
-        });
+        out.push(NotReady::NoXdpXmit { name: name(), kind: link.kind.clone() });
     }
 }
 
@@ -645,19 +550,13 @@ fn veth_readiness(link: &Link, min_mtu: u32, out: &mut Vec<NotReady>) {
 /// peer that is down still has to be set up.
 pub fn make_veth_ready(link: &Link) -> Result<(), NetdevError> {
     if !link.is("veth") {
-        return Err(NetdevError::NotVeth {
-            name: link.name.clone(),
-            kind: link.kind.clone(),
-        });
+        return Err(NetdevError::NotVeth { name: link.name.clone(), kind: link.kind.clone() });
     }
-    let peer = link.peer.ok_or_else(|| NetdevError::Malformed {
-        what: format!("veth {} has no peer", link.name),
-    })?;
+    let peer = link
+        .peer
+        .ok_or_else(|| NetdevError::Malformed { what: format!("veth {} has no peer", link.name) })?;
     if peer.netnsid.is_some() {
-        return Err(NetdevError::PeerElsewhere {
-            name: link.name.clone(),
-            peer,
-        });
+        return Err(NetdevError::PeerElsewhere { name: link.name.clone(), peer });
     }
     let p = by_index(peer.ifindex)?;
     set_gro(&p.name, true)
@@ -730,13 +629,8 @@ impl From<io::Error> for NlError {
 impl NlError {
     fn into_netdev(self, what: &str) -> NetdevError {
         match self {
-            NlError::Os(error) => NetdevError::Os {
-                what: what.to_string(),
-                error,
-            },
-            NlError::Malformed(m) => NetdevError::Malformed {
-                what: format!("{what}: {m}"),
-            },
+            NlError::Os(error) => NetdevError::Os { what: what.to_string(), error },
+            NlError::Malformed(m) => NetdevError::Malformed { what: format!("{what}: {m}") },
             NlError::Interrupted => NetdevError::Os {
                 what: what.to_string(),
                 error: io::Error::other("the device list kept changing during the dump"),
@@ -756,13 +650,7 @@ struct Socket {
 impl Socket {
     fn open(protocol: libc::c_int) -> Result<Socket, NlError> {
         // SAFETY: plain socket(2); the fd is owned (closed on drop) right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                protocol,
-            )
-        };
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
         if fd < 0 {
             return Err(io::Error::last_os_error().into());
         }
@@ -770,10 +658,7 @@ impl Socket {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // The kernel answers synchronously; the timeout only guards against
         // waiting forever on a reply that is never coming.
-        let timeout = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
-        };
+        let timeout = libc::timeval { tv_sec: 5, tv_usec: 0 };
         // SAFETY: the option value is a live `timeval` of the size given.
         let rc = unsafe {
             libc::setsockopt(
@@ -846,15 +731,9 @@ impl Socket {
                         if let Some(code) = read_i32(m.payload, 0).filter(|&c| c < 0) {
                             return Err(io::Error::from_raw_os_error(code.saturating_neg()).into());
                         }
-                        return if interrupted {
-                            Err(NlError::Interrupted)
-                        } else {
-                            Ok(out)
-                        };
+                        return if interrupted { Err(NlError::Interrupted) } else { Ok(out) };
                     }
-                    NLMSG_OVERRUN => {
-                        return Err(NlError::Malformed("the kernel reports an overrun".into()))
-                    }
+                    NLMSG_OVERRUN => return Err(NlError::Malformed("the kernel reports an overrun".into())),
                     _ => {
                         interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
                         out.push(m.payload.to_vec());
@@ -878,11 +757,7 @@ impl Socket {
             match e.kind() {
                 io::ErrorKind::Interrupted => Err(None),
                 io::ErrorKind::WouldBlock => Err(Some(
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no answer from the kernel within 5 s",
-                    )
-                    .into(),
+                    io::Error::new(io::ErrorKind::TimedOut, "no answer from the kernel within 5 s").into(),
                 )),
                 _ => Err(Some(e.into())),
             }
@@ -891,12 +766,7 @@ impl Socket {
             // SAFETY: a zero-length peek writes nothing; MSG_TRUNC makes it
             // return the datagram's real length.
             let size = match check(unsafe {
-                libc::recv(
-                    fd,
-                    std::ptr::null_mut(),
-                    0,
-                    libc::MSG_PEEK | libc::MSG_TRUNC,
-                )
+                libc::recv(fd, std::ptr::null_mut(), 0, libc::MSG_PEEK | libc::MSG_TRUNC)
             }) {
                 Ok(n) => n,
                 Err(None) => continue,
@@ -930,16 +800,11 @@ struct Msg<'a> {
 fn messages(mut buf: &[u8]) -> Result<Vec<Msg<'_>>, String> {
     let mut out = Vec::new();
     while !buf.is_empty() {
-        let header = |at| {
-            read_u32(buf, at)
-                .ok_or_else(|| format!("message header truncated ({} bytes)", buf.len()))
-        };
+        let header =
+            |at| read_u32(buf, at).ok_or_else(|| format!("message header truncated ({} bytes)", buf.len()));
         let len = header(0)? as usize;
         if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(format!(
-                "message length {len} with {} bytes left",
-                buf.len()
-            ));
+            return Err(format!("message length {len} with {} bytes left", buf.len()));
         }
         let word = header(4)?;
         out.push(Msg {
@@ -979,17 +844,12 @@ fn attrs(mut buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
 
 /// The payload of a fixed-size attribute, which must have exactly `N` bytes.
 fn fixed<const N: usize>(payload: &[u8], what: &str) -> Result<[u8; N], String> {
-    payload
-        .try_into()
-        .map_err(|_| format!("{what}: {} bytes where {N} were expected", payload.len()))
+    payload.try_into().map_err(|_| format!("{what}: {} bytes where {N} were expected", payload.len()))
 }
 
 /// A string attribute, up to its NUL.
 fn string(payload: &[u8]) -> String {
-    let end = payload
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(payload.len());
+    let end = payload.iter().position(|&b| b == 0).unwrap_or(payload.len());
     String::from_utf8_lossy(&payload[..end]).into_owned()
 }
 
@@ -997,10 +857,7 @@ fn string(payload: &[u8]) -> String {
 /// flags, change) and the link's attributes.
 fn parse_link(payload: &[u8]) -> Result<Link, String> {
     if payload.len() < IFINFOMSG_LEN {
-        return Err(format!(
-            "link message of {} bytes, shorter than struct ifinfomsg",
-            payload.len()
-        ));
+        return Err(format!("link message of {} bytes, shorter than struct ifinfomsg", payload.len()));
     }
     let index = read_i32(payload, 4).ok_or("ifinfomsg truncated")?;
     let flags = read_u32(payload, 8).ok_or("ifinfomsg truncated")?;
@@ -1041,9 +898,7 @@ fn parse_link(payload: &[u8]) -> Result<Link, String> {
         return Err(format!("link {ifindex} has no IFLA_IFNAME"));
     }
     if link.kind.as_deref() == Some("veth") {
-        link.peer = iflink
-            .filter(|&i| i != 0)
-            .map(|ifindex| Peer { ifindex, netnsid });
+        link.peer = iflink.filter(|&i| i != 0).map(|ifindex| Peer { ifindex, netnsid });
     }
     Ok(link)
 }
@@ -1054,11 +909,7 @@ fn parse_xdp(payload: &[u8]) -> Result<XdpProgs, String> {
     let mut progs = XdpProgs::default();
     let mut attached = 0u8;
     let mut single = None;
-    let id = |p: &[u8], what| {
-        fixed(p, what)
-            .map(u32::from_ne_bytes)
-            .map(|id| Some(id).filter(|&id| id != 0))
-    };
+    let id = |p: &[u8], what| fixed(p, what).map(u32::from_ne_bytes).map(|id| Some(id).filter(|&id| id != 0));
     for (ty, p) in attrs(payload)? {
         match ty {
             IFLA_XDP_ATTACHED => attached = u8::from_ne_bytes(fixed(p, "IFLA_XDP_ATTACHED")?),
@@ -1086,11 +937,7 @@ fn ifinfomsg(index: i32) -> Vec<u8> {
     let mut body = vec![0u8; IFINFOMSG_LEN];
     body[0] = libc::AF_UNSPEC as u8;
     body[4..8].copy_from_slice(&index.to_ne_bytes());
-    put_attr(
-        &mut body,
-        IFLA_EXT_MASK,
-        &RTEXT_FILTER_SKIP_STATS.to_ne_bytes(),
-    );
+    put_attr(&mut body, IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
     body
 }
 
@@ -1129,9 +976,7 @@ fn xdp_features(ifindex: Option<u32>) -> Result<HashMap<u32, u64>, NlError> {
     let mut features = HashMap::new();
     for reply in sock.request(family, flags, &body)? {
         let (mut index, mut value) = (None, None);
-        for (ty, p) in
-            attrs(reply.get(GENL_HDRLEN..).unwrap_or_default()).map_err(NlError::Malformed)?
-        {
+        for (ty, p) in attrs(reply.get(GENL_HDRLEN..).unwrap_or_default()).map_err(NlError::Malformed)? {
             match ty {
                 NETDEV_A_DEV_IFINDEX => {
                     index = Some(u32::from_ne_bytes(
@@ -1158,15 +1003,11 @@ fn align4(n: usize) -> usize {
 }
 
 fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(
-        buf.get(at..at.checked_add(2)?)?.try_into().ok()?,
-    ))
+    Some(u16::from_ne_bytes(buf.get(at..at.checked_add(2)?)?.try_into().ok()?))
 }
 
 fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(
-        buf.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
+    Some(u32::from_ne_bytes(buf.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
 fn read_i32(buf: &[u8], at: usize) -> Option<i32> {
@@ -1195,10 +1036,7 @@ mod tests {
         buf.extend(attr(IFLA_MTU, &1500u32.to_ne_bytes()));
         buf.extend(attr(IFLA_LINK, &8u32.to_ne_bytes()));
         buf.extend(attr(IFLA_LINK_NETNSID, &3i32.to_ne_bytes()));
-        buf.extend(attr(
-            IFLA_LINKINFO | 0x8000,
-            &attr(IFLA_INFO_KIND, b"veth\0"),
-        ));
+        buf.extend(attr(IFLA_LINKINFO | 0x8000, &attr(IFLA_INFO_KIND, b"veth\0")));
         let mut xdp = attr(IFLA_XDP_ATTACHED, &[XDP_ATTACHED_DRV]);
         xdp.extend(attr(IFLA_XDP_DRV_PROG_ID, &42u32.to_ne_bytes()));
         xdp.extend(attr(IFLA_XDP_PROG_ID, &42u32.to_ne_bytes()));
@@ -1226,22 +1064,10 @@ mod tests {
     fn truncated_attributes_are_errors() {
         let good = attr(3, b"eth0\0");
         assert!(attrs(&good[..3]).unwrap_err().contains("header truncated"));
-        assert!(
-            attrs(&good[..8]).unwrap_err().contains("length 9"),
-            "length beyond the buffer"
-        );
-        assert!(
-            attrs(&[2, 0, 3, 0]).is_err(),
-            "length below the header's 4 bytes"
-        );
-        assert!(
-            attrs(&[0, 0, 3, 0, 0, 0, 0, 0]).is_err(),
-            "length 0 would loop forever"
-        );
-        assert_eq!(
-            fixed::<4>(&[1, 2], "IFLA_MTU").unwrap_err(),
-            "IFLA_MTU: 2 bytes where 4 were expected"
-        );
+        assert!(attrs(&good[..8]).unwrap_err().contains("length 9"), "length beyond the buffer");
+        assert!(attrs(&[2, 0, 3, 0]).is_err(), "length below the header's 4 bytes");
+        assert!(attrs(&[0, 0, 3, 0, 0, 0, 0, 0]).is_err(), "length 0 would loop forever");
+        assert_eq!(fixed::<4>(&[1, 2], "IFLA_MTU").unwrap_err(), "IFLA_MTU: 2 bytes where 4 were expected");
     }
 
     #[test]
@@ -1257,15 +1083,8 @@ mod tests {
                 up: true,
                 lower_up: true,
                 kind: Some("veth".into()),
-                peer: Some(Peer {
-                    ifindex: 8,
-                    netnsid: Some(3)
-                }),
-                xdp: XdpProgs {
-                    driver: Some(42),
-                    generic: None,
-                    offload: None
-                },
+                peer: Some(Peer { ifindex: 8, netnsid: Some(3) }),
+                xdp: XdpProgs { driver: Some(42), generic: None, offload: None },
                 xdp_features: None,
             }
         );
@@ -1276,17 +1095,8 @@ mod tests {
     fn older_kernels_give_only_the_attached_mode() {
         let mut xdp = attr(IFLA_XDP_ATTACHED, &[XDP_ATTACHED_SKB]);
         xdp.extend(attr(IFLA_XDP_PROG_ID, &9u32.to_ne_bytes()));
-        assert_eq!(
-            parse_xdp(&xdp).unwrap(),
-            XdpProgs {
-                generic: Some(9),
-                ..XdpProgs::default()
-            }
-        );
-        assert_eq!(
-            parse_xdp(&attr(IFLA_XDP_ATTACHED, &[0])).unwrap(),
-            XdpProgs::default()
-        );
+        assert_eq!(parse_xdp(&xdp).unwrap(), XdpProgs { generic: Some(9), ..XdpProgs::default() });
+        assert_eq!(parse_xdp(&attr(IFLA_XDP_ATTACHED, &[0])).unwrap(), XdpProgs::default());
     }
 
     #[test]
@@ -1299,9 +1109,7 @@ mod tests {
             }
         }
         assert!(parse_link(&full[..10]).unwrap_err().contains("ifinfomsg"));
-        assert!(parse_link(&full[..IFINFOMSG_LEN])
-            .unwrap_err()
-            .contains("IFLA_IFNAME"));
+        assert!(parse_link(&full[..IFINFOMSG_LEN]).unwrap_err().contains("IFLA_IFNAME"));
         // And garbage never panics either.
         let mut state = 0x2545_f491_u32;
         for round in 0..2000 {
@@ -1359,10 +1167,7 @@ mod tests {
     #[test]
     fn names_the_kernel_refuses_are_bad_names() {
         for name in ["", ".", "..", "a/b", "a:b", "a b", "sixteen-bytes-xx"] {
-            assert!(
-                matches!(check_name(name), Err(NetdevError::BadName { .. })),
-                "{name:?}"
-            );
+            assert!(matches!(check_name(name), Err(NetdevError::BadName { .. })), "{name:?}");
         }
         for name in ["lo", "veth-red", "fifteen-bytes-x"] {
             assert!(check_name(name).is_ok(), "{name:?}");
@@ -1372,10 +1177,7 @@ mod tests {
     #[test]
     fn messages_say_what_is_wrong_and_what_to_do() {
         assert_eq!(
-            NetdevError::NoSuchName {
-                name: "veth-red".into()
-            }
-            .to_string(),
+            NetdevError::NoSuchName { name: "veth-red".into() }.to_string(),
             "no interface named \"veth-red\" in this network namespace"
         );
         let in_spec = NetdevError::Device {
@@ -1397,28 +1199,16 @@ mod tests {
             generic_xdp: true,
         };
         let text = peer.to_string();
-        assert!(
-            text.contains("peer rx0 has neither a native XDP program nor GRO on"),
-            "{text}"
-        );
-        assert!(
-            text.contains("generic-mode XDP program does not count"),
-            "{text}"
-        );
+        assert!(text.contains("peer rx0 has neither a native XDP program nor GRO on"), "{text}");
+        assert!(text.contains("generic-mode XDP program does not count"), "{text}");
         assert!(text.contains("`ethtool -K rx0 gro on`"), "{text}");
         let elsewhere = NotReady::VethPeerNotReady {
             name: "tx0".into(),
-            peer: PeerName::Elsewhere {
-                ifindex: 2,
-                netnsid: 0,
-            },
+            peer: PeerName::Elsewhere { ifindex: 2, netnsid: 0 },
             generic_xdp: false,
         };
         let text = elsewhere.to_string();
-        assert!(
-            text.contains("(ifindex 2 in another network namespace, nsid 0)"),
-            "{text}"
-        );
+        assert!(text.contains("(ifindex 2 in another network namespace, nsid 0)"), "{text}");
         assert!(text.contains("inside the peer's namespace"), "{text}");
     }
 }

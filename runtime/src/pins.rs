@@ -67,18 +67,12 @@ impl DirFd {
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: a valid C string; the returned fd is ours.
         let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
+            libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(DirFd {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            path: path.to_path_buf(),
-        })
+        Ok(DirFd { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -121,10 +115,7 @@ impl DirFd {
                 _ => Err(e),
             };
         }
-        Ok(Some(DirFd {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            path: self.path.join(name),
-        }))
+        Ok(Some(DirFd { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: self.path.join(name) }))
     }
 
     /// Makes the sub-directory `name` (mode 0700) unless it exists, and
@@ -148,9 +139,8 @@ impl DirFd {
         };
         // SAFETY: stat is written by the kernel; valid fd and C string.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let rc = unsafe {
-            libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW)
-        };
+        let rc =
+            unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
         if rc != 0 {
             return Entry::Missing;
         }
@@ -220,7 +210,11 @@ impl DirFd {
 
     /// Pins `fd` at `name`.
     pub fn pin(&self, fd: BorrowedFd<'_>, name: &str) -> Result<(), DeployError> {
-        let path = format!("/proc/self/fd/{}/{}", self.fd.as_raw_fd(), c_name(name).map_err(|e| io_error("cannot pin", &self.path.join(name), e))?.to_string_lossy());
+        let path = format!(
+            "/proc/self/fd/{}/{}",
+            self.fd.as_raw_fd(),
+            c_name(name).map_err(|e| io_error("cannot pin", &self.path.join(name), e))?.to_string_lossy()
+        );
         crate::deploy::pin_fd_at(fd, Path::new(&path), &self.path.join(name))
     }
 
@@ -229,9 +223,8 @@ impl DirFd {
         let c = c_name(name).ok()?;
         let mut buf = [0u8; 256];
         // SAFETY: a buffer of `buf.len()` bytes.
-        let n = unsafe {
-            libc::readlinkat(self.fd.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let n =
+            unsafe { libc::readlinkat(self.fd.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 || n as usize >= buf.len() {
             return None;
         }
@@ -240,7 +233,8 @@ impl DirFd {
 
     /// Makes the symlink `name` -> `target`.
     pub fn symlink(&self, target: &str, name: &str) -> io::Result<()> {
-        let (t, c) = (CString::new(target).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?, c_name(name)?);
+        let (t, c) =
+            (CString::new(target).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?, c_name(name)?);
         // SAFETY: valid C strings and fd.
         if unsafe { libc::symlinkat(t.as_ptr(), self.fd.as_raw_fd(), c.as_ptr()) } != 0 {
             return Err(io::Error::last_os_error());
@@ -264,11 +258,7 @@ impl DirFd {
     /// `owned_next` too, left by a replacement that was interrupted, when
     /// it is a record.
     pub fn unlink_record(&self, name: &str) -> io::Result<()> {
-        let is_record = || {
-            self.get(name)
-                .and_then(|fd| read_blob_fd(OWNED_MAP_NAME, fd.as_fd()))
-                .is_ok()
-        };
+        let is_record = || self.get(name).and_then(|fd| read_blob_fd(OWNED_MAP_NAME, fd.as_fd())).is_ok();
         if ![OWNED, OWNED_NEXT].contains(&name) || self.entry(name) != Entry::Pin || !is_record() {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
@@ -428,10 +418,12 @@ pub fn own(dir: &DirFd, fds: &[BorrowedFd<'_>]) -> Result<(), DeployError> {
     }
     // A left-over `owned_next` is a record of ours or nothing of value.
     if dir.entry(OWNED_NEXT) == Entry::Pin {
-        dir.unlink(OWNED_NEXT, false).map_err(|e| io_error("cannot unpin", &dir.path().join(OWNED_NEXT), e))?;
+        dir.unlink(OWNED_NEXT, false)
+            .map_err(|e| io_error("cannot unpin", &dir.path().join(OWNED_NEXT), e))?;
     }
     let next = dir.path().join(OWNED_NEXT);
-    let map = crate::deploy::blob_map(OWNED_MAP_NAME, &bytes).map_err(|e| io_error("cannot store", &next, e))?;
+    let map =
+        crate::deploy::blob_map(OWNED_MAP_NAME, &bytes).map_err(|e| io_error("cannot store", &next, e))?;
     dir.pin(map.as_fd(), OWNED_NEXT)?;
     dir.rename(OWNED_NEXT, dir, OWNED).map_err(|e| io_error("cannot replace", &dir.path().join(OWNED), e))
 }
@@ -479,7 +471,9 @@ pub fn remove(dir: &DirFd, name: &str, record: &Record, detach: bool) -> Result<
     match dir.entry(name) {
         Entry::Missing => return Ok(Removed::Missing),
         Entry::Pin => {}
-        Entry::Symlink => return Ok(Removed::Left(format!("{} (a symlink devmapc did not make)", path.display()))),
+        Entry::Symlink => {
+            return Ok(Removed::Left(format!("{} (a symlink devmapc did not make)", path.display())))
+        }
         Entry::Dir | Entry::Other => return Ok(Removed::Left(format!("{} (not a pin)", path.display()))),
     }
     let fd = match dir.get(name) {
@@ -535,7 +529,8 @@ pub fn get_owned(dir: &DirFd, name: &str, record: &Record) -> Result<Option<Owne
         }
     };
     if !record.owns(fd.as_fd()) {
-        let what = obj_id(fd.as_fd()).map_or_else(|e| e.to_string(), |id| format!("{:?} id {}", id.kind, id.id));
+        let what =
+            obj_id(fd.as_fd()).map_or_else(|e| e.to_string(), |id| format!("{:?} id {}", id.kind, id.id));
         return Err(foreign(&path, &format!("{what}, which this deployment did not pin")));
     }
     Ok(Some(fd))
@@ -543,8 +538,5 @@ pub fn get_owned(dir: &DirFd, name: &str, record: &Record) -> Result<Option<Owne
 
 /// An entry of a pin directory that is not the deployment's own.
 pub fn foreign(path: &Path, what: &str) -> DeployError {
-    DeployError::Foreign {
-        path: path.to_path_buf(),
-        what: what.to_string(),
-    }
+    DeployError::Foreign { path: path.to_path_buf(), what: what.to_string() }
 }

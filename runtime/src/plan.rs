@@ -188,19 +188,9 @@ impl fmt::Display for Value {
                 write!(f, "group #{}", s & !SLOT_GROUP_BIT)
             }
             Value::Slot(s) => write!(f, "slot {s}"),
-            Value::Devmap(DevmapVal {
-                ifindex,
-                program: None,
-            }) => write!(f, "ifindex {ifindex}"),
-            Value::Devmap(DevmapVal {
-                ifindex,
-                program: Some(p),
-            }) => {
-                write!(
-                    f,
-                    "ifindex {ifindex} + egress {}",
-                    p.strip_prefix("devmapc_egress_").unwrap_or(p)
-                )
+            Value::Devmap(DevmapVal { ifindex, program: None }) => write!(f, "ifindex {ifindex}"),
+            Value::Devmap(DevmapVal { ifindex, program: Some(p) }) => {
+                write!(f, "ifindex {ifindex} + egress {}", p.strip_prefix("devmapc_egress_").unwrap_or(p))
             }
             Value::Counter => f.write_str("counter"),
         }
@@ -307,23 +297,10 @@ impl State {
         let code = &ir.code;
         let mut maps = BTreeMap::new();
         let mut add = |name: &str, role: Role, max_entries: u32| {
-            maps.insert(
-                name.to_string(),
-                MapState {
-                    role,
-                    max_entries,
-                    entries: BTreeMap::new(),
-                },
-            );
+            maps.insert(name.to_string(), MapState { role, max_entries, entries: BTreeMap::new() });
         };
         for p in &code.programs {
-            add(
-                &p.args_map,
-                Role::Args {
-                    program: p.section_program.clone(),
-                },
-                MAX_SLOTS,
-            );
+            add(&p.args_map, Role::Args { program: p.section_program.clone() }, MAX_SLOTS);
         }
         match code.key {
             KeyPlan::Direct { .. } => {
@@ -340,22 +317,13 @@ impl State {
         add(names::SLOTS, Role::Slots, MAX_SLOTS);
         add(names::DEFAULT, Role::Default, 1);
         for (g, group) in code.groups.iter().enumerate() {
-            add(
-                &group.map,
-                Role::Group {
-                    slot: TargetRef::Group(g).slot(),
-                },
-                MAX_SLOTS,
-            );
+            add(&group.map, Role::Group { slot: TargetRef::Group(g).slot() }, MAX_SLOTS);
         }
         let mut state = State { maps };
         let default = state.maps.get_mut(names::DEFAULT).expect("just added");
         default.entries.insert(
             0u32.to_ne_bytes().to_vec(),
-            Entry {
-                value: Value::Slot(SLOT_NONE),
-                why: "default route: none".into(),
-            },
+            Entry { value: Value::Slot(SLOT_NONE), why: "default route: none".into() },
         );
         state
     }
@@ -408,10 +376,7 @@ impl State {
                             entry.why,
                             entry.value,
                             r.map,
-                            r.key
-                                .as_deref()
-                                .map(|k| format!(" key {}", hex(k)))
-                                .unwrap_or_default()
+                            r.key.as_deref().map(|k| format!(" key {}", hex(k))).unwrap_or_default()
                         ));
                     }
                 }
@@ -421,9 +386,9 @@ impl State {
         for (name, map) in &self.maps {
             for entry in map.entries.values() {
                 match &entry.value {
-                    Value::Devmap(DevmapVal {
-                        program: Some(p), ..
-                    }) if !index.args.contains_key(p.as_str()) => {
+                    Value::Devmap(DevmapVal { program: Some(p), .. })
+                        if !index.args.contains_key(p.as_str()) =>
+                    {
                         found.push(format!(
                             "{name}: `{}` names egress program {p}, which has no argument map",
                             entry.why
@@ -447,10 +412,7 @@ impl State {
     /// map (the kernel's E2BIG), or a change or removal whose old value is
     /// not the present one, is refused.
     pub fn apply_op(&mut self, op: &MapOp) -> Result<(), String> {
-        let map = self
-            .maps
-            .get_mut(&op.map)
-            .ok_or_else(|| format!("no map {}", op.map))?;
+        let map = self.maps.get_mut(&op.map).ok_or_else(|| format!("no map {}", op.map))?;
         let present = map.entries.get(&op.key).map(|e| &e.value);
         match &op.op {
             Op::Insert(value) => {
@@ -460,25 +422,13 @@ impl State {
                 if map.entries.len() >= map.max_entries as usize {
                     return Err(format!("{op}: the map is full ({} entries)", map.max_entries));
                 }
-                map.entries.insert(
-                    op.key.clone(),
-                    Entry {
-                        value: value.clone(),
-                        why: op.why.clone(),
-                    },
-                );
+                map.entries.insert(op.key.clone(), Entry { value: value.clone(), why: op.why.clone() });
             }
             Op::Replace { old, new } => {
                 if present != Some(old) {
                     return Err(format!("{op}: holds {present:?}, not {old:?}"));
                 }
-                map.entries.insert(
-                    op.key.clone(),
-                    Entry {
-                        value: new.clone(),
-                        why: op.why.clone(),
-                    },
-                );
+                map.entries.insert(op.key.clone(), Entry { value: new.clone(), why: op.why.clone() });
             }
             Op::Delete { old } => {
                 if present != Some(old) {
@@ -514,34 +464,22 @@ impl State {
         match value {
             Value::Devmap(d) => {
                 if let Some(args) = d.program.as_deref().and_then(|p| index.args.get(p)) {
-                    refs.push(Ref {
-                        map: args.to_string(),
-                        key: Some(d.ifindex.to_ne_bytes().to_vec()),
-                    });
+                    refs.push(Ref { map: args.to_string(), key: Some(d.ifindex.to_ne_bytes().to_vec()) });
                 }
                 let in_key_stage = self.maps.get(map).is_some_and(|m| m.role == Role::Keys);
                 if let (true, Some(counters)) = (in_key_stage, index.counters) {
-                    refs.push(Ref {
-                        map: counters.to_string(),
-                        key: Some(key.to_vec()),
-                    });
+                    refs.push(Ref { map: counters.to_string(), key: Some(key.to_vec()) });
                 }
             }
             Value::Slot(SLOT_NONE) => {}
             Value::Slot(s) if s & SLOT_GROUP_BIT != 0 => {
                 if let Some(group) = index.groups.get(s) {
-                    refs.push(Ref {
-                        map: group.to_string(),
-                        key: None,
-                    });
+                    refs.push(Ref { map: group.to_string(), key: None });
                 }
             }
             Value::Slot(s) => {
                 if let Some(slots) = index.slots {
-                    refs.push(Ref {
-                        map: slots.to_string(),
-                        key: Some(s.to_ne_bytes().to_vec()),
-                    });
+                    refs.push(Ref { map: slots.to_string(), key: Some(s.to_ne_bytes().to_vec()) });
                 }
             }
             Value::Bytes(_) | Value::Counter => {}
@@ -576,10 +514,9 @@ impl State {
                 None if !through_groups => {}
                 None => {
                     if let Some(m) = self.maps.get(&r.map) {
-                        todo.extend(m.entries.keys().map(|k| Ref {
-                            map: r.map.clone(),
-                            key: Some(k.clone()),
-                        }));
+                        todo.extend(
+                            m.entries.keys().map(|k| Ref { map: r.map.clone(), key: Some(k.clone()) }),
+                        );
                     }
                 }
             }
@@ -592,17 +529,12 @@ impl State {
     /// values for one key are a conflict.
     fn put(&mut self, map: &str, key: Vec<u8>, value: Value, why: String) -> Result<(), PlanError> {
         let m = self.maps.get_mut(map).ok_or_else(|| {
-            PlanError::Mismatch(format!(
-                "the plan writes map {map}, which its code part does not have"
-            ))
+            PlanError::Mismatch(format!("the plan writes map {map}, which its code part does not have"))
         })?;
         match m.entries.get(&key) {
-            Some(first) if first.value != value => Err(PlanError::Conflict {
-                map: map.into(),
-                key,
-                first: first.why.clone(),
-                second: why,
-            }),
+            Some(first) if first.value != value => {
+                Err(PlanError::Conflict { map: map.into(), key, first: first.why.clone(), second: why })
+            }
             Some(_) => Ok(()),
             None => {
                 m.entries.insert(key, Entry { value, why });
@@ -625,26 +557,13 @@ pub enum PlanError {
     Args { why: String, error: String },
     /// Two items of the plan write different values under one key (two
     /// devices resolved to the same ifindex with different arguments, ...).
-    Conflict {
-        map: String,
-        key: Vec<u8>,
-        first: String,
-        second: String,
-    },
+    Conflict { map: String, key: Vec<u8>, first: String, second: String },
     /// More entries than the map holds.
-    Full {
-        map: String,
-        entries: usize,
-        max_entries: u32,
-    },
+    Full { map: String, entries: usize, max_entries: u32 },
     /// Reading a map back failed.
     Read { map: String, error: io::Error },
     /// Writing an entry failed ([`write_fresh`]).
-    Write {
-        map: String,
-        what: String,
-        error: io::Error,
-    },
+    Write { map: String, what: String, error: io::Error },
 }
 
 impl fmt::Display for PlanError {
@@ -653,27 +572,15 @@ impl fmt::Display for PlanError {
             PlanError::Mismatch(what) => f.write_str(what),
             PlanError::Key { why, error } => write!(f, "cannot encode the key of {why}: {error}"),
             PlanError::Args { why, error } => write!(f, "cannot lay out the {why}: {error}"),
-            PlanError::Conflict {
-                map,
-                key,
-                first,
-                second,
-            } => {
+            PlanError::Conflict { map, key, first, second } => {
                 write!(
                     f,
                     "{first} and {second} both write key {} of map {map}, with different values",
                     hex(key)
                 )
             }
-            PlanError::Full {
-                map,
-                entries,
-                max_entries,
-            } => {
-                write!(
-                    f,
-                    "map {map} holds {max_entries} entries, the plan needs {entries}"
-                )
+            PlanError::Full { map, entries, max_entries } => {
+                write!(f, "map {map} holds {max_entries} entries, the plan needs {entries}")
             }
             PlanError::Read { map, error } => write!(f, "cannot read map {map} back: {error}"),
             PlanError::Write { map, what, error } => {
@@ -700,10 +607,7 @@ pub fn desired(ir: &Ir, devices: &[Device]) -> Result<State, PlanError> {
     emit(ir, devices, &mut |map, key, value, why| {
         if map == names::DEFAULT {
             // An array: its one entry always exists; the plan sets it.
-            let default = state
-                .maps
-                .get_mut(names::DEFAULT)
-                .expect("State::fresh has it");
+            let default = state.maps.get_mut(names::DEFAULT).expect("State::fresh has it");
             default.entries.insert(key, Entry { value, why: why() });
             return Ok(());
         }
@@ -731,11 +635,7 @@ pub type Sink<'a> = dyn FnMut(&str, Vec<u8>, Value, &dyn Fn() -> String) -> Resu
 /// member that uses them, every device before any route, a key's counter
 /// before the key, the default route last. [`crate::fill()`] writes them
 /// straight into the kernel; [`desired`] collects them.
-pub fn emit(
-    ir: &Ir,
-    devices: &[Device],
-    put: &mut Sink<'_>,
-) -> Result<(), PlanError> {
+pub fn emit(ir: &Ir, devices: &[Device], put: &mut Sink<'_>) -> Result<(), PlanError> {
     let (code, data) = (&ir.code, &ir.data);
     if devices.len() != data.devices.len() {
         let names: Vec<&str> = data.devices.iter().map(|d| d.name.as_str()).collect();
@@ -768,28 +668,19 @@ pub fn emit(
             TargetRef::Device(d) => data.devices.get(d).map(|d| d.name.as_str()),
             TargetRef::Group(g) => code.groups.get(g).map(|g| g.name.as_str()),
         }
-        .ok_or_else(|| {
-            PlanError::Mismatch(format!(
-                "the plan routes to {t:?}, which it does not declare"
-            ))
-        })
+        .ok_or_else(|| PlanError::Mismatch(format!("the plan routes to {t:?}, which it does not declare")))
     };
 
     for (d, device) in data.devices.iter().enumerate() {
         let ifindex = devices[d].ifindex.to_ne_bytes().to_vec();
         if let Some(plan) = program(d)? {
             let why = || format!("arguments of device {}", device.name);
-            let bytes =
-                encode_args(plan, &device.args, devices[d].mac).map_err(|e| PlanError::Args {
-                    why: why(),
-                    error: e.0,
-                })?;
+            let bytes = encode_args(plan, &device.args, devices[d].mac)
+                .map_err(|e| PlanError::Args { why: why(), error: e.0 })?;
             put(&plan.args_map, ifindex, Value::Bytes(bytes), &why)?;
         }
         let slot = TargetRef::Device(d).slot().to_ne_bytes().to_vec();
-        put(names::SLOTS, slot.clone(), devmap(d)?, &|| {
-            format!("device {}: slot", device.name)
-        })?;
+        put(names::SLOTS, slot.clone(), devmap(d)?, &|| format!("device {}: slot", device.name))?;
         for &g in &device.groups {
             let group = code.groups.get(g).ok_or_else(|| {
                 PlanError::Mismatch(format!(
@@ -807,16 +698,12 @@ pub fn emit(
     for route in &data.routes {
         let target = target_name(route.target)?;
         let why = || format!("route {} -> {target} (line {})", route.text, route.line);
-        let key = encode_key(&code.key, &route.key, &ifindex).map_err(|e| PlanError::Key {
-            why: why(),
-            error: format!("{e:?}"),
-        })?;
+        let key = encode_key(&code.key, &route.key, &ifindex)
+            .map_err(|e| PlanError::Key { why: why(), error: format!("{e:?}") })?;
         match (&code.key, route.target) {
             (KeyPlan::Direct { .. }, TargetRef::Device(d)) => {
                 if code.counters {
-                    put(names::KEY_COUNTERS, key.clone(), Value::Counter, &|| {
-                        format!("{}: counter", why())
-                    })?;
+                    put(names::KEY_COUNTERS, key.clone(), Value::Counter, &|| format!("{}: counter", why()))?;
                 }
                 put(names::ROUTES, key, devmap(d)?, &why)?;
             }
@@ -857,32 +744,23 @@ pub fn diff_routes(old: &Ir, new: &Ir, devices: &[Device]) -> Result<Option<Plan
     // lists are unchanged (a key appears once in a spec): an edit of a large
     // table then only hashes the few routes around it.
     let (o, n) = (&old.data.routes[..], &new.data.routes[..]);
-    let same = |a: &devmapc::ir::RouteData, b: &devmapc::ir::RouteData| {
-        a.key == b.key && a.target == b.target
-    };
+    let same =
+        |a: &devmapc::ir::RouteData, b: &devmapc::ir::RouteData| a.key == b.key && a.target == b.target;
     let start = o.iter().zip(n).take_while(|(a, b)| same(a, b)).count();
-    let end = o[start..]
-        .iter()
-        .rev()
-        .zip(n[start..].iter().rev())
-        .take_while(|(a, b)| same(a, b))
-        .count();
+    let end = o[start..].iter().rev().zip(n[start..].iter().rev()).take_while(|(a, b)| same(a, b)).count();
     let (o, n) = (&o[start..o.len() - end], &n[start..n.len() - end]);
     let before: HashMap<&devmapc::model::KeyValue, TargetRef> =
         o.iter().map(|r| (&r.key, r.target)).collect();
-    let after: HashMap<&devmapc::model::KeyValue, TargetRef> =
-        n.iter().map(|r| (&r.key, r.target)).collect();
-    let only = |ir: &Ir, routes: &[devmapc::ir::RouteData], other: &HashMap<&devmapc::model::KeyValue, TargetRef>| Ir {
+    let after: HashMap<&devmapc::model::KeyValue, TargetRef> = n.iter().map(|r| (&r.key, r.target)).collect();
+    let only = |ir: &Ir,
+                routes: &[devmapc::ir::RouteData],
+                other: &HashMap<&devmapc::model::KeyValue, TargetRef>| Ir {
         spec: ir.spec.clone(),
         code: ir.code.clone(),
         data: devmapc::ir::DataPlan {
             xdp_mode: ir.data.xdp_mode,
             devices: ir.data.devices.clone(),
-            routes: routes
-                .iter()
-                .filter(|r| other.get(&r.key) != Some(&r.target))
-                .cloned()
-                .collect(),
+            routes: routes.iter().filter(|r| other.get(&r.key) != Some(&r.target)).cloned().collect(),
             default_route: ir.data.default_route,
         },
     };
@@ -890,10 +768,7 @@ pub fn diff_routes(old: &Ir, new: &Ir, devices: &[Device]) -> Result<Option<Plan
     // (The checker keeps a spec's routes within `max_entries`, and keys
     // that leave are removed first, so no map holds more than the larger
     // of the two tables at any step: no capacity to check here.)
-    Ok(Some(diff(
-        &desired(&old_changed, devices)?,
-        &desired(&new_changed, devices)?,
-    )))
+    Ok(Some(diff(&desired(&old_changed, devices)?, &desired(&new_changed, devices)?)))
 }
 
 // --------------------------------------------------------------------- diff
@@ -940,10 +815,7 @@ impl MapOp {
     pub fn inverse(&self) -> MapOp {
         let op = match &self.op {
             Op::Insert(v) => Op::Delete { old: v.clone() },
-            Op::Replace { old, new } => Op::Replace {
-                old: new.clone(),
-                new: old.clone(),
-            },
+            Op::Replace { old, new } => Op::Replace { old: new.clone(), new: old.clone() },
             Op::Delete { old } => Op::Insert(old.clone()),
         };
         MapOp { op, ..self.clone() }
@@ -1012,13 +884,11 @@ impl Plan {
 
     /// Counts over all maps.
     pub fn totals(&self) -> Counts {
-        self.summary()
-            .values()
-            .fold(Counts::default(), |t, c| Counts {
-                added: t.added + c.added,
-                changed: t.changed + c.changed,
-                removed: t.removed + c.removed,
-            })
+        self.summary().values().fold(Counts::default(), |t, c| Counts {
+            added: t.added + c.added,
+            changed: t.changed + c.changed,
+            removed: t.removed + c.removed,
+        })
     }
 }
 
@@ -1062,13 +932,7 @@ impl fmt::Display for Plan {
                 Op::Insert(v) | Op::Delete { old: v } => v.to_string(),
                 Op::Replace { old, new } => format!("{old} => {new}"),
             };
-            writeln!(
-                f,
-                "  {:>digits$}. {sign} {:<width$}  {}  [{values}]",
-                i + 1,
-                op.map,
-                op.why
-            )?;
+            writeln!(f, "  {:>digits$}. {sign} {:<width$}  {}  [{values}]", i + 1, op.map, op.why)?;
         }
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
@@ -1115,10 +979,7 @@ pub fn diff(old: &State, new: &State) -> Plan {
                     let op = (eo.value != en.value).then(|| {
                         (
                             (*kn).clone(),
-                            Op::Replace {
-                                old: eo.value.clone(),
-                                new: en.value.clone(),
-                            },
+                            Op::Replace { old: eo.value.clone(), new: en.value.clone() },
                             en.why.clone(),
                         )
                     });
@@ -1127,24 +988,12 @@ pub fn diff(old: &State, new: &State) -> Plan {
                     op
                 }
                 (Some((ko, eo)), Some((kn, _))) if ko < kn => {
-                    let op = Some((
-                        (*ko).clone(),
-                        Op::Delete {
-                            old: eo.value.clone(),
-                        },
-                        eo.why.clone(),
-                    ));
+                    let op = Some(((*ko).clone(), Op::Delete { old: eo.value.clone() }, eo.why.clone()));
                     o.next();
                     op
                 }
                 (Some((ko, eo)), None) => {
-                    let op = Some((
-                        (*ko).clone(),
-                        Op::Delete {
-                            old: eo.value.clone(),
-                        },
-                        eo.why.clone(),
-                    ));
+                    let op = Some(((*ko).clone(), Op::Delete { old: eo.value.clone() }, eo.why.clone()));
                     o.next();
                     op
                 }
@@ -1155,12 +1004,7 @@ pub fn diff(old: &State, new: &State) -> Plan {
                 }
             };
             if let Some((key, op, why)) = op {
-                ops.push(MapOp {
-                    map: name.clone(),
-                    key,
-                    op,
-                    why,
-                });
+                ops.push(MapOp { map: name.clone(), key, op, why });
             }
         }
     }
@@ -1172,11 +1016,8 @@ pub fn diff(old: &State, new: &State) -> Plan {
 /// fail with E2BIG midway. `Full` names the map and the most entries it
 /// would need. (Counts only: cheap for a large table.)
 pub fn check_capacity(old: &State, plan: &Plan) -> Result<(), PlanError> {
-    let mut sizes: HashMap<&str, (usize, usize)> = old
-        .maps
-        .iter()
-        .map(|(name, m)| (name.as_str(), (m.entries.len(), m.entries.len())))
-        .collect();
+    let mut sizes: HashMap<&str, (usize, usize)> =
+        old.maps.iter().map(|(name, m)| (name.as_str(), (m.entries.len(), m.entries.len()))).collect();
     for op in &plan.ops {
         let Some((now, peak)) = sizes.get_mut(op.map.as_str()) else {
             continue;
@@ -1191,11 +1032,7 @@ pub fn check_capacity(old: &State, plan: &Plan) -> Result<(), PlanError> {
     for (name, m) in &old.maps {
         let (_, peak) = sizes[name.as_str()];
         if m.role != Role::Default && peak > m.max_entries as usize {
-            return Err(PlanError::Full {
-                map: name.clone(),
-                entries: peak,
-                max_entries: m.max_entries,
-            });
+            return Err(PlanError::Full { map: name.clone(), entries: peak, max_entries: m.max_entries });
         }
     }
     Ok(())
@@ -1208,10 +1045,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
     let n = ops.len();
     let (old_index, new_index) = (old.index(), new.index());
     let role = |op: &MapOp| {
-        new.maps
-            .get(&op.map)
-            .or_else(|| old.maps.get(&op.map))
-            .map_or(Role::Keys, |m| m.role.clone())
+        new.maps.get(&op.map).or_else(|| old.maps.get(&op.map)).map_or(Role::Keys, |m| m.role.clone())
     };
 
     // Nothing leaves anything (every operation writes, and what it
@@ -1225,12 +1059,8 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
         Op::Delete { .. } => false,
     });
     if leaves_nothing {
-        let roles: HashMap<&str, &Role> = old
-            .maps
-            .iter()
-            .chain(new.maps.iter())
-            .map(|(name, m)| (name.as_str(), &m.role))
-            .collect();
+        let roles: HashMap<&str, &Role> =
+            old.maps.iter().chain(new.maps.iter()).map(|(name, m)| (name.as_str(), &m.role)).collect();
         let mut staged: Vec<(u8, MapOp)> = ops
             .into_iter()
             .map(|op| {
@@ -1239,10 +1069,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
             })
             .collect();
         staged.sort_by(|(sa, a), (sb, b)| (sa, &a.map, &a.key).cmp(&(sb, &b.map, &b.key)));
-        return Plan {
-            ops: staged.into_iter().map(|(_, op)| op).collect(),
-            warnings: Vec::new(),
-        };
+        return Plan { ops: staged.into_iter().map(|(_, op)| op).collect(), warnings: Vec::new() };
     }
 
     let mut at: HashMap<(&str, &[u8]), usize> = HashMap::with_capacity(n);
@@ -1253,11 +1080,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
     }
     let targets = |r: &Ref| -> Vec<usize> {
         match &r.key {
-            Some(k) => at
-                .get(&(r.map.as_str(), k.as_slice()))
-                .copied()
-                .into_iter()
-                .collect(),
+            Some(k) => at.get(&(r.map.as_str(), k.as_slice())).copied().into_iter().collect(),
             None => by_map.get(r.map.as_str()).cloned().unwrap_or_default(),
         }
     };
@@ -1271,11 +1094,8 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
         // leads to the group); rule 2 does not, and does not hold a group's
         // members back for the keys that leave it: a group changes member
         // by member whatever the order, and such edges only make cycles.
-        let new_refs = op
-            .op
-            .new_value()
-            .map(|v| new.closure(&new_index, &op.map, &op.key, v, true))
-            .unwrap_or_default();
+        let new_refs =
+            op.op.new_value().map(|v| new.closure(&new_index, &op.map, &op.key, v, true)).unwrap_or_default();
         let old_refs = op
             .op
             .old_value()
@@ -1289,10 +1109,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
                 }
             }
         }
-        for r in old_refs
-            .iter()
-            .filter(|r| r.key.is_some() && !new_refs.contains(r))
-        {
+        for r in old_refs.iter().filter(|r| r.key.is_some() && !new_refs.contains(r)) {
             for j in targets(r) {
                 if j != i && ops[j].op.old_value().is_some() {
                     succ[i].push((j, true));
@@ -1374,9 +1191,8 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
         .zip(&departing)
         .map(|(op, &departs)| if departs { 0 } else { stage(&role(op), &op.op) })
         .collect();
-    by_rank.sort_by(|&a, &b| {
-        (stages[a], &ops[a].map, &ops[a].key).cmp(&(stages[b], &ops[b].map, &ops[b].key))
-    });
+    by_rank
+        .sort_by(|&a, &b| (stages[a], &ops[a].map, &ops[a].key).cmp(&(stages[b], &ops[b].map, &ops[b].key)));
     let mut rank = vec![0usize; n];
     for (r, &i) in by_rank.iter().enumerate() {
         rank[i] = r;
@@ -1392,9 +1208,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
             preds[j].push(i);
         }
     }
-    let mut todo: Vec<usize> = (0..n)
-        .filter(|&i| ops[i].op.new_value().is_some() || departing[i])
-        .collect();
+    let mut todo: Vec<usize> = (0..n).filter(|&i| ops[i].op.new_value().is_some() || departing[i]).collect();
     while let Some(i) = todo.pop() {
         if !early[i] {
             early[i] = true;
@@ -1404,9 +1218,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
 
     let mut heap: BinaryHeap<Reverse<usize>> = BinaryHeap::new();
     let mut later: BinaryHeap<Reverse<usize>> = BinaryHeap::new();
-    let ready = |i: usize,
-                 heap: &mut BinaryHeap<Reverse<usize>>,
-                 later: &mut BinaryHeap<Reverse<usize>>| {
+    let ready = |i: usize, heap: &mut BinaryHeap<Reverse<usize>>, later: &mut BinaryHeap<Reverse<usize>>| {
         if early[i] {
             heap.push(Reverse(rank[i]))
         } else {
@@ -1494,11 +1306,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
             .filter(|&i| succ[i].iter().any(|&(j, l)| l && j == forced))
             .map(|i| ops[i].why.as_str())
             .collect();
-        let more = if leavers.len() > 2 {
-            format!(" and {} more", leavers.len() - 2)
-        } else {
-            String::new()
-        };
+        let more = if leavers.len() > 2 { format!(" and {} more", leavers.len() - 2) } else { String::new() };
         let cause = match role(&ops[forced]) {
             Role::Slots => "devices trade places in the spec (slots are numbered in device order; keep the order of devices to avoid it)",
             _ => "routes trade devices whose egress arguments change too, or devices trade interfaces (apply the two changes one after the other to avoid it)",
@@ -1517,13 +1325,7 @@ fn order(ops: Vec<MapOp>, old: &State, new: &State) -> Plan {
     }
 
     let mut slots: Vec<Option<MapOp>> = ops.into_iter().map(Some).collect();
-    Plan {
-        ops: out
-            .into_iter()
-            .map(|i| slots[i].take().expect("each once"))
-            .collect(),
-        warnings,
-    }
+    Plan { ops: out.into_iter().map(|i| slots[i].take().expect("each once")).collect(), warnings }
 }
 
 // ------------------------------------------------------------------- kernel
@@ -1590,17 +1392,11 @@ impl Target<'_> {
     }
 
     fn array(&self) -> bool {
-        matches!(
-            self.kind,
-            libbpf_sys::BPF_MAP_TYPE_ARRAY | libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY
-        )
+        matches!(self.kind, libbpf_sys::BPF_MAP_TYPE_ARRAY | libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY)
     }
 
     fn devmap(&self) -> bool {
-        matches!(
-            self.kind,
-            libbpf_sys::BPF_MAP_TYPE_DEVMAP_HASH | libbpf_sys::BPF_MAP_TYPE_DEVMAP
-        )
+        matches!(self.kind, libbpf_sys::BPF_MAP_TYPE_DEVMAP_HASH | libbpf_sys::BPF_MAP_TYPE_DEVMAP)
     }
 
     /// Bytes of a value buffer: per-CPU values are 8-byte aligned, one per
@@ -1652,16 +1448,11 @@ impl Target<'_> {
         let mut keys = Vec::new();
         let mut next = vec![0u8; self.key_size as usize];
         loop {
-            let prev: *const libc::c_void = keys
-                .last()
-                .map_or(std::ptr::null(), |k: &Vec<u8>| k.as_ptr().cast());
+            let prev: *const libc::c_void =
+                keys.last().map_or(std::ptr::null(), |k: &Vec<u8>| k.as_ptr().cast());
             // SAFETY: prev is NULL or a key of the map's size; next holds one.
             match check(unsafe {
-                libbpf_sys::bpf_map_get_next_key(
-                    self.fd.as_raw_fd(),
-                    prev,
-                    next.as_mut_ptr().cast(),
-                )
+                libbpf_sys::bpf_map_get_next_key(self.fd.as_raw_fd(), prev, next.as_mut_ptr().cast())
             }) {
                 Ok(()) => keys.push(next.clone()),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(keys),
@@ -1675,22 +1466,14 @@ impl Target<'_> {
 }
 
 fn target<'h, H: Handles + ?Sized>(handles: &'h H, name: &str) -> io::Result<Target<'h>> {
-    let fd = handles.map_fd(name).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("the object has no map {name}"),
-        )
-    })?;
+    let fd = handles
+        .map_fd(name)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("the object has no map {name}")))?;
     let mut info = libbpf_sys::bpf_map_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info is a zeroed bpf_map_info of `len` bytes.
     check(unsafe { libbpf_sys::bpf_map_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })?;
-    Ok(Target {
-        fd,
-        kind: info.type_,
-        key_size: info.key_size,
-        value_size: info.value_size,
-    })
+    Ok(Target { fd, kind: info.type_, key_size: info.key_size, value_size: info.value_size })
 }
 
 /// The bytes of `value` for the map `t` (program fds from `handles`).
@@ -1726,7 +1509,10 @@ fn render_into(
             if t.value_size == 8 {
                 bytes.extend_from_slice(&fd.to_ne_bytes());
             } else if d.program.is_some() {
-                return Err(bad("the map's values have no room for an egress program (4 bytes: a kernel before 5.8)".into()));
+                return Err(bad(
+                    "the map's values have no room for an egress program (4 bytes: a kernel before 5.8)"
+                        .into(),
+                ));
             }
         }
         Value::Counter => {
@@ -1735,7 +1521,11 @@ fn render_into(
         }
     }
     if bytes.len() != t.value_size as usize {
-        return Err(bad(format!("a value of {} bytes for a map whose values have {}: the plan and the object do not go together", bytes.len(), t.value_size)));
+        return Err(bad(format!(
+            "a value of {} bytes for a map whose values have {}: the plan and the object do not go together",
+            bytes.len(),
+            t.value_size
+        )));
     }
     Ok(())
 }
@@ -1749,16 +1539,21 @@ enum Undo {
 
 fn run<H: Handles + ?Sized>(handles: &H, t: &Target<'_>, op: &MapOp) -> io::Result<Undo> {
     if op.key.len() != t.key_size as usize {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("a key of {} bytes for a map whose keys have {}: the plan and the object do not go together", op.key.len(), t.key_size)));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a key of {} bytes for a map whose keys have {}: the plan and the object do not go together",
+                op.key.len(),
+                t.key_size
+            ),
+        ));
     }
     match &op.op {
         Op::Insert(value) => {
             let bytes = render(handles, t, value)?;
             if t.array() {
                 // An array entry always exists: put back what it held.
-                let before = t
-                    .lookup(&op.key)?
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::E2BIG))?;
+                let before = t.lookup(&op.key)?.ok_or_else(|| io::Error::from_raw_os_error(libc::E2BIG))?;
                 t.update(&op.key, &bytes, libbpf_sys::BPF_ANY)?;
                 Ok(Undo::Write(before))
             } else {
@@ -1768,8 +1563,7 @@ fn run<H: Handles + ?Sized>(handles: &H, t: &Target<'_>, op: &MapOp) -> io::Resu
         }
         Op::Replace { old, new } => {
             let before = if t.percpu() {
-                t.lookup(&op.key)?
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?
+                t.lookup(&op.key)?.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?
             } else {
                 render(handles, t, old)?
             };
@@ -1780,8 +1574,7 @@ fn run<H: Handles + ?Sized>(handles: &H, t: &Target<'_>, op: &MapOp) -> io::Resu
         Op::Delete { old } => {
             // Per-CPU counts are not in the plan: keep them to put back.
             let before = if t.percpu() {
-                t.lookup(&op.key)?
-                    .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?
+                t.lookup(&op.key)?.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?
             } else {
                 render(handles, t, old)?
             };
@@ -1880,7 +1673,11 @@ impl fmt::Display for ApplyError {
         if self.rollback_errors.is_empty() {
             match self.undone {
                 0 => write!(f, ". Nothing had been changed: the previous configuration is in place"),
-                n => write!(f, ". The {n} operation{} done before were undone: the previous configuration is in place", if n == 1 { "" } else { "s" }),
+                n => write!(
+                    f,
+                    ". The {n} operation{} done before were undone: the previous configuration is in place",
+                    if n == 1 { "" } else { "s" }
+                ),
             }
         } else {
             write!(
@@ -1949,12 +1746,7 @@ fn rollback(
         };
         match result {
             Ok(()) => undone += 1,
-            Err(e) => rollback_errors.push(format!(
-                "{} {} in {}: {e}",
-                op.inverse().verb(),
-                op.why,
-                op.map
-            )),
+            Err(e) => rollback_errors.push(format!("{} {} in {}: {e}", op.inverse().verb(), op.why, op.map)),
         }
     }
     ApplyError {
@@ -1987,11 +1779,7 @@ pub fn write_fresh<H: Handles + ?Sized>(handles: &H, ir: &Ir, devices: &[Device]
     let prog_fd = |p: &str| progs.iter().find(|(name, _)| *name == p).and_then(|(_, fd)| *fd);
     let mut bytes = Vec::with_capacity(64);
     emit(ir, devices, &mut |map, key, value, why| {
-        let fail = |error: io::Error| PlanError::Write {
-            map: map.to_string(),
-            what: why(),
-            error,
-        };
+        let fail = |error: io::Error| PlanError::Write { map: map.to_string(), what: why(), error };
         let i = match targets.iter().position(|(name, _)| *name == map) {
             Some(i) => i,
             None => {
@@ -2027,18 +1815,12 @@ pub fn read_state<H: Handles + ?Sized>(handles: &H, ir: &Ir) -> Result<State, Pl
         let mut len = std::mem::size_of_val(&info) as u32;
         // SAFETY: info is a zeroed bpf_prog_info of `len` bytes.
         check(unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) })
-            .map_err(|error| PlanError::Read {
-                map: format!("(program {})", p.section_program),
-                error,
-            })?;
+            .map_err(|error| PlanError::Read { map: format!("(program {})", p.section_program), error })?;
         ids.insert(info.id, p.section_program.clone());
     }
     let mut state = State::fresh(ir);
     for (name, map) in &mut state.maps {
-        let fail = |error: io::Error| PlanError::Read {
-            map: name.clone(),
-            error,
-        };
+        let fail = |error: io::Error| PlanError::Read { map: name.clone(), error };
         let t = target(handles, name).map_err(fail)?;
         map.entries.clear();
         for key in t.keys().map_err(fail)? {
@@ -2050,19 +1832,14 @@ pub fn read_state<H: Handles + ?Sized>(handles: &H, ir: &Ir) -> Result<State, Pl
                     continue;
                 };
                 let u32_at = |at: usize| {
-                    bytes
-                        .get(at..at + 4)
-                        .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+                    bytes.get(at..at + 4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
                 };
                 match &map.role {
                     _ if t.devmap() => {
                         let program = u32_at(4)
                             .filter(|id| *id != 0)
                             .map(|id| ids.get(&id).cloned().unwrap_or_else(|| format!("id:{id}")));
-                        Value::Devmap(DevmapVal {
-                            ifindex: u32_at(0).unwrap_or(0),
-                            program,
-                        })
+                        Value::Devmap(DevmapVal { ifindex: u32_at(0).unwrap_or(0), program })
                     }
                     Role::Keys | Role::Default if bytes.len() == 4 => {
                         Value::Slot(u32_at(0).expect("4 bytes"))
@@ -2118,9 +1895,7 @@ mod tests {
     /// Lowers a spec's text (no clang, no kernel).
     fn ir(text: &str) -> Ir {
         let checked = devmapc::check_source(text);
-        let model = checked
-            .model
-            .unwrap_or_else(|| panic!("{text}\n{:#?}", checked.diagnostics));
+        let model = checked.model.unwrap_or_else(|| panic!("{text}\n{:#?}", checked.diagnostics));
         devmapc::lower::lower(&model, "t.devmap", text)
     }
 
@@ -2133,15 +1908,9 @@ mod tests {
             .map(|d| match &d.binding {
                 Binding::Ifname(name) => {
                     let n = name.as_bytes()[0] - b'a';
-                    Device {
-                        ifindex: 100 + u32::from(n),
-                        mac: [2, 0, 0, 0, 0, n],
-                    }
+                    Device { ifindex: 100 + u32::from(n), mac: [2, 0, 0, 0, 0, n] }
                 }
-                Binding::Ifindex(i) => Device {
-                    ifindex: *i,
-                    mac: [2, 0, 0, 0, 1, *i as u8],
-                },
+                Binding::Ifindex(i) => Device { ifindex: *i, mac: [2, 0, 0, 0, 1, *i as u8] },
             })
             .collect()
     }
@@ -2149,11 +1918,7 @@ mod tests {
     fn state(text: &str) -> State {
         let ir = ir(text);
         let state = desired(&ir, &devices(&ir)).unwrap();
-        assert_eq!(
-            state.dangling(),
-            Vec::<String>::new(),
-            "a desired state is consistent"
-        );
+        assert_eq!(state.dangling(), Vec::<String>::new(), "a desired state is consistent");
         state
     }
 
@@ -2199,14 +1964,12 @@ mod tests {
     fn meaning(s: &State, map: &str, key: &[u8]) -> Meaning {
         let value = |m: &str| s.get(m, key).map(|e| e.value.clone());
         match map {
-            names::ROUTES | names::GROUP_KEYS => {
-                match (value(names::ROUTES), value(names::GROUP_KEYS)) {
-                    (Some(Value::Devmap(d)), _) => device_meaning(s, &d),
-                    (None, Some(Value::Slot(slot))) => slot_meaning(s, slot),
-                    (None, None) => Meaning::Nothing,
-                    other => panic!("{other:?}"),
-                }
-            }
+            names::ROUTES | names::GROUP_KEYS => match (value(names::ROUTES), value(names::GROUP_KEYS)) {
+                (Some(Value::Devmap(d)), _) => device_meaning(s, &d),
+                (None, Some(Value::Slot(slot))) => slot_meaning(s, slot),
+                (None, None) => Meaning::Nothing,
+                other => panic!("{other:?}"),
+            },
             _ => match value(map) {
                 Some(Value::Slot(slot)) => slot_meaning(s, slot),
                 None => Meaning::Nothing,
@@ -2229,20 +1992,13 @@ mod tests {
                 }
             }
         }
-        let ends: Vec<(Meaning, Meaning)> = keys
-            .iter()
-            .map(|(m, k)| (meaning(old, m, k), meaning(new, m, k)))
-            .collect();
+        let ends: Vec<(Meaning, Meaning)> =
+            keys.iter().map(|(m, k)| (meaning(old, m, k), meaning(new, m, k))).collect();
         let mut s = old.clone();
         for (i, op) in plan.ops.iter().enumerate() {
-            s.apply_op(op)
-                .unwrap_or_else(|e| panic!("step {}: {e}\n{plan}", i + 1));
+            s.apply_op(op).unwrap_or_else(|e| panic!("step {}: {e}\n{plan}", i + 1));
             let dangling = s.dangling();
-            assert!(
-                dangling.is_empty(),
-                "after step {} ({op}): {dangling:#?}\n{plan}",
-                i + 1
-            );
+            assert!(dangling.is_empty(), "after step {} ({op}): {dangling:#?}\n{plan}", i + 1);
             if plan.warnings.is_empty() {
                 for ((m, k), (before, after)) in keys.iter().zip(&ends) {
                     let now = meaning(&s, m, k);
@@ -2260,10 +2016,7 @@ mod tests {
     }
 
     fn ops(plan: &Plan) -> Vec<String> {
-        plan.ops
-            .iter()
-            .map(|op| format!("{} {} {}", &op.to_string()[..1], op.map, op.why))
-            .collect()
+        plan.ops.iter().map(|op| format!("{} {} {}", &op.to_string()[..1], op.map, op.why)).collect()
     }
 
     const LPM: &str = "table { key = lpm(ipv4.dst) }
@@ -2296,27 +2049,15 @@ mod tests {
         let k = |n: u32| n.to_ne_bytes().to_vec();
         // Direct keys are stored mixed; slots and ifindexes are not.
         let mixed = |n: u32| devmapc::ir::fmix32(n).to_ne_bytes().to_vec();
-        let b = DevmapVal {
-            ifindex: 101,
-            program: Some("devmapc_egress_tag".into()),
-        };
+        let b = DevmapVal { ifindex: 101, program: Some("devmapc_egress_tag".into()) };
         assert_eq!(
             at("devmapc_args_tag", &k(101)),
-            Some((
-                Value::Bytes(10u16.to_ne_bytes().to_vec()),
-                "arguments of device b".into()
-            ))
+            Some((Value::Bytes(10u16.to_ne_bytes().to_vec()), "arguments of device b".into()))
         );
-        assert_eq!(
-            at(names::SLOTS, &k(2)),
-            Some((Value::Devmap(b.clone()), "device b: slot".into()))
-        );
+        assert_eq!(at(names::SLOTS, &k(2)), Some((Value::Devmap(b.clone()), "device b: slot".into())));
         assert_eq!(
             at(names::SLOTS, &k(3)).unwrap().0,
-            Value::Devmap(DevmapVal {
-                ifindex: 102,
-                program: None
-            })
+            Value::Devmap(DevmapVal { ifindex: 102, program: None })
         );
         assert_eq!(
             at("devmapc_group_g", &k(2)),
@@ -2332,25 +2073,12 @@ mod tests {
         );
         assert_eq!(
             at(names::GROUP_KEYS, &mixed(200)),
-            Some((
-                Value::Slot(SLOT_GROUP_BIT),
-                "route 200 -> g (line 9)".into()
-            ))
+            Some((Value::Slot(SLOT_GROUP_BIT), "route 200 -> g (line 9)".into()))
         );
-        assert_eq!(
-            at(names::KEY_COUNTERS, &mixed(200)),
-            None,
-            "a group route counts under its group"
-        );
-        assert_eq!(
-            at(names::DEFAULT, &k(0)),
-            Some((Value::Slot(3), "default route -> c".into()))
-        );
+        assert_eq!(at(names::KEY_COUNTERS, &mixed(200)), None, "a group route counts under its group");
+        assert_eq!(at(names::DEFAULT, &k(0)), Some((Value::Slot(3), "default route -> c".into())));
         assert_eq!(s.len(), 1 + 3 + 2 + 1 + 1 + 1 + 1);
-        assert!(
-            desired(&ir, &devices(&ir)[..2]).is_err(),
-            "every device must be resolved"
-        );
+        assert!(desired(&ir, &devices(&ir)[..2]).is_err(), "every device must be resolved");
     }
 
     #[test]
@@ -2360,9 +2088,7 @@ mod tests {
         assert_eq!(diff(&s, &s).to_string(), "no map entry to change\n");
         let mut relabelled = s.clone();
         for map in relabelled.maps.values_mut() {
-            map.entries
-                .values_mut()
-                .for_each(|e| e.why = "read back".into());
+            map.entries.values_mut().for_each(|e| e.why = "read back".into());
         }
         assert_eq!(relabelled, s, "why is not content");
         assert!(diff(&relabelled, &s).is_empty());
@@ -2373,17 +2099,8 @@ mod tests {
         let old = state(LPM);
         let new = state(&LPM.replace("route 10.1.0.0/16 -> c", "route 10.1.0.0/16 -> d"));
         let plan = walk(&old, &new);
-        assert_eq!(
-            ops(&plan),
-            ["~ devmapc_keys route 10.1.0.0/16 -> d (line 9)"]
-        );
-        assert_eq!(
-            plan.ops[0].op,
-            Op::Replace {
-                old: Value::Slot(3),
-                new: Value::Slot(4)
-            }
-        );
+        assert_eq!(ops(&plan), ["~ devmapc_keys route 10.1.0.0/16 -> d (line 9)"]);
+        assert_eq!(plan.ops[0].op, Op::Replace { old: Value::Slot(3), new: Value::Slot(4) });
     }
 
     #[test]
@@ -2423,14 +2140,7 @@ mod tests {
             ]
         );
         assert!(plan.warnings.is_empty());
-        assert_eq!(
-            plan.totals(),
-            Counts {
-                added: 3,
-                changed: 4,
-                removed: 2
-            }
-        );
+        assert_eq!(plan.totals(), Counts { added: 3, changed: 4, removed: 2 });
     }
 
     #[test]
@@ -2454,33 +2164,22 @@ mod tests {
         let plan = walk(&old, &new);
         assert!(plan.warnings.is_empty(), "{plan}");
         let order = ops(&plan);
-        let pos = |s: &str| {
-            order
-                .iter()
-                .position(|o| o == s)
-                .unwrap_or_else(|| panic!("{s} in {order:#?}"))
-        };
+        let pos = |s: &str| order.iter().position(|o| o == s).unwrap_or_else(|| panic!("{s} in {order:#?}"));
         assert!(
-            pos("- devmapc_keys route 10.0.0.0/8 -> b (line 8)")
-                < pos("~ devmapc_slots device c: slot"),
+            pos("- devmapc_keys route 10.0.0.0/8 -> b (line 8)") < pos("~ devmapc_slots device c: slot"),
             "b's routes leave slot 2 first: {order:#?}"
         );
         assert!(
-            pos("~ devmapc_keys route 10.3.0.0/16 -> a (line 9)")
-                < pos("~ devmapc_slots device c: slot")
+            pos("~ devmapc_keys route 10.3.0.0/16 -> a (line 9)") < pos("~ devmapc_slots device c: slot")
         );
         assert!(
-            pos("~ devmapc_slots device c: slot")
-                < pos("~ devmapc_keys route 10.1.0.0/16 -> c (line 7)")
+            pos("~ devmapc_slots device c: slot") < pos("~ devmapc_keys route 10.1.0.0/16 -> c (line 7)")
         );
         assert!(
-            pos("~ devmapc_keys route 10.1.0.0/16 -> c (line 7)")
-                < pos("~ devmapc_slots device d: slot"),
+            pos("~ devmapc_keys route 10.1.0.0/16 -> c (line 7)") < pos("~ devmapc_slots device d: slot"),
             "c's routes leave slot 3 before d takes it"
         );
-        assert!(
-            pos("~ devmapc_default default route -> c") < pos("~ devmapc_slots device d: slot")
-        );
+        assert!(pos("~ devmapc_default default route -> c") < pos("~ devmapc_slots device d: slot"));
         assert!(
             pos("- devmapc_slots device d: slot") == order.len() - 2
                 && pos("- devmapc_args_tag arguments of device b") == order.len() - 1
@@ -2498,11 +2197,7 @@ mod tests {
         let new = state(&swapped);
         let plan = walk(&old, &new);
         assert_eq!(plan.warnings.len(), 1, "{plan}");
-        assert!(
-            plan.warnings[0].contains("trade places"),
-            "{}",
-            plan.warnings[0]
-        );
+        assert!(plan.warnings[0].contains("trade places"), "{}", plan.warnings[0]);
     }
 
     #[test]
@@ -2525,10 +2220,7 @@ mod tests {
                 route 300 -> {route}"
             )
         };
-        let plan = walk(
-            &state(&spec("10", "b, c", "g")),
-            &state(&spec("20", "a, c", "b")),
-        );
+        let plan = walk(&state(&spec("10", "b, c", "g")), &state(&spec("20", "a, c", "b")));
         assert!(plan.warnings.is_empty(), "{plan}");
         assert_eq!(
             ops(&plan),
@@ -2558,16 +2250,8 @@ mod tests {
             )
         };
         // Either change alone is exact.
-        assert!(
-            walk(&state(&spec(1, 2, "b", "c")), &state(&spec(1, 2, "c", "b")))
-                .warnings
-                .is_empty()
-        );
-        assert!(
-            walk(&state(&spec(1, 2, "b", "c")), &state(&spec(3, 4, "b", "c")))
-                .warnings
-                .is_empty()
-        );
+        assert!(walk(&state(&spec(1, 2, "b", "c")), &state(&spec(1, 2, "c", "b"))).warnings.is_empty());
+        assert!(walk(&state(&spec(1, 2, "b", "c")), &state(&spec(3, 4, "b", "c"))).warnings.is_empty());
         // Both at once: 10.1 must reach c with its new argument and leave b
         // before b's argument changes; 10.2 the other way round.
         let plan = walk(&state(&spec(1, 2, "b", "c")), &state(&spec(3, 4, "c", "b")));
@@ -2593,12 +2277,8 @@ mod tests {
                 {routes}"
             )
         };
-        let old = state(&spec(
-            "route 10.0.0.1 -> b\n route 10.0.0.2 -> g\n route 10.0.0.3 -> c",
-        ));
-        let new = state(&spec(
-            "route 10.0.0.1 -> g\n route 10.0.0.2 -> b\n route 10.0.0.4 -> c",
-        ));
+        let old = state(&spec("route 10.0.0.1 -> b\n route 10.0.0.2 -> g\n route 10.0.0.3 -> c"));
+        let new = state(&spec("route 10.0.0.1 -> g\n route 10.0.0.2 -> b\n route 10.0.0.4 -> c"));
         let plan = walk(&old, &new);
         assert_eq!(
             ops(&plan),
@@ -2621,10 +2301,7 @@ mod tests {
     /// A table of `max_entries = 2`, full before and after, keyed `key`
     /// with `routes` (a route's key text is `k(n)`).
     fn full_table(key: &str, k: &dyn Fn(u32) -> String, routes: &[(u32, &str)]) -> State {
-        let routes: String = routes
-            .iter()
-            .map(|(n, t)| format!("route {} -> {t}\n", k(*n)))
-            .collect();
+        let routes: String = routes.iter().map(|(n, t)| format!("route {} -> {t}\n", k(*n))).collect();
         state(&format!(
             "table {{ key = {key}, max_entries = 2 }}
             device a {{ ifname = \"a\" }}
@@ -2732,10 +2409,7 @@ mod tests {
         let pop = state(&spec(", egress = pop"));
         assert_eq!(
             ops(&walk(&none, &tag)),
-            [
-                "+ devmapc_args_tag arguments of device b",
-                "~ devmapc_slots device b: slot"
-            ]
+            ["+ devmapc_args_tag arguments of device b", "~ devmapc_slots device b: slot"]
         );
         assert_eq!(
             ops(&walk(&tag, &pop)),
@@ -2747,10 +2421,7 @@ mod tests {
         );
         assert_eq!(
             ops(&walk(&pop, &none)),
-            [
-                "~ devmapc_slots device b: slot",
-                "- devmapc_args_pop arguments of device b"
-            ]
+            ["~ devmapc_slots device b: slot", "- devmapc_args_pop arguments of device b"]
         );
     }
 
@@ -2792,40 +2463,18 @@ mod tests {
         let fresh = State::fresh(&ir);
         let full = desired(&ir, &devices(&ir)).unwrap();
         let fill = walk(&fresh, &full);
-        assert_eq!(
-            fill.totals(),
-            Counts {
-                added: 2 + 4 + 4,
-                changed: 1,
-                removed: 0
-            }
-        );
-        assert_eq!(
-            fill.ops.last().unwrap().why,
-            "default route -> c",
-            "the default route last"
-        );
+        assert_eq!(fill.totals(), Counts { added: 2 + 4 + 4, changed: 1, removed: 0 });
+        assert_eq!(fill.ops.last().unwrap().why, "default route -> c", "the default route last");
         let teardown = walk(&full, &fresh);
-        assert_eq!(
-            teardown.totals(),
-            Counts {
-                added: 0,
-                changed: 1,
-                removed: 10
-            }
-        );
-        assert_eq!(
-            teardown.ops[0].why, "default route: none",
-            "the default route first"
-        );
+        assert_eq!(teardown.totals(), Counts { added: 0, changed: 1, removed: 10 });
+        assert_eq!(teardown.ops[0].why, "default route: none", "the default route first");
     }
 
     #[test]
     fn the_dry_run_text_is_counts_then_operations_in_order() {
         let old = state(LPM);
         let new = state(
-            &LPM.replace("route 10.3.0.0/16 -> b", "route 10.9.0.0/16 -> a")
-                .replace("tag(20)", "tag(21)"),
+            &LPM.replace("route 10.3.0.0/16 -> b", "route 10.9.0.0/16 -> a").replace("tag(20)", "tag(21)"),
         );
         let text = walk(&old, &new).to_string();
         let expected = "\
@@ -2855,12 +2504,7 @@ in order:
             ingress { on = [a] }\n",
         );
         for i in 0..N {
-            text.push_str(&format!(
-                "route 10.{}.{}.1 -> {}\n",
-                i >> 8,
-                i & 0xff,
-                ["b", "c"][i as usize % 2]
-            ));
+            text.push_str(&format!("route 10.{}.{}.1 -> {}\n", i >> 8, i & 0xff, ["b", "c"][i as usize % 2]));
         }
         let started = Instant::now();
         let old = state(&text);
@@ -2875,41 +2519,15 @@ in order:
         let started = Instant::now();
         let plan = diff(&old, &retarget);
         let one = started.elapsed();
-        assert_eq!(
-            ops(&plan),
-            ["~ devmapc_routes route 10.0.0.1 -> c (line 6)"]
-        );
+        assert_eq!(ops(&plan), ["~ devmapc_routes route 10.0.0.1 -> c (line 6)"]);
 
         let added = state(&format!("{text}route 192.0.2.1 -> b\n"));
         let plan = diff(&old, &added);
-        assert_eq!(
-            plan.totals(),
-            Counts {
-                added: 2,
-                changed: 0,
-                removed: 0
-            },
-            "the route and its counter"
-        );
-        assert_eq!(
-            plan.ops[0].map,
-            names::KEY_COUNTERS,
-            "the counter before the route"
-        );
+        assert_eq!(plan.totals(), Counts { added: 2, changed: 0, removed: 0 }, "the route and its counter");
+        assert_eq!(plan.ops[0].map, names::KEY_COUNTERS, "the counter before the route");
         let plan = diff(&added, &old);
-        assert_eq!(
-            plan.totals(),
-            Counts {
-                added: 0,
-                changed: 0,
-                removed: 2
-            }
-        );
-        assert_eq!(
-            plan.ops[0].map,
-            names::ROUTES,
-            "the route before its counter"
-        );
+        assert_eq!(plan.totals(), Counts { added: 0, changed: 0, removed: 2 });
+        assert_eq!(plan.ops[0].map, names::ROUTES, "the route before its counter");
 
         let ir = ir(&text);
         let started = Instant::now();
@@ -2959,27 +2577,17 @@ in order:
             text.push_str("egress tag(v: u16) { vlan.id = v }\negress pop { vlan.pop() }\n");
             let mut targets: Vec<String> = names.iter().map(|n| n.to_string()).collect();
             for g in ["g", "h"] {
-                let members: Vec<String> = names
-                    .iter()
-                    .filter(|_| rand(2) == 0)
-                    .map(|n| n.to_string())
-                    .collect();
-                let members = if members.is_empty() {
-                    vec![names[0].to_string()]
-                } else {
-                    members
-                };
+                let members: Vec<String> =
+                    names.iter().filter(|_| rand(2) == 0).map(|n| n.to_string()).collect();
+                let members = if members.is_empty() { vec![names[0].to_string()] } else { members };
                 text.push_str(&format!("group {g} {{ {} }}\n", members.join(", ")));
                 targets.push(g.into());
             }
             text.push_str(&format!("ingress {{ on = [{}] }}\n", names[0]));
             for k in 0..10 {
                 if rand(3) > 0 {
-                    let key = if key.starts_with("lpm") {
-                        format!("10.{k}.0.0/16")
-                    } else {
-                        format!("10.0.0.{k}")
-                    };
+                    let key =
+                        if key.starts_with("lpm") { format!("10.{k}.0.0/16") } else { format!("10.0.0.{k}") };
                     text.push_str(&format!(
                         "route {key} -> {}\n",
                         targets[rand(targets.len() as u64) as usize]
@@ -3001,10 +2609,7 @@ in order:
                 let (a, b) = (spec(key, &mut rand), spec(key, &mut rand));
                 let (ia, ib) = (ir(&a), ir(&b));
                 assert_eq!(ia.code_hash(), ib.code_hash(), "a data-only change");
-                let (sa, sb) = (
-                    desired(&ia, &devices(&ia)).unwrap(),
-                    desired(&ib, &devices(&ib)).unwrap(),
-                );
+                let (sa, sb) = (desired(&ia, &devices(&ia)).unwrap(), desired(&ib, &devices(&ib)).unwrap());
                 let plan = walk(&sa, &sb);
                 plans += 1;
                 for w in &plan.warnings {
@@ -3021,9 +2626,7 @@ in order:
                 assert!(diff(&sb, &sb).is_empty());
             }
         }
-        println!(
-            "{plans} random plans, {operations} operations, {warned} with a warning: {causes:?}"
-        );
+        println!("{plans} random plans, {operations} operations, {warned} with a warning: {causes:?}");
         assert!(warned < plans / 2);
     }
 
@@ -3050,7 +2653,12 @@ in order:
             ("vlan.id", "1", "2", "3"),
             ("ipv4.dst", "10.0.0.1", "10.0.0.2", "10.0.0.3"),
             ("lpm(ipv4.dst)", "10.0.0.0/8", "10.1.0.0/16", "0.0.0.0/0"),
-            ("(vlan.id, eth.dst)", "(1, 02:00:00:00:00:01)", "(2, 02:00:00:00:00:01)", "(1, 02:00:00:00:00:02)"),
+            (
+                "(vlan.id, eth.dst)",
+                "(1, 02:00:00:00:00:01)",
+                "(2, 02:00:00:00:00:01)",
+                "(1, 02:00:00:00:00:02)",
+            ),
             ("ingress.port", "a", "b", "c"),
         ];
         for (key, k1, k2, k3) in specs {
@@ -3077,7 +2685,13 @@ in order:
                     let devs = devices(&old);
                     let full = diff(&desired(&old, &devs).unwrap(), &desired(&new, &devs).unwrap());
                     let fast = diff_routes(&old, &new, &devs).unwrap().expect("only routes differ");
-                    assert_eq!(fast.ops, full.ops, "{key}: {}\n=> {}", old.data.routes.len(), new.data.routes.len());
+                    assert_eq!(
+                        fast.ops,
+                        full.ops,
+                        "{key}: {}\n=> {}",
+                        old.data.routes.len(),
+                        new.data.routes.len()
+                    );
                 }
             }
             // A device's arguments change: not a change of routes alone.

@@ -117,8 +117,8 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         }
         Err(e) => return Err(e),
     };
-    let doc = parse_manifest_doc(&text)
-        .map_err(|e| DeployError::Mismatch(format!("{}: {e}", dir.display())))?;
+    let doc =
+        parse_manifest_doc(&text).map_err(|e| DeployError::Mismatch(format!("{}: {e}", dir.display())))?;
     let ir = doc.ir;
     let hashes = (doc.code_hash, doc.data_hash);
     let pinned = Pinned::open(dir)?;
@@ -128,32 +128,20 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
     let mut link_drift = Vec::new();
     let mut foreign_xdp_list = Vec::new();
     for (device, (_, link)) in crate::apply::owned_links(dir)? {
-        let mode = link
-            .and_then(|l| netdev::by_index(l.ifindex).ok().map(|d| (l, d)))
-            .and_then(|(l, d)| {
-                if d.xdp.driver == Some(l.prog_id) {
-                    Some(XdpMode::Native)
-                } else if d.xdp.generic == Some(l.prog_id) {
-                    Some(XdpMode::Generic)
-                } else {
-                    None
-                }
-            });
-        links.push(LinkStatus {
-            device,
-            link,
-            mode,
-            problem: None,
-            foreign: None,
+        let mode = link.and_then(|l| netdev::by_index(l.ifindex).ok().map(|d| (l, d))).and_then(|(l, d)| {
+            if d.xdp.driver == Some(l.prog_id) {
+                Some(XdpMode::Native)
+            } else if d.xdp.generic == Some(l.prog_id) {
+                Some(XdpMode::Generic)
+            } else {
+                None
+            }
         });
+        links.push(LinkStatus { device, link, mode, problem: None, foreign: None });
     }
 
-    let resolved: Vec<Option<netdev::Link>> = ir
-        .data
-        .devices
-        .iter()
-        .map(|d| netdev::resolve_device(d).ok())
-        .collect();
+    let resolved: Vec<Option<netdev::Link>> =
+        ir.data.devices.iter().map(|d| netdev::resolve_device(d).ok()).collect();
     // What the kernel runs, link by link, against the deployment's program.
     for l in &mut links {
         let spec_device = ir
@@ -175,17 +163,13 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
                  was detached, e.g. by `bpftool link detach`)"
                     .to_string(),
             ),
-            Some(info) if info.ifindex == 0 => {
-                Some("DETACHED: the device went away".to_string())
-            }
+            Some(info) if info.ifindex == 0 => Some("DETACHED: the device went away".to_string()),
             Some(info) if Some(info.prog_id) != ingress_id => Some(format!(
                 "runs program id {}, not this deployment's ingress program (id {})",
                 info.prog_id,
                 ingress_id.map_or("unknown".to_string(), |i| i.to_string())
             )),
-            Some(_) if l.mode.is_none() => {
-                Some("the device reports no XDP program of this link".to_string())
-            }
+            Some(_) if l.mode.is_none() => Some("the device reports no XDP program of this link".to_string()),
             Some(_) => None,
         };
         if spec_device.is_none() {
@@ -199,19 +183,14 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
     for (d, r) in ir.data.devices.iter().zip(&resolved) {
         let label = crate::apply::link_label(&d.binding);
         if d.ingress && r.is_some() && !links.iter().any(|l| l.device == label) {
-            link_drift.push(format!(
-                "device `{}` (line {}) is in `ingress.on` but has no link",
-                d.name, d.line
-            ));
+            link_drift
+                .push(format!("device `{}` (line {}) is in `ingress.on` but has no link", d.name, d.line));
             foreign_xdp_list.extend(r.as_ref().and_then(|r| foreign_xdp(r, None)));
         }
     }
     let slot_counts = read_counters(&pinned, names::COUNTERS);
-    let count_at = |slot: u32| {
-        slot_counts
-            .as_ref()
-            .map(|c| c.get(slot as usize).copied().unwrap_or_default())
-    };
+    let count_at =
+        |slot: u32| slot_counts.as_ref().map(|c| c.get(slot as usize).copied().unwrap_or_default());
     let devices: Vec<DeviceStatus> = ir
         .data
         .devices
@@ -231,12 +210,7 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         .iter()
         .enumerate()
         .map(|(g, group)| {
-            (
-                group.name.clone(),
-                group_counts
-                    .as_ref()
-                    .map(|c| c.get(g).copied().unwrap_or_default()),
-            )
+            (group.name.clone(), group_counts.as_ref().map(|c| c.get(g).copied().unwrap_or_default()))
         })
         .collect();
 
@@ -251,17 +225,8 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
             missing_maps.join(", ")
         ));
     } else if ir.code.access == Access::WriteOnly {
-        drift_unknown = Some(format!(
-            "map {} is write_only: it cannot be read back",
-            key_map(&ir)
-        ));
-    } else if let Some(missing) = ir
-        .data
-        .devices
-        .iter()
-        .zip(&resolved)
-        .find(|(_, l)| l.is_none())
-    {
+        drift_unknown = Some(format!("map {} is write_only: it cannot be read back", key_map(&ir)));
+    } else if let Some(missing) = ir.data.devices.iter().zip(&resolved).find(|(_, l)| l.is_none()) {
         drift_unknown = Some(format!(
             "device `{}` (line {}) is not in this network namespace: the kernel removed its entries",
             missing.0.name, missing.0.line
@@ -396,11 +361,7 @@ fn manifest_missing_under_own_record(dir: &Path) -> bool {
 /// The pin directory holds devmapc's marker but no manifest: a first apply
 /// that was interrupted before it committed.
 fn uncommitted(dir: &Path) -> DeployError {
-    let found: Vec<String> = entries(dir)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
+    let found: Vec<String> = entries(dir).unwrap_or_default().into_iter().map(|(name, _)| name).collect();
     DeployError::NotDeployed {
         dir: dir.to_path_buf(),
         why: format!(
@@ -422,9 +383,7 @@ fn mode_name(mode: Option<XdpMode>) -> &'static str {
 }
 
 fn count_text(c: Option<Count>) -> String {
-    c.map_or(String::new(), |c| {
-        format!("{} packets, {} bytes", c.packets, c.bytes)
-    })
+    c.map_or(String::new(), |c| format!("{} packets, {} bytes", c.packets, c.bytes))
 }
 
 impl fmt::Display for Status {
@@ -474,8 +433,7 @@ impl fmt::Display for Status {
                 "  {:<width$} → {}{}{}",
                 r.key,
                 r.target,
-                r.count
-                    .map_or(String::new(), |c| format!("   {}", count_text(Some(c)))),
+                r.count.map_or(String::new(), |c| format!("   {}", count_text(Some(c)))),
                 if r.drift { "   DRIFT" } else { "" }
             )?;
         }
@@ -487,13 +445,8 @@ impl fmt::Display for Status {
         }
         writeln!(f, "devices:")?;
         for d in &self.devices {
-            let at = d
-                .ifindex
-                .map_or("MISSING".to_string(), |i| format!("ifindex {i}"));
-            let egress = d
-                .egress
-                .as_ref()
-                .map_or(String::new(), |p| format!(" egress {p}"));
+            let at = d.ifindex.map_or("MISSING".to_string(), |i| format!("ifindex {i}"));
+            let egress = d.egress.as_ref().map_or(String::new(), |p| format!(" egress {p}"));
             writeln!(f, "  {:<16} {at}{egress}   {}", d.name, count_text(d.count))?;
         }
         for (g, c) in &self.groups {
@@ -628,13 +581,9 @@ fn read_key_counters(pinned: &Pinned) -> Option<Vec<(Vec<u8>, Count)>> {
     let mut prev: Option<[u8; 4]> = None;
     let mut next = [0u8; 4];
     loop {
-        let prev_ptr = prev
-            .as_ref()
-            .map_or(std::ptr::null(), |p| p.as_ptr().cast());
+        let prev_ptr = prev.as_ref().map_or(std::ptr::null(), |p| p.as_ptr().cast());
         // SAFETY: 4-byte key buffers, the map's key size.
-        if unsafe {
-            libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev_ptr, next.as_mut_ptr().cast())
-        } < 0
+        if unsafe { libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev_ptr, next.as_mut_ptr().cast()) } < 0
         {
             return Some(out);
         }
@@ -651,11 +600,7 @@ pub(crate) fn percpu_count(fd: BorrowedFd<'_>, key: &[u8]) -> Option<Count> {
     let mut value = vec![0u8; 16 * cpus];
     // SAFETY: key of the map's key size, value of 16 bytes per possible CPU.
     let rc = unsafe {
-        libbpf_sys::bpf_map_lookup_elem(
-            fd.as_raw_fd(),
-            key.as_ptr().cast(),
-            value.as_mut_ptr().cast(),
-        )
+        libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), key.as_ptr().cast(), value.as_mut_ptr().cast())
     };
     if rc < 0 {
         return None;

@@ -49,10 +49,7 @@ ingress {{ on = [a], mode = native }}
 const ROUTES: &str = "route 10.0.0.2 -> b\nroute 10.0.0.3 -> c";
 
 fn to(dst: [u8; 4]) -> Vec<u8> {
-    Frame::new()
-        .ipv4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::from(dst))
-        .udp(1000, 53)
-        .build()
+    Frame::new().ipv4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::from(dst)).udp(1000, 53).build()
 }
 
 struct Build {
@@ -65,10 +62,7 @@ fn build(text: &str) -> Build {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fwd.devmap");
     std::fs::write(&path, text).unwrap();
-    let outputs = devmapc::Builder::new(&path)
-        .out_dir(dir.path())
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let outputs = devmapc::Builder::new(&path).out_dir(dir.path()).build().unwrap_or_else(|e| panic!("{e}"));
     let (obj, ir) = deploy::read_manifest_file(&outputs.manifest.unwrap()).unwrap();
     Build { obj, ir, _dir: dir }
 }
@@ -91,13 +85,7 @@ impl Rig {
             counting.push(Self::count_on(&ns, &counts, peer.ifindex));
             peers.push(peer);
         }
-        Rig {
-            ns,
-            peers,
-            counts,
-            _counting: counting,
-            pins: PinDir::new(),
-        }
+        Rig { ns, peers, counts, _counting: counting, pins: PinDir::new() }
     }
 
     fn count_on(ns: &Netns, counts: &Object, ifindex: u32) -> Link {
@@ -106,26 +94,20 @@ impl Rig {
     }
 
     fn apply(&self, b: &Build) -> Result<Report, DeployError> {
-        self.ns
-            .enter(|| apply::apply(&b.obj, &b.ir, &Options::new(&*self.pins)))
+        self.ns.enter(|| apply::apply(&b.obj, &b.ir, &Options::new(&*self.pins)))
     }
 
     /// The ifindex of a device of the namespace.
     fn ifindex(&self, dev: &str) -> u32 {
         let name = std::ffi::CString::new(dev).unwrap();
         // SAFETY: a valid C string.
-        let i = self
-            .ns
-            .enter(|| unsafe { libc::if_nametoindex(name.as_ptr()) });
+        let i = self.ns.enter(|| unsafe { libc::if_nametoindex(name.as_ptr()) });
         assert_ne!(i, 0, "{dev} exists");
         i
     }
 
     fn peer(&self, dev: &str) -> &Iface {
-        self.peers
-            .iter()
-            .find(|p| p.name == format!("p{dev}"))
-            .unwrap()
+        self.peers.iter().find(|p| p.name == format!("p{dev}")).unwrap()
     }
 
     fn received(&self, dev: &str) -> u64 {
@@ -144,24 +126,15 @@ impl Rig {
         let before: Vec<u64> = expect.iter().map(|(d, _)| self.received(d)).collect();
         self.send(dst, n);
         for ((dev, want), before) in expect.iter().zip(before) {
-            wait_until(Duration::from_secs(3), || {
-                self.received(dev) - before >= *want
-            });
+            wait_until(Duration::from_secs(3), || self.received(dev) - before >= *want);
             std::thread::sleep(Duration::from_millis(20));
-            assert_eq!(
-                self.received(dev) - before,
-                *want,
-                "frames to {dst:?} counted behind {dev}"
-            );
+            assert_eq!(self.received(dev) - before, *want, "frames to {dst:?} counted behind {dev}");
         }
     }
 
     /// The kernel's entries against the last applied plan.
     fn drift(&self) -> plan::Plan {
-        let s = self
-            .ns
-            .enter(|| status::status(&self.pins))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let s = self.ns.enter(|| status::status(&self.pins)).unwrap_or_else(|e| panic!("{e}"));
         assert!(s.drift_unknown.is_none(), "{:?}", s.drift_unknown);
         s.drift
     }
@@ -192,35 +165,20 @@ fn first_apply_loads_and_a_data_change_is_a_diff_of_the_changed_entries() {
     assert!(again.plan.is_empty());
 
     // One route retargeted: one map operation, same programs and links.
-    let v2 = build(&spec(
-        "on_miss = drop",
-        "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c",
-    ));
+    let v2 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
     let report = rig.apply(&v2).unwrap();
     assert_eq!(report.kind, Kind::Data, "{report}");
     assert_eq!(report.plan.len(), 1, "{}", report.plan);
-    assert_eq!(
-        rig.link_ids(),
-        links,
-        "a data change keeps the link and program"
-    );
+    assert_eq!(rig.link_ids(), links, "a data change keeps the link and program");
     rig.delivers([10, 0, 0, 2], 10, &[("dmcb", 0), ("dmcc", 10)]);
     assert!(rig.drift().is_empty());
 
     // A route added and one removed.
-    let v3 = build(&spec(
-        "on_miss = drop",
-        "route 10.0.0.2 -> c\nroute 10.0.0.4 -> b",
-    ));
+    let v3 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.4 -> b"));
     let report = rig.apply(&v3).unwrap();
     assert_eq!(report.kind, Kind::Data);
     let t = report.plan.totals();
-    assert_eq!(
-        (t.added, t.changed, t.removed),
-        (2, 0, 2),
-        "{}",
-        report.plan
-    );
+    assert_eq!((t.added, t.changed, t.removed), (2, 0, 2), "{}", report.plan);
     rig.delivers([10, 0, 0, 3], 10, &[("dmcb", 0), ("dmcc", 0)]);
     rig.delivers([10, 0, 0, 4], 10, &[("dmcb", 10), ("dmcc", 0)]);
 
@@ -253,11 +211,7 @@ fn a_code_change_swaps_the_programs_under_the_same_link_and_keeps_counters() {
     let b = s.devices.iter().find(|d| d.name == "b").unwrap();
     assert_eq!(b.count.unwrap().packets, 12, "{s}");
     let code = s.code_hash.clone();
-    assert_ne!(
-        code,
-        v2.ir.code_hash(),
-        "the manifest keeps the build's code hash"
-    );
+    assert_ne!(code, v2.ir.code_hash(), "the manifest keeps the build's code hash");
 }
 
 /// The same spec compiled into another object (here by a clang told to use
@@ -280,7 +234,11 @@ fn the_same_spec_in_another_object_is_a_code_upgrade() {
     std::fs::set_permissions(&clang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let path = dir.path().join("fwd.devmap");
     std::fs::write(&path, &text).unwrap();
-    let outputs = devmapc::Builder::new(&path).out_dir(dir.path()).clang(&clang).build().unwrap_or_else(|e| panic!("{e}"));
+    let outputs = devmapc::Builder::new(&path)
+        .out_dir(dir.path())
+        .clang(&clang)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let (obj, ir) = deploy::read_manifest_file(&outputs.manifest.unwrap()).unwrap();
     assert_eq!(ir.code_hash(), v1.ir.code_hash(), "one spec, one code hash");
     let digest = |p: &Path| devmapc::builder::object_digest(&std::fs::read(p).unwrap());
@@ -303,33 +261,21 @@ fn a_failed_apply_leaves_the_previous_configuration_serving() {
     let v1 = build(&spec("on_miss = drop", ROUTES));
     let before = plan::read_state(&pinned, &v1.ir).unwrap();
     let links = rig.link_ids();
-    let code = rig
-        .ns
-        .enter(|| status::status(&rig.pins))
-        .unwrap()
-        .code_hash;
+    let code = rig.ns.enter(|| status::status(&rig.pins)).unwrap().code_hash;
 
     // A device that does not exist: refused before anything changes, with
     // the device and its line named.
-    let missing = spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.9 -> d").replace(
-        "device c {",
-        "device d { ifname = \"dmcnope\" }\ndevice c {",
-    );
+    let missing = spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.9 -> d")
+        .replace("device c {", "device d { ifname = \"dmcnope\" }\ndevice c {");
     let err = rig.apply(&build(&missing)).unwrap_err();
     let text = err.to_string();
-    assert!(
-        text.contains("device `d` (line 4)") && text.contains("dmcnope"),
-        "{text}"
-    );
+    assert!(text.contains("device `d` (line 4)") && text.contains("dmcnope"), "{text}");
 
     // A code change whose load fails (a NUMA node this machine lacks).
     let bad_code = build(&spec("on_miss = drop, numa_node = 63", ROUTES));
     let err = rig.apply(&bad_code).unwrap_err();
     assert!(!err.to_string().is_empty());
-    assert!(
-        !rig.pins.join(apply::NEXT).exists(),
-        "nothing staged is left"
-    );
+    assert!(!rig.pins.join(apply::NEXT).exists(), "nothing staged is left");
 
     // A code change that also attaches to a device running another tool's
     // XDP program: refused before anything is loaded or swapped, naming
@@ -339,10 +285,7 @@ fn a_failed_apply_leaves_the_previous_configuration_serving() {
     let err = rig.apply(&busy).unwrap_err();
     assert!(matches!(err, DeployError::Busy(_)), "{err}");
     let text = err.to_string();
-    assert!(
-        text.contains("device `c` (line 4, dmcc)") && text.contains("Nothing was changed"),
-        "{text}"
-    );
+    assert!(text.contains("device `c` (line 4, dmcc)") && text.contains("Nothing was changed"), "{text}");
     // A dry run says so too (and `devmapc apply --dry-run` exits 1).
     let dry = rig
         .ns
@@ -352,10 +295,7 @@ fn a_failed_apply_leaves_the_previous_configuration_serving() {
             apply::apply(&busy.obj, &busy.ir, &o)
         })
         .unwrap();
-    assert!(
-        dry.would_fail.iter().any(|w| w.contains("device `c`")),
-        "{dry}"
-    );
+    assert!(dry.would_fail.iter().any(|w| w.contains("device `c`")), "{dry}");
     assert!(dry.to_string().contains("the apply would fail"), "{dry}");
     drop(foreign);
 
@@ -387,12 +327,9 @@ fn a_failed_first_apply_leaves_nothing_and_foreign_pins_are_left_alone() {
         ..Default::default()
     };
     let mut map =
-        libbpf_rs::MapHandle::create(libbpf_rs::MapType::Array, Some("precious"), 4, 4, 1, &opts)
-            .unwrap();
+        libbpf_rs::MapHandle::create(libbpf_rs::MapType::Array, Some("precious"), 4, 4, 1, &opts).unwrap();
     map.pin(&precious).unwrap();
-    let err = rig
-        .apply(&build(&spec("on_miss = drop", ROUTES)))
-        .unwrap_err();
+    let err = rig.apply(&build(&spec("on_miss = drop", ROUTES))).unwrap_err();
     assert!(matches!(err, DeployError::AlreadyPinned { .. }), "{err}");
     assert!(precious.exists(), "apply removed a pin it did not make");
     let err = deploy::detach(&rig.pins).unwrap_err();
@@ -418,19 +355,11 @@ fn a_re_created_device_gets_its_entries_back_on_the_next_apply() {
     assert_eq!(report.kind, Kind::Data, "{report}");
     assert!(rig.drift().is_empty());
     let s = rig.ns.enter(|| status::status(&rig.pins)).unwrap();
-    assert_eq!(
-        s.devices.iter().find(|d| d.name == "c").unwrap().ifindex,
-        Some(c.ifindex)
-    );
-    let before = bpf::rx_count(&bpf::map(&rig.counts, "counts").unwrap(), peer.ifindex)
-        .unwrap()
-        .0;
+    assert_eq!(s.devices.iter().find(|d| d.name == "c").unwrap().ifindex, Some(c.ifindex));
+    let before = bpf::rx_count(&bpf::map(&rig.counts, "counts").unwrap(), peer.ifindex).unwrap().0;
     rig.send([10, 0, 0, 3], 10);
     assert!(wait_until(Duration::from_secs(3), || {
-        bpf::rx_count(&bpf::map(&rig.counts, "counts").unwrap(), peer.ifindex)
-            .unwrap()
-            .0
-            == before + 10
+        bpf::rx_count(&bpf::map(&rig.counts, "counts").unwrap(), peer.ifindex).unwrap().0 == before + 10
     }));
 }
 
@@ -443,10 +372,7 @@ fn traffic_to_unchanged_routes_loses_nothing_through_route_changes_and_code_upgr
     let rig = Arc::new(Rig::new());
     let drop = build(&spec("on_miss = drop", ROUTES));
     let pass = build(&spec("on_miss = pass", ROUTES));
-    let moved = build(&spec(
-        "on_miss = drop",
-        "route 10.0.0.2 -> b\nroute 10.0.0.3 -> b",
-    ));
+    let moved = build(&spec("on_miss = drop", "route 10.0.0.2 -> b\nroute 10.0.0.3 -> b"));
     rig.apply(&drop).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -458,9 +384,7 @@ fn traffic_to_unchanged_routes_loses_nothing_through_route_changes_and_code_upgr
             while !stop.load(Ordering::Relaxed) {
                 rig.send([10, 0, 0, 2], 16);
                 let total = sent.fetch_add(16, Ordering::Relaxed) + 16;
-                wait_until(Duration::from_millis(200), || {
-                    rig.received("dmcb") - base >= total
-                });
+                wait_until(Duration::from_millis(200), || rig.received("dmcb") - base >= total);
             }
             base
         })
@@ -478,9 +402,7 @@ fn traffic_to_unchanged_routes_loses_nothing_through_route_changes_and_code_upgr
     stop.store(true, Ordering::Relaxed);
     let base = sender.join().unwrap();
     let sent = sent.load(Ordering::Relaxed);
-    wait_until(Duration::from_secs(3), || {
-        rig.received("dmcb") - base >= sent
-    });
+    wait_until(Duration::from_secs(3), || rig.received("dmcb") - base >= sent);
     let received = rig.received("dmcb") - base;
     assert_eq!(kinds.iter().filter(|k| **k == Kind::Data).count(), 100);
     assert_eq!(kinds.iter().filter(|k| **k == Kind::Code).count(), 10);
@@ -495,7 +417,9 @@ fn a_full_table_swaps_a_route_in_place_and_unchanged_routes_lose_nothing() {
     let rig = Arc::new(Rig::new());
     // max_entries = 2 and two routes: every key-stage map and the counters
     // are full, so a swap only fits if the key that goes leaves first.
-    let full = |third: &str| build(&spec("on_miss = drop, max_entries = 2", &format!("route 10.0.0.2 -> b\nroute {third} -> c")));
+    let full = |third: &str| {
+        build(&spec("on_miss = drop, max_entries = 2", &format!("route 10.0.0.2 -> b\nroute {third} -> c")))
+    };
     let (v1, v2) = (full("10.0.0.3"), full("10.0.0.4"));
     rig.apply(&v1).unwrap_or_else(|e| panic!("{e}"));
 
@@ -513,14 +437,8 @@ fn a_full_table_swaps_a_route_in_place_and_unchanged_routes_lose_nothing() {
             base
         })
     };
-    let trusted = Options {
-        trust_last_apply: true,
-        ..Options::new(&*rig.pins)
-    };
-    let dry = Options {
-        dry_run: true,
-        ..Options::new(&*rig.pins)
-    };
+    let trusted = Options { trust_last_apply: true, ..Options::new(&*rig.pins) };
+    let dry = Options { dry_run: true, ..Options::new(&*rig.pins) };
     let mut result = Ok(());
     for i in 0..20 {
         let b = if i % 2 == 0 { &v2 } else { &v1 };
@@ -582,11 +500,7 @@ fn map_flags(fd: &OwnedFd) -> u32 {
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: info is a zeroed bpf_map_info of `len` bytes.
     let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            &mut info as *mut _ as *mut _,
-            &mut len,
-        )
+        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(fd.as_raw_fd(), &mut info as *mut _ as *mut _, &mut len)
     };
     assert_eq!(rc, 0);
     info.map_flags
@@ -604,11 +518,7 @@ fn map_flags_and_write(path: &Path, key: &[u8], value: &[u8]) -> (u32, std::io::
             0,
         )
     };
-    let write = if rc < 0 {
-        Err(std::io::Error::from_raw_os_error(-rc))
-    } else {
-        Ok(())
-    };
+    let write = if rc < 0 { Err(std::io::Error::from_raw_os_error(-rc)) } else { Ok(()) };
     (flags, write)
 }
 
@@ -623,17 +533,9 @@ fn read_only_freezes_the_key_map_after_filling_and_changes_reload() {
     let ifindex = rig.ns.ifindex("dmcc").unwrap();
     let mut value = ifindex.to_ne_bytes().to_vec();
     value.extend((-1i32).to_ne_bytes());
-    let (_, write) = map_flags_and_write(
-        &map,
-        &u32::from_be_bytes([10, 0, 0, 2]).to_ne_bytes(),
-        &value,
-    );
+    let (_, write) = map_flags_and_write(&map, &u32::from_be_bytes([10, 0, 0, 2]).to_ne_bytes(), &value);
     let write = rig.ns.enter(|| write);
-    assert_eq!(
-        write.unwrap_err().raw_os_error(),
-        Some(libc::EPERM),
-        "a frozen map refuses writes"
-    );
+    assert_eq!(write.unwrap_err().raw_os_error(), Some(libc::EPERM), "a frozen map refuses writes");
     // Even through an fd reopened by id (RDONLY itself belongs to the fd).
     let pinned = apply::Pinned::open(&rig.pins).unwrap();
     let fd = pinned.map_fd(names::ROUTES).unwrap();
@@ -643,10 +545,7 @@ fn read_only_freezes_the_key_map_after_filling_and_changes_reload() {
     assert_eq!(rc, -libc::EPERM);
 
     // A route change cannot be written in place: new maps, swapped in.
-    let v2 = build(&spec(
-        "on_miss = drop, access = read_only",
-        "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c",
-    ));
+    let v2 = build(&spec("on_miss = drop, access = read_only", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
     let report = rig.apply(&v2).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.kind, Kind::Code, "{report}");
     rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 0), ("dmcc", 3)]);
@@ -661,16 +560,8 @@ fn write_only_key_map_is_never_read_back_and_changes_reload() {
     rig.apply(&v1).unwrap_or_else(|e| panic!("{e}"));
     rig.delivers([10, 0, 0, 3], 3, &[("dmcc", 3)]);
     let s = rig.ns.enter(|| status::status(&rig.pins)).unwrap();
-    assert!(
-        s.drift_unknown
-            .as_deref()
-            .is_some_and(|w| w.contains("write_only")),
-        "{s}"
-    );
-    let v2 = build(&spec(
-        "on_miss = drop, access = write_only",
-        "route 10.0.0.3 -> b",
-    ));
+    assert!(s.drift_unknown.as_deref().is_some_and(|w| w.contains("write_only")), "{s}");
+    let v2 = build(&spec("on_miss = drop, access = write_only", "route 10.0.0.3 -> b"));
     let report = rig.apply(&v2).unwrap();
     assert_eq!(report.kind, Kind::Code, "{report}");
     rig.delivers([10, 0, 0, 3], 3, &[("dmcb", 3), ("dmcc", 0)]);
@@ -680,8 +571,7 @@ fn write_only_key_map_is_never_read_back_and_changes_reload() {
 fn numa_node_is_set_on_every_map_and_a_missing_node_is_refused() {
     require_privileged!();
     let rig = Rig::new();
-    rig.apply(&build(&spec("on_miss = drop, numa_node = 0", ROUTES)))
-        .unwrap_or_else(|e| panic!("{e}"));
+    rig.apply(&build(&spec("on_miss = drop, numa_node = 0", ROUTES))).unwrap_or_else(|e| panic!("{e}"));
     // Every map of the data path (the table, slots, default, the egress
     // program's arguments) is placed on the node.
     let mut seen = 0;
@@ -695,21 +585,14 @@ fn numa_node_is_set_on_every_map_and_a_missing_node_is_refused() {
             continue;
         }
         let flags = map_flags(&open_pinned(&path));
-        assert_ne!(
-            flags & libbpf_rs::libbpf_sys::BPF_F_NUMA_NODE,
-            0,
-            "{}: flags {flags:#x}",
-            path.display()
-        );
+        assert_ne!(flags & libbpf_rs::libbpf_sys::BPF_F_NUMA_NODE, 0, "{}: flags {flags:#x}", path.display());
         seen += 1;
     }
     assert_eq!(seen, 4, "routes, slots, default, the arguments of stamp");
     rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 3)]);
     deploy::detach(&rig.pins).unwrap();
 
-    let err = rig
-        .apply(&build(&spec("on_miss = drop, numa_node = 63", ROUTES)))
-        .unwrap_err();
+    let err = rig.apply(&build(&spec("on_miss = drop, numa_node = 63", ROUTES))).unwrap_err();
     assert!(err.to_string().contains("no NUMA node 63"), "{err}");
     assert!(!rig.pins.join("manifest").exists(), "nothing committed");
     assert!(!rig.pins.join("maps").exists(), "nothing left pinned");
@@ -720,32 +603,17 @@ fn a_dry_run_reports_the_plan_and_changes_nothing() {
     require_privileged!();
     let rig = Rig::new();
     let v1 = build(&spec("on_miss = drop", ROUTES));
-    let opts = Options {
-        dry_run: true,
-        ..Options::new(&*rig.pins)
-    };
-    let report = rig
-        .ns
-        .enter(|| apply::apply(&v1.obj, &v1.ir, &opts))
-        .unwrap();
+    let opts = Options { dry_run: true, ..Options::new(&*rig.pins) };
+    let report = rig.ns.enter(|| apply::apply(&v1.obj, &v1.ir, &opts)).unwrap();
     assert_eq!(report.kind, Kind::First);
     assert!(report.dry_run && !report.plan.is_empty());
     assert!(!rig.pins.join("manifest").exists());
     rig.apply(&v1).unwrap();
-    let v2 = build(&spec(
-        "on_miss = drop",
-        "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c",
-    ));
-    let report = rig
-        .ns
-        .enter(|| apply::apply(&v2.obj, &v2.ir, &opts))
-        .unwrap();
+    let v2 = build(&spec("on_miss = drop", "route 10.0.0.2 -> c\nroute 10.0.0.3 -> c"));
+    let report = rig.ns.enter(|| apply::apply(&v2.obj, &v2.ir, &opts)).unwrap();
     assert_eq!(report.kind, Kind::Data);
     assert_eq!(report.plan.len(), 1);
-    assert!(
-        report.to_string().contains("route 10.0.0.2 -> c"),
-        "{report}"
-    );
+    assert!(report.to_string().contains("route 10.0.0.2 -> c"), "{report}");
     assert!(rig.drift().is_empty(), "still the first spec");
     rig.delivers([10, 0, 0, 2], 3, &[("dmcb", 3)]);
 }
@@ -769,15 +637,8 @@ fn concurrent_applies_are_serialised_by_the_pin_directory_lock() {
             std::thread::spawn(move || rig.apply(&b).map(|r| r.kind).map_err(|e| e.to_string()))
         })
         .collect();
-    let kinds: Vec<Kind> = threads
-        .into_iter()
-        .map(|t| t.join().unwrap().unwrap())
-        .collect();
-    assert_eq!(
-        kinds.iter().filter(|k| **k == Kind::First).count(),
-        1,
-        "{kinds:?}"
-    );
+    let kinds: Vec<Kind> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == Kind::First).count(), 1, "{kinds:?}");
     // Whatever the order, the last apply's spec serves, completely.
     assert!(rig.drift().is_empty());
     assert!(!rig.pins.join(apply::NEXT).exists());
@@ -790,11 +651,8 @@ fn concurrent_applies_are_serialised_by_the_pin_directory_lock() {
 fn a_group_route_reaches_every_member_but_the_ingress_device() {
     require_privileged!();
     let rig = Rig::new();
-    let text = spec(
-        "on_miss = drop",
-        "group all { a, b, c }\nroute 10.0.0.9 -> all",
-    )
-    .replace("ingress { on = [a]", "ingress { on = [a, b, c]");
+    let text = spec("on_miss = drop", "group all { a, b, c }\nroute 10.0.0.9 -> all")
+        .replace("ingress { on = [a]", "ingress { on = [a, b, c]");
     let report = rig.apply(&build(&text)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.links.len(), 3, "{report}");
     rig.delivers([10, 0, 0, 9], 5, &[("dmca", 0), ("dmcb", 5), ("dmcc", 5)]);
@@ -803,23 +661,14 @@ fn a_group_route_reaches_every_member_but_the_ingress_device() {
     let (_, last_src) = bpf::rx_count(&counts, rig.peer("dmcb").ifindex).unwrap();
     assert_eq!(last_src, Some(rig.ns.mac("dmcb").unwrap()));
     // From b: a and c get a copy, b does not.
-    let before: Vec<u64> = ["dmca", "dmcb", "dmcc"]
-        .iter()
-        .map(|d| rig.received(d))
-        .collect();
+    let before: Vec<u64> = ["dmca", "dmcb", "dmcc"].iter().map(|d| rig.received(d)).collect();
     let frame = to([10, 0, 0, 9]);
     let from_b = rig.peer("dmcb").ifindex;
     rig.ns.enter(|| send_frames(from_b, &frame, 5)).unwrap();
-    assert!(wait_until(Duration::from_secs(3), || rig.received("dmca")
-        - before[0]
-        == 5
+    assert!(wait_until(Duration::from_secs(3), || rig.received("dmca") - before[0] == 5
         && rig.received("dmcc") - before[2] == 5));
     std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(
-        rig.received("dmcb"),
-        before[1],
-        "no copy back to the ingress device"
-    );
+    assert_eq!(rig.received("dmcb"), before[1], "no copy back to the ingress device");
 }
 
 /// Every bundled example, applied through `apply` to a veth per device
@@ -850,14 +699,10 @@ fn every_example_applies_reapplies_unchanged_and_detaches() {
             ns.veth(name, &format!("dmcp{i}")).unwrap();
             names.push(name.clone());
         }
-        let opts = Options {
-            make_ready: true,
-            ..Options::new(&*pins)
-        };
+        let opts = Options { make_ready: true, ..Options::new(&*pins) };
         let name = path.display();
-        let report = ns
-            .enter(|| apply::apply(&b.obj, &b.ir, &opts))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report =
+            ns.enter(|| apply::apply(&b.obj, &b.ir, &opts)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(report.kind, Kind::First, "{name}: {report}");
         let s = ns.enter(|| status::status(&pins)).unwrap();
         assert_eq!(s.routes.len(), b.ir.data.routes.len(), "{name}");
@@ -882,10 +727,7 @@ fn every_example_applies_reapplies_unchanged_and_detaches() {
 fn trusting_the_last_apply_plans_the_changed_routes_only() {
     require_privileged!();
     let rig = Rig::new();
-    let trusted = Options {
-        trust_last_apply: true,
-        ..Options::new(&*rig.pins)
-    };
+    let trusted = Options { trust_last_apply: true, ..Options::new(&*rig.pins) };
     let apply_trusted = |b: &Build| rig.ns.enter(|| apply::apply(&b.obj, &b.ir, &trusted)).unwrap();
     let v1 = build(&spec("on_miss = drop", ROUTES));
     rig.apply(&v1).unwrap();
@@ -945,17 +787,11 @@ route 10.0.0.2 -> b
 ",
     );
     let pins = PinDir::new();
-    let opts = Options {
-        make_ready: true,
-        ..Options::new(&*pins)
-    };
+    let opts = Options { make_ready: true, ..Options::new(&*pins) };
     let err = ns.enter(|| apply::apply(&b.obj, &b.ir, &opts)).unwrap_err();
     assert!(matches!(err, DeployError::NotReady(_)), "{err}");
     let text = err.to_string();
     assert!(text.contains("dmcb"), "{text}");
-    assert!(
-        text.contains("another network namespace"),
-        "says where the peer is: {text}"
-    );
+    assert!(text.contains("another network namespace"), "says where the peer is: {text}");
     assert!(!pins.exists(), "nothing applied");
 }

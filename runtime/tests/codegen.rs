@@ -27,9 +27,18 @@ fn root() -> PathBuf {
 /// Builds a spec file into `dir`; returns the object's path and the plan
 /// read back from the manifest (as the runtime reads it).
 fn build(spec: &Path, dir: &Path) -> (PathBuf, Ir) {
-    let outputs = devmapc::Builder::new(spec).out_dir(dir).build().unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
-    assert!(outputs.clang_output.is_empty(), "{}: generated C compiles without a clang warning: {:?}", spec.display(), outputs.clang_output);
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(outputs.manifest.unwrap()).unwrap()).unwrap();
+    let outputs = devmapc::Builder::new(spec)
+        .out_dir(dir)
+        .build()
+        .unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
+    assert!(
+        outputs.clang_output.is_empty(),
+        "{}: generated C compiles without a clang warning: {:?}",
+        spec.display(),
+        outputs.clang_output
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(outputs.manifest.unwrap()).unwrap()).unwrap();
     let ir: Ir = serde_json::from_value(manifest["ir"].clone()).expect("the manifest's IR reads back");
     (outputs.obj.unwrap(), ir)
 }
@@ -53,7 +62,9 @@ impl Rig {
         let ns = Netns::new().unwrap();
         let mut devices = Vec::new();
         for device in &ir.data.devices {
-            let devmapc::model::Binding::Ifname(name) = &device.binding else { panic!("test specs bind by ifname") };
+            let devmapc::model::Binding::Ifname(name) = &device.binding else {
+                panic!("test specs bind by ifname")
+            };
             let (iface, _) = ns.veth(name, &format!("p{name}")).unwrap();
             devices.push(Device { ifindex: iface.ifindex, mac: iface.mac });
         }
@@ -74,7 +85,11 @@ impl Rig {
         let prog = bpf::prog(&self.obj, names::INGRESS).unwrap();
         let run = self.ns.enter(|| bpf::test_run(&prog, frame, Some(ifindex), 1)).unwrap();
         let after = self.counters();
-        let mut moved: Vec<Counted> = after.iter().filter(|(c, n)| before.iter().find(|(b, _)| b == c).map_or(0, |(_, m)| *m) != *n).map(|(c, _)| c.clone()).collect();
+        let mut moved: Vec<Counted> = after
+            .iter()
+            .filter(|(c, n)| before.iter().find(|(b, _)| b == c).map_or(0, |(_, m)| *m) != *n)
+            .map(|(c, _)| c.clone())
+            .collect();
         // A miss that `route default` takes counts as a miss and for its
         // target.
         if moved.len() == 2 && moved[0] == Counted::Miss {
@@ -89,7 +104,9 @@ impl Rig {
         let mut all = Vec::new();
         let packets = |map: &str, key: &[u8]| -> u64 {
             let map = bpf::map(&self.obj, map).unwrap();
-            map.lookup_percpu(key, MapFlags::ANY).unwrap().map_or(0, |cpus| cpus.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap())).sum())
+            map.lookup_percpu(key, MapFlags::ANY)
+                .unwrap()
+                .map_or(0, |cpus| cpus.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap())).sum())
         };
         if !self.ir.code.key.uses_slots() {
             let ifindex = |d: usize| self.devices.get(d).map(|dev| dev.ifindex);
@@ -99,11 +116,18 @@ impl Rig {
             }
         }
         for slot in 0..=self.devices.len() as u32 {
-            let what = if slot == 0 { Counted::Miss } else { Counted::Device(self.ir.data.devices[slot as usize - 1].name.clone()) };
+            let what = if slot == 0 {
+                Counted::Miss
+            } else {
+                Counted::Device(self.ir.data.devices[slot as usize - 1].name.clone())
+            };
             all.push((what, packets(names::COUNTERS, &slot.to_ne_bytes())));
         }
         for (g, group) in self.ir.code.groups.iter().enumerate() {
-            all.push((Counted::Group(group.name.clone()), packets(names::GROUP_COUNTERS, &(g as u32).to_ne_bytes())));
+            all.push((
+                Counted::Group(group.name.clone()),
+                packets(names::GROUP_COUNTERS, &(g as u32).to_ne_bytes()),
+            ));
         }
         all
     }
@@ -111,7 +135,11 @@ impl Rig {
     /// Runs the plain-XDP twin of `program` as if for device `device`.
     fn egress(&self, program: &str, device: &str, frame: &[u8]) -> (u32, Vec<u8>) {
         let ifindex = self.devices[self.device(device)].ifindex;
-        let bss = self.obj.maps().find(|m| m.name().to_string_lossy().ends_with(".bss")).expect("the twins' global");
+        let bss = self
+            .obj
+            .maps()
+            .find(|m| m.name().to_string_lossy().ends_with(".bss"))
+            .expect("the twins' global");
         bss.update(&0u32.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY).unwrap();
         let prog = bpf::prog(&self.obj, &format!("devmapc_twin_{program}")).unwrap();
         let run = bpf::test_run(&prog, frame, None, 1).unwrap();
@@ -162,7 +190,11 @@ fn every_example_and_sample_loads_and_passes_the_verifier() {
     require_privileged!();
     let mut specs = Vec::new();
     for dir in ["examples", "tests/specs/good", "tests/specs/language"] {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(root().join(dir)).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "devmap")).collect();
+        let mut found: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "devmap"))
+            .collect();
         found.sort();
         specs.extend(found);
     }
@@ -173,14 +205,35 @@ fn every_example_and_sample_loads_and_passes_the_verifier() {
         let (obj_path, ir) = build(spec, dir.path());
         let obj = bpf::load(&obj_path).unwrap_or_else(|e| panic!("{}: {e:#}", spec.display()));
         let progs: Vec<_> = obj.progs().collect();
-        assert_eq!(progs.len(), 1 + 2 * ir.code.programs.len(), "{}: ingress, and each egress program with its twin", spec.display());
+        assert_eq!(
+            progs.len(),
+            1 + 2 * ir.code.programs.len(),
+            "{}: ingress, and each egress program with its twin",
+            spec.display()
+        );
         for prog in &progs {
             let name = prog.name().to_string_lossy().into_owned();
-            let expected = if name.starts_with("devmapc_egress_") { ProgramAttachType::XdpDevmap } else { ProgramAttachType::Xdp };
-            assert_eq!(format!("{:?}", prog.attach_type()), format!("{expected:?}"), "{name} in {}", spec.display());
+            let expected = if name.starts_with("devmapc_egress_") {
+                ProgramAttachType::XdpDevmap
+            } else {
+                ProgramAttachType::Xdp
+            };
+            assert_eq!(
+                format!("{:?}", prog.attach_type()),
+                format!("{expected:?}"),
+                "{name} in {}",
+                spec.display()
+            );
             let stats = bpf::prog_stats(prog).unwrap();
             assert!(stats.verified_insns > 0 && stats.xlated_len > 0);
-            println!("{:<40} {:<32} {:>8} {:>7} {:>6}", spec.file_name().unwrap().to_string_lossy(), name, stats.verified_insns, stats.xlated_len, stats.jited_len);
+            println!(
+                "{:<40} {:<32} {:>8} {:>7} {:>6}",
+                spec.file_name().unwrap().to_string_lossy(),
+                name,
+                stats.verified_insns,
+                stats.xlated_len,
+                stats.jited_len
+            );
         }
     }
 }
@@ -200,7 +253,10 @@ fn generated_ingress_is_no_larger_than_hand_written() {
         ("lpm", "table { key = lpm(ipv4.dst), counters = off }", "lpm_router"),
         ("vlan_eth", "table { key = (vlan.id, eth.dst), counters = off }", "vlan_mac_switch"),
     ];
-    println!("{:<8} {:>22} {:>22} {:>18}", "key", "verified insns gen/ref", "xlated bytes gen/ref", "jited bytes gen/ref");
+    println!(
+        "{:<8} {:>22} {:>22} {:>18}",
+        "key", "verified insns gen/ref", "xlated bytes gen/ref", "jited bytes gen/ref"
+    );
     for (name, table, reference_prog) in cases {
         let spec = dir.path().join(format!("{name}.devmap"));
         std::fs::write(&spec, format!("{table}\ndevice a {{ ifname = \"a\" }}\ndevice b {{ ifname = \"b\" }}\ningress {{ on = [a] }}\nroute default -> b\n")).unwrap();
@@ -218,8 +274,14 @@ fn generated_ingress_is_no_larger_than_hand_written() {
             format!("{}/{}", generated.xlated_len, reference.xlated_len),
             format!("{}/{}", generated.jited_len, reference.jited_len)
         );
-        assert!(generated.xlated_len <= reference.xlated_len, "{name}: generated {generated:?}, hand-written {reference:?}");
-        assert!(generated.verified_insns <= reference.verified_insns, "{name}: generated {generated:?}, hand-written {reference:?}");
+        assert!(
+            generated.xlated_len <= reference.xlated_len,
+            "{name}: generated {generated:?}, hand-written {reference:?}"
+        );
+        assert!(
+            generated.verified_insns <= reference.verified_insns,
+            "{name}: generated {generated:?}, hand-written {reference:?}"
+        );
     }
 }
 
@@ -240,13 +302,33 @@ fn a_vlan_key_reads_the_outer_tag_of_up_to_two() {
          route 30 -> g",
     );
     let ip = || Frame::new().ipv4(A, A).udp(1, 2);
-    assert_eq!(rig.ingress(&ip().build(), "a"), (XDP_DROP, Counted::Miss), "untagged: a miss, which on_miss drops");
+    assert_eq!(
+        rig.ingress(&ip().build(), "a"),
+        (XDP_DROP, Counted::Miss),
+        "untagged: a miss, which on_miss drops"
+    );
     assert_eq!(rig.ingress(&ip().vlan(10, 0).build(), "a"), (XDP_REDIRECT, route("10")));
-    assert_eq!(rig.ingress(&ip().vlan(20, 5).vlan(99, 0).build(), "a"), (XDP_REDIRECT, route("20")), "two tags: the outer one counts");
-    assert_eq!(rig.ingress(&ip().vlan_ad(20, 0).vlan(99, 0).build(), "a"), (XDP_REDIRECT, route("20")), "802.1ad outer tag");
-    assert_eq!(rig.ingress(&ip().vlan(99, 0).vlan(10, 0).build(), "a"), (XDP_DROP, Counted::Miss), "the inner tag is not the key");
+    assert_eq!(
+        rig.ingress(&ip().vlan(20, 5).vlan(99, 0).build(), "a"),
+        (XDP_REDIRECT, route("20")),
+        "two tags: the outer one counts"
+    );
+    assert_eq!(
+        rig.ingress(&ip().vlan_ad(20, 0).vlan(99, 0).build(), "a"),
+        (XDP_REDIRECT, route("20")),
+        "802.1ad outer tag"
+    );
+    assert_eq!(
+        rig.ingress(&ip().vlan(99, 0).vlan(10, 0).build(), "a"),
+        (XDP_DROP, Counted::Miss),
+        "the inner tag is not the key"
+    );
     assert_eq!(rig.ingress(&ip().vlan(30, 0).build(), "a"), (XDP_REDIRECT, Counted::Group("g".into())));
-    assert_eq!(rig.ingress(&arp().vlan(10, 0).build(), "a"), (XDP_REDIRECT, route("10")), "not IP: the tag is enough");
+    assert_eq!(
+        rig.ingress(&arp().vlan(10, 0).build(), "a"),
+        (XDP_REDIRECT, route("10")),
+        "not IP: the tag is enough"
+    );
     let tagged = ip().vlan(10, 0).build();
     assert_eq!(rig.ingress(&tagged[..16], "a"), (XDP_DROP, Counted::Miss), "truncated inside the tag");
 }
@@ -266,12 +348,24 @@ fn an_ipv4_key_looks_behind_tags_and_misses_go_to_the_default_route() {
     let hit = || v4([10, 0, 0, 1]);
     assert_eq!(rig.ingress(&hit().build(), "a"), (XDP_REDIRECT, route("10.0.0.1")));
     assert_eq!(rig.ingress(&hit().vlan(7, 0).build(), "a"), (XDP_REDIRECT, route("10.0.0.1")), "one tag");
-    assert_eq!(rig.ingress(&hit().vlan_ad(7, 0).vlan(8, 0).build(), "a"), (XDP_REDIRECT, route("10.0.0.1")), "two tags");
-    assert_eq!(rig.ingress(&v4([10, 0, 0, 2]).build(), "a"), (XDP_REDIRECT, default_to("c")), "a miss takes route default");
+    assert_eq!(
+        rig.ingress(&hit().vlan_ad(7, 0).vlan(8, 0).build(), "a"),
+        (XDP_REDIRECT, route("10.0.0.1")),
+        "two tags"
+    );
+    assert_eq!(
+        rig.ingress(&v4([10, 0, 0, 2]).build(), "a"),
+        (XDP_REDIRECT, default_to("c")),
+        "a miss takes route default"
+    );
     let v6 = Frame::new().ipv6(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST).udp(1, 2).build();
     assert_eq!(rig.ingress(&v6, "a"), (XDP_REDIRECT, default_to("c")), "no IPv4 header: a miss");
     assert_eq!(rig.ingress(&arp().build(), "a"), (XDP_REDIRECT, default_to("c")), "not IP: a miss");
-    assert_eq!(rig.ingress(&hit().build()[..30], "a"), (XDP_REDIRECT, default_to("c")), "truncated IPv4 header: a miss");
+    assert_eq!(
+        rig.ingress(&hit().build()[..30], "a"),
+        (XDP_REDIRECT, default_to("c")),
+        "truncated IPv4 header: a miss"
+    );
 }
 
 #[test]
@@ -289,7 +383,11 @@ fn an_lpm_key_takes_the_longest_prefix() {
     );
     assert_eq!(rig.ingress(&v4([10, 9, 9, 9]).build(), "a"), (XDP_REDIRECT, device("b")));
     assert_eq!(rig.ingress(&v4([10, 1, 9, 9]).vlan(5, 0).build(), "a"), (XDP_REDIRECT, device("c")));
-    assert_eq!(rig.ingress(&v4([10, 1, 2, 3]).build(), "a"), (XDP_REDIRECT, device("a")), "a bare address is a /32");
+    assert_eq!(
+        rig.ingress(&v4([10, 1, 2, 3]).build(), "a"),
+        (XDP_REDIRECT, device("a")),
+        "a bare address is a /32"
+    );
     assert_eq!(rig.ingress(&v4([11, 0, 0, 1]).build(), "a"), (XDP_DROP, Counted::Miss));
 }
 
@@ -307,7 +405,11 @@ fn a_wide_composite_key_goes_through_a_hash_to_a_slot() {
     );
     let to_b = || v4([1, 2, 3, 4]).dst([2, 0, 0, 0, 0, 0x0b]);
     assert_eq!(rig.ingress(&to_b().vlan(10, 0).build(), "a"), (XDP_REDIRECT, device("b")));
-    assert_eq!(rig.ingress(&to_b().vlan(20, 0).build(), "a"), (XDP_REDIRECT, device("c")), "same MAC, other VLAN");
+    assert_eq!(
+        rig.ingress(&to_b().vlan(20, 0).build(), "a"),
+        (XDP_REDIRECT, device("c")),
+        "same MAC, other VLAN"
+    );
     assert_eq!(rig.ingress(&to_b().vlan(30, 0).build(), "a"), (XDP_PASS, Counted::Miss));
     assert_eq!(rig.ingress(&to_b().build(), "a"), (XDP_PASS, Counted::Miss), "untagged: no VLAN id");
 }
@@ -345,8 +447,18 @@ fn every_direct_key_kind_hits_the_key_the_runtime_stored() {
     let tcp = |sport: u16, dport: u16| Frame::new().ipv4(A, Ipv4Addr::new(10, 1, 0, 1)).tcp(sport, dport);
     let cases: Vec<(&str, &str, Frame, Frame)> = vec![
         ("vlan.id", "100", udp(1000, 53).vlan(100, 0), udp(1000, 53).vlan(101, 0)),
-        ("ipv4.dst", "10.1.0.1", udp(1000, 53), Frame::new().ipv4(A, Ipv4Addr::new(10, 1, 0, 2)).udp(1000, 53)),
-        ("ipv4.src", "192.0.2.1", udp(1000, 53), Frame::new().ipv4(b, Ipv4Addr::new(10, 1, 0, 1)).udp(1000, 53)),
+        (
+            "ipv4.dst",
+            "10.1.0.1",
+            udp(1000, 53),
+            Frame::new().ipv4(A, Ipv4Addr::new(10, 1, 0, 2)).udp(1000, 53),
+        ),
+        (
+            "ipv4.src",
+            "192.0.2.1",
+            udp(1000, 53),
+            Frame::new().ipv4(b, Ipv4Addr::new(10, 1, 0, 1)).udp(1000, 53),
+        ),
         ("ip.proto", "17", udp(1000, 53), tcp(1000, 53)),
         ("l4.sport", "1000", udp(1000, 53), udp(1001, 53)),
         ("l4.dport", "53", udp(1000, 53), udp(1000, 54)),
@@ -363,7 +475,11 @@ fn every_direct_key_kind_hits_the_key_the_runtime_stored() {
              ingress {{ on = [a] }}
              route {route_key} -> b"
         ));
-        assert!(matches!(rig.ir.code.key, devmapc::ir::KeyPlan::Direct { mix: devmapc::ir::KeyMix::Fmix32, .. }), "{key}: {:?}", rig.ir.code.key);
+        assert!(
+            matches!(rig.ir.code.key, devmapc::ir::KeyPlan::Direct { mix: devmapc::ir::KeyMix::Fmix32, .. }),
+            "{key}: {:?}",
+            rig.ir.code.key
+        );
         assert_eq!(rig.ingress(&hit.build(), "a"), (XDP_REDIRECT, route(route_key)), "{key}: the routed key");
         assert_eq!(rig.ingress(&miss.build(), "a"), (XDP_DROP, Counted::Miss), "{key}: another key");
     }
@@ -440,7 +556,11 @@ fn egress_programs_rewrite_tags_through_their_twins() {
 
     let (action, out) = rig.egress("retag", "b", &ip().vlan(100, 5).build());
     let out = parse(&out).unwrap();
-    assert_eq!((action, out.vlan_ids(), out.tags[0].pcp), (XDP_PASS, vec![10], 5), "the id changes, the priority stays");
+    assert_eq!(
+        (action, out.vlan_ids(), out.tags[0].pcp),
+        (XDP_PASS, vec![10], 5),
+        "the id changes, the priority stays"
+    );
     let (action, out) = rig.egress("retag", "b", &ip().build());
     assert_eq!((action, parse(&out).unwrap().vlan_ids()), (XDP_PASS, vec![]), "untagged stays untagged");
 
@@ -462,7 +582,8 @@ fn egress_programs_set_the_device_mac_and_keep_the_ipv4_checksum_right() {
     require_privileged!();
     let rig = Rig::new(EGRESS_SPEC);
     let mac = rig.devices[rig.device("c")].mac;
-    let (action, out) = rig.egress("own_mac", "c", &Frame::new().ipv4(A, A).ttl(64).udp(1, 2).vlan(9, 0).build());
+    let (action, out) =
+        rig.egress("own_mac", "c", &Frame::new().ipv4(A, A).ttl(64).udp(1, 2).vlan(9, 0).build());
     let out = parse(&out).unwrap();
     let ip = out.ipv4.unwrap();
     assert_eq!((action, out.src, ip.ttl, ip.checksum_valid), (XDP_PASS, mac, 63, true));
@@ -479,14 +600,24 @@ fn keys_encode_as_the_generated_code_reads_them() {
     // A direct IPv4 key is loaded in wire order, then mixed (a manifest of
     // a build before keys were mixed has no `mix`: its keys stay as they
     // were); an LPM key leads with its length.
-    let fields = vec![devmapc::ir::DirectField { field: devmapc::fields::Field::Ipv4Dst, shift: 0, bits: 32 }];
+    let fields =
+        vec![devmapc::ir::DirectField { field: devmapc::fields::Field::Ipv4Dst, shift: 0, bits: 32 }];
     let plan = devmapc::ir::KeyPlan::Direct { fields: fields.clone(), mix: devmapc::ir::KeyMix::Fmix32 };
     let key = KeyValue::Const(Const::Ipv4(Ipv4Addr::new(10, 0, 0, 1)));
-    assert_eq!(encode_key(&plan, &key, &|_| None).unwrap(), devmapc::ir::fmix32(u32::from_ne_bytes([10, 0, 0, 1])).to_ne_bytes());
-    let old: devmapc::ir::KeyPlan = serde_json::from_str(r#"{ "kind": "direct", "fields": [ { "field": "ipv4.dst", "shift": 0, "bits": 32 } ] }"#).unwrap();
+    assert_eq!(
+        encode_key(&plan, &key, &|_| None).unwrap(),
+        devmapc::ir::fmix32(u32::from_ne_bytes([10, 0, 0, 1])).to_ne_bytes()
+    );
+    let old: devmapc::ir::KeyPlan = serde_json::from_str(
+        r#"{ "kind": "direct", "fields": [ { "field": "ipv4.dst", "shift": 0, "bits": 32 } ] }"#,
+    )
+    .unwrap();
     assert_eq!(old, devmapc::ir::KeyPlan::Direct { fields, mix: devmapc::ir::KeyMix::None });
     assert_eq!(encode_key(&old, &key, &|_| None).unwrap(), [10, 0, 0, 1]);
-    assert!(!serde_json::to_string(&old).unwrap().contains("mix"), "an old plan serialises as it was: same code hash");
+    assert!(
+        !serde_json::to_string(&old).unwrap().contains("mix"),
+        "an old plan serialises as it was: same code hash"
+    );
     assert!(serde_json::to_string(&plan).unwrap().contains(r#""mix":"fmix32""#));
     let lpm = devmapc::ir::KeyPlan::Lpm { field: devmapc::fields::Field::Ipv4Dst, address_bytes: 4 };
     let prefix = KeyValue::Prefix(PrefixValue::V4(Ipv4Addr::new(10, 0, 0, 0), 8));
@@ -625,7 +756,9 @@ const SHAPES: [(&str, &str); 6] = [
 fn every_shape_of_header_test_passes_the_verifier_and_decides_right() {
     require_privileged!();
     let conds = conditions();
-    let mut spec = String::from("table { key = vlan.id }\ndevice a { ifname = \"a\" }\ningress { on = [a] }\nroute 1 -> a\n");
+    let mut spec = String::from(
+        "table { key = vlan.id }\ndevice a { ifname = \"a\" }\ningress { on = [a] }\nroute 1 -> a\n",
+    );
     for (i, c) in conds.iter().enumerate() {
         for (s, (shape, body)) in SHAPES.iter().enumerate() {
             spec += &format!("egress c{i}_{shape} {{\n    {}\n}}\n", body.replace("COND", &c.text()));
@@ -645,7 +778,14 @@ fn every_shape_of_header_test_passes_the_verifier_and_decides_right() {
         (ip4().udp(1, 80).vlan(3, 0).build(), vec![3], Some(64), None, Some(17), Some(80)),
         (ip4().ttl(2).proto(1).payload(&[0; 8]).build(), vec![], Some(2), None, Some(1), None),
         (ip6().tcp(1, 80).build(), vec![], None, Some(64), Some(6), Some(80)),
-        (ip6().hop_limit(2).udp(1, 53).vlan(3, 0).vlan(4, 0).build(), vec![3, 4], None, Some(2), Some(17), Some(53)),
+        (
+            ip6().hop_limit(2).udp(1, 53).vlan(3, 0).vlan(4, 0).build(),
+            vec![3, 4],
+            None,
+            Some(2),
+            Some(17),
+            Some(53),
+        ),
         (ip6().proto(59).build(), vec![], None, Some(64), Some(59), None),
     ];
     for (i, c) in conds.iter().enumerate() {
@@ -665,7 +805,12 @@ fn every_shape_of_header_test_passes_the_verifier_and_decides_right() {
                 assert_eq!(action, want, "`{}` ({shape}) on frame {f}", c.text());
                 if action == XDP_PASS {
                     let out = parse(&out).unwrap();
-                    assert_eq!((out.ipv4.as_ref().map(|h| h.ttl), out.vlan_ids().first().copied()), (ttl, vlan), "`{}` ({shape}) on frame {f}", c.text());
+                    assert_eq!(
+                        (out.ipv4.as_ref().map(|h| h.ttl), out.vlan_ids().first().copied()),
+                        (ttl, vlan),
+                        "`{}` ({shape}) on frame {f}",
+                        c.text()
+                    );
                 }
             }
         }

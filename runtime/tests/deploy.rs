@@ -16,8 +16,8 @@ use devmapc_runtime::deploy::{self, DeployError, Loaded};
 use devmapc_runtime::Device;
 use devmapc_testkit::bpf;
 use devmapc_testkit::netns::{send_frames, Iface, Netns};
-use devmapc_testkit::pins::PinDir;
 use devmapc_testkit::packet::Frame;
+use devmapc_testkit::pins::PinDir;
 use devmapc_testkit::{objects, require_privileged, wait_until};
 use libbpf_rs::{Link, MapCore, Object};
 use std::net::Ipv4Addr;
@@ -58,10 +58,7 @@ const LIVE_FRAMES: u32 = 10_000;
 const REAL_FRAMES: u64 = 100;
 
 fn to(dst: [u8; 4]) -> Vec<u8> {
-    Frame::new()
-        .ipv4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::from(dst))
-        .udp(1000, 53)
-        .build()
+    Frame::new().ipv4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::from(dst)).udp(1000, 53).build()
 }
 
 /// Builds `spec` into `dir`; the object and the plan read back from the
@@ -100,28 +97,12 @@ impl Rig {
         for name in ["dmca", "dmcb", "dmcc"] {
             let (iface, peer) = ns.veth(name, &format!("p{name}")).unwrap();
             let counter = bpf::prog(&counts, "count").unwrap();
-            counting.push(
-                ns.enter(|| counter.attach_xdp(peer.ifindex as i32))
-                    .unwrap(),
-            );
-            devices.push(Device {
-                ifindex: iface.ifindex,
-                mac: iface.mac,
-            });
+            counting.push(ns.enter(|| counter.attach_xdp(peer.ifindex as i32)).unwrap());
+            devices.push(Device { ifindex: iface.ifindex, mac: iface.mac });
             ifaces.push(iface);
             peers.push(peer);
         }
-        Rig {
-            ns,
-            ifaces,
-            peers,
-            devices,
-            obj,
-            ir,
-            counts,
-            _counting: counting,
-            build_dir,
-        }
+        Rig { ns, ifaces, peers, devices, obj, ir, counts, _counting: counting, build_dir }
     }
 
     fn index(&self, dev: &str) -> usize {
@@ -131,9 +112,7 @@ impl Rig {
     /// Loads and fills the spec built in `dir` (or the rig's own).
     fn load(&self, obj: &Path, ir: &Ir) -> Loaded {
         let loaded = deploy::load(obj, ir).unwrap_or_else(|e| panic!("{e}"));
-        self.ns
-            .enter(|| loaded.fill(&self.devices))
-            .unwrap_or_else(|e| panic!("{e}"));
+        self.ns.enter(|| loaded.fill(&self.devices)).unwrap_or_else(|e| panic!("{e}"));
         loaded
     }
 
@@ -174,22 +153,12 @@ fn prog_id(fd: impl AsFd) -> u64 {
 
 /// `bpftool -j <args>`: its JSON, or None when it fails (no such object).
 fn bpftool(args: &[&str]) -> Option<serde_json::Value> {
-    let out = Command::new("bpftool")
-        .arg("-j")
-        .args(args)
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    let out = Command::new("bpftool").arg("-j").args(args).output().unwrap();
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
 fn egress_prog(loaded: &Loaded) -> libbpf_rs::Program<'_> {
-    loaded
-        .object()
-        .progs()
-        .find(|p| p.name() == "devmapc_egress_stamp")
-        .unwrap()
+    loaded.object().progs().find(|p| p.name() == "devmapc_egress_stamp").unwrap()
 }
 
 // ------------------------------------------------------------------- bpffs
@@ -198,12 +167,7 @@ fn egress_prog(loaded: &Loaded) -> libbpf_rs::Program<'_> {
 fn a_pin_dir_not_on_a_bpffs_is_refused_with_what_to_do() {
     require_privileged!();
     let shm = Path::new("/dev/shm");
-    let scratch = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .unwrap();
+    let scratch = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
     let dir = scratch.path().join("devmapc/fwd");
     let err = deploy::pin_dir_ready(&dir).unwrap_err();
     let message = err.to_string();
@@ -215,19 +179,13 @@ fn a_pin_dir_not_on_a_bpffs_is_refused_with_what_to_do() {
     // Not the `ip netns exec` story: that is for a sysfs where the host's
     // bpffs belongs (tests below).
     assert!(!message.contains("ip netns exec"), "{message}");
-    assert!(
-        message.contains(&scratch.path().display().to_string()),
-        "names the parent checked: {message}"
-    );
+    assert!(message.contains(&scratch.path().display().to_string()), "names the parent checked: {message}");
 
     // Pinning a loaded object there fails the same way and leaves nothing.
     let build_dir = tempfile::tempdir().unwrap();
     let (obj, ir) = build(SPEC, build_dir.path());
     let loaded = deploy::load(&obj, &ir).unwrap();
-    assert!(matches!(
-        loaded.pin(&dir),
-        Err(DeployError::NotBpffs { .. })
-    ));
+    assert!(matches!(loaded.pin(&dir), Err(DeployError::NotBpffs { .. })));
     assert!(!scratch.path().join("devmapc").exists());
 
     // Below a bpffs, a directory that does not exist yet is fine.
@@ -263,12 +221,7 @@ fn under_ip_netns_exec_pins_are_refused_and_under_nsenter_they_are_not() {
         let out = Command::new(wrapper[0])
             .args(&wrapper[1..])
             .arg(&me)
-            .args([
-                "--exact",
-                "child_checks_pin_dir",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "child_checks_pin_dir", "--nocapture", "--test-threads=1"])
             .env("DEVMAPC_TEST_CHILD_PIN_DIR", pins.join("fwd"))
             .output()
             .unwrap();
@@ -276,14 +229,8 @@ fn under_ip_netns_exec_pins_are_refused_and_under_nsenter_they_are_not() {
     };
     let netns_exec = child(&["ip", "netns", "exec", ns.name()]);
     assert!(netns_exec.contains("PIN-DIR-REFUSED"), "{netns_exec}");
-    assert!(
-        netns_exec.contains("sysfs"),
-        "/sys/fs/bpf is sysfs there: {netns_exec}"
-    );
-    assert!(
-        netns_exec.contains("nsenter --net=/run/netns/NAME"),
-        "{netns_exec}"
-    );
+    assert!(netns_exec.contains("sysfs"), "/sys/fs/bpf is sysfs there: {netns_exec}");
+    assert!(netns_exec.contains("nsenter --net=/run/netns/NAME"), "{netns_exec}");
     // From a shell started by `ip netns exec` (the shell shares the
     // command's mount namespace, its own parent does not): refused too, and
     // no bpffs is mounted in that short-lived namespace.
@@ -350,10 +297,7 @@ fn a_missing_host_bpffs_is_mounted_once_and_only_where_it_lasts() {
     assert!(matches!(err, DeployError::NotBpffs { .. }), "{err:?}");
     assert!(err.to_string().contains("nsenter --net="), "{err}");
     // A dry run says it would mount, and does not.
-    assert_eq!(
-        prepare_pin_dir_at(&dir, &point, true, false).unwrap(),
-        Some(point.clone())
-    );
+    assert_eq!(prepare_pin_dir_at(&dir, &point, true, false).unwrap(), Some(point.clone()));
     assert!(!is_bpffs());
     assert_eq!(mounts_at(&point), 0);
     // A pin directory elsewhere on the same file system is never a reason
@@ -363,9 +307,8 @@ fn a_missing_host_bpffs_is_mounted_once_and_only_where_it_lasts() {
 
     // Eight racing callers: one mount.
     let results: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| s.spawn(|| prepare_pin_dir_at(&dir, &point, true, true)))
-            .collect();
+        let handles: Vec<_> =
+            (0..8).map(|_| s.spawn(|| prepare_pin_dir_at(&dir, &point, true, true))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for r in results {
@@ -389,17 +332,10 @@ fn forward(mode: XdpMode, expect_mode: u64) {
     let rig = Rig::new();
     let loaded = rig.load(&rig.obj, &rig.ir);
     let a = rig.ifaces[0].ifindex;
-    let attachment = rig
-        .ns
-        .enter(|| loaded.attach_ingress(a, mode))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let attachment = rig.ns.enter(|| loaded.attach_ingress(a, mode)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(attachment.warning, None);
     let ingress_id = prog_id(loaded.ingress());
-    assert_eq!(
-        rig.xdp("dmca"),
-        Some((expect_mode, ingress_id)),
-        "ip -j link shows the program in its mode"
-    );
+    assert_eq!(rig.xdp("dmca"), Some((expect_mode, ingress_id)), "ip -j link shows the program in its mode");
     let info = attachment.info().unwrap();
     assert_eq!((info.prog_id as u64, info.ifindex), (ingress_id, a));
 
@@ -409,11 +345,7 @@ fn forward(mode: XdpMode, expect_mode: u64) {
         .enter(|| bpf::test_run_live(&loaded.ingress(), &to([10, 0, 0, 2]), a, LIVE_FRAMES, 0))
         .unwrap();
     rig.expect("dmcb", LIVE_FRAMES as u64);
-    assert_eq!(
-        rig.received("dmcb").1,
-        Some(rig.ifaces[1].mac),
-        "the egress program stamped dmcb's MAC"
-    );
+    assert_eq!(rig.received("dmcb").1, Some(rig.ifaces[1].mac), "the egress program stamped dmcb's MAC");
     println!(
         "{mode:?}: {} live frames sent, {} received behind dmcb ({} ns/frame)",
         run.frames,
@@ -428,19 +360,11 @@ fn forward(mode: XdpMode, expect_mode: u64) {
     let counters = bpf::map(loaded.object(), names::COUNTERS).unwrap();
     let misses = || -> u64 {
         let per_cpu = counters.lookup_percpu(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY);
-        per_cpu
-            .unwrap()
-            .unwrap()
-            .iter()
-            .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap()))
-            .sum()
+        per_cpu.unwrap().unwrap().iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap())).sum()
     };
     wait_until(Duration::from_secs(3), || misses() >= REAL_FRAMES);
     let misses = misses();
-    assert_eq!(
-        misses, REAL_FRAMES,
-        "unrouted frames counted as misses (and dropped)"
-    );
+    assert_eq!(misses, REAL_FRAMES, "unrouted frames counted as misses (and dropped)");
     rig.expect("dmcb", LIVE_FRAMES as u64);
     rig.expect("dmcc", REAL_FRAMES);
     println!(
@@ -471,55 +395,26 @@ fn auto_mode_falls_back_to_generic_with_a_warning() {
     let rig = Rig::new();
     let loaded = rig.load(&rig.obj, &rig.ir);
     // A veth does native XDP: auto takes it, without a warning.
-    let veth = rig
-        .ns
-        .enter(|| loaded.attach_ingress(rig.ifaces[0].ifindex, XdpMode::Auto))
-        .unwrap();
-    assert_eq!(
-        (veth.mode, veth.warning.as_deref()),
-        (XdpMode::Native, None)
-    );
+    let veth = rig.ns.enter(|| loaded.attach_ingress(rig.ifaces[0].ifindex, XdpMode::Auto)).unwrap();
+    assert_eq!((veth.mode, veth.warning.as_deref()), (XdpMode::Native, None));
     // Loopback has no native XDP: native is refused, auto falls back.
     let lo = rig.ns.ip(&["-j", "link", "show", "dev", "lo"]).unwrap();
-    let lo = serde_json::from_str::<serde_json::Value>(&lo).unwrap()[0]["ifindex"]
-        .as_u64()
-        .unwrap() as u32;
-    let err = rig
-        .ns
-        .enter(|| loaded.attach_ingress(lo, XdpMode::Native))
-        .unwrap_err();
+    let lo = serde_json::from_str::<serde_json::Value>(&lo).unwrap()[0]["ifindex"].as_u64().unwrap() as u32;
+    let err = rig.ns.enter(|| loaded.attach_ingress(lo, XdpMode::Native)).unwrap_err();
     println!("{err}");
     assert!(err.to_string().contains("no native XDP"), "{err}");
-    let auto = rig
-        .ns
-        .enter(|| loaded.attach_ingress(lo, XdpMode::Auto))
-        .unwrap();
+    let auto = rig.ns.enter(|| loaded.attach_ingress(lo, XdpMode::Auto)).unwrap();
     println!("{}", auto.warning.as_deref().unwrap_or(""));
     assert_eq!(auto.mode, XdpMode::Generic);
-    assert!(
-        auto.warning
-            .as_deref()
-            .is_some_and(|w| w.contains("generic mode")),
-        "{auto:?}"
-    );
+    assert!(auto.warning.as_deref().is_some_and(|w| w.contains("generic mode")), "{auto:?}");
     assert_eq!(rig.xdp("lo"), Some((2, prog_id(loaded.ingress()))));
     // A second program on a device that has one: a clear refusal.
-    let err = rig
-        .ns
-        .enter(|| loaded.attach_ingress(rig.ifaces[0].ifindex, XdpMode::Generic))
-        .unwrap_err();
+    let err = rig.ns.enter(|| loaded.attach_ingress(rig.ifaces[0].ifindex, XdpMode::Generic)).unwrap_err();
     println!("{err}");
-    assert!(
-        err.to_string().contains("already has an XDP program"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("already has an XDP program"), "{err}");
     // Wrong number of devices for the plan: an error, not a panic.
     let err = rig.ns.enter(|| loaded.fill(&rig.devices[..2])).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("the plan has 3 devices (a, b, c), 2 were resolved"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("the plan has 3 devices (a, b, c), 2 were resolved"), "{err}");
 }
 
 // ------------------------------------------------ pins, persistence, detach
@@ -532,16 +427,11 @@ fn a_pinned_deployment_outlives_the_process_handles_and_detach_removes_it_all() 
     let loaded = rig.load(&rig.obj, &rig.ir);
     loaded.pin(&pins).unwrap_or_else(|e| panic!("{e}"));
     // `ingress { on = [a], mode = auto }`: a link on dmca, native on a veth.
-    let attachments = rig
-        .ns
-        .enter(|| loaded.attach_planned(&rig.devices, &pins))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let attachments =
+        rig.ns.enter(|| loaded.attach_planned(&rig.devices, &pins)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(attachments.len(), 1);
     let (label, attachment) = &attachments[0];
-    assert_eq!(
-        (label.as_str(), attachment.mode, &attachment.warning),
-        ("dmca", XdpMode::Native, &None)
-    );
+    assert_eq!((label.as_str(), attachment.mode, &attachment.warning), ("dmca", XdpMode::Native, &None));
     let link_pin = pins.join("links/dmca");
     assert!(
         matches!(loaded.pin(&pins), Err(DeployError::AlreadyPinned { .. })),
@@ -549,11 +439,7 @@ fn a_pinned_deployment_outlives_the_process_handles_and_detach_removes_it_all() 
     );
 
     let ingress_id = prog_id(loaded.ingress());
-    let mut prog_ids: Vec<u64> = loaded
-        .object()
-        .progs()
-        .map(|p| prog_id(p.as_fd()))
-        .collect();
+    let mut prog_ids: Vec<u64> = loaded.object().progs().map(|p| prog_id(p.as_fd())).collect();
     let mut map_ids = Vec::new();
     let mut pinned = 0;
     for sub in ["maps", "progs"] {
@@ -571,18 +457,9 @@ fn a_pinned_deployment_outlives_the_process_handles_and_detach_removes_it_all() 
             pinned += 1;
         }
     }
-    let manifest_map = bpftool(&[
-        "map",
-        "show",
-        "pinned",
-        pins.join("manifest").to_str().unwrap(),
-    ])
-    .unwrap();
+    let manifest_map = bpftool(&["map", "show", "pinned", pins.join("manifest").to_str().unwrap()]).unwrap();
     map_ids.push(manifest_map["id"].as_u64().unwrap());
-    assert_eq!(
-        pinned,
-        loaded.object().maps().count() + loaded.object().progs().count()
-    );
+    assert_eq!(pinned, loaded.object().maps().count() + loaded.object().progs().count());
     let manifest = loaded.manifest().to_string();
     assert_eq!(
         manifest,
@@ -593,71 +470,36 @@ fn a_pinned_deployment_outlives_the_process_handles_and_detach_removes_it_all() 
     // Nothing of the deployment is held by this process any more.
     drop(attachments);
     drop(loaded);
-    assert_eq!(
-        rig.xdp("dmca"),
-        Some((1, ingress_id)),
-        "the pinned link keeps the program attached"
-    );
+    assert_eq!(rig.xdp("dmca"), Some((1, ingress_id)), "the pinned link keeps the program attached");
     let link = bpftool(&["link", "show", "pinned", link_pin.to_str().unwrap()])
         .expect("another process finds the link");
-    assert_eq!(
-        (link["prog_id"].as_u64(), link["type"].as_str()),
-        (Some(ingress_id), Some("xdp"))
-    );
-    assert_eq!(
-        deploy::read_manifest(&pins).unwrap(),
-        manifest,
-        "the manifest is read back from the pins"
-    );
+    assert_eq!((link["prog_id"].as_u64(), link["type"].as_str()), (Some(ingress_id), Some("xdp")));
+    assert_eq!(deploy::read_manifest(&pins).unwrap(), manifest, "the manifest is read back from the pins");
     rig.send("dmca", &to([10, 0, 0, 2]), REAL_FRAMES);
     rig.expect("dmcb", REAL_FRAMES);
     assert_eq!(rig.received("dmcb").1, Some(rig.ifaces[1].mac));
-    println!(
-        "pinned only: {REAL_FRAMES} real frames sent, {} received behind dmcb",
-        rig.received("dmcb").0
-    );
+    println!("pinned only: {REAL_FRAMES} real frames sent, {} received behind dmcb", rig.received("dmcb").0);
 
     let detached = deploy::detach(&pins).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(detached.links.len(), 1);
-    assert_eq!(
-        (
-            detached.links[0].0.as_str(),
-            detached.links[0].1.prog_id as u64
-        ),
-        ("dmca", ingress_id)
-    );
-    assert_eq!(
-        detached.pins,
-        pinned + 2,
-        "maps, programs, the link and the manifest"
-    );
+    assert_eq!((detached.links[0].0.as_str(), detached.links[0].1.prog_id as u64), ("dmca", ingress_id));
+    assert_eq!(detached.pins, pinned + 2, "maps, programs, the link and the manifest");
     assert_eq!(rig.xdp("dmca"), None, "detached");
     assert!(!pins.exists(), "the pin directory is gone");
     prog_ids.sort();
     map_ids.sort();
     let gone = |kind: &str, ids: &[u64]| {
-        ids.iter()
-            .all(|id| bpftool(&[kind, "show", "id", &id.to_string()]).is_none())
+        ids.iter().all(|id| bpftool(&[kind, "show", "id", &id.to_string()]).is_none())
     };
-    assert!(
-        wait_until(Duration::from_secs(10), || gone("prog", &prog_ids)),
-        "programs {prog_ids:?} freed"
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || gone("map", &map_ids)),
-        "maps {map_ids:?} freed"
-    );
+    assert!(wait_until(Duration::from_secs(10), || gone("prog", &prog_ids)), "programs {prog_ids:?} freed");
+    assert!(wait_until(Duration::from_secs(10), || gone("map", &map_ids)), "maps {map_ids:?} freed");
     println!("freed: programs {prog_ids:?}, maps {map_ids:?}");
 
     let err = deploy::detach(&pins).unwrap_err();
     assert!(matches!(err, DeployError::NotDeployed { .. }), "{err}");
     rig.send("dmca", &to([10, 0, 0, 2]), REAL_FRAMES);
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        rig.received("dmcb").0,
-        REAL_FRAMES,
-        "nothing forwards any more"
-    );
+    assert_eq!(rig.received("dmcb").0, REAL_FRAMES, "nothing forwards any more");
 }
 
 #[test]
@@ -667,10 +509,7 @@ fn swap_replaces_the_attached_program_without_detaching() {
     let pins = PinDir::new();
     let v1 = rig.load(&rig.obj, &rig.ir);
     v1.pin(&pins).unwrap();
-    let attachment = rig
-        .ns
-        .enter(|| v1.attach_ingress(rig.ifaces[0].ifindex, XdpMode::Native))
-        .unwrap();
+    let attachment = rig.ns.enter(|| v1.attach_ingress(rig.ifaces[0].ifindex, XdpMode::Native)).unwrap();
     let link_pin = attachment.pin(&pins, "dmca").unwrap();
     drop(attachment);
     let before = deploy::pinned_link_info(&link_pin).unwrap();
@@ -701,11 +540,7 @@ fn swap_replaces_the_attached_program_without_detaching() {
     // An egress program cannot be swapped in: a clear refusal, nothing changes.
     let err = deploy::swap(&link_pin, egress_prog(&v2).as_fd()).unwrap_err();
     println!("{err}");
-    assert!(
-        err.to_string()
-            .contains("not an `xdp/devmap` egress program"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not an `xdp/devmap` egress program"), "{err}");
     assert_eq!(rig.xdp("dmca"), Some((1, v2_id)));
     deploy::detach(&pins).unwrap();
     assert_eq!(rig.xdp("dmca"), None);
@@ -722,41 +557,26 @@ fn a_program_the_verifier_rejects_is_named_with_the_end_of_its_log() {
     let entry = "int devmapc_ingress(struct xdp_md *ctx)\n{\n";
     assert!(c.contains(entry));
     // A packet read with no bounds check.
-    let read =
-        "\tif (((volatile unsigned char *)(long)ctx->data)[100] == 0x42)\n\t\treturn XDP_DROP;\n";
+    let read = "\tif (((volatile unsigned char *)(long)ctx->data)[100] == 0x42)\n\t\treturn XDP_DROP;\n";
     let bad = c.replace(entry, &format!("{entry}{read}"));
     let bad_dir = dir.path().join("bad");
     std::fs::create_dir(&bad_dir).unwrap();
     std::fs::write(bad_dir.join("fwd.bpf.c"), bad).unwrap();
-    devmapc::builder::compile_bpf_c(&bad_dir.join("fwd.bpf.c"), &bad_dir.join("fwd.bpf.o"))
-        .unwrap();
+    devmapc::builder::compile_bpf_c(&bad_dir.join("fwd.bpf.c"), &bad_dir.join("fwd.bpf.o")).unwrap();
     let err = deploy::load(&bad_dir.join("fwd.bpf.o"), &ir).unwrap_err();
     println!("{err}");
-    let DeployError::Verifier {
-        program, log_tail, ..
-    } = &err
-    else {
-        panic!("a verifier error: {err:?}")
-    };
+    let DeployError::Verifier { program, log_tail, .. } = &err else { panic!("a verifier error: {err:?}") };
     assert_eq!(program, "devmapc_ingress");
     assert!(log_tail.contains("invalid access to packet"), "{log_tail}");
     assert!(log_tail.lines().count() <= deploy::VERIFIER_LOG_TAIL);
-    assert!(
-        err.to_string()
-            .contains("verifier rejected program `devmapc_ingress`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("verifier rejected program `devmapc_ingress`"), "{err}");
 
     // Not an object at all: another clear error.
     let missing = dir.path().join("missing.bpf.o");
     let err = deploy::load(&missing, &ir).unwrap_err();
     println!("{err}");
     assert!(matches!(err, DeployError::Load { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .starts_with(&format!("cannot load {}", missing.display())),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("cannot load {}", missing.display())), "{err}");
 }
 
 #[test]
@@ -764,10 +584,7 @@ fn the_probe_finds_egress_programs_and_broadcast_and_refusals_say_what_is_missin
     require_privileged!();
     let support = deploy::probe().unwrap();
     println!("{support:?}");
-    assert!(
-        support.devmap_hash && support.egress_programs && support.broadcast,
-        "{support:?}"
-    );
+    assert!(support.devmap_hash && support.egress_programs && support.broadcast, "{support:?}");
 
     let dir = tempfile::tempdir().unwrap();
     let (_, ir) = build(SPEC, dir.path());
@@ -786,16 +603,9 @@ fn the_probe_finds_egress_programs_and_broadcast_and_refusals_say_what_is_missin
     };
     deploy::check_support(&support, &with_group).unwrap();
     deploy::check_support(&old(true, false), &ir).unwrap();
-    let err = deploy::check_support(&old(true, false), &with_group)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("BPF_F_BROADCAST") && err.contains("all") && err.contains("5.10.0-old"),
-        "{err}"
-    );
-    let err = deploy::check_support(&old(false, false), &ir)
-        .unwrap_err()
-        .to_string();
+    let err = deploy::check_support(&old(true, false), &with_group).unwrap_err().to_string();
+    assert!(err.contains("BPF_F_BROADCAST") && err.contains("all") && err.contains("5.10.0-old"), "{err}");
+    let err = deploy::check_support(&old(false, false), &ir).unwrap_err().to_string();
     assert!(err.contains("5.8"), "{err}");
 }
 
@@ -814,24 +624,15 @@ fn drop_effective_caps(caps: &[u32]) {
         permitted: u32,
         inheritable: u32,
     }
-    let mut header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
+    let mut header = Header { version: 0x2008_0522, pid: 0 };
     let mut data = [Data::default(); 2];
     // SAFETY: capget/capset with a version-3 header and two data words.
     unsafe {
-        assert_eq!(
-            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
-            0
-        );
+        assert_eq!(libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()), 0);
         for cap in caps {
             data[(cap / 32) as usize].effective &= !(1 << (cap % 32));
         }
-        assert_eq!(
-            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
-            0
-        );
+        assert_eq!(libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()), 0);
     }
 }
 

@@ -56,19 +56,10 @@ fn setup(label: &str) -> Setup {
     for dev in ["emba", "embb", "embc"] {
         ns.veth(dev, &format!("p{dev}")).unwrap();
     }
-    let pins = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/devmapc-test-{}-{label}",
-        std::process::id()
-    )));
+    let pins = PinDir(PathBuf::from(format!("/sys/fs/bpf/devmapc-test-{}-{label}", std::process::id())));
     let mut options = Options::new(&pins.0);
     options.make_ready = true;
-    Setup {
-        object,
-        manifest,
-        ns,
-        pins,
-        options,
-    }
+    Setup { object, manifest, ns, pins, options }
 }
 
 impl Drop for PinDir {
@@ -97,13 +88,7 @@ fn vlan(n: u64) -> KeyValue {
 fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
     require_privileged!();
     let _serial = serial();
-    let Setup {
-        object,
-        manifest,
-        ns,
-        pins,
-        options,
-    } = setup("embed");
+    let Setup { object, manifest, ns, pins, options } = setup("embed");
     let dir = pins.0.clone();
     // The private directories the values kept their files in.
     let mut scratch = Vec::new();
@@ -131,41 +116,25 @@ fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
         let route = status.routes.iter().find(|r| r.key == "10").unwrap();
         assert_eq!(route.target, "c");
         assert!(status.drift.is_empty(), "{:?}", status.drift);
-        assert_eq!(
-            status.code_hash,
-            devmapc_runtime::deploy::manifest_hashes(&manifest)
-                .unwrap()
-                .0
-        );
+        assert_eq!(status.code_hash, devmapc_runtime::deploy::manifest_hashes(&manifest).unwrap().0);
 
         // A new route and its removal: the key and its counter each time.
         let report = engine.set_route(vlan(30), TargetRef::Device(1)).unwrap();
         assert_eq!(report.plan.ops.len(), 2, "{report}");
-        assert!(engine
-            .routes()
-            .iter()
-            .any(|r| r.text == "30" && r.line == 0));
+        assert!(engine.routes().iter().any(|r| r.text == "30" && r.line == 0));
         let report = engine.remove_route(&vlan(30)).unwrap();
         assert_eq!(report.plan.ops.len(), 2, "{report}");
-        assert_eq!(
-            plan::diff(&after, &kernel_state(&dir, &engine)).ops.len(),
-            0
-        );
+        assert_eq!(plan::diff(&after, &kernel_state(&dir, &engine)).ops.len(), 0);
 
         // Keys and targets that do not fit are errors, and change nothing.
-        let err = engine
-            .set_route(vlan(4096), TargetRef::Device(1))
-            .unwrap_err();
+        let err = engine.set_route(vlan(4096), TargetRef::Device(1)).unwrap_err();
         assert!(matches!(err, DeployError::Mismatch(_)), "{err}");
         assert!(err.to_string().contains("key `4096`"), "{err}");
         let err = engine.set_route(vlan(1), TargetRef::Device(3)).unwrap_err();
         assert!(matches!(err, DeployError::Mismatch(_)), "{err}");
         let err = engine.set_route(vlan(1), TargetRef::Group(0)).unwrap_err();
         assert!(matches!(err, DeployError::Mismatch(_)), "{err}");
-        assert_eq!(
-            plan::diff(&after, &kernel_state(&dir, &engine)).ops.len(),
-            0
-        );
+        assert_eq!(plan::diff(&after, &kernel_state(&dir, &engine)).ops.len(), 0);
 
         // Counters, read from the pinned maps.
         assert_eq!(engine.counters(1).unwrap(), embed::Count::default());
@@ -182,10 +151,7 @@ fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
         // Applying the build again puts its routes back.
         let again = embed::Deployment::apply(&object, &manifest, options.clone()).unwrap();
         assert_eq!(again.report().unwrap().kind, Kind::Data);
-        assert_eq!(
-            plan::diff(&before, &kernel_state(&dir, &again)).ops.len(),
-            0
-        );
+        assert_eq!(plan::diff(&before, &kernel_state(&dir, &again)).ops.len(), 0);
         scratch.push(again.scratch_dir().to_path_buf());
         drop(again);
 
@@ -206,10 +172,7 @@ fn set_route_changes_exactly_that_entry_and_detach_leaves_nothing() {
 #[test]
 fn a_manifest_that_is_not_one_is_an_error() {
     let err = embed::Deployment::new(b"", "{}", Options::new("/nonexistent")).unwrap_err();
-    assert!(
-        err.to_string().contains("embedded manifest is unusable"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("embedded manifest is unusable"), "{err}");
     let err = embed::Deployment::new(b"", "not json", Options::new("/nonexistent")).unwrap_err();
     assert!(matches!(err, DeployError::Mismatch(_)), "{err}");
 }
@@ -221,21 +184,14 @@ fn a_manifest_that_is_not_one_is_an_error() {
 fn concurrent_set_routes_keep_every_change() {
     require_privileged!();
     let _serial = serial();
-    let Setup {
-        object,
-        manifest,
-        ns,
-        pins: _pins,
-        options,
-    } = setup("embed-race");
+    let Setup { object, manifest, ns, pins: _pins, options } = setup("embed-race");
     ns.enter(|| embed::Deployment::apply(&object, &manifest, options.clone()).unwrap());
     std::thread::scope(|s| {
         for (first, target) in [(100, 1), (200, 2)] {
             let (ns, object, manifest, options) = (&ns, &object, &manifest, &options);
             s.spawn(move || {
                 ns.enter(|| {
-                    let mut engine =
-                        embed::Deployment::open(object, manifest, options.clone()).unwrap();
+                    let mut engine = embed::Deployment::open(object, manifest, options.clone()).unwrap();
                     for vid in first..first + 20 {
                         engine
                             .set_route(vlan(vid), TargetRef::Device(target))
@@ -245,9 +201,7 @@ fn concurrent_set_routes_keep_every_change() {
             });
         }
     });
-    let engine = ns
-        .enter(|| embed::Deployment::open(&object, &manifest, options.clone()))
-        .unwrap();
+    let engine = ns.enter(|| embed::Deployment::open(&object, &manifest, options.clone())).unwrap();
     let keys: Vec<&KeyValue> = engine.routes().iter().map(|r| &r.key).collect();
     for vid in (100..120).chain(200..220) {
         assert!(keys.contains(&&vlan(vid)), "route {vid} was lost");

@@ -45,12 +45,8 @@ fn build(text: &str) -> Build {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hostile.devmap");
     std::fs::write(&path, text).unwrap();
-    let outputs = devmapc::Builder::new(&path)
-        .out_dir(dir.path())
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (obj, ir) = deploy::read_manifest_file(&outputs.manifest.unwrap())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let outputs = devmapc::Builder::new(&path).out_dir(dir.path()).build().unwrap_or_else(|e| panic!("{e}"));
+    let (obj, ir) = deploy::read_manifest_file(&outputs.manifest.unwrap()).unwrap_or_else(|e| panic!("{e}"));
     Build { obj, ir, dir }
 }
 
@@ -66,11 +62,7 @@ impl Deployment {
         let ns = Netns::new().unwrap();
         ns.veth("hpa", "phpa").unwrap();
         ns.veth("hpb", "phpb").unwrap();
-        let d = Deployment {
-            ns,
-            pins: PinDir::new(),
-            build: build(&spec("pass", "route 10.0.0.2 -> b")),
-        };
+        let d = Deployment { ns, pins: PinDir::new(), build: build(&spec("pass", "route 10.0.0.2 -> b")) };
         let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.kind, Kind::First, "{report}");
         d
@@ -94,12 +86,7 @@ impl Deployment {
 
     /// The XDP program the kernel runs on `hpa`, in generic mode.
     fn xdp_prog(&self) -> Option<u32> {
-        self.ns.enter(|| {
-            devmapc_runtime::netdev::by_index(ifindex(&self.ns, "hpa"))
-                .unwrap()
-                .xdp
-                .generic
-        })
+        self.ns.enter(|| devmapc_runtime::netdev::by_index(ifindex(&self.ns, "hpa")).unwrap().xdp.generic)
     }
 
     /// Everything pinned, by path, with the object ids: what must not
@@ -355,7 +342,11 @@ fn a_hand_edited_code_part_is_refused_before_loading() {
     for (field, sub, value) in edits {
         let mut doc: serde_json::Value = serde_json::from_str(&built).unwrap();
         let at = &mut doc["ir"]["code"][field];
-        if sub.is_empty() { *at = value } else { at[sub] = value }
+        if sub.is_empty() {
+            *at = value
+        } else {
+            at[sub] = value
+        }
         std::fs::write(&manifest, doc.to_string()).unwrap();
         let err = deploy::read_manifest_file(&manifest).unwrap_err();
         assert!(err.to_string().contains("code part was changed after the build"), "{field}: {err}");
@@ -401,10 +392,7 @@ fn a_link_detached_behind_devmapcs_back_is_drift_and_apply_reattaches() {
     assert!(!s.link_drift.is_empty());
 
     let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        report.links.iter().any(|l| matches!(l, apply::LinkChange::Reattached { .. })),
-        "{report}"
-    );
+    assert!(report.links.iter().any(|l| matches!(l, apply::LinkChange::Reattached { .. })), "{report}");
     let s = d.status().unwrap();
     assert!(!s.needs_attention(), "{s}");
     assert_eq!(d.xdp_prog(), s.links[0].link.map(|l| l.prog_id));
@@ -433,7 +421,10 @@ fn a_foreign_program_on_a_detached_device_is_named_by_status() {
     let s = d.status().unwrap_or_else(|e| panic!("{e}"));
     assert!(s.needs_attention(), "{s}");
     let text = s.to_string();
-    assert!(text.contains(&format!("another XDP program is attached to hpa (program id {foreign_id}")), "{text}");
+    assert!(
+        text.contains(&format!("another XDP program is attached to hpa (program id {foreign_id}")),
+        "{text}"
+    );
     assert!(text.contains("refuses until it is removed"), "{text}");
     let hpa_line = text.lines().find(|l| l.trim_start().starts_with("hpa ")).expect("the link's line");
     assert!(!hpa_line.contains("repairs it"), "{hpa_line}");
@@ -552,7 +543,10 @@ fn detach_off_bpffs_says_nothing_can_be_deployed_there() {
             let text = err.to_string();
             assert!(matches!(err, DeployError::NotDeployed { .. }), "{err}");
             assert!(!text.contains("cannot pin"), "{text}");
-            assert!(text.contains("not on a bpffs") && text.contains("nothing of devmapc's can be there"), "{text}");
+            assert!(
+                text.contains("not on a bpffs") && text.contains("nothing of devmapc's can be there"),
+                "{text}"
+            );
         }
     }
     assert!(tmp.path().is_dir(), "left in place");

@@ -32,14 +32,18 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spec.devmap");
         std::fs::write(&path, spec).unwrap();
-        let outputs = devmapc::Builder::new(&path).out_dir(dir.path()).build().unwrap_or_else(|e| panic!("{e}"));
+        let outputs =
+            devmapc::Builder::new(&path).out_dir(dir.path()).build().unwrap_or_else(|e| panic!("{e}"));
         assert!(outputs.clang_output.is_empty(), "no clang warning: {:?}", outputs.clang_output);
-        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(outputs.manifest.unwrap()).unwrap()).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(outputs.manifest.unwrap()).unwrap()).unwrap();
         let ir: Ir = serde_json::from_value(manifest["ir"].clone()).unwrap();
         let ns = Netns::new().unwrap();
         let mut devices = Vec::new();
         for device in &ir.data.devices {
-            let devmapc::model::Binding::Ifname(name) = &device.binding else { panic!("test specs bind by ifname") };
+            let devmapc::model::Binding::Ifname(name) = &device.binding else {
+                panic!("test specs bind by ifname")
+            };
             let (iface, _) = ns.veth(name, &format!("p{name}")).unwrap();
             devices.push(Device { ifindex: iface.ifindex, mac: iface.mac });
         }
@@ -49,14 +53,24 @@ impl Rig {
     }
 
     fn ifindex(&self, device: &str) -> u32 {
-        let at = self.ir.data.devices.iter().position(|d| d.name == device).unwrap_or_else(|| panic!("no device {device}"));
+        let at = self
+            .ir
+            .data
+            .devices
+            .iter()
+            .position(|d| d.name == device)
+            .unwrap_or_else(|| panic!("no device {device}"));
         self.devices[at].ifindex
     }
 
     /// Runs the twin of the program of `device` (the device's name is the
     /// program's) on `frame`.
     fn egress(&self, device: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-        let bss = self.obj.maps().find(|m| m.name().to_string_lossy().ends_with(".bss")).expect("the twins' global");
+        let bss = self
+            .obj
+            .maps()
+            .find(|m| m.name().to_string_lossy().ends_with(".bss"))
+            .expect("the twins' global");
         bss.update(&0u32.to_ne_bytes(), &self.ifindex(device).to_ne_bytes(), MapFlags::ANY).unwrap();
         let prog = bpf::prog(&self.obj, &format!("devmapc_twin_{device}")).unwrap();
         let run = bpf::test_run(&prog, frame, None, 1).unwrap();
@@ -122,7 +136,9 @@ impl Model {
                     self.hops -= 1;
                 }
                 Op::DropDns if self.sees_ip() && self.dport == 53 => return XDP_DROP,
-                Op::PushIfYoung(id) if self.sees_ip() && self.hops > 10 => self.tags.insert(0, (id, 0x8100, true)),
+                Op::PushIfYoung(id) if self.sees_ip() && self.hops > 10 => {
+                    self.tags.insert(0, (id, 0x8100, true))
+                }
                 Op::Hops | Op::DropDns | Op::PushIfYoung(_) => {}
             }
         }
@@ -158,7 +174,8 @@ fn programs() -> Vec<(&'static str, String, Vec<Op>)> {
 }
 
 fn spec() -> String {
-    let mut text = String::from("table { key = vlan.id }\ndevice in { ifname = \"in\" }\ningress { on = [in] }\n");
+    let mut text =
+        String::from("table { key = vlan.id }\ndevice in { ifname = \"in\" }\ningress { on = [in] }\n");
     for (n, (name, body, _)) in programs().iter().enumerate() {
         // Every program takes both arguments (one may go unused: a warning).
         text += &format!("egress {name}(a: u16, b: u16) {{\n        {body}\n    }}\n");
@@ -186,7 +203,9 @@ fn with_outer_tags(mut frame: Vec<u8>, ids: &[u16]) -> Vec<u8> {
 /// with this TTL or hop limit.
 fn frame(tags: usize, v6: bool, hops: u8, dport: u16) -> Vec<u8> {
     let ip = if v6 {
-        Frame::new().ipv6("2001:db8::1".parse::<Ipv6Addr>().unwrap(), "2001:db8::2".parse().unwrap()).hop_limit(hops)
+        Frame::new()
+            .ipv6("2001:db8::1".parse::<Ipv6Addr>().unwrap(), "2001:db8::2".parse().unwrap())
+            .hop_limit(hops)
     } else {
         Frame::new().ipv4(A4, B4).ttl(hops)
     };
@@ -226,10 +245,17 @@ fn statements_after_a_tag_edit_find_every_header_the_frame_still_has() {
                     for dport in [53u16, 80] {
                         let input = frame(tags, v6, hops, dport);
                         let sent = parse(&input).unwrap();
-                        let mut model = Model { tags: sent.tags.iter().map(|t| (t.id, t.tpid, false)).collect(), hops, dport };
+                        let mut model = Model {
+                            tags: sent.tags.iter().map(|t| (t.id, t.tpid, false)).collect(),
+                            hops,
+                            dport,
+                        };
                         let want = model.run(&ops);
                         let (action, out) = rig.egress(name, &input);
-                        let case = format!("{name}: {tags} tags, {}, hops {hops}, dport {dport}", if v6 { "IPv6" } else { "IPv4" });
+                        let case = format!(
+                            "{name}: {tags} tags, {}, hops {hops}, dport {dport}",
+                            if v6 { "IPv6" } else { "IPv4" }
+                        );
                         checked += 1;
                         if action != want {
                             failures.push(format!("{case}: action {action}, expected {want}"));
@@ -239,7 +265,8 @@ fn statements_after_a_tag_edit_find_every_header_the_frame_still_has() {
                             continue;
                         }
                         let got = parse(&out).unwrap_or_else(|e| panic!("{case}: {e:?}"));
-                        let tags: Vec<(u16, u16)> = model.tags.iter().map(|(id, tpid, _)| (*id, *tpid)).collect();
+                        let tags: Vec<(u16, u16)> =
+                            model.tags.iter().map(|(id, tpid, _)| (*id, *tpid)).collect();
                         let got_tags: Vec<(u16, u16)> = got.tags.iter().map(|t| (t.id, t.tpid)).collect();
                         let mut wrong = Vec::new();
                         if got_tags != tags {
@@ -254,7 +281,11 @@ fn statements_after_a_tag_edit_find_every_header_the_frame_still_has() {
                             }
                         }
                         let l4 = got.udp.as_ref().map(|u| (u.sport, u.dport));
-                        if l4 != Some((4000, dport)) || !got.udp.as_ref().is_some_and(|u| u.checksum_valid) || got.payload != b"payload" || (got.src, got.dst) != (sent.src, sent.dst) {
+                        if l4 != Some((4000, dport))
+                            || !got.udp.as_ref().is_some_and(|u| u.checksum_valid)
+                            || got.payload != b"payload"
+                            || (got.src, got.dst) != (sent.src, sent.dst)
+                        {
                             wrong.push(format!("the rest of the frame changed: {got:?}"));
                         }
                         if !wrong.is_empty() {
@@ -266,7 +297,12 @@ fn statements_after_a_tag_edit_find_every_header_the_frame_still_has() {
         }
     }
     assert_eq!(checked, programs().len() * 5 * 2 * 2 * 2);
-    assert!(failures.is_empty(), "{} of {checked} cases differ from the rule:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cases differ from the rule:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The case as it was reported: a push onto a two-tag frame, then the hop
@@ -288,9 +324,17 @@ fn a_push_onto_two_tags_still_decrements_and_drops_expired_packets() {
     for (program, v6) in [("e6", true), ("e4", false)] {
         let (action, out) = rig.egress(program, &frame(2, v6, 64, 80));
         let out = parse(&out).unwrap();
-        assert_eq!((action, out.vlan_ids(), hops_of(&out)), (XDP_PASS, vec![7, 11, 12], Some(63)), "{program}");
-        assert!(out.ipv4.map_or(true, |h| h.checksum_valid), "{program}");
-        assert_eq!(rig.egress(program, &frame(2, v6, 1, 80)).0, XDP_DROP, "{program}: an expired packet is dropped");
+        assert_eq!(
+            (action, out.vlan_ids(), hops_of(&out)),
+            (XDP_PASS, vec![7, 11, 12], Some(63)),
+            "{program}"
+        );
+        assert!(out.ipv4.is_none_or(|h| h.checksum_valid), "{program}");
+        assert_eq!(
+            rig.egress(program, &frame(2, v6, 1, 80)).0,
+            XDP_DROP,
+            "{program}: an expired packet is dropped"
+        );
     }
 }
 
@@ -319,7 +363,11 @@ fn ingress_keys_read_ip_behind_two_tags_at_most() {
          route 11 -> out",
     );
     assert_eq!(by_tag.ingress(&frame(3, false, 64, 80), "in"), XDP_REDIRECT, "the outer of three tags");
-    assert_eq!(by_tag.ingress(&with_outer_tags(frame(3, false, 64, 80), &[11]), "in"), XDP_REDIRECT, "the outer of four tags");
+    assert_eq!(
+        by_tag.ingress(&with_outer_tags(frame(3, false, 64, 80), &[11]), "in"),
+        XDP_REDIRECT,
+        "the outer of four tags"
+    );
 }
 
 /// The parser's count of pushed tags differs between the paths of a
@@ -331,7 +379,14 @@ fn ingress_keys_read_ip_behind_two_tags_at_most() {
 fn many_pushes_under_conditions_pass_the_verifier() {
     require_privileged!();
     let n = 24;
-    let body: String = (1..=n).map(|i| format!("        if ipv4.ttl > {} {{ vlan.push({i}) }}\n        if l4.dport == {i} {{ drop }}\n", i * 2)).collect();
+    let body: String = (1..=n)
+        .map(|i| {
+            format!(
+                "        if ipv4.ttl > {} {{ vlan.push({i}) }}\n        if l4.dport == {i} {{ drop }}\n",
+                i * 2
+            )
+        })
+        .collect();
     let rig = Rig::new(&format!(
         "table {{ key = vlan.id }}\ndevice in {{ ifname = \"in\" }}\ndevice many {{ ifname = \"many\", egress = many }}\n\
          egress many {{\n{body}        ipv4.ttl -= 1\n    }}\ningress {{ on = [in] }}\nroute 1 -> many\n"
@@ -343,5 +398,8 @@ fn many_pushes_under_conditions_pass_the_verifier() {
     let (action, out) = rig.egress("many", &frame(2, false, 30, 80));
     let out = parse(&out).unwrap();
     let pushed: Vec<u16> = (1..=14).rev().collect();
-    assert_eq!((action, out.vlan_ids()[..14].to_vec(), out.vlan_ids().len(), hops_of(&out)), (XDP_PASS, pushed, 16, Some(29)));
+    assert_eq!(
+        (action, out.vlan_ids()[..14].to_vec(), out.vlan_ids().len(), hops_of(&out)),
+        (XDP_PASS, pushed, 16, Some(29))
+    );
 }

@@ -23,8 +23,7 @@ fn ip_link(ns: &Netns, dev: &str) -> serde_json::Value {
 }
 
 fn link(ns: &Netns, name: &str) -> Link {
-    ns.enter(|| netdev::by_name(name))
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    ns.enter(|| netdev::by_name(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn readiness(ns: &Netns, name: &str, min_mtu: u32) -> Vec<NotReady> {
@@ -45,8 +44,7 @@ fn by_name_and_by_index_agree_with_ip_link() {
     require_privileged!();
     let ns = Netns::new().unwrap();
     let (a, b) = ns.veth("dmca", "dmcb").unwrap();
-    ns.ip(&["link", "set", "dev", "dmca", "mtu", "1400"])
-        .unwrap();
+    ns.ip(&["link", "set", "dev", "dmca", "mtu", "1400"]).unwrap();
     let found = link(&ns, "dmca");
     let json = ip_link(&ns, "dmca");
     assert_eq!(found.ifindex, a.ifindex);
@@ -56,42 +54,20 @@ fn by_name_and_by_index_agree_with_ip_link() {
     assert_eq!(found.name, "dmca");
     assert!(found.up && found.lower_up);
     assert_eq!(found.kind.as_deref(), Some("veth"));
-    assert_eq!(
-        found.peer,
-        Some(Peer {
-            ifindex: b.ifindex,
-            netnsid: None
-        })
-    );
+    assert_eq!(found.peer, Some(Peer { ifindex: b.ifindex, netnsid: None }));
     assert_eq!(found.xdp_prog_id(), None);
     assert_eq!(ns.enter(|| netdev::by_index(a.ifindex)).unwrap(), found);
-    assert_eq!(
-        ns.enter(|| netdev::resolve(&Binding::Ifindex(b.ifindex)))
-            .unwrap()
-            .name,
-        "dmcb"
-    );
-    assert_eq!(
-        ns.enter(|| netdev::resolve(&Binding::Ifname("dmcb".into())))
-            .unwrap()
-            .mac,
-        b.mac
-    );
+    assert_eq!(ns.enter(|| netdev::resolve(&Binding::Ifindex(b.ifindex))).unwrap().name, "dmcb");
+    assert_eq!(ns.enter(|| netdev::resolve(&Binding::Ifname("dmcb".into()))).unwrap().mac, b.mac);
     assert_eq!(
         devmapc_runtime::Device::from(&found),
-        devmapc_runtime::Device {
-            ifindex: a.ifindex,
-            mac: a.mac
-        }
+        devmapc_runtime::Device { ifindex: a.ifindex, mac: a.mac }
     );
 
     // Loopback: no kind, no peer, an all-zero address, and down state read
     // from the flags (`lo` is up in every test namespace).
     let lo = link(&ns, "lo");
-    assert_eq!(
-        (lo.ifindex, lo.kind, lo.peer, lo.mac),
-        (1, None, None, [0; 6])
-    );
+    assert_eq!((lo.ifindex, lo.kind, lo.peer, lo.mac), (1, None, None, [0; 6]));
     assert!(lo.up);
 }
 
@@ -102,10 +78,7 @@ fn missing_devices_give_clear_errors() {
     ns.enter(|| {
         let err = netdev::by_name("veth-red").unwrap_err();
         assert!(matches!(err, NetdevError::NoSuchName { .. }), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            "no interface named \"veth-red\" in this network namespace"
-        );
+        assert_eq!(err.to_string(), "no interface named \"veth-red\" in this network namespace");
         for ifindex in [0, 9999, u32::MAX] {
             let err = netdev::by_index(ifindex).unwrap_err();
             assert_eq!(
@@ -148,10 +121,7 @@ fn resolution_happens_in_the_current_namespace() {
         assert!(!std::path::Path::new("/sys/class/net/dmconly0").exists());
     });
     let err = netdev::by_name("dmconly0").unwrap_err();
-    assert!(
-        matches!(err, NetdevError::NoSuchName { .. }),
-        "found from the host: {err:?}"
-    );
+    assert!(matches!(err, NetdevError::NoSuchName { .. }), "found from the host: {err:?}");
 }
 
 #[test]
@@ -163,34 +133,14 @@ fn all_lists_the_namespace_devices() {
     let links = ns.enter(netdev::all).unwrap();
     let mut sorted: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
     sorted.sort_unstable();
-    assert_eq!(
-        sorted,
-        ["dmca", "dmcb", "dmcbr", "lo"],
-        "exactly the namespace's devices"
-    );
-    assert!(
-        links.windows(2).all(|w| w[0].ifindex < w[1].ifindex),
-        "ordered by ifindex"
-    );
+    assert_eq!(sorted, ["dmca", "dmcb", "dmcbr", "lo"], "exactly the namespace's devices");
+    assert!(links.windows(2).all(|w| w[0].ifindex < w[1].ifindex), "ordered by ifindex");
     for l in &links {
-        assert_eq!(
-            *l,
-            link(&ns, &l.name),
-            "all() and by_name() agree on {}",
-            l.name
-        );
+        assert_eq!(*l, link(&ns, &l.name), "all() and by_name() agree on {}", l.name);
     }
     let a_link = links.iter().find(|l| l.name == "dmca").unwrap();
     assert_eq!((a_link.ifindex, a_link.mac), (a.ifindex, a.mac));
-    assert_eq!(
-        links
-            .iter()
-            .find(|l| l.name == "dmcbr")
-            .unwrap()
-            .kind
-            .as_deref(),
-        Some("bridge")
-    );
+    assert_eq!(links.iter().find(|l| l.name == "dmcbr").unwrap().kind.as_deref(), Some("bridge"));
     assert_eq!(links.iter().find(|l| l.name == "dmcb").unwrap().mac, b.mac);
 }
 
@@ -200,10 +150,7 @@ fn gro_reads_and_writes_what_ethtool_sees() {
     let ns = target_pair();
     assert!(!ns.enter(|| netdev::gro("dmcrx")).unwrap());
     ns.enter(|| netdev::set_gro("dmcrx", true)).unwrap();
-    assert!(
-        ns.gro("dmcrx").unwrap(),
-        "the testkit's own ETHTOOL_GGRO agrees"
-    );
+    assert!(ns.gro("dmcrx").unwrap(), "the testkit's own ETHTOOL_GGRO agrees");
     assert!(ns.enter(|| netdev::gro("dmcrx")).unwrap());
     ns.enter(|| netdev::set_gro("dmcrx", false)).unwrap();
     assert!(!ns.gro("dmcrx").unwrap());
@@ -218,15 +165,8 @@ fn a_down_target_reports_down() {
     ns.set_down("dmctx").unwrap();
     let down = link(&ns, "dmctx");
     assert!(!down.up && !down.lower_up);
-    assert_eq!(
-        readiness(&ns, "dmctx", ETH_MIN_MTU),
-        [NotReady::Down {
-            name: "dmctx".into()
-        }]
-    );
-    assert!(readiness(&ns, "dmctx", ETH_MIN_MTU)[0]
-        .to_string()
-        .contains("ip link set dev dmctx up"));
+    assert_eq!(readiness(&ns, "dmctx", ETH_MIN_MTU), [NotReady::Down { name: "dmctx".into() }]);
+    assert!(readiness(&ns, "dmctx", ETH_MIN_MTU)[0].to_string().contains("ip link set dev dmctx up"));
     ns.set_up("dmctx").unwrap();
     assert_eq!(readiness(&ns, "dmctx", ETH_MIN_MTU), []);
 }
@@ -238,23 +178,13 @@ fn a_veth_whose_peer_is_down_is_not_ready() {
     ns.set_gro("dmcrx", true).unwrap();
     ns.set_down("dmcrx").unwrap();
     let tx = link(&ns, "dmctx");
-    assert!(
-        tx.up && !tx.lower_up,
-        "a veth loses its carrier with its peer"
-    );
+    assert!(tx.up && !tx.lower_up, "a veth loses its carrier with its peer");
     let reasons = readiness(&ns, "dmctx", ETH_MIN_MTU);
     assert_eq!(
         reasons,
-        [NotReady::VethPeerDown {
-            name: "dmctx".into(),
-            peer: PeerName::Here("dmcrx".into())
-        }]
+        [NotReady::VethPeerDown { name: "dmctx".into(), peer: PeerName::Here("dmcrx".into()) }]
     );
-    assert!(
-        reasons[0].to_string().contains("ip link set dev dmcrx up"),
-        "{}",
-        reasons[0]
-    );
+    assert!(reasons[0].to_string().contains("ip link set dev dmcrx up"), "{}", reasons[0]);
 }
 
 #[test]
@@ -262,29 +192,17 @@ fn mtu_below_the_minimum_is_reported_for_the_target_and_its_peer() {
     require_privileged!();
     let ns = target_pair();
     ns.set_gro("dmcrx", true).unwrap();
-    ns.ip(&["link", "set", "dev", "dmctx", "mtu", "1280"])
-        .unwrap();
+    ns.ip(&["link", "set", "dev", "dmctx", "mtu", "1280"]).unwrap();
     assert_eq!(readiness(&ns, "dmctx", 1280), []);
     assert_eq!(
         readiness(&ns, "dmctx", 1500),
-        [NotReady::MtuTooSmall {
-            name: "dmctx".into(),
-            mtu: 1280,
-            min: 1500
-        }]
+        [NotReady::MtuTooSmall { name: "dmctx".into(), mtu: 1280, min: 1500 }]
     );
-    ns.ip(&["link", "set", "dev", "dmctx", "mtu", "1500"])
-        .unwrap();
-    ns.ip(&["link", "set", "dev", "dmcrx", "mtu", "1000"])
-        .unwrap();
+    ns.ip(&["link", "set", "dev", "dmctx", "mtu", "1500"]).unwrap();
+    ns.ip(&["link", "set", "dev", "dmcrx", "mtu", "1000"]).unwrap();
     assert_eq!(
         readiness(&ns, "dmctx", 1500),
-        [NotReady::VethPeerMtuTooSmall {
-            name: "dmctx".into(),
-            peer: "dmcrx".into(),
-            mtu: 1000,
-            min: 1500
-        }]
+        [NotReady::VethPeerMtuTooSmall { name: "dmctx".into(), peer: "dmcrx".into(), mtu: 1000, min: 1500 }]
     );
     assert_eq!(readiness(&ns, "dmctx", ETH_MIN_MTU), []);
 }
@@ -294,11 +212,7 @@ fn a_veth_whose_peer_has_no_xdp_and_no_gro_is_not_ready_until_made_ready() {
     require_privileged!();
     let ns = target_pair();
     let tx = link(&ns, "dmctx");
-    assert_eq!(
-        tx.xdp_xmit(),
-        Some(false),
-        "the kernel agrees: no ndo-xmit in the veth's XDP features"
-    );
+    assert_eq!(tx.xdp_xmit(), Some(false), "the kernel agrees: no ndo-xmit in the veth's XDP features");
     let reasons = ns.enter(|| netdev::readiness(&tx, ETH_MIN_MTU));
     assert_eq!(
         reasons,
@@ -309,19 +223,12 @@ fn a_veth_whose_peer_has_no_xdp_and_no_gro_is_not_ready_until_made_ready() {
         }]
     );
     let text = reasons[0].to_string();
-    assert!(
-        text.contains("dropped silently") && text.contains("ethtool -K dmcrx gro on"),
-        "{text}"
-    );
+    assert!(text.contains("dropped silently") && text.contains("ethtool -K dmcrx gro on"), "{text}");
 
     ns.enter(|| netdev::make_veth_ready(&tx)).unwrap();
     assert!(ns.gro("dmcrx").unwrap(), "GRO is on for the peer");
     let tx = link(&ns, "dmctx");
-    assert_eq!(
-        tx.xdp_xmit(),
-        Some(true),
-        "and the kernel now lists ndo-xmit for the veth"
-    );
+    assert_eq!(tx.xdp_xmit(), Some(true), "and the kernel now lists ndo-xmit for the veth");
     assert_eq!(ns.enter(|| netdev::readiness(&tx, ETH_MIN_MTU)), []);
     ns.enter(|| netdev::make_veth_ready(&tx)).unwrap(); // idempotent
 
@@ -360,18 +267,10 @@ fn a_generic_xdp_program_on_the_peer_does_not_make_a_veth_ready() {
     let prog = bpf::prog(&obj, "xdp_pass").unwrap();
     // Attached through netlink, it stays until the namespace (and with it
     // the veth) is deleted.
-    ns.enter(|| Xdp::new(prog.as_fd()).attach(rx.ifindex as i32, XdpFlags::SKB_MODE))
-        .unwrap();
+    ns.enter(|| Xdp::new(prog.as_fd()).attach(rx.ifindex as i32, XdpFlags::SKB_MODE)).unwrap();
     let rx = link(&ns, "dmcrx");
-    assert_eq!(
-        (rx.xdp.driver, rx.xdp.generic),
-        (None, Some(bpf::prog_id(&prog).unwrap()))
-    );
-    assert_eq!(
-        link(&ns, "dmctx").xdp_xmit(),
-        Some(false),
-        "the kernel does not count it either"
-    );
+    assert_eq!((rx.xdp.driver, rx.xdp.generic), (None, Some(bpf::prog_id(&prog).unwrap())));
+    assert_eq!(link(&ns, "dmctx").xdp_xmit(), Some(false), "the kernel does not count it either");
     assert_eq!(
         readiness(&ns, "dmctx", ETH_MIN_MTU),
         [NotReady::VethPeerNotReady {
@@ -400,34 +299,22 @@ fn a_veth_whose_peer_is_in_another_namespace() {
         here.enter(|| netdev::readiness(&tx, ETH_MIN_MTU)),
         [NotReady::VethPeerNotReady {
             name: "dmctx".into(),
-            peer: PeerName::Elsewhere {
-                ifindex: rx.ifindex,
-                netnsid
-            },
+            peer: PeerName::Elsewhere { ifindex: rx.ifindex, netnsid },
             generic_xdp: false
         }]
     );
     let err = here.enter(|| netdev::make_veth_ready(&tx)).unwrap_err();
     assert!(matches!(err, NetdevError::PeerElsewhere { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains("another network namespace"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("another network namespace"), "{err}");
 
     there.set_gro("dmcrx", true).unwrap();
     assert_eq!(readiness(&here, "dmctx", ETH_MIN_MTU), []);
 
     // Without the kernel's word it says so rather than guessing.
-    let blind = Link {
-        xdp_features: None,
-        ..link(&here, "dmctx")
-    };
+    let blind = Link { xdp_features: None, ..link(&here, "dmctx") };
     assert_eq!(
         here.enter(|| netdev::readiness(&blind, ETH_MIN_MTU)),
-        [NotReady::VethPeerUninspectable {
-            name: "dmctx".into(),
-            peer
-        }]
+        [NotReady::VethPeerUninspectable { name: "dmctx".into(), peer }]
     );
 
     there.set_down("dmcrx").unwrap();
@@ -435,10 +322,7 @@ fn a_veth_whose_peer_is_in_another_namespace() {
         readiness(&here, "dmctx", ETH_MIN_MTU),
         [NotReady::VethPeerDown {
             name: "dmctx".into(),
-            peer: PeerName::Elsewhere {
-                ifindex: rx.ifindex,
-                netnsid
-            }
+            peer: PeerName::Elsewhere { ifindex: rx.ifindex, netnsid }
         }]
     );
 }
@@ -449,20 +333,9 @@ fn bridges_and_loopback_cannot_take_xdp_frames() {
     let ns = Netns::new().unwrap();
     ns.ip(&["link", "add", "dmcbr", "type", "bridge"]).unwrap();
     ns.set_up("dmcbr").unwrap();
-    assert_eq!(
-        readiness(&ns, "dmcbr", ETH_MIN_MTU),
-        [NotReady::Bridge {
-            name: "dmcbr".into()
-        }]
-    );
+    assert_eq!(readiness(&ns, "dmcbr", ETH_MIN_MTU), [NotReady::Bridge { name: "dmcbr".into() }]);
     assert_eq!(link(&ns, "dmcbr").xdp_xmit(), Some(false));
-    assert_eq!(
-        readiness(&ns, "lo", ETH_MIN_MTU),
-        [NotReady::NoXdpXmit {
-            name: "lo".into(),
-            kind: None
-        }]
-    );
+    assert_eq!(readiness(&ns, "lo", ETH_MIN_MTU), [NotReady::NoXdpXmit { name: "lo".into(), kind: None }]);
 }
 
 /// The promise itself: for each target set-up, frames redirected through a
@@ -476,23 +349,11 @@ fn readiness_predicts_delivery() {
     let (ingress, _) = ns.veth("dmcin", "dmcinp").unwrap();
     let tx = link(&ns, "dmctx");
     let redirect = bpf::load(objects::REDIRECT).unwrap();
-    let cfg = bpf::RedirectCfg {
-        key: 7,
-        ..Default::default()
-    };
-    bpf::map(&redirect, "cfg")
-        .unwrap()
-        .update(&0u32.to_ne_bytes(), &cfg.to_bytes(), MapFlags::ANY)
-        .unwrap();
+    let cfg = bpf::RedirectCfg { key: 7, ..Default::default() };
+    bpf::map(&redirect, "cfg").unwrap().update(&0u32.to_ne_bytes(), &cfg.to_bytes(), MapFlags::ANY).unwrap();
     let tx_ports = bpf::map(&redirect, "tx_ports").unwrap();
-    ns.enter(|| {
-        tx_ports.update(
-            &7u32.to_ne_bytes(),
-            &bpf::devmap_val(tx.ifindex, None),
-            MapFlags::ANY,
-        )
-    })
-    .unwrap();
+    ns.enter(|| tx_ports.update(&7u32.to_ne_bytes(), &bpf::devmap_val(tx.ifindex, None), MapFlags::ANY))
+        .unwrap();
     let prog = bpf::prog(&redirect, "redirect").unwrap();
     // 14 + 20 + 8 + 200 = 242 bytes: needs an MTU of at least 224.
     let frame = Frame::new().udp(1000, 2000).payload(&[0xab; 200]).build();
@@ -504,13 +365,11 @@ fn readiness_predicts_delivery() {
     let check = |setup: &str| {
         let ready = readiness(&ns, "dmctx", min_mtu);
         let before = ns.stats("dmcrx").unwrap().rx_packets;
-        ns.enter(|| bpf::test_run_live(&prog, &frame, ingress.ifindex, FRAMES, 0))
-            .unwrap();
+        ns.enter(|| bpf::test_run_live(&prog, &frame, ingress.ifindex, FRAMES, 0)).unwrap();
         let arrived = || ns.stats("dmcrx").unwrap().rx_packets - before;
-        let delivered = wait_until(
-            Duration::from_millis(if ready.is_empty() { 2000 } else { 100 }),
-            || arrived() >= u64::from(FRAMES),
-        );
+        let delivered = wait_until(Duration::from_millis(if ready.is_empty() { 2000 } else { 100 }), || {
+            arrived() >= u64::from(FRAMES)
+        });
         assert_eq!(
             delivered,
             ready.is_empty(),
@@ -519,29 +378,18 @@ fn readiness_predicts_delivery() {
         );
     };
     check("no XDP program, GRO off on the peer");
-    ns.enter(|| Xdp::new(pass.as_fd()).attach(rx, XdpFlags::SKB_MODE))
-        .unwrap();
+    ns.enter(|| Xdp::new(pass.as_fd()).attach(rx, XdpFlags::SKB_MODE)).unwrap();
     check("a generic-mode XDP program on the peer");
-    ns.enter(|| Xdp::new(pass.as_fd()).detach(rx, XdpFlags::SKB_MODE))
-        .unwrap();
+    ns.enter(|| Xdp::new(pass.as_fd()).detach(rx, XdpFlags::SKB_MODE)).unwrap();
     {
         let _native = ns.enter(|| pass.attach_xdp(rx)).unwrap();
         check("a native XDP program on the peer");
     }
     ns.enter(|| netdev::make_veth_ready(&tx)).unwrap();
     check("GRO on for the peer");
-    ns.ip(&[
-        "link",
-        "set",
-        "dev",
-        "dmctx",
-        "mtu",
-        &(min_mtu - 1).to_string(),
-    ])
-    .unwrap();
+    ns.ip(&["link", "set", "dev", "dmctx", "mtu", &(min_mtu - 1).to_string()]).unwrap();
     check("a target MTU one byte too small");
-    ns.ip(&["link", "set", "dev", "dmctx", "mtu", &min_mtu.to_string()])
-        .unwrap();
+    ns.ip(&["link", "set", "dev", "dmctx", "mtu", &min_mtu.to_string()]).unwrap();
     check("a target MTU just large enough");
     ns.set_down("dmctx").unwrap();
     check("the target down");

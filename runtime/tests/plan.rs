@@ -25,13 +25,9 @@ fn build(spec: &str, dir: &Path) -> (PathBuf, Ir, String) {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("fwd.devmap");
     std::fs::write(&path, spec).unwrap();
-    let outputs = devmapc::Builder::new(&path)
-        .out_dir(dir)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let outputs = devmapc::Builder::new(&path).out_dir(dir).build().unwrap_or_else(|e| panic!("{e}"));
     let manifest = outputs.manifest.unwrap();
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     let (obj, ir) = deploy::read_manifest_file(&manifest).unwrap();
     (obj, ir, json["code_hash"].as_str().unwrap().to_string())
 }
@@ -52,22 +48,11 @@ impl Rig {
             .iter()
             .map(|name| {
                 let (iface, _) = ns.veth(name, &format!("p{name}")).unwrap();
-                (
-                    name.to_string(),
-                    Device {
-                        ifindex: iface.ifindex,
-                        mac: iface.mac,
-                    },
-                )
+                (name.to_string(), Device { ifindex: iface.ifindex, mac: iface.mac })
             })
             .collect();
         let path = dir.path().to_path_buf();
-        Rig {
-            ns,
-            ifaces,
-            _dir: dir,
-            dir: path,
-        }
+        Rig { ns, ifaces, _dir: dir, dir: path }
     }
 
     /// The devices of `ir`, by interface name; unknown names get `missing`.
@@ -76,11 +61,9 @@ impl Rig {
             .devices
             .iter()
             .map(|d| match &d.binding {
-                devmapc::model::Binding::Ifname(name) => self
-                    .ifaces
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or(missing, |(_, dev)| *dev),
+                devmapc::model::Binding::Ifname(name) => {
+                    self.ifaces.iter().find(|(n, _)| n == name).map_or(missing, |(_, dev)| *dev)
+                }
                 other => panic!("test specs bind by ifname, not {other:?}"),
             })
             .collect()
@@ -94,9 +77,7 @@ impl Rig {
     fn load_filled(&self, obj: &Path, ir: &Ir) -> Object {
         let obj = bpf::load(obj).unwrap();
         let devices = self.devices(ir, NOWHERE);
-        self.ns
-            .enter(|| devmapc_runtime::fill(&obj, ir, &devices))
-            .unwrap_or_else(|e| panic!("{e}"));
+        self.ns.enter(|| devmapc_runtime::fill(&obj, ir, &devices)).unwrap_or_else(|e| panic!("{e}"));
         obj
     }
 
@@ -110,18 +91,12 @@ impl Rig {
             .vlan(vid, 0)
             .build();
         let prog = bpf::prog(obj, names::INGRESS).unwrap();
-        self.ns
-            .enter(|| bpf::test_run(&prog, &frame, Some(ifindex), 1))
-            .unwrap()
-            .retval
+        self.ns.enter(|| bpf::test_run(&prog, &frame, Some(ifindex), 1)).unwrap().retval
     }
 }
 
 /// A device the namespace does not have.
-const NOWHERE: Device = Device {
-    ifindex: 999_999,
-    mac: [2, 0, 0, 0, 0, 0x99],
-};
+const NOWHERE: Device = Device { ifindex: 999_999, mac: [2, 0, 0, 0, 0, 0x99] };
 
 /// Packets counted under direct key `key` (the VLAN id; the map stores it
 /// mixed, as every direct key), all CPUs.
@@ -129,25 +104,14 @@ fn key_packets(obj: &Object, key: u32) -> Option<u64> {
     let map = bpf::map(obj, names::KEY_COUNTERS).unwrap();
     map.lookup_percpu(&devmapc::ir::fmix32(key).to_ne_bytes(), MapFlags::ANY)
         .unwrap()
-        .map(|cpus| {
-            cpus.iter()
-                .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap()))
-                .sum()
-        })
+        .map(|cpus| cpus.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap())).sum())
 }
 
 /// Every per-CPU counter of `devmapc_key_counters`, raw.
 fn raw_counters(obj: &Object) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
     let map = bpf::map(obj, names::KEY_COUNTERS).unwrap();
-    let mut all: Vec<_> = map
-        .keys()
-        .map(|k| {
-            (
-                k.clone(),
-                map.lookup_percpu(&k, MapFlags::ANY).unwrap().unwrap(),
-            )
-        })
-        .collect();
+    let mut all: Vec<_> =
+        map.keys().map(|k| (k.clone(), map.lookup_percpu(&k, MapFlags::ANY).unwrap().unwrap())).collect();
     all.sort();
     all
 }
@@ -222,16 +186,17 @@ route default -> g
 
         let filled = rig.load_filled(&obj_path, &ir);
         let read = plan::read_state(&filled, &ir).unwrap();
-        assert_eq!(read, desired, "{name}: what fill wrote is what desired plans (program ids read back as the object's programs)");
+        assert_eq!(
+            read, desired,
+            "{name}: what fill wrote is what desired plans (program ids read back as the object's programs)"
+        );
         assert!(plan::diff(&read, &desired).is_empty());
         let egress = read.maps[names::SLOTS].entries.values().filter(|e| matches!(&e.value, Value::Devmap(d) if d.program.as_deref() == Some("devmapc_egress_tag"))).count();
         assert_eq!(egress, 1, "{name}: b's slot names its egress program");
 
         let planned = bpf::load(&obj_path).unwrap();
         let from_fresh = plan::diff(&State::fresh(&ir), &desired);
-        rig.ns
-            .enter(|| plan::execute(&planned, &from_fresh))
-            .unwrap_or_else(|e| panic!("{e}"));
+        rig.ns.enter(|| plan::execute(&planned, &from_fresh)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             plan::read_state(&planned, &ir).unwrap(),
             desired,
@@ -251,10 +216,7 @@ fn a_data_change_is_applied_as_a_diff_of_map_operations() {
     let rig = Rig::new(&["a", "b", "c"]);
     let (obj_path, v1, code1) = rig.build("v1", V1);
     let (_, v2, code2) = rig.build("v2", V2);
-    assert_eq!(
-        code1, code2,
-        "a data-only change: the same programs and maps"
-    );
+    assert_eq!(code1, code2, "a data-only change: the same programs and maps");
     let obj = rig.load_filled(&obj_path, &v1);
     assert_eq!(rig.send(&obj, 100, "a"), XDP_REDIRECT);
     assert_eq!(key_packets(&obj, 100), Some(1));
@@ -266,46 +228,21 @@ fn a_data_change_is_applied_as_a_diff_of_map_operations() {
     println!("{plan}");
     assert!(plan.warnings.is_empty());
     let summary = plan.summary();
-    assert_eq!(
-        summary[names::ROUTES].changed,
-        1,
-        "route 100 changes target in place"
-    );
+    assert_eq!(summary[names::ROUTES].changed, 1, "route 100 changes target in place");
     assert_eq!(
         summary[names::KEY_COUNTERS].added + summary[names::KEY_COUNTERS].removed,
         3,
         "counters of 300, 400 added, of 200 removed; 100's kept"
     );
 
-    rig.ns
-        .enter(|| plan::execute(&obj, &plan))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        plan::read_state(&obj, &v2).unwrap(),
-        new,
-        "the maps hold exactly the new plan"
-    );
-    assert_eq!(
-        key_packets(&obj, 100),
-        Some(1),
-        "a kept key keeps its counts"
-    );
-    assert_eq!(
-        key_packets(&obj, 200),
-        None,
-        "a key moved to a group counts there"
-    );
+    rig.ns.enter(|| plan::execute(&obj, &plan)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan::read_state(&obj, &v2).unwrap(), new, "the maps hold exactly the new plan");
+    assert_eq!(key_packets(&obj, 100), Some(1), "a kept key keeps its counts");
+    assert_eq!(key_packets(&obj, 200), None, "a key moved to a group counts there");
     assert_eq!(key_packets(&obj, 400), Some(0));
-    assert_eq!(
-        rig.send(&obj, 400, "a"),
-        XDP_REDIRECT,
-        "the new route forwards"
-    );
+    assert_eq!(rig.send(&obj, 400, "a"), XDP_REDIRECT, "the new route forwards");
     assert_eq!(key_packets(&obj, 400), Some(1));
-    assert!(
-        plan::diff(&plan::read_state(&obj, &v2).unwrap(), &new).is_empty(),
-        "nothing left to do"
-    );
+    assert!(plan::diff(&plan::read_state(&obj, &v2).unwrap(), &new).is_empty(), "nothing left to do");
 }
 
 #[test]
@@ -324,31 +261,17 @@ ingress {{ on = [a] }}
         )
     };
     let rig = Rig::new(&["a", "b", "c"]);
-    let (obj_path, v1, code1) = rig.build(
-        "v1",
-        &spec(
-            "route 10.0.0.0/8 -> b\nroute 10.1.2.3 -> c\nroute default -> g\n",
-            "b, c",
-        ),
-    );
-    let (_, v2, code2) = rig.build(
-        "v2",
-        &spec(
-            "route 10.0.0.0/8 -> c\nroute 10.9.0.0/16 -> b\nroute default -> b\n",
-            "c",
-        ),
-    );
+    let (obj_path, v1, code1) =
+        rig.build("v1", &spec("route 10.0.0.0/8 -> b\nroute 10.1.2.3 -> c\nroute default -> g\n", "b, c"));
+    let (_, v2, code2) =
+        rig.build("v2", &spec("route 10.0.0.0/8 -> c\nroute 10.9.0.0/16 -> b\nroute default -> b\n", "c"));
     assert_eq!(code1, code2);
     let obj = rig.load_filled(&obj_path, &v1);
     let old = plan::read_state(&obj, &v1).unwrap();
     let new = plan::desired(&v2, &rig.devices(&v2, NOWHERE)).unwrap();
     let plan = plan::diff(&old, &new);
     println!("{plan}");
-    let kinds: Vec<(&str, &str)> = plan
-        .ops
-        .iter()
-        .map(|op| (op.map.as_str(), op.verb()))
-        .collect();
+    let kinds: Vec<(&str, &str)> = plan.ops.iter().map(|op| (op.map.as_str(), op.verb())).collect();
     assert_eq!(
         kinds,
         [
@@ -359,9 +282,7 @@ ingress {{ on = [a] }}
             ("devmapc_group_g", "remove"),
         ]
     );
-    rig.ns
-        .enter(|| plan::execute(&obj, &plan))
-        .unwrap_or_else(|e| panic!("{e}"));
+    rig.ns.enter(|| plan::execute(&obj, &plan)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan::read_state(&obj, &v2).unwrap(), new);
 }
 
@@ -384,14 +305,8 @@ fn a_device_the_kernel_refuses_midway_leaves_every_map_as_it_was() {
     let err = rig.ns.enter(|| plan::execute(&obj, &plan)).unwrap_err();
     println!("{err}");
     assert_eq!(err.errno(), Some(libc::EINVAL));
-    assert_eq!(
-        (err.op.map.as_str(), err.op.why.as_str()),
-        (names::SLOTS, "device d: slot")
-    );
-    assert!(
-        err.step > 1 && err.undone == err.step - 1 && err.rollback_errors.is_empty(),
-        "{err:?}"
-    );
+    assert_eq!((err.op.map.as_str(), err.op.why.as_str()), (names::SLOTS, "device d: slot"));
+    assert!(err.step > 1 && err.undone == err.step - 1 && err.rollback_errors.is_empty(), "{err:?}");
     let text = err.to_string();
     for part in [
         "cannot add device d: slot to map devmapc_slots",
@@ -410,11 +325,7 @@ fn a_device_the_kernel_refuses_midway_leaves_every_map_as_it_was() {
 
     let after = plan::read_state(&obj, &v2).unwrap();
     assert_eq!(after, before, "every map as it was");
-    assert_eq!(
-        raw_counters(&obj),
-        counters,
-        "counters and their counts as they were"
-    );
+    assert_eq!(raw_counters(&obj), counters, "counters and their counts as they were");
 }
 
 #[test]
@@ -438,11 +349,7 @@ fn a_failure_after_removals_puts_entries_back_with_their_counts() {
     let old = plan::desired(&v1, &rig.devices(&v1, NOWHERE)).unwrap();
     let new = plan::desired(&v2, &rig.devices(&v2, NOWHERE)).unwrap();
     let plan = plan::diff(&old, &new);
-    let ops: Vec<String> = plan
-        .ops
-        .iter()
-        .map(|op| format!("{} {} {}", op.verb(), op.map, op.why))
-        .collect();
+    let ops: Vec<String> = plan.ops.iter().map(|op| format!("{} {} {}", op.verb(), op.map, op.why)).collect();
     assert_eq!(
         ops,
         [
@@ -451,41 +358,21 @@ fn a_failure_after_removals_puts_entries_back_with_their_counts() {
             "remove devmapc_slots device c: slot",
         ]
     );
-    bpf::map(&obj, names::SLOTS)
-        .unwrap()
-        .delete(&3u32.to_ne_bytes())
-        .unwrap();
+    bpf::map(&obj, names::SLOTS).unwrap().delete(&3u32.to_ne_bytes()).unwrap();
     let drifted = plan::read_state(&obj, &v1).unwrap();
     let counters = raw_counters(&obj);
 
     let err = rig.ns.enter(|| plan::execute(&obj, &plan)).unwrap_err();
     println!("{err}");
-    assert_eq!(
-        (err.errno(), err.step, err.undone),
-        (Some(libc::ENOENT), 3, 2)
-    );
-    assert!(
-        err.to_string()
-            .contains("plan again from what the kernel holds"),
-        "{err}"
-    );
-    assert_eq!(
-        plan::read_state(&obj, &v1).unwrap(),
-        drifted,
-        "every map as it was"
-    );
+    assert_eq!((err.errno(), err.step, err.undone), (Some(libc::ENOENT), 3, 2));
+    assert!(err.to_string().contains("plan again from what the kernel holds"), "{err}");
+    assert_eq!(plan::read_state(&obj, &v1).unwrap(), drifted, "every map as it was");
     assert_eq!(raw_counters(&obj), counters);
-    assert_eq!(
-        key_packets(&obj, 200),
-        Some(3),
-        "the removed counter came back with its counts"
-    );
+    assert_eq!(key_packets(&obj, 200), Some(3), "the removed counter came back with its counts");
 
     // Planned from what the kernel holds, the same change goes through.
     let plan = plan::diff(&plan::read_state(&obj, &v1).unwrap(), &new);
     assert_eq!(plan.len(), 2);
-    rig.ns
-        .enter(|| plan::execute(&obj, &plan))
-        .unwrap_or_else(|e| panic!("{e}"));
+    rig.ns.enter(|| plan::execute(&obj, &plan)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan::read_state(&obj, &v2).unwrap(), new);
 }

@@ -108,10 +108,7 @@ impl Capture {
             // SAFETY: plain data, filled by the kernel.
             let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             let mut control = [0u64; 16];
-            let mut iov = libc::iovec {
-                iov_base: buf[4..].as_mut_ptr().cast(),
-                iov_len: buf.len() - 4,
-            };
+            let mut iov = libc::iovec { iov_base: buf[4..].as_mut_ptr().cast(), iov_len: buf.len() - 4 };
             // SAFETY: msghdr is plain data; every pointer set below is valid
             // for the length given, for the duration of the call.
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -139,11 +136,8 @@ impl Capture {
             unsafe {
                 let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
                 while !cmsg.is_null() {
-                    if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == PACKET_AUXDATA
-                    {
-                        aux = Some(std::ptr::read_unaligned(
-                            libc::CMSG_DATA(cmsg).cast::<AuxData>(),
-                        ));
+                    if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == PACKET_AUXDATA {
+                        aux = Some(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<AuxData>()));
                     }
                     cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
                 }
@@ -151,11 +145,8 @@ impl Capture {
             let n = n as usize;
             let frame = match aux {
                 Some(aux) if aux.status & TP_STATUS_VLAN_VALID != 0 && n >= 12 => {
-                    let tpid = if aux.status & TP_STATUS_VLAN_TPID_VALID != 0 {
-                        aux.vlan_tpid
-                    } else {
-                        0x8100
-                    };
+                    let tpid =
+                        if aux.status & TP_STATUS_VLAN_TPID_VALID != 0 { aux.vlan_tpid } else { 0x8100 };
                     // Move the addresses 4 bytes forward and put the tag
                     // between them and the rest.
                     buf.copy_within(4..16, 0);
@@ -169,10 +160,7 @@ impl Capture {
                     buf.split_off(4)
                 }
             };
-            return Ok(Some(Captured {
-                ifindex: addr.sll_ifindex as u32,
-                frame,
-            }));
+            return Ok(Some(Captured { ifindex: addr.sll_ifindex as u32, frame }));
         }
     }
 
@@ -185,14 +173,8 @@ impl Capture {
 /// (EINTR counts as the timeout passing: the caller looks at its clock and
 /// at whether it was interrupted).
 pub fn wait_any(captures: &[&Capture], timeout: Duration) -> io::Result<()> {
-    let mut fds: Vec<libc::pollfd> = captures
-        .iter()
-        .map(|c| libc::pollfd {
-            fd: c.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut fds: Vec<libc::pollfd> =
+        captures.iter().map(|c| libc::pollfd { fd: c.raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: a valid array of pollfd of the given length.
     let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };

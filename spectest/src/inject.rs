@@ -44,13 +44,8 @@ pub fn xdp_md(len: usize, ingress_ifindex: u32) -> Vec<u8> {
         egress_ifindex: 0,
     };
     // SAFETY: xdp_md is plain old data of six u32s, without padding.
-    unsafe {
-        std::slice::from_raw_parts(
-            (&md as *const libbpf_sys::xdp_md).cast::<u8>(),
-            size_of_val(&md),
-        )
-    }
-    .to_vec()
+    unsafe { std::slice::from_raw_parts((&md as *const libbpf_sys::xdp_md).cast::<u8>(), size_of_val(&md)) }
+        .to_vec()
 }
 
 /// Blocks SIGCHLD in the calling thread while alive.
@@ -129,11 +124,7 @@ pub fn test_run_live(
 /// Runs `prog` once on `packet`, without sending anything: the XDP action
 /// it returns and the packet as it left it. With `BPF_F_TEST_XDP_LIVE_FRAMES`
 /// off, `bpf_redirect_map` only looks the key up (`XDP_REDIRECT` means a hit).
-pub fn verdict(
-    prog: BorrowedFd<'_>,
-    packet: &[u8],
-    ingress_ifindex: u32,
-) -> io::Result<(u32, Vec<u8>)> {
+pub fn verdict(prog: BorrowedFd<'_>, packet: &[u8], ingress_ifindex: u32) -> io::Result<(u32, Vec<u8>)> {
     let ctx = xdp_md(packet.len(), ingress_ifindex);
     // Room for programs that grow the packet (adjust_head/tail).
     let mut out = vec![0u8; packet.len() + 4096];
@@ -175,9 +166,7 @@ pub fn send_on_wire(frame: &[u8], ifindex: u32, n: u64) -> io::Result<()> {
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     // The frame's own EtherType (already in network order).
-    addr.sll_protocol = frame
-        .get(12..14)
-        .map_or(0, |t| u16::from_ne_bytes([t[0], t[1]]));
+    addr.sll_protocol = frame.get(12..14).map_or(0, |t| u16::from_ne_bytes([t[0], t[1]]));
     addr.sll_ifindex = ifindex as i32;
     addr.sll_halen = 6;
     for _ in 0..n {

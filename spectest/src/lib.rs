@@ -30,12 +30,12 @@ pub mod sandbox;
 use crate::capture::Capture;
 use crate::packet::{Frame, Parsed, VlanTag};
 use crate::sandbox::Sandbox;
-use devmapc_runtime::deploy::{self, Attachment, DeployError, Loaded};
-use devmapc_runtime::plan::{self, Handles};
 use devmapc::ast::Span;
 use devmapc::fields::LayerKind;
 use devmapc::ir::Ir;
 use devmapc::model::{Access, Const, LayerDef, Model, TestDef, TestStep};
+use devmapc_runtime::deploy::{self, Attachment, DeployError, Loaded};
+use devmapc_runtime::plan::{self, Handles};
 use libbpf_rs::{libbpf_sys, MapCore as _};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -77,37 +77,32 @@ pub struct Deployed {
 pub fn deploy(sandbox: &Sandbox, obj: &Path, ir: &Ir) -> Result<Deployed, DeployError> {
     let loaded = deploy::load(obj, ir)?;
     let devices = sandbox.resolved();
-    sandbox
-        .devices_ns
-        .enter(|| -> Result<Deployed, DeployError> {
-            let handles = Reopened::new(&loaded)?;
-            let plan = plan::diff(&plan::State::fresh(ir), &plan::desired(ir, &devices)?);
-            plan::execute(&handles, &plan)?;
-            if ir.code.access == Access::ReadOnly {
-                let name = devmapc_runtime::apply::key_map(ir);
-                let fd = handles.map_fd(name).ok_or_else(|| {
-                    DeployError::Mismatch(format!("the object has no map {name}"))
-                })?;
-                // SAFETY: a valid map fd.
-                let rc = unsafe { libbpf_sys::bpf_map_freeze(fd.as_raw_fd()) };
-                if rc < 0 {
-                    return Err(DeployError::Mismatch(format!(
-                        "cannot freeze map {name}: {}",
-                        std::io::Error::from_raw_os_error(-rc)
-                    )));
-                }
+    sandbox.devices_ns.enter(|| -> Result<Deployed, DeployError> {
+        let handles = Reopened::new(&loaded)?;
+        let plan = plan::diff(&plan::State::fresh(ir), &plan::desired(ir, &devices)?);
+        plan::execute(&handles, &plan)?;
+        if ir.code.access == Access::ReadOnly {
+            let name = devmapc_runtime::apply::key_map(ir);
+            let fd = handles
+                .map_fd(name)
+                .ok_or_else(|| DeployError::Mismatch(format!("the object has no map {name}")))?;
+            // SAFETY: a valid map fd.
+            let rc = unsafe { libbpf_sys::bpf_map_freeze(fd.as_raw_fd()) };
+            if rc < 0 {
+                return Err(DeployError::Mismatch(format!(
+                    "cannot freeze map {name}: {}",
+                    std::io::Error::from_raw_os_error(-rc)
+                )));
             }
-            let mut attachments = Vec::new();
-            for (planned, device) in ir.data.devices.iter().zip(&devices) {
-                if planned.ingress {
-                    attachments.push(loaded.attach_ingress(device.ifindex, ir.data.xdp_mode)?);
-                }
+        }
+        let mut attachments = Vec::new();
+        for (planned, device) in ir.data.devices.iter().zip(&devices) {
+            if planned.ingress {
+                attachments.push(loaded.attach_ingress(device.ifindex, ir.data.xdp_mode)?);
             }
-            Ok(Deployed {
-                loaded,
-                attachments,
-            })
-        })
+        }
+        Ok(Deployed { loaded, attachments })
+    })
 }
 
 /// The loaded object's programs, and its maps opened anew by id.
@@ -127,9 +122,8 @@ impl<'a> Reopened<'a> {
             // SAFETY: zeroed bpf_map_info asks for nothing but the scalars.
             let mut info: libbpf_sys::bpf_map_info = unsafe { std::mem::zeroed() };
             let mut len = size_of_val(&info) as u32;
-            let rc = unsafe {
-                libbpf_sys::bpf_map_get_info_by_fd(map.as_fd().as_raw_fd(), &mut info, &mut len)
-            };
+            let rc =
+                unsafe { libbpf_sys::bpf_map_get_info_by_fd(map.as_fd().as_raw_fd(), &mut info, &mut len) };
             if rc < 0 {
                 return Err(fail("inspect", std::io::Error::from_raw_os_error(-rc)));
             }
@@ -169,13 +163,11 @@ pub fn build_frame(layers: &[LayerDef]) -> Vec<u8> {
             Some((_, Const::Mac(m))) => Some(*m),
             _ => None,
         };
-        let v4 = |name: &str, default: Ipv4Addr| match layer.fields.iter().find(|(n, _)| *n == name)
-        {
+        let v4 = |name: &str, default: Ipv4Addr| match layer.fields.iter().find(|(n, _)| *n == name) {
             Some((_, Const::Ipv4(a))) => *a,
             _ => default,
         };
-        let v6 = |name: &str, default: Ipv6Addr| match layer.fields.iter().find(|(n, _)| *n == name)
-        {
+        let v6 = |name: &str, default: Ipv6Addr| match layer.fields.iter().find(|(n, _)| *n == name) {
             Some((_, Const::Ipv6(a))) => *a,
             _ => default,
         };
@@ -207,9 +199,7 @@ pub fn build_frame(layers: &[LayerDef]) -> Vec<u8> {
             }
             LayerKind::Ipv4 => {
                 let (src, dst) = packet::DEFAULT_IPV4;
-                let mut f = frame
-                    .ipv4(v4("src", src), v4("dst", dst))
-                    .ttl(uint("ttl", 64) as u8);
+                let mut f = frame.ipv4(v4("src", src), v4("dst", dst)).ttl(uint("ttl", 64) as u8);
                 if layer.fields.iter().any(|(n, _)| *n == "proto") {
                     f = f.proto(uint("proto", 0) as u8);
                 }
@@ -217,18 +207,12 @@ pub fn build_frame(layers: &[LayerDef]) -> Vec<u8> {
             }
             LayerKind::Ipv6 => {
                 let (src, dst) = packet::DEFAULT_IPV6;
-                frame
-                    .ipv6(v6("src", src), v6("dst", dst))
-                    .hop_limit(uint("hop_limit", 64) as u8)
+                frame.ipv6(v6("src", src), v6("dst", dst)).hop_limit(uint("hop_limit", 64) as u8)
             }
-            LayerKind::Udp => frame.udp(
-                uint("sport", DEFAULT_SPORT.into()) as u16,
-                uint("dport", DEFAULT_DPORT.into()) as u16,
-            ),
-            LayerKind::Tcp => frame.tcp(
-                uint("sport", DEFAULT_SPORT.into()) as u16,
-                uint("dport", DEFAULT_DPORT.into()) as u16,
-            ),
+            LayerKind::Udp => frame
+                .udp(uint("sport", DEFAULT_SPORT.into()) as u16, uint("dport", DEFAULT_DPORT.into()) as u16),
+            LayerKind::Tcp => frame
+                .tcp(uint("sport", DEFAULT_SPORT.into()) as u16, uint("dport", DEFAULT_DPORT.into()) as u16),
             LayerKind::Payload => frame.payload(layer.payload.as_deref().unwrap_or("").as_bytes()),
         };
     }
@@ -262,11 +246,7 @@ pub fn layers_of(frame: &[u8]) -> Vec<SeenLayer> {
 
 fn raw_layers(frame: &[u8]) -> Vec<SeenLayer> {
     if frame.len() < 14 {
-        return vec![SeenLayer {
-            kind: LayerKind::Payload,
-            fields: vec![],
-            payload: Some(frame.to_vec()),
-        }];
+        return vec![SeenLayer { kind: LayerKind::Payload, fields: vec![], payload: Some(frame.to_vec()) }];
     }
     vec![
         SeenLayer {
@@ -274,27 +254,16 @@ fn raw_layers(frame: &[u8]) -> Vec<SeenLayer> {
             fields: vec![
                 ("dst", Const::Mac(frame[0..6].try_into().unwrap())),
                 ("src", Const::Mac(frame[6..12].try_into().unwrap())),
-                (
-                    "type",
-                    Const::Uint(u16::from_be_bytes([frame[12], frame[13]]).into()),
-                ),
+                ("type", Const::Uint(u16::from_be_bytes([frame[12], frame[13]]).into())),
             ],
             payload: None,
         },
-        SeenLayer {
-            kind: LayerKind::Payload,
-            fields: vec![],
-            payload: Some(frame[14..].to_vec()),
-        },
+        SeenLayer { kind: LayerKind::Payload, fields: vec![], payload: Some(frame[14..].to_vec()) },
     ]
 }
 
 fn layers_of_parsed(p: &Parsed) -> Vec<SeenLayer> {
-    let layer = |kind, fields| SeenLayer {
-        kind,
-        fields,
-        payload: None,
-    };
+    let layer = |kind, fields| SeenLayer { kind, fields, payload: None };
     let outer_type = p.tags.first().map_or(p.ethertype, |t| t.tpid);
     let mut out = vec![layer(
         LayerKind::Eth,
@@ -307,10 +276,7 @@ fn layers_of_parsed(p: &Parsed) -> Vec<SeenLayer> {
     for t in &p.tags {
         out.push(layer(
             LayerKind::Vlan,
-            vec![
-                ("id", Const::Uint(t.id.into())),
-                ("pcp", Const::Uint(t.pcp.into())),
-            ],
+            vec![("id", Const::Uint(t.id.into())), ("pcp", Const::Uint(t.pcp.into()))],
         ));
     }
     if let Some(h) = &p.ipv4 {
@@ -337,28 +303,18 @@ fn layers_of_parsed(p: &Parsed) -> Vec<SeenLayer> {
     if let Some(h) = &p.udp {
         out.push(layer(
             LayerKind::Udp,
-            vec![
-                ("sport", Const::Uint(h.sport.into())),
-                ("dport", Const::Uint(h.dport.into())),
-            ],
+            vec![("sport", Const::Uint(h.sport.into())), ("dport", Const::Uint(h.dport.into()))],
         ));
     }
     if let Some(h) = &p.tcp {
         out.push(layer(
             LayerKind::Tcp,
-            vec![
-                ("sport", Const::Uint(h.sport.into())),
-                ("dport", Const::Uint(h.dport.into())),
-            ],
+            vec![("sport", Const::Uint(h.sport.into())), ("dport", Const::Uint(h.dport.into()))],
         ));
     }
     // A non-IP frame's payload runs to its end: zeros alone are padding.
     if p.payload.iter().any(|&b| b != 0) {
-        out.push(SeenLayer {
-            kind: LayerKind::Payload,
-            fields: vec![],
-            payload: Some(p.payload.clone()),
-        });
+        out.push(SeenLayer { kind: LayerKind::Payload, fields: vec![], payload: Some(p.payload.clone()) });
     }
     out
 }
@@ -376,9 +332,7 @@ fn layer_matches(want: &LayerDef, seen: &SeenLayer) -> bool {
             && &bytes[..text.len()] == text
             && bytes[text.len()..].iter().all(|&b| b == 0);
     }
-    want.fields
-        .iter()
-        .all(|(name, value)| seen.fields.iter().any(|(n, v)| n == name && v == value))
+    want.fields.iter().all(|(name, value)| seen.fields.iter().any(|(n, v)| n == name && v == value))
 }
 
 /// Whether `pattern`'s layers appear in `seen` in that order (others may come
@@ -436,9 +390,7 @@ pub fn diff(pattern: &[LayerDef], seen: &[SeenLayer]) -> Vec<FieldDiff> {
             out.push(FieldDiff {
                 field: format!("{}.{name}", want.kind.name()),
                 expected: format_value(want.kind, name, value),
-                seen: Some(
-                    actual.map_or_else(|| "(none)".into(), |v| format_value(want.kind, name, &v)),
-                ),
+                seen: Some(actual.map_or_else(|| "(none)".into(), |v| format_value(want.kind, name, &v))),
                 equal: actual.as_ref() == Some(value),
             });
         }
@@ -466,28 +418,18 @@ fn quote(bytes: &[u8]) -> String {
         _ => format!(
             "{} bytes: {}",
             bytes.len(),
-            bytes
-                .iter()
-                .take(32)
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
+            bytes.iter().take(32).map(|b| format!("{b:02x}")).collect::<String>()
                 + if bytes.len() > 32 { "..." } else { "" }
         ),
     }
 }
 
-fn format_fields(
-    kind: LayerKind,
-    fields: &[(&'static str, Const)],
-    payload: Option<&[u8]>,
-) -> String {
+fn format_fields(kind: LayerKind, fields: &[(&'static str, Const)], payload: Option<&[u8]>) -> String {
     if let Some(p) = payload {
         return format!("payload({})", quote(p));
     }
-    let inner: Vec<String> = fields
-        .iter()
-        .map(|(n, v)| format!("{n} = {}", format_value(kind, n, v)))
-        .collect();
+    let inner: Vec<String> =
+        fields.iter().map(|(n, v)| format!("{n} = {}", format_value(kind, n, v))).collect();
     format!("{}({})", kind.name(), inner.join(", "))
 }
 
@@ -506,10 +448,7 @@ pub fn format_layer_def(l: &LayerDef) -> String {
         .collect();
     for name in &l.egress_mac {
         match l.fields.iter().find(|(n, _)| n == name) {
-            Some((_, v)) => inner.push(format!(
-                "{name} = egress.mac ({})",
-                format_value(l.kind, name, v)
-            )),
+            Some((_, v)) => inner.push(format!("{name} = egress.mac ({})", format_value(l.kind, name, v))),
             None => inner.push(format!("{name} = egress.mac")),
         }
     }
@@ -521,11 +460,7 @@ pub fn format_pattern(pattern: &[LayerDef]) -> String {
     if pattern.is_empty() {
         return "(any packet)".into();
     }
-    pattern
-        .iter()
-        .map(format_layer_def)
-        .collect::<Vec<_>>()
-        .join(" / ")
+    pattern.iter().map(format_layer_def).collect::<Vec<_>>().join(" / ")
 }
 
 /// A received packet in the layer syntax.
@@ -618,9 +553,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options {
-            timeout: DEFAULT_TIMEOUT,
-        }
+        Options { timeout: DEFAULT_TIMEOUT }
     }
 }
 
@@ -669,31 +602,17 @@ fn rounds<'a>(test: &'a TestDef, macs: &[packet::Mac]) -> Vec<Round<'a>> {
     let mut closed = true;
     for step in &test.steps {
         let e = match step {
-            TestStep::Send {
-                device,
-                packet,
-                span,
-            } => {
+            TestStep::Send { device, packet, span } => {
                 if closed {
-                    out.push(Round {
-                        sends: vec![],
-                        expects: std::mem::take(&mut pending),
-                    });
+                    out.push(Round { sends: vec![], expects: std::mem::take(&mut pending) });
                     closed = false;
                 }
-                out.last_mut()
-                    .expect("pushed")
-                    .sends
-                    .push((*device, packet, *span));
+                out.last_mut().expect("pushed").sends.push((*device, packet, *span));
                 continue;
             }
             TestStep::ExpectDrop { span } => vec![Expect::Drop { span: *span }],
             TestStep::ExpectPass { span } => vec![Expect::Pass { span: *span }],
-            TestStep::ExpectOut {
-                devices,
-                pattern,
-                span,
-            } => devices
+            TestStep::ExpectOut { devices, pattern, span } => devices
                 .iter()
                 .map(|&device| Expect::Out {
                     device,
@@ -734,15 +653,7 @@ pub fn run_test(
     };
     let macs: Vec<packet::Mac> = sandbox.devices.iter().map(|d| d.mac).collect();
     for round in rounds(test, &macs) {
-        match run_round(
-            model,
-            &round,
-            sandbox,
-            deployed,
-            watch,
-            options,
-            interrupted,
-        ) {
+        match run_round(model, &round, sandbox, deployed, watch, options, interrupted) {
             Ok(failures) => outcome.failures.extend(failures),
             Err(e) => {
                 outcome.error = Some(e);
@@ -767,14 +678,8 @@ fn run_round(
         let what = what.to_string();
         move |e: std::io::Error| format!("{what}: {e}")
     };
-    watch
-        .wire
-        .drain()
-        .map_err(io("reading the capture socket"))?;
-    watch
-        .stack
-        .drain()
-        .map_err(io("reading the capture socket"))?;
+    watch.wire.drain().map_err(io("reading the capture socket"))?;
+    watch.stack.drain().map_err(io("reading the capture socket"))?;
     let prog = deployed.loaded.ingress();
     let mut verdicts = Vec::new();
     for (device, packet, _) in &round.sends {
@@ -793,8 +698,8 @@ fn run_round(
             continue;
         }
         sandbox.devices_ns.enter(|| -> Result<(), String> {
-            let (action, _) = inject::verdict(prog, &frame, ifindex)
-                .map_err(io("test run of the ingress program"))?;
+            let (action, _) =
+                inject::verdict(prog, &frame, ifindex).map_err(io("test run of the ingress program"))?;
             verdicts.push(format!("{} on {name}", inject::action_name(action)));
             inject::test_run_live(prog, &frame, ifindex, 1, 0)
                 .map_err(io("live test run of the ingress program"))?;
@@ -802,15 +707,8 @@ fn run_round(
         })?;
     }
     // Wait for packets.
-    let wanted = round
-        .expects
-        .iter()
-        .filter(|e| !matches!(e, Expect::Drop { .. }))
-        .count();
-    let expects_drop = round
-        .expects
-        .iter()
-        .any(|e| matches!(e, Expect::Drop { .. }));
+    let wanted = round.expects.iter().filter(|e| !matches!(e, Expect::Drop { .. })).count();
+    let expects_drop = round.expects.iter().any(|e| matches!(e, Expect::Drop { .. }));
     let start = Instant::now();
     let mut last = start;
     let mut seen: Vec<Seen> = Vec::new();
@@ -819,16 +717,8 @@ fn run_round(
             return Err("interrupted".into());
         }
         let mut got = false;
-        while let Some(c) = watch
-            .wire
-            .try_recv()
-            .map_err(io("reading the capture socket"))?
-        {
-            if let Some(d) = sandbox
-                .devices
-                .iter()
-                .position(|d| d.peer_ifindex == c.ifindex)
-            {
+        while let Some(c) = watch.wire.try_recv().map_err(io("reading the capture socket"))? {
+            if let Some(d) = sandbox.devices.iter().position(|d| d.peer_ifindex == c.ifindex) {
                 seen.push(Seen {
                     place: Place::Out(d),
                     device: model.devices[d].name.clone(),
@@ -839,11 +729,7 @@ fn run_round(
                 got = true;
             }
         }
-        while let Some(c) = watch
-            .stack
-            .try_recv()
-            .map_err(io("reading the capture socket"))?
-        {
+        while let Some(c) = watch.stack.try_recv().map_err(io("reading the capture socket"))? {
             if let Some(d) = sandbox.devices.iter().position(|d| d.ifindex == c.ifindex) {
                 seen.push(Seen {
                     place: Place::Stack(d),
@@ -863,10 +749,8 @@ fn run_round(
         if elapsed >= options.timeout {
             break;
         }
-        let settled = !expects_drop
-            && wanted > 0
-            && seen.len() >= wanted
-            && now - last >= SETTLE.min(options.timeout);
+        let settled =
+            !expects_drop && wanted > 0 && seen.len() >= wanted && now - last >= SETTLE.min(options.timeout);
         if settled {
             break;
         }
@@ -925,12 +809,9 @@ pub fn checksum_errors(frame: &[u8]) -> Vec<FieldDiff> {
 fn judge(model: &Model, round: &Round, seen: Vec<Seen>, verdicts: Vec<String>) -> Vec<Failure> {
     let send_devices: Vec<usize> = round.sends.iter().map(|s| s.0).collect();
     let fits = |e: &Expect, s: &Seen| match (e, s.place) {
-        (
-            Expect::Out {
-                device, pattern, ..
-            },
-            Place::Out(d),
-        ) => *device == d && matches(pattern, &s.layers) && s.checksum_errors.is_empty(),
+        (Expect::Out { device, pattern, .. }, Place::Out(d)) => {
+            *device == d && matches(pattern, &s.layers) && s.checksum_errors.is_empty()
+        }
         (Expect::Pass { .. }, Place::Stack(d)) => send_devices.contains(&d),
         _ => false,
     };
@@ -939,35 +820,28 @@ fn judge(model: &Model, round: &Round, seen: Vec<Seen>, verdicts: Vec<String>) -
         let mut visited = vec![false; seen.len()];
         augment(e, &round.expects, &seen, &fits, &mut owner, &mut visited);
     }
-    let matched: Vec<bool> = (0..round.expects.len())
-        .map(|e| owner.contains(&Some(e)))
-        .collect();
+    let matched: Vec<bool> = (0..round.expects.len()).map(|e| owner.contains(&Some(e))).collect();
     let leftover: Vec<usize> = (0..seen.len()).filter(|&s| owner[s].is_none()).collect();
     let mut failures = Vec::new();
     let mut explained = vec![false; seen.len()];
-    let describe_all = |only: &dyn Fn(&Seen) -> bool,
-                        pattern: Option<&[LayerDef]>|
-     -> Vec<(Seen, Vec<FieldDiff>)> {
-        leftover
-            .iter()
-            .map(|&i| &seen[i])
-            .filter(|s| only(s))
-            .map(|s| {
-                let mut lines = pattern.map_or_else(Vec::new, |p| diff(p, &s.layers));
-                if pattern.is_some() {
-                    lines.extend(s.checksum_errors.iter().cloned());
-                }
-                (s.clone(), lines)
-            })
-            .collect()
-    };
+    let describe_all =
+        |only: &dyn Fn(&Seen) -> bool, pattern: Option<&[LayerDef]>| -> Vec<(Seen, Vec<FieldDiff>)> {
+            leftover
+                .iter()
+                .map(|&i| &seen[i])
+                .filter(|s| only(s))
+                .map(|s| {
+                    let mut lines = pattern.map_or_else(Vec::new, |p| diff(p, &s.layers));
+                    if pattern.is_some() {
+                        lines.extend(s.checksum_errors.iter().cloned());
+                    }
+                    (s.clone(), lines)
+                })
+                .collect()
+        };
     for (e, expect) in round.expects.iter().enumerate() {
         match expect {
-            Expect::Out {
-                device,
-                pattern,
-                span,
-            } if !matched[e] => {
+            Expect::Out { device, pattern, span } if !matched[e] => {
                 let name = &model.devices[*device].name;
                 let here = describe_all(&|s| s.place == Place::Out(*device), Some(pattern));
                 let here_empty = here.is_empty();
@@ -978,11 +852,7 @@ fn judge(model: &Model, round: &Round, seen: Vec<Seen>, verdicts: Vec<String>) -
                     } else {
                         format!("nothing left {name}")
                     };
-                    (
-                        format!("expected a packet to leave {name}, and none did"),
-                        label,
-                        elsewhere,
-                    )
+                    (format!("expected a packet to leave {name}, and none did"), label, elsewhere)
                 } else {
                     (
                         format!("the packet that left {name} does not match the pattern"),
@@ -1008,10 +878,8 @@ fn judge(model: &Model, round: &Round, seen: Vec<Seen>, verdicts: Vec<String>) -
                 });
             }
             Expect::Pass { span } if !matched[e] => {
-                let devices: Vec<&str> = send_devices
-                    .iter()
-                    .map(|&d| model.devices[d].name.as_str())
-                    .collect();
+                let devices: Vec<&str> =
+                    send_devices.iter().map(|&d| model.devices[d].name.as_str()).collect();
                 failures.push(Failure {
                     span: *span,
                     message: format!(
@@ -1047,11 +915,8 @@ fn judge(model: &Model, round: &Round, seen: Vec<Seen>, verdicts: Vec<String>) -
             _ => {}
         }
     }
-    let unexplained: Vec<(Seen, Vec<FieldDiff>)> = leftover
-        .iter()
-        .filter(|&&i| !explained[i])
-        .map(|&i| (seen[i].clone(), vec![]))
-        .collect();
+    let unexplained: Vec<(Seen, Vec<FieldDiff>)> =
+        leftover.iter().filter(|&&i| !explained[i]).map(|&i| (seen[i].clone(), vec![])).collect();
     if !unexplained.is_empty() {
         let span = round.sends.last().map_or(Span::new(0, 0), |s| s.2);
         let mut places: Vec<String> = unexplained.iter().map(|(s, _)| s.where_()).collect();
@@ -1111,11 +976,7 @@ pub fn describe(failure: &Failure) -> String {
                     d.field, d.expected
                 ),
                 Some(got) if d.equal => writeln!(out, "      {:width$}  {got}", d.field),
-                Some(got) => writeln!(
-                    out,
-                    "    - {:width$}  expected {}, seen {got}",
-                    d.field, d.expected
-                ),
+                Some(got) => writeln!(out, "    - {:width$}  expected {}, seen {got}", d.field, d.expected),
             };
         }
     }
@@ -1168,9 +1029,7 @@ test "t" {
 }
 "#,
         );
-        let TestStep::ExpectOut { pattern, .. } = &model.tests[0].steps[1] else {
-            panic!()
-        };
+        let TestStep::ExpectOut { pattern, .. } = &model.tests[0].steps[1] else { panic!() };
         let mac = [2, 0xdd, 0, 0, 0, 7];
         let mut frame = Frame::new().src(mac).vlan(10, 0).build();
         frame.resize(ETH_ZLEN, 0);
@@ -1193,10 +1052,8 @@ test "t" {
 
     #[test]
     fn wrong_checksums_are_named() {
-        let good = Frame::new()
-            .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
-            .udp(1, 2)
-            .build();
+        let good =
+            Frame::new().ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)).udp(1, 2).build();
         assert!(checksum_errors(&good).is_empty());
         let bad = Frame::new()
             .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
@@ -1212,25 +1069,17 @@ test "t" {
     #[test]
     fn builds_frames_with_defaults() {
         let model = checked(SPEC);
-        let TestStep::Send { packet, .. } = &model.tests[0].steps[0] else {
-            panic!()
-        };
+        let TestStep::Send { packet, .. } = &model.tests[0].steps[0] else { panic!() };
         let frame = build_frame(packet);
         let p = packet::parse(&frame).unwrap();
         assert_eq!(p.dst, [2, 0, 0, 0, 0, 9]);
         assert_eq!(p.src, packet::DEFAULT_SRC);
         assert_eq!(
-            p.tags
-                .iter()
-                .map(|t| (t.tpid, t.id, t.pcp))
-                .collect::<Vec<_>>(),
+            p.tags.iter().map(|t| (t.tpid, t.id, t.pcp)).collect::<Vec<_>>(),
             [(0x88a8, 10, 3), (0x8100, 1, 0)]
         );
         let ip = p.ipv4.unwrap();
-        assert_eq!(
-            (ip.dst, ip.ttl, ip.proto),
-            (Ipv4Addr::new(10, 0, 0, 1), 9, 17)
-        );
+        assert_eq!((ip.dst, ip.ttl, ip.proto), (Ipv4Addr::new(10, 0, 0, 1), 9, 17));
         assert_eq!(p.udp.unwrap().sport, DEFAULT_SPORT);
         assert_eq!(p.payload, b"hi");
         let seen = layers_of(&frame);
@@ -1239,9 +1088,7 @@ test "t" {
             "eth(dst = 02:00:00:00:00:09, src = 02:00:00:00:00:01, type = 0x88a8) / vlan(id = 10, pcp = 3) / vlan(id = 1, pcp = 0) / \
              ipv4(src = 192.0.2.1, dst = 10.0.0.1, ttl = 9, proto = 17) / udp(sport = 49152, dport = 53) / payload(\"hi\")"
         );
-        let TestStep::Send { packet, .. } = &model.tests[0].steps[3] else {
-            panic!()
-        };
+        let TestStep::Send { packet, .. } = &model.tests[0].steps[3] else { panic!() };
         let p = packet::parse(&build_frame(packet)).unwrap();
         assert_eq!((p.ethertype, &p.payload[..1]), (0x0806, &b"x"[..]));
         assert!(p.payload[1..].iter().all(|&b| b == 0), "padded to 60 bytes");
@@ -1251,12 +1098,8 @@ test "t" {
     #[test]
     fn patterns_match_in_order_with_free_fields() {
         let model = checked(SPEC);
-        let TestStep::Send { packet, .. } = &model.tests[0].steps[0] else {
-            panic!()
-        };
-        let TestStep::ExpectOut { pattern, .. } = &model.tests[0].steps[1] else {
-            panic!()
-        };
+        let TestStep::Send { packet, .. } = &model.tests[0].steps[0] else { panic!() };
+        let TestStep::ExpectOut { pattern, .. } = &model.tests[0].steps[1] else { panic!() };
         let seen = layers_of(&build_frame(packet));
         assert!(matches(pattern, &seen), "the inner tag has id 1");
         assert!(diff(pattern, &seen).iter().all(|d| d.equal));
@@ -1281,11 +1124,6 @@ test "t" {
     fn splits_steps_into_rounds() {
         let model = checked(SPEC);
         let r = rounds(&model.tests[0], &[[0; 6]; 2]);
-        assert_eq!(
-            r.iter()
-                .map(|r| (r.sends.len(), r.expects.len()))
-                .collect::<Vec<_>>(),
-            [(1, 1), (2, 2)]
-        );
+        assert_eq!(r.iter().map(|r| (r.sends.len(), r.expects.len())).collect::<Vec<_>>(), [(1, 1), (2, 2)]);
     }
 }

@@ -36,13 +36,10 @@ pub const DEFAULT_SRC: Mac = [0x02, 0, 0, 0, 0, 0x01];
 /// Default destination MAC of built frames.
 pub const DEFAULT_DST: Mac = [0x02, 0, 0, 0, 0, 0x02];
 /// Default IPv4 source and destination.
-pub const DEFAULT_IPV4: (Ipv4Addr, Ipv4Addr) =
-    (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
+pub const DEFAULT_IPV4: (Ipv4Addr, Ipv4Addr) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
 /// Default IPv6 source and destination.
-pub const DEFAULT_IPV6: (Ipv6Addr, Ipv6Addr) = (
-    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
-    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
-);
+pub const DEFAULT_IPV6: (Ipv6Addr, Ipv6Addr) =
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2));
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
@@ -72,10 +69,7 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
 
 /// Format as `02:00:00:00:00:01`.
 pub fn fmt_mac(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// An 802.1Q (`tpid` 0x8100) or 802.1ad (0x88a8) tag.
@@ -120,18 +114,8 @@ enum L3 {
 
 #[derive(Debug, Clone)]
 enum L4 {
-    Udp {
-        sport: u16,
-        dport: u16,
-    },
-    Tcp {
-        sport: u16,
-        dport: u16,
-        seq: u32,
-        ack: u32,
-        flags: u8,
-        window: u16,
-    },
+    Udp { sport: u16, dport: u16 },
+    Tcp { sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, window: u16 },
 }
 
 /// Builder of a test frame; [`Frame::build`] gives the bytes.
@@ -192,31 +176,18 @@ impl Frame {
 
     /// Add an 802.1Q tag (after those already added: the first is outermost).
     pub fn vlan(self, id: u16, pcp: u8) -> Self {
-        self.tag(VlanTag {
-            tpid: ETH_P_8021Q,
-            id,
-            pcp,
-            dei: false,
-        })
+        self.tag(VlanTag { tpid: ETH_P_8021Q, id, pcp, dei: false })
     }
 
     /// Add an 802.1ad (S-tag, 0x88a8) tag.
     pub fn vlan_ad(self, id: u16, pcp: u8) -> Self {
-        self.tag(VlanTag {
-            tpid: ETH_P_8021AD,
-            id,
-            pcp,
-            dei: false,
-        })
+        self.tag(VlanTag { tpid: ETH_P_8021AD, id, pcp, dei: false })
     }
 
     /// Add any tag. At most two tags are supported, as on the wire.
     pub fn tag(mut self, tag: VlanTag) -> Self {
         assert!(self.tags.len() < 2, "at most two VLAN tags");
-        assert!(
-            tag.id <= 0x0fff && tag.pcp <= 7,
-            "VLAN id is 12 bits, pcp 3 bits: {tag:?}"
-        );
+        assert!(tag.id <= 0x0fff && tag.pcp <= 7, "VLAN id is 12 bits, pcp 3 bits: {tag:?}");
         self.tags.push(tag);
         self
     }
@@ -238,14 +209,8 @@ impl Frame {
 
     /// IPv6 with hop limit 64, traffic class and flow label 0.
     pub fn ipv6(mut self, src: Ipv6Addr, dst: Ipv6Addr) -> Self {
-        self.l3 = Some(L3::V6 {
-            src,
-            dst,
-            hop_limit: 64,
-            next_header: None,
-            traffic_class: 0,
-            flow_label: 0,
-        });
+        self.l3 =
+            Some(L3::V6 { src, dst, hop_limit: 64, next_header: None, traffic_class: 0, flow_label: 0 });
         self
     }
 
@@ -303,14 +268,7 @@ impl Frame {
     /// L3 is set).
     pub fn tcp(mut self, sport: u16, dport: u16) -> Self {
         self.l3_or_default();
-        self.l4 = Some(L4::Tcp {
-            sport,
-            dport,
-            seq: 0,
-            ack: 0,
-            flags: 0x02,
-            window: 65535,
-        });
+        self.l4 = Some(L4::Tcp { sport, dport, seq: 0, ack: 0, flags: 0x02, window: 65535 });
         self
     }
 
@@ -375,14 +333,7 @@ impl Frame {
                 udp.extend_from_slice(&[0, 0]);
                 udp
             }
-            Some(L4::Tcp {
-                sport,
-                dport,
-                seq,
-                ack,
-                flags,
-                window,
-            }) => {
+            Some(L4::Tcp { sport, dport, seq, ack, flags, window }) => {
                 let mut tcp = Vec::with_capacity(20);
                 tcp.extend_from_slice(&sport.to_be_bytes());
                 tcp.extend_from_slice(&dport.to_be_bytes());
@@ -399,20 +350,9 @@ impl Frame {
 
         match &self.l3 {
             None => out.extend_from_slice(&segment),
-            Some(L3::V4 {
-                src,
-                dst,
-                ttl,
-                proto,
-                tos,
-                id,
-                dont_fragment,
-                checksum,
-            }) => {
+            Some(L3::V4 { src, dst, ttl, proto, tos, id, dont_fragment, checksum }) => {
                 let proto = proto.unwrap_or(l4_proto);
-                fill_l4_checksum(&self.l4, &mut segment, |s| {
-                    pseudo_v4(src, dst, proto, s.len())
-                });
+                fill_l4_checksum(&self.l4, &mut segment, |s| pseudo_v4(src, dst, proto, s.len()));
                 let total = (20 + segment.len()) as u16;
                 let mut ip = [0u8; 20];
                 ip[0] = 0x45;
@@ -430,20 +370,10 @@ impl Frame {
                 out.extend_from_slice(&ip);
                 out.extend_from_slice(&segment);
             }
-            Some(L3::V6 {
-                src,
-                dst,
-                hop_limit,
-                next_header,
-                traffic_class,
-                flow_label,
-            }) => {
+            Some(L3::V6 { src, dst, hop_limit, next_header, traffic_class, flow_label }) => {
                 let next_header = next_header.unwrap_or(l4_proto);
-                fill_l4_checksum(&self.l4, &mut segment, |s| {
-                    pseudo_v6(src, dst, next_header, s.len())
-                });
-                let first: u32 =
-                    (6 << 28) | ((*traffic_class as u32) << 20) | (flow_label & 0x000f_ffff);
+                fill_l4_checksum(&self.l4, &mut segment, |s| pseudo_v6(src, dst, next_header, s.len()));
+                let first: u32 = (6 << 28) | ((*traffic_class as u32) << 20) | (flow_label & 0x000f_ffff);
                 out.extend_from_slice(&first.to_be_bytes());
                 out.extend_from_slice(&(segment.len() as u16).to_be_bytes());
                 out.push(next_header);
@@ -591,10 +521,7 @@ impl Parsed {
 
     /// IPv4 TTL or IPv6 hop limit.
     pub fn ttl(&self) -> Option<u8> {
-        self.ipv4
-            .as_ref()
-            .map(|h| h.ttl)
-            .or(self.ipv6.as_ref().map(|h| h.hop_limit))
+        self.ipv4.as_ref().map(|h| h.ttl).or(self.ipv6.as_ref().map(|h| h.hop_limit))
     }
 }
 
@@ -612,10 +539,7 @@ impl std::error::Error for ParseError {}
 
 fn need(frame: &[u8], end: usize, what: &str) -> Result<(), ParseError> {
     if frame.len() < end {
-        return Err(ParseError(format!(
-            "{what} needs {end} bytes, frame has {}",
-            frame.len()
-        )));
+        return Err(ParseError(format!("{what} needs {end} bytes, frame has {}", frame.len())));
     }
     Ok(())
 }
@@ -667,10 +591,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
             need(frame, at + 20, "IPv4 header")?;
             let header_len = ((frame[at] & 0x0f) as usize) * 4;
             if frame[at] >> 4 != 4 || header_len < 20 {
-                return Err(ParseError(format!(
-                    "bad IPv4 version/IHL byte {:#04x}",
-                    frame[at]
-                )));
+                return Err(ParseError(format!("bad IPv4 version/IHL byte {:#04x}", frame[at])));
             }
             need(frame, at + header_len, "IPv4 header with options")?;
             let total_len = be16(frame, at + 2);
@@ -765,19 +686,13 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]
     fn macs() {
         assert_eq!(parse_mac("02:00:00:00:00:01"), Some(DEFAULT_SRC));
-        assert_eq!(
-            parse_mac("AA-bb-0c-00-00-ff"),
-            Some([0xaa, 0xbb, 0x0c, 0, 0, 0xff])
-        );
+        assert_eq!(parse_mac("AA-bb-0c-00-00-ff"), Some([0xaa, 0xbb, 0x0c, 0, 0, 0xff]));
         assert_eq!(parse_mac("02:00:00:00:00"), None);
         assert_eq!(parse_mac("02:00:00:00:00:01:02"), None);
         assert_eq!(parse_mac("02:00:00:00:00:1g"), None);
@@ -789,17 +704,11 @@ mod tests {
     #[test]
     fn ipv4_header_checksum_matches_the_textbook_example() {
         let frame = Frame::new()
-            .ipv4(
-                Ipv4Addr::new(192, 168, 0, 1),
-                Ipv4Addr::new(192, 168, 0, 199),
-            )
+            .ipv4(Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(192, 168, 0, 199))
             .proto(17)
             .payload(&[0; 0x73 - 20])
             .build();
-        assert_eq!(
-            frame[14..34],
-            hex("4500 0073 0000 4000 4011 b861 c0a8 0001 c0a8 00c7")[..]
-        );
+        assert_eq!(frame[14..34], hex("4500 0073 0000 4000 4011 b861 c0a8 0001 c0a8 00c7")[..]);
     }
 
     /// Hand-computed: 802.1Q tag id 10 pcp 3 (TCI 0x600a), IPv4 192.0.2.1 →
@@ -823,27 +732,13 @@ mod tests {
         let p = parse(&frame).unwrap();
         assert_eq!(p.dst, DEFAULT_DST);
         assert_eq!(p.src, DEFAULT_SRC);
-        assert_eq!(
-            p.tags,
-            vec![VlanTag {
-                tpid: ETH_P_8021Q,
-                id: 10,
-                pcp: 3,
-                dei: false
-            }]
-        );
+        assert_eq!(p.tags, vec![VlanTag { tpid: ETH_P_8021Q, id: 10, pcp: 3, dei: false }]);
         assert_eq!(p.ethertype, ETH_P_IPV4);
         let ip = p.ipv4.as_ref().unwrap();
-        assert_eq!(
-            (ip.ttl, ip.proto, ip.total_len, ip.checksum),
-            (64, 17, 30, 0xb6cb)
-        );
+        assert_eq!((ip.ttl, ip.proto, ip.total_len, ip.checksum), (64, 17, 30, 0xb6cb));
         assert!(ip.checksum_valid);
         let udp = p.udp.as_ref().unwrap();
-        assert_eq!(
-            (udp.sport, udp.dport, udp.len, udp.checksum),
-            (1234, 5678, 10, 0xf86c)
-        );
+        assert_eq!((udp.sport, udp.dport, udp.len, udp.checksum), (1234, 5678, 10, 0xf86c));
         assert!(udp.checksum_valid);
         assert_eq!(p.payload, b"hi");
         assert!(p.trailer.is_empty());
@@ -856,12 +751,7 @@ mod tests {
     #[test]
     fn qinq_ipv6_tcp_frame_matches_hand_computed_bytes() {
         let (src, dst) = DEFAULT_IPV6;
-        let frame = Frame::new()
-            .vlan_ad(100, 5)
-            .vlan(20, 0)
-            .ipv6(src, dst)
-            .tcp(80, 8080)
-            .build();
+        let frame = Frame::new().vlan_ad(100, 5).vlan(20, 0).ipv6(src, dst).tcp(80, 8080).build();
         let expected = hex("020000000002 020000000001 88a8 a064 8100 0014 86dd
              6000 0000 0014 0640 20010db8000000000000000000000001 20010db8000000000000000000000002
              0050 1f90 00000000 00000000 5002 ffff 348e 0000");
@@ -875,25 +765,16 @@ mod tests {
         let ip = p.ipv6.as_ref().unwrap();
         assert_eq!((ip.next_header, ip.payload_len), (IPPROTO_TCP, 20));
         let tcp = p.tcp.as_ref().unwrap();
-        assert_eq!(
-            (tcp.sport, tcp.dport, tcp.flags, tcp.window),
-            (80, 8080, 0x02, 65535)
-        );
+        assert_eq!((tcp.sport, tcp.dport, tcp.flags, tcp.window), (80, 8080, 0x02, 65535));
         assert!(tcp.checksum_valid);
         assert!(p.payload.is_empty());
     }
 
     #[test]
     fn raw_ethertype_frame_and_padding() {
-        let frame = Frame::eth([0xff; 6], [0x02, 0, 0, 0, 0, 9], 0x1234)
-            .payload(b"abc")
-            .pad_to(60)
-            .build();
+        let frame = Frame::eth([0xff; 6], [0x02, 0, 0, 0, 0, 9], 0x1234).payload(b"abc").pad_to(60).build();
         assert_eq!(frame.len(), 60);
-        assert_eq!(
-            frame[..17],
-            hex("ffffffffffff 020000000009 1234 616263")[..]
-        );
+        assert_eq!(frame[..17], hex("ffffffffffff 020000000009 1234 616263")[..]);
         let p = parse(&frame).unwrap();
         assert_eq!(p.ethertype, 0x1234);
         assert!(p.ipv4.is_none() && p.udp.is_none());
@@ -934,12 +815,7 @@ mod tests {
 
     #[test]
     fn round_trips_tcp_over_ipv4_and_udp_over_ipv6() {
-        let frame = Frame::new()
-            .tcp(443, 50000)
-            .tcp_flags(0x18)
-            .payload(&[7; 33])
-            .tos(0xb8)
-            .build();
+        let frame = Frame::new().tcp(443, 50000).tcp_flags(0x18).payload(&[7; 33]).tos(0xb8).build();
         let p = parse(&frame).unwrap();
         assert_eq!(p.ipv4.as_ref().unwrap().tos, 0xb8);
         assert!(p.ipv4.as_ref().unwrap().checksum_valid);
@@ -949,12 +825,7 @@ mod tests {
         assert_eq!(p.payload, vec![7; 33]);
 
         let (src, dst) = DEFAULT_IPV6;
-        let frame = Frame::new()
-            .ipv6(src, dst)
-            .hop_limit(1)
-            .udp(53, 53)
-            .payload(b"q")
-            .build();
+        let frame = Frame::new().ipv6(src, dst).hop_limit(1).udp(53, 53).payload(b"q").build();
         let p = parse(&frame).unwrap();
         assert_eq!(p.ttl(), Some(1));
         assert!(p.udp.unwrap().checksum_valid);

@@ -24,9 +24,9 @@
 //! `SIGKILL`); the devices, the attached programs and every map entry
 //! pointing at them go with them.
 
-use devmapc_runtime::netdev;
 use devmapc::ir::DeviceData;
 use devmapc::model::Binding;
+use devmapc_runtime::netdev;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fmt;
@@ -77,9 +77,7 @@ impl Netns {
     /// `/run/netns`, say), held open while this value is. Changes nothing
     /// in it.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Netns> {
-        Ok(Netns {
-            file: File::open(path)?,
-        })
+        Ok(Netns { file: File::open(path)? })
     }
 
     /// A [`Command`] whose child switches into this namespace (the network
@@ -122,15 +120,15 @@ impl Netns {
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
         let original = File::open("/proc/thread-self/ns/net")
             .unwrap_or_else(|e| panic!("opening /proc/thread-self/ns/net: {e}"));
-        setns(&self.file)
-            .unwrap_or_else(|e| panic!("cannot enter the sandbox's network namespace: {e}"));
+        setns(&self.file).unwrap_or_else(|e| panic!("cannot enter the sandbox's network namespace: {e}"));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         if let Err(e) = setns(&original) {
             // Not eprintln!, which panics when standard error is a closed
             // pipe: the abort must be reached.
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
-                format!("FATAL: cannot switch the thread back from the sandbox's network namespace: {e}\n").as_bytes(),
+                format!("FATAL: cannot switch the thread back from the sandbox's network namespace: {e}\n")
+                    .as_bytes(),
             );
             std::process::abort();
         }
@@ -152,11 +150,7 @@ impl Netns {
         // (no copy: the sandbox holds exactly its two namespaces).
         let mut command = Command::new("ip");
         Self::enter_before_exec(&mut command, self.file.as_raw_fd());
-        command
-            .args(["-batch", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        command.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run `ip` (iproute2): {e}")))?;
@@ -255,9 +249,7 @@ fn valid_ifname(name: &str) -> bool {
         && name.len() < libc::IFNAMSIZ
         && name != "."
         && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+        && !name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
 }
 
 /// The interface name of each device of the plan in the sandbox: its
@@ -274,9 +266,8 @@ fn ifnames(devices: &[DeviceData]) -> Result<Vec<String>, SandboxError> {
         .collect();
     let mut names = Vec::with_capacity(devices.len());
     for d in devices {
-        let free = |name: &str, owner: &HashMap<String, &Binding>| {
-            owner.get(name).is_none_or(|b| **b == d.binding)
-        };
+        let free =
+            |name: &str, owner: &HashMap<String, &Binding>| owner.get(name).is_none_or(|b| **b == d.binding);
         let name = match &d.binding {
             Binding::Ifname(n) => n.clone(),
             Binding::Ifindex(1) => {
@@ -342,28 +333,18 @@ impl Sandbox {
             here.push(format!("link set dev {name} up"));
             there.push(format!("link set dev {name} up"));
         }
-        devices_ns
-            .ip_batch(&here)
-            .map_err(io_err("cannot create the sandbox's veth pairs"))?;
-        wire_ns
-            .ip_batch(&there)
-            .map_err(io_err("cannot set the sandbox's veth peers up"))?;
+        devices_ns.ip_batch(&here).map_err(io_err("cannot create the sandbox's veth pairs"))?;
+        wire_ns.ip_batch(&there).map_err(io_err("cannot set the sandbox's veth peers up"))?;
         for name in &made {
             wire_ns
                 .enter(|| netdev::set_gro(name, true))
-                .map_err(|error| SandboxError::Netdev {
-                    what: format!("peer {name}"),
-                    error,
-                })?;
+                .map_err(|error| SandboxError::Netdev { what: format!("peer {name}"), error })?;
         }
         let mut out = Vec::with_capacity(devices.len());
         for (d, name) in devices.iter().zip(&names) {
             let link = devices_ns
                 .enter(|| netdev::by_name(name))
-                .map_err(|error| SandboxError::Netdev {
-                    what: format!("device `{}`", d.name),
-                    error,
-                })?;
+                .map_err(|error| SandboxError::Netdev { what: format!("device `{}`", d.name), error })?;
             let peer = link.peer.ok_or_else(|| SandboxError::Io {
                 what: format!("device `{}`", d.name),
                 error: io::Error::other("the kernel reports no peer for the sandbox's veth"),
@@ -376,23 +357,13 @@ impl Sandbox {
                 peer_ifindex: peer.ifindex,
             });
         }
-        Ok(Sandbox {
-            devices_ns,
-            wire_ns,
-            devices: out,
-        })
+        Ok(Sandbox { devices_ns, wire_ns, devices: out })
     }
 
     /// The plan's devices as found on the device side, for
     /// [`devmapc_runtime::Loaded::fill`].
     pub fn resolved(&self) -> Vec<devmapc_runtime::Device> {
-        self.devices
-            .iter()
-            .map(|d| devmapc_runtime::Device {
-                ifindex: d.ifindex,
-                mac: d.mac,
-            })
-            .collect()
+        self.devices.iter().map(|d| devmapc_runtime::Device { ifindex: d.ifindex, mac: d.mac }).collect()
     }
 }
 
@@ -420,10 +391,7 @@ mod tests {
             device("eth0", Binding::Ifindex(13)),
             device("a_very_long_device_name", Binding::Ifindex(14)),
         ];
-        assert_eq!(
-            ifnames(&devices).unwrap(),
-            ["eth0", "red", "dev13", "dev14"]
-        );
+        assert_eq!(ifnames(&devices).unwrap(), ["eth0", "red", "dev13", "dev14"]);
         // A fallback name another device has taken is not shared.
         let devices = [
             device("a", Binding::Ifname("dev13".into())),
@@ -431,13 +399,7 @@ mod tests {
             device("b", Binding::Ifindex(13)),
             device("dev13_1", Binding::Ifname("dev13_1".into())),
         ];
-        assert_eq!(
-            ifnames(&devices).unwrap(),
-            ["dev13", "dev13_2", "b", "dev13_1"]
-        );
-        assert!(matches!(
-            ifnames(&[device("lo", Binding::Ifindex(1))]),
-            Err(SandboxError::Binding { .. })
-        ));
+        assert_eq!(ifnames(&devices).unwrap(), ["dev13", "dev13_2", "b", "dev13_1"]);
+        assert!(matches!(ifnames(&[device("lo", Binding::Ifindex(1))]), Err(SandboxError::Binding { .. })));
     }
 }

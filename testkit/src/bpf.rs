@@ -21,8 +21,7 @@ use std::path::Path;
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{
-    Map, MapCore, Object, ObjectBuilder, OpenObject, Program, ProgramAttachType, ProgramInput,
-    ProgramMut,
+    Map, MapCore, Object, ObjectBuilder, OpenObject, Program, ProgramAttachType, ProgramInput, ProgramMut,
 };
 
 /// Open and load the object at `path`.
@@ -40,8 +39,7 @@ pub fn load_with(
         .open_file(path)
         .map_err(|e| context(e, format!("opening {}", path.display())))?;
     before_load(&mut open)?;
-    open.load()
-        .map_err(|e| context(e, format!("loading {}", path.display())))
+    open.load().map_err(|e| context(e, format!("loading {}", path.display())))
 }
 
 /// In a [`load_with`] hook: set the expected attach type of program `name`
@@ -52,14 +50,9 @@ pub fn set_attach_type(
     name: &str,
     attach_type: ProgramAttachType,
 ) -> libbpf_rs::Result<()> {
-    let names: Vec<String> = open
-        .progs()
-        .map(|p| p.name().to_string_lossy().into_owned())
-        .collect();
-    let mut prog = open
-        .progs_mut()
-        .find(|p| p.name() == name)
-        .ok_or_else(|| not_found("program", name, &names))?;
+    let names: Vec<String> = open.progs().map(|p| p.name().to_string_lossy().into_owned()).collect();
+    let mut prog =
+        open.progs_mut().find(|p| p.name() == name).ok_or_else(|| not_found("program", name, &names))?;
     prog.set_attach_type(attach_type);
     Ok(())
 }
@@ -69,10 +62,7 @@ pub fn set_attach_type(
 /// `Program`.
 pub fn prog<'obj>(obj: &'obj Object, name: &str) -> libbpf_rs::Result<ProgramMut<'obj>> {
     obj.progs_mut().find(|p| p.name() == name).ok_or_else(|| {
-        let names: Vec<String> = obj
-            .progs()
-            .map(|p| p.name().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<String> = obj.progs().map(|p| p.name().to_string_lossy().into_owned()).collect();
         not_found("program", name, &names)
     })
 }
@@ -80,10 +70,7 @@ pub fn prog<'obj>(obj: &'obj Object, name: &str) -> libbpf_rs::Result<ProgramMut
 /// The map called `name`.
 pub fn map<'obj>(obj: &'obj Object, name: &str) -> libbpf_rs::Result<Map<'obj>> {
     obj.maps().find(|m| m.name() == name).ok_or_else(|| {
-        let names: Vec<String> = obj
-            .maps()
-            .map(|m| m.name().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<String> = obj.maps().map(|m| m.name().to_string_lossy().into_owned()).collect();
         not_found("map", name, &names)
     })
 }
@@ -101,8 +88,8 @@ pub struct TestRun {
 
 // The XDP actions, the `xdp_md` context and the SIGCHLD guard are the test
 // engine's (devmapc-spectest), which `devmapc test` drives the same way.
-pub use devmapc_spectest::inject::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 use devmapc_spectest::inject::{xdp_md, SigchldBlocked};
+pub use devmapc_spectest::inject::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 
 /// Run `prog` on `packet` `repeat` times (0 counts as 1). With
 /// `ingress_ifindex`, the program sees that device as `ctx->ingress_ifindex`
@@ -137,11 +124,7 @@ pub fn test_run(
     let duration_ns = output.duration.as_nanos() as u64;
     let len = output.data.map_or(0, |d| d.len());
     out.truncate(len);
-    Ok(TestRun {
-        retval,
-        data: out,
-        duration_ns,
-    })
+    Ok(TestRun { retval, data: out, duration_ns })
 }
 
 /// What a live-frames test run reports.
@@ -170,18 +153,10 @@ pub fn test_run_live(
     repeat: u32,
     batch_size: u32,
 ) -> libbpf_rs::Result<LiveRun> {
-    let duration_ns = devmapc_spectest::inject::test_run_live(
-        prog.as_fd(),
-        packet,
-        ingress_ifindex,
-        repeat,
-        batch_size,
-    )
-    .map_err(libbpf_rs::Error::from)?;
-    Ok(LiveRun {
-        frames: repeat.max(1),
-        duration_ns,
-    })
+    let duration_ns =
+        devmapc_spectest::inject::test_run_live(prog.as_fd(), packet, ingress_ifindex, repeat, batch_size)
+            .map_err(libbpf_rs::Error::from)?;
+    Ok(LiveRun { frames: repeat.max(1), duration_ns })
 }
 
 /// The verifier's and JIT's view of a loaded program.
@@ -201,9 +176,7 @@ pub fn prog_stats(prog: &impl AsFd) -> libbpf_rs::Result<ProgStats> {
     // scalars up to `len`.
     let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
     let mut len = size_of_val(&info) as u32;
-    let rc = unsafe {
-        libbpf_sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len)
-    };
+    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len) };
     if rc < 0 {
         return Err(libbpf_rs::Error::from_raw_os_error(-rc));
     }
@@ -234,9 +207,7 @@ pub fn devmap_val(ifindex: u32, egress: Option<BorrowedFd<'_>>) -> [u8; 8] {
 /// (0: no program). The kernel reports the id, never the fd.
 pub fn parse_devmap_val(value: &[u8]) -> (u32, u32) {
     let ifindex = u32::from_ne_bytes(value[..4].try_into().unwrap());
-    let id = value
-        .get(4..8)
-        .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap()));
+    let id = value.get(4..8).map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap()));
     (ifindex, id)
 }
 
@@ -263,19 +234,11 @@ impl RedirectCfg {
 
 /// Read `count.bpf.c`'s entry for `ifindex`: frames counted and the last
 /// frame's source MAC, or `(0, None)` when nothing arrived.
-pub fn rx_count(
-    counts: &Map<'_>,
-    ifindex: u32,
-) -> libbpf_rs::Result<(u64, Option<crate::packet::Mac>)> {
-    Ok(
-        match counts.lookup(&ifindex.to_ne_bytes(), libbpf_rs::MapFlags::ANY)? {
-            Some(v) => (
-                u64::from_ne_bytes(v[..8].try_into().unwrap()),
-                Some(v[8..14].try_into().unwrap()),
-            ),
-            None => (0, None),
-        },
-    )
+pub fn rx_count(counts: &Map<'_>, ifindex: u32) -> libbpf_rs::Result<(u64, Option<crate::packet::Mac>)> {
+    Ok(match counts.lookup(&ifindex.to_ne_bytes(), libbpf_rs::MapFlags::ANY)? {
+        Some(v) => (u64::from_ne_bytes(v[..8].try_into().unwrap()), Some(v[8..14].try_into().unwrap())),
+        None => (0, None),
+    })
 }
 
 /// The errno of a failed libbpf-rs call, when it came from the kernel.
@@ -309,10 +272,7 @@ mod tests {
     fn errno_reads_kernel_errors_through_context() {
         let err = libbpf_rs::Error::from_raw_os_error(libc::EINVAL);
         assert_eq!(errno(&err), Some(libc::EINVAL));
-        let err = context(
-            libbpf_rs::Error::from_raw_os_error(524),
-            "map update".into(),
-        );
+        let err = context(libbpf_rs::Error::from_raw_os_error(524), "map update".into());
         assert_eq!(errno(&err), Some(524));
         let err = not_found("map", "x", &[]);
         assert_eq!(errno(&err), None);
@@ -323,12 +283,7 @@ mod tests {
         let v = devmap_val(7, None);
         assert_eq!(parse_devmap_val(&v), (7, u32::MAX));
         assert_eq!(parse_devmap_val(&7u32.to_ne_bytes()), (7, 0));
-        let cfg = RedirectCfg {
-            key: 3,
-            key_from_ingress: true,
-            flags: 2,
-        }
-        .to_bytes();
+        let cfg = RedirectCfg { key: 3, key_from_ingress: true, flags: 2 }.to_bytes();
         assert_eq!(u32::from_ne_bytes(cfg[4..8].try_into().unwrap()), 1);
         assert_eq!(u64::from_ne_bytes(cfg[8..].try_into().unwrap()), 2);
     }

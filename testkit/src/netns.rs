@@ -174,19 +174,7 @@ impl Netns {
     pub fn veth_to(&self, a: &str, other: &Netns, b: &str) -> io::Result<(Iface, Iface)> {
         check_ifname(a)?;
         check_ifname(b)?;
-        self.ip(&[
-            "link",
-            "add",
-            "name",
-            a,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b,
-            "netns",
-            &other.name,
-        ])?;
+        self.ip(&["link", "add", "name", a, "type", "veth", "peer", "name", b, "netns", &other.name])?;
         self.set_up(a)?;
         other.set_up(b)?;
         Ok((self.iface(a)?, other.iface(b)?))
@@ -210,18 +198,12 @@ impl Netns {
     /// Name, ifindex and MAC of `dev`.
     pub fn iface(&self, dev: &str) -> io::Result<Iface> {
         let link = self.link_json(dev, false)?;
-        let ifindex = link["ifindex"]
-            .as_u64()
-            .ok_or_else(|| bad_json(dev, "ifindex"))? as u32;
+        let ifindex = link["ifindex"].as_u64().ok_or_else(|| bad_json(dev, "ifindex"))? as u32;
         let mac = link["address"]
             .as_str()
             .and_then(crate::packet::parse_mac)
             .ok_or_else(|| bad_json(dev, "address"))?;
-        Ok(Iface {
-            name: dev.to_string(),
-            ifindex,
-            mac,
-        })
+        Ok(Iface { name: dev.to_string(), ifindex, mac })
     }
 
     /// The ifindex of `dev` in this namespace.
@@ -239,9 +221,7 @@ impl Netns {
         let link = self.link_json(dev, true)?;
         let s = &link["stats64"];
         let get = |dir: &str, field: &str| {
-            s[dir][field]
-                .as_u64()
-                .ok_or_else(|| bad_json(dev, &format!("stats64.{dir}.{field}")))
+            s[dir][field].as_u64().ok_or_else(|| bad_json(dev, &format!("stats64.{dir}.{field}")))
         };
         Ok(LinkStats {
             rx_packets: get("rx", "packets")?,
@@ -257,14 +237,12 @@ impl Netns {
     /// veth it decides, with an XDP program on the peer, whether frames
     /// redirected into the peer are accepted.
     pub fn gro(&self, dev: &str) -> io::Result<bool> {
-        self.enter(|| ethtool_value(dev, ETHTOOL_GGRO, 0))
-            .map(|v| v != 0)
+        self.enter(|| ethtool_value(dev, ETHTOOL_GGRO, 0)).map(|v| v != 0)
     }
 
     /// Turn GRO on or off for `dev` (ETHTOOL_SGRO).
     pub fn set_gro(&self, dev: &str, on: bool) -> io::Result<()> {
-        self.enter(|| ethtool_value(dev, ETHTOOL_SGRO, on as u32))
-            .map(drop)
+        self.enter(|| ethtool_value(dev, ETHTOOL_SGRO, on as u32)).map(drop)
     }
 
     fn link_json(&self, dev: &str, stats: bool) -> io::Result<serde_json::Value> {
@@ -274,15 +252,11 @@ impl Netns {
         }
         args.extend(["link", "show", "dev", dev]);
         let out = self.ip(&args)?;
-        let mut value: serde_json::Value = serde_json::from_str(&out).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("ip -j: {e}: {out}"))
-        })?;
+        let mut value: serde_json::Value = serde_json::from_str(&out)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("ip -j: {e}: {out}")))?;
         match value.get_mut(0) {
             Some(link) => Ok(link.take()),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no device {dev}"),
-            )),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, format!("no device {dev}"))),
         }
     }
 }
@@ -290,10 +264,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         if let Err(e) = run_checked(Command::new("ip").args(["netns", "del", &self.name])) {
-            eprintln!(
-                "warning: could not delete network namespace {}: {e}",
-                self.name
-            );
+            eprintln!("warning: could not delete network namespace {}: {e}", self.name);
         }
     }
 }
@@ -306,18 +277,12 @@ pub fn exists(name: &str) -> bool {
 /// Names of this process's namespaces that still exist (`dmc-<pid>-*`).
 pub fn ours() -> Vec<String> {
     let prefix = format!("{PREFIX}{}-", std::process::id());
-    list()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
+    list().into_iter().filter(|n| n.starts_with(&prefix)).collect()
 }
 
 fn list() -> Vec<String> {
     std::fs::read_dir(NETNS_DIR)
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect()
-        })
+        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
         .unwrap_or_default()
 }
 
@@ -338,12 +303,9 @@ fn sweep_stale() {
 }
 
 fn run_checked(command: &mut Command) -> io::Result<String> {
-    let out = command.output().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("running {:?}: {e}", command.get_program()),
-        )
-    })?;
+    let out = command
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("running {:?}: {e}", command.get_program())))?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "{:?} failed ({}): {}",
@@ -366,10 +328,7 @@ fn check_ifname(name: &str) -> io::Result<()> {
 }
 
 fn bad_json(dev: &str, field: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("ip -j link: no {field} for {dev}"),
-    )
+    io::Error::new(io::ErrorKind::InvalidData, format!("ip -j link: no {field} for {dev}"))
 }
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
@@ -414,10 +373,7 @@ fn ethtool_value(dev: &str, cmd: u32, data: u32) -> io::Result<u32> {
         let err = io::Error::last_os_error();
         libc::close(sock);
         if rc != 0 {
-            return Err(io::Error::new(
-                err.kind(),
-                format!("SIOCETHTOOL {cmd:#x} on {dev}: {err}"),
-            ));
+            return Err(io::Error::new(err.kind(), format!("SIOCETHTOOL {cmd:#x} on {dev}: {err}")));
         }
     }
     Ok(value.data)

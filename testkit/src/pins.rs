@@ -30,19 +30,14 @@ impl PinDir {
             };
             for entry in read.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let pid = name
-                    .strip_prefix(PIN_PREFIX)
-                    .and_then(|r| r.split('-').next());
+                let pid = name.strip_prefix(PIN_PREFIX).and_then(|r| r.split('-').next());
                 if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
             }
         });
         let n = PIN_COUNTER.fetch_add(1, Ordering::Relaxed);
-        PinDir(PathBuf::from(format!(
-            "/sys/fs/bpf/{PIN_PREFIX}{}-{n}",
-            std::process::id()
-        )))
+        PinDir(PathBuf::from(format!("/sys/fs/bpf/{PIN_PREFIX}{}-{n}", std::process::id())))
     }
 }
 

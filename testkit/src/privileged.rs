@@ -65,19 +65,13 @@ pub fn verdict(test: &str, privileged: bool, require_env: Option<&str>) -> Verdi
             "{test}: needs root / CAP_BPF + CAP_NET_ADMIN, and {REQUIRE_ENV}=1 forbids skipping it"
         ))
     } else {
-        Verdict::Skip(format!(
-            "SKIPPED (needs root / CAP_BPF + CAP_NET_ADMIN): {test}"
-        ))
+        Verdict::Skip(format!("SKIPPED (needs root / CAP_BPF + CAP_NET_ADMIN): {test}"))
     }
 }
 
 /// The name of the running test: libtest names each test's thread after it.
 pub fn current_test_name(fallback: &str) -> String {
-    std::thread::current()
-        .name()
-        .filter(|name| *name != "main")
-        .unwrap_or(fallback)
-        .to_string()
+    std::thread::current().name().filter(|name| *name != "main").unwrap_or(fallback).to_string()
 }
 
 /// Print a skip line straight to the process's stderr: `eprintln!` inside a
@@ -99,9 +93,7 @@ macro_rules! require_privileged {
         match $crate::privileged::verdict(
             &$crate::privileged::current_test_name(module_path!()),
             $crate::privileged::privileged(),
-            ::std::env::var($crate::privileged::REQUIRE_ENV)
-                .ok()
-                .as_deref(),
+            ::std::env::var($crate::privileged::REQUIRE_ENV).ok().as_deref(),
         ) {
             $crate::privileged::Verdict::Run => {}
             $crate::privileged::Verdict::Skip(line) => {
@@ -111,6 +103,21 @@ macro_rules! require_privileged {
             $crate::privileged::Verdict::Fail(message) => panic!("{}", message),
         }
     };
+}
+
+/// Makes `cmd` run as `nobody` (uid and gid 65534), which leaves it no
+/// capability: for tests of what devmapc says without privileges.
+pub fn as_nobody(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -141,20 +148,5 @@ mod tests {
     #[test]
     fn names_the_running_test() {
         assert!(current_test_name("fallback").ends_with("names_the_running_test"));
-    }
-}
-
-/// Makes `cmd` run as `nobody` (uid and gid 65534), which leaves it no
-/// capability: for tests of what devmapc says without privileges.
-pub fn as_nobody(cmd: &mut std::process::Command) -> &mut std::process::Command {
-    use std::os::unix::process::CommandExt as _;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
     }
 }

@@ -44,14 +44,8 @@ fn test_run_passes_ingress_ifindex_and_returns_the_frame() {
     let (dev, _) = ns.veth("dmcctx0", "dmcctx1").unwrap();
     let obj = bpf::load(objects::EGRESS).unwrap();
     let prog = bpf::prog(&obj, "egress_rewrite_xdp").unwrap();
-    let frame = Frame::new()
-        .vlan(10, 0)
-        .udp(1, 2)
-        .payload(b"payload")
-        .build();
-    let run = ns
-        .enter(|| bpf::test_run(&prog, &frame, Some(dev.ifindex), 3))
-        .unwrap();
+    let frame = Frame::new().vlan(10, 0).udp(1, 2).payload(b"payload").build();
+    let run = ns.enter(|| bpf::test_run(&prog, &frame, Some(dev.ifindex), 3)).unwrap();
     assert_eq!(run.retval, XDP_PASS);
     assert_eq!(run.data.len(), frame.len());
     let p = packet::parse(&run.data).unwrap();
@@ -69,22 +63,13 @@ fn prog_stats_and_repeated_runs_report_numbers() {
     let redirect = bpf::load(objects::REDIRECT).unwrap();
     let small = bpf::prog_stats(&bpf::prog(&pass, "xdp_pass").unwrap()).unwrap();
     let large = bpf::prog_stats(&bpf::prog(&redirect, "redirect").unwrap()).unwrap();
-    assert!(
-        small.verified_insns >= 1 && small.xlated_len >= 8,
-        "{small:?}"
-    );
+    assert!(small.verified_insns >= 1 && small.xlated_len >= 8, "{small:?}");
     assert_eq!(small.xlated_len % 8, 0);
-    assert!(
-        large.verified_insns > small.verified_insns,
-        "{large:?} vs {small:?}"
-    );
+    assert!(large.verified_insns > small.verified_insns, "{large:?} vs {small:?}");
     assert!(large.xlated_len > small.xlated_len);
     let jit = std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable").unwrap_or_default();
     if jit.trim() != "0" {
-        assert!(
-            small.jited_len > 0 && large.jited_len > small.jited_len,
-            "{large:?}"
-        );
+        assert!(small.jited_len > 0 && large.jited_len > small.jited_len, "{large:?}");
     }
     let prog = bpf::prog(&pass, "xdp_pass").unwrap();
     let run = bpf::test_run(&prog, &Frame::new().udp(1, 2).build(), None, 10_000).unwrap();

@@ -28,25 +28,13 @@ const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 /// is dropped for lack of room and counts stay exact.
 const FRAMES: u32 = 200;
 
-fn create(
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    flags: u32,
-) -> libbpf_rs::Result<MapHandle> {
+fn create(key_size: u32, value_size: u32, max_entries: u32, flags: u32) -> libbpf_rs::Result<MapHandle> {
     let opts = libbpf_sys::bpf_map_create_opts {
         sz: size_of::<libbpf_sys::bpf_map_create_opts>() as _,
         map_flags: flags,
         ..Default::default()
     };
-    MapHandle::create(
-        MapType::DevmapHash,
-        Some("dmc_fact"),
-        key_size,
-        value_size,
-        max_entries,
-        &opts,
-    )
+    MapHandle::create(MapType::DevmapHash, Some("dmc_fact"), key_size, value_size, max_entries, &opts)
 }
 
 fn devmap_hash(max_entries: u32) -> MapHandle {
@@ -81,9 +69,7 @@ fn entry_with(ifindex: u32, prog: BorrowedFd<'_>) -> [u8; 8] {
 }
 
 fn lookup(map: &impl MapCore, k: u32) -> Option<(u32, u32)> {
-    map.lookup(&key(k), MapFlags::ANY)
-        .unwrap()
-        .map(|v| bpf::parse_devmap_val(&v))
+    map.lookup(&key(k), MapFlags::ANY).unwrap().map(|v| bpf::parse_devmap_val(&v))
 }
 
 fn egress() -> Object {
@@ -95,10 +81,7 @@ fn redirect() -> Object {
 }
 
 fn set_cfg(obj: &Object, cfg: RedirectCfg) {
-    bpf::map(obj, "cfg")
-        .unwrap()
-        .update(&key(0), &cfg.to_bytes(), MapFlags::ANY)
-        .unwrap();
+    bpf::map(obj, "cfg").unwrap().update(&key(0), &cfg.to_bytes(), MapFlags::ANY).unwrap();
 }
 
 fn udp_frame() -> Vec<u8> {
@@ -112,11 +95,7 @@ fn devmap_hash_key_size_must_be_4() {
     require_privileged!();
     create(4, 8, 1, 0).unwrap();
     for key_size in [1, 2, 8, 16] {
-        assert_eq!(
-            errno(create(key_size, 8, 1, 0)),
-            libc::EINVAL,
-            "key_size {key_size}"
-        );
+        assert_eq!(errno(create(key_size, 8, 1, 0)), libc::EINVAL, "key_size {key_size}");
     }
 }
 
@@ -126,31 +105,20 @@ fn devmap_hash_value_size_is_4_or_8() {
     create(4, 4, 1, 0).unwrap();
     create(4, 8, 1, 0).unwrap();
     for value_size in [0, 1, 2, 3, 5, 6, 7, 12, 16] {
-        assert_eq!(
-            errno(create(4, value_size, 1, 0)),
-            libc::EINVAL,
-            "value_size {value_size}"
-        );
+        assert_eq!(errno(create(4, value_size, 1, 0)), libc::EINVAL, "value_size {value_size}");
     }
 }
 
 #[test]
 fn devmap_hash_flags_only_numa_node_rdonly_wronly() {
     require_privileged!();
-    let allowed = [
-        libbpf_sys::BPF_F_NUMA_NODE,
-        libbpf_sys::BPF_F_RDONLY,
-        libbpf_sys::BPF_F_WRONLY,
-    ];
+    let allowed = [libbpf_sys::BPF_F_NUMA_NODE, libbpf_sys::BPF_F_RDONLY, libbpf_sys::BPF_F_WRONLY];
     for flags in [0].into_iter().chain(allowed) {
         let map = create(4, 8, 1, flags).unwrap_or_else(|e| panic!("flags {flags:#x}: {e:#}"));
         // The kernel adds BPF_F_RDONLY_PROG; RDONLY/WRONLY belong to the fd.
         let reported = map.info().unwrap().info.map_flags;
         let expected = BPF_F_RDONLY_PROG | (flags & libbpf_sys::BPF_F_NUMA_NODE);
-        assert_eq!(
-            reported, expected,
-            "flags {flags:#x} reported as {reported:#x}"
-        );
+        assert_eq!(reported, expected, "flags {flags:#x} reported as {reported:#x}");
     }
     let both = libbpf_sys::BPF_F_RDONLY | libbpf_sys::BPF_F_WRONLY;
     assert_eq!(errno(create(4, 8, 1, both)), libc::EINVAL, "RDONLY|WRONLY");
@@ -159,11 +127,7 @@ fn devmap_hash_flags_only_numa_node_rdonly_wronly() {
         if allowed.contains(&flag) {
             continue;
         }
-        assert_eq!(
-            errno(create(4, 8, 1, flag)),
-            libc::EINVAL,
-            "flag bit {bit} ({flag:#x})"
-        );
+        assert_eq!(errno(create(4, 8, 1, flag)), libc::EINVAL, "flag bit {bit} ({flag:#x})");
     }
 }
 
@@ -216,10 +180,7 @@ fn devmap_hash_bucket_is_key_and_buckets_minus_1() {
             map.update(&key(k), &entry(1), MapFlags::NO_EXIST).unwrap();
         }
     });
-    let read: Vec<u32> = map
-        .keys()
-        .map(|k| u32::from_ne_bytes(k.try_into().unwrap()))
-        .collect();
+    let read: Vec<u32> = map.keys().map(|k| u32::from_ne_bytes(k.try_into().unwrap())).collect();
     // Bucket 0: 0x08, 0x10 (newest first); 1: 0x21; 3: 0x0b, 0x03; 7: 0x1f.
     assert_eq!(read, [0x08, 0x10, 0x21, 0x0b, 0x03, 0x1f], "{read:x?}");
 }
@@ -274,8 +235,7 @@ fn devmap_hash_batch_ops_and_lookup_and_delete_unsupported() {
     require_privileged!();
     let ns = Netns::new().unwrap();
     let map = devmap_hash(4);
-    ns.enter(|| map.update(&key(1), &entry(1), MapFlags::ANY))
-        .unwrap();
+    ns.enter(|| map.update(&key(1), &entry(1), MapFlags::ANY)).unwrap();
 
     let fd = map.as_fd().as_raw_fd();
     let (mut keys, mut values) = ([0u32; 4], [0u64; 4]);
@@ -314,15 +274,8 @@ fn devmap_hash_batch_ops_and_lookup_and_delete_unsupported() {
     assert_eq!(raw_errno(rc), ENOTSUPP, "lookup_and_delete_batch");
     let update = ns.enter(|| map.update_batch(&key(2), &entry(1), 1, MapFlags::ANY, MapFlags::ANY));
     assert_eq!(errno(update), ENOTSUPP, "update_batch");
-    assert_eq!(
-        errno(map.delete_batch(&key(1), 1, MapFlags::ANY, MapFlags::ANY)),
-        ENOTSUPP
-    );
-    assert_eq!(
-        errno(map.lookup_and_delete(&key(1))),
-        ENOTSUPP,
-        "lookup_and_delete"
-    );
+    assert_eq!(errno(map.delete_batch(&key(1), 1, MapFlags::ANY, MapFlags::ANY)), ENOTSUPP);
+    assert_eq!(errno(map.lookup_and_delete(&key(1))), ENOTSUPP, "lookup_and_delete");
 
     // Nothing was changed by the failed calls.
     assert_eq!(lookup(&map, 1), Some((1, 0)));
@@ -343,32 +296,17 @@ fn devmap_hash_update_ifindex_0_or_unknown_is_einval() {
     let map4 = create(4, 4, 4, 0).unwrap();
 
     b.enter(|| {
-        assert_eq!(
-            errno(map.update(&key(1), &entry(0), MapFlags::ANY)),
-            libc::EINVAL,
-            "ifindex 0"
-        );
-        assert_eq!(
-            errno(map4.update(&key(1), &0u32.to_ne_bytes(), MapFlags::ANY)),
-            libc::EINVAL
-        );
-        assert_eq!(
-            errno(map.update(&key(1), &entry(999_999), MapFlags::ANY)),
-            libc::EINVAL
-        );
+        assert_eq!(errno(map.update(&key(1), &entry(0), MapFlags::ANY)), libc::EINVAL, "ifindex 0");
+        assert_eq!(errno(map4.update(&key(1), &0u32.to_ne_bytes(), MapFlags::ANY)), libc::EINVAL);
+        assert_eq!(errno(map.update(&key(1), &entry(999_999), MapFlags::ANY)), libc::EINVAL);
         // A device of another namespace does not exist for this caller.
         assert!(va.ifindex > 1);
-        assert_eq!(
-            errno(map.update(&key(1), &entry(va.ifindex), MapFlags::ANY)),
-            libc::EINVAL
-        );
+        assert_eq!(errno(map.update(&key(1), &entry(va.ifindex), MapFlags::ANY)), libc::EINVAL);
         // Its own loopback device does.
         map.update(&key(1), &entry(1), MapFlags::ANY).unwrap();
-        map4.update(&key(1), &1u32.to_ne_bytes(), MapFlags::ANY)
-            .unwrap();
+        map4.update(&key(1), &1u32.to_ne_bytes(), MapFlags::ANY).unwrap();
     });
-    a.enter(|| map.update(&key(2), &entry(va.ifindex), MapFlags::ANY))
-        .unwrap();
+    a.enter(|| map.update(&key(2), &entry(va.ifindex), MapFlags::ANY)).unwrap();
     assert_eq!(lookup(&map, 2), Some((va.ifindex, 0)));
 }
 
@@ -379,10 +317,7 @@ fn devmap_hash_noexist_on_existing_key_is_eexist() {
     let map = devmap_hash(4);
     ns.enter(|| {
         map.update(&key(1), &entry(1), MapFlags::NO_EXIST).unwrap();
-        assert_eq!(
-            errno(map.update(&key(1), &entry(1), MapFlags::NO_EXIST)),
-            libc::EEXIST
-        );
+        assert_eq!(errno(map.update(&key(1), &entry(1), MapFlags::NO_EXIST)), libc::EEXIST);
     });
 }
 
@@ -391,8 +326,7 @@ fn devmap_hash_exist_on_missing_key_inserts() {
     require_privileged!();
     let ns = Netns::new().unwrap();
     let map = devmap_hash(4);
-    ns.enter(|| map.update(&key(5), &entry(1), MapFlags::EXIST))
-        .unwrap();
+    ns.enter(|| map.update(&key(5), &entry(1), MapFlags::EXIST)).unwrap();
     assert_eq!(lookup(&map, 5), Some((1, 0)));
 }
 
@@ -404,10 +338,7 @@ fn devmap_hash_new_key_in_full_map_is_e2big() {
     ns.enter(|| {
         map.update(&key(1), &entry(1), MapFlags::ANY).unwrap();
         map.update(&key(2), &entry(1), MapFlags::ANY).unwrap();
-        assert_eq!(
-            errno(map.update(&key(3), &entry(1), MapFlags::ANY)),
-            libc::E2BIG
-        );
+        assert_eq!(errno(map.update(&key(3), &entry(1), MapFlags::ANY)), libc::E2BIG);
         // Replacing an entry of a full map is fine.
         map.update(&key(2), &entry(1), MapFlags::EXIST).unwrap();
     });
@@ -420,14 +351,9 @@ fn devmap_hash_lookup_returns_egress_prog_id_not_fd() {
     let obj = egress();
     let prog = bpf::prog(&obj, "egress_rewrite").unwrap();
     let map = devmap_hash(4);
-    ns.enter(|| map.update(&key(1), &entry_with(1, prog.as_fd()), MapFlags::ANY))
-        .unwrap();
+    ns.enter(|| map.update(&key(1), &entry_with(1, prog.as_fd()), MapFlags::ANY)).unwrap();
     let id = bpf::prog_id(&prog).unwrap();
-    assert_ne!(
-        id as i32,
-        prog.as_fd().as_raw_fd(),
-        "id and fd coincide: test proves nothing"
-    );
+    assert_ne!(id as i32, prog.as_fd().as_raw_fd(), "id and fd coincide: test proves nothing");
     assert_eq!(lookup(&map, 1), Some((1, id)));
     // fd -1 and fd 0 both mean "no program".
     ns.enter(|| {
@@ -448,26 +374,18 @@ fn devmap_hash_rejects_program_not_loaded_for_xdp_devmap() {
     let obj = egress();
     let map = devmap_hash(4);
     ns.enter(|| {
-        for prog in [
-            bpf::prog(&pass, "xdp_pass").unwrap(),
-            bpf::prog(&obj, "egress_rewrite_xdp").unwrap(),
-        ] {
+        for prog in [bpf::prog(&pass, "xdp_pass").unwrap(), bpf::prog(&obj, "egress_rewrite_xdp").unwrap()] {
             let result = map.update(&key(1), &entry_with(1, prog.as_fd()), MapFlags::ANY);
             assert_eq!(errno(result), libc::EINVAL, "{:?}", prog.name());
         }
         // The same body loaded with BPF_XDP_DEVMAP through the load hook is taken.
         let fixed = bpf::load_with(objects::EGRESS, |open| {
-            bpf::set_attach_type(
-                open,
-                "egress_rewrite_xdp",
-                libbpf_rs::ProgramAttachType::XdpDevmap,
-            )
+            bpf::set_attach_type(open, "egress_rewrite_xdp", libbpf_rs::ProgramAttachType::XdpDevmap)
         });
         // egress_rewrite_xdp reads only ingress_ifindex, so it loads either way.
         let fixed = fixed.unwrap();
         let prog = bpf::prog(&fixed, "egress_rewrite_xdp").unwrap();
-        map.update(&key(1), &entry_with(1, prog.as_fd()), MapFlags::ANY)
-            .unwrap();
+        map.update(&key(1), &entry_with(1, prog.as_fd()), MapFlags::ANY).unwrap();
     });
 }
 
@@ -481,18 +399,10 @@ fn devmap_hash_frags_and_non_frags_programs_do_not_mix() {
     ns.enter(|| {
         for (first, second) in [(&plain, &frags), (&frags, &plain)] {
             let map = devmap_hash(4);
-            map.update(&key(1), &entry_with(1, first.as_fd()), MapFlags::ANY)
-                .unwrap();
+            map.update(&key(1), &entry_with(1, first.as_fd()), MapFlags::ANY).unwrap();
             let mixed = map.update(&key(2), &entry_with(1, second.as_fd()), MapFlags::ANY);
-            assert_eq!(
-                errno(mixed),
-                libc::EINVAL,
-                "{:?} after {:?}",
-                second.name(),
-                first.name()
-            );
-            map.update(&key(3), &entry_with(1, first.as_fd()), MapFlags::ANY)
-                .unwrap();
+            assert_eq!(errno(mixed), libc::EINVAL, "{:?} after {:?}", second.name(), first.name());
+            map.update(&key(3), &entry_with(1, first.as_fd()), MapFlags::ANY).unwrap();
             // The first program stored fixed the kind, even once it is gone.
             map.delete(&key(1)).unwrap();
             map.delete(&key(3)).unwrap();
@@ -508,18 +418,14 @@ fn devmap_hash_readonly_fd_update_eperm() {
     let ns = Netns::new().unwrap();
     let created_ro = create(4, 8, 4, libbpf_sys::BPF_F_RDONLY).unwrap();
     ns.enter(|| {
-        assert_eq!(
-            errno(created_ro.update(&key(1), &entry(1), MapFlags::ANY)),
-            libc::EPERM
-        );
+        assert_eq!(errno(created_ro.update(&key(1), &entry(1), MapFlags::ANY)), libc::EPERM);
     });
     assert_eq!(errno(created_ro.delete(&key(1))), libc::EPERM);
     assert_eq!(lookup(&created_ro, 1), None, "lookup is allowed");
 
     // A read-only fd to a map that is writable through another fd.
     let map = devmap_hash(4);
-    ns.enter(|| map.update(&key(1), &entry(1), MapFlags::ANY))
-        .unwrap();
+    ns.enter(|| map.update(&key(1), &entry(1), MapFlags::ANY)).unwrap();
     let id = map.info().unwrap().info.id;
     let opts = libbpf_sys::bpf_get_fd_by_id_opts {
         sz: size_of::<libbpf_sys::bpf_get_fd_by_id_opts>() as _,
@@ -534,22 +440,11 @@ fn devmap_hash_readonly_fd_update_eperm() {
     ns.enter(|| unsafe {
         // SAFETY: key and value buffers match the map's sizes.
         assert_eq!(
-            raw_errno(libbpf_sys::bpf_map_update_elem(
-                ro,
-                k.as_ptr().cast(),
-                v.as_ptr().cast(),
-                0
-            )),
+            raw_errno(libbpf_sys::bpf_map_update_elem(ro, k.as_ptr().cast(), v.as_ptr().cast(), 0)),
             libc::EPERM
         );
-        assert_eq!(
-            raw_errno(libbpf_sys::bpf_map_delete_elem(ro, k.as_ptr().cast())),
-            libc::EPERM
-        );
-        assert_eq!(
-            libbpf_sys::bpf_map_lookup_elem(ro, k.as_ptr().cast(), out.as_mut_ptr().cast()),
-            0
-        );
+        assert_eq!(raw_errno(libbpf_sys::bpf_map_delete_elem(ro, k.as_ptr().cast())), libc::EPERM);
+        assert_eq!(libbpf_sys::bpf_map_lookup_elem(ro, k.as_ptr().cast(), out.as_mut_ptr().cast()), 0);
         libc::close(ro);
     });
     assert_eq!(bpf::parse_devmap_val(&out), (1, 0));
@@ -597,17 +492,12 @@ fn devmap_hash_writeonly_fd_lookup_eperm() {
     require_privileged!();
     let ns = Netns::new().unwrap();
     let map = create(4, 8, 4, libbpf_sys::BPF_F_WRONLY).unwrap();
-    ns.enter(|| map.update(&key(1), &entry(1), MapFlags::ANY))
-        .unwrap();
+    ns.enter(|| map.update(&key(1), &entry(1), MapFlags::ANY)).unwrap();
     assert_eq!(errno(map.lookup(&key(1), MapFlags::ANY)), libc::EPERM);
     let mut next = [0u8; 4];
     // SAFETY: a NULL key asks for the first key; `next` holds one key.
     let rc = unsafe {
-        libbpf_sys::bpf_map_get_next_key(
-            map.as_fd().as_raw_fd(),
-            std::ptr::null(),
-            next.as_mut_ptr().cast(),
-        )
+        libbpf_sys::bpf_map_get_next_key(map.as_fd().as_raw_fd(), std::ptr::null(), next.as_mut_ptr().cast())
     };
     assert_eq!(raw_errno(rc), libc::EPERM, "get_next_key");
     map.delete(&key(1)).unwrap();
@@ -618,18 +508,11 @@ fn devmap_hash_frozen_map_update_eperm() {
     require_privileged!();
     let ns = Netns::new().unwrap();
     let map = devmap_hash(4);
-    ns.enter(|| map.update(&key(1), &entry(1), MapFlags::ANY))
-        .unwrap();
+    ns.enter(|| map.update(&key(1), &entry(1), MapFlags::ANY)).unwrap();
     map.freeze().unwrap();
     ns.enter(|| {
-        assert_eq!(
-            errno(map.update(&key(2), &entry(1), MapFlags::ANY)),
-            libc::EPERM
-        );
-        assert_eq!(
-            errno(map.update(&key(1), &entry(1), MapFlags::ANY)),
-            libc::EPERM
-        );
+        assert_eq!(errno(map.update(&key(2), &entry(1), MapFlags::ANY)), libc::EPERM);
+        assert_eq!(errno(map.update(&key(1), &entry(1), MapFlags::ANY)), libc::EPERM);
     });
     assert_eq!(errno(map.delete(&key(1))), libc::EPERM);
     assert_eq!(lookup(&map, 1), Some((1, 0)));
@@ -644,29 +527,12 @@ fn redirect_map_miss_returns_flags_and_3() {
     let prog = bpf::prog(&obj, "redirect").unwrap();
     let frame = udp_frame();
     for flags in 0..=3u64 {
-        set_cfg(
-            &obj,
-            RedirectCfg {
-                key: 99,
-                flags,
-                ..Default::default()
-            },
-        );
+        set_cfg(&obj, RedirectCfg { key: 99, flags, ..Default::default() });
         let run = bpf::test_run(&prog, &frame, None, 1).unwrap();
         assert_eq!(run.retval as u64, flags, "miss with flags {flags}");
         // EXCLUDE_INGRESS without BROADCAST is ignored.
-        set_cfg(
-            &obj,
-            RedirectCfg {
-                key: 99,
-                flags: flags | BPF_F_EXCLUDE_INGRESS,
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            bpf::test_run(&prog, &frame, None, 1).unwrap().retval as u64,
-            flags
-        );
+        set_cfg(&obj, RedirectCfg { key: 99, flags: flags | BPF_F_EXCLUDE_INGRESS, ..Default::default() });
+        assert_eq!(bpf::test_run(&prog, &frame, None, 1).unwrap().retval as u64, flags);
     }
 }
 
@@ -678,43 +544,20 @@ fn redirect_map_hit_returns_xdp_redirect() {
     let obj = redirect();
     let prog = bpf::prog(&obj, "redirect").unwrap();
     let map = bpf::map(&obj, "tx_ports").unwrap();
-    ns.enter(|| map.update(&key(5), &entry(tx.ifindex), MapFlags::ANY))
-        .unwrap();
+    ns.enter(|| map.update(&key(5), &entry(tx.ifindex), MapFlags::ANY)).unwrap();
     let frame = udp_frame();
     ns.enter(|| {
         for flags in [0, 1, 2, 3, BPF_F_EXCLUDE_INGRESS] {
-            set_cfg(
-                &obj,
-                RedirectCfg {
-                    key: 5,
-                    flags,
-                    ..Default::default()
-                },
-            );
+            set_cfg(&obj, RedirectCfg { key: 5, flags, ..Default::default() });
             let run = bpf::test_run(&prog, &frame, Some(tx.ifindex), 1).unwrap();
             assert_eq!(run.retval, XDP_REDIRECT, "hit with flags {flags:#x}");
             assert_eq!(run.data, frame, "the program does not touch the frame");
         }
         // The key may come from the context.
-        set_cfg(
-            &obj,
-            RedirectCfg {
-                key_from_ingress: true,
-                ..Default::default()
-            },
-        );
-        map.update(&key(tx.ifindex), &entry(tx.ifindex), MapFlags::ANY)
-            .unwrap();
-        assert_eq!(
-            bpf::test_run(&prog, &frame, Some(tx.ifindex), 1)
-                .unwrap()
-                .retval,
-            XDP_REDIRECT
-        );
-        assert_eq!(
-            bpf::test_run(&prog, &frame, Some(1), 1).unwrap().retval,
-            XDP_ABORTED
-        );
+        set_cfg(&obj, RedirectCfg { key_from_ingress: true, ..Default::default() });
+        map.update(&key(tx.ifindex), &entry(tx.ifindex), MapFlags::ANY).unwrap();
+        assert_eq!(bpf::test_run(&prog, &frame, Some(tx.ifindex), 1).unwrap().retval, XDP_REDIRECT);
+        assert_eq!(bpf::test_run(&prog, &frame, Some(1), 1).unwrap().retval, XDP_ABORTED);
     });
 }
 
@@ -725,19 +568,11 @@ fn redirect_map_unknown_flag_bit_aborts_even_on_hit() {
     let obj = redirect();
     let prog = bpf::prog(&obj, "redirect").unwrap();
     let map = bpf::map(&obj, "tx_ports").unwrap();
-    ns.enter(|| map.update(&key(5), &entry(1), MapFlags::ANY))
-        .unwrap();
+    ns.enter(|| map.update(&key(5), &entry(1), MapFlags::ANY)).unwrap();
     let frame = udp_frame();
     for flags in [1 << 2, 1 << 5, 1 << 31, 1 << 32, (1 << 5) | 2] {
         for k in [5, 99] {
-            set_cfg(
-                &obj,
-                RedirectCfg {
-                    key: k,
-                    flags,
-                    ..Default::default()
-                },
-            );
+            set_cfg(&obj, RedirectCfg { key: k, flags, ..Default::default() });
             let run = ns.enter(|| bpf::test_run(&prog, &frame, None, 1)).unwrap();
             assert_eq!(run.retval, XDP_ABORTED, "flags {flags:#x}, key {k}");
         }
@@ -750,23 +585,9 @@ fn redirect_map_broadcast_ignores_the_key() {
     let obj = redirect();
     let prog = bpf::prog(&obj, "redirect").unwrap();
     // An empty map: BROADCAST still returns XDP_REDIRECT (the frame is freed).
-    for flags in [
-        BPF_F_BROADCAST,
-        BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS,
-        BPF_F_BROADCAST | 2,
-    ] {
-        set_cfg(
-            &obj,
-            RedirectCfg {
-                key: 99,
-                flags,
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            bpf::test_run(&prog, &udp_frame(), None, 1).unwrap().retval,
-            XDP_REDIRECT
-        );
+    for flags in [BPF_F_BROADCAST, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS, BPF_F_BROADCAST | 2] {
+        set_cfg(&obj, RedirectCfg { key: 99, flags, ..Default::default() });
+        assert_eq!(bpf::test_run(&prog, &udp_frame(), None, 1).unwrap().retval, XDP_REDIRECT);
     }
 }
 
@@ -779,15 +600,8 @@ fn egress_programs_rejected_by_prog_test_run() {
     let frame = udp_frame();
     for name in ["egress_rewrite", "egress_rewrite_frags"] {
         let prog = bpf::prog(&obj, name).unwrap();
-        assert!(
-            matches!(prog.attach_type(), libbpf_rs::ProgramAttachType::XdpDevmap),
-            "{name}"
-        );
-        assert_eq!(
-            errno(bpf::test_run(&prog, &frame, None, 1)),
-            libc::EINVAL,
-            "{name}"
-        );
+        assert!(matches!(prog.attach_type(), libbpf_rs::ProgramAttachType::XdpDevmap), "{name}");
+        assert_eq!(errno(bpf::test_run(&prog, &frame, None, 1)), libc::EINVAL, "{name}");
     }
     // The same body as a plain XDP program runs (and sees lo, ifindex 1, as
     // its device when no context names one).
@@ -807,12 +621,9 @@ fn devmap_hash_entries_of_deleted_device_are_removed() {
     let (a1, b1) = ns.veth("dmca1", "dmcb1").unwrap();
     let map = devmap_hash(8);
     ns.enter(|| {
-        map.update(&key(1), &entry(a0.ifindex), MapFlags::ANY)
-            .unwrap();
-        map.update(&key(2), &entry(a1.ifindex), MapFlags::ANY)
-            .unwrap();
-        map.update(&key(3), &entry(b1.ifindex), MapFlags::ANY)
-            .unwrap();
+        map.update(&key(1), &entry(a0.ifindex), MapFlags::ANY).unwrap();
+        map.update(&key(2), &entry(a1.ifindex), MapFlags::ANY).unwrap();
+        map.update(&key(3), &entry(b1.ifindex), MapFlags::ANY).unwrap();
     });
     // Link down keeps the entry.
     ns.set_down("dmca1").unwrap();
@@ -824,8 +635,7 @@ fn devmap_hash_entries_of_deleted_device_are_removed() {
     // Destroying the namespace unregisters its devices (asynchronously).
     drop(ns);
     assert!(
-        wait_until(Duration::from_secs(5), || lookup(&map, 2).is_none()
-            && lookup(&map, 3).is_none()),
+        wait_until(Duration::from_secs(5), || lookup(&map, 2).is_none() && lookup(&map, 3).is_none()),
         "entries of a destroyed namespace's devices are still there"
     );
 }
@@ -849,30 +659,15 @@ impl Bench {
         let (tx, rx) = ns.veth("dmctx", "dmcrx").unwrap();
         let redirect = redirect();
         let map = bpf::map(&redirect, "tx_ports").unwrap();
-        ns.enter(|| map.update(&key(7), &entry(tx.ifindex), MapFlags::ANY))
-            .unwrap();
-        set_cfg(
-            &redirect,
-            RedirectCfg {
-                key: 7,
-                ..Default::default()
-            },
-        );
-        Bench {
-            ns,
-            ingress: ingress.ifindex,
-            tx: tx.ifindex,
-            rx: rx.ifindex,
-            redirect,
-        }
+        ns.enter(|| map.update(&key(7), &entry(tx.ifindex), MapFlags::ANY)).unwrap();
+        set_cfg(&redirect, RedirectCfg { key: 7, ..Default::default() });
+        Bench { ns, ingress: ingress.ifindex, tx: tx.ifindex, rx: rx.ifindex, redirect }
     }
 
     /// Send FRAMES frames arriving on dmcin through the redirect program.
     fn send(&self) {
         let prog = bpf::prog(&self.redirect, "redirect").unwrap();
-        self.ns
-            .enter(|| bpf::test_run_live(&prog, &udp_frame(), self.ingress, FRAMES, 0))
-            .unwrap();
+        self.ns.enter(|| bpf::test_run_live(&prog, &udp_frame(), self.ingress, FRAMES, 0)).unwrap();
     }
 }
 
@@ -883,37 +678,21 @@ fn live_frames_redirect_into_veth_with_xdp_peer_delivers() {
     let count = bpf::load(objects::COUNT).unwrap();
     let counts = bpf::map(&count, "counts").unwrap();
     let counter = bpf::prog(&count, "count").unwrap();
-    let _link = bench
-        .ns
-        .enter(|| counter.attach_xdp(bench.rx as i32))
-        .unwrap();
+    let _link = bench.ns.enter(|| counter.attach_xdp(bench.rx as i32)).unwrap();
 
     bench.send();
     let delivered = || bpf::rx_count(&counts, bench.rx).unwrap().0;
     wait_until(Duration::from_secs(2), || delivered() >= FRAMES as u64);
     assert_eq!(delivered(), FRAMES as u64);
     let (_, src) = bpf::rx_count(&counts, bench.rx).unwrap();
-    assert_eq!(
-        src,
-        Some(packet::DEFAULT_SRC),
-        "no egress program: frame unchanged"
-    );
+    assert_eq!(src, Some(packet::DEFAULT_SRC), "no egress program: frame unchanged");
 
     // With an egress program on the entry: it runs once per frame and its
     // rewrite (source MAC 02:00:00:00:HH:LL = egress ifindex) arrives.
     let egress = egress();
     let rewrite = bpf::prog(&egress, "egress_rewrite").unwrap();
     let map = bpf::map(&bench.redirect, "tx_ports").unwrap();
-    bench
-        .ns
-        .enter(|| {
-            map.update(
-                &key(7),
-                &entry_with(bench.tx, rewrite.as_fd()),
-                MapFlags::ANY,
-            )
-        })
-        .unwrap();
+    bench.ns.enter(|| map.update(&key(7), &entry_with(bench.tx, rewrite.as_fd()), MapFlags::ANY)).unwrap();
     bench.send();
     wait_until(Duration::from_secs(2), || delivered() >= 2 * FRAMES as u64);
     assert_eq!(delivered(), 2 * FRAMES as u64);
@@ -937,10 +716,7 @@ fn live_frames_redirect_into_veth_without_xdp_peer_silently_dropped() {
     assert_eq!(after_rx.rx_packets, before_rx.rx_packets, "{after_rx:?}");
     assert_eq!(after_tx.tx_packets, before_tx.tx_packets, "{after_tx:?}");
     assert_eq!(after_rx.rx_dropped, before_rx.rx_dropped, "{after_rx:?}");
-    assert_eq!(
-        after_tx.tx_dropped, before_tx.tx_dropped,
-        "no counter moves: {after_tx:?}"
-    );
+    assert_eq!(after_tx.tx_dropped, before_tx.tx_dropped, "no counter moves: {after_tx:?}");
 
     // With GRO on the peer (and still no XDP program) the veth takes them.
     bench.ns.set_gro("dmcrx", true).unwrap();
@@ -959,30 +735,14 @@ fn redirect_into_another_namespace_delivers() {
     let (tx, rx) = receiver.veth("dmctx", "dmcrx").unwrap();
     let count = bpf::load(objects::COUNT).unwrap();
     let counts = bpf::map(&count, "counts").unwrap();
-    let _link = receiver
-        .enter(|| {
-            bpf::prog(&count, "count")
-                .unwrap()
-                .attach_xdp(rx.ifindex as i32)
-        })
-        .unwrap();
+    let _link = receiver.enter(|| bpf::prog(&count, "count").unwrap().attach_xdp(rx.ifindex as i32)).unwrap();
     let obj = redirect();
     let map = bpf::map(&obj, "tx_ports").unwrap();
     // The entry is made in the target's namespace, the frames enter in the other.
-    receiver
-        .enter(|| map.update(&key(7), &entry(tx.ifindex), MapFlags::ANY))
-        .unwrap();
-    set_cfg(
-        &obj,
-        RedirectCfg {
-            key: 7,
-            ..Default::default()
-        },
-    );
+    receiver.enter(|| map.update(&key(7), &entry(tx.ifindex), MapFlags::ANY)).unwrap();
+    set_cfg(&obj, RedirectCfg { key: 7, ..Default::default() });
     let prog = bpf::prog(&obj, "redirect").unwrap();
-    sender
-        .enter(|| bpf::test_run_live(&prog, &udp_frame(), ingress.ifindex, FRAMES, 0))
-        .unwrap();
+    sender.enter(|| bpf::test_run_live(&prog, &udp_frame(), ingress.ifindex, FRAMES, 0)).unwrap();
     let delivered = || bpf::rx_count(&counts, rx.ifindex).unwrap().0;
     wait_until(Duration::from_secs(2), || delivered() >= FRAMES as u64);
     assert_eq!(delivered(), FRAMES as u64);
@@ -1002,8 +762,7 @@ fn broadcast_exclude_ingress_reaches_every_entry_but_the_ingress_device() {
     for i in 0..3 {
         let (near, far) = ns.veth(&format!("dmcp{i}"), &format!("dmcq{i}")).unwrap();
         ns.enter(|| {
-            map.update(&key(i + 1), &entry(near.ifindex), MapFlags::ANY)
-                .unwrap();
+            map.update(&key(i + 1), &entry(near.ifindex), MapFlags::ANY).unwrap();
             links.push(counter.attach_xdp(far.ifindex as i32).unwrap());
         });
         ports.push((near.ifindex, far.ifindex));
@@ -1015,33 +774,16 @@ fn broadcast_exclude_ingress_reaches_every_entry_but_the_ingress_device() {
 
     set_cfg(
         &obj,
-        RedirectCfg {
-            key: 99,
-            flags: BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS,
-            ..Default::default()
-        },
+        RedirectCfg { key: 99, flags: BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS, ..Default::default() },
     );
-    ns.enter(|| bpf::test_run_live(&prog, &udp_frame(), ingress, FRAMES, 0))
-        .unwrap();
-    wait_until(Duration::from_secs(2), || {
-        received(1) >= n && received(2) >= n
-    });
+    ns.enter(|| bpf::test_run_live(&prog, &udp_frame(), ingress, FRAMES, 0)).unwrap();
+    wait_until(Duration::from_secs(2), || received(1) >= n && received(2) >= n);
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!([received(0), received(1), received(2)], [0, n, n]);
 
     // Without EXCLUDE_INGRESS the ingress device gets its copy too.
-    set_cfg(
-        &obj,
-        RedirectCfg {
-            key: 99,
-            flags: BPF_F_BROADCAST,
-            ..Default::default()
-        },
-    );
-    ns.enter(|| bpf::test_run_live(&prog, &udp_frame(), ingress, FRAMES, 0))
-        .unwrap();
-    wait_until(Duration::from_secs(2), || {
-        received(0) >= n && received(1) >= 2 * n && received(2) >= 2 * n
-    });
+    set_cfg(&obj, RedirectCfg { key: 99, flags: BPF_F_BROADCAST, ..Default::default() });
+    ns.enter(|| bpf::test_run_live(&prog, &udp_frame(), ingress, FRAMES, 0)).unwrap();
+    wait_until(Duration::from_secs(2), || received(0) >= n && received(1) >= 2 * n && received(2) >= 2 * n);
     assert_eq!([received(0), received(1), received(2)], [n, 2 * n, 2 * n]);
 }

@@ -17,10 +17,7 @@ fn host_has(dev: &str) -> bool {
 }
 
 fn ip_netns_list() -> String {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -38,11 +35,7 @@ fn netns_is_deleted_when_the_test_body_panics() {
     assert!(result.is_err());
     assert!(name.starts_with("dmc-"), "{name}");
     assert!(!netns::exists(&name), "{name} left behind");
-    assert!(
-        !ip_netns_list().contains(&name),
-        "{name} still listed:\n{}",
-        ip_netns_list()
-    );
+    assert!(!ip_netns_list().contains(&name), "{name} still listed:\n{}", ip_netns_list());
     assert!(!host_has("dmcpanic0") && !host_has("dmcpanic1"));
 }
 
@@ -53,9 +46,7 @@ fn netns_names_are_unique_and_short() {
     let b = Netns::new().unwrap();
     assert_ne!(a.name(), b.name());
     for ns in [&a, &b] {
-        assert!(ns
-            .name()
-            .starts_with(&format!("dmc-{}-", std::process::id())));
+        assert!(ns.name().starts_with(&format!("dmc-{}-", std::process::id())));
         assert!(ns.name().len() <= 15, "{}", ns.name());
         assert!(netns::ours().contains(&ns.name().to_string()));
     }
@@ -89,17 +80,11 @@ fn veth_pairs_stay_inside_their_namespaces() {
     assert!(links.contains("dmcin0") && links.contains("dmcx") && !links.contains("dmcy"));
     assert_eq!(links.lines().count(), 4, "lo + 3 devices:\n{links}");
     let stats = a.stats("dmcin0").unwrap();
-    assert_eq!(
-        stats.rx_packets, 0,
-        "IPv6 is off: no solicitations on a fresh link"
-    );
+    assert_eq!(stats.rx_packets, 0, "IPv6 is off: no solicitations on a fresh link");
 
     a.set_down("dmcin1").unwrap();
     a.delete_link("dmcin0").unwrap();
-    assert!(
-        a.iface("dmcin1").is_err(),
-        "deleting one veth end deletes both"
-    );
+    assert!(a.iface("dmcin1").is_err(), "deleting one veth end deletes both");
 }
 
 #[test]

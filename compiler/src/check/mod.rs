@@ -106,7 +106,8 @@ impl Checker {
 
         let table = self.table(&items.tables);
         let programs: Vec<ProgramDef> = items.programs.iter().map(|p| self.program(p)).collect();
-        let devices: Vec<Option<DeviceDef>> = items.devices.iter().map(|d| self.device(d, &items.programs, &programs)).collect();
+        let devices: Vec<Option<DeviceDef>> =
+            items.devices.iter().map(|d| self.device(d, &items.programs, &programs)).collect();
         self.distinct_interfaces(&devices, &items.devices);
         self.device_count(&items.devices);
         let groups: Vec<GroupDef> = items.groups.iter().map(|g| self.group(g)).collect();
@@ -154,7 +155,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
-            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]));
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]));
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }

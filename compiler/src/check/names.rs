@@ -10,19 +10,73 @@ pub const MAX_NAME_LEN: usize = 64;
 
 /// Keywords of C (C89 to C23): names reach the generated C.
 const C_KEYWORDS: &[&str] = &[
-    "alignas", "alignof", "asm", "auto", "bool", "break", "case", "char", "const", "constexpr", "continue", "default", "do",
-    "double", "else", "enum", "extern", "false", "float", "for", "goto", "if", "inline", "int", "long", "nullptr",
-    "register", "restrict", "return", "short", "signed", "sizeof", "static", "static_assert", "struct", "switch",
-    "thread_local", "true", "typedef", "typeof", "typeof_unqual", "union", "unsigned", "void", "volatile", "while",
-    "_Alignas", "_Alignof", "_Atomic", "_BitInt", "_Bool", "_Complex", "_Decimal128", "_Decimal32", "_Decimal64",
-    "_Generic", "_Imaginary", "_Noreturn", "_Static_assert", "_Thread_local",
+    "alignas",
+    "alignof",
+    "asm",
+    "auto",
+    "bool",
+    "break",
+    "case",
+    "char",
+    "const",
+    "constexpr",
+    "continue",
+    "default",
+    "do",
+    "double",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "float",
+    "for",
+    "goto",
+    "if",
+    "inline",
+    "int",
+    "long",
+    "nullptr",
+    "register",
+    "restrict",
+    "return",
+    "short",
+    "signed",
+    "sizeof",
+    "static",
+    "static_assert",
+    "struct",
+    "switch",
+    "thread_local",
+    "true",
+    "typedef",
+    "typeof",
+    "typeof_unqual",
+    "union",
+    "unsigned",
+    "void",
+    "volatile",
+    "while",
+    "_Alignas",
+    "_Alignof",
+    "_Atomic",
+    "_BitInt",
+    "_Bool",
+    "_Complex",
+    "_Decimal128",
+    "_Decimal32",
+    "_Decimal64",
+    "_Generic",
+    "_Imaginary",
+    "_Noreturn",
+    "_Static_assert",
+    "_Thread_local",
 ];
 
 /// Words of the language itself, which would make a spec ambiguous as
 /// names (`expect drop`, a parameter called `vlan`).
 const RESERVED_WORDS: &[&str] = &[
-    "table", "device", "egress", "group", "ingress", "route", "test", "send", "expect", "has", "lpm", "drop", "pass",
-    "abort", "eth", "vlan", "ipv4", "ipv6", "ip", "l4", "udp", "tcp", "payload",
+    "table", "device", "egress", "group", "ingress", "route", "test", "send", "expect", "has", "lpm", "drop",
+    "pass", "abort", "eth", "vlan", "ipv4", "ipv6", "ip", "l4", "udp", "tcp", "payload",
 ];
 
 /// How many declared names "did you mean" compares against in one spec:
@@ -61,21 +115,41 @@ impl Checker {
     /// acceptable.
     pub(super) fn name_ok(&mut self, ident: &Ident, what: &str) -> bool {
         let name = ident.name.as_str();
-        let a_what = if what.starts_with(['a', 'e', 'i', 'o', 'u']) { format!("an {what}") } else { format!("a {what}") };
+        let a_what = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            format!("an {what}")
+        } else {
+            format!("a {what}")
+        };
         let problem = if name.len() > MAX_NAME_LEN {
-            Some((format!("the {what} name `{name}` is {} characters long", name.len()), format!("names are at most {MAX_NAME_LEN} characters")))
+            Some((
+                format!("the {what} name `{name}` is {} characters long", name.len()),
+                format!("names are at most {MAX_NAME_LEN} characters"),
+            ))
         } else if C_KEYWORDS.contains(&name) {
-            Some((format!("`{name}` is a C keyword and cannot name {a_what}"), "names reach the generated C, where a keyword cannot be a name".into()))
+            Some((
+                format!("`{name}` is a C keyword and cannot name {a_what}"),
+                "names reach the generated C, where a keyword cannot be a name".into(),
+            ))
         } else if name.starts_with("devmapc_") || name.starts_with("__") {
-            Some((format!("the {what} name `{name}` uses a reserved prefix"), "names starting with `devmapc_` or `__` are reserved for generated code".into()))
+            Some((
+                format!("the {what} name `{name}` uses a reserved prefix"),
+                "names starting with `devmapc_` or `__` are reserved for generated code".into(),
+            ))
         } else if RESERVED_WORDS.contains(&name) {
-            Some((format!("`{name}` is a word of the devmap language and cannot name {a_what}"), "pick another name, e.g. `{name}0` or `my_{name}`".replace("{name}", name)))
+            Some((
+                format!("`{name}` is a word of the devmap language and cannot name {a_what}"),
+                "pick another name, e.g. `{name}0` or `my_{name}`".replace("{name}", name),
+            ))
         } else {
             None
         };
         match problem {
             Some((message, help)) => {
-                self.error(Diagnostic::new(Code::BadName, ident.span, message).label("not allowed as a name").help(help));
+                self.error(
+                    Diagnostic::new(Code::BadName, ident.span, message)
+                        .label("not allowed as a name")
+                        .help(help),
+                );
                 self.misnamed.insert(ident.name.clone());
                 false
             }
@@ -88,10 +162,16 @@ impl Checker {
         match first.get(&ident.name) {
             Some(&span) => {
                 self.error(
-                    Diagnostic::new(Code::DuplicateName, ident.span, format!("`{}` is declared twice", ident.name))
-                        .label("declared again here")
-                        .also(span, "first declared here")
-                        .help("devices, groups and egress programs each need a unique name; rename or remove one"),
+                    Diagnostic::new(
+                        Code::DuplicateName,
+                        ident.span,
+                        format!("`{}` is declared twice", ident.name),
+                    )
+                    .label("declared again here")
+                    .also(span, "first declared here")
+                    .help(
+                        "devices, groups and egress programs each need a unique name; rename or remove one",
+                    ),
                 );
                 false
             }
@@ -103,7 +183,11 @@ impl Checker {
     }
 
     /// [`suggest`] among declared names, while the budget lasts.
-    pub(super) fn near<'a>(&self, name: &str, candidates: impl ExactSizeIterator<Item = &'a str>) -> Option<&'a str> {
+    pub(super) fn near<'a>(
+        &self,
+        name: &str,
+        candidates: impl ExactSizeIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
         let spent = self.near_miss_spent.get().saturating_add(candidates.len());
         self.near_miss_spent.set(spent);
         if spent > NEAR_MISS_BUDGET {
@@ -118,8 +202,12 @@ impl Checker {
         if let Some((target, _)) = self.targets.get(&ident.name) {
             return Some(*target);
         }
-        let mut d = Diagnostic::new(Code::UnknownDevice, ident.span, format!("unknown device or group `{}` in {context}", ident.name))
-            .label("not declared");
+        let mut d = Diagnostic::new(
+            Code::UnknownDevice,
+            ident.span,
+            format!("unknown device or group `{}` in {context}", ident.name),
+        )
+        .label("not declared");
         d = match self.near(&ident.name, self.targets.keys().map(String::as_str)) {
             Some(near) => d.help(format!("did you mean `{near}`?")),
             None => d.help(format!("declare it: `device {} {{ ifname = \"...\" }}`", ident.name)),
@@ -134,9 +222,13 @@ impl Checker {
             Target::Device(i) => Some(i),
             Target::Group(_) => {
                 self.error(
-                    Diagnostic::new(code, ident.span, format!("`{}` is a group, but {context} takes a device", ident.name))
-                        .label("a group")
-                        .help("name the group's member devices one by one"),
+                    Diagnostic::new(
+                        code,
+                        ident.span,
+                        format!("`{}` is a group, but {context} takes a device", ident.name),
+                    )
+                    .label("a group")
+                    .help("name the group's member devices one by one"),
                 );
                 None
             }

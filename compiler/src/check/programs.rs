@@ -19,37 +19,55 @@ impl Checker {
             if let Some(&span) = first.get(param.name.name.as_str()) {
                 repeated[i] = true;
                 self.error(
-                    Diagnostic::new(Code::DuplicateName, param.name.span, format!("parameter `{}` is declared twice", param.name.name))
-                        .label("declared again here")
-                        .also(span, "first declared here")
-                        .help("each parameter of a program needs its own name"),
+                    Diagnostic::new(
+                        Code::DuplicateName,
+                        param.name.span,
+                        format!("parameter `{}` is declared twice", param.name.name),
+                    )
+                    .label("declared again here")
+                    .also(span, "first declared here")
+                    .help("each parameter of a program needs its own name"),
                 );
             }
             first.insert(param.name.name.as_str(), param.name.span);
             let ty = Ty::from_param_type(&param.ty.name).unwrap_or_else(|| {
                 untyped.insert(i);
                 self.error(
-                    Diagnostic::new(Code::BadParam, param.ty.span, format!("unknown parameter type `{}`", param.ty.name))
-                        .label("not a type")
-                        .help(match suggest(&param.ty.name, ["u8", "u16", "u32", "mac", "ipv4", "ipv6"].into_iter()) {
-                            Some(near) => format!("did you mean `{near}`? a parameter is {}", Ty::PARAM_TYPES),
+                    Diagnostic::new(
+                        Code::BadParam,
+                        param.ty.span,
+                        format!("unknown parameter type `{}`", param.ty.name),
+                    )
+                    .label("not a type")
+                    .help(
+                        match suggest(&param.ty.name, ["u8", "u16", "u32", "mac", "ipv4", "ipv6"].into_iter())
+                        {
+                            Some(near) => {
+                                format!("did you mean `{near}`? a parameter is {}", Ty::PARAM_TYPES)
+                            }
                             None => format!("a parameter is {}", Ty::PARAM_TYPES),
-                        }),
+                        },
+                    ),
                 );
                 Ty::U32
             });
             params.push(ParamDef { name: param.name.name.clone(), ty });
         }
-        let mut scope = Scope { params: &params, used: vec![false; params.len()], vlan: HashSet::new(), untyped };
+        let mut scope =
+            Scope { params: &params, used: vec![false; params.len()], vlan: HashSet::new(), untyped };
         self.program_size(program);
         let body = self.stmts(&program.body, &mut scope);
         for (i, used) in scope.used.iter().enumerate() {
             if !used && !repeated[i] {
                 let p = &program.params[i];
                 self.error(
-                    Diagnostic::new(Code::UnusedParam, p.name.span, format!("parameter `{}` is never used", p.name.name))
-                        .label("unused")
-                        .help("use it in the program's body or remove it (and its argument from every device)"),
+                    Diagnostic::new(
+                        Code::UnusedParam,
+                        p.name.span,
+                        format!("parameter `{}` is never used", p.name.name),
+                    )
+                    .label("unused")
+                    .help("use it in the program's body or remove it (and its argument from every device)"),
                 );
             }
         }
@@ -71,7 +89,9 @@ impl Checker {
                 Either::Stmt(stmt) => {
                     if let StmtKind::If(if_) = &stmt.kind {
                         match &if_.otherwise {
-                            Some(ast::Else::Block(b)) => todo.extend(b.members.iter().rev().map(Either::Stmt)),
+                            Some(ast::Else::Block(b)) => {
+                                todo.extend(b.members.iter().rev().map(Either::Stmt))
+                            }
                             Some(ast::Else::If(s)) => todo.push(Either::Stmt(s)),
                             None => {}
                         }
@@ -133,17 +153,25 @@ impl Checker {
                 let target = self.written_field(field, Field::decrementable, "-=")?;
                 let ValueKind::Int(int) = amount.kind else {
                     self.error(
-                        Diagnostic::new(Code::TypeMismatch, amount.span, format!("`-=` takes a number, not {}", amount.kind.describe()))
-                            .label("expected a number")
-                            .help(format!("e.g. `{target} -= 1`")),
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            amount.span,
+                            format!("`-=` takes a number, not {}", amount.kind.describe()),
+                        )
+                        .label("expected a number")
+                        .help(format!("e.g. `{target} -= 1`")),
                     );
                     return None;
                 };
                 if !(1..=255).contains(&int.value) {
                     self.error(
-                        Diagnostic::new(Code::OutOfRange, amount.span, format!("cannot subtract {} from `{target}`", int.value))
-                            .label("out of range")
-                            .help("subtract 1 to 255; the field stops at 0"),
+                        Diagnostic::new(
+                            Code::OutOfRange,
+                            amount.span,
+                            format!("cannot subtract {} from `{target}`", int.value),
+                        )
+                        .label("out of range")
+                        .help("subtract 1 to 255; the field stops at 0"),
                     );
                     return None;
                 }
@@ -156,18 +184,30 @@ impl Checker {
                     "vlan.pop" => (0, "`vlan.pop()` removes the outer tag"),
                     _ => {
                         self.error(
-                            Diagnostic::new(Code::BadStatement, call.callee.span, format!("unknown operation `{name}`"))
-                                .label("not an operation")
-                                .help("the operations are `vlan.push(id)` and `vlan.pop()`"),
+                            Diagnostic::new(
+                                Code::BadStatement,
+                                call.callee.span,
+                                format!("unknown operation `{name}`"),
+                            )
+                            .label("not an operation")
+                            .help("the operations are `vlan.push(id)` and `vlan.pop()`"),
                         );
                         return None;
                     }
                 };
                 if call.args.len() != arity {
                     self.error(
-                        Diagnostic::new(Code::ArgCount, stmt.span, format!("`{name}` takes {arity} argument{}, not {}", if arity == 1 { "" } else { "s" }, call.args.len()))
-                            .label("wrong number of arguments")
-                            .help(help),
+                        Diagnostic::new(
+                            Code::ArgCount,
+                            stmt.span,
+                            format!(
+                                "`{name}` takes {arity} argument{}, not {}",
+                                if arity == 1 { "" } else { "s" },
+                                call.args.len()
+                            ),
+                        )
+                        .label("wrong number of arguments")
+                        .help(help),
                     );
                     return None;
                 }
@@ -199,14 +239,20 @@ impl Checker {
             Some(field) if allowed(field) => Some(field),
             Some(field) => {
                 self.error(
-                    Diagnostic::new(Code::BadStatement, path.span, format!("`{field}` cannot be changed with `{op}`"))
-                        .label("not writable this way")
-                        .help(format!("`{op}` works on {writable}")),
+                    Diagnostic::new(
+                        Code::BadStatement,
+                        path.span,
+                        format!("`{field}` cannot be changed with `{op}`"),
+                    )
+                    .label("not writable this way")
+                    .help(format!("`{op}` works on {writable}")),
                 );
                 None
             }
             None => {
-                let mut d = Diagnostic::new(Code::BadStatement, path.span, format!("unknown field `{dotted}`")).label("no such field");
+                let mut d =
+                    Diagnostic::new(Code::BadStatement, path.span, format!("unknown field `{dotted}`"))
+                        .label("no such field");
                 d = match suggest(&dotted, writable.split(", ").map(|k| k.trim_matches('`'))) {
                     Some(near) => d.help(format!("did you mean `{near}`? `{op}` works on {writable}")),
                     None => d.help(format!("`{op}` works on {writable}")),
@@ -236,12 +282,21 @@ impl Checker {
                         }
                         None => {
                             let names: Vec<&str> = scope.params.iter().map(|p| p.name.as_str()).collect();
-                            let mut d = Diagnostic::new(Code::BadCondition, name.span, format!("unknown parameter `{}`", name.name)).label("not a parameter of this program");
+                            let mut d = Diagnostic::new(
+                                Code::BadCondition,
+                                name.span,
+                                format!("unknown parameter `{}`", name.name),
+                            )
+                            .label("not a parameter of this program");
                             d = match suggest(&name.name, names.iter().copied()) {
                                 Some(near) => d.help(format!("did you mean `{near}`?")),
                                 None => d.help("declare it in the program's parameters: `egress name(param: u16) { ... }`"),
                             };
-                            self.error(d.with_code(if into.is_some() { Code::BadStatement } else { Code::BadCondition }));
+                            self.error(d.with_code(if into.is_some() {
+                                Code::BadStatement
+                            } else {
+                                Code::BadCondition
+                            }));
                             return None;
                         }
                     }
@@ -251,12 +306,23 @@ impl Checker {
                         Some(field) if field.readable() => (Operand::Field(field), field.ty()),
                         _ => {
                             let readable = Field::list(Field::readable);
-                            let mut d = Diagnostic::new(Code::BadCondition, path.span, format!("`{dotted}` cannot be read in an egress program")).label("not a readable field");
+                            let mut d = Diagnostic::new(
+                                Code::BadCondition,
+                                path.span,
+                                format!("`{dotted}` cannot be read in an egress program"),
+                            )
+                            .label("not a readable field");
                             d = match suggest(&dotted, readable.split(", ").map(|k| k.trim_matches('`'))) {
-                                Some(near) => d.help(format!("did you mean `{near}`? readable fields: {readable}")),
+                                Some(near) => {
+                                    d.help(format!("did you mean `{near}`? readable fields: {readable}"))
+                                }
                                 None => d.help(format!("readable fields: {readable}")),
                             };
-                            self.error(d.with_code(if into.is_some() { Code::BadStatement } else { Code::BadCondition }));
+                            self.error(d.with_code(if into.is_some() {
+                                Code::BadStatement
+                            } else {
+                                Code::BadCondition
+                            }));
                             return None;
                         }
                     }
@@ -271,7 +337,9 @@ impl Checker {
             self.fits(value, ty, field.ty(), field, || format!("`{field}`"))?;
             // A field's value is only known per packet: storing it in a
             // narrower field would silently cut it.
-            if let (Operand::Field(from), Ty::Uint { max: have }, Ty::Uint { max: room }) = (operand, ty, field.ty()) {
+            if let (Operand::Field(from), Ty::Uint { max: have }, Ty::Uint { max: room }) =
+                (operand, ty, field.ty())
+            {
                 if have > room {
                     self.error(
                         Diagnostic::new(Code::TypeMismatch, value.span, format!("`{from}` can be up to {have}, which does not fit in `{field}` (at most {room})"))
@@ -307,9 +375,13 @@ impl Checker {
                 Some(h) => Some(Cond::Has(h)),
                 None => {
                     self.error(
-                        Diagnostic::new(Code::BadCondition, header.span, format!("`has` does not know the header `{}`", header.name))
-                            .label("not a header")
-                            .help("`has` takes `eth`, `vlan`, `ipv4`, `ipv6`, `ip` or `l4`"),
+                        Diagnostic::new(
+                            Code::BadCondition,
+                            header.span,
+                            format!("`has` does not know the header `{}`", header.name),
+                        )
+                        .label("not a header")
+                        .help("`has` takes `eth`, `vlan`, `ipv4`, `ipv6`, `ip` or `l4`"),
                     );
                     None
                 }
@@ -322,9 +394,13 @@ impl Checker {
                     (Operand::Field(f), _) | (_, Operand::Field(f)) => f,
                     _ => {
                         self.error(
-                            Diagnostic::new(Code::BadCondition, cond.span, "a comparison needs a header field on one side")
-                                .label("compares two values known in advance")
-                                .help("compare a field with a value, e.g. `ipv4.ttl <= 1`"),
+                            Diagnostic::new(
+                                Code::BadCondition,
+                                cond.span,
+                                "a comparison needs a header field on one side",
+                            )
+                            .label("compares two values known in advance")
+                            .help("compare a field with a value, e.g. `ipv4.ttl <= 1`"),
                         );
                         return None;
                     }
@@ -335,7 +411,8 @@ impl Checker {
                     Operand::Field(f) => f.ty(),
                 };
                 let (lt, rt) = (ty_of(l), ty_of(r));
-                let (other, other_value, other_ty) = if matches!(l, Operand::Field(_)) { (r, right, rt) } else { (l, left, lt) };
+                let (other, other_value, other_ty) =
+                    if matches!(l, Operand::Field(_)) { (r, right, rt) } else { (l, left, lt) };
                 if !matches!(other, Operand::Param(i) if scope.untyped.contains(&i)) {
                     self.fits(other_value, other_ty, field.ty(), field, || format!("`{field}`"))?;
                 }

@@ -6,7 +6,11 @@
 use super::*;
 
 impl Checker {
-    pub(super) fn routes(&mut self, routes: &[&ast::Route], table: Option<&TableConfig>) -> (Vec<RouteDef>, Option<Target>) {
+    pub(super) fn routes(
+        &mut self,
+        routes: &[&ast::Route],
+        table: Option<&TableConfig>,
+    ) -> (Vec<RouteDef>, Option<Target>) {
         let mut defs = Vec::with_capacity(routes.len());
         let mut default: Option<(Target, Span)> = None;
         let mut default_span: Option<Span> = None;
@@ -17,10 +21,14 @@ impl Checker {
                 ast::RouteKey::Default(span) => {
                     if let Some(first) = default_span {
                         self.error(
-                            Diagnostic::new(Code::DuplicateRoute, route.span, "`route default` is given twice")
-                                .label("second default route")
-                                .also(first, "first default route")
-                                .help("misses go to one target; keep one of the two"),
+                            Diagnostic::new(
+                                Code::DuplicateRoute,
+                                route.span,
+                                "`route default` is given twice",
+                            )
+                            .label("second default route")
+                            .also(first, "first default route")
+                            .help("misses go to one target; keep one of the two"),
                         );
                         continue;
                     }
@@ -45,10 +53,14 @@ impl Checker {
                     };
                     if let Some(first) = first {
                         self.error(
-                            Diagnostic::new(Code::DuplicateRoute, route.span, format!("the key `{}` is routed twice", value_text(value)))
-                                .label("second route for this key")
-                                .also(first, "first route for it")
-                                .help("each key goes to one target (use a `group` to send copies to several)"),
+                            Diagnostic::new(
+                                Code::DuplicateRoute,
+                                route.span,
+                                format!("the key `{}` is routed twice", value_text(value)),
+                            )
+                            .label("second route for this key")
+                            .also(first, "first route for it")
+                            .help("each key goes to one target (use a `group` to send copies to several)"),
                         );
                         continue;
                     }
@@ -64,9 +76,18 @@ impl Checker {
                 let mut spans: Vec<Span> = seen.values().copied().collect();
                 spans.sort_by_key(|s| s.start);
                 let over = spans[table.max_entries as usize];
-                let d = Diagnostic::new(Code::TooManyRoutes, over, format!("{} routes do not fit in a table of {} {}", seen.len(), table.max_entries, if table.max_entries == 1 { "entry" } else { "entries" }))
-                    .label(format!("route {} of {}", table.max_entries as usize + 1, seen.len()))
-                    .help(format!("raise `max_entries` to at least {} in the table", seen.len()));
+                let d = Diagnostic::new(
+                    Code::TooManyRoutes,
+                    over,
+                    format!(
+                        "{} routes do not fit in a table of {} {}",
+                        seen.len(),
+                        table.max_entries,
+                        if table.max_entries == 1 { "entry" } else { "entries" }
+                    ),
+                )
+                .label(format!("route {} of {}", table.max_entries as usize + 1, seen.len()))
+                .help(format!("raise `max_entries` to at least {} in the table", seen.len()));
                 self.error(d);
             }
         }
@@ -86,11 +107,19 @@ impl Checker {
                 if ingress.on.contains(d) {
                     continue;
                 }
-                let name = self.targets.iter().find(|(_, (t, _))| *t == Target::Device(*d)).map_or(String::new(), |(n, _)| n.clone());
+                let name = self
+                    .targets
+                    .iter()
+                    .find(|(_, (t, _))| *t == Target::Device(*d))
+                    .map_or(String::new(), |(n, _)| n.clone());
                 self.error(
-                    Diagnostic::new(Code::DeadRoute, route.span, format!("this route never matches: `{name}` has no ingress program"))
-                        .label(format!("packets arriving on `{name}` are never looked up"))
-                        .help(format!("add `{name}` to `ingress {{ on = [...] }}`, or remove the route")),
+                    Diagnostic::new(
+                        Code::DeadRoute,
+                        route.span,
+                        format!("this route never matches: `{name}` has no ingress program"),
+                    )
+                    .label(format!("packets arriving on `{name}` are never looked up"))
+                    .help(format!("add `{name}` to `ingress {{ on = [...] }}`, or remove the route")),
                 );
             }
         }
@@ -108,7 +137,8 @@ impl Checker {
                 if parts.len() != fields.len() {
                     return self.key_mismatch(value, key, format!("a tuple of {} values", fields.len()));
                 }
-                let parts: Vec<Option<KeyValue>> = parts.iter().zip(fields).map(|(p, f)| self.key_part(p, *f, key)).collect();
+                let parts: Vec<Option<KeyValue>> =
+                    parts.iter().zip(fields).map(|(p, f)| self.key_part(p, *f, key)).collect();
                 Some(KeyValue::Composite(parts.into_iter().collect::<Option<Vec<_>>>()?))
             }
         }
@@ -147,33 +177,62 @@ impl Checker {
             (ValueKind::Ipv4Prefix(a, l), true) => (u32::from(*a) as u128, *l, 32),
             (ValueKind::Ipv6(a), false) => (u128::from(*a), 128, 128),
             (ValueKind::Ipv6Prefix(a, l), false) => (u128::from(*a), *l, 128),
-            _ => return self.key_mismatch(value, key, format!("an {} prefix", if v4 { "IPv4" } else { "IPv6" })),
+            _ => {
+                return self.key_mismatch(
+                    value,
+                    key,
+                    format!("an {} prefix", if v4 { "IPv4" } else { "IPv6" }),
+                )
+            }
         };
         // `u128::MAX >> (128 - host bits)`, not `(1 << host bits) - 1`, which
         // overflows for `::/0` (128 host bits).
         let host_mask: u128 = if len >= bits { 0 } else { u128::MAX >> (128 - u32::from(bits - len)) };
         if addr & host_mask != 0 {
             let network = addr & !host_mask;
-            let fixed = if v4 { format!("{}/{len}", std::net::Ipv4Addr::from(network as u32)) } else { format!("{}/{len}", std::net::Ipv6Addr::from(network)) };
+            let fixed = if v4 {
+                format!("{}/{len}", std::net::Ipv4Addr::from(network as u32))
+            } else {
+                format!("{}/{len}", std::net::Ipv6Addr::from(network))
+            };
             self.error(
-                Diagnostic::new(Code::BadPrefix, value.span, format!("`{}` has bits set after its prefix length", value_text(value)))
-                    .label("host bits set")
-                    .help(format!("did you mean `{fixed}`?")),
+                Diagnostic::new(
+                    Code::BadPrefix,
+                    value.span,
+                    format!("`{}` has bits set after its prefix length", value_text(value)),
+                )
+                .label("host bits set")
+                .help(format!("did you mean `{fixed}`?")),
             );
             return None;
         }
-        Some(KeyValue::Prefix(if v4 { PrefixValue::V4((addr as u32).into(), len) } else { PrefixValue::V6(addr.into(), len) }))
+        Some(KeyValue::Prefix(if v4 {
+            PrefixValue::V4((addr as u32).into(), len)
+        } else {
+            PrefixValue::V6(addr.into(), len)
+        }))
     }
 
     fn key_mismatch(&mut self, value: &Value, key: &Key, expected: String) -> Option<KeyValue> {
-        let mut d = Diagnostic::new(Code::RouteKeyType, value.span, format!("route key `{}` is {}, but the table is keyed by `{}`", value_text(value), value.kind.describe(), key_text(key)))
-            .label(format!("expected {expected}"))
-            .help(match (key, &value.kind) {
-                (Key::Field(field), ValueKind::Ipv4Prefix(..) | ValueKind::Ipv6Prefix(..)) if field.is_address() => {
-                    format!("to route prefixes, key the table by longest-prefix match: `key = lpm({field})`")
-                }
-                _ => format!("with `key = {}`, each route key is {expected}", key_text(key)),
-            });
+        let mut d = Diagnostic::new(
+            Code::RouteKeyType,
+            value.span,
+            format!(
+                "route key `{}` is {}, but the table is keyed by `{}`",
+                value_text(value),
+                value.kind.describe(),
+                key_text(key)
+            ),
+        )
+        .label(format!("expected {expected}"))
+        .help(match (key, &value.kind) {
+            (Key::Field(field), ValueKind::Ipv4Prefix(..) | ValueKind::Ipv6Prefix(..))
+                if field.is_address() =>
+            {
+                format!("to route prefixes, key the table by longest-prefix match: `key = lpm({field})`")
+            }
+            _ => format!("with `key = {}`, each route key is {expected}", key_text(key)),
+        });
         if let Some(span) = self.key_span {
             d = d.also(span, "the table's key");
         }

@@ -4,8 +4,8 @@
 //! (a field value of the wrong type), W006 (`send` on a device with no
 //! ingress program).
 
-use super::*;
 use super::values::{describe_ty, ty_words};
+use super::*;
 use crate::ast::LayerArg;
 
 impl Checker {
@@ -14,28 +14,50 @@ impl Checker {
         let mut defs = Vec::new();
         for test in tests {
             if test.name.text.trim().is_empty() {
-                self.error(Diagnostic::new(Code::BadTest, test.name.span, "a test needs a name").label("empty name").help("say what the test proves: `test \"vlan 100 goes to red\" { ... }`"));
+                self.error(
+                    Diagnostic::new(Code::BadTest, test.name.span, "a test needs a name")
+                        .label("empty name")
+                        .help("say what the test proves: `test \"vlan 100 goes to red\" { ... }`"),
+                );
             } else if let Some(&first) = names.get(test.name.text.as_str()) {
                 self.error(
-                    Diagnostic::new(Code::BadTest, test.name.span, format!("two tests are named \"{}\"", test.name.text))
-                        .label("second test with this name")
-                        .also(first, "first one")
-                        .help("test names pick tests with `--filter`; make them unique"),
+                    Diagnostic::new(
+                        Code::BadTest,
+                        test.name.span,
+                        format!("two tests are named \"{}\"", test.name.text),
+                    )
+                    .label("second test with this name")
+                    .also(first, "first one")
+                    .help("test names pick tests with `--filter`; make them unique"),
                 );
             } else {
                 names.insert(&test.name.text, test.name.span);
             }
-            let steps: Vec<TestStep> = test.body.members.iter().filter_map(|s| self.test_step(s, ingress)).collect();
-            let sends = test.body.members.iter().filter(|s| matches!(s.kind, TestStmtKind::Send { .. })).count();
+            let steps: Vec<TestStep> =
+                test.body.members.iter().filter_map(|s| self.test_step(s, ingress)).collect();
+            let sends =
+                test.body.members.iter().filter(|s| matches!(s.kind, TestStmtKind::Send { .. })).count();
             let head = Span::new(test.span.start, test.name.span.end);
             if sends == 0 {
-                self.error(Diagnostic::new(Code::BadTest, head, format!("test \"{}\" sends no packet", test.name.text)).label("no `send`").help("add `send DEVICE eth() / ...`"));
+                self.error(
+                    Diagnostic::new(
+                        Code::BadTest,
+                        head,
+                        format!("test \"{}\" sends no packet", test.name.text),
+                    )
+                    .label("no `send`")
+                    .help("add `send DEVICE eth() / ...`"),
+                );
             }
             if sends == test.body.members.len() {
                 self.error(
-                    Diagnostic::new(Code::BadTest, head, format!("test \"{}\" expects nothing", test.name.text))
-                        .label("no `expect`")
-                        .help("say what must happen: `expect DEVICE`, `expect drop` or `expect pass`"),
+                    Diagnostic::new(
+                        Code::BadTest,
+                        head,
+                        format!("test \"{}\" expects nothing", test.name.text),
+                    )
+                    .label("no `expect`")
+                    .help("say what must happen: `expect DEVICE`, `expect drop` or `expect pass`"),
                 );
             }
             self.drop_alone(test);
@@ -55,9 +77,7 @@ impl Checker {
             let is_send = matches!(stmt.kind, TestStmtKind::Send { .. });
             // A `send` after the `expect`s of a round starts the next one
             // (`expect`s before the first `send` belong to the first round).
-            let has_send = round
-                .iter()
-                .any(|s| matches!(s.kind, TestStmtKind::Send { .. }));
+            let has_send = round.iter().any(|s| matches!(s.kind, TestStmtKind::Send { .. }));
             if is_send && !sending && has_send {
                 self.check_round(&round);
                 round.clear();
@@ -71,20 +91,12 @@ impl Checker {
     }
 
     fn check_round(&mut self, round: &[&ast::TestStmt]) {
-        let expects: Vec<&&ast::TestStmt> = round
-            .iter()
-            .filter(|s| !matches!(s.kind, TestStmtKind::Send { .. }))
-            .collect();
-        let Some(drop) = expects
-            .iter()
-            .find(|s| matches!(s.kind, TestStmtKind::ExpectDrop))
-        else {
+        let expects: Vec<&&ast::TestStmt> =
+            round.iter().filter(|s| !matches!(s.kind, TestStmtKind::Send { .. })).collect();
+        let Some(drop) = expects.iter().find(|s| matches!(s.kind, TestStmtKind::ExpectDrop)) else {
             return;
         };
-        let Some(other) = expects
-            .iter()
-            .find(|s| !matches!(s.kind, TestStmtKind::ExpectDrop))
-        else {
+        let Some(other) = expects.iter().find(|s| !matches!(s.kind, TestStmtKind::ExpectDrop)) else {
             return;
         };
         self.error(
@@ -102,7 +114,6 @@ impl Checker {
         );
     }
 
-
     fn test_step(&mut self, stmt: &ast::TestStmt, ingress: Option<&IngressDef>) -> Option<TestStep> {
         let span = stmt.span;
         match &stmt.kind {
@@ -113,9 +124,18 @@ impl Checker {
                 if let Some(ingress) = ingress {
                     if !ingress.on.contains(&d) {
                         self.error(
-                            Diagnostic::new(Code::SendWithoutIngress, device.span, format!("`{}` has no ingress program, so this packet meets no XDP program", device.name))
-                                .label("not in `ingress.on`")
-                                .help("send on a device listed in `ingress { on = [...] }`, or add this one there"),
+                            Diagnostic::new(
+                                Code::SendWithoutIngress,
+                                device.span,
+                                format!(
+                                    "`{}` has no ingress program, so this packet meets no XDP program",
+                                    device.name
+                                ),
+                            )
+                            .label("not in `ingress.on`")
+                            .help(
+                                "send on a device listed in `ingress { on = [...] }`, or add this one there",
+                            ),
                         );
                     }
                 }
@@ -124,12 +144,17 @@ impl Checker {
             TestStmtKind::ExpectDrop => Some(TestStep::ExpectDrop { span }),
             TestStmtKind::ExpectPass => Some(TestStep::ExpectPass { span }),
             TestStmtKind::ExpectOut { devices, pattern } => {
-                let ds: Vec<Option<usize>> = devices.iter().map(|d| self.device_ref(d, "`expect`", Code::BadTest)).collect();
+                let ds: Vec<Option<usize>> =
+                    devices.iter().map(|d| self.device_ref(d, "`expect`", Code::BadTest)).collect();
                 let pattern = match pattern {
                     Some(p) => self.packet(p, false),
                     None => Some(Vec::new()),
                 };
-                Some(TestStep::ExpectOut { devices: ds.into_iter().collect::<Option<Vec<_>>>()?, pattern: pattern?, span })
+                Some(TestStep::ExpectOut {
+                    devices: ds.into_iter().collect::<Option<Vec<_>>>()?,
+                    pattern: pattern?,
+                    span,
+                })
             }
         }
     }
@@ -146,11 +171,20 @@ impl Checker {
         let mut order_reported = false;
         // Every tag past the second is the same mistake: one error, with
         // the count, however many layers the packet has.
-        let tags = packet.layers.iter().filter(|l| LayerKind::from_name(&l.name.name) == Some(LayerKind::Vlan)).count();
+        let tags = packet
+            .layers
+            .iter()
+            .filter(|l| LayerKind::from_name(&l.name.name) == Some(LayerKind::Vlan))
+            .count();
         for layer in &packet.layers {
             let Some(kind) = LayerKind::from_name(&layer.name.name) else {
                 let names: Vec<&str> = LayerKind::ALL.iter().map(|l| l.name()).collect();
-                let mut d = Diagnostic::new(Code::BadPacket, layer.name.span, format!("unknown layer `{}`", layer.name.name)).label("not a layer");
+                let mut d = Diagnostic::new(
+                    Code::BadPacket,
+                    layer.name.span,
+                    format!("unknown layer `{}`", layer.name.name),
+                )
+                .label("not a layer");
                 d = match suggest(&layer.name.name, names.iter().copied()) {
                     Some(near) => d.help(format!("did you mean `{near}`? layers: {}", names.join(", "))),
                     None => d.help(format!("layers: {}", names.join(", "))),
@@ -184,11 +218,9 @@ impl Checker {
                 } else {
                     format!("layer `{}` is out of place", kind.name())
                 };
-                self.error(
-                    Diagnostic::new(Code::BadPacket, layer.span, message)
-                        .label(why)
-                        .help("layers go outermost first: eth / vlan (up to two) / ipv4 or ipv6 / udp or tcp / payload"),
-                );
+                self.error(Diagnostic::new(Code::BadPacket, layer.span, message).label(why).help(
+                    "layers go outermost first: eth / vlan (up to two) / ipv4 or ipv6 / udp or tcp / payload",
+                ));
                 ok = false;
             }
             previous = Some(kind);
@@ -215,18 +247,29 @@ impl Checker {
                 (LayerKind::Ipv4, LayerKind::Tcp) => ("proto", &[6]),
                 _ => continue,
             };
-            let Some(&(_, Const::Uint(set))) = pair[0].fields.iter().find(|(name, _)| *name == field) else { continue };
+            let Some(&(_, Const::Uint(set))) = pair[0].fields.iter().find(|(name, _)| *name == field) else {
+                continue;
+            };
             if wanted.contains(&set) {
                 continue;
             }
-            let arg = packet.layers[i].args.iter().find(|a| a.field.as_ref().is_some_and(|f| f.name == field));
+            let arg =
+                packet.layers[i].args.iter().find(|a| a.field.as_ref().is_some_and(|f| f.name == field));
             let span = arg.map_or(packet.layers[i].span, |a| a.span);
             let list: Vec<String> = wanted.iter().map(|w| format!("{w:#06x}")).collect();
-            let want = if field == "proto" { wanted.iter().map(u64::to_string).collect::<Vec<_>>().join(" or ") } else { list.join(" or ") };
+            let want = if field == "proto" {
+                wanted.iter().map(u64::to_string).collect::<Vec<_>>().join(" or ")
+            } else {
+                list.join(" or ")
+            };
             self.error(
-                Diagnostic::new(Code::BadPacket, span, format!("`{field} = {set}` contradicts the `{}` layer that follows", pair[1].kind.name()))
-                    .label(format!("`{}` needs {want}", pair[1].kind.name()))
-                    .help(format!("leave `{field}` out (it follows the next layer) or set it to {want}")),
+                Diagnostic::new(
+                    Code::BadPacket,
+                    span,
+                    format!("`{field} = {set}` contradicts the `{}` layer that follows", pair[1].kind.name()),
+                )
+                .label(format!("`{}` needs {want}", pair[1].kind.name()))
+                .help(format!("leave `{field}` out (it follows the next layer) or set it to {want}")),
             );
             return false;
         }
@@ -239,9 +282,15 @@ impl Checker {
         let mut ok = true;
         if kind == LayerKind::Payload {
             match layer.args.as_slice() {
-                [LayerArg { field: None, value: Value { kind: ValueKind::Str(text), .. }, .. }] => def.payload = Some(text.clone()),
+                [LayerArg { field: None, value: Value { kind: ValueKind::Str(text), .. }, .. }] => {
+                    def.payload = Some(text.clone())
+                }
                 _ => {
-                    self.error(Diagnostic::new(Code::BadPacket, layer.span, "`payload` takes one string").label("expected `payload(\"text\")`").help("e.g. `payload(\"hello\")`"));
+                    self.error(
+                        Diagnostic::new(Code::BadPacket, layer.span, "`payload` takes one string")
+                            .label("expected `payload(\"text\")`")
+                            .help("e.g. `payload(\"hello\")`"),
+                    );
                     return None;
                 }
             }
@@ -251,17 +300,28 @@ impl Checker {
         for arg in &layer.args {
             let Some(field) = &arg.field else {
                 self.error(
-                    Diagnostic::new(Code::BadPacket, arg.span, format!("a `{}` field needs a name", kind.name()))
-                        .label("expected `field = value`")
-                        .help(format!("`{}` has {}", kind.name(), field_names(kind))),
+                    Diagnostic::new(
+                        Code::BadPacket,
+                        arg.span,
+                        format!("a `{}` field needs a name", kind.name()),
+                    )
+                    .label("expected `field = value`")
+                    .help(format!("`{}` has {}", kind.name(), field_names(kind))),
                 );
                 ok = false;
                 continue;
             };
             let Some(&(name, ty)) = kind.fields().iter().find(|(n, _)| *n == field.name) else {
-                let mut d = Diagnostic::new(Code::BadPacket, field.span, format!("`{}` has no field `{}`", kind.name(), field.name)).label("unknown field");
+                let mut d = Diagnostic::new(
+                    Code::BadPacket,
+                    field.span,
+                    format!("`{}` has no field `{}`", kind.name(), field.name),
+                )
+                .label("unknown field");
                 d = match suggest(&field.name, kind.fields().iter().map(|(n, _)| *n)) {
-                    Some(near) => d.help(format!("did you mean `{near}`? `{}` has {}", kind.name(), field_names(kind))),
+                    Some(near) => {
+                        d.help(format!("did you mean `{near}`? `{}` has {}", kind.name(), field_names(kind)))
+                    }
                     None => d.help(format!("`{}` has {}", kind.name(), field_names(kind))),
                 };
                 self.error(d);
@@ -269,7 +329,12 @@ impl Checker {
                 continue;
             };
             if let Some(&first) = seen.get(name) {
-                self.error(Diagnostic::new(Code::BadPacket, field.span, format!("`{}` is set twice", field.name)).label("set again").also(first, "first set here").help("set each field once"));
+                self.error(
+                    Diagnostic::new(Code::BadPacket, field.span, format!("`{}` is set twice", field.name))
+                        .label("set again")
+                        .also(first, "first set here")
+                        .help("set each field once"),
+                );
                 ok = false;
                 continue;
             }
@@ -312,10 +377,14 @@ impl Checker {
                 ok = false;
                 continue;
             };
-            let as_field = if kind == LayerKind::Vlan && name == "id" { Field::VlanId } else { Field::EgressMac };
+            let as_field =
+                if kind == LayerKind::Vlan && name == "id" { Field::VlanId } else { Field::EgressMac };
             let place = || format!("`{}.{}`", kind.name(), name);
             match (value.ty(), ty) {
-                (Ty::Uint { .. }, Ty::Uint { .. }) | (Ty::Mac, Ty::Mac) | (Ty::Ipv4, Ty::Ipv4) | (Ty::Ipv6, Ty::Ipv6) => {
+                (Ty::Uint { .. }, Ty::Uint { .. })
+                | (Ty::Mac, Ty::Mac)
+                | (Ty::Ipv4, Ty::Ipv4)
+                | (Ty::Ipv6, Ty::Ipv6) => {
                     if self.fits(&arg.value, value.ty(), ty, as_field, place).is_none() {
                         ok = false;
                         continue;
@@ -323,9 +392,18 @@ impl Checker {
                 }
                 _ => {
                     self.error(
-                        Diagnostic::new(Code::TypeMismatch, arg.value.span, format!("{} holds {}, not {}", place(), ty_words(ty), describe_ty(&arg.value, value.ty())))
-                            .label(format!("expected {}", ty_words(ty)))
-                            .help(format!("give {} {}", place(), ty_words(ty))),
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            arg.value.span,
+                            format!(
+                                "{} holds {}, not {}",
+                                place(),
+                                ty_words(ty),
+                                describe_ty(&arg.value, value.ty())
+                            ),
+                        )
+                        .label(format!("expected {}", ty_words(ty)))
+                        .help(format!("give {} {}", place(), ty_words(ty))),
                     );
                     ok = false;
                     continue;

@@ -16,13 +16,21 @@ impl Checker {
         };
         for other in extra {
             self.error(
-                Diagnostic::new(Code::TableCount, Span::new(other.span.start, other.span.start + 5), "a spec has exactly one `table`")
-                    .label("second table")
-                    .also(Span::new(table.span.start, table.span.start + 5), "first table")
-                    .help("merge the two tables' settings into one"),
+                Diagnostic::new(
+                    Code::TableCount,
+                    Span::new(other.span.start, other.span.start + 5),
+                    "a spec has exactly one `table`",
+                )
+                .label("second table")
+                .also(Span::new(table.span.start, table.span.start + 5), "first table")
+                .help("merge the two tables' settings into one"),
             );
         }
-        let s = self.settings(&table.settings, &["key", "max_entries", "on_miss", "numa_node", "access", "counters"], "`table`");
+        let s = self.settings(
+            &table.settings,
+            &["key", "max_entries", "on_miss", "numa_node", "access", "counters"],
+            "`table`",
+        );
         let key = match s.get("key") {
             Some(setting) => {
                 self.key_span = Some(setting.value.span);
@@ -30,9 +38,16 @@ impl Checker {
             }
             None => {
                 self.error(
-                    Diagnostic::new(Code::MissingSetting, Span::new(table.span.start, table.span.start + 5), "the table has no `key`")
-                        .label("needs `key = ...`")
-                        .help(format!("say what each packet is looked up by, e.g. `key = vlan.id`; keys: {}", Field::list(|f| f.key_bits().is_some()))),
+                    Diagnostic::new(
+                        Code::MissingSetting,
+                        Span::new(table.span.start, table.span.start + 5),
+                        "the table has no `key`",
+                    )
+                    .label("needs `key = ...`")
+                    .help(format!(
+                        "say what each packet is looked up by, e.g. `key = vlan.id`; keys: {}",
+                        Field::list(|f| f.key_bits().is_some())
+                    )),
                 );
                 None
             }
@@ -55,11 +70,13 @@ impl Checker {
             None => Some(None),
         };
         let access = match s.get("access") {
-            Some(setting) => self.word_setting(setting, &["read_write", "read_only", "write_only"]).map(|w| match w {
-                "read_only" => Access::ReadOnly,
-                "write_only" => Access::WriteOnly,
-                _ => Access::ReadWrite,
-            }),
+            Some(setting) => {
+                self.word_setting(setting, &["read_write", "read_only", "write_only"]).map(|w| match w {
+                    "read_only" => Access::ReadOnly,
+                    "write_only" => Access::WriteOnly,
+                    _ => Access::ReadWrite,
+                })
+            }
             None => Some(Access::ReadWrite),
         };
         let counters = match s.get("counters") {
@@ -83,9 +100,13 @@ impl Checker {
             ValueKind::Tuple(parts) => {
                 if parts.len() < 2 {
                     self.error(
-                        Diagnostic::new(Code::BadKey, value.span, "a composite key needs at least two fields")
-                            .label("one field in parentheses")
-                            .help("write the field without parentheses, e.g. `key = vlan.id`"),
+                        Diagnostic::new(
+                            Code::BadKey,
+                            value.span,
+                            "a composite key needs at least two fields",
+                        )
+                        .label("one field in parentheses")
+                        .help("write the field without parentheses, e.g. `key = vlan.id`"),
                     );
                     return None;
                 }
@@ -94,7 +115,15 @@ impl Checker {
                 for part in parts {
                     match self.key_field(part) {
                         Some(f) if fields.contains(&f) => {
-                            self.error(Diagnostic::new(Code::BadKey, part.span, format!("`{f}` appears twice in the key")).label("repeated").help("list each field once"));
+                            self.error(
+                                Diagnostic::new(
+                                    Code::BadKey,
+                                    part.span,
+                                    format!("`{f}` appears twice in the key"),
+                                )
+                                .label("repeated")
+                                .help("list each field once"),
+                            );
                             ok = false;
                         }
                         Some(f) => fields.push(f),
@@ -106,18 +135,32 @@ impl Checker {
             ValueKind::Call(call) if call.callee.dotted() == "lpm" => {
                 let [arg] = call.args.as_slice() else {
                     self.error(
-                        Diagnostic::new(Code::BadKey, value.span, format!("`lpm` takes one address field, not {}", call.args.len()))
-                            .label("expected `lpm(field)`")
-                            .help(format!("e.g. `key = lpm(ipv4.dst)`; address fields: {}", Field::list(|f| f.is_address() && f.key_bits().is_some()))),
+                        Diagnostic::new(
+                            Code::BadKey,
+                            value.span,
+                            format!("`lpm` takes one address field, not {}", call.args.len()),
+                        )
+                        .label("expected `lpm(field)`")
+                        .help(format!(
+                            "e.g. `key = lpm(ipv4.dst)`; address fields: {}",
+                            Field::list(|f| f.is_address() && f.key_bits().is_some())
+                        )),
                     );
                     return None;
                 };
                 let field = self.key_field(arg)?;
                 if !field.is_address() {
                     self.error(
-                        Diagnostic::new(Code::BadKey, arg.span, format!("`lpm` needs an address field; `{field}` is not one"))
-                            .label("not an address")
-                            .help(format!("longest-prefix match works on {}; key on `{field}` directly", Field::list(|f| f.is_address() && f.key_bits().is_some()))),
+                        Diagnostic::new(
+                            Code::BadKey,
+                            arg.span,
+                            format!("`lpm` needs an address field; `{field}` is not one"),
+                        )
+                        .label("not an address")
+                        .help(format!(
+                            "longest-prefix match works on {}; key on `{field}` directly",
+                            Field::list(|f| f.is_address() && f.key_bits().is_some())
+                        )),
                     );
                     return None;
                 }
@@ -125,9 +168,16 @@ impl Checker {
             }
             _ => {
                 self.error(
-                    Diagnostic::new(Code::BadKey, value.span, format!("{} cannot be a table key", value.kind.describe()))
-                        .label("not a key expression")
-                        .help(format!("a key is a field ({}), a tuple of fields, or `lpm(field)`", Field::list(|f| f.key_bits().is_some()))),
+                    Diagnostic::new(
+                        Code::BadKey,
+                        value.span,
+                        format!("{} cannot be a table key", value.kind.describe()),
+                    )
+                    .label("not a key expression")
+                    .help(format!(
+                        "a key is a field ({}), a tuple of fields, or `lpm(field)`",
+                        Field::list(|f| f.key_bits().is_some())
+                    )),
                 );
                 None
             }
@@ -139,9 +189,13 @@ impl Checker {
         let keys = Field::list(|f| f.key_bits().is_some());
         let ValueKind::Path(path) = &value.kind else {
             self.error(
-                Diagnostic::new(Code::BadKey, value.span, format!("{} cannot be part of a key", value.kind.describe()))
-                    .label("expected a field")
-                    .help(format!("key fields: {keys}")),
+                Diagnostic::new(
+                    Code::BadKey,
+                    value.span,
+                    format!("{} cannot be part of a key", value.kind.describe()),
+                )
+                .label("expected a field")
+                .help(format!("key fields: {keys}")),
             );
             return None;
         };
@@ -155,7 +209,9 @@ impl Checker {
                 };
                 let mut d = Diagnostic::new(Code::BadKey, value.span, message).label("not a key field");
                 d = match suggest(&dotted, keys.split(", ").map(|k| k.trim_matches('`'))) {
-                    Some(near) if found.is_none() => d.help(format!("did you mean `{near}`? key fields: {keys}")),
+                    Some(near) if found.is_none() => {
+                        d.help(format!("did you mean `{near}`? key fields: {keys}"))
+                    }
                     _ => d.help(format!("key fields: {keys}")),
                 };
                 self.error(d);

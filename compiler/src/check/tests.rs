@@ -66,7 +66,9 @@ fn a_typo_does_not_make_what_it_meant_unused() {
 
 #[test]
 fn no_unreached_warning_when_the_ingress_devices_are_unknown() {
-    let without = |ingress: &str| format!("table {{ key = vlan.id }}\ndevice uplink {{ ifname = \"eth0\" }}\ndevice red {{ ifname = \"r\" }}\n{ingress}route 100 -> red\n");
+    let without = |ingress: &str| {
+        format!("table {{ key = vlan.id }}\ndevice uplink {{ ifname = \"eth0\" }}\ndevice red {{ ifname = \"r\" }}\n{ingress}route 100 -> red\n")
+    };
     assert_eq!(codes(&without("")), ["E024"]);
     assert_eq!(codes(&without("ingress { mode = native }\n")), ["E010"]);
     assert_eq!(codes(&without("ingress { on = [] }\n")), ["E024"]);
@@ -122,12 +124,18 @@ fn messages_read_well() {
     let ty = format!("{BASE}device blue {{ ifname = \"b\", egress = f }}\negress f {{ eth.src = 10.0.0.1 }}\nroute 200 -> blue\n");
     assert_eq!(messages(&ty), ["`eth.src` holds a MAC address, not an IPv4 address"]);
     let arg = format!("{BASE}device blue {{ ifname = \"b\", egress = f(10.0.0.1) }}\negress f(gw: mac) {{ eth.dst = gw }}\nroute 200 -> blue\n");
-    assert_eq!(messages(&arg), ["parameter `gw` of `f` has type `mac`, but this argument is an IPv4 address"]);
+    assert_eq!(
+        messages(&arg),
+        ["parameter `gw` of `f` has type `mac`, but this argument is an IPv4 address"]
+    );
     let space = format!("{BASE}device blue {{ ifname = \"veth blue\" }}\nroute 200 -> blue\n");
     assert_eq!(messages(&space), ["interface name \"veth blue\" contains a space"]);
     let prefix = "table { key = ipv4.dst }\ndevice uplink { ifname = \"eth0\" }\ningress { on = [uplink] }\nroute 10.0.0.0/8 -> uplink\n";
     let checked = crate::check_source(prefix);
-    assert_eq!(checked.diagnostics[0].help.as_deref(), Some("to route prefixes, key the table by longest-prefix match: `key = lpm(ipv4.dst)`"));
+    assert_eq!(
+        checked.diagnostics[0].help.as_deref(),
+        Some("to route prefixes, key the table by longest-prefix match: `key = lpm(ipv4.dst)`")
+    );
 }
 
 #[test]

@@ -8,7 +8,14 @@ impl Checker {
     /// Reports a value of type `ty` that cannot go where `expected` is
     /// wanted. `field` picks the VLAN-specific code; `place` names the
     /// destination.
-    pub(super) fn fits(&mut self, value: &Value, ty: Ty, expected: Ty, field: Field, place: impl Fn() -> String) -> Option<()> {
+    pub(super) fn fits(
+        &mut self,
+        value: &Value,
+        ty: Ty,
+        expected: Ty,
+        field: Field,
+        place: impl Fn() -> String,
+    ) -> Option<()> {
         match (ty, expected) {
             (Ty::Uint { max: n }, Ty::Uint { max }) if matches!(value.kind, ValueKind::Int(_)) && n > max => {
                 let (code, help) = if field == Field::VlanId {
@@ -16,15 +23,23 @@ impl Checker {
                 } else {
                     (Code::OutOfRange, format!("{} is at most {max}", place()))
                 };
-                self.error(Diagnostic::new(code, value.span, format!("{n} does not fit in {}", place())).label(format!("above {max}")).help(help));
+                self.error(
+                    Diagnostic::new(code, value.span, format!("{n} does not fit in {}", place()))
+                        .label(format!("above {max}"))
+                        .help(help),
+                );
                 None
             }
             _ if ty.fits_in(expected) => Some(()),
             _ => {
                 self.error(
-                    Diagnostic::new(Code::TypeMismatch, value.span, format!("{} holds {}, not {}", place(), ty_words(expected), describe_ty(value, ty)))
-                        .label(format!("expected {}", ty_words(expected)))
-                        .help(format!("give {} {}", place(), ty_words(expected))),
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        value.span,
+                        format!("{} holds {}, not {}", place(), ty_words(expected), describe_ty(value, ty)),
+                    )
+                    .label(format!("expected {}", ty_words(expected)))
+                    .help(format!("give {} {}", place(), ty_words(expected))),
                 );
                 None
             }
@@ -40,9 +55,13 @@ impl Checker {
             ValueKind::Ipv6(a) => Const::Ipv6(*a),
             other => {
                 self.error(
-                    Diagnostic::new(Code::TypeMismatch, value.span, format!("expected a number or an address, found {}", other.describe()))
-                        .label("not a constant")
-                        .help("write a number, a MAC, an IPv4 or an IPv6 address"),
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        value.span,
+                        format!("expected a number or an address, found {}", other.describe()),
+                    )
+                    .label("not a constant")
+                    .help("write a number, a MAC, an IPv4 or an IPv6 address"),
                 );
                 return None;
             }

@@ -6,7 +6,13 @@
 use super::*;
 
 impl Checker {
-    pub(super) fn warnings(&mut self, items: &Items, routes: &[RouteDef], default: Option<Target>, groups: &[GroupDef]) {
+    pub(super) fn warnings(
+        &mut self,
+        items: &Items,
+        routes: &[RouteDef],
+        default: Option<Target>,
+        groups: &[GroupDef],
+    ) {
         let mut reached_devices: HashSet<usize> = HashSet::new();
         let mut reached_groups: HashSet<usize> = HashSet::new();
         for target in routes.iter().map(|r| r.target).chain(default) {
@@ -29,7 +35,8 @@ impl Checker {
         // (`donwlink`) counts as a use of that one: the typo is the error,
         // and what it meant is not also unused.
         let resolve = |name: &str| {
-            let near = || self.near(name, self.targets.keys().map(String::as_str)).and_then(|n| self.targets.get(n));
+            let near =
+                || self.near(name, self.targets.keys().map(String::as_str)).and_then(|n| self.targets.get(n));
             self.targets.get(name).or_else(near).map(|(t, _)| *t)
         };
         // Routes whose key or target is an error still count: no warning on
@@ -77,22 +84,32 @@ impl Checker {
                 })
             });
         for (i, device) in items.devices.iter().enumerate() {
-            let declared = self.targets.get(&device.name.name).is_some_and(|(t, _)| *t == Target::Device(i)) && !self.misnamed.contains(&device.name.name);
+            let declared = self.targets.get(&device.name.name).is_some_and(|(t, _)| *t == Target::Device(i))
+                && !self.misnamed.contains(&device.name.name);
             if declared && ingress_known && !reached_devices.contains(&i) && !ingress_on.contains(&i) {
                 self.error(
-                    Diagnostic::new(Code::UnreachedDevice, device.name.span, format!("no route reaches device `{}`", device.name.name))
-                        .label("never a target, never an ingress")
-                        .help("route some keys to it, add it to a group or to `ingress.on`, or remove it"),
+                    Diagnostic::new(
+                        Code::UnreachedDevice,
+                        device.name.span,
+                        format!("no route reaches device `{}`", device.name.name),
+                    )
+                    .label("never a target, never an ingress")
+                    .help("route some keys to it, add it to a group or to `ingress.on`, or remove it"),
                 );
             }
         }
         for (i, group) in items.groups.iter().enumerate() {
-            let declared = self.targets.get(&group.name.name).is_some_and(|(t, _)| *t == Target::Group(i)) && !self.misnamed.contains(&group.name.name);
+            let declared = self.targets.get(&group.name.name).is_some_and(|(t, _)| *t == Target::Group(i))
+                && !self.misnamed.contains(&group.name.name);
             if declared && !reached_groups.contains(&i) {
                 self.error(
-                    Diagnostic::new(Code::UnusedGroup, group.name.span, format!("no route targets group `{}`", group.name.name))
-                        .label("unused group")
-                        .help(format!("route some keys to it (`route KEY -> {}`) or remove it", group.name.name)),
+                    Diagnostic::new(
+                        Code::UnusedGroup,
+                        group.name.span,
+                        format!("no route targets group `{}`", group.name.name),
+                    )
+                    .label("unused group")
+                    .help(format!("route some keys to it (`route KEY -> {}`) or remove it", group.name.name)),
                 );
             }
         }
@@ -108,26 +125,42 @@ impl Checker {
             })
             .map(|name| match self.programs.contains_key(name) {
                 true => name.to_string(),
-                false => self.near(name, self.programs.keys().map(String::as_str)).unwrap_or(name).to_string(),
+                false => {
+                    self.near(name, self.programs.keys().map(String::as_str)).unwrap_or(name).to_string()
+                }
             })
             .collect();
         for (i, program) in items.programs.iter().enumerate() {
-            let declared = self.programs.get(&program.name.name) == Some(&i) && !self.misnamed.contains(&program.name.name);
+            let declared = self.programs.get(&program.name.name) == Some(&i)
+                && !self.misnamed.contains(&program.name.name);
             if declared && !used.contains(&program.name.name) {
                 self.error(
-                    Diagnostic::new(Code::UnusedProgram, program.name.span, format!("no device uses egress program `{}`", program.name.name))
-                        .label("unused program")
-                        .help(format!("attach it to a device with `egress = {}` or remove it", program.name.name)),
+                    Diagnostic::new(
+                        Code::UnusedProgram,
+                        program.name.span,
+                        format!("no device uses egress program `{}`", program.name.name),
+                    )
+                    .label("unused program")
+                    .help(format!(
+                        "attach it to a device with `egress = {}` or remove it",
+                        program.name.name
+                    )),
                 );
             }
         }
-        if let (Some(default_route), Some(table)) = (items.routes.iter().find(|r| matches!(r.key, ast::RouteKey::Default(_))), items.tables.first()) {
+        if let (Some(default_route), Some(table)) =
+            (items.routes.iter().find(|r| matches!(r.key, ast::RouteKey::Default(_))), items.tables.first())
+        {
             if let Some(on_miss) = table.settings.members.iter().find(|s| s.name.name == "on_miss") {
                 self.error(
-                    Diagnostic::new(Code::OnMissOverridden, on_miss.span, "`on_miss` has no effect: `route default` takes every miss")
-                        .label("ignored")
-                        .also(default_route.span, "the default route")
-                        .help("remove `on_miss`, or remove `route default` to use it"),
+                    Diagnostic::new(
+                        Code::OnMissOverridden,
+                        on_miss.span,
+                        "`on_miss` has no effect: `route default` takes every miss",
+                    )
+                    .label("ignored")
+                    .also(default_route.span, "the default route")
+                    .help("remove `on_miss`, or remove `route default` to use it"),
                 );
             }
         }

@@ -51,10 +51,7 @@ fn main() -> Result<(), Error> {
             "--make-ready" => make_ready = true,
             "--pin-dir" => pin_dir = rest.next().ok_or("--pin-dir takes a directory")?.into(),
             other => {
-                return Err(format!(
-                    "unknown argument `{other}` (--load, --make-ready, --pin-dir DIR)"
-                )
-                .into())
+                return Err(format!("unknown argument `{other}` (--load, --make-ready, --pin-dir DIR)").into())
             }
         }
     }
@@ -68,10 +65,7 @@ fn main() -> Result<(), Error> {
         println!("map {}", map.name().to_string_lossy());
     }
     let manifest: serde_json::Value = serde_json::from_str(vlan_switch::MANIFEST)?;
-    println!(
-        "code hash {}, data hash {}",
-        manifest["code_hash"], manifest["data_hash"]
-    );
+    println!("code hash {}, data hash {}", manifest["code_hash"], manifest["data_hash"]);
     for device in Device::ALL {
         println!("device {device:?} ({})", device.name());
     }
@@ -84,10 +78,7 @@ fn main() -> Result<(), Error> {
     }
 
     let loaded = open.load()?;
-    println!(
-        "loaded: {} programs passed the verifier",
-        loaded.object().progs().count()
-    );
+    println!("loaded: {} programs passed the verifier", loaded.object().progs().count());
     drop(loaded);
 
     if Deployment::open(Some(&pin_dir)).is_ok() {
@@ -127,10 +118,6 @@ fn main() -> Result<(), Error> {
     println!("misses: {} packets, {} bytes", misses.packets, misses.bytes);
 
     let detached = deployment.detach()?;
-    println!(
-        "detached: {} links, {} pins removed",
-        detached.links.len(),
-        detached.pins
-    );
+    println!("detached: {} links, {} pins removed", detached.links.len(), detached.pins);
     Ok(())
 }

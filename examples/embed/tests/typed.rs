@@ -24,8 +24,8 @@ fn typed_keys<K: KeyPart + std::fmt::Display>(object: &[u8], manifest: &str) -> 
     routes(object, manifest)
         .iter()
         .map(|r| {
-            let key = K::from_key_value(&r.key)
-                .unwrap_or_else(|| panic!("route {} has no typed key", r.text));
+            let key =
+                K::from_key_value(&r.key).unwrap_or_else(|| panic!("route {} has no typed key", r.text));
             assert_eq!(key.to_key_value(), r.key);
             key.to_string()
         })
@@ -40,44 +40,24 @@ fn every_route_key_of_every_spec_has_its_typed_form() {
     );
     assert_eq!(
         typed_keys::<ipv4_router::Key>(ipv4_router::OBJECT, ipv4_router::MANIFEST),
-        [
-            "0.0.0.0/0",
-            "10.0.0.0/8",
-            "10.20.0.0/16",
-            "10.20.99.0/24",
-            "192.0.2.0/24",
-            "198.51.100.7/32"
-        ]
+        ["0.0.0.0/0", "10.0.0.0/8", "10.20.0.0/16", "10.20.99.0/24", "192.0.2.0/24", "198.51.100.7/32"]
     );
-    assert_eq!(
-        typed_keys::<ipv6_router::Key>(ipv6_router::OBJECT, ipv6_router::MANIFEST)[0],
-        "2000::/3"
-    );
+    assert_eq!(typed_keys::<ipv6_router::Key>(ipv6_router::OBJECT, ipv6_router::MANIFEST)[0], "2000::/3");
     assert_eq!(
         typed_keys::<l2_forwarding::Key>(l2_forwarding::OBJECT, l2_forwarding::MANIFEST)[5],
         "ff:ff:ff:ff:ff:ff"
     );
+    assert_eq!(typed_keys::<patch_panel::Key>(patch_panel::OBJECT, patch_panel::MANIFEST)[0], "port_a");
     assert_eq!(
-        typed_keys::<patch_panel::Key>(patch_panel::OBJECT, patch_panel::MANIFEST)[0],
-        "port_a"
-    );
-    assert_eq!(
-        typed_keys::<service_steering::Key>(service_steering::OBJECT, service_steering::MANIFEST)
-            [0],
+        typed_keys::<service_steering::Key>(service_steering::OBJECT, service_steering::MANIFEST)[0],
         "(17, 53)"
     );
-    assert_eq!(
-        typed_keys::<tap_fanout::Key>(tap_fanout::OBJECT, tap_fanout::MANIFEST),
-        ["10", "20"]
-    );
+    assert_eq!(typed_keys::<tap_fanout::Key>(tap_fanout::OBJECT, tap_fanout::MANIFEST), ["10", "20"]);
     assert_eq!(
         typed_keys::<tenant_fabric::Key>(tenant_fabric::OBJECT, tenant_fabric::MANIFEST)[0],
         "(100, 02:00:00:00:a0:01)"
     );
-    assert_eq!(
-        typed_keys::<ipv4_host::Key>(ipv4_host::OBJECT, ipv4_host::MANIFEST),
-        ["10.0.0.2"]
-    );
+    assert_eq!(typed_keys::<ipv4_host::Key>(ipv4_host::OBJECT, ipv4_host::MANIFEST), ["10.0.0.2"]);
     assert_eq!(
         typed_keys::<port_vlan::Key>(port_vlan::OBJECT, port_vlan::MANIFEST),
         ["(trunk, 10)", "(port_1, 10)"]
@@ -91,14 +71,8 @@ fn every_route_key_of_every_spec_has_its_typed_form() {
 #[test]
 fn typed_keys_are_what_the_spec_would_write() {
     use port_vlan::{Device, Key, VlanId};
-    let key = Key {
-        ingress_port: Device::Trunk,
-        vlan_id: VlanId::new(10).unwrap(),
-    };
-    assert_eq!(
-        key.to_key_value(),
-        routes(port_vlan::OBJECT, port_vlan::MANIFEST)[0].key
-    );
+    let key = Key { ingress_port: Device::Trunk, vlan_id: VlanId::new(10).unwrap() };
+    assert_eq!(key.to_key_value(), routes(port_vlan::OBJECT, port_vlan::MANIFEST)[0].key);
     assert_eq!(key.to_string(), "(trunk, 10)");
     assert_eq!(Device::Port1_.name(), "port1");
     assert_eq!(Device::from_name("port_1"), Some(Device::Port1));
@@ -106,34 +80,16 @@ fn typed_keys_are_what_the_spec_would_write() {
     assert_eq!(VlanId::new(4096), None);
 
     let prefix = ipv4_router::Ipv4Prefix::new(Ipv4Addr::new(10, 20, 0, 0), 16).unwrap();
-    assert_eq!(
-        prefix.to_key_value(),
-        routes(ipv4_router::OBJECT, ipv4_router::MANIFEST)[2].key
-    );
-    assert_eq!(
-        ipv4_router::Ipv4Prefix::new(Ipv4Addr::new(10, 20, 0, 1), 16),
-        None
-    );
+    assert_eq!(prefix.to_key_value(), routes(ipv4_router::OBJECT, ipv4_router::MANIFEST)[2].key);
+    assert_eq!(ipv4_router::Ipv4Prefix::new(Ipv4Addr::new(10, 20, 0, 1), 16), None);
 
-    let flow = ipv6_flow::Key {
-        ipv6_src: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
-        l4_sport: 53,
-    };
-    assert_eq!(
-        flow.to_key_value(),
-        routes(ipv6_flow::OBJECT, ipv6_flow::MANIFEST)[1].key
-    );
+    let flow = ipv6_flow::Key { ipv6_src: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2), l4_sport: 53 };
+    assert_eq!(flow.to_key_value(), routes(ipv6_flow::OBJECT, ipv6_flow::MANIFEST)[1].key);
 
     let mac: l2_forwarding::Mac = "02:00:00:00:01:01".parse().unwrap();
-    assert_eq!(
-        mac.to_key_value(),
-        routes(l2_forwarding::OBJECT, l2_forwarding::MANIFEST)[0].key
-    );
+    assert_eq!(mac.to_key_value(), routes(l2_forwarding::OBJECT, l2_forwarding::MANIFEST)[0].key);
 
-    let steering = service_steering::Key {
-        ip_proto: 6,
-        l4_dport: 443,
-    };
+    let steering = service_steering::Key { ip_proto: 6, l4_dport: 443 };
     assert!(matches!(steering.to_key_value(), KeyValue::Composite(ref p) if p.len() == 2));
 }
 
@@ -142,10 +98,7 @@ fn targets_are_devices_or_groups() {
     use vlan_switch::{Device, Group, Target};
     assert_eq!(Target::from(Device::Red), Target::Device(Device::Red));
     assert_eq!(Target::from(Group::Notices).to_string(), "group notices");
-    assert_eq!(
-        Device::ALL.map(Device::name),
-        ["uplink", "red", "blue", "mgmt"]
-    );
+    assert_eq!(Device::ALL.map(Device::name), ["uplink", "red", "blue", "mgmt"]);
     assert_eq!([vlan_switch::COUNTERS, ipv6_router::COUNTERS], [true, false]);
 }
 
