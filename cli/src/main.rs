@@ -496,7 +496,9 @@ impl FmtRun {
                 }
                 _ if Path::new(&name).extension().is_none_or(|e| e != "devmap") => {}
                 FileType::RegularFile => self.file(dir.as_fd(), &name, &path)?,
-                _ => return Err(format!("{} is not a regular file", path.display())),
+                _ => {
+                    err(&format!("skipped {}: not a regular file (a FIFO, socket or device)", path.display()))
+                }
             }
         }
         Ok(())

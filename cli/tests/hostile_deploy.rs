@@ -288,3 +288,27 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     all.sort();
     all
 }
+
+/// A route key written with 70,000 leading zeros is a valid spec; `status`
+/// aligns keys in a column of bounded width instead of panicking on it.
+#[test]
+fn status_of_a_route_written_very_long_does_not_panic() {
+    require_privileged!();
+    let rig = Rig::new();
+    let spec = rig.dir.path().join("long.devmap");
+    let long_key = format!("{}20", "0".repeat(70_000));
+    std::fs::write(
+        &spec,
+        format!(
+            "table {{ key = vlan.id }}\ndevice a {{ ifname = \"hda\" }}\ndevice b {{ ifname = \"hdb\" }}\n\
+             ingress {{ on = [a], mode = generic }}\nroute {long_key} -> b\n"
+        ),
+    )
+    .unwrap();
+    let pins = rig.pins.to_str().unwrap();
+    let out = rig.devmapc(&["apply", spec.to_str().unwrap(), "--pin-dir", pins, "--allow-not-ready"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = rig.devmapc(&["status", pins]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("20 → b"), "{}", text(&out));
+}

@@ -297,6 +297,26 @@ fn fmt_of_a_directory_follows_no_symlink_in_it() {
     assert_eq!(std::fs::read_to_string(&plain).unwrap(), FORMATTED);
 }
 
+/// A FIFO planted under a `.devmap` name in a shared directory is skipped,
+/// never opened (it would block), and the other specs are still formatted.
+#[test]
+fn fmt_of_a_directory_skips_a_planted_fifo_and_formats_the_rest() {
+    require_privileged!();
+    let shared = shared_dir();
+    let after = shared.path().join("z.devmap");
+    std::fs::write(&after, MESSY).unwrap();
+    let plant = nobody_sh("mkfifo \"$1/a.devmap\"", &[shared.path()]).status().unwrap();
+    assert!(plant.success());
+    let run = Command::new(DEVMAPC).arg("fmt").arg(shared.path()).output().unwrap();
+    let said = text(&run);
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!("skipped {}: not a regular file", shared.path().join("a.devmap").display())),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&after).unwrap(), FORMATTED);
+}
+
 /// A spec named on the command line that is `nobody`'s symlink (to a
 /// root-owned spec) is refused: it is not root's to point anywhere.
 #[test]

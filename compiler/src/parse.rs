@@ -239,7 +239,8 @@ fn syntax_error(chunk: &str, base: usize, error: &pest::error::Error<Rule>) -> D
             // Literal tokens print as themselves, character ranges as `a..z`.
             match token.to_string().as_str() {
                 "\n" | "\r\n" => end_of_line = true,
-                "" | " " | "\t" | "\r" | "//" | "/*" => {}
+                // The byte order mark is only skipped, never asked for.
+                "" | " " | "\t" | "\r" | "//" | "/*" | "\u{feff}" => {}
                 "A..Z" | "a..z" | "_" if !after_word => expected.push("a name".into()),
                 "0..9" if !after_word => expected.push("a number".into()),
                 t if t.len() == 4 && &t[1..3] == ".." || t == "_" => {}

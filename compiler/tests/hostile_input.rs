@@ -328,6 +328,9 @@ fn a_byte_order_mark_is_skipped_at_the_start_only() {
         let codes: Vec<Code> = check_source(&elsewhere).diagnostics.iter().map(|d| d.code).collect();
         assert_eq!(codes, [Code::Syntax], "{elsewhere:?}");
     }
+    // Skipped where it may stand, it is never listed as something expected.
+    let message = check_source("x\n").diagnostics[0].message.clone();
+    assert!(message.starts_with("expected `device`") && !message.contains('\u{feff}'), "{message:?}");
 
     let good = format!("\u{feff}{HEAD}egress e {{ drop }}\n");
     let spec = devmapc::parse(&good).expect("a leading byte order mark parses");

@@ -74,10 +74,17 @@ fn generated_modules_are_as_rustfmt_formats_them() {
         eprintln!("SKIPPED: no rustfmt");
         return;
     }
+    // rustfmt's default layout, as in a user's crate: not this repo's
+    // rustfmt.toml, which rustfmt would find above the working directory.
+    let defaults = tempfile::tempdir().unwrap();
+    let config = defaults.path().join("rustfmt.toml");
+    std::fs::write(&config, "").unwrap();
     for spec in specs() {
         let text = generate(&spec);
         let mut child = std::process::Command::new("rustfmt")
-            .args(["--edition", "2021", "--emit", "stdout"])
+            .args(["--edition", "2021", "--emit", "stdout", "--config-path"])
+            .arg(&config)
+            .current_dir(defaults.path())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()

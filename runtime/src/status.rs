@@ -386,6 +386,9 @@ fn count_text(c: Option<Count>) -> String {
     c.map_or(String::new(), |c| format!("{} packets, {} bytes", c.packets, c.bytes))
 }
 
+/// The widest column `status` aligns route keys in.
+const KEY_COLUMN: usize = 64;
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} ({})", self.spec, self.dir.display())?;
@@ -426,7 +429,9 @@ impl fmt::Display for Status {
             }
         }
         writeln!(f, "routes:")?;
-        let width = self.routes.iter().map(|r| r.key.len()).max().unwrap_or(0);
+        // Keys are aligned in a column, up to a sane width: a longer key
+        // (a spec may write `route 000…0020`) just runs past it.
+        let width = self.routes.iter().map(|r| r.key.len()).max().unwrap_or(0).min(KEY_COLUMN);
         for r in &self.routes {
             writeln!(
                 f,
