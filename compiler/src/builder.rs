@@ -509,6 +509,12 @@ fn compile(clang: &Path, c: &Path, obj: &Path, skel: Option<&Path>) -> Result<Ve
         tracing::subscriber::with_default(collector, || {
             let mut builder = libbpf_cargo::SkeletonBuilder::new();
             builder.source(&c).obj(&obj).clang(clang).clang_args(&args);
+            // No rustfmt of libbpf-cargo's choosing: it would follow the
+            // rustfmt.toml of whatever directory devmapc runs in, and the
+            // skeleton would differ from place to place. A path that does
+            // not exist makes it skip formatting; [`format_skeleton`] does
+            // it the same way everywhere.
+            builder.rustfmt("/nonexistent/devmapc-formats-the-skeleton-itself");
             match skel {
                 Some(skel) => builder.build_and_generate(skel),
                 None => builder.build(),
@@ -519,7 +525,47 @@ fn compile(clang: &Path, c: &Path, obj: &Path, skel: Option<&Path>) -> Result<Ve
     .unwrap_or_else(|_| Err("the skeleton generator panicked".into()));
     let output = std::mem::take(&mut *lines.lock().expect("no panic while collecting"));
     result.map_err(|message| BuildError::Compile { message })?;
+    if let Some(skel) = skel {
+        format_skeleton(skel)?;
+    }
     Ok(output)
+}
+
+/// Formats a generated skeleton with rustfmt's default layout, whatever
+/// rustfmt.toml lies around the directory devmapc runs in: rustfmt runs in
+/// the skeleton's (private) directory, told to read an empty configuration
+/// there. Without rustfmt the skeleton stays as generated.
+fn format_skeleton(skel: &Path) -> Result<(), BuildError> {
+    use std::io::Write as _;
+    let io = |error| BuildError::Io { path: skel.to_path_buf(), error };
+    let dir = skel.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let config = dir.join("rustfmt.toml");
+    std::fs::write(&config, "").map_err(io)?;
+    let text = std::fs::read(skel).map_err(io)?;
+    let child = std::process::Command::new("rustfmt")
+        .args(["--edition", "2021", "--emit", "stdout", "--config-path"])
+        .arg(&config)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let result = match child {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(e)),
+        Ok(mut child) => {
+            child.stdin.take().expect("piped").write_all(&text).map_err(io)?;
+            let out = child.wait_with_output().map_err(io)?;
+            if !out.status.success() {
+                let message =
+                    format!("rustfmt failed on the skeleton: {}", String::from_utf8_lossy(&out.stderr));
+                return Err(BuildError::Compile { message });
+            }
+            std::fs::write(skel, out.stdout).map_err(io)
+        }
+    };
+    let _ = std::fs::remove_file(&config);
+    result
 }
 
 /// Collects what libbpf-cargo reports of clang's output (tracing events
