@@ -285,9 +285,9 @@ impl Pinned {
         Pinned::open_in(&root, &record, &root)
     }
 
-    /// [`Pinned::open`] of `dir` (the pin directory or its `next`), with the
-    /// pin directory's record.
-    pub(crate) fn open_in(root: &DirFd, record: &Record, dir: &DirFd) -> Result<Pinned, DeployError> {
+    /// What is pinned in `dir` (the pin directory or its `next`), with the
+    /// pin directory's record, even when pins were removed by hand.
+    pub(crate) fn open_partial(root: &DirFd, record: &Record, dir: &DirFd) -> Result<Pinned, DeployError> {
         let open_all = |sub: &str| -> Result<BTreeMap<String, OwnedFd>, DeployError> {
             let mut out = BTreeMap::new();
             let Some(sub) = dir.sub(sub).map_err(|e| sub_error(dir, sub, e))? else {
@@ -303,7 +303,12 @@ impl Pinned {
         if record.is_empty() {
             return Err(unrecorded(root.path()));
         }
-        let pinned = Pinned { maps: open_all("maps")?, progs: open_all("progs")? };
+        Ok(Pinned { maps: open_all("maps")?, progs: open_all("progs")? })
+    }
+
+    /// [`Pinned::open_partial`], refused when no program is pinned.
+    pub(crate) fn open_in(root: &DirFd, record: &Record, dir: &DirFd) -> Result<Pinned, DeployError> {
+        let pinned = Pinned::open_partial(root, record, dir)?;
         let dir = dir.path();
         if pinned.progs.is_empty() {
             return Err(DeployError::NotDeployed {
@@ -681,7 +686,15 @@ fn apply_changes(
                         missing.join(", ")
                     ));
                 }
-                !missing.is_empty()
+                let gone = missing_progs(dir, &old);
+                if !gone.is_empty() {
+                    report.repaired.push(format!(
+                        "the pin of program {} was gone: the programs are loaded again with fresh \
+                         maps, filled completely",
+                        gone.join(", ")
+                    ));
+                }
+                !missing.is_empty() || !gone.is_empty()
             } =>
         {
             report.kind = Kind::Code;
@@ -797,14 +810,38 @@ pub(crate) fn missing_maps(dir: &Path, ir: &Ir) -> Vec<String> {
     let Ok(root) = DirFd::open(dir) else {
         return Vec::new();
     };
-    let Ok(Some(maps)) = root.sub("maps") else {
-        return Vec::new();
+    // The whole `maps/` gone (by hand, or moved by a code upgrade that
+    // was interrupted) is every map missing.
+    let maps = match root.sub("maps") {
+        Ok(maps) => maps,
+        Err(_) => return Vec::new(),
     };
     devmapc::render::map_list(&ir.code)
         .iter()
         .filter_map(|m| m["name"].as_str())
-        .filter(|name| maps.entry(&deploy::pin_name(std::ffi::OsStr::new(name))) == Entry::Missing)
+        .filter(|name| {
+            maps.as_ref().is_none_or(|maps| {
+                maps.entry(&deploy::pin_name(std::ffi::OsStr::new(name))) == Entry::Missing
+            })
+        })
         .map(str::to_string)
+        .collect()
+}
+
+/// The programs of `ir`'s object (ingress and egress) that are not pinned
+/// in `dir` (removed by hand): the links still run them, but a data change
+/// cannot name them, so a reload replaces them.
+pub(crate) fn missing_progs(dir: &Path, ir: &Ir) -> Vec<String> {
+    let Ok(root) = DirFd::open(dir) else {
+        return Vec::new();
+    };
+    let progs = match root.sub("progs") {
+        Ok(progs) => progs,
+        Err(_) => return Vec::new(),
+    };
+    std::iter::once(names::INGRESS.to_string())
+        .chain(ir.code.programs.iter().map(|p| p.section_program.clone()))
+        .filter(|name| progs.as_ref().is_none_or(|progs| progs.entry(name) == Entry::Missing))
         .collect()
 }
 
@@ -1233,7 +1270,8 @@ fn upgrade(
     let loaded = deploy::load(object, ir)?;
     let root = open_pin_dir(dir)?;
     let record = Record::read(&root)?;
-    let old_pins = Pinned::open_in(&root, &record, &root)?;
+    // Partial: a program pin removed by hand is what this reload repairs.
+    let old_pins = Pinned::open_partial(&root, &record, &root)?;
     let old_ingress = old_pins.prog_fd(names::INGRESS);
     // Stage the new object, complete, under DIR/next.
     let staged = (|| {
