@@ -569,6 +569,7 @@ fn apply_locked(
     }
     if !opts.dry_run {
         report.repaired = repair(dir)?;
+        report.repaired.extend(restore_records(dir)?);
     }
 
     let links = resolve_devices(ir)?;
@@ -843,6 +844,67 @@ pub(crate) fn missing_progs(dir: &Path, ir: &Ir) -> Vec<String> {
         .chain(ir.code.programs.iter().map(|p| p.section_program.clone()))
         .filter(|name| progs.as_ref().is_none_or(|progs| progs.entry(name) == Entry::Missing))
         .collect()
+}
+
+/// devmapc's records of a committed deployment ([`MARKER`], [`NETNS`],
+/// [`DEVICES`]) that are gone (removed by hand).
+pub fn missing_records(dir: &Path) -> Vec<&'static str> {
+    let Ok(root) = DirFd::open(dir) else {
+        return Vec::new();
+    };
+    if root.entry(MANIFEST_PIN) == Entry::Missing {
+        return Vec::new();
+    }
+    [MARKER, NETNS, DEVICES].into_iter().filter(|name| root.entry(name) == Entry::Missing).collect()
+}
+
+/// Puts back the marker and the namespace record of a committed deployment
+/// when they were removed (the device record is written by every apply).
+/// The namespace is recorded again only when every attached link of the
+/// deployment holds a device of this namespace, by the name it was attached
+/// by, that runs the link's program: otherwise this may not be the namespace the deployment runs in, and
+/// the apply is refused.
+fn restore_records(dir: &Path) -> Result<Vec<String>, DeployError> {
+    let missing = missing_records(dir);
+    let mut done = Vec::new();
+    if missing.is_empty() {
+        return Ok(done);
+    }
+    let root = open_pin_dir(dir)?;
+    if missing.contains(&NETNS) {
+        let here = current_netns().unwrap_or_else(|| "(unknown)".to_string());
+        let attached: Vec<(String, LinkInfo)> = owned_links(dir)?
+            .into_iter()
+            .filter_map(|(label, (_, info))| info.filter(|i| i.ifindex != 0).map(|i| (label, i)))
+            .collect();
+        let here_too = current_netns().is_some()
+            && !attached.is_empty()
+            && attached.iter().all(|(label, link)| {
+                netdev::by_index(link.ifindex).is_ok_and(|d| {
+                    (d.name == *label || link.ifindex.to_string() == *label)
+                        && [d.xdp.driver, d.xdp.generic].contains(&Some(link.prog_id))
+                })
+            });
+        if !here_too {
+            return Err(DeployError::Mismatch(format!(
+                "the record of the network namespace the deployment was applied in ({}) is \
+                 gone, and its links are not attached to devices of this namespace ({here}): \
+                 apply from the namespace the deployment runs in (`nsenter --net=/run/netns/NAME \
+                 devmapc apply …`), or `devmapc detach` it",
+                dir.join(NETNS).display()
+            )));
+        }
+        root.symlink(&here, NETNS).map_err(|e| io_error("cannot create", &dir.join(NETNS), e))?;
+        done.push(format!("recorded the network namespace again ({here}): its record was gone"));
+    }
+    if missing.contains(&MARKER) {
+        root.symlink(MARKER_TARGET, MARKER).map_err(|e| io_error("cannot create", &dir.join(MARKER), e))?;
+        done.push("put back the marker of devmapc's pin directory: it was gone".to_string());
+    }
+    if missing.contains(&DEVICES) {
+        done.push("the record of the devices was gone: written again".to_string());
+    }
+    Ok(done)
 }
 
 /// Marks a data change in progress (`DIR/applying`): if it is interrupted,

@@ -107,6 +107,9 @@ pub struct Status {
     /// A code upgrade was interrupted (`DIR/next` is there): `apply`
     /// finishes or undoes it.
     pub interrupted_upgrade: bool,
+    /// devmapc's records (marker, namespace, devices) that are gone:
+    /// `apply` restores them.
+    pub missing_records: Vec<String>,
 }
 
 /// Reads the deployment pinned in `dir`.
@@ -344,6 +347,7 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         missing_maps,
         missing_progs,
         interrupted_upgrade,
+        missing_records: crate::apply::missing_records(dir).into_iter().map(str::to_string).collect(),
     })
 }
 
@@ -503,6 +507,19 @@ impl fmt::Display for Status {
                  its staged pins)"
             )?;
         }
+        for r in &self.missing_records {
+            let why = if r == crate::apply::NETNS {
+                ", so status cannot tell whether this is the network namespace the deployment \
+                 was applied in"
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "drift: record {r}: devmapc's record is gone (removed by hand?){why}: `devmapc \
+                 apply` restores it"
+            )?;
+        }
         for p in &self.missing_progs {
             writeln!(
                 f,
@@ -552,6 +569,7 @@ impl Status {
             || !self.missing_maps.is_empty()
             || !self.missing_progs.is_empty()
             || self.interrupted_upgrade
+            || !self.missing_records.is_empty()
             || self.devices.iter().any(|d| d.ifindex.is_none())
             || self.other_netns.is_some()
     }
@@ -571,6 +589,7 @@ impl Status {
             "missing_maps": self.missing_maps,
             "missing_progs": self.missing_progs,
             "interrupted_upgrade": self.interrupted_upgrade,
+            "missing_records": self.missing_records,
             "data_hash": self.data_hash,
             "links": self.links.iter().map(|l| json!({
                 "device": l.device,

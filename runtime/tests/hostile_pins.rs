@@ -596,6 +596,47 @@ fn a_hand_deleted_progs_directory_is_repaired_while_the_program_still_runs() {
 }
 
 #[test]
+fn hand_deleted_records_are_reported_and_restored_by_the_next_apply() {
+    require_privileged!();
+    let d = Deployment::new();
+    let netns = std::fs::read_link(d.pin_path(apply::NETNS)).unwrap();
+    for record in [apply::DEVICES, apply::NETNS, apply::MARKER] {
+        std::fs::remove_file(d.pin_path(record)).unwrap();
+    }
+    let s = d.status().unwrap_or_else(|e| panic!("status: {e}"));
+    assert!(s.needs_attention(), "{s}");
+    assert_eq!(s.missing_records, [apply::MARKER, apply::NETNS, apply::DEVICES], "{s}");
+    assert!(s.to_string().contains("`devmapc apply` restores it"), "{s}");
+    let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.repaired.len(), 3, "{report}");
+    assert_eq!(std::fs::read_link(d.pin_path(apply::NETNS)).unwrap(), netns);
+    assert!(apply::is_ours(&d.pins));
+    assert!(d.pin_path(apply::DEVICES).exists());
+    let s = d.status().unwrap();
+    assert!(!s.needs_attention(), "{s}");
+}
+
+#[test]
+fn a_deleted_namespace_record_is_not_re_recorded_from_another_namespace() {
+    require_privileged!();
+    let d = Deployment::new();
+    std::fs::remove_file(d.pin_path(apply::NETNS)).unwrap();
+    // Another namespace with devices of the same names (and, both being
+    // fresh, the same ifindexes), which run no XDP program.
+    let other = Netns::new().unwrap();
+    other.veth("hpa", "phpa").unwrap();
+    other.veth("hpb", "phpb").unwrap();
+    let mut opts = Options::new(&*d.pins);
+    opts.allow_not_ready = true;
+    let err = other.enter(|| apply::apply(&d.build.obj, &d.build.ir, &opts)).unwrap_err().to_string();
+    assert!(err.contains("network namespace") && err.contains("is gone"), "{err}");
+    assert!(!d.pin_path(apply::NETNS).exists(), "nothing recorded");
+    // From its own namespace, it is restored.
+    d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!d.status().unwrap().needs_attention());
+}
+
+#[test]
 fn detach_leaves_an_empty_directory_devmapc_did_not_make() {
     require_privileged!();
     let dir = PinDir::new();
