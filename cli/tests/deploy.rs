@@ -229,6 +229,11 @@ fn kill_9_during_a_code_upgrade_leaves_old_or_new_serving_and_the_next_apply_rep
         let old = rig.status()["code_hash"].clone();
         rig.write(&v2);
         rig.apply_killed_at(&path, point);
+        // Status names the interrupted upgrade (exit 1, JSON still
+        // printed), also when `maps/` was already moved away (`promote`).
+        let out = rig.devmapc(&["status", rig.pins.to_str().unwrap(), "--json"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(rig.status()["interrupted_upgrade"], true, "{point}");
         // Frames still flow, whichever program serves.
         assert!(rig.delivers([10, 0, 0, 3], "dmcc", 10), "{point}: delivery after the kill");
         // Re-apply what was being applied: repaired, then up to date.

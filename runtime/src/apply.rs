@@ -285,9 +285,9 @@ impl Pinned {
         Pinned::open_in(&root, &record, &root)
     }
 
-    /// [`Pinned::open`] of `dir` (the pin directory or its `next`), with the
-    /// pin directory's record.
-    pub(crate) fn open_in(root: &DirFd, record: &Record, dir: &DirFd) -> Result<Pinned, DeployError> {
+    /// What is pinned in `dir` (the pin directory or its `next`), with the
+    /// pin directory's record, even when pins were removed by hand.
+    pub(crate) fn open_partial(root: &DirFd, record: &Record, dir: &DirFd) -> Result<Pinned, DeployError> {
         let open_all = |sub: &str| -> Result<BTreeMap<String, OwnedFd>, DeployError> {
             let mut out = BTreeMap::new();
             let Some(sub) = dir.sub(sub).map_err(|e| sub_error(dir, sub, e))? else {
@@ -303,7 +303,12 @@ impl Pinned {
         if record.is_empty() {
             return Err(unrecorded(root.path()));
         }
-        let pinned = Pinned { maps: open_all("maps")?, progs: open_all("progs")? };
+        Ok(Pinned { maps: open_all("maps")?, progs: open_all("progs")? })
+    }
+
+    /// [`Pinned::open_partial`], refused when no program is pinned.
+    pub(crate) fn open_in(root: &DirFd, record: &Record, dir: &DirFd) -> Result<Pinned, DeployError> {
+        let pinned = Pinned::open_partial(root, record, dir)?;
         let dir = dir.path();
         if pinned.progs.is_empty() {
             return Err(DeployError::NotDeployed {
@@ -564,6 +569,7 @@ fn apply_locked(
     }
     if !opts.dry_run {
         report.repaired = repair(dir)?;
+        report.repaired.extend(restore_records(dir)?);
     }
 
     let links = resolve_devices(ir)?;
@@ -681,7 +687,15 @@ fn apply_changes(
                         missing.join(", ")
                     ));
                 }
-                !missing.is_empty()
+                let gone = missing_progs(dir, &old);
+                if !gone.is_empty() {
+                    report.repaired.push(format!(
+                        "the pin of program {} was gone: the programs are loaded again with fresh \
+                         maps, filled completely",
+                        gone.join(", ")
+                    ));
+                }
+                !missing.is_empty() || !gone.is_empty()
             } =>
         {
             report.kind = Kind::Code;
@@ -797,15 +811,100 @@ pub(crate) fn missing_maps(dir: &Path, ir: &Ir) -> Vec<String> {
     let Ok(root) = DirFd::open(dir) else {
         return Vec::new();
     };
-    let Ok(Some(maps)) = root.sub("maps") else {
-        return Vec::new();
+    // The whole `maps/` gone (by hand, or moved by a code upgrade that
+    // was interrupted) is every map missing.
+    let maps = match root.sub("maps") {
+        Ok(maps) => maps,
+        Err(_) => return Vec::new(),
     };
     devmapc::render::map_list(&ir.code)
         .iter()
         .filter_map(|m| m["name"].as_str())
-        .filter(|name| maps.entry(&deploy::pin_name(std::ffi::OsStr::new(name))) == Entry::Missing)
+        .filter(|name| {
+            maps.as_ref().is_none_or(|maps| {
+                maps.entry(&deploy::pin_name(std::ffi::OsStr::new(name))) == Entry::Missing
+            })
+        })
         .map(str::to_string)
         .collect()
+}
+
+/// The programs of `ir`'s object (ingress and egress) that are not pinned
+/// in `dir` (removed by hand): the links still run them, but a data change
+/// cannot name them, so a reload replaces them.
+pub(crate) fn missing_progs(dir: &Path, ir: &Ir) -> Vec<String> {
+    let Ok(root) = DirFd::open(dir) else {
+        return Vec::new();
+    };
+    let progs = match root.sub("progs") {
+        Ok(progs) => progs,
+        Err(_) => return Vec::new(),
+    };
+    std::iter::once(names::INGRESS.to_string())
+        .chain(ir.code.programs.iter().map(|p| p.section_program.clone()))
+        .filter(|name| progs.as_ref().is_none_or(|progs| progs.entry(name) == Entry::Missing))
+        .collect()
+}
+
+/// devmapc's records of a committed deployment ([`MARKER`], [`NETNS`],
+/// [`DEVICES`]) that are gone (removed by hand).
+pub fn missing_records(dir: &Path) -> Vec<&'static str> {
+    let Ok(root) = DirFd::open(dir) else {
+        return Vec::new();
+    };
+    if root.entry(MANIFEST_PIN) == Entry::Missing {
+        return Vec::new();
+    }
+    [MARKER, NETNS, DEVICES].into_iter().filter(|name| root.entry(name) == Entry::Missing).collect()
+}
+
+/// Puts back the marker and the namespace record of a committed deployment
+/// when they were removed (the device record is written by every apply).
+/// The namespace is recorded again only when every attached link of the
+/// deployment holds a device of this namespace, by the name it was attached
+/// by, that runs the link's program: otherwise this may not be the namespace the deployment runs in, and
+/// the apply is refused.
+fn restore_records(dir: &Path) -> Result<Vec<String>, DeployError> {
+    let missing = missing_records(dir);
+    let mut done = Vec::new();
+    if missing.is_empty() {
+        return Ok(done);
+    }
+    let root = open_pin_dir(dir)?;
+    if missing.contains(&NETNS) {
+        let here = current_netns().unwrap_or_else(|| "(unknown)".to_string());
+        let attached: Vec<(String, LinkInfo)> = owned_links(dir)?
+            .into_iter()
+            .filter_map(|(label, (_, info))| info.filter(|i| i.ifindex != 0).map(|i| (label, i)))
+            .collect();
+        let here_too = current_netns().is_some()
+            && !attached.is_empty()
+            && attached.iter().all(|(label, link)| {
+                netdev::by_index(link.ifindex).is_ok_and(|d| {
+                    (d.name == *label || link.ifindex.to_string() == *label)
+                        && [d.xdp.driver, d.xdp.generic].contains(&Some(link.prog_id))
+                })
+            });
+        if !here_too {
+            return Err(DeployError::Mismatch(format!(
+                "the record of the network namespace the deployment was applied in ({}) is \
+                 gone, and its links are not attached to devices of this namespace ({here}): \
+                 apply from the namespace the deployment runs in (`nsenter --net=/run/netns/NAME \
+                 devmapc apply …`), or `devmapc detach` it",
+                dir.join(NETNS).display()
+            )));
+        }
+        root.symlink(&here, NETNS).map_err(|e| io_error("cannot create", &dir.join(NETNS), e))?;
+        done.push(format!("recorded the network namespace again ({here}): its record was gone"));
+    }
+    if missing.contains(&MARKER) {
+        root.symlink(MARKER_TARGET, MARKER).map_err(|e| io_error("cannot create", &dir.join(MARKER), e))?;
+        done.push("put back the marker of devmapc's pin directory: it was gone".to_string());
+    }
+    if missing.contains(&DEVICES) {
+        done.push("the record of the devices was gone: written again".to_string());
+    }
+    Ok(done)
 }
 
 /// Marks a data change in progress (`DIR/applying`): if it is interrupted,
@@ -1233,7 +1332,8 @@ fn upgrade(
     let loaded = deploy::load(object, ir)?;
     let root = open_pin_dir(dir)?;
     let record = Record::read(&root)?;
-    let old_pins = Pinned::open_in(&root, &record, &root)?;
+    // Partial: a program pin removed by hand is what this reload repairs.
+    let old_pins = Pinned::open_partial(&root, &record, &root)?;
     let old_ingress = old_pins.prog_fd(names::INGRESS);
     // Stage the new object, complete, under DIR/next.
     let staged = (|| {

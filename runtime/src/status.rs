@@ -101,6 +101,15 @@ pub struct Status {
     /// Maps of the deployment whose pins are gone (removed by hand): drift
     /// that `apply` repairs by loading the programs again.
     pub missing_maps: Vec<String>,
+    /// Programs (ingress, egress) whose pins are gone: the links still run
+    /// them; `apply` loads the programs again.
+    pub missing_progs: Vec<String>,
+    /// A code upgrade was interrupted (`DIR/next` is there): `apply`
+    /// finishes or undoes it.
+    pub interrupted_upgrade: bool,
+    /// devmapc's records (marker, namespace, devices) that are gone:
+    /// `apply` restores them.
+    pub missing_records: Vec<String>,
 }
 
 /// Reads the deployment pinned in `dir`.
@@ -121,7 +130,16 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         parse_manifest_doc(&text).map_err(|e| DeployError::Mismatch(format!("{}: {e}", dir.display())))?;
     let ir = doc.ir;
     let hashes = (doc.code_hash, doc.data_hash);
-    let pinned = Pinned::open(dir)?;
+    // Partial: pins removed by hand (or moved by an interrupted upgrade)
+    // are reported below, not an error.
+    let pinned = {
+        let root = crate::deploy::open_pin_dir(dir)?;
+        let record = crate::pins::Record::read(&root)?;
+        Pinned::open_partial(&root, &record, &root)?
+    };
+    let interrupted_upgrade = crate::pins::DirFd::open(dir)
+        .is_ok_and(|d| d.entry(crate::apply::NEXT) != crate::pins::Entry::Missing);
+    let missing_progs = crate::apply::missing_progs(dir, &ir);
     let ingress_id = pinned.prog_id(names::INGRESS);
 
     let mut links = Vec::new();
@@ -164,6 +182,9 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
                     .to_string(),
             ),
             Some(info) if info.ifindex == 0 => Some("DETACHED: the device went away".to_string()),
+            Some(_) if ingress_id.is_none() => {
+                Some(format!("the pin of its program ({}) is gone, so it cannot be checked", names::INGRESS))
+            }
             Some(info) if Some(info.prog_id) != ingress_id => Some(format!(
                 "runs program id {}, not this deployment's ingress program (id {})",
                 info.prog_id,
@@ -219,10 +240,23 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
     let mut drift_unknown = None;
     // A map whose pin is gone cannot be read back: drift in itself.
     let missing_maps = crate::apply::missing_maps(dir, &ir);
-    if !missing_maps.is_empty() {
+    if interrupted_upgrade {
+        drift_unknown = Some(
+            "a code upgrade was interrupted (its staged pins are in next/): `devmapc apply` \
+             finishes or undoes it"
+                .to_string(),
+        );
+    } else if !missing_maps.is_empty() {
         drift_unknown = Some(format!(
             "the pin of map {} is gone, so the kernel's entries cannot be read back",
             missing_maps.join(", ")
+        ));
+    } else if !missing_progs.is_empty() {
+        // Entries naming an egress program cannot be matched to it: not
+        // map drift, the program pin is what is missing.
+        drift_unknown = Some(format!(
+            "the pin of program {} is gone, so the entries that name it cannot be checked",
+            missing_progs.join(", ")
         ));
     } else if ir.code.access == Access::WriteOnly {
         drift_unknown = Some(format!("map {} is write_only: it cannot be read back", key_map(&ir)));
@@ -311,6 +345,9 @@ pub fn status(dir: &Path) -> Result<Status, DeployError> {
         link_drift,
         foreign_xdp: foreign_xdp_list,
         missing_maps,
+        missing_progs,
+        interrupted_upgrade,
+        missing_records: crate::apply::missing_records(dir).into_iter().map(str::to_string).collect(),
     })
 }
 
@@ -463,7 +500,34 @@ impl fmt::Display for Status {
         for d in &self.foreign_xdp {
             writeln!(f, "drift: {d}")?;
         }
-        for m in &self.missing_maps {
+        if self.interrupted_upgrade {
+            writeln!(
+                f,
+                "drift: an interrupted code upgrade: `devmapc apply` finishes it (or removes \
+                 its staged pins)"
+            )?;
+        }
+        for r in &self.missing_records {
+            let why = if r == crate::apply::NETNS {
+                ", so status cannot tell whether this is the network namespace the deployment \
+                 was applied in"
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "drift: record {r}: devmapc's record is gone (removed by hand?){why}: `devmapc \
+                 apply` restores it"
+            )?;
+        }
+        for p in &self.missing_progs {
+            writeln!(
+                f,
+                "drift: program {p}: its pin is gone (removed by hand?): `devmapc apply` repairs \
+                 it (loads the programs again with fresh maps, filled completely)"
+            )?;
+        }
+        for m in self.missing_maps.iter().filter(|_| !self.interrupted_upgrade) {
             writeln!(
                 f,
                 "drift: map {m}: its pin is gone (removed by hand?): `devmapc apply` repairs it \
@@ -503,6 +567,9 @@ impl Status {
         !self.drift.is_empty()
             || !self.link_drift.is_empty()
             || !self.missing_maps.is_empty()
+            || !self.missing_progs.is_empty()
+            || self.interrupted_upgrade
+            || !self.missing_records.is_empty()
             || self.devices.iter().any(|d| d.ifindex.is_none())
             || self.other_netns.is_some()
     }
@@ -520,6 +587,9 @@ impl Status {
             "link_drift": self.link_drift,
             "foreign_xdp": self.foreign_xdp,
             "missing_maps": self.missing_maps,
+            "missing_progs": self.missing_progs,
+            "interrupted_upgrade": self.interrupted_upgrade,
+            "missing_records": self.missing_records,
             "data_hash": self.data_hash,
             "links": self.links.iter().map(|l| json!({
                 "device": l.device,

@@ -59,10 +59,14 @@ struct Deployment {
 
 impl Deployment {
     fn new() -> Deployment {
+        Deployment::with(&spec("pass", "route 10.0.0.2 -> b"))
+    }
+
+    fn with(text: &str) -> Deployment {
         let ns = Netns::new().unwrap();
         ns.veth("hpa", "phpa").unwrap();
         ns.veth("hpb", "phpb").unwrap();
-        let d = Deployment { ns, pins: PinDir::new(), build: build(&spec("pass", "route 10.0.0.2 -> b")) };
+        let d = Deployment { ns, pins: PinDir::new(), build: build(text) };
         let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.kind, Kind::First, "{report}");
         d
@@ -509,6 +513,127 @@ fn a_hand_deleted_map_pin_is_drift_and_repaired_by_the_next_apply() {
     assert!(d.pin_path(&format!("maps/{routes}")).exists());
     let s = d.status().unwrap();
     assert!(!s.needs_attention(), "{s}");
+}
+
+#[test]
+fn a_hand_deleted_maps_directory_is_drift_and_repaired_by_the_next_apply() {
+    require_privileged!();
+    let d = Deployment::new();
+    std::fs::remove_dir_all(d.pin_path("maps")).unwrap();
+    // Every map is missing: drift (exit 1), not a failed read-back.
+    let s = d.status().unwrap_or_else(|e| panic!("status: {e}"));
+    assert!(s.needs_attention(), "{s}");
+    assert!(s.missing_maps.iter().any(|m| m == names::ROUTES), "{s}");
+    assert!(s.to_string().contains("`devmapc apply` repairs it"), "{s}");
+    let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.kind, Kind::Code, "{report}");
+    let routes = deploy::pin_name(std::ffi::OsStr::new(names::ROUTES));
+    assert!(d.pin_path(&format!("maps/{routes}")).exists());
+    let s = d.status().unwrap();
+    assert!(!s.needs_attention(), "{s}");
+    assert_eq!(d.xdp_prog(), s.links[0].link.map(|l| l.prog_id), "the new program runs");
+}
+
+/// A deployment of `hostile_pins`' devices where `b` has an egress program.
+fn with_egress() -> Deployment {
+    Deployment::with(
+        "table { key = ipv4.dst, on_miss = pass }
+device a { ifname = \"hpa\" }
+device b { ifname = \"hpb\", egress = stamp() }
+egress stamp() {
+    eth.src = egress.mac
+}
+ingress { on = [a], mode = generic }
+route 10.0.0.2 -> b
+",
+    )
+}
+
+/// Removes the pin `rel` by hand, then: status reports the program pin
+/// gone (exit 1) and no route as map drift; apply reloads the programs,
+/// after which status is clean and the device runs the new ingress program.
+fn program_pin_removed_is_repaired(d: &Deployment, rel: &str, gone: &str) {
+    let path = d.pin_path(rel);
+    if path.is_dir() {
+        std::fs::remove_dir_all(&path).unwrap();
+    } else {
+        std::fs::remove_file(&path).unwrap();
+    }
+    let s = d.status().unwrap_or_else(|e| panic!("status after removing {rel}: {e}"));
+    assert!(s.needs_attention(), "{s}");
+    assert!(s.missing_progs.iter().any(|p| p == gone), "{rel}: {s}");
+    assert!(s.routes.iter().all(|r| !r.drift), "{rel}: no map drift: {s}");
+    let text = s.to_string();
+    assert!(text.contains(&format!("program {gone}: its pin is gone")), "{text}");
+    let report = d.apply(&d.build).unwrap_or_else(|e| panic!("apply after removing {rel}: {e}"));
+    assert_eq!(report.kind, Kind::Code, "{report}");
+    assert!(report.repaired.iter().any(|r| r.contains(gone)), "{report}");
+    let s = d.status().unwrap();
+    assert!(!s.needs_attention(), "{s}");
+    assert_eq!(d.xdp_prog(), s.links[0].link.map(|l| l.prog_id), "the reloaded program runs");
+}
+
+#[test]
+fn a_hand_deleted_ingress_program_pin_is_repaired_by_the_next_apply() {
+    require_privileged!();
+    let d = Deployment::new();
+    program_pin_removed_is_repaired(&d, &format!("progs/{}", names::INGRESS), names::INGRESS);
+}
+
+#[test]
+fn a_hand_deleted_egress_program_pin_is_not_map_drift_and_is_repaired() {
+    require_privileged!();
+    let d = with_egress();
+    let egress = d.build.ir.code.programs[0].section_program.clone();
+    program_pin_removed_is_repaired(&d, &format!("progs/{egress}"), &egress);
+}
+
+#[test]
+fn a_hand_deleted_progs_directory_is_repaired_while_the_program_still_runs() {
+    require_privileged!();
+    let d = with_egress();
+    program_pin_removed_is_repaired(&d, "progs", names::INGRESS);
+}
+
+#[test]
+fn hand_deleted_records_are_reported_and_restored_by_the_next_apply() {
+    require_privileged!();
+    let d = Deployment::new();
+    let netns = std::fs::read_link(d.pin_path(apply::NETNS)).unwrap();
+    for record in [apply::DEVICES, apply::NETNS, apply::MARKER] {
+        std::fs::remove_file(d.pin_path(record)).unwrap();
+    }
+    let s = d.status().unwrap_or_else(|e| panic!("status: {e}"));
+    assert!(s.needs_attention(), "{s}");
+    assert_eq!(s.missing_records, [apply::MARKER, apply::NETNS, apply::DEVICES], "{s}");
+    assert!(s.to_string().contains("`devmapc apply` restores it"), "{s}");
+    let report = d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.repaired.len(), 3, "{report}");
+    assert_eq!(std::fs::read_link(d.pin_path(apply::NETNS)).unwrap(), netns);
+    assert!(apply::is_ours(&d.pins));
+    assert!(d.pin_path(apply::DEVICES).exists());
+    let s = d.status().unwrap();
+    assert!(!s.needs_attention(), "{s}");
+}
+
+#[test]
+fn a_deleted_namespace_record_is_not_re_recorded_from_another_namespace() {
+    require_privileged!();
+    let d = Deployment::new();
+    std::fs::remove_file(d.pin_path(apply::NETNS)).unwrap();
+    // Another namespace with devices of the same names (and, both being
+    // fresh, the same ifindexes), which run no XDP program.
+    let other = Netns::new().unwrap();
+    other.veth("hpa", "phpa").unwrap();
+    other.veth("hpb", "phpb").unwrap();
+    let mut opts = Options::new(&*d.pins);
+    opts.allow_not_ready = true;
+    let err = other.enter(|| apply::apply(&d.build.obj, &d.build.ir, &opts)).unwrap_err().to_string();
+    assert!(err.contains("network namespace") && err.contains("is gone"), "{err}");
+    assert!(!d.pin_path(apply::NETNS).exists(), "nothing recorded");
+    // From its own namespace, it is restored.
+    d.apply(&d.build).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!d.status().unwrap().needs_attention());
 }
 
 #[test]
