@@ -415,6 +415,23 @@ mod tests {
         }
     }
 
+    /// The new checks refuse nothing a spec builds: every example's
+    /// manifest reads back.
+    #[test]
+    fn every_examples_manifest_reads_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "devmap") {
+                let text = built_from(&std::fs::read_to_string(&path).unwrap());
+                parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                read += 1;
+            }
+        }
+        assert!(read >= 8, "{read} examples");
+    }
+
     /// Keys out of their field's range, and group members listed twice:
     /// no spec builds them.
     #[test]
