@@ -64,9 +64,10 @@ enum Command {
     /// untouched. `-` formats standard input to standard output. A file is
     /// replaced whole (a new file beside it, renamed over it, in the
     /// directory it was read from) keeping its mode and owner. In a
-    /// directory no symlink is followed (each is listed as skipped); a spec
-    /// named here that is a symlink is followed only when the caller or
-    /// root owns the link (then the file it points to is rewritten).
+    /// directory no symlink is followed (each is listed as skipped); a
+    /// symlink anywhere on a path named here (a directory on the way or the
+    /// spec) is followed only when the caller or root owns the link (then
+    /// the file it points to is rewritten).
     #[command(
         after_help = "Examples:\n  devmapc fmt examples/*.devmap\n  devmapc fmt --check specs/   # in CI: exit 1 if a file would change"
     )]
@@ -401,28 +402,59 @@ enum Named {
 }
 
 /// How many symlinks a name on the command line may go through.
-const MAX_LINKS: usize = 8;
+const MAX_LINKS: usize = 16;
 
-/// Opens what `path` names. Its directory is opened once and the name
-/// looked up in it without following a symlink; a symlink is followed
-/// (the next name resolved the same way) only when the caller or root owns
-/// it: anyone else's link, e.g. planted in a shared directory, is refused,
-/// like the kernel's protected_symlinks does in sticky directories.
+/// Opens what `path` names, one component at a time from `/` (or the
+/// current directory), each looked up in the directory opened before it
+/// without following a symlink. A symlink anywhere on the path, a directory
+/// as well as the last name, is followed (its target resolved the same way)
+/// only when the caller or root owns it: anyone else's link, e.g. planted
+/// in a shared directory, is refused, like the kernel's protected_symlinks
+/// does in sticky directories.
 fn open_named(path: &Path) -> Result<Named, String> {
     use rustix::fs::{AtFlags, FileType};
-    let mut current = path.to_path_buf();
-    for _ in 0..MAX_LINKS {
-        let Some(name) = current.file_name().map(|n| n.to_os_string()) else {
-            // `.`, `..`, `/`: a directory by its path.
-            let dir = devmapc::scratch::open_dir(&current)
-                .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
-            return Ok(Named::Dir(dir));
-        };
-        let parent = current.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let dir = devmapc::scratch::open_dir(parent)
-            .map_err(|e| format!("cannot read {}: {e}", current.display()))?;
-        let st = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
+    use std::collections::VecDeque;
+    use std::path::Component;
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let cannot = |shown: &Path, e: rustix::io::Errno| {
+        format!("cannot read {}: {}", shown.display(), std::io::Error::from(e))
+    };
+    let open_root =
+        |shown: &Path| rustix::fs::open("/", dir_flags, Mode::empty()).map_err(|e| cannot(shown, e));
+    let mut pending: VecDeque<std::ffi::OsString> = VecDeque::new();
+    let push_front = |pending: &mut VecDeque<_>, p: &Path| {
+        for c in p.components().rev() {
+            pending.push_front(c.as_os_str().to_os_string());
+        }
+    };
+    push_front(&mut pending, path);
+    let mut dir = if path.is_absolute() {
+        open_root(path)?
+    } else {
+        rustix::fs::open(".", dir_flags, Mode::empty()).map_err(|e| cannot(Path::new("."), e))?
+    };
+    // The path walked so far, for messages.
+    let mut shown = PathBuf::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        let last = pending.is_empty();
+        match Path::new(&part).components().next() {
+            Some(Component::RootDir) => {
+                dir = open_root(path)?;
+                shown = PathBuf::from("/");
+                continue;
+            }
+            Some(Component::CurDir) | None => continue,
+            Some(Component::ParentDir) => {
+                shown.push("..");
+                dir = rustix::fs::openat(&dir, "..", dir_flags, Mode::empty())
+                    .map_err(|e| cannot(&shown, e))?;
+                continue;
+            }
+            Some(_) => {}
+        }
+        let here = shown.join(&part);
+        let st = rustix::fs::statat(&dir, &part, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| cannot(&here, e))?;
         match FileType::from_raw_mode(st.st_mode) {
             FileType::Symlink => {
                 let me = rustix::process::geteuid().as_raw();
@@ -430,26 +462,32 @@ fn open_named(path: &Path) -> Result<Named, String> {
                     return Err(format!(
                         "{} is a symlink owned by another user (uid {}): fmt follows only symlinks of its caller or root; \
                          name the file it points to if you trust it",
-                        current.display(),
+                        here.display(),
                         st.st_uid
                     ));
                 }
-                let target = rustix::fs::readlinkat(&dir, &name, Vec::new())
-                    .map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
-                current = parent.join(std::ffi::OsStr::from_bytes(target.as_bytes()));
+                hops += 1;
+                if hops > MAX_LINKS {
+                    return Err(format!(
+                        "cannot read {}: more than {MAX_LINKS} symlinks on the way",
+                        path.display()
+                    ));
+                }
+                let target = rustix::fs::readlinkat(&dir, &part, Vec::new()).map_err(|e| cannot(&here, e))?;
+                push_front(&mut pending, Path::new(std::ffi::OsStr::from_bytes(target.as_bytes())));
             }
             FileType::Directory => {
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let sub = rustix::fs::openat(&dir, &name, flags, Mode::empty())
-                    .map_err(|e| format!("cannot read {}: {}", current.display(), std::io::Error::from(e)))?;
-                return Ok(Named::Dir(sub));
+                dir = rustix::fs::openat(&dir, &part, dir_flags, Mode::empty())
+                    .map_err(|e| cannot(&here, e))?;
+                shown = here;
             }
-            FileType::RegularFile => return Ok(Named::File(dir, name)),
+            FileType::RegularFile if last => return Ok(Named::File(dir, part)),
+            FileType::RegularFile => return Err(format!("cannot read {}: not a directory", here.display())),
             // Never opened: opening a device can do something.
-            _ => return Err(format!("{} is not a regular file", current.display())),
+            _ => return Err(format!("{} is not a regular file", here.display())),
         }
     }
-    Err(format!("cannot read {}: more than {MAX_LINKS} symlinks on the way", path.display()))
+    Ok(Named::Dir(dir))
 }
 
 /// The counts of one `fmt` run.

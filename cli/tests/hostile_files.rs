@@ -335,6 +335,36 @@ fn fmt_refuses_a_named_symlink_of_another_user() {
     assert_eq!(std::fs::read_to_string(&roots_spec).unwrap(), MESSY);
 }
 
+/// A symlink on the way to the spec is held to the same rule as the spec's
+/// own name: `nobody`'s link to a root-only directory is refused, root's
+/// own link to the same directory is followed.
+#[test]
+fn fmt_refuses_another_users_symlink_to_a_directory_on_the_path() {
+    require_privileged!();
+    let shared = shared_dir();
+    let roots = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(roots.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let roots_spec = roots.path().join("victim.devmap");
+    std::fs::write(&roots_spec, MESSY).unwrap();
+    let link = shared.path().join("lnk");
+    let plant = nobody_sh("ln -s \"$1\" \"$2\"", &[roots.path(), &link]).status().unwrap();
+    assert!(plant.success());
+    let run = Command::new(DEVMAPC).arg("fmt").arg(link.join("victim.devmap")).output().unwrap();
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    let said = text(&run);
+    assert!(
+        said.contains(&format!("{} is a symlink owned by another user (uid 65534)", link.display())),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&roots_spec).unwrap(), MESSY);
+
+    let own = shared.path().join("own");
+    std::os::unix::fs::symlink(roots.path(), &own).unwrap();
+    let run = Command::new(DEVMAPC).arg("fmt").arg(own.join("victim.devmap")).output().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert_eq!(std::fs::read_to_string(&roots_spec).unwrap(), FORMATTED);
+}
+
 /// A spec that is a symlink stays one: `fmt` rewrites the file it points
 /// to (keeping that file's mode and owner), never replaces the link with a
 /// root-owned copy. Here the link is the caller's own.

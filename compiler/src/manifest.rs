@@ -5,8 +5,11 @@
 //! a number in the file. Nesting deeper than serde_json's recursion limit
 //! (128) is an error too.
 
+use crate::fields::{Field, Ty};
 use crate::ir::{Ir, KeyPlan, TargetRef};
+use crate::model::{Const, KeyValue, PrefixValue};
 use serde::Deserialize;
+use std::collections::HashSet;
 
 /// The manifest version this devmapc reads and writes.
 pub const VERSION: u32 = 1;
@@ -14,6 +17,9 @@ pub const VERSION: u32 = 1;
 const MAX_ITEMS: usize = 1 << 16;
 const MAX_ARGS_SIZE: u32 = 4096;
 const MAX_HASHED_KEY: u32 = 256;
+/// Longest route key text: a spec's widest key, a tuple of IPv6 addresses
+/// and numbers, is far shorter.
+const MAX_ROUTE_TEXT: usize = 1024;
 
 /// A manifest, read in one pass.
 #[derive(Debug, Deserialize)]
@@ -136,6 +142,8 @@ pub fn validate(ir: &Ir) -> Result<(), String> {
             return Err(format!("the egress MAC of `{}` lies outside its arguments", p.name));
         }
     }
+    names(ir)?;
+    routes(ir)?;
     match &code.key {
         KeyPlan::Direct { fields, .. } => {
             if fields.is_empty() || fields.len() > 32 {
@@ -170,13 +178,133 @@ pub fn validate(ir: &Ir) -> Result<(), String> {
     Ok(())
 }
 
+/// Names as a spec could give them (the checker's rule), each declared
+/// once, devices bound to distinct interfaces and in a group at most once:
+/// a manifest that breaks one was not built from a spec.
+fn names(ir: &Ir) -> Result<(), String> {
+    let (code, data) = (&ir.code, &ir.data);
+    let valid = |name: &str, what: &str| match crate::check::name_problem(name, what) {
+        Some((message, _)) => Err(message),
+        None => Ok(()),
+    };
+    // Devices and groups share one namespace, as in a spec.
+    let mut targets = HashSet::new();
+    for (name, what) in
+        data.devices.iter().map(|d| (&d.name, "device")).chain(code.groups.iter().map(|g| (&g.name, "group")))
+    {
+        valid(name, what)?;
+        if !targets.insert(name.as_str()) {
+            return Err(format!("the name `{name}` is declared twice"));
+        }
+    }
+    let mut programs = HashSet::new();
+    for p in &code.programs {
+        valid(&p.name, "egress program")?;
+        if !programs.insert(p.name.as_str()) {
+            return Err(format!("two egress programs are named `{}`", p.name));
+        }
+    }
+    let mut bindings = HashSet::new();
+    for d in &data.devices {
+        if !bindings.insert(&d.binding) {
+            return Err(format!("device `{}` is bound to {:?}, like another device", d.name, d.binding));
+        }
+        let mut groups = HashSet::new();
+        if let Some(g) = d.groups.iter().find(|g| !groups.insert(**g)) {
+            return Err(format!("device `{}` is in group {g} twice", d.name));
+        }
+    }
+    Ok(())
+}
+
+/// Route keys a built map can hold, each once, and their text one line a
+/// spec could have written.
+fn routes(ir: &Ir) -> Result<(), String> {
+    let mut keys = HashSet::new();
+    for (i, route) in ir.data.routes.iter().enumerate() {
+        let text = &route.text;
+        if text.len() > MAX_ROUTE_TEXT || text.chars().any(char::is_control) {
+            return Err(format!("route {i}'s key text is not one a spec could hold"));
+        }
+        key_fits(&ir.code.key, &route.key, ir.data.devices.len())
+            .map_err(|why| format!("route {i} ({text}): {why}"))?;
+        if !keys.insert(&route.key) {
+            return Err(format!("route {i} ({text}): its key is routed twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `key` has the plan's shape and each number fits its field.
+fn key_fits(plan: &KeyPlan, key: &KeyValue, devices: usize) -> Result<(), String> {
+    let parts: Vec<&KeyValue> = match key {
+        KeyValue::Composite(parts) => parts.iter().collect(),
+        single => vec![single],
+    };
+    // The part's kind is the field's, and a number fits its bits.
+    let fits = |part: &KeyValue, bits: u32, field: Field| {
+        let path = field.path();
+        match (part, field.ty()) {
+            (KeyValue::Const(Const::Uint(n)), Ty::Uint { .. }) if bits < 64 && n >> bits != 0 => {
+                Err(format!("{n} does not fit the {bits} bits of `{path}`"))
+            }
+            (KeyValue::Device(d), Ty::Device) if *d >= devices => {
+                Err(format!("`{path}` is device {d}, the plan has {devices}"))
+            }
+            (KeyValue::Const(Const::Uint(_)), Ty::Uint { .. })
+            | (KeyValue::Device(_), Ty::Device)
+            | (KeyValue::Const(Const::Mac(_)), Ty::Mac)
+            | (KeyValue::Const(Const::Ipv4(_)), Ty::Ipv4)
+            | (KeyValue::Const(Const::Ipv6(_)), Ty::Ipv6) => Ok(()),
+            _ => Err(format!("the key's part for `{path}` is of another kind")),
+        }
+    };
+    let wrong_shape = || Err("the key does not have the table's shape".to_string());
+    match plan {
+        KeyPlan::Direct { fields, .. } => {
+            if fields.len() != parts.len() {
+                return wrong_shape();
+            }
+            for (f, part) in fields.iter().zip(parts) {
+                let bits = f.field.key_bits().map_or(f.bits, |b| b.min(f.bits));
+                fits(part, bits, f.field)?;
+            }
+        }
+        KeyPlan::Hashed { fields, .. } => {
+            if fields.len() != parts.len() {
+                return wrong_shape();
+            }
+            for (f, part) in fields.iter().zip(parts) {
+                let bits = f.field.key_bits().map_or(f.size * 8, |b| b.min(f.size.saturating_mul(8)));
+                fits(part, bits, f.field)?;
+            }
+        }
+        KeyPlan::Lpm { .. } => match parts.as_slice() {
+            [KeyValue::Prefix(PrefixValue::V4(_, len))] if *len > 32 => {
+                return Err(format!("a /{len} IPv4 prefix"))
+            }
+            [KeyValue::Prefix(PrefixValue::V6(_, len))] if *len > 128 => {
+                return Err(format!("a /{len} IPv6 prefix"));
+            }
+            [KeyValue::Prefix(_)] => {}
+            _ => return wrong_shape(),
+        },
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn built() -> String {
-        let src = "table { key = ipv4.dst }\ndevice a { ifname = \"a\", egress = tag(7) }\ndevice b { ifname = \"b\" }\n\
-                   egress tag(v: u16) { vlan.push(v) }\ningress { on = [a] }\nroute 10.0.0.1 -> a\nroute 10.0.0.2 -> b\n";
+        built_from(
+            "table { key = ipv4.dst }\ndevice a { ifname = \"a\", egress = tag(7) }\ndevice b { ifname = \"b\" }\n\
+             egress tag(v: u16) { vlan.push(v) }\ningress { on = [a] }\nroute 10.0.0.1 -> a\nroute 10.0.0.2 -> b\n",
+        )
+    }
+
+    fn built_from(src: &str) -> String {
         let checked = crate::check_source(src);
         let model = checked.model.unwrap_or_else(|| panic!("{:#?}", checked.diagnostics));
         let ir = crate::lower::lower(&model, "t.devmap", src);
@@ -249,9 +377,82 @@ mod tests {
                 Box::new(|d| d["ir"]["code"]["max_entries"] = serde_json::json!(1e300)),
             ),
             ("invalid value", Box::new(|d| d["ir"]["code"]["max_entries"] = serde_json::json!(-1))),
+            ("`a` is declared twice", Box::new(|d| d["ir"]["data"]["devices"][1]["name"] = "a".into())),
+            (
+                "like another device",
+                Box::new(|d| {
+                    d["ir"]["data"]["devices"][1]["binding"] =
+                        d["ir"]["data"]["devices"][0]["binding"].clone()
+                }),
+            ),
+            ("is not a name", Box::new(|d| d["ir"]["data"]["devices"][0]["name"] = "../../etc".into())),
+            ("is not a name", Box::new(|d| d["ir"]["data"]["devices"][0]["name"] = "".into())),
+            ("C keyword", Box::new(|d| d["ir"]["code"]["programs"][0]["name"] = "int".into())),
+            ("reserved prefix", Box::new(|d| d["ir"]["data"]["devices"][1]["name"] = "devmapc_x".into())),
+            ("key text", Box::new(|d| d["ir"]["data"]["routes"][0]["text"] = "10.0.0.1\n\u{1b}[2J".into())),
+            ("key text", Box::new(|d| d["ir"]["data"]["routes"][0]["text"] = "1".repeat(5000).into())),
+            (
+                "routed twice",
+                Box::new(|d| {
+                    d["ir"]["data"]["routes"][1]["key"] = d["ir"]["data"]["routes"][0]["key"].clone()
+                }),
+            ),
+            (
+                "of another kind",
+                Box::new(|d| d["ir"]["data"]["routes"][0]["key"] = serde_json::json!({"device": 0})),
+            ),
+            (
+                "the table's shape",
+                Box::new(|d| {
+                    d["ir"]["data"]["routes"][0]["key"] =
+                        serde_json::json!({"composite": [{"const": {"uint": 1}}, {"const": {"uint": 2}}]})
+                }),
+            ),
         ];
         for (expect, edit) in cases {
             let err = edited(edit).expect_err(expect);
+            assert!(err.contains(expect), "{expect}: {err}");
+        }
+    }
+
+    /// The new checks refuse nothing a spec builds: every example's
+    /// manifest reads back.
+    #[test]
+    fn every_examples_manifest_reads_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "devmap") {
+                let text = built_from(&std::fs::read_to_string(&path).unwrap());
+                parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                read += 1;
+            }
+        }
+        assert!(read >= 8, "{read} examples");
+    }
+
+    /// Keys out of their field's range, and group members listed twice:
+    /// no spec builds them.
+    #[test]
+    fn keys_out_of_range_and_repeated_members_are_errors() {
+        let text = built_from(
+            "table { key = (vlan.id, l4.dport) }\ndevice a { ifname = \"a\" }\ndevice b { ifname = \"b\" }\n\
+             group g { a, b }\ningress { on = [a] }\nroute (10, 80) -> b\nroute (11, 443) -> g\n",
+        );
+        parse(&text).unwrap();
+        let key =
+            |route: usize, part: usize| format!("/ir/data/routes/{route}/key/composite/{part}/const/uint");
+        let cases: Vec<(&str, String, serde_json::Value)> = vec![
+            ("4096 does not fit the 12 bits of `vlan.id`", key(0, 0), 4096.into()),
+            ("does not fit the 12 bits", key(1, 0), (1u64 << 40).into()),
+            ("65536 does not fit the 16 bits of `l4.dport`", key(0, 1), 65536.into()),
+            ("in group 0 twice", "/ir/data/devices/0/groups".into(), serde_json::json!([0, 0])),
+        ];
+        for (expect, at, value) in cases {
+            let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+            *doc.pointer_mut(&at).unwrap_or_else(|| panic!("{at} in {text}")) = value;
+            let err = parse(&doc.to_string()).expect_err(expect);
             assert!(err.contains(expect), "{expect}: {err}");
         }
     }

@@ -426,9 +426,38 @@ fn count_text(c: Option<Count>) -> String {
 /// The widest column `status` aligns route keys in.
 const KEY_COLUMN: usize = 64;
 
+/// `s` with its control characters escaped (`\n`, `\u{1b}`): a name or a
+/// key's text from a file never forges a line or moves the cursor.
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// A writer that passes the report's own line breaks and escapes every
+/// other control character, whatever field it came in.
+struct Escaped<W>(W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if c.is_control() && c != '\n' {
+                write!(self.0, "{}", c.escape_default())?;
+            } else {
+                self.0.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} ({})", self.spec, self.dir.display())?;
+        self.report(&mut Escaped(f))
+    }
+}
+
+impl Status {
+    fn report(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        writeln!(f, "{} ({})", one_line(&self.spec), self.dir.display())?;
         if let Some((applied_in, here)) = &self.other_netns {
             writeln!(
                 f,
@@ -450,7 +479,7 @@ impl fmt::Display for Status {
                 (Some(info), None) => writeln!(
                     f,
                     "  {:<16} ifindex {:<5} {:<8} link {} program {}",
-                    l.device,
+                    one_line(&l.device),
                     info.ifindex,
                     mode_name(l.mode),
                     info.id,
@@ -459,8 +488,12 @@ impl fmt::Display for Status {
                 (_, problem) => {
                     let problem = problem.as_deref().unwrap_or("cannot be read");
                     match &l.foreign {
-                        Some(foreign) => writeln!(f, "  {:<16} {problem}; {foreign}", l.device)?,
-                        None => writeln!(f, "  {:<16} {problem} (`devmapc apply` repairs it)", l.device)?,
+                        Some(foreign) => writeln!(f, "  {:<16} {problem}; {foreign}", one_line(&l.device))?,
+                        None => writeln!(
+                            f,
+                            "  {:<16} {problem} (`devmapc apply` repairs it)",
+                            one_line(&l.device)
+                        )?,
                     }
                 }
             }
@@ -473,8 +506,8 @@ impl fmt::Display for Status {
             writeln!(
                 f,
                 "  {:<width$} → {}{}{}",
-                r.key,
-                r.target,
+                one_line(&r.key),
+                one_line(&r.target),
                 r.count.map_or(String::new(), |c| format!("   {}", count_text(Some(c)))),
                 if r.drift { "   DRIFT" } else { "" }
             )?;
@@ -489,10 +522,10 @@ impl fmt::Display for Status {
         for d in &self.devices {
             let at = d.ifindex.map_or("MISSING".to_string(), |i| format!("ifindex {i}"));
             let egress = d.egress.as_ref().map_or(String::new(), |p| format!(" egress {p}"));
-            writeln!(f, "  {:<16} {at}{egress}   {}", d.name, count_text(d.count))?;
+            writeln!(f, "  {:<16} {at}{egress}   {}", one_line(&d.name), count_text(d.count))?;
         }
         for (g, c) in &self.groups {
-            writeln!(f, "  group {:<10} {}", g, count_text(*c))?;
+            writeln!(f, "  group {:<10} {}", one_line(g), count_text(*c))?;
         }
         for d in &self.link_drift {
             writeln!(f, "drift: {d}")?;
@@ -700,4 +733,21 @@ fn map_info(fd: BorrowedFd<'_>) -> Option<libbpf_sys::bpf_map_info> {
         )
     };
     (rc == 0).then_some(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt::Write;
+
+    /// Text from a manifest cannot forge a line or reach the terminal as
+    /// an escape sequence.
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(one_line("10.0.0.1\n\u{1b}[2Jfake"), "10.0.0.1\\n\\u{1b}[2Jfake");
+        let mut out = Escaped(String::new());
+        let name = "a\u{1b}[31m\r";
+        writeln!(out, "  {name} → b").unwrap();
+        assert_eq!(out.0, "  a\\u{1b}[31m\\r → b\n");
+    }
 }

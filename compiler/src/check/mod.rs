@@ -31,6 +31,7 @@ mod table;
 mod values;
 mod warnings;
 
+pub(crate) use names::name_problem;
 pub use names::MAX_NAME_LEN;
 pub use programs::MAX_PROGRAM_SIZE;
 

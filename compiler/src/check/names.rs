@@ -114,35 +114,7 @@ impl Checker {
     /// Reports a name that may not reach generated C. Returns whether it is
     /// acceptable.
     pub(super) fn name_ok(&mut self, ident: &Ident, what: &str) -> bool {
-        let name = ident.name.as_str();
-        let a_what = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
-            format!("an {what}")
-        } else {
-            format!("a {what}")
-        };
-        let problem = if name.len() > MAX_NAME_LEN {
-            Some((
-                format!("the {what} name `{name}` is {} characters long", name.len()),
-                format!("names are at most {MAX_NAME_LEN} characters"),
-            ))
-        } else if C_KEYWORDS.contains(&name) {
-            Some((
-                format!("`{name}` is a C keyword and cannot name {a_what}"),
-                "names reach the generated C, where a keyword cannot be a name".into(),
-            ))
-        } else if name.starts_with("devmapc_") || name.starts_with("__") {
-            Some((
-                format!("the {what} name `{name}` uses a reserved prefix"),
-                "names starting with `devmapc_` or `__` are reserved for generated code".into(),
-            ))
-        } else if RESERVED_WORDS.contains(&name) {
-            Some((
-                format!("`{name}` is a word of the devmap language and cannot name {a_what}"),
-                "pick another name, e.g. `{name}0` or `my_{name}`".replace("{name}", name),
-            ))
-        } else {
-            None
-        };
+        let problem = name_problem(&ident.name, what);
         match problem {
             Some((message, help)) => {
                 self.error(
@@ -233,5 +205,44 @@ impl Checker {
                 None
             }
         }
+    }
+}
+
+/// Why `name` may not name a `what` (a device, a group...) that reaches
+/// generated C: a message and a help, or `None` when it may. The grammar
+/// already gives a name its shape; the manifest reader, which reads names
+/// no parser saw, checks the shape here too.
+pub(crate) fn name_problem(name: &str, what: &str) -> Option<(String, String)> {
+    let a_what =
+        if what.starts_with(['a', 'e', 'i', 'o', 'u']) { format!("an {what}") } else { format!("a {what}") };
+    let shaped = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if name.len() > MAX_NAME_LEN {
+        Some((
+            format!("the {what} name `{name}` is {} characters long", name.len()),
+            format!("names are at most {MAX_NAME_LEN} characters"),
+        ))
+    } else if !shaped {
+        Some((
+            format!("the {what} name {name:?} is not a name"),
+            "a name is ASCII letters, digits and `_`, not starting with a digit".into(),
+        ))
+    } else if C_KEYWORDS.contains(&name) {
+        Some((
+            format!("`{name}` is a C keyword and cannot name {a_what}"),
+            "names reach the generated C, where a keyword cannot be a name".into(),
+        ))
+    } else if name.starts_with("devmapc_") || name.starts_with("__") {
+        Some((
+            format!("the {what} name `{name}` uses a reserved prefix"),
+            "names starting with `devmapc_` or `__` are reserved for generated code".into(),
+        ))
+    } else if RESERVED_WORDS.contains(&name) {
+        Some((
+            format!("`{name}` is a word of the devmap language and cannot name {a_what}"),
+            "pick another name, e.g. `{name}0` or `my_{name}`".replace("{name}", name),
+        ))
+    } else {
+        None
     }
 }
