@@ -246,12 +246,13 @@ fn without_privileges_one_message_and_no_run() {
     assert!(stderr.contains("missing capabilities CAP_BPF, CAP_NET_ADMIN"), "{stderr}");
 }
 
-/// The network namespaces `pid` holds open (`net:[inode]`), its own
-/// excepted.
+/// The network namespaces `pid` holds open (`net:[inode]`), the one it
+/// started in (this process's) excepted.
 fn held_namespaces(pid: u32) -> Vec<String> {
-    let own = std::fs::read_link(format!("/proc/{pid}/ns/net"))
-        .map(|l| l.display().to_string())
-        .unwrap_or_default();
+    // The namespace both processes started in: the child's own link would
+    // not do, as it names the sandbox's while its main thread is inside one
+    // (and the descriptor it keeps to come back would then look held).
+    let own = std::fs::read_link("/proc/self/ns/net").map(|l| l.display().to_string()).unwrap_or_default();
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
             d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
