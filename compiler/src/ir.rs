@@ -40,6 +40,16 @@ pub struct CodePlan {
     pub programs: Vec<ProgramPlan>,
 }
 
+impl CodePlan {
+    /// The object's programs the runtime loads and pins: the ingress
+    /// program, then each egress program (its devmap section).
+    pub fn program_names(&self) -> Vec<String> {
+        std::iter::once(names::INGRESS.to_string())
+            .chain(self.programs.iter().map(|p| p.section_program.clone()))
+            .collect()
+    }
+}
+
 /// How the ingress program turns a packet into a lookup.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

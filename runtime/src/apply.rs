@@ -661,11 +661,7 @@ fn apply_changes(
         Err(DeployError::NotDeployed { .. }) => None,
         Err(e) => return Err(e),
     };
-    let programs = || {
-        let mut p = vec![names::INGRESS.to_string()];
-        p.extend(ir.code.programs.iter().map(|p| p.section_program.clone()));
-        p
-    };
+    let programs = || ir.code.program_names();
     match previous {
         None => {
             report.kind = Kind::First;
@@ -808,41 +804,33 @@ fn full_diff(pinned: &Pinned, old: &Ir, new: &Ir, devices: &[Device]) -> Result<
 /// The maps of `ir`'s object that are not pinned in `dir` (removed by
 /// hand): a data change cannot write them, a reload can.
 pub(crate) fn missing_maps(dir: &Path, ir: &Ir) -> Vec<String> {
-    let Ok(root) = DirFd::open(dir) else {
-        return Vec::new();
-    };
-    // The whole `maps/` gone (by hand, or moved by a code upgrade that
-    // was interrupted) is every map missing.
-    let maps = match root.sub("maps") {
-        Ok(maps) => maps,
-        Err(_) => return Vec::new(),
-    };
-    devmapc::render::map_list(&ir.code)
-        .iter()
-        .filter_map(|m| m["name"].as_str())
-        .filter(|name| {
-            maps.as_ref().is_none_or(|maps| {
-                maps.entry(&deploy::pin_name(std::ffi::OsStr::new(name))) == Entry::Missing
-            })
-        })
-        .map(str::to_string)
-        .collect()
+    let maps = devmapc::render::map_list(&ir.code);
+    unpinned(dir, "maps", maps.iter().filter_map(|m| m["name"].as_str()).map(str::to_string))
 }
 
 /// The programs of `ir`'s object (ingress and egress) that are not pinned
 /// in `dir` (removed by hand): the links still run them, but a data change
 /// cannot name them, so a reload replaces them.
 pub(crate) fn missing_progs(dir: &Path, ir: &Ir) -> Vec<String> {
+    unpinned(dir, "progs", ir.code.program_names().into_iter())
+}
+
+/// The objects of `names` with no pin in `dir/sub`. The whole `sub` gone
+/// (by hand, or moved by a code upgrade that was interrupted) is every one
+/// missing; a `dir` or `sub` that cannot be read says nothing is.
+fn unpinned(dir: &Path, sub: &str, names: impl Iterator<Item = String>) -> Vec<String> {
     let Ok(root) = DirFd::open(dir) else {
         return Vec::new();
     };
-    let progs = match root.sub("progs") {
-        Ok(progs) => progs,
-        Err(_) => return Vec::new(),
+    let Ok(pins) = root.sub(sub) else {
+        return Vec::new();
     };
-    std::iter::once(names::INGRESS.to_string())
-        .chain(ir.code.programs.iter().map(|p| p.section_program.clone()))
-        .filter(|name| progs.as_ref().is_none_or(|progs| progs.entry(name) == Entry::Missing))
+    names
+        .filter(|name| {
+            pins.as_ref().is_none_or(|pins| {
+                pins.entry(&deploy::pin_name(std::ffi::OsStr::new(name))) == Entry::Missing
+            })
+        })
         .collect()
 }
 

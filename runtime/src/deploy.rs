@@ -860,8 +860,7 @@ impl Loaded {
     /// Every program and map the plan names is in the object.
     fn check_matches(&self) -> Result<(), DeployError> {
         let code = &self.ir.code;
-        let mut progs = vec![names::INGRESS.to_string()];
-        progs.extend(code.programs.iter().map(|p| p.section_program.clone()));
+        let progs = code.program_names();
         let mut maps = vec![names::SLOTS.to_string(), names::DEFAULT.to_string()];
         maps.extend(code.groups.iter().map(|g| g.map.clone()));
         maps.extend(code.programs.iter().map(|p| p.args_map.clone()));
